@@ -1,0 +1,42 @@
+"""mlpx: multi-layer perceptrons on NumPy + Numba (CPU) or CuPy (CUDA) with one argument.
+
+    import mlpx
+    model = mlpx.MLP([784, 256, 10], activation="relu", backend="cpu", seed=0)
+    model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=10)
+
+Importing mlpx imports neither CuPy nor Numba and compiles nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import activations, initializers, losses, optim
+from .backends import available_backends, get_backend
+from .data import Standardizer, minibatches, one_hot, train_test_split
+from .errors import BackendUnavailableError, NonFiniteLossError
+from .history import History
+from .layers import Dense, Layer, Parameter
+from .model import MLP, Sequential
+from .perceptron import Perceptron
+from .training import Callback
+
+__version__ = "0.1.0"
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Any backend array (NumPy, CuPy, anything with __array__) as a NumPy array."""
+    if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
+        return a.get()
+    return np.asarray(a)
+
+
+__all__ = [
+    "MLP", "Sequential", "Dense", "Layer", "Parameter", "Perceptron", "History", "Callback",
+    "Standardizer", "one_hot", "train_test_split", "minibatches",
+    "available_backends", "get_backend", "to_numpy",
+    "BackendUnavailableError", "NonFiniteLossError",
+    "activations", "initializers", "losses", "optim", "__version__",
+]

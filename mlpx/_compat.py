@@ -1,0 +1,35 @@
+"""Probe optional dependencies without importing them eagerly.
+
+`import mlpx` must stay cheap: nothing here imports cupy or numba at module load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+
+
+def has_module(name: str) -> bool:
+    """True when `name` can be imported (checked without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
+def has_cupy() -> bool:
+    return has_module("cupy")
+
+
+@lru_cache(maxsize=1)
+def gpu_count() -> int:
+    """Number of CUDA devices CuPy can see (0 without CuPy, driver or GPU)."""
+    if not has_cupy():
+        return 0
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # no driver, no device, broken install: all mean "no GPU"
+        return 0
+
+
+def has_gpu() -> bool:
+    return gpu_count() > 0

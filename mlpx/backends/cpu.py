@@ -1,0 +1,111 @@
+"""The cpu backend: NumPy (BLAS GEMMs into preallocated outputs) + Numba fused kernels.
+
+Numba is imported on the first kernel call, not with `import mlpx`. Ops whose arrays a
+kernel does not handle (row-wise activations, unusual layouts) fall back to the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import activations as A
+from .base import Array, Backend
+
+_FUSED_CODES = frozenset(
+    {A.ACT_IDENTITY, A.ACT_STEP, A.ACT_SIGMOID, A.ACT_TANH, A.ACT_RELU, A.ACT_LEAKY_RELU,
+     A.ACT_ELU, A.ACT_GELU, A.ACT_SILU, A.ACT_SOFTPLUS}
+)
+
+
+def _kernels() -> Any:
+    from . import numba_kernels
+
+    return numba_kernels
+
+
+def _contig(*arrays: Array) -> bool:
+    return all(a.flags.c_contiguous for a in arrays)
+
+
+class CPUBackend(Backend):
+    name = "cpu"
+    xp = np
+
+    def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
+        """Compile (or load from the disk cache) the kernels for `dtypes` ahead of use."""
+        k = _kernels()
+        for dt in dtypes:
+            z = np.zeros((2, 3), dt)
+            b = np.zeros(3, dt)
+            out = np.zeros((2, 3), dt)
+            k.bias_relu(z, b, out)
+            k.relu_backward(out, z, out)
+            k.bias_act(z, b, A.ACT_SIGMOID, 0.0, out)
+            k.act_backward(out, z, out, A.ACT_SIGMOID, 0.0, out)
+            k.softmax_xent(z, np.zeros(2, np.int64), out, True)
+            k.sgd_update(z, out, 0.1)
+
+    # activations ------------------------------------------------------------------------
+    def bias_act(self, z, b, act, out, slopes=None):
+        code = act.code
+        if b is None or not _contig(z, out) or code not in _FUSED_CODES | {A.ACT_PRELU}:
+            return super().bias_act(z, b, act, out, slopes)
+        k = _kernels()
+        if code == A.ACT_RELU:
+            k.bias_relu(z, b, out)
+        elif code == A.ACT_PRELU:
+            k.bias_prelu(z, b, slopes, out)
+        else:
+            k.bias_act(z, b, code, act.alpha, out)
+        return out
+
+    def act_backward(self, dy, z, y, act, out, slopes=None):
+        code = act.code
+        if code == A.ACT_IDENTITY or code not in _FUSED_CODES or not _contig(dy, z, y, out):
+            return super().act_backward(dy, z, y, act, out, slopes)
+        if code == A.ACT_STEP:
+            act.derivative(self, dy, z, y)  # raises the explanatory error
+        k = _kernels()
+        if code == A.ACT_RELU:
+            k.relu_backward(dy, z, out)
+        else:
+            k.act_backward(dy, z, y, code, act.alpha, out)
+        return out
+
+    def prelu_backward(self, dy, z, slopes, out, dslopes):
+        """Fused PReLU derivative and slope gradient (one pass)."""
+        _kernels().prelu_backward(dy, z, slopes, out, dslopes)
+        return out
+
+    # losses -----------------------------------------------------------------------------
+    def softmax_cross_entropy(self, logits, labels, grad=None):
+        if not _contig(logits):
+            return super().softmax_cross_entropy(logits, labels, grad)
+        g = grad if grad is not None else logits  # never written when write_grad is False
+        return np.float64(_kernels().softmax_xent(logits, labels, g, grad is not None))
+
+    def _elementwise_loss(self, kernel, y, t, grad, fallback):
+        if not _contig(y, t) or y.shape != t.shape:
+            return fallback(y, t, grad)
+        g = grad if grad is not None else y
+        return np.float64(kernel(y, t, g, grad is not None))
+
+    def bce_with_logits(self, logits, targets, grad=None):
+        return self._elementwise_loss(
+            _kernels().bce_logits, logits, targets, grad, super().bce_with_logits
+        )
+
+    def mse(self, y, t, grad=None):
+        return self._elementwise_loss(_kernels().mse, y, t, grad, super().mse)
+
+    def l1(self, y, t, grad=None):
+        return self._elementwise_loss(_kernels().l1, y, t, grad, super().l1)
+
+    # optimisers ---------------------------------------------------------------------------
+    def sgd_update(self, param, grad, lr):
+        if not _contig(param, grad):
+            return super().sgd_update(param, grad, lr)
+        _kernels().sgd_update(param, grad, float(lr))
+        return param

@@ -1,0 +1,100 @@
+"""Dense (fully connected) layer: y = f(x W + b), W of shape (in, out)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import activations as A
+from .. import initializers as I
+from ..backends.base import Array
+from .base import Layer, Parameter
+
+
+class Dense(Layer):
+    """`Dense(units, activation=None, init=None)`: one GEMM and one fused bias+activation.
+
+    Backpropagation in batch form, with delta = dL/dz:
+        delta = dL/dy (.) f'(z)       (fused kernel)
+        dL/dW = x^T delta             (GEMM)
+        dL/db = sum over the batch of delta
+        dL/dx = delta W^T             (GEMM; skipped for the first layer)
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | A.Activation | None = None,
+        init: str | I.Initializer | None = None,
+        bias_init: str | I.Initializer = "zeros",
+        use_bias: bool = True,
+        name: str | None = None,
+    ):
+        super().__init__(name)
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"Dense units must be a positive integer, got {units!r}")
+        self.units = int(units)
+        self.activation = A.get(activation)
+        self.init = init if init is not None else I.default_for(self.activation)
+        self._init_fn = I.get(self.init)
+        self._bias_init_fn = I.get(bias_init)
+        self.bias_init = bias_init
+        self.use_bias = bool(use_bias)
+        self.W: Parameter | None = None
+        self.b: Parameter | None = None
+        self.slopes: Parameter | None = None
+        self._x = self._z = self._y = None
+
+    def _build(self, input_dim: int, rng: np.random.Generator) -> int:
+        shape = (input_dim, self.units)
+        self.W = self._new_param("W", self._init_fn(shape, rng, self.activation))
+        if self.use_bias:
+            b = self._bias_init_fn((1, self.units), rng, self.activation).reshape(self.units)
+            self.b = self._new_param("b", b)
+        if self.activation.has_parameters:
+            self.slopes = self._new_param("slopes", np.full(self.units, self.activation.alpha))
+        return self.units
+
+    def parameters(self) -> list[Parameter]:
+        return [p for p in (self.W, self.b, self.slopes) if p is not None]
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        ops, act = self.ops, self.activation
+        n = x.shape[0]
+        z = ops.matmul(x, self.W.data, out=self._buffer("z", (n, self.units)))
+        y = z if act.code == A.ACT_IDENTITY else self._buffer("y", (n, self.units))
+        slopes = self.slopes.data if self.slopes is not None else None
+        if self.b is not None:
+            ops.bias_act(z, self.b.data, act, out=y, slopes=slopes)
+        elif y is not z:
+            ops.bias_act(z, None, act, out=y, slopes=slopes)
+        self._x, self._z, self._y = x, z, y
+        return y
+
+    def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
+        ops, act = self.ops, self.activation
+        if not act.differentiable:
+            act.derivative(ops, dy, self._z, self._y)  # raises the explanatory error
+        if act.code == A.ACT_IDENTITY:
+            delta = dy
+        else:
+            delta = self._buffer("delta", dy.shape)
+            if self.slopes is not None:
+                ops.prelu_backward(dy, self._z, self.slopes.data, delta, self.slopes.grad)
+            else:
+                ops.act_backward(dy, self._z, self._y, act, out=delta)
+        ops.matmul(self._x, delta, out=self.W.grad, trans_a=True)
+        if self.b is not None:
+            ops.sum_rows(delta, out=self.b.grad)
+        if not need_input_grad:
+            return None
+        dx = self._buffer("dx", (dy.shape[0], self.input_dim))
+        return ops.matmul(delta, self.W.data, out=dx, trans_b=True)
+
+    def get_config(self) -> dict:
+        return {
+            "units": self.units,
+            "activation": self.activation.config(),
+            "init": I.spec_name(self.init),
+            "use_bias": self.use_bias,
+            "name": self.name,
+        }

@@ -1,0 +1,204 @@
+"""Losses with PyTorch's semantics and mean reduction.
+
+| name            | network output      | target                                         |
+|-----------------|---------------------|------------------------------------------------|
+| `mse`           | values              | same shape (a 1-D target for one output)       |
+| `l1`            | values              | same shape                                     |
+| `cross_entropy` | logits              | integer labels in [0, C), or one-hot/probability rows |
+| `bce`           | logits              | 0/1 (or probabilities), same shape; multi-label |
+| `nll`           | log-probabilities   | integer labels in [0, C)                       |
+
+Targets are validated and converted once per `fit`/`evaluate` call (`prepare_target`), never
+inside the training step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import activations as A
+from .backends.base import Array, Backend
+
+
+class Loss:
+    name: str = ""
+    #: what the network's output must be: "logits", "log_probs" or "values"
+    expects: str = "values"
+    #: True where accuracy is a meaningful metric
+    classification: bool = False
+
+    def __call__(self, ops: Backend, out: Array, target: Array, grad: Array | None = None):
+        """Mean loss (0-d device value); writes dLoss/dout into `grad` when given."""
+        raise NotImplementedError  # pragma: no cover
+
+    def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
+        """Validate `y` (host array) and return it in the layout the loss consumes."""
+        y = _numeric(y)
+        if y.ndim == 1 and n_outputs == 1:
+            y = y.reshape(-1, 1)
+        if y.ndim != 2 or y.shape[1] != n_outputs:
+            raise ValueError(
+                f"loss {self.name!r} needs targets of shape (n_samples, {n_outputs}) to match "
+                f"the model's {n_outputs} output(s), got shape {tuple(y.shape)}"
+            )
+        return np.ascontiguousarray(y, dtype=dtype)
+
+    def proba(self, ops: Backend, out: Array) -> Array:
+        """Probabilities from raw outputs (softmax / sigmoid / exp of log-probabilities)."""
+        raise ValueError(
+            f"loss {self.name!r} is a regression loss: the model's outputs are values, not "
+            "probabilities; use predict()"
+        )
+
+    def correct(self, ops: Backend, out: Array, target: Array):
+        """Number of correct predictions in a batch (a 0-d device value) for accuracy."""
+        raise NotImplementedError  # pragma: no cover
+
+    def accuracy_denominator(self, target: Array) -> int:
+        return int(target.shape[0])
+
+
+def _numeric(y: Any) -> np.ndarray:
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"targets must be numeric, got dtype {y.dtype}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        bad = int(np.size(y) - np.isfinite(y).sum())
+        raise ValueError(f"y contains {bad} NaN or infinite value(s); clean or drop them")
+    return y
+
+
+def _labels(y: np.ndarray, n_classes: int, loss: str) -> np.ndarray:
+    """1-D integer labels in [0, n_classes) as int64."""
+    if y.dtype.kind == "f":
+        if not np.array_equal(y, np.round(y)):
+            raise ValueError(
+                f"loss {loss!r} with 1-D targets needs integer class labels; got non-integer "
+                "values (pass one-hot or probability rows as a 2-D array instead)"
+            )
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        lo, hi = y.min(), y.max()
+        raise ValueError(
+            f"class labels must lie in [0, {n_classes}) for a model with {n_classes} outputs; "
+            f"got labels from {lo} to {hi}"
+        )
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+class MSELoss(Loss):
+    name = "mse"
+
+    def __call__(self, ops, out, target, grad=None):
+        return ops.mse(out, target, grad)
+
+
+class L1Loss(Loss):
+    name = "l1"
+
+    def __call__(self, ops, out, target, grad=None):
+        return ops.l1(out, target, grad)
+
+
+class CrossEntropyLoss(Loss):
+    name, expects, classification = "cross_entropy", "logits", True
+
+    def prepare_target(self, y, n_outputs, dtype):
+        y = _numeric(y)
+        if n_outputs < 2:
+            raise ValueError(
+                "cross_entropy needs at least 2 outputs (one logit per class); for a single "
+                "output use loss='bce'"
+            )
+        if y.ndim == 1:
+            return _labels(y, n_outputs, self.name)
+        if y.ndim == 2 and y.shape[1] == n_outputs:
+            if y.min() < 0:
+                raise ValueError("cross_entropy probability targets must be non-negative")
+            return np.ascontiguousarray(y, dtype=dtype)
+        raise ValueError(
+            f"cross_entropy targets must be integer labels of shape (n_samples,) or "
+            f"one-hot/probability rows of shape (n_samples, {n_outputs}); got {tuple(y.shape)}"
+        )
+
+    def __call__(self, ops, out, target, grad=None):
+        if target.ndim == 1:
+            return ops.softmax_cross_entropy(out, target, grad)
+        return ops.softmax_cross_entropy_soft(out, target, grad)
+
+    def proba(self, ops, out):
+        return A.Softmax().formula(ops, ops._f64(out)).astype(out.dtype)
+
+    def correct(self, ops, out, target):
+        labels = target if target.ndim == 1 else target.argmax(axis=1)
+        return (out.argmax(axis=1) == labels).sum()
+
+
+class NLLLoss(CrossEntropyLoss):
+    name, expects = "nll", "log_probs"
+
+    def prepare_target(self, y, n_outputs, dtype):
+        y = _numeric(y)
+        if y.ndim != 1:
+            raise ValueError(f"nll needs integer labels of shape (n_samples,), got {y.shape}")
+        return _labels(y, n_outputs, self.name)
+
+    def __call__(self, ops, out, target, grad=None):
+        return ops.nll(out, target, grad)
+
+    def proba(self, ops, out):
+        return ops.xp.exp(out)
+
+
+class BCEWithLogitsLoss(Loss):
+    name, expects, classification = "bce", "logits", True
+
+    def prepare_target(self, y, n_outputs, dtype):
+        y = super().prepare_target(y, n_outputs, dtype)
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(
+                f"bce targets must lie in [0, 1] (0/1 labels or probabilities); got values "
+                f"from {y.min()} to {y.max()}"
+            )
+        return y
+
+    def __call__(self, ops, out, target, grad=None):
+        return ops.bce_with_logits(out, target, grad)
+
+    def proba(self, ops, out):
+        return A.Sigmoid().formula(ops, ops._f64(out)).astype(out.dtype)
+
+    def correct(self, ops, out, target):
+        return ((out > 0) == (target > 0.5)).sum()
+
+    def accuracy_denominator(self, target):
+        return int(target.size)
+
+
+_BY_NAME = {
+    "mse": MSELoss,
+    "l1": L1Loss,
+    "cross_entropy": CrossEntropyLoss,
+    "bce": BCEWithLogitsLoss,
+    "nll": NLLLoss,
+}
+_ALIASES = {
+    "mean_squared_error": "mse", "l2": "mse", "mae": "l1", "mean_absolute_error": "l1",
+    "crossentropy": "cross_entropy", "categorical_crossentropy": "cross_entropy",
+    "binary_cross_entropy": "bce", "binary_crossentropy": "bce", "bce_with_logits": "bce",
+}
+
+
+def names() -> list[str]:
+    return sorted(_BY_NAME)
+
+
+def get(spec: str | Loss) -> Loss:
+    if isinstance(spec, Loss):
+        return spec
+    if isinstance(spec, str):
+        key = _ALIASES.get(spec.lower(), spec.lower())
+        if key in _BY_NAME:
+            return _BY_NAME[key]()
+    raise ValueError(f"unknown loss {spec!r}; valid names are {', '.join(names())}")

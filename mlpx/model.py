@@ -1,0 +1,418 @@
+"""Sequential: a stack of layers on one backend, and the MLP shorthand."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import activations as A
+from . import losses as L
+from . import optim as O
+from .backends import Backend, get_backend
+from .history import History
+from .layers.base import Layer, Parameter
+from .layers.dense import Dense
+from .validation import check_features, check_positive_int, check_same_length, is_device_array
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+DEFAULT_PREDICT_BATCH = 4096
+
+
+def _resolve_dtype(dtype: Any) -> np.dtype:
+    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype.lower()
+    if key not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return np.dtype(_DTYPES[key])
+
+
+class Sequential:
+    """A feed-forward stack of layers.
+
+    >>> model = Sequential([Dense(64, activation="relu"), Dense(10)], input_dim=784,
+    ...                    backend="cpu", dtype="float32", seed=0)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer] | None = None,
+        input_dim: int | None = None,
+        backend: str | Backend = "cpu",
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ):
+        self.ops: Backend = get_backend(backend)
+        self.dtype = _resolve_dtype(dtype)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self.seed = int(seed)
+        self.layers: list[Layer] = []
+        self.input_dim: int | None = None
+        self.loss_: L.Loss | None = None
+        self.optimizer_: O.Optimizer | None = None
+        self.history_: History | None = None
+        self.stop_training = False
+        self._fit_count = 0
+        for layer in layers or []:
+            self.add(layer)
+        if input_dim is not None:
+            self.build(check_positive_int(input_dim, "input_dim"))
+
+    # --------------------------------------------------------------------------- structure
+    def add(self, layer: Layer) -> Sequential:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential takes mlpx layers, got {type(layer).__name__}")
+        if self.built:
+            raise RuntimeError("cannot add layers to a built model; build a new Sequential")
+        self.layers.append(layer)
+        return self
+
+    @property
+    def built(self) -> bool:
+        return self.input_dim is not None
+
+    @property
+    def backend(self) -> str:
+        return self.ops.name
+
+    @property
+    def output_dim(self) -> int:
+        self._require_built()
+        return self.layers[-1].output_dim
+
+    def build(self, input_dim: int) -> Sequential:
+        """Create every layer's parameters for inputs of width `input_dim` (seeded)."""
+        if not self.layers:
+            raise ValueError("the model has no layers; pass a list such as [Dense(10)]")
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[0])
+        width = int(input_dim)
+        for layer in self.layers:
+            width = layer.build(width, self.ops, self.dtype, rng)
+        self.input_dim = int(input_dim)
+        if self.optimizer_ is not None:
+            self.optimizer_.bind(self.parameters(), self.ops)
+        return self
+
+    def _require_built(self) -> None:
+        if not self.built:
+            raise RuntimeError(
+                "the model is not built yet: pass input_dim= to the constructor, call "
+                "build(n_features), or call fit() first"
+            )
+
+    def parameters(self) -> list[Parameter]:
+        """Trainable parameters in layer order (the order of get_weights)."""
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def count_params(self) -> int:
+        return int(sum(int(np.prod(p.shape)) for p in self.parameters()))
+
+    def summary(self) -> str:
+        self._require_built()
+        lines = [f"Sequential on {self.backend!r} ({self.dtype.name}), input_dim={self.input_dim}"]
+        for i, layer in enumerate(self.layers):
+            n = sum(int(np.prod(p.shape)) for p in layer.parameters())
+            lines.append(f"  {i:>2} {layer!r}  -> {layer.output_dim}  params={n}")
+        lines.append(f"  total params: {self.count_params()}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"{type(self).__name__}([{inner}], backend={self.backend!r})"
+
+    # --------------------------------------------------------------------- forward/backward
+    def forward(self, x: Any, training: bool = False) -> Any:
+        """Raw outputs for a backend array `x` (no validation; the arrays are reused buffers)."""
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, grad: Any) -> None:
+        """Backpropagate dL/d(output) through every layer, writing parameter gradients."""
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=i > 0)
+
+    # ---------------------------------------------------------------------- loss/optimiser
+    def compile(
+        self,
+        loss: str | L.Loss | None = None,
+        optimizer: str | O.Optimizer | None = None,
+        lr: float | None = None,
+    ) -> Sequential:
+        """Set the loss and optimiser that fit/evaluate/predict_proba use (Keras style)."""
+        if loss is not None:
+            self._set_loss(loss)
+        if optimizer is not None or lr is not None:
+            self._set_optimizer(optimizer, lr)
+        return self
+
+    def _set_loss(self, loss: str | L.Loss) -> L.Loss:
+        self.loss_ = L.get(loss)
+        last_act = getattr(self.layers[-1], "activation", None) if self.layers else None
+        code = last_act.code if last_act is not None else A.ACT_IDENTITY
+        squashing = (A.ACT_SOFTMAX, A.ACT_SIGMOID, A.ACT_LOG_SOFTMAX)
+        if self.loss_.expects == "logits" and code in squashing:
+            warnings.warn(
+                f"loss {self.loss_.name!r} expects logits (raw scores), but the output layer "
+                f"applies {last_act.name!r}; remove the output activation (predict_proba "
+                "applies it for you) or the loss will be computed on transformed values",
+                UserWarning,
+                stacklevel=3,
+            )
+        if self.loss_.expects == "log_probs" and code != A.ACT_LOG_SOFTMAX:
+            warnings.warn(
+                "loss 'nll' expects log-probabilities; give the output layer "
+                "activation='log_softmax', or use loss='cross_entropy' on logits",
+                UserWarning,
+                stacklevel=3,
+            )
+        return self.loss_
+
+    def _set_optimizer(self, optimizer: str | O.Optimizer | None, lr: float | None) -> None:
+        if optimizer is None:
+            if self.optimizer_ is not None and lr is not None:
+                optimizer = self.optimizer_.name
+            else:
+                optimizer = self.optimizer_ if self.optimizer_ is not None else "sgd"
+        self.optimizer_ = O.get(optimizer, lr)
+        if self.built:
+            self.optimizer_.bind(self.parameters(), self.ops)
+
+    def _loss_or(self, loss: str | L.Loss | None) -> L.Loss:
+        if loss is not None:
+            return L.get(loss)
+        if self.loss_ is None:
+            raise ValueError(
+                f"no loss given and none set by fit/compile; pass loss= (one of "
+                f"{', '.join(L.names())})"
+            )
+        return self.loss_
+
+    # ------------------------------------------------------------------------------ data
+    def _check_X(self, X: Any, name: str = "X") -> Any:
+        X = check_features(X, self.input_dim, name)
+        if not self.built:
+            self.build(X.shape[1])
+        return X
+
+    def _to_backend(self, X: Any) -> Any:
+        if is_device_array(X) and self.ops.name == "cpu":
+            X = self.ops.to_numpy(X.get() if hasattr(X, "get") else X)
+        return self.ops.asarray(X, dtype=self.dtype)
+
+    def _prepare(self, X: Any, y: Any, loss: L.Loss, xname="X", yname="y"):
+        """Validate X and y once; return both as backend arrays."""
+        X = self._check_X(X, xname)
+        if y is None:
+            raise ValueError(f"{yname} is required")
+        y_host = y.get() if is_device_array(y) and hasattr(y, "get") else np.asarray(y)
+        check_same_length(X, y_host, xname, yname)
+        target = loss.prepare_target(y_host, self.output_dim, self.dtype)
+        return self._to_backend(X), self.ops.asarray(target)
+
+    # ------------------------------------------------------------------------- inference
+    def predict(self, X: Any, batch_size: int | None = None, device: bool = False) -> Any:
+        """Raw network outputs (logits or values), computed in batches.
+
+        Returns a NumPy array, or a backend array with `device=True`.
+        """
+        X = self._check_X(X)
+        bs = check_positive_int(batch_size or DEFAULT_PREDICT_BATCH, "batch_size")
+        ops = self.ops
+        result = ops.empty((X.shape[0], self.output_dim), self.dtype)
+        for start in range(0, X.shape[0], bs):
+            xb = self._to_backend(X[start : start + bs])
+            ops.copy_into(result[start : start + bs], self.forward(xb, training=False))
+        return result if device else ops.to_numpy(result)
+
+    def predict_proba(self, X: Any, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities: softmax (cross_entropy), sigmoid (bce), exp (nll)."""
+        loss = self.loss_
+        if loss is None:
+            code = getattr(getattr(self.layers[-1], "activation", None), "code", None)
+            if code in (A.ACT_SOFTMAX, A.ACT_SIGMOID):
+                return self.predict(X, batch_size)
+            raise ValueError(
+                "predict_proba needs to know the loss to turn outputs into probabilities: "
+                "call fit(...) or compile(loss='cross_entropy' | 'bce' | 'nll') first"
+            )
+        out = self.predict(X, batch_size, device=True)
+        return self.ops.to_numpy(loss.proba(self.ops, out))
+
+    def evaluate(
+        self, X: Any, y: Any, loss: str | L.Loss | None = None, batch_size: int | None = None
+    ) -> dict[str, float]:
+        """Mean loss (and accuracy for classification losses) over (X, y), in batches."""
+        loss_fn = self._loss_or(loss)
+        Xd, yd = self._prepare(X, y, loss_fn)
+        bs = check_positive_int(batch_size or DEFAULT_PREDICT_BATCH, "batch_size")
+        return self._evaluate_prepared(Xd, yd, loss_fn, bs)
+
+    def _evaluate_prepared(self, Xd, yd, loss_fn: L.Loss, bs: int) -> dict[str, float]:
+        ops = self.ops
+        n = Xd.shape[0]
+        total = 0.0
+        correct = 0
+        for start in range(0, n, bs):
+            xb, yb = Xd[start : start + bs], yd[start : start + bs]
+            out = self.forward(xb, training=False)
+            total = total + loss_fn(ops, out, yb) * xb.shape[0]
+            if loss_fn.classification:
+                correct = correct + loss_fn.correct(ops, out, yb)
+        logs = {"loss": ops.to_float(total) / n}
+        if loss_fn.classification:
+            logs["accuracy"] = ops.to_float(correct) / (loss_fn.accuracy_denominator(yd))
+        return logs
+
+    # ------------------------------------------------------------------------- gradients
+    def loss_and_grad(
+        self, X: Any, y: Any, loss: str | L.Loss | None = None, training: bool = False
+    ) -> tuple[float, list[np.ndarray]]:
+        """Full-batch loss and gradients (NumPy, aligned with get_weights()).
+
+        `training=True` runs layers in training mode (batch statistics, dropout).
+        """
+        loss_fn = self._loss_or(loss)
+        self._check_trainable()
+        Xd, yd = self._prepare(X, y, loss_fn)
+        out = self.forward(Xd, training=training)
+        grad = self.ops.empty(out.shape, self.dtype)
+        value = loss_fn(self.ops, out, yd, grad)
+        value = value + self._penalty()
+        self.backward(grad)
+        self._add_penalty_grads()
+        grads = [self.ops.to_numpy(p.grad).copy() for p in self.parameters()]
+        return self.ops.to_float(value), grads
+
+    def _penalty(self) -> Any:
+        """Regularisation term added to the objective (0 without regularisers)."""
+        return 0.0
+
+    def _add_penalty_grads(self) -> None:
+        """Add the regularisers' gradients to the parameter gradients (none by default)."""
+
+    def _check_trainable(self) -> None:
+        for layer in self.layers:
+            act = getattr(layer, "activation", None)
+            if act is not None and not act.differentiable:
+                raise ValueError(
+                    f"layer {layer!r} uses the {act.name!r} activation, which has no gradient "
+                    "and cannot be trained by backpropagation; use mlpx.Perceptron for "
+                    "Rosenblatt's rule, or a smooth activation such as 'sigmoid'"
+                )
+
+    # --------------------------------------------------------------------------- weights
+    def get_weights(self) -> list[np.ndarray]:
+        """Trainable parameters as NumPy copies, in layer order (Dense: W (in, out), b)."""
+        self._require_built()
+        return [self.ops.to_numpy(p.data).copy() for p in self.parameters()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace every trainable parameter (same order and shapes as get_weights())."""
+        self._require_built()
+        params = self.parameters()
+        weights = list(weights)
+        if len(weights) != len(params):
+            raise ValueError(
+                f"set_weights got {len(weights)} arrays, the model has {len(params)} "
+                f"parameters ({', '.join(f'{p.name}{p.shape}' for p in params)})"
+            )
+        host = []
+        for i, (p, w) in enumerate(zip(params, weights, strict=True)):
+            w = np.asarray(w.get() if is_device_array(w) and hasattr(w, "get") else w)
+            if tuple(w.shape) != p.shape:
+                raise ValueError(
+                    f"weight {i} ({p.name}) must have shape {p.shape}, got {tuple(w.shape)}"
+                )
+            if w.dtype.kind not in "biuf" or not np.isfinite(w).all():
+                raise ValueError(f"weight {i} ({p.name}) must be finite numbers")
+            host.append(w.astype(self.dtype))
+        for p, w in zip(params, host, strict=True):  # validated all first: nothing changes on error
+            self.ops.copy_into(p.data, self.ops.asarray(w))
+
+    def _snapshot(self) -> list[Any]:
+        return [self.ops.copy(p.data) for p in self.parameters()]
+
+    def _restore(self, snapshot: list[Any]) -> None:
+        for p, saved in zip(self.parameters(), snapshot, strict=True):
+            self.ops.copy_into(p.data, saved)
+
+    # ----------------------------------------------------------------------------- moving
+    def to(self, backend: str | Backend) -> Sequential:
+        """Move the model (weights, state, optimiser state) to another backend, in place."""
+        ops = get_backend(backend)
+        if ops is self.ops:
+            return self
+        opt_state = self.optimizer_.state_dict() if self.optimizer_ and self.built else None
+        for layer in self.layers:
+            if layer.built:
+                layer.to_backend(ops)
+        self.ops = ops
+        if self.optimizer_ is not None and self.built:
+            self.optimizer_.ops = None
+            self.optimizer_.state = []
+            self.optimizer_.bind(self.parameters(), ops)
+            if opt_state is not None:
+                self.optimizer_.load_state_dict(opt_state)
+        return self
+
+    # ----------------------------------------------------------------------------- train
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        loss: str | L.Loss | None = None,
+        optimizer: str | O.Optimizer | None = None,
+        lr: float | None = None,
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data: tuple[Any, Any] | None = None,
+        verbose: int = 1,
+        callbacks: Sequence[Any] | None = None,
+    ) -> History:
+        """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
+
+        `optimizer` is a name (then `lr` sets its learning rate) or an `mlpx.optim` object.
+        The model keeps the loss and optimiser for later evaluate/predict_proba/fit calls.
+        """
+        from .training import fit_model
+
+        return fit_model(
+            self, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
+            batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
+            verbose=verbose, callbacks=callbacks,
+        )
+
+
+class MLP(Sequential):
+    """`MLP([784, 256, 10], activation="relu")`: Dense layers between the given widths.
+
+    The first size is the input width; hidden layers use `activation`; the output layer uses
+    `output_activation` (None: raw logits/values, the right choice for the built-in losses).
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str | A.Activation = "relu",
+        output_activation: str | A.Activation | None = None,
+        init: str | None = None,
+        backend: str | Backend = "cpu",
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ):
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(
+                f"MLP needs at least an input and an output size, e.g. [784, 10]; got {sizes}"
+            )
+        for s in sizes:
+            check_positive_int(s, "every MLP size")
+        layers: list[Layer] = [Dense(s, activation=activation, init=init) for s in sizes[1:-1]]
+        layers.append(Dense(sizes[-1], activation=output_activation, init=init))
+        super().__init__(layers, input_dim=sizes[0], backend=backend, dtype=dtype, seed=seed)
+        self.sizes = sizes

@@ -1,0 +1,196 @@
+"""The mini-batch training loop behind `Sequential.fit`.
+
+One step: gather the shuffled batch into a reused buffer, forward, fused loss + gradient,
+backward, optimiser update. Nothing inside a step reads a value back to the host: the epoch's
+loss is accumulated on the backend's device and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import NonFiniteLossError
+from .history import History
+from .validation import check_positive_int
+
+
+class _DeferredInterrupt:
+    """Ctrl-C during a step is acted on after that step, so weights stay consistent."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def _handler(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Callback:
+    """Hooks called by `fit`. Set `model.stop_training = True` to end after this epoch."""
+
+    model: Any = None
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
+
+    def on_train_begin(self, logs: dict | None = None) -> None: ...
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None: ...
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
+
+    def on_train_end(self, logs: dict | None = None) -> None: ...
+
+
+def _progress(total: int, verbose: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, disable=verbose != 1, unit="batch", desc=desc, dynamic_ncols=True,
+        leave=True, mininterval=0.2,
+    )
+
+
+def fit_model(
+    model: Any,
+    X: Any,
+    y: Any,
+    *,
+    loss: Any,
+    optimizer: Any,
+    lr: float | None,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool,
+    validation_data: tuple[Any, Any] | None,
+    verbose: int,
+    callbacks: Sequence[Callback] | None,
+) -> History:
+    # ---- validate everything before any kernel runs
+    epochs = check_positive_int(epochs, "epochs", minimum=0)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if verbose not in (0, 1, 2):
+        raise ValueError(
+            "verbose must be 0 (silent), 1 (progress bar) or 2 (one line per epoch), "
+            f"got {verbose!r}"
+        )
+    if lr is not None:
+        from .optim import check_lr
+
+        check_lr(lr)
+    if loss is not None:
+        model._set_loss(loss)
+    loss_fn = model._loss_or(None)
+    Xd, yd = model._prepare(X, y, loss_fn)
+    model._check_trainable()
+    if optimizer is not None or lr is not None or model.optimizer_ is None:
+        model._set_optimizer(optimizer, lr)
+    val = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a tuple (X_val, y_val)")
+        val = model._prepare(validation_data[0], validation_data[1], loss_fn, "X_val", "y_val")
+
+    ops = model.ops
+    opt = model.optimizer_
+    opt.bind(model.parameters(), ops)
+    n = Xd.shape[0]
+    bs = min(batch_size, n)
+    steps = math.ceil(n / bs)
+    seq = np.random.SeedSequence([model.seed, model._fit_count])
+    model._fit_count += 1
+    rng = np.random.default_rng(seq)
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        cb.set_model(model)
+
+    history = History()
+    model.history_ = history
+    model.stop_training = False
+    out_shape = (bs, model.output_dim)
+    xbuf = {bs: ops.empty((bs,) + tuple(Xd.shape[1:]), model.dtype)}
+    ybuf = {bs: ops.empty((bs,) + tuple(yd.shape[1:]), yd.dtype)}
+    gbuf = {bs: ops.empty(out_shape, model.dtype)}
+    last = n - (steps - 1) * bs
+    if last != bs:
+        xbuf[last] = ops.empty((last,) + tuple(Xd.shape[1:]), model.dtype)
+        ybuf[last] = ops.empty((last,) + tuple(yd.shape[1:]), yd.dtype)
+        gbuf[last] = ops.empty((last, model.output_dim), model.dtype)
+
+    snapshot = model._snapshot()
+    for cb in callbacks:
+        cb.on_train_begin({})
+    bar = _progress(epochs * steps, verbose, "training")
+    try:
+        with _DeferredInterrupt() as interrupt:
+            for epoch in range(epochs):
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch, {})
+                bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                order = ops.asarray(rng.permutation(n) if shuffle else np.arange(n))
+                total = 0.0
+                for s in range(steps):
+                    idx = order[s * bs : (s + 1) * bs]
+                    m = idx.shape[0]
+                    if shuffle:
+                        xb = ops.take_rows(Xd, idx, xbuf[m])
+                        yb = ops.take_rows(yd, idx, ybuf[m])
+                    else:
+                        xb, yb = Xd[s * bs : s * bs + m], yd[s * bs : s * bs + m]
+                    out = model.forward(xb, training=True)
+                    g = gbuf[m]
+                    step_loss = loss_fn(ops, out, yb, g)
+                    model.backward(g)
+                    model._add_penalty_grads()
+                    opt.step()
+                    total = total + step_loss * m
+                    bar.update(1)
+                    if interrupt.requested:
+                        raise KeyboardInterrupt
+                epoch_loss = ops.to_float(total) / n + ops.to_float(model._penalty())
+                if not math.isfinite(epoch_loss):
+                    model._restore(snapshot)
+                    raise NonFiniteLossError(
+                        f"the training loss became {epoch_loss} in epoch {epoch + 1}; the model "
+                        f"keeps the weights of its last finite epoch ({epoch}). Lower the "
+                        "learning rate, standardise the inputs, or clip gradients"
+                    )
+                snapshot = model._snapshot()
+                logs = {"loss": epoch_loss}
+                if val is not None:
+                    v = model._evaluate_prepared(val[0], val[1], loss_fn, max(bs, 1024))
+                    logs.update({f"val_{k}": value for k, value in v.items()})
+                logs["lr"] = opt.lr
+                history.append(epoch, logs)
+                shown = {k: f"{v:.4g}" for k, v in logs.items() if k != "lr"}
+                bar.set_postfix(shown)
+                if verbose == 2:
+                    line = " ".join(f"{k}={v}" for k, v in shown.items())
+                    print(f"epoch {epoch + 1}/{epochs} {line}")
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                if model.stop_training:
+                    break
+    finally:
+        bar.close()
+    for cb in callbacks:
+        cb.on_train_end({"history": history})
+    return history

@@ -1,0 +1,82 @@
+"""Input checks that run before any kernel, each naming the problem and the fix."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def is_device_array(x: Any) -> bool:
+    """True for CuPy (or other CUDA) arrays: they are checked on the device."""
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def as_host_or_device(x: Any, name: str) -> Any:
+    """NumPy array for host data (anything with __array__, lists, DLPack); device arrays pass."""
+    if is_device_array(x):
+        return x
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} could not be converted to a numeric array: {e}") from None
+    if arr.dtype == object and hasattr(x, "__dlpack__"):
+        arr = np.from_dlpack(x)
+    return arr
+
+
+def check_features(X: Any, n_features: int | None, name: str = "X") -> Any:
+    """Validate a 2-D numeric, non-empty, finite feature matrix with the model's width."""
+    X = as_host_or_device(X, name)
+    kind = X.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{name} must be numeric (int or float), got dtype {X.dtype}; convert strings or "
+            "categories to numbers first (e.g. mlpx.one_hot for class columns)"
+        )
+    if X.ndim == 1:
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features), got a 1-D array of shape {X.shape}; "
+            "use X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for one sample"
+        )
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples); pass at least one sample")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features, but the model expects {n_features} "
+            f"(its input_dim)"
+        )
+    if kind == "f":
+        finite = X.__array_namespace__().isfinite(X) if is_device_array(X) else np.isfinite(X)
+        n_bad = int(X.size - int(finite.sum()))
+        if n_bad:
+            raise ValueError(
+                f"{name} contains {n_bad} NaN or infinite value(s); impute or drop them "
+                "before training (e.g. with a Standardizer fitted on clean data)"
+            )
+    return X
+
+
+def check_same_length(X: Any, y: Any, xname: str = "X", yname: str = "y") -> None:
+    if len(X) != len(y):
+        raise ValueError(
+            f"{xname} and {yname} have different numbers of samples: {len(X)} and {len(y)}"
+        )
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and 0.0 < v < 1.0):
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return v

@@ -1,0 +1,51 @@
+"""Shared fixtures: a backend fixture over every backend, CUDA cases visibly skipped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx._compat import gpu_count, has_cupy
+
+ALL_BACKENDS = ["cpu", "cuda"]
+
+
+def cuda_skip_reason() -> str | None:
+    if not has_cupy():
+        return "CUDA backend not tested: CuPy is not installed (pip install 'mlpx[cuda12]')"
+    if gpu_count() == 0:
+        return "CUDA backend not tested: CuPy found no GPU on this machine"
+    return None
+
+
+def backend_params():
+    reason = cuda_skip_reason()
+    return [
+        pytest.param("cpu", id="cpu"),
+        pytest.param(
+            "cuda", id="cuda",
+            marks=[pytest.mark.cuda] + ([pytest.mark.skip(reason=reason)] if reason else []),
+        ),
+    ]
+
+
+@pytest.fixture(params=backend_params())
+def backend(request) -> str:
+    """Every backend name; CUDA shows as skipped (with the reason) without a GPU."""
+    return request.param
+
+
+@pytest.fixture
+def ops(backend):
+    return mlpx.get_backend(backend)
+
+
+@pytest.fixture
+def reference():
+    return mlpx.get_backend("reference")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
