@@ -1,0 +1,133 @@
+"""Losses: values and gradients against PyTorch (mean reduction) and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mlpx
+from mlpx import losses as L
+
+N, C = 7, 4
+
+
+def _data(name: str, rng, scale: float = 2.0):
+    """(network output, target as passed by the user) for each loss."""
+    out = rng.normal(scale=scale, size=(N, C))
+    if name in ("mse", "l1"):
+        t = out + rng.choice([-1, 1], size=out.shape) * rng.uniform(0.2, 1.0, size=out.shape)
+    elif name == "cross_entropy":
+        t = rng.integers(0, C, size=N)
+    elif name == "cross_entropy_soft":
+        t = rng.dirichlet(np.ones(C), size=N)
+    elif name == "bce":
+        t = rng.integers(0, 2, size=(N, C)).astype(np.float64)  # multi-label
+    elif name == "nll":
+        out = torch.log_softmax(torch.tensor(out), dim=1).numpy()
+        t = rng.integers(0, C, size=N)
+    return out, t
+
+
+def _torch_loss(name: str, out: torch.Tensor, t: np.ndarray) -> torch.Tensor:
+    if name == "mse":
+        return F.mse_loss(out, torch.tensor(t, dtype=out.dtype))
+    if name == "l1":
+        return F.l1_loss(out, torch.tensor(t, dtype=out.dtype))
+    if name == "cross_entropy":
+        return F.cross_entropy(out, torch.tensor(t))
+    if name == "cross_entropy_soft":
+        return F.cross_entropy(out, torch.tensor(t, dtype=out.dtype))
+    if name == "bce":
+        return F.binary_cross_entropy_with_logits(out, torch.tensor(t, dtype=out.dtype))
+    if name == "nll":
+        return F.nll_loss(out, torch.tensor(t))
+    raise AssertionError(name)
+
+
+def _ours(ops, name: str, out: np.ndarray, t: np.ndarray, dtype):
+    loss = L.get("cross_entropy" if name == "cross_entropy_soft" else name)
+    target = ops.asarray(loss.prepare_target(t, C, dtype))
+    outd = ops.asarray(out, dtype=dtype)
+    grad = ops.empty(out.shape, dtype)
+    value = ops.to_float(loss(ops, outd, target, grad))
+    return value, ops.to_numpy(grad)
+
+
+def _reference(name, out, t, dtype=np.float64):
+    x = torch.tensor(out.astype(dtype), dtype=torch.float64, requires_grad=True)
+    v = _torch_loss(name, x, t)
+    v.backward()
+    return float(v.detach()), x.grad.numpy()
+
+
+NAMES = ["mse", "l1", "cross_entropy", "cross_entropy_soft", "bce", "nll"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_and_gradient_match_torch(ops, name, dtype, rng):
+    out, t = _data(name, rng)
+    value, grad = _ours(ops, name, out, t, dtype)
+    tv, tg = _reference(name, out, t, dtype)  # torch float64 on the same rounded inputs
+    tol = 1e-13 if dtype == np.float64 else 1e-6
+    assert value == pytest.approx(tv, rel=tol, abs=tol)
+    np.testing.assert_allclose(grad, tg, rtol=tol * 10, atol=tol * np.abs(tg).max())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_matches_central_differences(ops, name, rng):
+    out, t = _data(name, rng)
+    _, grad = _ours(ops, name, out, t, np.float64)
+    h = 1e-6
+    fd = np.zeros_like(out)
+    for idx in np.ndindex(out.shape):
+        op, om = out.copy(), out.copy()
+        op[idx] += h
+        om[idx] -= h
+        fd[idx] = (_ours(ops, name, op, t, np.float64)[0]
+                   - _ours(ops, name, om, t, np.float64)[0]) / (2 * h)
+    assert np.abs(grad - fd).max() <= 1e-7 * np.abs(fd).max()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", ["cross_entropy", "cross_entropy_soft", "bce"])
+def test_huge_logits_are_stable(ops, name, dtype, rng):
+    """Logits of +-1e4 overflow a naive exp(); log-sum-exp and log1p(exp(-|x|)) do not."""
+    out, t = _data(name, rng)
+    out = np.sign(out) * 1e4 + out  # every logit of magnitude ~1e4
+    value, grad = _ours(ops, name, out, t, dtype)
+    tv, tg = _reference(name, out, t, dtype)
+    assert np.isfinite(value) and np.isfinite(grad).all()
+    assert value == pytest.approx(tv, rel=1e-6)
+    np.testing.assert_allclose(grad, tg, rtol=1e-6, atol=1e-7 * np.abs(tg).max())
+
+
+def test_perfect_prediction_gives_zero_cross_entropy(ops):
+    out = np.array([[1e4, -1e4], [-1e4, 1e4]])
+    value, grad = _ours(ops, "cross_entropy", out, np.array([0, 1]), np.float64)
+    assert value == 0.0 and np.abs(grad).max() == 0.0
+
+
+def test_mse_accepts_1d_target_for_single_output():
+    loss = L.get("mse")
+    y = loss.prepare_target(np.arange(3.0), 1, np.float32)
+    assert y.shape == (3, 1) and y.dtype == np.float32
+
+
+def test_target_validation_messages():
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        L.get("cross_entropy").prepare_target(np.array([0, 4]), 4, np.float32)
+    with pytest.raises(ValueError, match="integer class labels"):
+        L.get("cross_entropy").prepare_target(np.array([0.5, 1.0]), 4, np.float32)
+    with pytest.raises(ValueError, match="at least 2 outputs"):
+        L.get("cross_entropy").prepare_target(np.array([0, 1]), 1, np.float32)
+    with pytest.raises(ValueError, match=r"bce targets must lie in \[0, 1\]"):
+        L.get("bce").prepare_target(np.array([[2.0]]), 1, np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        L.get("mse").prepare_target(np.zeros((3, 2)), 3, np.float32)
+    with pytest.raises(ValueError, match="unknown loss 'hinge'.*valid names.*cross_entropy"):
+        L.get("hinge")
+    assert isinstance(L.get("categorical_crossentropy"), L.CrossEntropyLoss)
+    assert mlpx.losses.names() == ["bce", "cross_entropy", "l1", "mse", "nll"]
