@@ -174,7 +174,9 @@ class Sequential:
     def _set_optimizer(self, optimizer: str | O.Optimizer | None, lr: float | None) -> None:
         if optimizer is None:
             if self.optimizer_ is not None and lr is not None:
-                optimizer = self.optimizer_.name
+                # same kind and hyperparameters (momentum, betas...), the new learning rate
+                optimizer = O.from_config({**self.optimizer_.get_config(), "lr": lr})
+                lr = None
             else:
                 optimizer = self.optimizer_ if self.optimizer_ is not None else "sgd"
         self.optimizer_ = O.get(optimizer, lr)

@@ -51,6 +51,7 @@ class Optimizer:
             self.state = [
                 {k: ops.zeros(p.shape, p.data.dtype) for k in self.state_names} for p in params
             ]
+            self.step_count = 0  # fresh state: bias corrections and momentum start over
 
     def step(self) -> None:
         self.step_count += 1
@@ -66,17 +67,28 @@ class Optimizer:
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, **self.hyperparameters()}
 
+    @property
+    def initial_lr(self) -> float:
+        """The learning rate before any schedule changed `lr` (what schedules scale)."""
+        return getattr(self, "_initial_lr", None) or self.lr
+
+    @initial_lr.setter
+    def initial_lr(self, value: float) -> None:
+        self._initial_lr = check_lr(value)
+
     def state_dict(self) -> dict[str, Any]:
-        """Hyperparameters, step count and per-parameter state as NumPy arrays."""
+        """Hyperparameters (the current lr), step count, the schedules' base lr and
+        per-parameter state (PyTorch's state names) as NumPy arrays."""
         ops = self.ops
         return {
             "config": self.get_config(),
             "step_count": self.step_count,
+            "initial_lr": self.initial_lr,
             "state": [{k: ops.to_numpy(v).copy() for k, v in s.items()} for s in self.state],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.step_count = int(sd.get("step_count", 0))
+        """Restore `state_dict()` output: state arrays, step count and learning rates."""
         state = sd.get("state") or []
         if self.ops is None:
             raise RuntimeError("bind the optimiser to parameters before loading its state")
@@ -85,32 +97,281 @@ class Optimizer:
                 f"optimiser state has {len(state)} parameter entries, the model has "
                 f"{len(self.params)}"
             )
+        name = (sd.get("config") or {}).get("name", self.name)
+        if name != self.name:
+            raise ValueError(f"cannot load {name!r} optimiser state into {self!r}")
+        for i, (s, saved) in enumerate(zip(self.state, state, strict=True)):
+            if set(saved) != set(s):
+                raise ValueError(
+                    f"optimiser state of parameter {i} holds {sorted(saved)}, {self!r} "
+                    f"expects {sorted(s)}; build the optimiser with the saved config"
+                )
+            for k, v in saved.items():
+                v = np.asarray(v)
+                if tuple(v.shape) != tuple(s[k].shape):
+                    raise ValueError(
+                        f"optimiser state {k!r} of parameter {i} has shape {v.shape}, the "
+                        f"parameter has shape {tuple(s[k].shape)}"
+                    )
+        # validated everything: now write
         for s, saved in zip(self.state, state, strict=True):
             for k, v in saved.items():
-                s[k][...] = self.ops.asarray(np.asarray(v, dtype=s[k].dtype))
+                self.ops.copy_into(s[k], self.ops.asarray(np.asarray(v, dtype=s[k].dtype)))
+        self.step_count = int(sd.get("step_count", 0))
+        if "lr" in (sd.get("config") or {}):
+            self.lr = check_lr(sd["config"]["lr"])
+        if sd.get("initial_lr") is not None:
+            self.initial_lr = sd["initial_lr"]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
 
 
+def _check_float(value: Any, name: str, lo: float = 0.0, hi: float | None = None,
+                 hi_open: bool = True) -> float:
+    """`value` as a finite float in [lo, hi) (or [lo, hi] with hi_open=False)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    bad = not math.isfinite(v) or v < lo
+    if hi is not None:
+        bad = bad or (v >= hi if hi_open else v > hi)
+    if bad:
+        upper = "" if hi is None else (f" and < {hi}" if hi_open else f" and <= {hi}")
+        raise ValueError(f"{name} must be a finite number >= {lo}{upper}, got {value!r}")
+    return v
+
+
 class SGD(Optimizer):
-    """Mini-batch gradient descent: w <- w - lr * grad."""
+    """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD.
+
+        g = grad + weight_decay * w
+        buf = momentum * buf + (1 - dampening) * g     (buf = g on the first step)
+        w <- w - lr * (g + momentum * buf if nesterov else buf)   (w - lr * g without momentum)
+
+    `weight_decay` is PyTorch's: an L2 term added to the gradient of every parameter.
+    """
 
     name = "sgd"
 
-    def __init__(self, lr: float | None = None):
+    def __init__(
+        self,
+        lr: float | None = None,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(lr)
+        self.momentum = _check_float(momentum, "momentum")
+        self.dampening = _check_float(dampening, "dampening", 0.0, 1.0, hi_open=False)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _check_float(weight_decay, "weight_decay")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(
+                "Nesterov momentum requires momentum > 0 and dampening = 0, e.g. "
+                "SGD(lr=0.01, momentum=0.9, nesterov=True)"
+            )
+        self.state_names = ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _update(self, i: int, p: Parameter) -> None:
-        self.ops.sgd_update(p.data, p.grad, self.lr)
+        if self.momentum == 0 and self.weight_decay == 0:
+            self.ops.sgd_update(p.data, p.grad, self.lr)
+            return
+        buf = self.state[i].get("momentum_buffer")
+        # PyTorch starts the buffer at g: with buf = 0 that is one undampened step
+        dampening = 0.0 if self.step_count == 1 else self.dampening
+        self.ops.sgd_momentum_update(
+            p.data, p.grad, buf, self.lr, self.momentum, dampening, self.nesterov,
+            self.weight_decay,
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+            "nesterov": self.nesterov, "weight_decay": self.weight_decay,
+        }
 
 
-_BY_NAME: dict[str, type[Optimizer]] = {"sgd": SGD}
+class Adagrad(Optimizer):
+    """AdaGrad (Duchi et al. 2011), as torch.optim.Adagrad: per-weight step sizes that shrink
+    with the sum of squared gradients.
+
+        g = grad + weight_decay * w;  sum += g^2
+        w <- w - lr / (1 + (t - 1) * lr_decay) * g / (sqrt(sum) + eps)
+    """
+
+    name = "adagrad"
+    state_names = ("sum",)
+    default_lr = 0.01
+
+    def __init__(
+        self,
+        lr: float | None = None,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ):
+        super().__init__(lr)
+        self.lr_decay = _check_float(lr_decay, "lr_decay")
+        self.weight_decay = _check_float(weight_decay, "weight_decay")
+        self.initial_accumulator_value = _check_float(
+            initial_accumulator_value, "initial_accumulator_value"
+        )
+        self.eps = _check_float(eps, "eps")
+
+    def bind(self, params: list[Parameter], ops: Backend) -> None:
+        before = self.state
+        super().bind(params, ops)
+        if self.state is not before and self.initial_accumulator_value != 0:
+            for s in self.state:
+                s["sum"][...] = self.initial_accumulator_value
+
+    def _update(self, i: int, p: Parameter) -> None:
+        clr = self.lr / (1.0 + (self.step_count - 1) * self.lr_decay)
+        self.ops.adagrad_update(
+            p.data, p.grad, self.state[i]["sum"], clr, self.weight_decay, self.eps
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
+            "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps,
+        }
+
+
+class RMSprop(Optimizer):
+    """RMSProp (Hinton's lecture 6e), as torch.optim.RMSprop: divide the gradient by a running
+    root mean square of recent gradients.
+
+        g = grad + weight_decay * w
+        sq = alpha * sq + (1 - alpha) * g^2
+        avg = sqrt(sq) + eps   (centered: sqrt(sq - ga^2) + eps, ga the running mean of g)
+        w <- w - lr * g / avg  (with momentum: buf = momentum * buf + g / avg; w -= lr * buf)
+    """
+
+    name = "rmsprop"
+    default_lr = 0.01
+
+    def __init__(
+        self,
+        lr: float | None = None,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ):
+        super().__init__(lr)
+        self.alpha = _check_float(alpha, "alpha", 0.0, 1.0, hi_open=False)
+        self.eps = _check_float(eps, "eps")
+        self.weight_decay = _check_float(weight_decay, "weight_decay")
+        self.momentum = _check_float(momentum, "momentum")
+        self.centered = bool(centered)
+        names = ["square_avg"]
+        if self.momentum > 0:
+            names.append("momentum_buffer")
+        if self.centered:
+            names.append("grad_avg")
+        self.state_names = tuple(names)
+
+    def _update(self, i: int, p: Parameter) -> None:
+        s = self.state[i]
+        self.ops.rmsprop_update(
+            p.data, p.grad, s["square_avg"], s.get("grad_avg"), s.get("momentum_buffer"),
+            self.lr, self.alpha, self.eps, self.weight_decay, self.momentum, self.centered,
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+            "weight_decay": self.weight_decay, "momentum": self.momentum,
+            "centered": self.centered,
+        }
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015), as torch.optim.Adam: bias-corrected running means of the
+    gradient (m) and of its square (v).
+
+        g = grad + weight_decay * w        (L2 coupled into the gradient, as PyTorch's Adam)
+        m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+        w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+
+    name = "adam"
+    state_names = ("exp_avg", "exp_avg_sq")
+    default_lr = 1e-3
+    decoupled = False
+
+    def __init__(
+        self,
+        lr: float | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(lr)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        self.betas = (
+            _check_float(b1, "betas[0]", 0.0, 1.0), _check_float(b2, "betas[1]", 0.0, 1.0)
+        )
+        self.eps = _check_float(eps, "eps")
+        self.weight_decay = _check_float(weight_decay, "weight_decay")
+
+    def _update(self, i: int, p: Parameter) -> None:
+        s = self.state[i]
+        self.ops.adam_update(
+            p.data, p.grad, s["exp_avg"], s["exp_avg_sq"], self.lr, self.betas[0],
+            self.betas[1], self.eps, self.weight_decay, self.step_count, self.decoupled,
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr, "betas": self.betas, "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter 2019), as torch.optim.AdamW: Adam with decoupled weight
+    decay. The weights shrink by lr * weight_decay * w each step, outside the adaptive
+    scaling, instead of adding weight_decay * w to the gradient:
+
+        w <- w * (1 - lr * weight_decay), then the Adam step with g = grad
+    """
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(
+        self,
+        lr: float | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+_BY_NAME: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
+}
+# shorthand names: SGD presets with the momentum everyone uses
+_PRESETS: dict[str, dict[str, Any]] = {
+    "momentum": {"momentum": 0.9},
+    "nesterov": {"momentum": 0.9, "nesterov": True},
+}
 
 
 def names() -> list[str]:
-    return sorted(_BY_NAME)
+    return sorted([*_BY_NAME, *_PRESETS])
 
 
 def register(cls: type[Optimizer]) -> type[Optimizer]:
@@ -129,9 +390,15 @@ def get(spec: str | Optimizer, lr: float | None = None) -> Optimizer:
         return spec
     if isinstance(spec, str) and spec.lower() in _BY_NAME:
         return _BY_NAME[spec.lower()](lr=lr)
+    if isinstance(spec, str) and spec.lower() in _PRESETS:
+        return SGD(lr=lr, **_PRESETS[spec.lower()])
     raise ValueError(f"unknown optimizer {spec!r}; valid names are {', '.join(names())}")
 
 
 def from_config(cfg: dict[str, Any]) -> Optimizer:
+    """The optimiser `get_config()` describes (a fresh one: no state)."""
     cfg = dict(cfg)
-    return _BY_NAME[cfg.pop("name")](**cfg)
+    name = cfg.pop("name", None)
+    if name not in _BY_NAME:
+        raise ValueError(f"unknown optimizer {name!r} in config; valid names are {names()}")
+    return _BY_NAME[name](**cfg)

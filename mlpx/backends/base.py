@@ -217,6 +217,156 @@ class Backend:
         param[...] = self._f64(param) - lr * self._f64(grad)
         return param
 
+    # Stateful optimiser steps (PyTorch's formulas). Each op makes one pass: it reads param,
+    # grad and the state arrays (same shape and dtype as param), evaluates in float64, and
+    # stores param and state rounded once. A new state value is used unrounded in the same
+    # step's update. State arrays a configuration does not use may be None and are neither
+    # read nor written. Scalars are Python floats/ints/bools computed by the optimiser.
+
+    def sgd_momentum_update(
+        self, param: Array, grad: Array, buf: Array | None, lr: float, momentum: float,
+        dampening: float, nesterov: bool, weight_decay: float,
+    ) -> Array:
+        """SGD with L2 weight decay and (Nesterov) momentum, as torch.optim.SGD:
+
+            g = grad + weight_decay * param
+            buf = momentum * buf + (1 - dampening) * g      (only if momentum != 0)
+            d = g + momentum * buf if nesterov else buf      (d = g if momentum == 0)
+            param = param - lr * d
+
+        PyTorch's first step sets buf = g; the caller passes dampening=0 on the first step
+        with buf zeroed, which gives the same value.
+        """
+        p = self._f64(param)
+        g = self._f64(grad)
+        if weight_decay != 0.0:
+            g = g + weight_decay * p
+        if momentum != 0.0:
+            b = momentum * self._f64(buf) + (1.0 - dampening) * g
+            buf[...] = b
+            g = g + momentum * b if nesterov else b
+        param[...] = p - lr * g
+        return param
+
+    def adagrad_update(
+        self, param: Array, grad: Array, sum_sq: Array, clr: float, weight_decay: float,
+        eps: float,
+    ) -> Array:
+        """AdaGrad, as torch.optim.Adagrad (`clr` = lr / (1 + (step - 1) * lr_decay)):
+
+            g = grad + weight_decay * param
+            sum_sq = sum_sq + g * g
+            param = param - clr * g / (sqrt(sum_sq) + eps)
+        """
+        xp = self.xp
+        p = self._f64(param)
+        g = self._f64(grad)
+        if weight_decay != 0.0:
+            g = g + weight_decay * p
+        s = self._f64(sum_sq) + g * g
+        sum_sq[...] = s
+        param[...] = p - clr * g / (xp.sqrt(s) + eps)
+        return param
+
+    def rmsprop_update(
+        self, param: Array, grad: Array, square_avg: Array, grad_avg: Array | None,
+        buf: Array | None, lr: float, alpha: float, eps: float, weight_decay: float,
+        momentum: float, centered: bool,
+    ) -> Array:
+        """RMSProp, as torch.optim.RMSprop:
+
+            g = grad + weight_decay * param
+            square_avg = alpha * square_avg + (1 - alpha) * g * g
+            grad_avg = alpha * grad_avg + (1 - alpha) * g           (centered only)
+            avg = sqrt(square_avg - grad_avg**2) + eps if centered else sqrt(square_avg) + eps
+            buf = momentum * buf + g / avg; param -= lr * buf       (momentum > 0)
+            param -= lr * g / avg                                   (momentum == 0)
+        """
+        xp = self.xp
+        p = self._f64(param)
+        g = self._f64(grad)
+        if weight_decay != 0.0:
+            g = g + weight_decay * p
+        sq = alpha * self._f64(square_avg) + (1.0 - alpha) * g * g
+        square_avg[...] = sq
+        if centered:
+            ga = alpha * self._f64(grad_avg) + (1.0 - alpha) * g
+            grad_avg[...] = ga
+            avg = xp.sqrt(sq - ga * ga) + eps
+        else:
+            avg = xp.sqrt(sq) + eps
+        if momentum > 0.0:
+            b = momentum * self._f64(buf) + g / avg
+            buf[...] = b
+            param[...] = p - lr * b
+        else:
+            param[...] = p - lr * (g / avg)
+        return param
+
+    def adam_update(
+        self, param: Array, grad: Array, m: Array, v: Array, lr: float, beta1: float,
+        beta2: float, eps: float, weight_decay: float, step: int, decoupled: bool,
+    ) -> Array:
+        """Adam (decoupled=False, as torch.optim.Adam) and AdamW (decoupled=True):
+
+            g = grad + weight_decay * param                  (Adam: L2 added to the gradient)
+            p = param * (1 - lr * weight_decay)              (AdamW: decay the weights)
+            m = beta1 * m + (1 - beta1) * g
+            v = beta2 * v + (1 - beta2) * g * g
+            param = p - (lr / (1 - beta1**step)) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)
+
+        `step` counts from 1.
+        """
+        xp = self.xp
+        p = self._f64(param)
+        g = self._f64(grad)
+        if weight_decay != 0.0:
+            if decoupled:
+                p = p * (1.0 - lr * weight_decay)
+            else:
+                g = g + weight_decay * p
+        mm = beta1 * self._f64(m) + (1.0 - beta1) * g
+        vv = beta2 * self._f64(v) + (1.0 - beta2) * g * g
+        m[...] = mm
+        v[...] = vv
+        step_size = lr / (1.0 - beta1**step)
+        bc2_sqrt = math.sqrt(1.0 - beta2**step)
+        param[...] = p - step_size * mm / (xp.sqrt(vv) / bc2_sqrt + eps)
+        return param
+
+    # ----------------------------------------------------------- regularisation, clipping
+    def sum_abs(self, x: Array):
+        """sum(|x|) as a 0-d float64 array (the L1 penalty)."""
+        return self.xp.abs(self._f64(x)).sum()
+
+    def add_penalty_grad(self, param: Array, grad: Array, l1: float, l2: float) -> Array:
+        """grad = grad + l1 * sign(param) + l2 * param, in place: the gradient of
+        l1 * ||param||_1 + l2 / 2 * ||param||^2 (sign(0) = 0)."""
+        p = self._f64(param)
+        grad[...] = self._f64(grad) + l1 * self.xp.sign(p) + l2 * p
+        return grad
+
+    def global_norm(self, arrays: list[Array]):
+        """sqrt(sum of squares over all arrays) as a 0-d float64 array (stays on device)."""
+        total = 0.0
+        for a in arrays:
+            total = total + self.sum_squares(a)
+        return self.xp.sqrt(self.xp.asarray(total, dtype=self.xp.float64))
+
+    def clip_scale(self, norm: Array, max_norm: float):
+        """min(1, max_norm / (norm + 1e-6)) as a 0-d float64 array (torch's clip_grad_norm_)."""
+        return self.xp.minimum(1.0, max_norm / (norm + 1e-6))
+
+    def scale_(self, x: Array, factor: Any) -> Array:
+        """x = x * factor in place; `factor` is a float or a 0-d device array (no host read)."""
+        x[...] = self._f64(x) * factor
+        return x
+
+    def clip_(self, x: Array, lo: float, hi: float) -> Array:
+        """x = min(max(x, lo), hi) in place (NaN stays NaN)."""
+        self.xp.clip(x, lo, hi, out=x)
+        return x
+
     # ---------------------------------------------------------------------------- helpers
     def sum_squares(self, x: Array):
         """sum(x**2) as a 0-d float64 array (for gradient norms)."""

@@ -25,6 +25,12 @@ def _kernels() -> Any:
     return numba_kernels
 
 
+def _optim_kernels() -> Any:
+    from . import numba_optim
+
+    return numba_optim
+
+
 def _contig(*arrays: Array) -> bool:
     return all(a.flags.c_contiguous for a in arrays)
 
@@ -109,3 +115,78 @@ class CPUBackend(Backend):
             return super().sgd_update(param, grad, lr)
         _kernels().sgd_update(param, grad, float(lr))
         return param
+
+    # Stateful optimisers, penalties, clipping: Numba kernels in numba_optim.py (one pass).
+    # Unused state arrays (None in the reference) are replaced by `grad`, which the kernels
+    # then neither read nor write, so one compiled signature serves every configuration.
+    def sgd_momentum_update(self, param, grad, buf, lr, momentum, dampening, nesterov,
+                            weight_decay):
+        b = grad if buf is None or momentum == 0.0 else buf
+        if not _contig(param, grad, b):
+            return super().sgd_momentum_update(
+                param, grad, buf, lr, momentum, dampening, nesterov, weight_decay
+            )
+        _optim_kernels().sgd_momentum_update(
+            param, grad, b, float(lr), float(momentum), float(dampening), bool(nesterov),
+            float(weight_decay),
+        )
+        return param
+
+    def adagrad_update(self, param, grad, sum_sq, clr, weight_decay, eps):
+        if not _contig(param, grad, sum_sq):
+            return super().adagrad_update(param, grad, sum_sq, clr, weight_decay, eps)
+        _optim_kernels().adagrad_update(
+            param, grad, sum_sq, float(clr), float(weight_decay), float(eps)
+        )
+        return param
+
+    def rmsprop_update(self, param, grad, square_avg, grad_avg, buf, lr, alpha, eps,
+                       weight_decay, momentum, centered):
+        ga = grad_avg if centered and grad_avg is not None else grad
+        b = buf if momentum > 0.0 and buf is not None else grad
+        if not _contig(param, grad, square_avg, ga, b):
+            return super().rmsprop_update(
+                param, grad, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay,
+                momentum, centered,
+            )
+        _optim_kernels().rmsprop_update(
+            param, grad, square_avg, ga, b, float(lr), float(alpha), float(eps),
+            float(weight_decay), float(momentum), bool(centered),
+        )
+        return param
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                    decoupled):
+        if not _contig(param, grad, m, v):
+            return super().adam_update(
+                param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled
+            )
+        # step as a float: beta**step then uses pow(), exactly as the reference's Python pow
+        _optim_kernels().adam_update(
+            param, grad, m, v, float(lr), float(beta1), float(beta2), float(eps),
+            float(weight_decay), float(step), bool(decoupled),
+        )
+        return param
+
+    def sum_abs(self, x):
+        if not _contig(x):
+            return super().sum_abs(x)
+        return np.float64(_optim_kernels().sum_abs(x))
+
+    def add_penalty_grad(self, param, grad, l1, l2):
+        if not _contig(param, grad):
+            return super().add_penalty_grad(param, grad, l1, l2)
+        _optim_kernels().add_penalty_grad(param, grad, float(l1), float(l2))
+        return grad
+
+    def scale_(self, x, factor):
+        if not _contig(x):
+            return super().scale_(x, factor)
+        _optim_kernels().scale_(x, float(factor))
+        return x
+
+    def clip_(self, x, lo, hi):
+        if not _contig(x):
+            return super().clip_(x, lo, hi)
+        _optim_kernels().clip_(x, float(lo), float(hi))
+        return x

@@ -1,0 +1,159 @@
+"""Numba kernels of the cpu backend for optimiser steps, penalties and gradient clipping.
+
+Each kernel is the one-pass form of the reference op of the same name in `base.py`: values
+are loaded as float64, the new state is used unrounded in the same step's update, and every
+store rounds once to the array's dtype. Arrays are C-contiguous and of the parameter's shape
+(the cpu backend checks). CUDA twins: the functions of the same names in kernels/optim.cu.
+No `fastmath`: NaN and inf must propagate exactly as in the reference.
+"""
+
+from __future__ import annotations
+
+from .._numba_cache import configure_cache
+
+configure_cache()
+
+import math  # noqa: E402
+
+import numba as nb  # noqa: E402
+import numpy as np  # noqa: E402
+
+_jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def sgd_momentum_update(p, g, buf, lr, momentum, dampening, nesterov, weight_decay):
+    """SGD with weight decay and (Nesterov) momentum. `buf` is untouched when momentum == 0."""
+    pf = p.ravel()
+    gf = g.ravel()
+    bf = buf.ravel()
+    for k in range(pf.size):
+        w = np.float64(pf[k])
+        d = np.float64(gf[k])
+        if weight_decay != 0.0:
+            d = d + weight_decay * w
+        if momentum != 0.0:
+            b = momentum * np.float64(bf[k]) + (1.0 - dampening) * d
+            bf[k] = b
+            if nesterov:
+                d = d + momentum * b
+            else:
+                d = b
+        pf[k] = w - lr * d
+
+
+@_jit
+def adagrad_update(p, g, sum_sq, clr, weight_decay, eps):
+    """AdaGrad: sum_sq += g^2; p -= clr g / (sqrt(sum_sq) + eps)."""
+    pf = p.ravel()
+    gf = g.ravel()
+    sf = sum_sq.ravel()
+    for k in range(pf.size):
+        w = np.float64(pf[k])
+        d = np.float64(gf[k])
+        if weight_decay != 0.0:
+            d = d + weight_decay * w
+        s = np.float64(sf[k]) + d * d
+        sf[k] = s
+        pf[k] = w - clr * d / (math.sqrt(s) + eps)
+
+
+@_jit
+def rmsprop_update(p, g, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay, momentum,
+                   centered):
+    """RMSProp (optionally centered, with momentum). Unused state arrays are untouched."""
+    pf = p.ravel()
+    gf = g.ravel()
+    sqf = square_avg.ravel()
+    gaf = grad_avg.ravel()
+    bf = buf.ravel()
+    for k in range(pf.size):
+        w = np.float64(pf[k])
+        d = np.float64(gf[k])
+        if weight_decay != 0.0:
+            d = d + weight_decay * w
+        sq = alpha * np.float64(sqf[k]) + (1.0 - alpha) * d * d
+        sqf[k] = sq
+        if centered:
+            ga = alpha * np.float64(gaf[k]) + (1.0 - alpha) * d
+            gaf[k] = ga
+            avg = math.sqrt(sq - ga * ga) + eps
+        else:
+            avg = math.sqrt(sq) + eps
+        if momentum > 0.0:
+            b = momentum * np.float64(bf[k]) + d / avg
+            bf[k] = b
+            pf[k] = w - lr * b
+        else:
+            pf[k] = w - lr * (d / avg)
+
+
+@_jit
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+    """Adam (L2 added to the gradient) or AdamW (decoupled decay), bias-corrected."""
+    pf = p.ravel()
+    gf = g.ravel()
+    mf = m.ravel()
+    vf = v.ravel()
+    step_size = lr / (1.0 - beta1**step)
+    bc2_sqrt = math.sqrt(1.0 - beta2**step)
+    for k in range(pf.size):
+        w = np.float64(pf[k])
+        d = np.float64(gf[k])
+        if weight_decay != 0.0:
+            if decoupled:
+                w = w * (1.0 - lr * weight_decay)
+            else:
+                d = d + weight_decay * w
+        mm = beta1 * np.float64(mf[k]) + (1.0 - beta1) * d
+        vv = beta2 * np.float64(vf[k]) + (1.0 - beta2) * d * d
+        mf[k] = mm
+        vf[k] = vv
+        pf[k] = w - step_size * mm / (math.sqrt(vv) / bc2_sqrt + eps)
+
+
+@_jit
+def sum_abs(x):
+    """sum(|x|) in float64."""
+    xf = x.ravel()
+    total = 0.0
+    for k in range(xf.size):
+        total += abs(np.float64(xf[k]))
+    return total
+
+
+@_jit
+def add_penalty_grad(p, g, l1, l2):
+    """g += l1 sign(p) + l2 p (sign(0) = 0)."""
+    pf = p.ravel()
+    gf = g.ravel()
+    for k in range(pf.size):
+        w = np.float64(pf[k])
+        s = 0.0
+        if w > 0.0:
+            s = 1.0
+        elif w < 0.0:
+            s = -1.0
+        elif w != w:
+            s = w  # NaN propagates, as np.sign does
+        gf[k] = np.float64(gf[k]) + l1 * s + l2 * w
+
+
+@_jit
+def scale_(x, factor):
+    """x *= factor (float64, rounded once)."""
+    xf = x.ravel()
+    for k in range(xf.size):
+        xf[k] = np.float64(xf[k]) * factor
+
+
+@_jit
+def clip_(x, lo, hi):
+    """x = min(max(x, lo), hi); NaN stays NaN."""
+    xf = x.ravel()
+    for k in range(xf.size):
+        v = xf[k]
+        if v < lo:
+            xf[k] = lo
+        elif v > hi:
+            xf[k] = hi
