@@ -18,7 +18,7 @@ from .backends import available_backends, get_backend
 from .data import Standardizer, minibatches, one_hot, train_test_split
 from .errors import BackendUnavailableError, NonFiniteLossError
 from .history import History
-from .layers import Dense, Layer, Parameter
+from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Parameter, PReLU, Residual
 from .model import MLP, Sequential
 from .perceptron import Perceptron
 from .training import Callback
@@ -34,7 +34,8 @@ def to_numpy(a: Any) -> np.ndarray:
 
 
 __all__ = [
-    "MLP", "Sequential", "Dense", "Layer", "Parameter", "Perceptron", "History", "Callback",
+    "MLP", "Sequential", "Dense", "Dropout", "BatchNorm", "LayerNorm", "PReLU", "Residual",
+    "Layer", "Parameter", "Perceptron", "History", "Callback",
     "Standardizer", "one_hot", "train_test_split", "minibatches",
     "available_backends", "get_backend", "to_numpy",
     "BackendUnavailableError", "NonFiniteLossError",
