@@ -90,10 +90,19 @@ class Sequential:
         width = int(input_dim)
         for layer in self.layers:
             width = layer.build(width, self.ops, self.dtype, rng)
+        self._assign_random_keys()
         self.input_dim = int(input_dim)
         if self.optimizer_ is not None:
             self.optimizer_.bind(self.parameters(), self.ops)
         return self
+
+    def _assign_random_keys(self) -> None:
+        """Give random layers (Dropout) the model seed and their depth-first position."""
+        stream = 0
+        for layer in self.layers:
+            key = getattr(layer, "set_random_key", None)
+            nxt = key(self.seed, stream) if key is not None else None
+            stream = nxt if isinstance(nxt, int) else stream + 1
 
     def _require_built(self) -> None:
         if not self.built:

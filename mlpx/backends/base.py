@@ -367,6 +367,127 @@ class Backend:
         self.xp.clip(x, lo, hi, out=x)
         return x
 
+    # ---------------------------------------------------- dropout and normalisation layers
+    def dropout_mask(self, seed: int, stream: int, step: int, p: float, mask: Array) -> Array:
+        """mask = 1 (kept) / 0 (dropped) as uint8, from Philox-4x32-10 words (mlpx.random).
+
+        Element k of the flattened mask is dropped iff its 32-bit word is below
+        `drop_threshold(p)`: an integer comparison, so every backend drops the same units.
+        """
+        from ..random import drop_threshold, random_bits
+
+        bits = random_bits(self.xp, mask.size, seed, stream, step)
+        mask[...] = (bits >= drop_threshold(p)).reshape(mask.shape)
+        return mask
+
+    def dropout_apply(self, x: Array, mask: Array, scale: float, out: Array) -> Array:
+        """out = x * scale where mask is set, else 0 (the forward with x, the backward with dy)."""
+        out[...] = self.xp.where(mask != 0, self._f64(x) * scale, 0.0)
+        return out
+
+    def batchnorm_forward(
+        self, x: Array, gamma: Array, beta: Array, eps: float, out: Array, xhat: Array,
+        mean: Array, var: Array,
+    ) -> Array:
+        """Training-mode batch normalisation of each feature over the batch:
+
+            mean = x.mean(0);  var = ((x - mean)**2).mean(0)       (biased, as PyTorch)
+            xhat = (x - mean) / sqrt(var + eps);  out = gamma * xhat + beta
+
+        Writes out and xhat (storage dtype) and mean, var (float64, shape (features,)).
+        """
+        xx = self._f64(x)
+        m = xx.mean(axis=0)
+        d = xx - m
+        v = (d * d).mean(axis=0)
+        xh = d / self.xp.sqrt(v + eps)
+        xhat[...] = xh
+        out[...] = self._f64(gamma) * xh + self._f64(beta)
+        mean[...] = m
+        var[...] = v
+        return out
+
+    def batchnorm_inference(
+        self, x: Array, gamma: Array, beta: Array, mean: Array, var: Array, eps: float,
+        out: Array, xhat: Array,
+    ) -> Array:
+        """Inference-mode batch normalisation with given (running) statistics; writes xhat."""
+        xh = (self._f64(x) - self._f64(mean)) / self.xp.sqrt(self._f64(var) + eps)
+        xhat[...] = xh
+        out[...] = self._f64(gamma) * xh + self._f64(beta)
+        return out
+
+    def batchnorm_update_running(
+        self, running_mean: Array, running_var: Array, mean: Array, var: Array,
+        momentum: float, n: int,
+    ) -> None:
+        """running = (1 - momentum) * running + momentum * batch statistic (PyTorch).
+
+        The running variance takes the unbiased batch variance var * n / (n - 1).
+        """
+        rm, rv = self._f64(running_mean), self._f64(running_var)
+        running_mean[...] = (1.0 - momentum) * rm + momentum * self._f64(mean)
+        running_var[...] = (1.0 - momentum) * rv + momentum * self._f64(var) * (n / (n - 1))
+
+    def batchnorm_backward(
+        self, dy: Array, xhat: Array, gamma: Array, var: Array, eps: float,
+        dx: Array | None, dgamma: Array, dbeta: Array, batch_stats: bool = True,
+    ) -> Array | None:
+        """Gradients of batch normalisation, in one pass over dy and xhat:
+
+            dbeta = sum_i dy;  dgamma = sum_i dy * xhat
+            dx = gamma / sqrt(var + eps) * (dy - dbeta / n - xhat * dgamma / n)
+        With `batch_stats=False` (statistics were constants: inference mode) the two mean
+        terms vanish: dx = gamma / sqrt(var + eps) * dy.
+        """
+        g, xh = self._f64(dy), self._f64(xhat)
+        db = g.sum(axis=0)
+        dg = (g * xh).sum(axis=0)
+        if dx is not None:
+            scale = self._f64(gamma) / self.xp.sqrt(self._f64(var) + eps)
+            n = g.shape[0]
+            dx[...] = scale * (g - db / n - xh * (dg / n)) if batch_stats else scale * g
+        dgamma[...] = dg
+        dbeta[...] = db
+        return dx
+
+    def layernorm_forward(
+        self, x: Array, gamma: Array, beta: Array, eps: float, out: Array, xhat: Array,
+        rstd: Array,
+    ) -> Array:
+        """Layer normalisation of each row over its features (biased variance, as PyTorch):
+
+            xhat = (x - mean_row) / sqrt(var_row + eps);  out = gamma * xhat + beta
+        Writes out, xhat (storage dtype) and rstd = 1 / sqrt(var_row + eps) (float64, (rows,)).
+        """
+        xx = self._f64(x)
+        d = xx - xx.mean(axis=1, keepdims=True)
+        r = 1.0 / self.xp.sqrt((d * d).mean(axis=1, keepdims=True) + eps)
+        xh = d * r
+        xhat[...] = xh
+        out[...] = self._f64(gamma) * xh + self._f64(beta)
+        rstd[...] = r[:, 0]
+        return out
+
+    def layernorm_backward(
+        self, dy: Array, xhat: Array, gamma: Array, rstd: Array, dx: Array | None,
+        dgamma: Array, dbeta: Array,
+    ) -> Array | None:
+        """Gradients of layer normalisation (per row, g = dy * gamma):
+
+            dx = rstd * (g - mean_row(g) - xhat * mean_row(g * xhat))
+            dgamma = sum_i dy * xhat;  dbeta = sum_i dy
+        """
+        d, xh = self._f64(dy), self._f64(xhat)
+        if dx is not None:
+            g = d * self._f64(gamma)
+            dx[...] = self._f64(rstd)[:, None] * (
+                g - g.mean(axis=1, keepdims=True) - xh * (g * xh).mean(axis=1, keepdims=True)
+            )
+        dgamma[...] = (d * xh).sum(axis=0)
+        dbeta[...] = d.sum(axis=0)
+        return dx
+
     # ---------------------------------------------------------------------------- helpers
     def sum_squares(self, x: Array):
         """sum(x**2) as a 0-d float64 array (for gradient norms)."""
