@@ -231,7 +231,8 @@ class Sequential:
         Returns a NumPy array, or a backend array with `device=True`.
         """
         X = self._check_X(X)
-        bs = check_positive_int(batch_size or DEFAULT_PREDICT_BATCH, "batch_size")
+        default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
+        bs = check_positive_int(default, "batch_size")
         ops = self.ops
         result = ops.empty((X.shape[0], self.output_dim), self.dtype)
         for start in range(0, X.shape[0], bs):
@@ -259,7 +260,8 @@ class Sequential:
         """Mean loss (and accuracy for classification losses) over (X, y), in batches."""
         loss_fn = self._loss_or(loss)
         Xd, yd = self._prepare(X, y, loss_fn)
-        bs = check_positive_int(batch_size or DEFAULT_PREDICT_BATCH, "batch_size")
+        default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
+        bs = check_positive_int(default, "batch_size")
         return self._evaluate_prepared(Xd, yd, loss_fn, bs)
 
     def _evaluate_prepared(self, Xd, yd, loss_fn: L.Loss, bs: int) -> dict[str, float]:
@@ -423,6 +425,7 @@ class MLP(Sequential):
             )
         for s in sizes:
             check_positive_int(s, "every MLP size")
+        A.get(activation)  # an unknown name is an error even without hidden layers
         layers: list[Layer] = [Dense(s, activation=activation, init=init) for s in sizes[1:-1]]
         layers.append(Dense(sizes[-1], activation=output_activation, init=init))
         super().__init__(layers, input_dim=sizes[0], backend=backend, dtype=dtype, seed=seed)

@@ -166,12 +166,19 @@ def fit_model(
                     if interrupt.requested:
                         raise KeyboardInterrupt
                 epoch_loss = ops.to_float(total) / n + ops.to_float(model._penalty())
-                if not math.isfinite(epoch_loss):
+                # The loss is summed in float64, so float32 weights can overflow while the
+                # epoch's loss is still finite: check the weights too (once per epoch).
+                weights_ok = all(ops.all_finite(p.data) for p in model.parameters())
+                if not (math.isfinite(epoch_loss) and weights_ok):
                     model._restore(snapshot)
+                    what = (
+                        f"the training loss became {epoch_loss}" if not math.isfinite(epoch_loss)
+                        else "the weights overflowed to NaN/inf"
+                    )
                     raise NonFiniteLossError(
-                        f"the training loss became {epoch_loss} in epoch {epoch + 1}; the model "
-                        f"keeps the weights of its last finite epoch ({epoch}). Lower the "
-                        "learning rate, standardise the inputs, or clip gradients"
+                        f"{what} in epoch {epoch + 1}; the model keeps the weights of its last "
+                        f"finite epoch ({epoch}). Lower the learning rate, standardise the "
+                        "inputs, or clip gradients"
                     )
                 snapshot = model._snapshot()
                 logs = {"loss": epoch_loss}

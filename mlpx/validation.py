@@ -21,8 +21,11 @@ def as_host_or_device(x: Any, name: str) -> Any:
         arr = np.asarray(x)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} could not be converted to a numeric array: {e}") from None
-    if arr.dtype == object and hasattr(x, "__dlpack__"):
-        arr = np.from_dlpack(x)
+    if arr.dtype == object and not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__"):
+        try:  # a foreign tensor that np.asarray could not read directly
+            arr = np.from_dlpack(x)
+        except (BufferError, TypeError, RuntimeError):
+            pass  # keep the object array: the dtype check names the problem
     return arr
 
 
