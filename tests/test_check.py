@@ -1,0 +1,90 @@
+"""`mlpx check`: passes on correct backends, fails (and names the culprit) on a broken one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlpx.backends.cpu import CPUBackend
+from mlpx.check import EPS32, F64_TOL, diff, run_check, tolerance
+from mlpx.cli import main
+
+SMALL = ["--sizes", "20,32,16,4", "--batch", "24"]
+
+
+def test_check_passes_on_correct_backends(capsys):
+    assert main(["check", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "mlpx check passed" in out
+    assert "cpu float64 vs reference float64: ok" in out
+    assert "cpu float32 vs reference float64: ok" in out
+
+
+def test_check_compares_with_pytorch_and_float64_is_tight():
+    pytest.importorskip("torch")
+    report = run_check([20, 32, 16, 4], batch=24, activation="tanh")
+    labels = {(c.label, c.dtype) for c in report.comparisons}
+    assert {("cpu", "float64"), ("cpu", "float32"), ("pytorch", "float64")} <= labels
+    assert report.ok, report.failures()
+    for c in report.comparisons:
+        if c.dtype == "float64":
+            # Same formulas in float64: far inside the documented 1e-10.
+            assert max(d.max_rel for d in c.diffs) < 1e-13, c.label
+
+
+def _perturbed(original, scale):
+    def act_backward(self, dy, z, y, act, out, slopes=None):
+        result = original(self, dy, z, y, act, out, slopes)
+        out[0] *= scale  # one sample's delta slightly wrong: a subtle backward bug
+        return result
+
+    return act_backward
+
+
+def test_check_fails_when_a_gradient_is_wrong(monkeypatch, capsys):
+    monkeypatch.setattr(
+        CPUBackend, "act_backward", _perturbed(CPUBackend.act_backward, 1.05)
+    )
+    assert main(["check", *SMALL, "--no-torch"]) == 1
+    out = capsys.readouterr().out
+    assert "mlpx check FAILED" in out
+    failing = [line for line in out.splitlines() if "differs from the float64 reference" in line]
+    assert failing and all(line.strip().startswith("cpu ") for line in failing)
+    # The hidden layers' weight gradients depend on the broken delta; the outputs do not.
+    assert any("cpu float32: L0 W grad" in line for line in failing)
+    assert any("cpu float64: L0 W grad" in line for line in failing)
+    assert not any("output" in line for line in failing)
+
+
+def test_check_fails_when_a_forward_gemm_is_wrong(monkeypatch):
+    original = CPUBackend.matmul
+
+    def matmul(self, a, b, out, trans_a=False, trans_b=False):
+        original(self, a, b, out, trans_a, trans_b)
+        if not (trans_a or trans_b) and out.shape[1] == 16:
+            out[:, 0] += 1e-3 * np.abs(out).max()  # tiny error in layer 1's forward GEMM
+        return out
+
+    monkeypatch.setattr(CPUBackend, "matmul", matmul, raising=False)
+    report = run_check([20, 32, 16, 4], batch=24, dtypes=("float32",), torch=False)
+    assert not report.ok
+    names = {d.name for c in report.comparisons if c.label == "cpu" for d in c.diffs if not d.ok}
+    assert "L1 output" in names and "L0 output" not in names
+
+
+def test_tolerances_and_diff_metric():
+    assert tolerance("float64", 10_000) == F64_TOL
+    assert tolerance("float32", 1024) == pytest.approx(1024 * EPS32)
+    ref = np.array([[10.0, -2.0], [0.0, 1.0]])
+    d = diff("t", ref + np.array([[0.0, 0.0], [1e-3, 0.0]]), ref, "float32", 100)
+    assert d.max_abs == pytest.approx(1e-3) and d.max_rel == pytest.approx(1e-4)
+    assert not d.ok  # 1e-4 > 100 * eps32 = 1.2e-5
+    nan = diff("t", np.array([np.nan, 1.0]), np.array([1.0, 1.0]), "float64", 1)
+    assert not nan.ok
+
+
+def test_check_rejects_bad_arguments(capsys):
+    assert main(["check", *SMALL, "--dtype", "float16"]) == 2
+    assert "float32, float64 or both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["check", "--sizes", "784,x"])
