@@ -119,7 +119,7 @@ class Optimizer:
                 self.ops.copy_into(s[k], self.ops.asarray(np.asarray(v, dtype=s[k].dtype)))
         self.step_count = int(sd.get("step_count", 0))
         if "lr" in (sd.get("config") or {}):
-            self.lr = check_lr(sd["config"]["lr"])
+            self.lr = _check_float(sd["config"]["lr"], "lr")
         if sd.get("initial_lr") is not None:
             self.initial_lr = sd["initial_lr"]
 
@@ -401,4 +401,9 @@ def from_config(cfg: dict[str, Any]) -> Optimizer:
     name = cfg.pop("name", None)
     if name not in _BY_NAME:
         raise ValueError(f"unknown optimizer {name!r} in config; valid names are {names()}")
-    return _BY_NAME[name](**cfg)
+    # a schedule may have taken lr to 0 (cosine to eta_min=0): allowed here, not from users
+    lr = cfg.pop("lr", None)
+    opt = _BY_NAME[name](**cfg)
+    if lr is not None:
+        opt.lr = _check_float(lr, "lr")
+    return opt
