@@ -95,7 +95,10 @@ def dact_scalar(code, g, v, y, alpha):
 
 @_jit
 def bias_relu(z, b, out):
-    """z += b; out = max(z, 0). The hot path of ReLU networks, kept branch-free."""
+    """z += b; out = max(z, 0). The hot path of ReLU networks, kept branch-free.
+
+    CUDA twin: bias_relu in kernels/activations.cu.
+    """
     n, m = z.shape
     for i in range(n):
         for j in range(m):
@@ -106,6 +109,7 @@ def bias_relu(z, b, out):
 
 @_jit
 def relu_backward(dy, z, out):
+    """out = z > 0 ? dy : 0. CUDA twin: relu_bwd in kernels/activations.cu."""
     n, m = z.shape
     for i in range(n):
         for j in range(m):

@@ -1,0 +1,199 @@
+// Fused activation kernels of the `cuda` backend.
+//
+// Every kernel mirrors a Numba kernel in mlpx/backends/numba_kernels.py (named in its header
+// comment): values are loaded as double, the same expression is evaluated in double, and the
+// result is rounded once when stored. Compiled with -fmad=false so that no multiply-add is
+// contracted into an FMA (the Numba kernels do not contract either).
+//
+// Activation codes: the ACT_* ids of mlpx/activations.py (a test checks they match).
+// Self-contained on purpose (no #include): NVRTC compiles it at run time and nvcc in CI.
+
+#define ACT_IDENTITY 0
+#define ACT_STEP 1
+#define ACT_SIGMOID 2
+#define ACT_TANH 3
+#define ACT_RELU 4
+#define ACT_LEAKY_RELU 5
+#define ACT_ELU 6
+#define ACT_GELU 7
+#define ACT_SILU 8
+#define ACT_SOFTPLUS 9
+
+#define MLPX_SQRT_HALF 0.7071067811865476
+#define MLPX_INV_SQRT_2PI 0.3989422804014327
+
+// Numba twin: _sigmoid. Both branches avoid overflow of exp.
+__device__ __forceinline__ double mlpx_sigmoid(double v) {
+    if (v >= 0.0) {
+        return 1.0 / (1.0 + exp(-v));
+    }
+    double e = exp(v);
+    return e / (1.0 + e);
+}
+
+// Numba twin: act_scalar. f(v) for one double value.
+__device__ double act_forward(int code, double v, double alpha) {
+    switch (code) {
+        case ACT_RELU: return v > 0.0 ? v : 0.0;
+        case ACT_IDENTITY: return v;
+        case ACT_LEAKY_RELU: return v > 0.0 ? v : alpha * v;
+        case ACT_SIGMOID: return mlpx_sigmoid(v);
+        case ACT_TANH: return tanh(v);
+        case ACT_STEP: return v >= 0.0 ? 1.0 : 0.0;
+        // Python's min(v, 0.0) is `0.0 if 0.0 < v else v`
+        case ACT_ELU: return v > 0.0 ? v : alpha * expm1((0.0 < v) ? 0.0 : v);
+        case ACT_GELU: return 0.5 * v * (1.0 + erf(v * MLPX_SQRT_HALF));
+        case ACT_SILU: return v * mlpx_sigmoid(v);
+        // Python's max(v, 0.0) is `0.0 if 0.0 > v else v`
+        case ACT_SOFTPLUS: return ((0.0 > v) ? 0.0 : v) + log1p(exp(-fabs(v)));
+        default: return __longlong_as_double(0x7ff8000000000000LL);  // NaN, like Numba
+    }
+}
+
+// Numba twin: dact_scalar. g * f'(v) given the output y = f(v).
+__device__ double act_backward(int code, double g, double v, double y, double alpha) {
+    switch (code) {
+        case ACT_RELU: return v > 0.0 ? g : 0.0;
+        case ACT_IDENTITY: return g;
+        case ACT_LEAKY_RELU: return v > 0.0 ? g : alpha * g;
+        case ACT_SIGMOID: return g * (y * (1.0 - y));
+        case ACT_TANH: return g * (1.0 - y * y);
+        case ACT_ELU: return v > 0.0 ? g : g * (y + alpha);
+        case ACT_GELU: {
+            double cdf = 0.5 * (1.0 + erf(v * MLPX_SQRT_HALF));
+            double pdf = MLPX_INV_SQRT_2PI * exp(-0.5 * v * v);
+            return g * (cdf + v * pdf);
+        }
+        case ACT_SILU: {
+            double s = mlpx_sigmoid(v);
+            return g * (s * (1.0 + v * (1.0 - s)));
+        }
+        case ACT_SOFTPLUS: return g * mlpx_sigmoid(v);
+        default: return __longlong_as_double(0x7ff8000000000000LL);
+    }
+}
+
+// Grid-stride loops: any grid size covers any array (sizes are 64-bit).
+#define MLPX_GRID_LOOP(k, size) \
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < (size); \
+         k += (long long)blockDim.x * gridDim.x)
+
+// Numba twin: bias_relu. z += b; out = max(z, 0).
+template <typename T>
+__device__ void bias_relu_impl(T* z, const T* b, T* out, long long n, long long m) {
+    MLPX_GRID_LOOP(k, n * m) {
+        double v = (double)z[k] + (double)b[k % m];
+        z[k] = (T)v;
+        out[k] = (T)(v > 0.0 ? v : 0.0);
+    }
+}
+
+// Numba twin: relu_backward. out = z > 0 ? dy : 0 (compared in the storage type).
+template <typename T>
+__device__ void relu_bwd_impl(const T* dy, const T* z, T* out, long long size) {
+    MLPX_GRID_LOOP(k, size) {
+        out[k] = z[k] > (T)0 ? dy[k] : (T)0;
+    }
+}
+
+// Numba twin: bias_act. z += b; out = f(z), f applied to the stored (rounded) z.
+template <typename T>
+__device__ void bias_act_impl(T* z, const T* b, T* out, long long n, long long m, int code,
+                              double alpha) {
+    MLPX_GRID_LOOP(k, n * m) {
+        double v = (double)z[k] + (double)b[k % m];
+        T zr = (T)v;
+        z[k] = zr;
+        out[k] = (T)act_forward(code, (double)zr, alpha);
+    }
+}
+
+// Numba twin: act_forward. out = f(z) without a bias.
+template <typename T>
+__device__ void act_fwd_impl(const T* z, T* out, long long size, int code, double alpha) {
+    MLPX_GRID_LOOP(k, size) {
+        out[k] = (T)act_forward(code, (double)z[k], alpha);
+    }
+}
+
+// Numba twin: act_backward. out = dy * f'(z).
+template <typename T>
+__device__ void act_bwd_impl(const T* dy, const T* z, const T* y, T* out, long long size,
+                             int code, double alpha) {
+    MLPX_GRID_LOOP(k, size) {
+        out[k] = (T)act_backward(code, (double)dy[k], (double)z[k], (double)y[k], alpha);
+    }
+}
+
+// Numba twin: bias_prelu. z += b; out = z > 0 ? z : a_j z.
+template <typename T>
+__device__ void bias_prelu_impl(T* z, const T* b, const T* slopes, T* out, long long n,
+                                long long m) {
+    MLPX_GRID_LOOP(k, n * m) {
+        long long j = k % m;
+        double v = (double)z[k] + (double)b[j];
+        T zr = (T)v;
+        z[k] = zr;
+        v = (double)zr;
+        out[k] = (T)(v > 0.0 ? v : (double)slopes[j] * v);
+    }
+}
+
+// Numba twin: prelu_backward. out = dy * f'(z); dslopes[j] = sum_i dy[i,j] * min(z[i,j], 0).
+// One thread per column walks the rows in order, so the slope gradient is summed in exactly
+// the order the Numba kernel uses (bitwise-equal sums). Reads are coalesced across a warp.
+template <typename T>
+__device__ void prelu_bwd_impl(const T* dy, const T* z, const T* slopes, T* out, T* dslopes,
+                               long long n, long long m) {
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < m;
+         j += (long long)blockDim.x * gridDim.x) {
+        double a = (double)slopes[j];
+        double acc = 0.0;
+        for (long long i = 0; i < n; ++i) {
+            long long k = i * m + j;
+            double g = (double)dy[k];
+            double v = (double)z[k];
+            if (v > 0.0) {
+                out[k] = (T)g;
+            } else {
+                out[k] = (T)(a * g);
+                acc += g * v;
+            }
+        }
+        dslopes[j] = (T)acc;
+    }
+}
+
+// Explicit instantiations with C names: NVRTC (through cupy.RawModule) looks them up by
+// name, and nvcc in CI compiles every one of them.
+#define MLPX_INSTANTIATE(T, S)                                                                 \
+    extern "C" __global__ void bias_relu_##S(T* z, const T* b, T* out, long long n,            \
+                                              long long m) {                                   \
+        bias_relu_impl<T>(z, b, out, n, m);                                                    \
+    }                                                                                          \
+    extern "C" __global__ void relu_bwd_##S(const T* dy, const T* z, T* out, long long size) { \
+        relu_bwd_impl<T>(dy, z, out, size);                                                    \
+    }                                                                                          \
+    extern "C" __global__ void bias_act_##S(T* z, const T* b, T* out, long long n,             \
+                                             long long m, int code, double alpha) {            \
+        bias_act_impl<T>(z, b, out, n, m, code, alpha);                                        \
+    }                                                                                          \
+    extern "C" __global__ void act_fwd_##S(const T* z, T* out, long long size, int code,       \
+                                            double alpha) {                                    \
+        act_fwd_impl<T>(z, out, size, code, alpha);                                            \
+    }                                                                                          \
+    extern "C" __global__ void act_bwd_##S(const T* dy, const T* z, const T* y, T* out,        \
+                                            long long size, int code, double alpha) {          \
+        act_bwd_impl<T>(dy, z, y, out, size, code, alpha);                                     \
+    }                                                                                          \
+    extern "C" __global__ void bias_prelu_##S(T* z, const T* b, const T* slopes, T* out,       \
+                                               long long n, long long m) {                     \
+        bias_prelu_impl<T>(z, b, slopes, out, n, m);                                           \
+    }                                                                                          \
+    extern "C" __global__ void prelu_bwd_##S(const T* dy, const T* z, const T* slopes, T* out, \
+                                              T* dslopes, long long n, long long m) {          \
+        prelu_bwd_impl<T>(dy, z, slopes, out, dslopes, n, m);                                  \
+    }
+
+MLPX_INSTANTIATE(float, f32)
+MLPX_INSTANTIATE(double, f64)

@@ -1,0 +1,492 @@
+"""The cuda backend: CuPy arrays on one GPU, cuBLAS GEMMs, fused CUDA C kernels.
+
+The kernels (`kernels/*.cu`) are the twins of the Numba kernels of the cpu backend: the same
+expression per element, evaluated in double and rounded once on store, compiled without FMA
+contraction. They are compiled with NVRTC on first use and cached on disk by CuPy
+(`_cuda_kernels.py`). Every op the kernels do not cover, and every array layout they do not
+handle, falls back to the reference implementation in `base.py`, which runs on CuPy as is.
+
+GEMMs run in plain FP32 (or FP64) by default. TF32 tensor cores are used only when asked for
+with `CUDABackend(device, allow_tf32=True)`; `allow_tf32` stays readable on the backend so
+benchmarks and logs can report it.
+
+No op here reads a device value back to the host except `to_numpy`, `to_float` and
+`all_finite`: losses return 0-d device arrays, so a training step never synchronises.
+
+CuPy is imported in `CUDABackend.__init__`, not at module import: this module can be imported
+(e.g. to inspect the API) on machines without CuPy.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import activations as A
+from . import _cuda_kernels as K
+from .base import Array, Backend
+
+_ELEMENTWISE_CODES = frozenset(
+    {A.ACT_IDENTITY, A.ACT_STEP, A.ACT_SIGMOID, A.ACT_TANH, A.ACT_RELU, A.ACT_LEAKY_RELU,
+     A.ACT_ELU, A.ACT_GELU, A.ACT_SILU, A.ACT_SOFTPLUS}
+)
+_MAX_SCRATCH = 16
+
+
+class GPUOutOfMemoryError(MemoryError):
+    """An array did not fit in the GPU's free memory; the message says what would fit."""
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _on_device(fn):
+    """Run the op with this backend's GPU as CuPy's current device."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        if self._single_gpu:  # the only GPU is always the current one: skip the switch
+            return fn(self, *args, **kwargs)
+        with self._device:
+            return fn(self, *args, **kwargs)
+
+    return wrapper
+
+
+class CUDABackend(Backend):
+    """CuPy on GPU `device`. `allow_tf32=True` lets float32 GEMMs use TF32 tensor cores."""
+
+    name = "cuda"
+    xp: Any = None  # cupy, set in __init__ (CuPy is imported only when a backend is built)
+
+    def __init__(self, device: int = 0, allow_tf32: bool = False) -> None:
+        import cupy
+
+        if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or device < 0:
+            raise ValueError(f"device must be a GPU number >= 0, got {device!r}")
+        count = int(cupy.cuda.runtime.getDeviceCount())
+        if device >= count:
+            raise ValueError(f"GPU {device} was asked for, but only {count} GPU(s) exist")
+        self.xp = cupy
+        self.device_id = int(device)
+        self.device = f"cuda:{self.device_id}"
+        self._device = cupy.cuda.Device(self.device_id)
+        self._single_gpu = count == 1
+        self.allow_tf32 = bool(allow_tf32)
+        self._scratch: dict[tuple[str, int], Array] = {}
+        self._compute_types = self._gemm_compute_types()
+
+    def __repr__(self) -> str:
+        tf32 = ", allow_tf32=True" if self.allow_tf32 else ""
+        return f"<mlpx backend 'cuda' on GPU {self.device_id}{tf32}>"
+
+    @property
+    def gemm_precision(self) -> str:
+        """"tf32" or "fp32": how float32 GEMMs are computed (for benchmark reports)."""
+        return "tf32" if self.allow_tf32 else "fp32"
+
+    def _gemm_compute_types(self) -> tuple[Any, Any] | None:
+        """CuPy's float32 GEMM compute-type switch (a private CuPy API, hence guarded)."""
+        try:
+            from cupy._core import _routines_linalg as rl
+
+            plain = getattr(rl, "COMPUTE_TYPE_FP32", rl.COMPUTE_TYPE_DEFAULT)
+            return rl, (rl.COMPUTE_TYPE_TF32 if self.allow_tf32 else plain)
+        except (ImportError, AttributeError):  # pragma: no cover - depends on CuPy version
+            if self.allow_tf32:
+                raise RuntimeError(
+                    "allow_tf32=True needs CuPy's compute-type switch, which this CuPy "
+                    "version lacks; set the environment variable CUPY_TF32=1 instead"
+                ) from None
+            return None
+
+    # ------------------------------------------------------------------ arrays and transfer
+    def _out_of_memory(self, shape: tuple[int, ...], dtype: Any) -> GPUOutOfMemoryError:
+        cp = self.xp
+        free, total = self._device.mem_info
+        free += cp.get_default_memory_pool().free_bytes()  # cached blocks are reusable
+        itemsize = np.dtype(dtype).itemsize
+        shape = tuple(int(s) for s in shape)
+        need = itemsize * math.prod(shape)
+        row = itemsize * math.prod(shape[1:]) if len(shape) > 1 else itemsize
+        rows = int(free // row) if row else 0
+        return GPUOutOfMemoryError(
+            f"GPU {self.device_id} is out of memory: a {shape} {np.dtype(dtype).name} array "
+            f"needs {_fmt_bytes(need)}, but only {_fmt_bytes(free)} of {_fmt_bytes(total)} "
+            f"are free. The largest batch that would fit is about {rows} rows of this array "
+            "alone; a training step also keeps each layer's activations and gradients for the "
+            f"batch, so use batch_size well below {rows} (halve it until it fits). Data that "
+            "does not fit on the GPU as a whole cannot be streamed from host memory yet: "
+            "train on a subset, use dtype='float32', or use backend='cpu'"
+        )
+
+    def _alloc(self, make, shape: tuple[int, ...], dtype: Any) -> Array:
+        try:
+            return make()
+        except self.xp.cuda.memory.OutOfMemoryError:
+            raise self._out_of_memory(shape, dtype) from None
+
+    def asarray(self, x: Any, dtype: Any = None) -> Array:
+        """A C-contiguous CuPy array on this GPU from NumPy, CuPy, CUDA-array-interface or
+        DLPack input (no copy when `x` already is one)."""
+        cp = self.xp
+        if isinstance(x, cp.ndarray):
+            if x.device.id != self.device_id:
+                x = self._alloc(x.copy, x.shape, x.dtype)  # copy() lands on the current GPU
+        elif hasattr(x, "__cuda_array_interface__"):
+            x = cp.asarray(x)
+        elif hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
+            dev_type = int(x.__dlpack_device__()[0]) if hasattr(x, "__dlpack_device__") else 1
+            if dev_type in (2, 13):  # kDLCUDA, kDLCUDAManaged: zero-copy on the GPU
+                x = cp.from_dlpack(x)
+            else:  # host memory: through NumPy, then one copy to the GPU below
+                try:
+                    x = np.from_dlpack(x)
+                except (TypeError, ValueError, RuntimeError, BufferError):
+                    x = np.asarray(x)
+        if not isinstance(x, cp.ndarray):
+            host = np.asarray(x, dtype=dtype)
+            x = self._alloc(lambda: cp.asarray(host), host.shape, host.dtype)
+        if dtype is not None and x.dtype != np.dtype(dtype):
+            x = self._alloc(lambda: x.astype(dtype), x.shape, dtype)
+        if not x.flags.c_contiguous:
+            x = self._alloc(lambda: cp.ascontiguousarray(x), x.shape, x.dtype)
+        return x
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        if isinstance(x, self.xp.ndarray):
+            return x.get()
+        return np.asarray(x)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        return self._alloc(lambda: self.xp.empty(shape, dtype=dtype), shape, dtype)
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        return self._alloc(lambda: self.xp.zeros(shape, dtype=dtype), shape, dtype)
+
+    def copy_into(self, dst: Array, src: Array) -> None:
+        if not isinstance(src, self.xp.ndarray):
+            src = self.asarray(src)
+        dst[...] = src
+
+    def to_float(self, x: Array) -> float:
+        """Read a 0-d device value on the host: the one place this backend synchronises."""
+        if isinstance(x, self.xp.ndarray):
+            return float(x.get())
+        return float(x)
+
+    def synchronize(self) -> None:
+        """Wait until all work queued on this GPU has finished."""
+        self._device.synchronize()
+
+    def erf(self, x: Array) -> Array:
+        from cupyx.scipy.special import erf
+
+        return erf(x)
+
+    # ------------------------------------------------------------------------------- GEMM
+    def matmul(
+        self, a: Array, b: Array, out: Array, trans_a: bool = False, trans_b: bool = False
+    ) -> Array:
+        """out = op(a) @ op(b) with cuBLAS (transposes are BLAS flags, not copies)."""
+        if out.dtype == np.float32 and self._compute_types is not None:
+            rl, want = self._compute_types
+            if rl.get_compute_type(np.float32) != want:  # CuPy's switch is process-wide
+                rl.set_compute_type(np.float32, want)
+        self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        return out
+
+    # -------------------------------------------------------------------- kernel plumbing
+    def _fusable(self, *arrays: Array) -> str | None:
+        """The kernel suffix ("f32"/"f64") when every array is a C-contiguous CuPy array of
+        one supported dtype; None means: use the reference implementation."""
+        first = arrays[0]
+        sfx = K.suffix(first.dtype) if isinstance(first, self.xp.ndarray) else None
+        if sfx is None:
+            return None
+        for a in arrays:
+            if not isinstance(a, self.xp.ndarray) or a.dtype != first.dtype:
+                return None
+            if not a.flags.c_contiguous:
+                return None
+        return sfx
+
+    def _launch(self, filename: str, name: str, blocks: int, args: tuple) -> None:
+        K.get_kernel(self.device_id, filename, name)((blocks,), (K.BLOCK,), args)
+
+    def _scratch_f64(self, tag: str, size: int) -> Array:
+        """A reused float64 work vector (partial sums); stream order makes reuse safe."""
+        key = (tag, size)
+        arr = self._scratch.get(key)
+        if arr is None:
+            if len(self._scratch) >= _MAX_SCRATCH:
+                self._scratch.clear()
+            arr = self.empty((size,), np.float64)
+            self._scratch[key] = arr
+        return arr
+
+    # ------------------------------------------------------------------------ activations
+    def bias_act(self, z, b, act, out, slopes=None):
+        code = act.code
+        prelu = code == A.ACT_PRELU
+        if b is None or z.ndim != 2 or (code not in _ELEMENTWISE_CODES and not prelu):
+            return super().bias_act(z, b, act, out, slopes)
+        sfx = self._fusable(z, b, out, *((slopes,) if prelu else ()))
+        n, m = z.shape
+        if sfx is None or out.shape != z.shape or b.size != m or (prelu and slopes.size != m):
+            return super().bias_act(z, b, act, out, slopes)
+        if n * m == 0:
+            return out
+        blocks = K.grid(n * m)
+        nn, mm = np.int64(n), np.int64(m)
+        if code == A.ACT_RELU:
+            self._launch("activations.cu", f"bias_relu_{sfx}", blocks, (z, b, out, nn, mm))
+        elif prelu:
+            self._launch(
+                "activations.cu", f"bias_prelu_{sfx}", blocks, (z, b, slopes, out, nn, mm)
+            )
+        else:
+            self._launch(
+                "activations.cu", f"bias_act_{sfx}", blocks,
+                (z, b, out, nn, mm, np.int32(code), np.float64(act.alpha)),
+            )
+        return out
+
+    def act_backward(self, dy, z, y, act, out, slopes=None):
+        code = act.code
+        if code == A.ACT_IDENTITY or code not in _ELEMENTWISE_CODES:
+            return super().act_backward(dy, z, y, act, out, slopes)
+        sfx = self._fusable(dy, z, y, out)
+        if sfx is None or not (dy.shape == z.shape == y.shape == out.shape):
+            return super().act_backward(dy, z, y, act, out, slopes)
+        if code == A.ACT_STEP:
+            act.derivative(self, dy, z, y)  # raises the explanatory error
+        size = np.int64(z.size)
+        if z.size == 0:
+            return out
+        blocks = K.grid(z.size)
+        if code == A.ACT_RELU:
+            self._launch("activations.cu", f"relu_bwd_{sfx}", blocks, (dy, z, out, size))
+        else:
+            self._launch(
+                "activations.cu", f"act_bwd_{sfx}", blocks,
+                (dy, z, y, out, size, np.int32(code), np.float64(act.alpha)),
+            )
+        return out
+
+    def prelu_backward(self, dy, z, slopes, out, dslopes):
+        """Fused PReLU derivative and slope gradient: one thread per unit, rows in order."""
+        sfx = self._fusable(dy, z, slopes, out, dslopes)
+        if sfx is None or z.ndim != 2 or dy.shape != z.shape or out.shape != z.shape:
+            return super().prelu_backward(dy, z, slopes, out, dslopes)
+        n, m = z.shape
+        if slopes.size != m or dslopes.size != m or n * m == 0:
+            return super().prelu_backward(dy, z, slopes, out, dslopes)
+        self._launch(
+            "activations.cu", f"prelu_bwd_{sfx}", K.grid(m),
+            (dy, z, slopes, out, dslopes, np.int64(n), np.int64(m)),
+        )
+        return out
+
+    # ----------------------------------------------------------------------------- losses
+    def softmax_cross_entropy(self, logits, labels, grad=None):
+        cp = self.xp
+        sfx = self._fusable(logits, *((grad,) if grad is not None else ()))
+        ok = (
+            sfx is not None and logits.ndim == 2 and logits.size > 0
+            and isinstance(labels, cp.ndarray) and labels.dtype == np.int64
+            and labels.shape == (logits.shape[0],) and labels.flags.c_contiguous
+            and (grad is None or grad.shape == logits.shape)
+        )
+        if not ok:
+            return super().softmax_cross_entropy(logits, labels, grad)
+        n, m = logits.shape
+        rows = self._scratch_f64("rows", n)
+        g = grad if grad is not None else logits  # never written when write_grad is 0
+        self._launch(
+            "losses.cu", f"softmax_xent_{sfx}", K.grid(n),
+            (logits, labels, g, rows, np.int64(n), np.int64(m), np.int32(grad is not None)),
+        )
+        return rows.sum() * (1.0 / n)
+
+    def _elementwise_loss(self, kernel: str, y, t, grad, fallback):
+        sfx = self._fusable(y, t, *((grad,) if grad is not None else ()))
+        if sfx is None or y.shape != t.shape or y.size == 0 or (
+            grad is not None and grad.shape != y.shape
+        ):
+            return fallback(y, t, grad)
+        blocks = K.grid(y.size)
+        partial = self._scratch_f64("partial", blocks)
+        g = grad if grad is not None else y
+        self._launch(
+            "losses.cu", f"{kernel}_{sfx}", blocks,
+            (y, t, g, partial, np.int64(y.size), np.int32(grad is not None)),
+        )
+        return partial.sum() / y.size
+
+    def bce_with_logits(self, logits, targets, grad=None):
+        return self._elementwise_loss(
+            "bce_logits", logits, targets, grad, super().bce_with_logits
+        )
+
+    def mse(self, y, t, grad=None):
+        return self._elementwise_loss("mse", y, t, grad, super().mse)
+
+    def l1(self, y, t, grad=None):
+        return self._elementwise_loss("l1", y, t, grad, super().l1)
+
+    # ------------------------------------------------------------------------- optimisers
+    # Unused state arrays (None in the reference) are replaced by `grad`, which the kernels
+    # then neither read nor write: the same convention as the cpu backend.
+    def sgd_update(self, param, grad, lr):
+        sfx = self._fusable(param, grad)
+        if sfx is None or param.shape != grad.shape:
+            return super().sgd_update(param, grad, lr)
+        if param.size:
+            self._launch(
+                "optim.cu", f"sgd_update_{sfx}", K.grid(param.size),
+                (param, grad, np.int64(param.size), np.float64(lr)),
+            )
+        return param
+
+    def sgd_momentum_update(self, param, grad, buf, lr, momentum, dampening, nesterov,
+                            weight_decay):
+        b = grad if buf is None or momentum == 0.0 else buf
+        sfx = self._fusable(param, grad, b)
+        if sfx is None or not (param.shape == grad.shape == b.shape):
+            return super().sgd_momentum_update(
+                param, grad, buf, lr, momentum, dampening, nesterov, weight_decay
+            )
+        if param.size:
+            self._launch(
+                "optim.cu", f"sgd_momentum_update_{sfx}", K.grid(param.size),
+                (param, grad, b, np.int64(param.size), np.float64(lr), np.float64(momentum),
+                 np.float64(dampening), np.int32(bool(nesterov)), np.float64(weight_decay)),
+            )
+        return param
+
+    def adagrad_update(self, param, grad, sum_sq, clr, weight_decay, eps):
+        sfx = self._fusable(param, grad, sum_sq)
+        if sfx is None or not (param.shape == grad.shape == sum_sq.shape):
+            return super().adagrad_update(param, grad, sum_sq, clr, weight_decay, eps)
+        if param.size:
+            self._launch(
+                "optim.cu", f"adagrad_update_{sfx}", K.grid(param.size),
+                (param, grad, sum_sq, np.int64(param.size), np.float64(clr),
+                 np.float64(weight_decay), np.float64(eps)),
+            )
+        return param
+
+    def rmsprop_update(self, param, grad, square_avg, grad_avg, buf, lr, alpha, eps,
+                       weight_decay, momentum, centered):
+        ga = grad_avg if centered and grad_avg is not None else grad
+        b = buf if momentum > 0.0 and buf is not None else grad
+        sfx = self._fusable(param, grad, square_avg, ga, b)
+        if sfx is None or not (param.shape == grad.shape == square_avg.shape == ga.shape
+                               == b.shape):
+            return super().rmsprop_update(
+                param, grad, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay,
+                momentum, centered,
+            )
+        if param.size:
+            self._launch(
+                "optim.cu", f"rmsprop_update_{sfx}", K.grid(param.size),
+                (param, grad, square_avg, ga, b, np.int64(param.size), np.float64(lr),
+                 np.float64(alpha), np.float64(eps), np.float64(weight_decay),
+                 np.float64(momentum), np.int32(bool(centered))),
+            )
+        return param
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                    decoupled):
+        sfx = self._fusable(param, grad, m, v)
+        if sfx is None or not (param.shape == grad.shape == m.shape == v.shape):
+            return super().adam_update(
+                param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled
+            )
+        # the step-dependent scalars with the reference's own Python expressions
+        step_size = lr / (1.0 - beta1**step)
+        bc2_sqrt = math.sqrt(1.0 - beta2**step)
+        if param.size:
+            self._launch(
+                "optim.cu", f"adam_update_{sfx}", K.grid(param.size),
+                (param, grad, m, v, np.int64(param.size), np.float64(lr), np.float64(beta1),
+                 np.float64(beta2), np.float64(eps), np.float64(weight_decay),
+                 np.float64(step_size), np.float64(bc2_sqrt), np.int32(bool(decoupled))),
+            )
+        return param
+
+    # ----------------------------------------------------------- regularisation, clipping
+    def sum_abs(self, x):
+        sfx = self._fusable(x)
+        if sfx is None or x.size == 0:
+            return super().sum_abs(x)
+        blocks = K.grid(x.size)
+        partial = self._scratch_f64("abs", blocks)
+        self._launch("optim.cu", f"sum_abs_{sfx}", blocks, (x, partial, np.int64(x.size)))
+        return partial.sum()
+
+    def add_penalty_grad(self, param, grad, l1, l2):
+        sfx = self._fusable(param, grad)
+        if sfx is None or param.shape != grad.shape:
+            return super().add_penalty_grad(param, grad, l1, l2)
+        if param.size:
+            self._launch(
+                "optim.cu", f"add_penalty_grad_{sfx}", K.grid(param.size),
+                (param, grad, np.int64(param.size), np.float64(l1), np.float64(l2)),
+            )
+        return grad
+
+    def scale_(self, x, factor):
+        """x *= factor; a device `factor` (e.g. a clipping scale) is read on the device."""
+        cp = self.xp
+        sfx = self._fusable(x)
+        on_device = isinstance(factor, cp.ndarray)
+        if sfx is None or (on_device and factor.size != 1):
+            return super().scale_(x, factor)
+        if x.size == 0:
+            return x
+        if on_device:
+            f = factor.astype(np.float64).reshape(())  # a private copy on this GPU
+            self._launch(
+                "optim.cu", f"scale_dev_{sfx}", K.grid(x.size), (x, np.int64(x.size), f)
+            )
+        else:
+            self._launch(
+                "optim.cu", f"scale_{sfx}", K.grid(x.size),
+                (x, np.int64(x.size), np.float64(factor)),
+            )
+        return x
+
+    def clip_(self, x, lo, hi):
+        sfx = self._fusable(x)
+        if sfx is None:
+            return super().clip_(x, lo, hi)
+        if x.size:
+            self._launch(
+                "optim.cu", f"clip_{sfx}", K.grid(x.size),
+                (x, np.int64(x.size), np.float64(lo), np.float64(hi)),
+            )
+        return x
+
+
+def _public_ops() -> list[str]:
+    return [
+        name for name, _ in inspect.getmembers(Backend, inspect.isfunction)
+        if not name.startswith("_")
+    ]
+
+
+# Every public op, overridden here or inherited from the reference, runs on this backend's GPU.
+for _name in _public_ops():
+    setattr(CUDABackend, _name, _on_device(getattr(CUDABackend, _name)))
+del _name

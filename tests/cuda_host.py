@@ -1,0 +1,151 @@
+"""Run the CUDA kernel sources (kernels/*.cu) on the host, to test them without a GPU.
+
+Each .cu file is compiled as C++ with g++ after a prelude that maps the CUDA keywords to plain
+C++ (`__global__` -> nothing, `__syncthreads()` -> no-op, ...). A launch of `blocks` blocks is
+emulated by calling the kernel once per block with one thread per block (`blockDim.x == 1`,
+`MLPX_BLOCK == 1`), so the grid-stride loops and the per-block partial sums run exactly as
+written, just with a different thread count. The math library is the host's (the same libm
+the Numba kernels call), and FMA contraction is off, as on the GPU (-fmad=false).
+
+`HostEmulatedCUDABackend` is the real `CUDABackend` class with NumPy as its array module and
+kernel launches routed here; every launch is checked against the kernel's C signature (array
+dtypes, 64-bit sizes, int flags, double scalars), as a mismatch would corrupt a GPU launch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpx.backends import _cuda_kernels as K
+from mlpx.backends.base import Backend
+from mlpx.backends.cuda import CUDABackend
+
+PRELUDE = r"""
+#include <math.h>
+#include <string.h>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define __syncthreads() ((void)0)
+#define MLPX_BLOCK 1
+struct mlpx_idx { unsigned int x; };
+static mlpx_idx blockIdx = {0};
+static mlpx_idx gridDim = {1};
+static const mlpx_idx threadIdx = {0};
+static const mlpx_idx blockDim = {1};
+static inline double __longlong_as_double(long long v) {
+    double d;
+    memcpy(&d, &v, sizeof d);
+    return d;
+}
+extern "C" void mlpx_host_set_grid(unsigned int block, unsigned int blocks) {
+    blockIdx.x = block;
+    gridDim.x = blocks;
+}
+"""
+
+_CTYPES = {"long long": ctypes.c_longlong, "int": ctypes.c_int, "double": ctypes.c_double}
+_SCALARS = {"long long": np.int64, "int": np.int32, "double": np.float64}
+
+
+def have_compiler() -> bool:
+    return shutil.which("g++") is not None
+
+
+def parse_signatures(source: str) -> dict[str, list[str]]:
+    """{kernel name: [C parameter types]} of the extern "C" kernels, for f32 and f64."""
+    text = source.replace("\\\n", " ")
+    sigs: dict[str, list[str]] = {}
+    pattern = re.compile(r'extern "C" __global__ void (\w+)##S\s*\((.*?)\)\s*\{', re.S)
+    for name, params in pattern.findall(text):
+        types = []
+        for p in params.split(","):
+            words = " ".join(p.split())
+            types.append(words.rsplit(" ", 1)[0] if not words.endswith("*") else words)
+        for sfx, t in (("f32", "float"), ("f64", "double")):
+            sigs[f"{name}{sfx}"] = [re.sub(r"\bT\b", t, ty).replace(" *", "*") for ty in types]
+    return sigs
+
+
+def build(outdir: Path) -> dict[str, tuple[ctypes.CDLL, dict[str, list[str]]]]:
+    """Compile every kernel file for the host (in parallel); {file: (library, signatures)}."""
+    prelude = outdir / "prelude.h"
+    prelude.write_text(PRELUDE)
+    jobs = {}
+    for name, path in K.kernel_sources().items():
+        lib = outdir / (name + ".so")
+        cmd = [
+            "g++", "-std=c++14", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
+            "-include", str(prelude), "-x", "c++", str(path), "-o", str(lib),
+        ]
+        jobs[name] = (subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), lib, path)
+    out = {}
+    for name, (proc, lib, path) in jobs.items():
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"host compile of {name} failed:\n{err}")
+        out[name] = (ctypes.CDLL(str(lib)), parse_signatures(path.read_text()))
+    return out
+
+
+def _check_arg(kernel: str, i: int, ctype: str, value: Any) -> Any:
+    if ctype.endswith("*"):
+        base = ctype.replace("const ", "").rstrip("*").strip()
+        want = {"float": np.float32, "double": np.float64, "long long": np.int64}[base]
+        if not isinstance(value, np.ndarray) or value.dtype != want:
+            raise TypeError(f"{kernel} argument {i} must be a {base} array, got {value!r}")
+        if not value.flags.c_contiguous:
+            raise TypeError(f"{kernel} argument {i} must be C-contiguous")
+        return ctypes.c_void_p(value.ctypes.data)
+    if type(value) is not _SCALARS[ctype]:
+        raise TypeError(
+            f"{kernel} argument {i} must be {_SCALARS[ctype].__name__} (C {ctype}), "
+            f"got {type(value).__name__}"
+        )
+    return _CTYPES[ctype](value.item())
+
+
+class HostEmulatedCUDABackend(CUDABackend):
+    """CUDABackend with NumPy arrays and kernels run on the host (see the module doc)."""
+
+    name = "cuda-host-emulation"
+
+    def __init__(self, libs: dict) -> None:  # no CuPy, no GPU: set what the ops use
+        self.xp = np
+        self.device_id = 0
+        self.device = "host"
+        self._single_gpu = True
+        self.allow_tf32 = False
+        self._scratch = {}
+        self._compute_types = None
+        self._libs = libs
+        self.launches: list[str] = []
+
+    asarray = Backend.asarray
+    to_numpy = Backend.to_numpy
+    to_float = Backend.to_float
+    empty = Backend.empty
+    zeros = Backend.zeros
+    copy_into = Backend.copy_into
+    erf = Backend.erf
+    synchronize = Backend.synchronize
+
+    def _launch(self, filename: str, name: str, blocks: int, args: tuple) -> None:
+        lib, sigs = self._libs[filename]
+        if name not in sigs:
+            raise AttributeError(f"{filename} has no kernel {name}")
+        pairs = enumerate(zip(sigs[name], args, strict=True))
+        ctypes_args = [_check_arg(name, i, ct, a) for i, (ct, a) in pairs]
+        fn = getattr(lib, name)
+        for b in range(blocks):
+            lib.mlpx_host_set_grid(ctypes.c_uint(b), ctypes.c_uint(blocks))
+            fn(*ctypes_args)
+        self.launches.append(name)

@@ -1,0 +1,201 @@
+"""The CUDA kernel sources and the cuda backend's dispatch, run on the host (no GPU needed).
+
+`cuda_host.HostEmulatedCUDABackend` is the real `CUDABackend` with its kernels compiled for
+the host by g++ (see tests/cuda_host.py). Against the cpu backend (Numba twins) every stored
+array must agree bit for bit: both sides evaluate the same expression in double with the same
+libm and no FMA. Losses are sums in a different order (per-block partial sums), so they agree
+to a few float64 ulps. This checks the kernels' formulas, clamping, activation codes and the
+Python launch arguments against the C signatures; the GPU's own libm is checked by the
+GPU-only parity tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx import activations as A
+
+cuda_host = pytest.importorskip("cuda_host")
+
+pytestmark = pytest.mark.skipif(
+    not cuda_host.have_compiler(), reason="g++ not found: cannot build the kernels for the host"
+)
+
+DTYPES = [np.float32, np.float64]
+ACTS = [
+    "identity", "step", "sigmoid", "tanh", "relu", A.LeakyReLU(0.1), A.ELU(0.7), "gelu",
+    "silu", "softplus",
+]
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    libs = cuda_host.build(tmp_path_factory.mktemp("cuda_host"))
+    return cuda_host.HostEmulatedCUDABackend(libs)
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return mlpx.get_backend("cpu")
+
+
+def _data(rng, shape, dtype, scale=3.0):
+    x = rng.standard_normal(shape) * scale
+    flat = x.reshape(-1)
+    # edge values: zero (kink of relu/step), large magnitudes (clamped exp), tiny values
+    specials = [0.0, -0.0, 40.0, -40.0, 750.0, -750.0, 1e-30, -1e-30]
+    flat[: len(specials)] = specials[: flat.size]
+    return x.astype(dtype)
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), strict=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("act", ACTS, ids=str)
+def test_bias_act_and_backward_bitwise(emu, cpu, rng, act, dtype):
+    act = A.get(act)
+    z0 = _data(rng, (37, 19), dtype)
+    b = _data(rng, (19,), dtype, 1.0)
+    outs = {}
+    for name, ops in (("emu", emu), ("cpu", cpu)):
+        z = z0.copy()
+        y = np.empty_like(z)
+        ops.bias_act(z, b, act, out=y)
+        outs[name] = (z, y)
+    _same(outs["emu"][0], outs["cpu"][0])
+    _same(outs["emu"][1], outs["cpu"][1])
+    if act.differentiable:
+        z, y = outs["cpu"]
+        dy = _data(rng, z.shape, dtype, 1.0)
+        got, want = np.empty_like(z), np.empty_like(z)
+        emu.act_backward(dy, z, y, act, out=got)
+        cpu.act_backward(dy, z, y, act, out=want)
+        _same(got, want)
+    assert any(k.startswith(("bias_act", "bias_relu")) for k in emu.launches)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_prelu_bitwise(emu, cpu, rng, dtype):
+    act = A.PReLU(0.2)
+    z0 = _data(rng, (300, 7), dtype)
+    b = _data(rng, (7,), dtype, 1.0)
+    slopes = rng.uniform(0.0, 0.5, 7).astype(dtype)
+    res = {}
+    for name, ops in (("emu", emu), ("cpu", cpu)):
+        z = z0.copy()
+        y = np.empty_like(z)
+        ops.bias_act(z, b, act, out=y, slopes=slopes)
+        dy = np.linspace(-1, 1, z.size).reshape(z.shape).astype(dtype)
+        dx = np.empty_like(z)
+        ds = np.empty_like(slopes)
+        ops.prelu_backward(dy, z, slopes, dx, ds)
+        res[name] = (z, y, dx, ds)
+    for got, want in zip(res["emu"], res["cpu"], strict=True):
+        _same(got, want)
+    assert "prelu_bwd_" + ("f32" if dtype == np.float32 else "f64") in emu.launches
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("n", [1, 5, 2000])
+def test_softmax_cross_entropy(emu, cpu, rng, dtype, n):
+    z = _data(rng, (n, 11), dtype)
+    labels = rng.integers(0, 11, n).astype(np.int64)
+    g1, g2 = np.empty_like(z), np.empty_like(z)
+    l1 = emu.softmax_cross_entropy(z, labels, g1)
+    l2 = cpu.softmax_cross_entropy(z, labels, g2)
+    _same(g1, g2)
+    assert np.ndim(l1) == 0 and l1.dtype == np.float64
+    np.testing.assert_allclose(float(l1), float(l2), rtol=1e-13)
+    # without a gradient the logits are left untouched
+    z_before = z.copy()
+    l3 = emu.softmax_cross_entropy(z, labels)
+    _same(z, z_before)
+    np.testing.assert_allclose(float(l3), float(l2), rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("loss", ["bce_with_logits", "mse", "l1"])
+@pytest.mark.parametrize("shape", [(3, 1), (700, 9)])
+def test_elementwise_losses(emu, cpu, rng, dtype, loss, shape):
+    y = _data(rng, shape, dtype)
+    if loss == "bce_with_logits":
+        t = rng.uniform(0, 1, shape).astype(dtype)
+    else:
+        t = _data(rng, shape, dtype)
+        t.reshape(-1)[1] = y.reshape(-1)[1]  # d == 0: sign(0) = 0 for l1
+    g1, g2 = np.empty_like(y), np.empty_like(y)
+    l1 = getattr(emu, loss)(y, t, g1)
+    l2 = getattr(cpu, loss)(y, t, g2)
+    _same(g1, g2)
+    np.testing.assert_allclose(float(l1), float(l2), rtol=1e-13)
+    blocks_used = [k for k in emu.launches if k.startswith(loss.split("_")[0])]
+    assert blocks_used, "the fused kernel was not launched"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_optimiser_updates_bitwise(emu, cpu, rng, dtype):
+    shape = (33, 5)
+    cases = [
+        ("sgd_update", lambda p, g, s: (p, g, 0.05)),
+        ("sgd_momentum_update", lambda p, g, s: (p, g, s[0], 0.1, 0.9, 0.1, False, 0.01)),
+        ("sgd_momentum_update", lambda p, g, s: (p, g, s[0], 0.1, 0.9, 0.0, True, 0.0)),
+        ("adagrad_update", lambda p, g, s: (p, g, s[0], 0.1, 0.01, 1e-10)),
+        ("rmsprop_update", lambda p, g, s: (p, g, s[0], s[1], s[2], 0.01, 0.99, 1e-8, 0.01,
+                                            0.9, True)),
+        ("rmsprop_update", lambda p, g, s: (p, g, s[0], None, None, 0.01, 0.99, 1e-8, 0.0,
+                                            0.0, False)),
+        ("adam_update", lambda p, g, s: (p, g, s[0], s[1], 1e-3, 0.9, 0.999, 1e-8, 0.01, 3,
+                                         False)),
+        ("adam_update", lambda p, g, s: (p, g, s[0], s[1], 1e-3, 0.9, 0.999, 1e-8, 0.01, 7,
+                                         True)),
+        ("add_penalty_grad", lambda p, g, s: (p, g, 0.01, 0.02)),
+        ("scale_", lambda p, g, s: (p, 0.37)),
+        ("clip_", lambda p, g, s: (p, -0.5, 0.5)),
+    ]
+    for op, make_args in cases:
+        if not hasattr(cpu, op):
+            continue
+        p0 = _data(rng, shape, dtype, 1.0)
+        g0 = _data(rng, shape, dtype, 1.0)
+        s0 = [np.abs(_data(rng, shape, dtype, 1.0)) for _ in range(3)]
+        res = {}
+        for name, ops in (("emu", emu), ("cpu", cpu)):
+            p, g, s = p0.copy(), g0.copy(), [a.copy() for a in s0]
+            getattr(ops, op)(*make_args(p, g, s))
+            res[name] = [p, g, *s]
+        for got, want in zip(res["emu"], res["cpu"], strict=True):
+            _same(got, want)
+    if hasattr(cpu, "sum_abs"):
+        x = _data(rng, (1000,), dtype)
+        np.testing.assert_allclose(float(emu.sum_abs(x)), float(cpu.sum_abs(x)), rtol=1e-13)
+
+
+def test_scale_by_device_scalar(emu, rng):
+    """A 0-d factor (a clipping scale computed on the device) takes the scale_dev kernel."""
+    x = _data(rng, (50,), np.float32, 1.0)
+    want = (x.astype(np.float64) * 0.25).astype(np.float32)
+    emu.scale_(x, np.full((), 0.25))
+    _same(x, want)
+    assert "scale_dev_f32" in emu.launches
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", ["tanh", "gelu", A.PReLU(0.1)], ids=str)
+def test_network_training_bitwise(emu, dtype, act, rng):
+    """Same network on the emulated cuda backend and on cpu: identical weights after fit."""
+    X = rng.standard_normal((150, 6))
+    y = rng.integers(0, 3, 150)
+    models = []
+    for ops in (emu, "cpu"):
+        m = mlpx.MLP([6, 16, 12, 3], activation=act, backend=ops, dtype=dtype, seed=3)
+        m.fit(X, y, loss="cross_entropy", lr=0.1, epochs=3, batch_size=32, verbose=0)
+        models.append(m)
+    for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
+        _same(a, b)
+    np.testing.assert_allclose(
+        models[0].history_["loss"], models[1].history_["loss"], rtol=1e-12
+    )
