@@ -13,15 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from . import activations, initializers, losses, optim
+from . import activations, callbacks, initializers, losses, optim
 from .backends import available_backends, get_backend
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint
+from .checkpoint import CheckpointError, load
 from .data import Standardizer, minibatches, one_hot, train_test_split
 from .errors import BackendUnavailableError, NonFiniteLossError
 from .history import History
 from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Parameter, PReLU, Residual
 from .model import MLP, Sequential
 from .perceptron import Perceptron
-from .training import Callback
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ def to_numpy(a: Any) -> np.ndarray:
 __all__ = [
     "MLP", "Sequential", "Dense", "Dropout", "BatchNorm", "LayerNorm", "PReLU", "Residual",
     "Layer", "Parameter", "Perceptron", "History", "Callback",
+    "EarlyStopping", "ModelCheckpoint", "load", "CheckpointError", "callbacks",
     "Standardizer", "one_hot", "train_test_split", "minibatches",
     "available_backends", "get_backend", "to_numpy",
     "BackendUnavailableError", "NonFiniteLossError",
