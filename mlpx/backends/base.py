@@ -69,6 +69,12 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the CPU)."""
 
+    def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
+        """Compile (or load from the disk cache) the backend's kernels ahead of first use.
+
+        Nothing to compile for the reference backend; `cpu` and `cuda` override it.
+        """
+
     def erf(self, x: Array) -> Array:
         try:
             from scipy.special import erf

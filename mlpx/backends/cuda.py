@@ -188,6 +188,19 @@ class CUDABackend(Backend):
         """Wait until all work queued on this GPU has finished."""
         self._device.synchronize()
 
+    def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
+        """Compile every kernel file now (NVRTC, or CuPy's disk cache) and load the kernels
+        for `dtypes`, so the first training step does not pay for compilation."""
+        first = {
+            "activations.cu": "bias_act", "losses.cu": "softmax_xent", "optim.cu": "sgd_update"
+        }
+        for dt in dtypes:
+            sfx = K.suffix(dt)
+            if sfx is None:
+                raise ValueError(f"the CUDA kernels exist for float32 and float64, not {dt}")
+            for filename, kernel in first.items():
+                K.get_kernel(self.device_id, filename, f"{kernel}_{sfx}")
+
     def erf(self, x: Array) -> Array:
         from cupyx.scipy.special import erf
 
