@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -205,12 +207,22 @@ class Sequential:
     # ------------------------------------------------------------------------------ data
     def _check_X(self, X: Any, name: str = "X") -> Any:
         X = check_features(X, self.input_dim, name)
+        if X.dtype.kind == "f" and X.dtype.itemsize > self.dtype.itemsize:
+            # finite float64 values beyond float32's range would become inf in the cast
+            big = float(np.finfo(self.dtype).max)
+            top = max(float(X.max()), -float(X.min()))
+            if top > big:
+                raise ValueError(
+                    f"{name} has values up to {top:.3g} in magnitude, beyond the range of the "
+                    f"model's {self.dtype.name} ({big:.3g}); rescale the inputs (e.g. with "
+                    "mlpx.Standardizer) or build the model with dtype='float64'"
+                )
         if not self.built:
             self.build(X.shape[1])
         return X
 
     def _to_backend(self, X: Any) -> Any:
-        if is_device_array(X) and self.ops.name == "cpu":
+        if is_device_array(X) and self.ops.name != "cuda":  # host backends (cpu, reference)
             X = self.ops.to_numpy(X.get() if hasattr(X, "get") else X)
         return self.ops.asarray(X, dtype=self.dtype)
 
@@ -300,12 +312,21 @@ class Sequential:
         grads = [self.ops.to_numpy(p.grad).copy() for p in self.parameters()]
         return self.ops.to_float(value), grads
 
+    def _regularized(self) -> list[tuple[Parameter, Any]]:
+        return [pair for layer in self.layers for pair in layer.regularized()]
+
     def _penalty(self) -> Any:
-        """Regularisation term added to the objective (0 without regularisers)."""
-        return 0.0
+        """The layers' regularisation penalties: a 0-d device array (0.0 without any).
+        Nothing is read back to the host here."""
+        total = 0.0
+        for p, reg in self._regularized():
+            total = total + reg.penalty(self.ops, p.data)
+        return total
 
     def _add_penalty_grads(self) -> None:
-        """Add the regularisers' gradients to the parameter gradients (none by default)."""
+        """Add the regularisers' gradients to the parameter gradients (after backward)."""
+        for p, reg in self._regularized():
+            reg.add_grad(self.ops, p)
 
     def _check_trainable(self) -> None:
         for layer in self.layers:
@@ -386,19 +407,40 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         verbose: int = 1,
         callbacks: Sequence[Any] | None = None,
+        validation_split: float = 0.0,
+        resume_from: str | os.PathLike | None = None,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
 
+        `validation_split` holds out the last fraction of (X, y), before shuffling (Keras).
+        `resume_from` continues the run saved in a checkpoint: weights, buffers, optimiser
+        state, epoch counter and history; `epochs` is then the run's total, so re-running the
+        same call after a crash trains only the epochs that are missing.
+
         `optimizer` is a name (then `lr` sets its learning rate) or an `mlpx.optim` object.
         The model keeps the loss and optimiser for later evaluate/predict_proba/fit calls.
+        `clip_norm` / `clip_value` clip the gradients after backpropagation, before the
+        optimiser step (see mlpx.clipping); History "grad_norm" is the epoch's mean
+        pre-clip global gradient norm.
         """
         from .training import fit_model
 
         return fit_model(
             self, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
             batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
-            verbose=verbose, callbacks=callbacks,
+            verbose=verbose, callbacks=callbacks, validation_split=validation_split,
+            resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
         )
+
+    def save(self, path: str | os.PathLike, epoch: int | None = None) -> Path:
+        """Write weights, buffers, architecture, loss and optimiser state to one safetensors
+        file, atomically (see mlpx.checkpoint). Load it with `mlpx.load(path, backend=...)`.
+        """
+        from .checkpoint import save
+
+        return save(self, path, epoch=epoch)
 
 
 class MLP(Sequential):

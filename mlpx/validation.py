@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,15 @@ def is_device_array(x: Any) -> bool:
 def as_host_or_device(x: Any, name: str) -> Any:
     """NumPy array for host data (anything with __array__, lists, DLPack); device arrays pass."""
     if is_device_array(x):
-        return x
+        try:
+            import cupy
+        except ImportError:
+            raise TypeError(
+                f"{name} is a GPU array, but CuPy is not installed; copy it to the host first "
+                '(e.g. tensor.cpu().numpy()) or install CuPy: pip install "mlpx[cuda12]"'
+            ) from None
+        # CuPy arrays pass as they are; other CUDA arrays (torch, numba) are wrapped, no copy
+        return x if isinstance(x, cupy.ndarray) else cupy.asarray(x)
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as e:
@@ -53,7 +62,10 @@ def check_features(X: Any, n_features: int | None, name: str = "X") -> Any:
             f"(its input_dim)"
         )
     if kind == "f":
-        finite = X.__array_namespace__().isfinite(X) if is_device_array(X) else np.isfinite(X)
+        # device arrays are CuPy arrays here (as_host_or_device); CuPy < 14 arrays have no
+        # __array_namespace__, so ask the module
+        xp = sys.modules["cupy"] if is_device_array(X) else np
+        finite = xp.isfinite(X)
         n_bad = int(X.size - int(finite.sum()))
         if n_bad:
             raise ValueError(

@@ -199,3 +199,23 @@ def test_network_training_bitwise(emu, dtype, act, rng):
     np.testing.assert_allclose(
         models[0].history_["loss"], models[1].history_["loss"], rtol=1e-12
     )
+
+
+def test_model_moves_between_cpu_and_cuda_backend(emu, rng):
+    """model.to(cuda) / to("cpu") keep every weight and the optimiser state bit for bit, and
+    training continues identically on either side."""
+    X = rng.standard_normal((64, 5))
+    y = rng.integers(0, 2, 64)
+    a = mlpx.MLP([5, 8, 2], activation="silu", backend="cpu", seed=1)
+    b = mlpx.MLP([5, 8, 2], activation="silu", backend="cpu", seed=1)
+    for m in (a, b):
+        m.fit(X, y, loss="cross_entropy", lr=0.05, epochs=1, batch_size=16, verbose=0)
+    b.to(emu)
+    assert b.ops is emu and all(p.data.flags.c_contiguous for p in b.parameters())
+    for m in (a, b):
+        m.fit(X, y, lr=0.05, epochs=2, batch_size=16, verbose=0)
+    b.to("cpu")
+    assert b.backend == "cpu"
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        _same(wa, wb)
+    _same(a.predict(X), b.predict(X))
