@@ -22,7 +22,7 @@ def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.float32
     y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise ValueError(f"one_hot labels must be >= 0, got {y.min()}")
-    n = int(y.max()) + 1 if num_classes is None else int(num_classes)
+    n = (int(y.max()) + 1 if y.size else 0) if num_classes is None else int(num_classes)
     if y.size and y.max() >= n:
         raise ValueError(f"label {y.max()} does not fit num_classes={n}")
     out = np.zeros((y.size, n), dtype=dtype)

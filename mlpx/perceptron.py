@@ -19,9 +19,9 @@ from .validation import check_features, check_positive_int, check_same_length
 class Perceptron:
     def __init__(self, lr: float = 1.0, max_epochs: int = 100, shuffle: bool = True,
                  seed: int | None = 0):
-        if not (np.isfinite(lr) and lr > 0):
-            raise ValueError(f"learning rate must be a positive finite number, got {lr!r}")
-        self.lr = float(lr)
+        from .optim import check_lr
+
+        self.lr = check_lr(lr)  # a positive finite number, with the usual error otherwise
         self.max_epochs = check_positive_int(max_epochs, "max_epochs")
         self.shuffle = shuffle
         self.seed = seed

@@ -68,6 +68,18 @@ def test_non_finite_validation_data(model, data):
         _fit(model, X, y, validation_data=(Xv, y[:5]))
 
 
+def test_float64_values_beyond_float32_range(model, data):
+    X, y = data
+    X = X.astype(np.float64)
+    X[0, 0] = 1e300  # finite, but inf once cast to the model's float32
+    with pytest.raises(ValueError, match="beyond the range of the model's float32"):
+        _fit(model, X, y)
+    with pytest.raises(ValueError, match="beyond the range"):
+        model.predict(X)
+    ok = mlpx.MLP([4, 3], dtype="float64", seed=0)
+    assert np.isfinite(ok.predict(X[1:])).all()
+
+
 def test_wrong_number_of_features(model, data):
     X, y = data
     for call in (lambda: _fit(model, X[:, :3], y), lambda: model.predict(X[:, :3])):

@@ -13,6 +13,8 @@ def test_one_hot():
     np.testing.assert_array_equal(out, [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
     assert out.dtype == np.float32
     assert mlpx.one_hot(np.array([1.0, 0.0]), num_classes=4, dtype=np.float64).shape == (2, 4)
+    assert mlpx.one_hot([]).shape == (0, 0)
+    assert mlpx.one_hot([], num_classes=3).shape == (0, 3)
     with pytest.raises(ValueError, match="does not fit num_classes=2"):
         mlpx.one_hot([0, 2], num_classes=2)
     with pytest.raises(ValueError, match=">= 0"):

@@ -55,6 +55,8 @@ def test_bad_input():
         mlpx.Perceptron().fit(np.zeros((3, 2)), [0, 1, 2])
     with pytest.raises(ValueError, match="learning rate"):
         mlpx.Perceptron(lr=0.0)
+    with pytest.raises(TypeError, match="learning rate must be a number"):
+        mlpx.Perceptron(lr="fast")
     with pytest.raises(RuntimeError, match="not fitted"):
         mlpx.Perceptron().predict(np.zeros((1, 2)))
     with pytest.raises(ValueError, match="NaN"):
