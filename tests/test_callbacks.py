@@ -1,0 +1,158 @@
+"""Callbacks (EarlyStopping, ModelCheckpoint) and validation_split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+
+def _model(seed=0, dropout=False):
+    layers = [mlpx.Dense(32, activation="relu"), mlpx.BatchNorm()]
+    if dropout:
+        layers.append(mlpx.Dropout(0.1))
+    layers.append(mlpx.Dense(2))
+    return mlpx.Sequential(layers, input_dim=10, dtype="float64", seed=seed)
+
+
+def _noisy(n=120, seed=0):
+    """Few samples, many noisy features: the network overfits and val_loss turns upwards."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 10))
+    y = ((X[:, 0] + rng.normal(scale=1.5, size=n)) > 0).astype(np.int64)
+    return X, y
+
+
+class Recorder(Callback):
+    """Keeps the weights and running statistics after every epoch."""
+
+    def __init__(self):
+        self.weights, self.running = {}, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch] = self.model.get_weights()
+        bn = self.model.layers[1]
+        self.running[epoch] = mlpx.to_numpy(bn.running_mean).copy()
+
+
+def _assert_weights(model, expected, running=None):
+    for a, b in zip(model.get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    if running is not None:
+        np.testing.assert_array_equal(mlpx.to_numpy(model.layers[1].running_mean), running)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch():
+    X, y = _noisy()
+    model = _model()
+    rec = Recorder()
+    stop = EarlyStopping(monitor="val_loss", patience=3)
+    hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.3, epochs=200,
+                     batch_size=16, validation_split=0.3, verbose=0, callbacks=[rec, stop])
+    val = hist.val_loss
+    best = int(np.argmin(val))
+    assert stop.stopped_epoch is not None and len(hist) < 200  # patience ran out
+    assert len(hist) == best + 3 + 1 and stop.best_epoch == best
+    _assert_weights(model, rec.weights[best], rec.running[best])
+    assert model.evaluate(X[84:], y[84:])["loss"] == pytest.approx(val[best], rel=1e-12)
+
+
+def test_early_stopping_restores_the_best_weights_when_patience_never_runs_out():
+    X, y = _noisy()
+    model = _model()
+    rec = Recorder()
+    stop = EarlyStopping(monitor="val_loss", patience=1000)
+    hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.3, epochs=25,
+                     batch_size=16, validation_split=0.3, verbose=0, callbacks=[rec, stop])
+    assert len(hist) == 25 and stop.stopped_epoch is None
+    best = int(np.argmin(hist.val_loss))
+    assert best < 24  # the run overfits, so the last epoch is not the best one
+    _assert_weights(model, rec.weights[best], rec.running[best])
+
+
+def test_early_stopping_unit_logic():
+    """Patience, min_delta and mode on a scripted sequence of values."""
+    model = mlpx.MLP([2, 2], seed=0, dtype="float64")
+    stop = EarlyStopping(monitor="val_accuracy", patience=2, min_delta=0.01)
+    assert stop.mode == "max"
+    stop.set_model(model)
+    stop.on_train_begin()
+    for epoch, acc in enumerate([0.5, 0.7, 0.705, 0.69]):
+        model.set_weights([np.full((2, 2), epoch), np.full(2, epoch)])
+        stop.on_epoch_end(epoch, {"val_accuracy": acc})
+        assert model.stop_training == (epoch == 3)
+    stop.on_train_end()
+    assert stop.best_epoch == 1  # 0.705 is not better by min_delta
+    _assert_weights(model, [np.full((2, 2), 1.0), np.full(2, 1.0)])
+    no_restore = EarlyStopping(monitor="loss", restore_best_weights=False)
+    no_restore.set_model(model)
+    no_restore.on_train_begin()
+    no_restore.on_epoch_end(0, {"loss": 1.0})
+    model.set_weights([np.zeros((2, 2)), np.zeros(2)])
+    no_restore.on_train_end()
+    _assert_weights(model, [np.zeros((2, 2)), np.zeros(2)])
+
+
+def test_monitoring_an_unrecorded_value_is_a_clear_error():
+    X, y = _noisy()
+    with pytest.raises(ValueError, match="val_loss.*validation_data= or validation_split="):
+        _model().fit(X, y, loss="cross_entropy", epochs=2, verbose=0,
+                     callbacks=[EarlyStopping()])
+    with pytest.raises(ValueError, match="mode"):
+        EarlyStopping(mode="smaller")
+    with pytest.raises(ValueError, match="patience"):
+        EarlyStopping(patience=-1)
+
+
+def test_model_checkpoint_every_n_epochs_and_best_only(tmp_path):
+    X, y = _noisy()
+    every = ModelCheckpoint(tmp_path / "e{epoch:02d}.safetensors", every_n_epochs=2)
+    best = ModelCheckpoint(tmp_path / "best.safetensors", monitor="val_loss",
+                           save_best_only=True)
+    model = _model(dropout=True)
+    hist = model.fit(X, y, loss="cross_entropy", lr=0.3, epochs=12, batch_size=16,
+                     validation_split=0.3, verbose=0, callbacks=[every, best])
+    assert sorted(p.name for p in tmp_path.glob("e*")) == [
+        f"e{k:02d}.safetensors" for k in (2, 4, 6, 8, 10, 12)
+    ]
+    assert mlpx.load(tmp_path / "e04.safetensors").epoch_ == 4
+    val = hist.val_loss
+    improving = [e for e in range(12) if val[e] < min(val[:e], default=np.inf)]
+    assert len(best.saved) == len(improving)
+    restored = mlpx.load(tmp_path / "best.safetensors")
+    assert restored.epoch_ == improving[-1] + 1
+    Xv, yv = X[84:], y[84:]
+    assert restored.evaluate(Xv, yv)["loss"] == pytest.approx(min(val), rel=1e-12)
+
+
+def test_validation_split_holds_out_the_last_fraction_before_shuffling():
+    X, y = _noisy()
+    a, b = _model(), _model()
+    ha = a.fit(X, y, loss="cross_entropy", lr=0.1, epochs=3, batch_size=16,
+               validation_split=0.25, verbose=0)
+    hb = b.fit(X[:90], y[:90], loss="cross_entropy", lr=0.1, epochs=3, batch_size=16,
+               validation_data=(X[90:], y[90:]), verbose=0)
+    assert ha.history == hb.history
+    _assert_weights(a, b.get_weights())
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.2, 1.5, "x"])
+def test_validation_split_rejects_bad_fractions(bad):
+    X, y = _noisy()
+    with pytest.raises((ValueError, TypeError), match="validation_split"):
+        _model().fit(X, y, loss="cross_entropy", validation_split=bad, verbose=0)
+
+
+def test_validation_split_and_data_together_is_an_error():
+    X, y = _noisy()
+    with pytest.raises(ValueError, match="not both"):
+        _model().fit(X, y, loss="cross_entropy", validation_split=0.2,
+                     validation_data=(X, y), verbose=0)
+
+
+def test_callback_base_class_is_shared():
+    import mlpx.training
+
+    assert mlpx.training.Callback is mlpx.Callback is Callback
