@@ -219,3 +219,44 @@ def test_model_moves_between_cpu_and_cuda_backend(emu, rng):
     for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
         _same(wa, wb)
     _same(a.predict(X), b.predict(X))
+
+
+def test_no_host_read_inside_training_steps(emu, rng, monkeypatch):
+    """The fit loop reads device values back per epoch, never per step: the number of reads
+    does not change when the same epochs take twice as many steps."""
+    reads = []
+    for op in ("to_float", "to_numpy", "all_finite"):
+        orig = getattr(emu, op)
+
+        def counted(*a, _o=orig, _n=op, **k):
+            reads.append(_n)
+            return _o(*a, **k)
+
+        monkeypatch.setattr(emu, op, counted)
+    X = rng.standard_normal((320, 6))
+    y = rng.integers(0, 3, 320)
+    counts = []
+    for batch_size in (32, 16):  # 10 and 20 steps per epoch
+        reads.clear()
+        m = mlpx.MLP([6, 16, 3], activation="gelu", backend=emu, seed=0)
+        m.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=3,
+              batch_size=batch_size, verbose=0)
+        counts.append(len(reads))
+    assert counts[0] == counts[1], f"host reads grow with the number of steps: {counts}"
+    assert counts[0] > 0  # the per-epoch loss is read (the counter works)
+
+
+def test_out_of_memory_error_names_the_largest_batch(emu):
+    """The OOM message says how many rows of the failing array fit in the free memory."""
+    from types import SimpleNamespace
+
+    gib = 1024**3
+    fake = cuda_host.HostEmulatedCUDABackend(emu._libs)
+    fake._device = SimpleNamespace(mem_info=(2 * gib, 80 * gib))
+    fake.xp = SimpleNamespace(get_default_memory_pool=lambda: SimpleNamespace(free_bytes=lambda: 0))
+    err = fake._out_of_memory((1_000_000, 4096), np.float32)
+    assert isinstance(err, MemoryError)
+    msg = str(err)
+    rows = 2 * gib // (4096 * 4)
+    assert f"about {rows} rows" in msg and "batch_size" in msg
+    assert "15.3 GiB" in msg and "2.0 GiB of 80.0 GiB" in msg
