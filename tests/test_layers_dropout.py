@@ -158,3 +158,20 @@ def test_training_with_dropout_is_reproducible(backend):
         weights.append(m.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 129)])
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.93])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_dropout_kernels_equal_the_reference_bitwise(shape, p, dtype):
+    x = np.random.default_rng(1).normal(size=shape).astype(dtype)
+    outs = []
+    for name in ("cpu", "reference"):
+        layer = Dropout(p)
+        layer.build(shape[1], mlpx.get_backend(name), dtype, np.random.default_rng(0))
+        layer.set_random_key(seed=2**40 + 17, stream=3)
+        y = mlpx.to_numpy(layer.forward(layer.ops.asarray(x), training=True)).copy()
+        dx = mlpx.to_numpy(layer.backward(layer.ops.asarray(x))).copy()
+        outs.append((y, dx))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
