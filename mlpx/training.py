@@ -83,6 +83,8 @@ def fit_model(
     validation_data: tuple[Any, Any] | None,
     verbose: int,
     callbacks: Sequence[Callback] | None,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
 ) -> History:
     # ---- validate everything before any kernel runs
     epochs = check_positive_int(epochs, "epochs", minimum=0)
@@ -96,6 +98,9 @@ def fit_model(
         from .optim import check_lr
 
         check_lr(lr)
+    from .clipping import GradientClipper
+
+    clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
     if loss is not None:
         model._set_loss(loss)
     loss_fn = model._loss_or(None)
@@ -147,6 +152,8 @@ def fit_model(
                 bar.set_description(f"epoch {epoch + 1}/{epochs}")
                 order = ops.asarray(rng.permutation(n) if shuffle else np.arange(n))
                 total = 0.0
+                norm_total = 0.0  # sum of the steps' pre-clip gradient norms, on device
+                params = model.parameters()
                 for s in range(steps):
                     idx = order[s * bs : (s + 1) * bs]
                     m = idx.shape[0]
@@ -160,6 +167,7 @@ def fit_model(
                     step_loss = loss_fn(ops, out, yb, g)
                     model.backward(g)
                     model._add_penalty_grads()
+                    norm_total = norm_total + clipper(ops, params)
                     opt.step()
                     total = total + step_loss * m
                     bar.update(1)
@@ -186,6 +194,7 @@ def fit_model(
                     v = model._evaluate_prepared(val[0], val[1], loss_fn, max(bs, 1024))
                     logs.update({f"val_{k}": value for k, value in v.items()})
                 logs["lr"] = opt.lr
+                logs["grad_norm"] = ops.to_float(norm_total) / steps
                 history.append(epoch, logs)
                 shown = {k: f"{v:.4g}" for k, v in logs.items() if k != "lr"}
                 bar.set_postfix(shown)

@@ -182,8 +182,17 @@ class CPUBackend(Backend):
     def scale_(self, x, factor):
         if not _contig(x):
             return super().scale_(x, factor)
-        _optim_kernels().scale_(x, float(factor))
+        f = float(factor)  # a host value already on the cpu backend: no sync to avoid
+        if f != 1.0:  # the common case of clip_norm: the norm was below the limit
+            _optim_kernels().scale_(x, f)
         return x
+
+    def global_norm(self, arrays):
+        """Numba sum of squares per array (no float64 copies of float32 gradients)."""
+        if not all(_contig(a) for a in arrays):
+            return super().global_norm(arrays)
+        k = _optim_kernels()
+        return np.sqrt(np.float64(sum(k.sum_squares(a) for a in arrays)))
 
     def clip_(self, x, lo, hi):
         if not _contig(x):

@@ -157,3 +157,30 @@ def clip_(x, lo, hi):
             xf[k] = lo
         elif v > hi:
             xf[k] = hi
+
+
+@_jit
+def sum_squares(x):
+    """sum(x^2) in float64, four interleaved partial sums (a fixed order: deterministic)."""
+    xf = x.ravel()
+    n = xf.size
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    k = 0
+    while k + 4 <= n:
+        v0 = np.float64(xf[k])
+        v1 = np.float64(xf[k + 1])
+        v2 = np.float64(xf[k + 2])
+        v3 = np.float64(xf[k + 3])
+        a0 += v0 * v0
+        a1 += v1 * v1
+        a2 += v2 * v2
+        a3 += v3 * v3
+        k += 4
+    while k < n:
+        v0 = np.float64(xf[k])
+        a0 += v0 * v0
+        k += 1
+    return (a0 + a1) + (a2 + a3)

@@ -106,6 +106,11 @@ class Layer:
         """Sub-layers (Residual blocks); empty for plain layers."""
         return []
 
+    def regularized(self) -> list[tuple[Parameter, Any]]:
+        """(parameter, regulariser) pairs whose penalty joins the objective (Dense's
+        kernel_regularizer/bias_regularizer); by default those of the sub-layers."""
+        return [pair for child in self.children() for pair in child.regularized()]
+
     # work arrays ---------------------------------------------------------------------------
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any = None) -> Array:
         key = (name, shape, dtype)

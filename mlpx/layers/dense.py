@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import activations as A
 from .. import initializers as I
+from .. import regularizers as R
 from ..backends.base import Array
 from .base import Layer, Parameter
 
@@ -28,6 +29,8 @@ class Dense(Layer):
         bias_init: str | I.Initializer = "zeros",
         use_bias: bool = True,
         name: str | None = None,
+        kernel_regularizer: R.Regularizer | str | dict | None = None,
+        bias_regularizer: R.Regularizer | str | dict | None = None,
     ):
         super().__init__(name)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
@@ -39,6 +42,9 @@ class Dense(Layer):
         self._bias_init_fn = I.get(bias_init)
         self.bias_init = bias_init
         self.use_bias = bool(use_bias)
+        # penalties in the objective (mlpx.regularizers); biases are free unless asked
+        self.kernel_regularizer = R.get(kernel_regularizer)
+        self.bias_regularizer = R.get(bias_regularizer)
         self.W: Parameter | None = None
         self.b: Parameter | None = None
         self.slopes: Parameter | None = None
@@ -53,6 +59,10 @@ class Dense(Layer):
         if self.activation.has_parameters:
             self.slopes = self._new_param("slopes", np.full(self.units, self.activation.alpha))
         return self.units
+
+    def regularized(self) -> list[tuple[Parameter, R.Regularizer]]:
+        pairs = [(self.W, self.kernel_regularizer), (self.b, self.bias_regularizer)]
+        return [(p, r) for p, r in pairs if p is not None and r is not None]
 
     def parameters(self) -> list[Parameter]:
         return [p for p in (self.W, self.b, self.slopes) if p is not None]
@@ -96,5 +106,11 @@ class Dense(Layer):
             "activation": self.activation.config(),
             "init": I.spec_name(self.init),
             "use_bias": self.use_bias,
+            "kernel_regularizer": _reg_config(self.kernel_regularizer),
+            "bias_regularizer": _reg_config(self.bias_regularizer),
             "name": self.name,
         }
+
+
+def _reg_config(reg: R.Regularizer | None) -> dict | None:
+    return None if reg is None else reg.get_config()

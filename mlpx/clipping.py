@@ -1,0 +1,54 @@
+"""Gradient clipping, applied by `fit` after backpropagation and before the optimiser step:
+
+- `clip_norm=c`: if the global L2 norm of all gradients (every parameter together) exceeds c,
+  scale every gradient by c / (norm + 1e-6), as torch.nn.utils.clip_grad_norm_;
+- `clip_value=v`: clamp every gradient element to [-v, v], as clip_grad_value_.
+
+With both, the norm is clipped first. The global norm before clipping is computed every
+step on the device (no host read) and `fit` records its epoch mean as History "grad_norm".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .backends.base import Backend
+
+
+def _limit(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number or None, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
+    return v
+
+
+class GradientClipper:
+    """Computes the global gradient norm and clips the gradients in place."""
+
+    def __init__(self, clip_norm: float | None = None, clip_value: float | None = None):
+        self.clip_norm = _limit(clip_norm, "clip_norm")
+        self.clip_value = _limit(clip_value, "clip_value")
+
+    def __call__(self, ops: Backend, params: Sequence[Any]) -> Any:
+        """Clip the gradients of `params`; return their global norm before clipping as a
+        0-d float64 device array."""
+        grads = [p.grad for p in params]
+        norm = ops.global_norm(grads)
+        if self.clip_norm is not None:
+            scale = ops.clip_scale(norm, self.clip_norm)
+            for g in grads:
+                ops.scale_(g, scale)
+        if self.clip_value is not None:
+            for g in grads:
+                ops.clip_(g, -self.clip_value, self.clip_value)
+        return norm
+
+    def __repr__(self) -> str:
+        return f"GradientClipper(clip_norm={self.clip_norm}, clip_value={self.clip_value})"
