@@ -165,13 +165,24 @@ def run_worker(impl: str, backend: str, dtype: str, sizes: list[int], activation
         "--batch", str(batch), "--min-time", str(min_time), "--threads", str(threads),
         "--epoch-samples", str(epoch_samples),
     ]
+    load_before = _loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_worker_env(threads))
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         msg = " | ".join(tail) or f"exit status {proc.returncode}"
         oom = any(s in msg for s in ("OutOfMemory", "out of memory", "MemoryError"))
         return {"error": msg, "oom": oom}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Other processes competing for the cores distort the timings: record the load seen.
+    result["loadavg_1min"] = max(load_before, _loadavg())
+    return result
+
+
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        return 0.0
 
 
 def _torch_device(backend: str) -> str | None:
@@ -195,6 +206,8 @@ def summarise(mlpx_runs: list[dict], torch_runs: list[dict]) -> dict[str, Any]:
                 "traced_peak_bytes", "gpu_pool_bytes"):
         row[key] = _median([r.get(key) for r in mlpx_runs])
     row["gemm_overhead"] = _median([r["step_s"] / r["gemm_step_s"] for r in mlpx_runs])
+    row["max_loadavg"] = max((r.get("loadavg_1min", 0.0) for r in mlpx_runs + torch_runs),
+                             default=0.0)
     if torch_runs:
         row["torch_train_samples_per_s"] = _median([r["train_samples_per_s"] for r in torch_runs])
         row["torch_infer_samples_per_s"] = _median([r["infer_samples_per_s"] for r in torch_runs])
@@ -423,6 +436,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print()
     if not doc["settings"]["torch"] and not args.no_torch:
         print("PyTorch is not installed: no comparison (pip install torch to add it)")
+    busy = max((r.get("max_loadavg", 0.0) for r in doc["results"]), default=0.0)
+    if busy > args.threads + 0.75:
+        print(f"warning: the 1-minute load average reached {busy:.1f} on {os.cpu_count()} "
+              "cores during the runs: other processes competed for the CPU and the figures "
+              "are lower and noisier than on an idle machine (per-run loads are in the JSON)")
     print(f"results: {json_path}")
     if not args.no_plot:
         png = out / "bench.png"
