@@ -52,8 +52,11 @@ extern "C" void mlpx_host_set_grid(unsigned int block, unsigned int blocks) {
 }
 """
 
-_CTYPES = {"long long": ctypes.c_longlong, "int": ctypes.c_int, "double": ctypes.c_double}
-_SCALARS = {"long long": np.int64, "int": np.int32, "double": np.float64}
+_CTYPES = {
+    "long long": ctypes.c_longlong, "int": ctypes.c_int, "double": ctypes.c_double,
+    "unsigned int": ctypes.c_uint,
+}
+_SCALARS = {"long long": np.int64, "int": np.int32, "double": np.float64, "unsigned int": np.uint32}
 
 
 def have_compiler() -> bool:
@@ -66,13 +69,22 @@ def parse_signatures(source: str) -> dict[str, list[str]]:
     sigs: dict[str, list[str]] = {}
     pattern = re.compile(r'extern "C" __global__ void (\w+)##S\s*\((.*?)\)\s*\{', re.S)
     for name, params in pattern.findall(text):
-        types = []
-        for p in params.split(","):
-            words = " ".join(p.split())
-            types.append(words.rsplit(" ", 1)[0] if not words.endswith("*") else words)
+        types = _param_types(params)
         for sfx, t in (("f32", "float"), ("f64", "double")):
-            sigs[f"{name}{sfx}"] = [re.sub(r"\bT\b", t, ty).replace(" *", "*") for ty in types]
+            sigs[f"{name}{sfx}"] = [re.sub(r"\bT\b", t, ty) for ty in types]
+    plain = re.compile(r'extern "C" __global__ void (\w+)\s*\(([^#]*?)\)\s*\{', re.S)
+    for name, params in plain.findall(text):  # kernels without a dtype template
+        sigs[name] = _param_types(params)
     return sigs
+
+
+def _param_types(params: str) -> list[str]:
+    types = []
+    for p in params.split(","):
+        words = " ".join(p.split()).replace(" *", "*")
+        ty = words.rsplit(" ", 1)[0] if "*" not in words else words.rsplit("*", 1)[0] + "*"
+        types.append(ty)
+    return types
 
 
 def build(outdir: Path) -> dict[str, tuple[ctypes.CDLL, dict[str, list[str]]]]:
@@ -99,7 +111,10 @@ def build(outdir: Path) -> dict[str, tuple[ctypes.CDLL, dict[str, list[str]]]]:
 def _check_arg(kernel: str, i: int, ctype: str, value: Any) -> Any:
     if ctype.endswith("*"):
         base = ctype.replace("const ", "").rstrip("*").strip()
-        want = {"float": np.float32, "double": np.float64, "long long": np.int64}[base]
+        want = {
+            "float": np.float32, "double": np.float64, "long long": np.int64,
+            "unsigned char": np.uint8,
+        }[base]
         if not isinstance(value, np.ndarray) or value.dtype != want:
             raise TypeError(f"{kernel} argument {i} must be a {base} array, got {value!r}")
         if not value.flags.c_contiguous:

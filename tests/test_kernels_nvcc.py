@@ -91,9 +91,7 @@ def test_launched_kernels_exist_in_sources():
 def test_twin_references_in_both_directions():
     """Each CUDA kernel names its Numba twin, which exists; the Numba side names the twin."""
     numba_src = "\n".join(
-        (REPO / "mlpx" / "backends" / n).read_text()
-        for n in ("numba_kernels.py", "numba_optim.py")
-        if (REPO / "mlpx" / "backends" / n).exists()
+        p.read_text() for p in sorted((REPO / "mlpx" / "backends").glob("numba_*.py"))
     )
     numba_funcs = set(re.findall(r"^def (\w+)\(", numba_src, re.M))
     for name in K.KERNEL_FILES:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 #: Kernel source files, one `cupy.RawModule` each.
-KERNEL_FILES: tuple[str, ...] = ("activations.cu", "losses.cu", "optim.cu")
+KERNEL_FILES: tuple[str, ...] = ("activations.cu", "losses.cu", "optim.cu", "random.cu")
 
 #: Options NVRTC gets at run time; the nvcc test compiles with the same ones. No FMA
 #: contraction: the kernels must round exactly like their Numba twins.

@@ -491,6 +491,39 @@ class CUDABackend(Backend):
             )
         return x
 
+    # ------------------------------------------------------------------------------ dropout
+    def dropout_mask(self, seed, stream, step, p, mask):
+        """Philox-4x32-10 mask, one thread per block of four words (bit-identical to cpu)."""
+        from ..random import drop_threshold
+
+        cp = self.xp
+        n = mask.size
+        blocks = (n + 3) // 4
+        if (not isinstance(mask, cp.ndarray) or mask.dtype != np.uint8
+                or not mask.flags.c_contiguous or n == 0 or blocks > 2**32):
+            return super().dropout_mask(seed, stream, step, p, mask)
+        m32, u = 0xFFFFFFFF, np.uint32
+        seed, step = int(seed), int(step)
+        self._launch(
+            "random.cu", "dropout_mask", K.grid(blocks),
+            (mask, np.int64(n), u(seed & m32), u((seed >> 32) & m32), u(int(stream) & m32),
+             u(step & m32), u((step >> 32) & m32), u(drop_threshold(p))),
+        )
+        return mask
+
+    def dropout_apply(self, x, mask, scale, out):
+        cp = self.xp
+        sfx = self._fusable(x, out)
+        if (sfx is None or not isinstance(mask, cp.ndarray) or mask.dtype != np.uint8
+                or not mask.flags.c_contiguous or not (x.shape == mask.shape == out.shape)):
+            return super().dropout_apply(x, mask, scale, out)
+        if x.size:
+            self._launch(
+                "random.cu", f"dropout_apply_{sfx}", K.grid(x.size),
+                (x, mask, out, np.int64(x.size), np.float64(scale)),
+            )
+        return out
+
 
 def _public_ops() -> list[str]:
     return [
