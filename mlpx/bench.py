@@ -185,6 +185,44 @@ def _loadavg() -> float:
         return 0.0
 
 
+_STARTUP_SCRIPT = """
+import json, time
+t0 = time.perf_counter()
+import mlpx
+t1 = time.perf_counter()
+import numpy as np
+sizes, batch, backend = {sizes!r}, {batch}, {backend!r}
+rng = np.random.default_rng(0)
+X = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
+y = rng.integers(0, sizes[-1], size=batch)
+t2 = time.perf_counter()
+model = mlpx.MLP(sizes, backend=backend, seed=0)
+model.fit(X, y, loss="cross_entropy", lr=0.01, epochs=1, batch_size=batch, verbose=0)
+t3 = time.perf_counter()
+model.fit(X, y, epochs=1, batch_size=batch, verbose=0)
+t4 = time.perf_counter()
+print(json.dumps({{"import_s": t1 - t0, "first_step_s": t3 - t2, "second_step_s": t4 - t3}}))
+"""
+
+
+def measure_startup(backend: str, sizes: list[int], threads: int, repeats: int = 3,
+                    batch: int = 256) -> dict[str, Any]:
+    """`import mlpx` and the first training step (model build + one fit step, kernels
+    loaded from the disk cache) in fresh processes: medians of `repeats` runs."""
+    code = _STARTUP_SCRIPT.format(sizes=list(sizes), batch=batch, backend=backend)
+    env = _worker_env(threads)
+    runs = []
+    for i in range(repeats + 1):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env)
+        if proc.returncode != 0:
+            return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+        if i > 0:  # the first run may compile and fill the kernel cache
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]} | {
+        "batch": batch, "repeats": repeats}
+
+
 def _torch_device(backend: str) -> str | None:
     if backend == "cpu":
         return "cpu"
@@ -292,7 +330,10 @@ def run_bench(
                 )
     from .bench_worker import step_flops
 
+    startup = {b: measure_startup(b, sizes, threads, repeats=1 if rounds == 1 else 3)
+               for b in backends}
     return {
+        "startup": startup,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "command": None,
         "machine": machine_info(threads),
@@ -436,6 +477,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print()
     if not doc["settings"]["torch"] and not args.no_torch:
         print("PyTorch is not installed: no comparison (pip install torch to add it)")
+    for b, st in doc["startup"].items():
+        if "error" in st:
+            print(f"startup ({b}): failed: {st['error']}")
+        else:
+            print(f"startup ({b}, fresh process, kernels cached): import mlpx "
+                  f"{st['import_s']:.3f} s; build + first training step (B={st['batch']}) "
+                  f"{st['first_step_s']:.2f} s; second step {st['second_step_s']:.3f} s")
     busy = max((r.get("max_loadavg", 0.0) for r in doc["results"]), default=0.0)
     if busy > args.threads + 0.75:
         print(f"warning: the 1-minute load average reached {busy:.1f} on {os.cpu_count()} "

@@ -53,6 +53,9 @@ def test_bench_quick_end_to_end(tmp_path):
     )
     assert doc["machine"]["threads"] >= 1 and doc["machine"]["versions"]["numpy"]
     assert doc["command"].startswith("mlpx bench --quick")
+    st = doc["startup"]["cpu"]
+    assert 0 < st["import_s"] < 10 and 0 < st["first_step_s"] < 60
+    assert "import mlpx" in proc.stdout
     if doc["settings"]["torch"]:  # PyTorch installed: measured in its own process
         assert row["torch_train_samples_per_s"] > 0 and row["torch_ratio"] > 0
         assert row["runs"]["torch"][0]["impl"] == "torch"
