@@ -67,6 +67,18 @@ def rmsprop_update(p, g, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay
     sqf = square_avg.ravel()
     gaf = grad_avg.ravel()
     bf = buf.ravel()
+    if not centered and momentum <= 0.0:
+        # the default configuration as its own simple loop (measured several times faster
+        # than the general loop below with its branches)
+        for k in range(pf.size):
+            w = np.float64(pf[k])
+            d = np.float64(gf[k])
+            if weight_decay != 0.0:
+                d = d + weight_decay * w
+            sq = alpha * np.float64(sqf[k]) + (1.0 - alpha) * d * d
+            sqf[k] = sq
+            pf[k] = w - lr * (d / (math.sqrt(sq) + eps))
+        return
     for k in range(pf.size):
         w = np.float64(pf[k])
         d = np.float64(gf[k])
@@ -80,12 +92,11 @@ def rmsprop_update(p, g, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay
             avg = math.sqrt(sq - ga * ga) + eps
         else:
             avg = math.sqrt(sq) + eps
+        step = d / avg
         if momentum > 0.0:
-            b = momentum * np.float64(bf[k]) + d / avg
-            bf[k] = b
-            pf[k] = w - lr * b
-        else:
-            pf[k] = w - lr * (d / avg)
+            step = momentum * np.float64(bf[k]) + step
+            bf[k] = step
+        pf[k] = w - lr * step
 
 
 @_jit
