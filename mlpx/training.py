@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .callbacks import Callback  # noqa: F401  (re-exported: mlpx.training.Callback)
 from .errors import NonFiniteLossError
 from .history import History
 from .validation import check_positive_int
@@ -43,23 +44,6 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
-class Callback:
-    """Hooks called by `fit`. Set `model.stop_training = True` to end after this epoch."""
-
-    model: Any = None
-
-    def set_model(self, model: Any) -> None:
-        self.model = model
-
-    def on_train_begin(self, logs: dict | None = None) -> None: ...
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None: ...
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
-
-    def on_train_end(self, logs: dict | None = None) -> None: ...
-
-
 def _progress(total: int, verbose: int, desc: str):
     from tqdm.auto import tqdm
 
@@ -83,6 +67,8 @@ def fit_model(
     validation_data: tuple[Any, Any] | None,
     verbose: int,
     callbacks: Sequence[Callback] | None,
+    validation_split: float = 0.0,
+    resume_from: Any = None,
     clip_norm: float | None = None,
     clip_value: float | None = None,
 ) -> History:
@@ -101,6 +87,22 @@ def fit_model(
     from .clipping import GradientClipper
 
     clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
+    if validation_data is not None and validation_split:
+        raise ValueError(
+            "give either validation_data=(X_val, y_val) or validation_split=, not both"
+        )
+    if validation_split:
+        X, y, validation_data = _split_validation(X, y, validation_split)
+    resumed = None
+    if resume_from is not None:
+        from . import checkpoint
+
+        resumed = checkpoint.resume(model, resume_from)  # weights, optimiser, epoch, history
+        if optimizer is not None or lr is not None:
+            saved_opt = model.optimizer_.state_dict() if model.optimizer_ is not None else None
+            model._set_optimizer(optimizer, lr)
+            _carry_optimizer_state(model, saved_opt)
+            optimizer = lr = None
     if loss is not None:
         model._set_loss(loss)
     loss_fn = model._loss_or(None)
@@ -120,14 +122,22 @@ def fit_model(
     n = Xd.shape[0]
     bs = min(batch_size, n)
     steps = math.ceil(n / bs)
-    seq = np.random.SeedSequence([model.seed, model._fit_count])
-    model._fit_count += 1
-    rng = np.random.default_rng(seq)
+    # Each epoch shuffles with its own generator, seeded by (model seed, run, epoch), so a
+    # run resumed from a checkpoint draws the batches the uninterrupted run would have drawn.
+    if resumed is not None:
+        run = model._run_fit_index
+        initial_epoch = min(model.epoch_, epochs)
+    else:
+        run = model._fit_count
+        initial_epoch = 0
+        model.epoch_ = 0
+    model._run_fit_index = run
+    model._fit_count = max(model._fit_count, run + 1)
     callbacks = list(callbacks or [])
     for cb in callbacks:
         cb.set_model(model)
 
-    history = History()
+    history = model.history_ if resumed is not None and model.history_ is not None else History()
     model.history_ = history
     model.stop_training = False
     out_shape = (bs, model.output_dim)
@@ -143,13 +153,14 @@ def fit_model(
     snapshot = model._snapshot()
     for cb in callbacks:
         cb.on_train_begin({})
-    bar = _progress(epochs * steps, verbose, "training")
+    bar = _progress((epochs - initial_epoch) * steps, verbose, "training")
     try:
         with _DeferredInterrupt() as interrupt:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch, {})
                 bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                rng = np.random.default_rng(np.random.SeedSequence([model.seed, run, epoch]))
                 order = ops.asarray(rng.permutation(n) if shuffle else np.arange(n))
                 total = 0.0
                 norm_total = 0.0  # sum of the steps' pre-clip gradient norms, on device
@@ -196,6 +207,7 @@ def fit_model(
                 logs["lr"] = opt.lr
                 logs["grad_norm"] = ops.to_float(norm_total) / steps
                 history.append(epoch, logs)
+                model.epoch_ = epoch + 1
                 shown = {k: f"{v:.4g}" for k, v in logs.items() if k != "lr"}
                 bar.set_postfix(shown)
                 if verbose == 2:
@@ -210,3 +222,54 @@ def fit_model(
     for cb in callbacks:
         cb.on_train_end({"history": history})
     return history
+
+
+def _split_validation(X: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
+    """Keras semantics: the last `fraction` of the samples, taken before any shuffling."""
+    from .validation import as_host_or_device, check_same_length
+
+    try:
+        f = float(fraction)
+    except (TypeError, ValueError):
+        raise TypeError(f"validation_split must be a number in (0, 1), got {fraction!r}") from None
+    if not (0.0 < f < 1.0):
+        raise ValueError(
+            f"validation_split is the fraction of samples held out and must be in (0, 1), "
+            f"got {fraction!r}"
+        )
+    X = as_host_or_device(X, "X")
+    y = as_host_or_device(y, "y")
+    check_same_length(X, y, "X", "y")
+    n = X.shape[0] if X.ndim else 0
+    split_at = int(math.floor(n * (1.0 - f)))
+    if split_at < 1 or split_at >= n:
+        raise ValueError(
+            f"validation_split={fraction} of {n} samples leaves "
+            f"{split_at} for training and {n - split_at} for validation; both need at least one"
+        )
+    return X[:split_at], y[:split_at], (X[split_at:], y[split_at:])
+
+
+def _carry_optimizer_state(model: Any, saved: dict | None) -> None:
+    """After resume_from with an explicit optimizer: keep the checkpoint's state (moments,
+    step count) when it is the same kind of optimiser, else warn that it starts afresh."""
+    import warnings
+
+    opt = model.optimizer_
+    if saved is None:
+        return
+    if saved["config"].get("name") != opt.name:
+        warnings.warn(
+            f"resume_from: the checkpoint's optimiser is {saved['config'].get('name')!r}, this "
+            f"fit uses {opt.name!r}; its state starts afresh",
+            UserWarning,
+            stacklevel=4,
+        )
+        return
+    opt.bind(model.parameters(), model.ops)
+    hyper = opt.get_config()
+    opt.load_state_dict(saved)
+    # the hyperparameters given to this fit call win over the checkpoint's
+    for k, v in hyper.items():
+        if k != "name" and hasattr(opt, k):
+            setattr(opt, k, v)

@@ -85,6 +85,29 @@ class CPUBackend(Backend):
         _kernels().prelu_backward(dy, z, slopes, out, dslopes)
         return out
 
+    # dropout: Philox in one compiled loop (the reference takes ~100 NumPy calls per mask)
+    def dropout_mask(self, seed, stream, step, p, mask):
+        if not _contig(mask) or mask.dtype != np.uint8:
+            return super().dropout_mask(seed, stream, step, p, mask)
+        from ..random import drop_threshold
+        from .numba_random import dropout_mask
+
+        m32, u = 0xFFFFFFFF, np.uint64
+        dropout_mask(
+            u(int(seed) & m32), u((int(seed) >> 32) & m32), u(int(stream) & m32),
+            u(int(step) & m32), u((int(step) >> 32) & m32), u(drop_threshold(p)),
+            mask.reshape(-1),
+        )
+        return mask
+
+    def dropout_apply(self, x, mask, scale, out):
+        if not _contig(x, mask, out):
+            return super().dropout_apply(x, mask, scale, out)
+        from .numba_random import dropout_apply
+
+        dropout_apply(x, mask, float(scale), out)
+        return out
+
     # losses -----------------------------------------------------------------------------
     def softmax_cross_entropy(self, logits, labels, grad=None):
         if not _contig(logits):
