@@ -13,7 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from . import activations, callbacks, initializers, losses, optim
+from . import (
+    activations,
+    callbacks,
+    clipping,
+    initializers,
+    losses,
+    optim,
+    regularizers,
+    schedules,
+)
 from .backends import available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .checkpoint import CheckpointError, load
@@ -41,5 +50,6 @@ __all__ = [
     "Standardizer", "one_hot", "train_test_split", "minibatches",
     "available_backends", "get_backend", "to_numpy",
     "BackendUnavailableError", "NonFiniteLossError",
-    "activations", "initializers", "losses", "optim", "__version__",
+    "activations", "initializers", "losses", "optim", "regularizers", "schedules",
+    "clipping", "__version__",
 ]
