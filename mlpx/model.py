@@ -57,6 +57,8 @@ class Sequential:
         self.history_: History | None = None
         self.stop_training = False
         self._fit_count = 0
+        #: epochs completed by the current (or last) training run; checkpoints save it
+        self.epoch_ = 0
         for layer in layers or []:
             self.add(layer)
         if input_dim is not None:

@@ -67,8 +67,8 @@ class BatchNorm(Layer):
             if n < 2:
                 raise ValueError(
                     "BatchNorm needs at least 2 samples per batch in training (the batch "
-                    f"variance of 1 sample is undefined), got a batch of {n}; use a larger "
-                    "batch_size or drop the last incomplete batch"
+                    f"variance of 1 sample is undefined), got a batch of {n}; choose a "
+                    "batch_size that does not leave a last batch of one sample"
                 )
             mean = self._buffer("mean", (d,), np.float64)
             var = self._buffer("var", (d,), np.float64)
