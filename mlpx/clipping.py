@@ -4,8 +4,10 @@
   scale every gradient by c / (norm + 1e-6), as torch.nn.utils.clip_grad_norm_;
 - `clip_value=v`: clamp every gradient element to [-v, v], as clip_grad_value_.
 
-With both, the norm is clipped first. The global norm before clipping is computed every
-step on the device (no host read) and `fit` records its epoch mean as History "grad_norm".
+With both, the norm is clipped first. `fit` records the global gradient norm before
+clipping of each epoch's last step as History "grad_norm" (computed on the device, read once
+per epoch; without clip_norm it is computed on that step only, since a norm costs a pass
+over every gradient: about 70 us per step for 235k parameters on the cpu backend).
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ class GradientClipper:
         self.clip_norm = _limit(clip_norm, "clip_norm")
         self.clip_value = _limit(clip_value, "clip_value")
 
-    def __call__(self, ops: Backend, params: Sequence[Any]) -> Any:
+    def __call__(self, ops: Backend, params: Sequence[Any], need_norm: bool = True) -> Any:
         """Clip the gradients of `params`; return their global norm before clipping as a
-        0-d float64 device array."""
+        0-d float64 device array (None when neither clip_norm nor `need_norm` asks for it).
+        """
         grads = [p.grad for p in params]
-        norm = ops.global_norm(grads)
+        norm = None
+        if need_norm or self.clip_norm is not None:
+            norm = ops.global_norm(grads)
         if self.clip_norm is not None:
             scale = ops.clip_scale(norm, self.clip_norm)
             for g in grads:

@@ -424,8 +424,8 @@ class Sequential:
         `optimizer` is a name (then `lr` sets its learning rate) or an `mlpx.optim` object.
         The model keeps the loss and optimiser for later evaluate/predict_proba/fit calls.
         `clip_norm` / `clip_value` clip the gradients after backpropagation, before the
-        optimiser step (see mlpx.clipping); History "grad_norm" is the epoch's mean
-        pre-clip global gradient norm.
+        optimiser step (see mlpx.clipping); History "grad_norm" is the global gradient norm
+        (before clipping) of each epoch's last step.
         """
         from .training import fit_model
 

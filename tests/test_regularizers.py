@@ -211,11 +211,25 @@ def test_fit_clips_and_records_pre_clip_grad_norm(backend):
     assert moved == pytest.approx(1e-3, rel=1e-9)
 
 
-def test_grad_norm_is_the_epoch_mean(backend):
+def test_grad_norm_is_the_last_steps_pre_clip_norm(backend):
+    """Replaying an unshuffled SGD epoch by hand: History's grad_norm is the global norm of
+    the last batch's gradients (penalty included), before clip_value clamps them."""
     X, y = _data(6)
-    model = _model(backend)
-    hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.05, epochs=3,
-                     batch_size=8, verbose=0)
+    model = _model(backend, kernel=R.L2(0.2))
+    replay = _model(backend, kernel=R.L2(0.2))
+    replay.set_weights(model.get_weights())
+    hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.05, epochs=1,
+                     batch_size=8, shuffle=False, verbose=0, clip_value=0.05)
+    for start in (0, 8, 16):
+        _, g = replay.loss_and_grad(X[start:start + 8], y[start:start + 8], loss="cross_entropy")
+        norm = np.sqrt(sum((a**2).sum() for a in g))
+        if start < 16:
+            ws = replay.get_weights()
+            replay.set_weights([w - 0.05 * np.clip(d, -0.05, 0.05) for w, d in zip(ws, g,
+                                                                                    strict=True)])
+    assert norm > 0.05  # clipping did change this step's gradients
+    assert hist.grad_norm[0] == pytest.approx(norm, rel=1e-10)
+    hist = model.fit(X, y, epochs=3, batch_size=8, verbose=0)
     assert len(hist.grad_norm) == 3 and all(v > 0 for v in hist.grad_norm)
 
 
