@@ -109,6 +109,27 @@ def test_reported_training_loss_includes_the_penalty(backend):
     np.testing.assert_allclose(w1[1], w0[1] - 0.1 * g[1], rtol=1e-12)
 
 
+def test_penalties_inside_residual_blocks_are_applied(backend):
+    X, y = _data(7)
+
+    def build(reg):
+        return mlpx.Sequential(
+            [mlpx.Dense(6, activation="tanh"),
+             mlpx.Residual([mlpx.Dense(6, activation="tanh", kernel_regularizer=reg)]),
+             mlpx.Dense(C)],
+            input_dim=D, backend=backend, dtype="float64", seed=2,
+        )
+
+    reg, plain = build(R.L2(0.4)), build(None)
+    plain.set_weights(reg.get_weights())
+    loss_r, g_r = reg.loss_and_grad(X, y, loss="cross_entropy")
+    loss_p, g_p = plain.loss_and_grad(X, y, loss="cross_entropy")
+    W = reg.get_weights()[2]  # the Dense inside the residual block
+    assert loss_r == pytest.approx(loss_p + 0.2 * (W**2).sum(), rel=1e-12)
+    np.testing.assert_allclose(g_r[2], g_p[2] + 0.4 * W, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(g_r[0], g_p[0])
+
+
 def test_regularizer_config_round_trip_and_errors():
     layer = mlpx.Dense(4, kernel_regularizer=R.L1L2(0.1, 0.2), bias_regularizer=R.L1(0.3))
     cfg = layer.get_config()

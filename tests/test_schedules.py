@@ -204,3 +204,29 @@ def test_cosine_reaches_eta_min_zero_and_state_dict_still_loads():
 def test_bad_schedule_arguments_are_explained(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+def test_checkpoint_keeps_optimizer_state_schedule_base_and_regularizers(tmp_path):
+    X, y = _data()
+    model = mlpx.Sequential(
+        [mlpx.Dense(8, activation="relu", kernel_regularizer=mlpx.regularizers.L2(1e-3)),
+         mlpx.Dense(2)],
+        input_dim=5, seed=0,
+    )
+    model.fit(X, y, loss="cross_entropy", optimizer=O.AdamW(lr=0.01, weight_decay=0.05),
+              epochs=3, verbose=0, callbacks=[S.StepLR(2, 0.5)])
+    path = model.save(tmp_path / "run.safetensors")
+    loaded = mlpx.load(path)
+    assert loaded.layers[0].kernel_regularizer == mlpx.regularizers.L2(1e-3)
+    a, b = model.optimizer_.state_dict(), loaded.optimizer_.state_dict()
+    assert a["config"] == b["config"] and b["config"]["lr"] == 0.005
+    assert b["initial_lr"] == 0.01 and b["step_count"] == a["step_count"] > 0
+    for sa, sb in zip(a["state"], b["state"], strict=True):
+        for k in sa:
+            np.testing.assert_array_equal(sa[k], sb[k])
+    # both continue identically, the schedule scaling the same base lr
+    h1 = model.fit(X, y, epochs=3, verbose=0, callbacks=[S.StepLR(2, 0.5)])
+    h2 = loaded.fit(X, y, epochs=3, verbose=0, callbacks=[S.StepLR(2, 0.5)])
+    assert h1.lr == h2.lr == [0.01, 0.01, 0.005]
+    for w1, w2 in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(w1, w2)
