@@ -100,6 +100,11 @@ class Dense(Layer):
         dx = self._buffer("dx", (dy.shape[0], self.input_dim))
         return ops.matmul(delta, self.W.data, out=dx, trans_b=True)
 
+    def __repr__(self) -> str:
+        act = self.activation
+        act_s = repr(act.name) if act.config() == {"name": act.name} else repr(act)
+        return f"Dense({self.units}, activation={act_s}, init={I.spec_name(self.init)!r})"
+
     def get_config(self) -> dict:
         return {
             "units": self.units,
