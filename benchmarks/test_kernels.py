@@ -107,7 +107,7 @@ def test_gemm_subnormal_inputs(benchmark, shape, values):
     """The float32 subnormal trap: a GEMM whose left operand is all subnormal numbers.
 
     Where they can arise in mlpx: only in the float32 loss gradient, when a logit gap exceeds
-    about 87 + ln(batch) (the probability rounds to a subnormal); the fused kernels compute in
+    about 87 - ln(batch) (p / batch rounds to a subnormal); the fused kernels compute in
     float64, so their exp/log never see float32 subnormals.
     """
     rng = np.random.default_rng(0)
