@@ -139,6 +139,9 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
     xb = X[:B]
     infer_s = _median_time(lambda: model.forward(xb, training=False), sync, args.min_time / 3)
 
+    # Peak RSS of training and inference, before the GEMM-only arrays below add theirs.
+    peak_rss = _peak_rss()
+
     # The step's GEMMs alone, with the backend's matmul on preallocated arrays.
     rng = np.random.default_rng(1)
     gemms = []
@@ -174,7 +177,7 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         "steps_per_epoch": k,
         "epochs_timed": len(timer.times),
         "final_loss": final_loss,
-        "peak_rss_bytes": _peak_rss(),
+        "peak_rss_bytes": peak_rss,
         "traced_peak_bytes": traced_peak,
     }
     if ops.name != "cpu":
