@@ -47,7 +47,9 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "loss_curves.png"
-    hist.plot(png, title="mlpx on digits: training vs test loss")
+    hist.plot(
+        png, title="mlpx on digits: MLP 64-128-64-10, SGD lr 0.05, batch 32", val_label="test"
+    )
     print(f"test accuracy: {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
     print(f"loss curves written to {png}")
     return {"accuracy": result["accuracy"], "loss": result["loss"], "plot": str(png)}

@@ -40,8 +40,21 @@ class History:
     def __repr__(self) -> str:
         return f"History(epochs={len(self)}, keys={list(self.history)})"
 
-    def plot(self, path: str | Path | None = None, ax: Any = None, title: str | None = None):
-        """Training against validation loss per epoch (matplotlib); saves a PNG to `path`."""
+    def plot(
+        self,
+        path: str | Path | None = None,
+        ax: Any = None,
+        title: str | None = None,
+        val_label: str = "validation",
+        log_scale: bool | None = None,
+    ) -> Any:
+        """Training against validation loss per epoch (matplotlib); saves a PNG to `path`.
+
+        Without `ax`, a run that recorded an accuracy gets a second panel with it. The loss
+        axis is logarithmic when the loss spans more than a factor of 20 (`log_scale=None`),
+        so the late epochs stay readable. `val_label` names the held-out data ("test" in
+        `mlpx demo`). Returns the loss axes.
+        """
         try:
             import matplotlib
 
@@ -52,18 +65,48 @@ class History:
             raise ImportError(
                 'History.plot needs matplotlib: pip install "mlpx[plot]"'
             ) from None
-        fig = None
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         epochs = [e + 1 for e in self.epoch]
-        ax.plot(epochs, self.history.get("loss", []), label="training loss")
-        if "val_loss" in self.history:
-            ax.plot(epochs, self.history["val_loss"], label="validation loss")
+        acc_keys = [k for k in ("accuracy", "val_accuracy") if k in self.history]
+        fig = acc_ax = None
+        if ax is None:
+            if acc_keys:
+                fig, (ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+            else:
+                fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        marker = "." if len(epochs) <= 50 else None
+        # training in C0 and held-out data in C1 on both panels
+        curves = [(k, lbl, c) for k, lbl, c in (("loss", "training", "C0"),
+                                                 ("val_loss", val_label, "C1"))
+                  if k in self.history]
+        for key, label, color in curves:
+            ax.plot(epochs, self.history[key], marker=marker, color=color, label=f"{label} loss")
+        values = [v for k, _, _ in curves for v in self.history[k]]
+        if log_scale is None:
+            positive = [v for v in values if v > 0]
+            log_scale = len(positive) == len(values) > 0 and max(values) > 20 * min(values)
+        if log_scale:
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.set_title(title or "Training and validation loss")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.set_ylabel("loss (log scale)" if log_scale else "loss")
+        if acc_ax is not None:
+            fig.suptitle(title or "Training and validation")
+            ax.set_title("Loss")
+        else:
+            ax.set_title(title or "Training and validation loss")
+        ax.grid(True, which="both" if log_scale else "major", alpha=0.3)
+        if curves:
+            ax.legend()
+        if acc_ax is not None:
+            for key in acc_keys:
+                label, color = ("training", "C0") if key == "accuracy" else (val_label, "C1")
+                acc = self.history[key]
+                acc_ax.plot(epochs, acc, marker=marker, color=color,
+                            label=f"{label} accuracy (last {acc[-1]:.2%})")
+            acc_ax.set_xlabel("epoch")
+            acc_ax.set_ylabel("accuracy")
+            acc_ax.set_title("Accuracy")
+            acc_ax.grid(True, alpha=0.3)
+            acc_ax.legend(loc="lower right")
         if path is not None and fig is not None:
             fig.tight_layout()
             fig.savefig(path)
