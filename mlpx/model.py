@@ -145,8 +145,14 @@ class Sequential:
     def backward(self, grad: Any) -> None:
         """Backpropagate dL/d(output) through every layer, writing parameter gradients."""
         last = len(self.layers) - 1
+        scratch = False  # the caller's array is never overwritten
         for i in range(last, -1, -1):
-            grad = self.layers[i].backward(grad, need_input_grad=i > 0)
+            layer = self.layers[i]
+            # a work array of the layer above, read by nobody after this call (Dense writes
+            # its delta over it, saving a batch-sized array per layer)
+            layer._dy_scratch = scratch
+            grad = layer.backward(grad, need_input_grad=i > 0)
+            scratch = layer.returns_work_grad
 
     # ---------------------------------------------------------------------- loss/optimiser
     def compile(
@@ -228,14 +234,26 @@ class Sequential:
             X = self.ops.to_numpy(X.get() if hasattr(X, "get") else X)
         return self.ops.asarray(X, dtype=self.dtype)
 
-    def _prepare(self, X: Any, y: Any, loss: L.Loss, xname="X", yname="y"):
-        """Validate X and y once; return both as backend arrays."""
+    def _prepare(self, X: Any, y: Any, loss: L.Loss, xname="X", yname="y",
+                 to_device: bool | None = True):
+        """Validate X and y once; return both as backend arrays (`to_device=True`), as they
+        are (False: a batch source moves them), or on the device only if they fit (None)."""
         X = self._check_X(X, xname)
         if y is None:
             raise ValueError(f"{yname} is required")
         y_host = y.get() if is_device_array(y) and hasattr(y, "get") else np.asarray(y)
         check_same_length(X, y_host, xname, yname)
         target = loss.prepare_target(y_host, self.output_dim, self.dtype)
+        if to_device is None:
+            from .backends.batches import data_nbytes
+
+            to_device = is_device_array(X) or self.ops.fits_on_device(
+                data_nbytes(X, target, self.dtype)
+            )
+        if not to_device:  # host arrays; device arrays stay only on a device backend
+            if is_device_array(X) and self.ops.name != "cuda":
+                X = self.ops.to_numpy(X.get() if hasattr(X, "get") else X)
+            return X, target
         return self._to_backend(X), self.ops.asarray(target)
 
     # ------------------------------------------------------------------------- inference
@@ -273,7 +291,7 @@ class Sequential:
     ) -> dict[str, float]:
         """Mean loss (and accuracy for classification losses) over (X, y), in batches."""
         loss_fn = self._loss_or(loss)
-        Xd, yd = self._prepare(X, y, loss_fn)
+        Xd, yd = self._prepare(X, y, loss_fn, to_device=None)  # host data too big: batches
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
         bs = check_positive_int(default, "batch_size")
         return self._evaluate_prepared(Xd, yd, loss_fn, bs)
@@ -284,7 +302,10 @@ class Sequential:
         total = 0.0
         correct = 0
         for start in range(0, n, bs):
-            xb, yb = Xd[start : start + bs], yd[start : start + bs]
+            # device arrays pass as they are; host data (too big for the device) is copied
+            # one batch at a time
+            xb = ops.asarray(Xd[start : start + bs], dtype=self.dtype)
+            yb = ops.asarray(yd[start : start + bs])
             out = self.forward(xb, training=False)
             total = total + loss_fn(ops, out, yb) * xb.shape[0]
             if loss_fn.classification:
@@ -413,6 +434,7 @@ class Sequential:
         resume_from: str | os.PathLike | None = None,
         clip_norm: float | None = None,
         clip_value: float | None = None,
+        stream_data: bool | None = None,
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
 
@@ -426,6 +448,9 @@ class Sequential:
         `clip_norm` / `clip_value` clip the gradients after backpropagation, before the
         optimiser step (see mlpx.clipping); History "grad_norm" is the global gradient norm
         (before clipping) of each epoch's last step.
+        `stream_data` (cuda backend): None copies X and y to the GPU once when they take at
+        most half its free memory and otherwise streams batches from pinned host memory;
+        True / False force streaming / a single copy (host backends ignore it).
         """
         from .training import fit_model
 
@@ -434,6 +459,7 @@ class Sequential:
             batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
             verbose=verbose, callbacks=callbacks, validation_split=validation_split,
             resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
+            stream_data=stream_data,
         )
 
     def save(self, path: str | os.PathLike, epoch: int | None = None) -> Path:

@@ -71,6 +71,7 @@ def fit_model(
     resume_from: Any = None,
     clip_norm: float | None = None,
     clip_value: float | None = None,
+    stream_data: bool | None = None,
 ) -> History:
     # ---- validate everything before any kernel runs
     epochs = check_positive_int(epochs, "epochs", minimum=0)
@@ -87,6 +88,9 @@ def fit_model(
     from .clipping import GradientClipper
 
     clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
+    from .backends.batches import check_stream_data
+
+    stream_data = check_stream_data(stream_data)
     if validation_data is not None and validation_split:
         raise ValueError(
             "give either validation_data=(X_val, y_val) or validation_split=, not both"
@@ -106,7 +110,8 @@ def fit_model(
     if loss is not None:
         model._set_loss(loss)
     loss_fn = model._loss_or(None)
-    Xd, yd = model._prepare(X, y, loss_fn)
+    # host or device arrays as given: the backend's batch source decides where they live
+    Xh, yh = model._prepare(X, y, loss_fn, to_device=False)
     model._check_trainable()
     if optimizer is not None or lr is not None or model.optimizer_ is None:
         model._set_optimizer(optimizer, lr)
@@ -114,14 +119,17 @@ def fit_model(
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a tuple (X_val, y_val)")
-        val = model._prepare(validation_data[0], validation_data[1], loss_fn, "X_val", "y_val")
+        val = model._prepare(
+            validation_data[0], validation_data[1], loss_fn, "X_val", "y_val",
+            to_device=None if stream_data is None else not stream_data,
+        )
 
     ops = model.ops
     opt = model.optimizer_
     opt.bind(model.parameters(), ops)
-    n = Xd.shape[0]
-    bs = min(batch_size, n)
-    steps = math.ceil(n / bs)
+    source = ops.batch_source(Xh, yh, batch_size, model.dtype, stream=stream_data)
+    del Xh, yh  # the source holds what it needs (a device copy, or the host arrays)
+    n, bs, steps = source.n, source.batch_size, source.steps
     # Each epoch shuffles with its own generator, seeded by (model seed, run, epoch), so a
     # run resumed from a checkpoint draws the batches the uninterrupted run would have drawn.
     if resumed is not None:
@@ -140,15 +148,9 @@ def fit_model(
     history = model.history_ if resumed is not None and model.history_ is not None else History()
     model.history_ = history
     model.stop_training = False
-    out_shape = (bs, model.output_dim)
-    xbuf = {bs: ops.empty((bs,) + tuple(Xd.shape[1:]), model.dtype)}
-    ybuf = {bs: ops.empty((bs,) + tuple(yd.shape[1:]), yd.dtype)}
-    gbuf = {bs: ops.empty(out_shape, model.dtype)}
-    last = n - (steps - 1) * bs
-    if last != bs:
-        xbuf[last] = ops.empty((last,) + tuple(Xd.shape[1:]), model.dtype)
-        ybuf[last] = ops.empty((last,) + tuple(yd.shape[1:]), yd.dtype)
-        gbuf[last] = ops.empty((last, model.output_dim), model.dtype)
+    gbuf = {
+        m: ops.empty((m, model.output_dim), model.dtype) for m in {bs, n - (steps - 1) * bs}
+    }
 
     snapshot = model._snapshot()
     for cb in callbacks:
@@ -161,18 +163,12 @@ def fit_model(
                     cb.on_epoch_begin(epoch, {})
                 bar.set_description(f"epoch {epoch + 1}/{epochs}")
                 rng = np.random.default_rng(np.random.SeedSequence([model.seed, run, epoch]))
-                order = ops.asarray(rng.permutation(n) if shuffle else np.arange(n))
+                order = rng.permutation(n) if shuffle else None
                 total = 0.0
                 last_norm = 0.0  # the epoch's last pre-clip gradient norm, on device
                 params = model.parameters()
-                for s in range(steps):
-                    idx = order[s * bs : (s + 1) * bs]
-                    m = idx.shape[0]
-                    if shuffle:
-                        xb = ops.take_rows(Xd, idx, xbuf[m])
-                        yb = ops.take_rows(yd, idx, ybuf[m])
-                    else:
-                        xb, yb = Xd[s * bs : s * bs + m], yd[s * bs : s * bs + m]
+                for s, (xb, yb) in enumerate(source.epoch(order)):
+                    m = xb.shape[0]
                     out = model.forward(xb, training=True)
                     g = gbuf[m]
                     step_loss = loss_fn(ops, out, yb, g)
@@ -223,6 +219,7 @@ def fit_model(
                     break
     finally:
         bar.close()
+        source.close()
     for cb in callbacks:
         cb.on_train_end({"history": history})
     return history

@@ -143,6 +143,8 @@ class HostEmulatedCUDABackend(CUDABackend):
         self._compute_types = None
         self._libs = libs
         self.launches: list[str] = []
+        self.free_bytes = 80 * 1024**3  # what fits_on_device sees as free GPU memory
+        self.runtime: FakeStreamRuntime | None = None  # the last streamed fit's runtime
 
     asarray = Backend.asarray
     to_numpy = Backend.to_numpy
@@ -152,6 +154,13 @@ class HostEmulatedCUDABackend(CUDABackend):
     copy_into = Backend.copy_into
     erf = Backend.erf
     synchronize = Backend.synchronize
+
+    def _free_bytes(self) -> int:
+        return self.free_bytes
+
+    def _stream_runtime(self) -> FakeStreamRuntime:
+        self.runtime = FakeStreamRuntime()
+        return self.runtime
 
     def _launch(self, filename: str, name: str, blocks: int, args: tuple) -> None:
         lib, sigs = self._libs[filename]
@@ -164,3 +173,89 @@ class HostEmulatedCUDABackend(CUDABackend):
             lib.mlpx_host_set_grid(ctypes.c_uint(b), ctypes.c_uint(blocks))
             fn(*ctypes_args)
         self.launches.append(name)
+
+
+class FakeEvent:
+    """A CUDA event: marks a point in one stream's queue."""
+
+    def __init__(self, rt: FakeStreamRuntime, name: str) -> None:
+        self.rt, self.name = rt, name
+        self.stream: FakeStream | None = None
+        self.mark = 0
+
+    def record(self, stream: FakeStream) -> None:
+        self.rt.log.append(("record", self.name, stream.name))
+        self.stream, self.mark = stream, stream.queued
+
+    def synchronize(self) -> None:
+        """Host wait: everything queued on the stream before the record has run."""
+        self.rt.log.append(("host_wait", self.name))
+        if self.stream is not None:
+            self.stream.run_until(self.mark)
+
+
+class FakeStream:
+    """A stream. The compute stream runs work at once (NumPy is eager); the copy stream
+    runs its queued copies only when something waits for them, as late as a GPU could, so
+    a batch used without waiting for its copy holds stale data and the results change."""
+
+    def __init__(self, rt: FakeStreamRuntime, name: str, eager: bool) -> None:
+        self.rt, self.name, self.eager = rt, name, eager
+        self.pending: list[tuple[int, Any]] = []
+        self.queued = 0
+
+    def enqueue(self, work) -> None:
+        self.queued += 1
+        if self.eager:
+            work()
+        else:
+            self.pending.append((self.queued, work))
+
+    def run_until(self, mark: int) -> None:
+        while self.pending and self.pending[0][0] <= mark:
+            self.pending.pop(0)[1]()
+
+    def wait_event(self, event: FakeEvent) -> None:
+        self.rt.log.append(("wait", self.name, event.name))
+        if self.eager and event.stream is not None:  # an eager stream runs after the event
+            event.stream.run_until(event.mark)
+        # a lazy stream runs its later work after the event anyway: events recorded on the
+        # eager compute stream are complete when recorded
+
+    def synchronize(self) -> None:
+        self.rt.log.append(("sync", self.name))
+        self.run_until(self.queued)
+
+
+class FakeStreamRuntime:
+    """What StreamedBatches needs from CUDA (pinned memory, streams, events, async copies),
+    logging every call so tests can check the order of copies, waits and uses."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple] = []
+        self.compute = FakeStream(self, "compute", eager=True)
+        self._events = 0
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        self.log.append(("pinned", tuple(shape)))
+        return np.full(shape, -7, dtype=dtype)  # garbage, as fresh pinned memory would be
+
+    def new_stream(self) -> FakeStream:
+        return FakeStream(self, "copy", eager=False)
+
+    def current_stream(self) -> FakeStream:
+        return self.compute
+
+    def event(self) -> FakeEvent:
+        self._events += 1
+        return FakeEvent(self, f"e{self._events}")
+
+    def copy_async(self, dst: np.ndarray, src: np.ndarray, stream: FakeStream) -> None:
+        if not isinstance(src, np.ndarray) or not src.flags.c_contiguous:
+            raise TypeError("an async host-to-device copy needs a contiguous pinned source")
+        self.log.append(("copy", stream.name, dst.__array_interface__["data"][0], dst.shape))
+
+        def work(dst=dst, src=src):
+            dst[...] = src  # reads the pinned buffer when the copy runs, not when queued
+
+        stream.enqueue(work)

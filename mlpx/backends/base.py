@@ -62,6 +62,21 @@ class Backend:
         self.xp.take(src, idx, axis=0, out=out)
         return out
 
+    def fits_on_device(self, nbytes: int) -> bool:
+        """Whether `nbytes` of data should be copied to the device whole (host backends: the
+        data already is in host memory, so always)."""
+        return True
+
+    def batch_source(
+        self, X: Any, y: Any, batch_size: int, dtype: Any, stream: bool | None = None
+    ) -> Any:
+        """The training batches of (X, y): an object with `n`, `steps`, `batch_size`,
+        `streamed`, `epoch(order)` (yields (x, y) batches of rows `order`, or in order when
+        None) and `close()`. See mlpx.backends.batches. Host backends ignore `stream`."""
+        from .batches import ResidentBatches
+
+        return ResidentBatches(self, X, y, batch_size, dtype)
+
     def to_float(self, x: Array) -> float:
         """Read a 0-d device value on the host (the one place a GPU backend synchronises)."""
         return float(x)

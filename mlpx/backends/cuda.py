@@ -125,8 +125,9 @@ class CUDABackend(Backend):
             f"are free. The largest batch that would fit is about {rows} rows of this array "
             "alone; a training step also keeps each layer's activations and gradients for the "
             f"batch, so use batch_size well below {rows} (halve it until it fits). Data that "
-            "does not fit on the GPU as a whole cannot be streamed from host memory yet: "
-            "train on a subset, use dtype='float32', or use backend='cpu'"
+            "does not fit on the GPU as a whole is streamed from host memory by "
+            "fit(..., stream_data=True) (the default when it takes more than half the free "
+            "memory)"
         )
 
     def _alloc(self, make, shape: tuple[int, ...], dtype: Any) -> Array:
@@ -187,6 +188,39 @@ class CUDABackend(Backend):
     def synchronize(self) -> None:
         """Wait until all work queued on this GPU has finished."""
         self._device.synchronize()
+
+    # ------------------------------------------------------------------ training data
+    def _free_bytes(self) -> int:
+        free, _ = self._device.mem_info
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
+
+    def fits_on_device(self, nbytes: int) -> bool:
+        """True when `nbytes` take at most RESIDENT_FRACTION (half) of the free GPU memory
+        (CuPy's cached pool blocks count as free): the rest is kept for the weights, the
+        optimiser state, the activations and gradients of a batch and cuBLAS workspace."""
+        from .batches import RESIDENT_FRACTION
+
+        return int(nbytes) <= RESIDENT_FRACTION * self._free_bytes()
+
+    def _stream_runtime(self) -> Any:
+        from .batches import CupyStreamRuntime
+
+        return CupyStreamRuntime()
+
+    def batch_source(self, X, y, batch_size, dtype, stream=None):
+        """Resident batches when the data fits (or `stream=False`); batches streamed from
+        pinned host memory, double buffered on a copy stream, when it does not (or
+        `stream=True`). Data given as device arrays is used where it is."""
+        from .batches import ResidentBatches, StreamedBatches, check_stream_data, data_nbytes
+
+        stream = check_stream_data(stream)
+        on_host = not hasattr(X, "__cuda_array_interface__")  # CuPy arrays have it
+        if stream is None:
+            stream = on_host and not self.fits_on_device(data_nbytes(X, y, dtype))
+        if stream and on_host:
+            y_host = self.to_numpy(y)
+            return StreamedBatches(self, X, y_host, batch_size, dtype, self._stream_runtime())
+        return ResidentBatches(self, X, y, batch_size, dtype)
 
     def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
         """Compile every kernel file now (NVRTC, or CuPy's disk cache) and load the kernels

@@ -1,0 +1,198 @@
+"""Where the training data lives during `fit`, and how each mini-batch reaches the device.
+
+`Backend.batch_source(X, y, batch_size, dtype, stream)` returns one of two sources; the fit
+loop only iterates `source.epoch(order)` and never asks which one it got:
+
+- `ResidentBatches`: X and y are copied to the backend's device once per `fit`; each shuffled
+  batch is gathered on the device into a reused buffer (`ops.take_rows`). Every backend uses
+  it for data that fits.
+- `StreamedBatches` (cuda backend, data that does not fit on the GPU): X and y stay in host
+  memory. Each batch is gathered on the host into one of two pinned (page-locked) buffers,
+  copied asynchronously on a dedicated copy stream into one of two device buffers, and an
+  event marks the copy's end; the compute stream waits on that event (a device-side wait,
+  no host synchronisation) before the step uses the batch. The gather and copy of batch i+1
+  run while the GPU computes batch i (double buffering). The host blocks only before it
+  overwrites a pinned buffer, on the event of that buffer's previous copy (issued a whole
+  step earlier, so normally long finished).
+
+Both sources produce the same batches from the same `order`, so a streamed fit gives the same
+weights, bit for bit, as a resident one.
+
+The CUDA primitives (pinned memory, streams, events, async copies) come from a small runtime
+object (`CupyStreamRuntime`), so tests can run the streaming logic with a host emulation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+#: Data is copied to the GPU whole when X and y together take at most this fraction of the
+#: GPU memory that is free when `fit` starts (CuPy's cached pool blocks count as free). The
+#: rest is left for the weights, optimiser state, each layer's activations and gradients for
+#: the batch, and cuBLAS workspace.
+RESIDENT_FRACTION = 0.5
+
+
+def data_nbytes(X: Any, y: Any, dtype: Any) -> int:
+    """Bytes X (stored as `dtype`) and y take on the device."""
+    x_bytes = int(np.prod(X.shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return x_bytes + int(np.prod(y.shape, dtype=np.int64)) * np.dtype(y.dtype).itemsize
+
+
+def check_stream_data(stream_data: Any) -> bool | None:
+    if stream_data is None or isinstance(stream_data, bool):
+        return stream_data
+    raise TypeError(
+        "stream_data must be None (decide from the free GPU memory), True (stream batches "
+        f"from host memory) or False (copy the data to the device once), got {stream_data!r}"
+    )
+
+
+def _steps(n: int, batch_size: int) -> tuple[int, int]:
+    bs = min(batch_size, n)
+    return bs, -(-n // bs)
+
+
+class ResidentBatches:
+    """Batches gathered on the device from X and y copied there once."""
+
+    streamed = False
+
+    def __init__(self, ops: Any, X: Any, y: Any, batch_size: int, dtype: Any) -> None:
+        self.ops = ops
+        self.X = ops.asarray(X, dtype=dtype)
+        self.y = ops.asarray(y)
+        self.n = int(self.X.shape[0])
+        self.batch_size, self.steps = _steps(self.n, batch_size)
+        self._xbuf: dict[int, Any] = {}
+        self._ybuf: dict[int, Any] = {}
+        for m in {self.batch_size, self.n - (self.steps - 1) * self.batch_size}:
+            self._xbuf[m] = ops.empty((m,) + tuple(self.X.shape[1:]), self.X.dtype)
+            self._ybuf[m] = ops.empty((m,) + tuple(self.y.shape[1:]), self.y.dtype)
+
+    def epoch(self, order: np.ndarray | None) -> Iterator[tuple[Any, Any]]:
+        """The epoch's batches: rows `order[k*bs:(k+1)*bs]`, or in order when None."""
+        bs, ops = self.batch_size, self.ops
+        if order is None:
+            for s in range(self.steps):
+                yield self.X[s * bs : (s + 1) * bs], self.y[s * bs : (s + 1) * bs]
+            return
+        idx_all = ops.asarray(order)
+        for s in range(self.steps):
+            idx = idx_all[s * bs : (s + 1) * bs]
+            m = idx.shape[0]
+            yield (ops.take_rows(self.X, idx, self._xbuf[m]),
+                   ops.take_rows(self.y, idx, self._ybuf[m]))
+
+    def close(self) -> None:
+        """Nothing in flight to wait for."""
+
+
+class CupyStreamRuntime:
+    """Pinned memory, streams, events and async copies from CuPy (the real GPU path)."""
+
+    def __init__(self) -> None:
+        import cupy
+        import cupyx
+
+        self._cp = cupy
+        self._cpx = cupyx
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return self._cpx.empty_pinned(shape, dtype=dtype)
+
+    def new_stream(self) -> Any:
+        return self._cp.cuda.Stream(non_blocking=True)
+
+    def current_stream(self) -> Any:
+        return self._cp.cuda.get_current_stream()
+
+    def event(self) -> Any:
+        return self._cp.cuda.Event(block=False, disable_timing=True)
+
+    def copy_async(self, dst: Any, src: np.ndarray, stream: Any) -> None:
+        dst.set(src, stream=stream)  # cudaMemcpyAsync: asynchronous because src is pinned
+
+
+class StreamedBatches:
+    """Batches streamed from host memory through two pinned and two device buffers."""
+
+    streamed = True
+
+    def __init__(
+        self, ops: Any, X: Any, y: Any, batch_size: int, dtype: Any, runtime: Any
+    ) -> None:
+        self.ops = ops
+        self.rt = runtime
+        # one host copy in the model's dtype (none when X already is one), gathered from
+        self.X = np.ascontiguousarray(X, dtype=dtype)
+        self.y = np.ascontiguousarray(y)
+        self.n = int(self.X.shape[0])
+        self.batch_size, self.steps = _steps(self.n, batch_size)
+        bs = self.batch_size
+        xshape, yshape = (bs,) + self.X.shape[1:], (bs,) + self.y.shape[1:]
+        self.pinned_x = [runtime.pinned_empty(xshape, self.X.dtype) for _ in range(2)]
+        self.pinned_y = [runtime.pinned_empty(yshape, self.y.dtype) for _ in range(2)]
+        self.dev_x = [ops.empty(xshape, self.X.dtype) for _ in range(2)]
+        self.dev_y = [ops.empty(yshape, self.y.dtype) for _ in range(2)]
+        self.compute = runtime.current_stream()
+        self.copy_stream = runtime.new_stream()
+        self.copied = [runtime.event() for _ in range(2)]  # on the copy stream: batch landed
+        self.consumed = [runtime.event() for _ in range(2)]  # on compute: step used the slot
+        self._copy_pending = [False, False]
+        self._in_use = [False, False]
+
+    def _prefetch(self, order: np.ndarray | None, s: int, slot: int) -> int:
+        """Gather batch `s` into pinned[slot] and queue its copy to the device; its rows."""
+        bs = self.batch_size
+        start, stop = s * bs, min((s + 1) * bs, self.n)
+        m = stop - start
+        px, py = self.pinned_x[slot][:m], self.pinned_y[slot][:m]
+        if self._copy_pending[slot]:
+            # the only host wait: pinned[slot]'s previous copy must have read it
+            self.copied[slot].synchronize()
+        if order is None:
+            px[...] = self.X[start:stop]
+            py[...] = self.y[start:stop]
+        else:
+            idx = order[start:stop]
+            np.take(self.X, idx, axis=0, out=px)
+            np.take(self.y, idx, axis=0, out=py)
+        if self._in_use[slot]:
+            # device-side wait: the step that read dev[slot] must finish before it is rewritten
+            self.copy_stream.wait_event(self.consumed[slot])
+        self.rt.copy_async(self.dev_x[slot][:m], px, self.copy_stream)
+        self.rt.copy_async(self.dev_y[slot][:m], py, self.copy_stream)
+        self.copied[slot].record(self.copy_stream)
+        self._copy_pending[slot] = True
+        return m
+
+    def epoch(self, order: np.ndarray | None) -> Iterator[tuple[Any, Any]]:
+        """The epoch's batches (same rows as ResidentBatches.epoch), double buffered."""
+        if order is not None:
+            order = np.asarray(order, dtype=np.int64)
+        ops = self.ops
+        single = getattr(ops, "_single_gpu", True)
+        ctx = contextlib.nullcontext() if single else ops._device
+        with ctx:
+            m = self._prefetch(order, 0, 0)
+        for s in range(self.steps):
+            slot = s & 1
+            with ctx:
+                self.compute.wait_event(self.copied[slot])  # device-side: no host sync
+            self._in_use[slot] = True
+            yield self.dev_x[slot][:m], self.dev_y[slot][:m]
+            with ctx:
+                # the step for batch s is queued: mark the slot's release on the compute
+                # stream, then prepare batch s+1 while the GPU computes batch s
+                self.consumed[slot].record(self.compute)
+                if s + 1 < self.steps:
+                    m = self._prefetch(order, s + 1, 1 - slot)
+
+    def close(self) -> None:
+        """Wait for queued copies, so no copy writes into memory that is freed afterwards."""
+        self.copy_stream.synchronize()
