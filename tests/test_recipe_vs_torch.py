@@ -5,14 +5,15 @@ and Adam (lr 1e-3). Both frameworks start from mlpx's initial weights and see th
 mini-batches in the same order (mlpx's per-epoch permutation, reproduced below), so any
 difference is arithmetic rounding. Measured (15 epochs, 645 steps; 2-core CPU, torch 2.13):
 
-| dtype   | optimiser | per-epoch loss, max rel. diff | final weights, max abs. diff | test labels |
-|---------|-----------|-------------------------------|------------------------------|-------------|
-| float64 | SGD       | 9e-16                         | 7e-16                        | identical   |
-| float64 | Adam      | 9e-16                         | 5e-15                        | identical   |
-| float32 | SGD       | 2e-7                          | 3e-7                         | identical   |
-| float32 | Adam      | 2.4e-6                        | 3e-7                         | identical   |
+| dtype   | optimiser | loss, max rel. diff | weights, max abs. diff | diff / movement | labels  |
+|---------|-----------|---------------------|------------------------|-----------------|---------|
+| float64 | SGD       | 1.5e-15             | 7e-16                  | 3e-15           | same    |
+| float64 | Adam      | 1.3e-15             | 5e-15                  | 3e-15           | same    |
+| float32 | SGD       | 2e-7                | 3e-7 .. 1.7e-6         | 2e-6            | same    |
+| float32 | Adam      | 2e-6                | 3e-7 .. 1.4e-5         | 1.3e-5          | same    |
 
-Both reach 96.9 % test accuracy. The bounds below leave ~10x room over these figures.
+("diff / movement": ||W_mlpx - W_torch|| / ||W_mlpx - W_initial|| per array, the largest;
+float32 ranges: two BLAS code paths.) Both reach 96.9 % test accuracy.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ SEED = 0
 OPTIMIZERS = {"sgd": 0.05, "adam": 1e-3}
 
 # float64: both sides round every operation to 53 bits; the runs differ by ~1e-15.
-FLOAT64 = {"loss_rtol": 1e-12, "weight_atol": 1e-12, "accuracy_diff": 0.0}
+FLOAT64 = {"loss_rtol": 1e-12, "weight_atol": 1e-12, "movement_rtol": 1e-11, "accuracy_diff": 0.0}
 # float32: the frameworks' matrix products add in different orders (a few ulp per step), and
-# torch's batch loss is a float32 value where mlpx sums the epoch in float64. Within 0.5 %
-# accuracy = 2 of the 450 test samples.
-FLOAT32 = {"loss_rtol": 3e-5, "weight_atol": 5e-6, "accuracy_diff": 0.005}
+# torch's batch loss is a float32 value where mlpx sums the epoch in float64. Adam divides by
+# sqrt(v), so a weight whose gradients are tiny moves ~lr per step whatever their rounding:
+# a few such weights carry the largest absolute differences. 0.5 % = 2 of the 450 test samples.
+FLOAT32 = {"loss_rtol": 3e-5, "weight_atol": 1e-4, "movement_rtol": 1e-3, "accuracy_diff": 0.005}
 
 
 def _mlpx_permutation(model: mlpx.Sequential, run: int, epoch: int, n: int) -> np.ndarray:
@@ -111,9 +113,12 @@ def test_digits_recipe_matches_pytorch_step_for_step(digits, dtype, opt_name):
     torch_weights = []
     for lin in net[::2]:
         torch_weights += [lin.weight.detach().numpy().T, lin.bias.detach().numpy()]
-    for i, (a, b) in enumerate(zip(model.get_weights(), torch_weights, strict=True)):
+    for i, (a, b, a0) in enumerate(zip(model.get_weights(), torch_weights, w0, strict=True)):
         assert a.dtype == b.dtype == np_dtype
         np.testing.assert_allclose(a, b, rtol=0, atol=bounds["weight_atol"], err_msg=f"weight {i}")
+        moved = np.linalg.norm(a - a0)
+        assert moved > 0.1 * np.linalg.norm(a0), f"weight {i} barely trained"
+        assert np.linalg.norm(a - b) <= bounds["movement_rtol"] * moved, f"weight {i}"
 
     with torch.no_grad():
         torch_labels = net(torch.from_numpy(X_te)).argmax(dim=1).numpy()
