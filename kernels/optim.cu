@@ -182,6 +182,63 @@ __device__ void sum_abs_impl(const T* x, double* partial, long long size) {
     }
 }
 
+// Numba twin: sum_squares. partial[block] = the block's sum of x^2, squared in double. The
+// Numba kernel sums in four interleaved lanes, the GPU per thread and block: the totals agree
+// within a few float64 ulps (the order of the additions differs), not bitwise.
+template <typename T>
+__device__ void sum_squares_impl(const T* x, double* partial, long long size) {
+    __shared__ double sh[MLPX_BLOCK];
+    double acc = 0.0;
+    MLPX_GRID_LOOP(k, size) {
+        double v = (double)x[k];
+        acc += v * v;
+    }
+    sh[threadIdx.x] = acc;
+    __syncthreads();
+    for (int s = MLPX_BLOCK / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            sh[threadIdx.x] += sh[threadIdx.x + s];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        partial[blockIdx.x] = sh[0];
+    }
+}
+
+// Finishes sum_squares (Numba twin: sum_squares; cpu.py's global_norm adds its results and
+// takes the square root, as this kernel does on the device). Adds the
+// `count` partial sums of sum_squares launches in a fixed order (one block, a tree over
+// MLPX_BLOCK threads: deterministic) and writes the total, or its square root, to out[0].
+extern "C" __global__ void sum_partials(const double* partial, long long count, double* out,
+                                        int take_sqrt) {
+    __shared__ double sh[MLPX_BLOCK];
+    double acc = 0.0;
+    for (long long k = threadIdx.x; k < count; k += blockDim.x) {
+        acc += partial[k];
+    }
+    sh[threadIdx.x] = acc;
+    __syncthreads();
+    for (int s = MLPX_BLOCK / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            sh[threadIdx.x] += sh[threadIdx.x + s];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0 && blockIdx.x == 0) {
+        out[0] = take_sqrt ? sqrt(sh[0]) : sh[0];
+    }
+}
+
+// Reference twin: Backend.clip_scale. out = min(1, max_norm / (norm + 1e-6)) in double, from
+// a norm that stays on the device; NaN propagates, as np.minimum does. One thread.
+extern "C" __global__ void clip_scale(const double* norm, double max_norm, double* out) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) {
+        double s = max_norm / (norm[0] + 1e-6);
+        out[0] = (s < 1.0 || s != s) ? s : 1.0;
+    }
+}
+
 #define MLPX_INSTANTIATE(T, S)                                                                 \
     extern "C" __global__ void sgd_update_##S(T* p, const T* g, long long size, double lr) {   \
         sgd_update_impl<T>(p, g, size, lr);                                                    \
@@ -224,6 +281,9 @@ __device__ void sum_abs_impl(const T* x, double* partial, long long size) {
     }                                                                                          \
     extern "C" __global__ void sum_abs_##S(const T* x, double* partial, long long size) {      \
         sum_abs_impl<T>(x, partial, size);                                                     \
+    }                                                                                          \
+    extern "C" __global__ void sum_squares_##S(const T* x, double* partial, long long size) {  \
+        sum_squares_impl<T>(x, partial, size);                                                 \
     }
 
 MLPX_INSTANTIATE(float, f32)

@@ -285,3 +285,56 @@ def test_dropout_bitwise(emu, cpu, rng, p, n):
         cpu.dropout_apply(x, masks["emu"], 1.0 / (1.0 - p), want)
         _same(got, want)
     assert "dropout_mask" in emu.launches
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_sum_squares_and_global_norm(emu, cpu, rng, dtype):
+    """Per-array block partials, then one deterministic sum (and sqrt) on the device: the
+    cpu's Numba sums within a few float64 ulps; a fresh 0-d float64 array each call."""
+    from mlpx.backends.base import Backend
+
+    arrays = [_data(rng, shape, dtype, 1.0) for shape in [(300, 40), (40,), (0,), (7, 3)]]
+    emu.launches.clear()
+    norm = emu.global_norm(arrays)
+    assert isinstance(norm, np.ndarray) and norm.shape == () and norm.dtype == np.float64
+    assert emu.launches.count("sum_squares_" + ("f32" if dtype == np.float32 else "f64")) == 3
+    assert emu.launches[-1] == "sum_partials"
+    want = np.sqrt(sum(np.sum(a.astype(np.float64) ** 2) for a in arrays))
+    np.testing.assert_allclose(float(norm), want, rtol=1e-14)
+    np.testing.assert_allclose(float(norm), float(cpu.global_norm(arrays)), rtol=1e-14)
+    np.testing.assert_allclose(float(norm), float(Backend().global_norm(arrays)), rtol=1e-14)
+    again = emu.global_norm(arrays[:1])
+    assert again is not norm and float(norm) != float(again)  # not a reused scratch value
+    s = emu.sum_squares(arrays[0])
+    assert s.shape == () and s.dtype == np.float64
+    np.testing.assert_allclose(float(s), float(cpu.sum_squares(arrays[0])), rtol=1e-14)
+    assert float(emu.global_norm([np.zeros(0, dtype)])) == 0.0
+
+
+@pytest.mark.parametrize("norm", [0.0, 0.5, 0.999999, 1.000001, 3.0, 1e300, np.inf, np.nan])
+def test_clip_scale_bitwise(emu, norm):
+    """min(1, max_norm / (norm + 1e-6)) on the device, as the reference (NaN propagates)."""
+    from mlpx.backends.base import Backend
+
+    n = np.full((), norm, np.float64)
+    got = emu.clip_scale(n, 1.0)
+    want = Backend().clip_scale(n, 1.0)
+    assert got.shape == () and got.dtype == np.float64 and emu.launches[-1] == "clip_scale"
+    np.testing.assert_array_equal(got, np.asarray(want, np.float64))
+
+
+def test_clip_norm_training_matches_cpu(emu, rng):
+    """fit with clip_norm on the emulated cuda kernels (global norm, clip scale, device-side
+    scaling) against the cpu backend: the same weights within a float32 ulp or two."""
+    X = rng.standard_normal((96, 6)) * 5
+    y = rng.integers(0, 3, 96)
+    models = []
+    for ops in (emu, "cpu"):
+        m = mlpx.MLP([6, 16, 3], activation="relu", backend=ops, seed=2)
+        h = m.fit(X, y, loss="cross_entropy", lr=0.2, epochs=3, batch_size=16, verbose=0,
+                  clip_norm=0.5)
+        models.append((m, h))
+    for a, b in zip(models[0][0].get_weights(), models[1][0].get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=4 * np.finfo(np.float32).eps)
+    np.testing.assert_allclose(models[0][1]["grad_norm"], models[1][1]["grad_norm"], rtol=1e-6)
+    assert models[0][1]["grad_norm"][-1] > 0.5  # clipping was active

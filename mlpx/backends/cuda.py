@@ -482,6 +482,50 @@ class CUDABackend(Backend):
         self._launch("optim.cu", f"sum_abs_{sfx}", blocks, (x, partial, np.int64(x.size)))
         return partial.sum()
 
+    def _sum_squares_into(self, arrays, sfx: str, take_sqrt: bool):
+        """One sum_squares launch per array into a shared partials vector, then one
+        sum_partials launch: a fresh 0-d float64 device array, no host read."""
+        blocks = [K.grid(a.size) for a in arrays]
+        partial = self._scratch_f64("sumsq", max(1, sum(blocks)))
+        offset = 0
+        for a, nb in zip(arrays, blocks, strict=True):
+            if a.size:
+                self._launch(
+                    "optim.cu", f"sum_squares_{sfx}", nb,
+                    (a, partial[offset : offset + nb], np.int64(a.size)),
+                )
+                offset += nb
+        out = self.empty((), np.float64)
+        self._launch(
+            "optim.cu", "sum_partials", 1,
+            (partial, np.int64(offset), out, np.int32(bool(take_sqrt))),
+        )
+        return out
+
+    def sum_squares(self, x):
+        sfx = self._fusable(x)
+        if sfx is None:
+            return super().sum_squares(x)
+        return self._sum_squares_into([x], sfx, take_sqrt=False)
+
+    def global_norm(self, arrays):
+        """sqrt(sum of squares) of every array: len(arrays) + 1 launches, no float64 copies
+        of float32 gradients, no host read."""
+        arrays = list(arrays)
+        sfx = self._fusable(*arrays) if arrays else None
+        if sfx is None:
+            return super().global_norm(arrays)
+        return self._sum_squares_into(arrays, sfx, take_sqrt=True)
+
+    def clip_scale(self, norm, max_norm):
+        cp = self.xp
+        if (not isinstance(norm, cp.ndarray) or norm.dtype != np.float64 or norm.size != 1
+                or not norm.flags.c_contiguous):
+            return super().clip_scale(norm, max_norm)
+        out = self.empty((), np.float64)
+        self._launch("optim.cu", "clip_scale", 1, (norm, np.float64(max_norm), out))
+        return out
+
     def add_penalty_grad(self, param, grad, l1, l2):
         sfx = self._fusable(param, grad)
         if sfx is None or param.shape != grad.shape:
