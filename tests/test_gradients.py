@@ -58,8 +58,18 @@ def _build(act: str, loss: str, backend: str, dtype: str, seed: int):
 
 
 def _min_abs_preactivation(model, X) -> float:
-    model.predict(X)
-    return min(float(np.abs(mlpx.to_numpy(layer._z)).min()) for layer in model.layers[:-1])
+    # recomputed in float64 from the weights: Dense may overwrite z with f(z) in place
+    ref = mlpx.backends.base.Backend()
+    h, smallest = np.asarray(X, np.float64), np.inf
+    for layer in model.layers[:-1]:
+        z = h @ mlpx.to_numpy(layer.W.data).astype(np.float64)
+        if layer.b is not None:
+            z = z + mlpx.to_numpy(layer.b.data)
+        smallest = min(smallest, float(np.abs(z).min()))
+        h = np.empty_like(z)
+        slopes = None if layer.slopes is None else mlpx.to_numpy(layer.slopes.data)
+        ref.bias_act(z, None, layer.activation, out=h, slopes=slopes)
+    return smallest
 
 
 def _case(act, loss, backend, dtype):

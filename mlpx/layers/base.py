@@ -41,6 +41,11 @@ class Layer:
 
     #: True for layers that behave differently in training (Dropout, BatchNorm)
     has_training_mode = False
+    #: True when `backward` returns the layer's own work array, which the layer below may
+    #: overwrite (Dense); False when it may return dy itself or something still needed
+    returns_work_grad = False
+    #: set by Sequential.backward: dy may be overwritten by this call (layers may ignore it)
+    _dy_scratch = False
 
     def __init__(self, name: str | None = None):
         self.name = name
