@@ -1,0 +1,293 @@
+"""GPU verification helpers: the environment record and a step-by-step training trace.
+
+    python benchmarks/gpu/sync_trace.py env                     # JSON on stdout
+    python benchmarks/gpu/sync_trace.py trace --out trace.json  # batch 65536 by default
+
+`trace` runs `fit` with large batches (resident data, then streamed from host memory) and
+proves that no host synchronisation happens inside a training step:
+
+- every call that makes the host wait for the GPU is counted: the backend's host reads
+  (`to_float`, `to_numpy`, `all_finite`, `synchronize`) and CuPy's Python-level waits
+  (`cupy.asnumpy`, `Stream.synchronize`, `Event.synchronize`, `cupy.cuda.runtime.*Synchronize`,
+  where CuPy lets them be wrapped: the JSON lists which were). A step runs from the
+  `forward` call that opens it to the return of the optimiser step that closes it; the count
+  inside each step must be 0;
+- a CUDA event is recorded at each step's start and end: the GPU time of a step is the time
+  between them, and the host's enqueue time is measured alongside. Right after a step is
+  queued its end event is queried (without waiting): "gpu_busy_after_enqueue" true means the
+  host returned from the step before the GPU finished it, which a synchronising step cannot do.
+
+On a host backend (cpu, or the host-emulated cuda backend in the tests) the same trace runs
+with host clocks instead of CUDA events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SYNC_OPS = ("to_float", "to_numpy", "all_finite", "synchronize")
+
+
+def environment() -> dict[str, Any]:
+    """GPU, driver, CUDA runtime and library versions, and the date (what a run records)."""
+    env: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+    }
+    for mod in ("numba", "cupy", "torch", "mlpx"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception as e:  # noqa: BLE001 - a missing or broken module is recorded
+            env[mod] = f"unavailable: {type(e).__name__}: {e}"
+    try:
+        import cupy
+
+        rt = cupy.cuda.runtime
+        props = rt.getDeviceProperties(0)
+        name = props["name"]
+        env["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+        env["gpu_count"] = int(rt.getDeviceCount())
+        env["gpu_memory_gib"] = round(props["totalGlobalMem"] / 2**30, 1)
+        env["compute_capability"] = f"{props['major']}.{props['minor']}"
+        env["cuda_driver"] = _cuda_version(rt.driverGetVersion())
+        env["cuda_runtime"] = _cuda_version(rt.runtimeGetVersion())
+    except Exception as e:  # noqa: BLE001
+        env["gpu"] = f"unavailable: {type(e).__name__}: {e}"
+    return env
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+class SyncCounter:
+    """Counts host-synchronising calls; `inside` is True while a training step runs."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.inside_calls: list[str] = []
+        self.outside = 0
+        self.patched: list[str] = []
+        self._undo: list[Any] = []
+
+    def _hit(self, name: str) -> None:
+        if self.inside:
+            self.inside_calls.append(name)
+        else:
+            self.outside += 1
+
+    def wrap(self, owner: Any, attr: str, label: str) -> None:
+        """Wrap owner.attr to count its calls; silently skipped where it cannot be set."""
+        orig = getattr(owner, attr, None)
+        if orig is None:
+            return
+
+        def counted(*a, **k):
+            self._hit(label)
+            return orig(*a, **k)
+
+        had_own = attr in getattr(owner, "__dict__", {})
+        try:
+            setattr(owner, attr, counted)
+        except (AttributeError, TypeError):  # C extension types cannot be patched
+            return
+        self.patched.append(label)
+        self._undo.append((owner, attr, orig, had_own))
+
+    def restore(self) -> None:
+        for owner, attr, orig, had_own in reversed(self._undo):
+            if had_own:
+                setattr(owner, attr, orig)
+            else:
+                delattr(owner, attr)  # shadowed an inherited or class attribute: unshadow
+        self._undo.clear()
+
+
+def _patch_cupy(counter: SyncCounter) -> None:
+    try:
+        import cupy
+    except ImportError:
+        return
+    counter.wrap(cupy, "asnumpy", "cupy.asnumpy")
+    counter.wrap(cupy.cuda.Stream, "synchronize", "cupy.cuda.Stream.synchronize")
+    counter.wrap(cupy.cuda.Event, "synchronize", "cupy.cuda.Event.synchronize")
+    for fn in ("deviceSynchronize", "streamSynchronize", "eventSynchronize"):
+        counter.wrap(cupy.cuda.runtime, fn, f"cupy.cuda.runtime.{fn}")
+    counter.wrap(cupy.ndarray, "get", "cupy.ndarray.get")  # a C type: usually not patchable
+
+
+class _Clock:
+    """CUDA events on a GPU backend, host clocks elsewhere."""
+
+    def __init__(self, ops: Any) -> None:
+        cuda = getattr(getattr(ops, "xp", None), "cuda", None)
+        self.cuda = cuda if cuda is not None and hasattr(cuda, "Event") else None
+
+    def mark(self) -> Any:
+        if self.cuda is None:
+            return time.perf_counter()
+        ev = self.cuda.Event()
+        ev.record()
+        return ev
+
+    def busy(self, mark: Any) -> bool | None:
+        """Whether the GPU has not reached `mark` yet (a query, not a wait)."""
+        return None if self.cuda is None else not mark.done
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        if self.cuda is None:
+            return (end - start) * 1e3
+        return float(self.cuda.get_elapsed_time(start, end))
+
+
+def trace_fit(
+    model: Any, X: Any, y: Any, *, epochs: int = 2, batch_size: int = 65536,
+    stream_data: bool | None = None, loss: str = "cross_entropy", optimizer: str = "adam",
+) -> dict[str, Any]:
+    """Run model.fit(X, y) and return the per-step trace (see the module doc)."""
+    ops = model.ops
+    model.compile(loss=loss, optimizer=optimizer)  # fit then keeps this optimiser object
+    counter = SyncCounter()
+    clock = _Clock(ops)
+    steps: list[dict[str, Any]] = []
+    marks: list[tuple[Any, Any]] = []
+    current: dict[str, Any] = {}
+    forward, opt = model.forward, None
+
+    def traced_forward(x, training=False):
+        if training and not counter.inside:
+            counter.inside = True
+            current.update(calls=len(counter.inside_calls), host0=time.perf_counter(),
+                           start=clock.mark(), rows=int(x.shape[0]))
+        return forward(x, training=training)
+
+    def traced_step():
+        out = opt_step()
+        if counter.inside:
+            end = clock.mark()
+            host1 = time.perf_counter()
+            counter.inside = False
+            marks.append((current["start"], end))
+            steps.append({
+                "step": len(steps), "rows": current["rows"],
+                "host_enqueue_ms": (host1 - current["host0"]) * 1e3,
+                "syncs_inside": counter.inside_calls[current["calls"]:],
+                "gpu_busy_after_enqueue": clock.busy(end),
+            })
+        return out
+
+    for name in SYNC_OPS:
+        counter.wrap(ops, name, f"ops.{name}")
+    _patch_cupy(counter)
+    model.forward = traced_forward
+    opt = model.optimizer_
+    opt_step = opt.step
+    opt.step = traced_step
+    t0 = time.perf_counter()
+    try:
+        history = model.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0,
+                            stream_data=stream_data)
+        ops.synchronize()
+    finally:
+        counter.inside = False
+        counter.restore()
+        del model.forward
+        del opt.step
+    wall = time.perf_counter() - t0
+    for rec, (start, end) in zip(steps, marks, strict=True):
+        rec["gpu_ms"] = clock.elapsed_ms(start, end)
+    inside = sum(len(s["syncs_inside"]) for s in steps)
+    busy = [s["gpu_busy_after_enqueue"] for s in steps if s["gpu_busy_after_enqueue"] is not None]
+    return {
+        "backend": repr(ops),
+        "timing": "cuda events" if clock.cuda is not None else "host clock",
+        "rows": int(X.shape[0]), "features": int(X.shape[1]), "batch_size": batch_size,
+        "epochs": epochs, "stream_data": stream_data,
+        "patched": counter.patched,
+        "steps": steps,
+        "summary": {
+            "steps": len(steps),
+            "syncs_inside_steps": inside,
+            "syncs_outside_steps": counter.outside,
+            "host_enqueue_ms_total": sum(s["host_enqueue_ms"] for s in steps),
+            "gpu_ms_total": sum(s["gpu_ms"] for s in steps),
+            "steps_gpu_busy_after_enqueue": sum(busy) if busy else None,
+            "wall_s": wall,
+            "final_loss": history["loss"][-1] if len(history["loss"]) else None,
+        },
+        "ok": inside == 0 and len(steps) > 0,
+    }
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    text = json.dumps(environment(), indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import mlpx
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rng = np.random.default_rng(0)
+    n = args.batch * args.batches_per_epoch
+    X = rng.standard_normal((n, sizes[0]), dtype=np.float32)
+    y = rng.integers(0, sizes[-1], n)
+    runs = {}
+    modes = {"resident": False, "streamed": True}
+    for label in args.modes.split(","):
+        model = mlpx.MLP(sizes, activation="relu", backend=args.backend, seed=0)
+        runs[label] = trace_fit(model, X, y, epochs=args.epochs, batch_size=args.batch,
+                                stream_data=modes[label])
+        s = runs[label]["summary"]
+        print(f"{label}: {s['steps']} steps, syncs inside steps {s['syncs_inside_steps']}, "
+              f"GPU {s['gpu_ms_total']:.1f} ms, host enqueue {s['host_enqueue_ms_total']:.1f} ms,"
+              f" GPU still busy after enqueue in {s['steps_gpu_busy_after_enqueue']} steps")
+    result = {"environment": environment(), "sizes": sizes, "runs": runs,
+              "ok": all(r["ok"] for r in runs.values())}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"trace written to {args.out}; ok={result['ok']}")
+    return 0 if result["ok"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("env", help="print (and --out: write) the environment as JSON")
+    e.add_argument("--out", default=None)
+    e.set_defaults(func=_cmd_env)
+    t = sub.add_parser("trace", help="large-batch training trace: host syncs inside steps")
+    t.add_argument("--out", default="trace.json")
+    t.add_argument("--backend", default="cuda")
+    t.add_argument("--batch", type=int, default=65536)
+    t.add_argument("--batches-per-epoch", type=int, default=4)
+    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--sizes", default="784,1024,1024,10")
+    t.add_argument("--modes", default="resident,streamed",
+                   help="resident, streamed or both (comma-separated)")
+    t.set_defaults(func=_cmd_trace)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
