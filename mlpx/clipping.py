@@ -17,15 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backends.base import Backend
+from .validation import as_float
 
 
 def _limit(value: Any, name: str) -> float | None:
     if value is None:
         return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number or None, got {value!r}") from None
+    v = as_float(value, name, "a positive number or None")
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
     return v

@@ -15,13 +15,11 @@ import numpy as np
 
 from .backends.base import Backend
 from .layers.base import Parameter
+from .validation import as_float, check_float
 
 
 def check_lr(lr: Any) -> float:
-    try:
-        value = float(lr)
-    except (TypeError, ValueError):
-        raise TypeError(f"learning rate must be a number, got {lr!r}") from None
+    value = as_float(lr, "learning rate")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"learning rate must be a positive finite number, got {lr!r}")
     return value
@@ -119,29 +117,13 @@ class Optimizer:
                 self.ops.copy_into(s[k], self.ops.asarray(np.asarray(v, dtype=s[k].dtype)))
         self.step_count = int(sd.get("step_count", 0))
         if "lr" in (sd.get("config") or {}):
-            self.lr = _check_float(sd["config"]["lr"], "lr")
+            self.lr = check_float(sd["config"]["lr"], "lr")
         if sd.get("initial_lr") is not None:
             self.initial_lr = sd["initial_lr"]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
-
-
-def _check_float(value: Any, name: str, lo: float = 0.0, hi: float | None = None,
-                 hi_open: bool = True) -> float:
-    """`value` as a finite float in [lo, hi) (or [lo, hi] with hi_open=False)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    bad = not math.isfinite(v) or v < lo
-    if hi is not None:
-        bad = bad or (v >= hi if hi_open else v > hi)
-    if bad:
-        upper = "" if hi is None else (f" and < {hi}" if hi_open else f" and <= {hi}")
-        raise ValueError(f"{name} must be a finite number >= {lo}{upper}, got {value!r}")
-    return v
 
 
 class SGD(Optimizer):
@@ -165,10 +147,10 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
     ):
         super().__init__(lr)
-        self.momentum = _check_float(momentum, "momentum")
-        self.dampening = _check_float(dampening, "dampening", 0.0, 1.0, hi_open=False)
+        self.momentum = check_float(momentum, "momentum")
+        self.dampening = check_float(dampening, "dampening", 0.0, 1.0, hi_open=False)
         self.nesterov = bool(nesterov)
-        self.weight_decay = _check_float(weight_decay, "weight_decay")
+        self.weight_decay = check_float(weight_decay, "weight_decay")
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(
                 "Nesterov momentum requires momentum > 0 and dampening = 0, e.g. "
@@ -216,12 +198,12 @@ class Adagrad(Optimizer):
         eps: float = 1e-10,
     ):
         super().__init__(lr)
-        self.lr_decay = _check_float(lr_decay, "lr_decay")
-        self.weight_decay = _check_float(weight_decay, "weight_decay")
-        self.initial_accumulator_value = _check_float(
+        self.lr_decay = check_float(lr_decay, "lr_decay")
+        self.weight_decay = check_float(weight_decay, "weight_decay")
+        self.initial_accumulator_value = check_float(
             initial_accumulator_value, "initial_accumulator_value"
         )
-        self.eps = _check_float(eps, "eps")
+        self.eps = check_float(eps, "eps")
 
     def bind(self, params: list[Parameter], ops: Backend) -> None:
         before = self.state
@@ -266,10 +248,10 @@ class RMSprop(Optimizer):
         centered: bool = False,
     ):
         super().__init__(lr)
-        self.alpha = _check_float(alpha, "alpha", 0.0, 1.0, hi_open=False)
-        self.eps = _check_float(eps, "eps")
-        self.weight_decay = _check_float(weight_decay, "weight_decay")
-        self.momentum = _check_float(momentum, "momentum")
+        self.alpha = check_float(alpha, "alpha", 0.0, 1.0, hi_open=False)
+        self.eps = check_float(eps, "eps")
+        self.weight_decay = check_float(weight_decay, "weight_decay")
+        self.momentum = check_float(momentum, "momentum")
         self.centered = bool(centered)
         names = ["square_avg"]
         if self.momentum > 0:
@@ -320,10 +302,10 @@ class Adam(Optimizer):
         except (TypeError, ValueError):
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
         self.betas = (
-            _check_float(b1, "betas[0]", 0.0, 1.0), _check_float(b2, "betas[1]", 0.0, 1.0)
+            check_float(b1, "betas[0]", 0.0, 1.0), check_float(b2, "betas[1]", 0.0, 1.0)
         )
-        self.eps = _check_float(eps, "eps")
-        self.weight_decay = _check_float(weight_decay, "weight_decay")
+        self.eps = check_float(eps, "eps")
+        self.weight_decay = check_float(weight_decay, "weight_decay")
 
     def _update(self, i: int, p: Parameter) -> None:
         s = self.state[i]
@@ -405,5 +387,5 @@ def from_config(cfg: dict[str, Any]) -> Optimizer:
     lr = cfg.pop("lr", None)
     opt = _BY_NAME[name](**cfg)
     if lr is not None:
-        opt.lr = _check_float(lr, "lr")
+        opt.lr = check_float(lr, "lr")
     return opt

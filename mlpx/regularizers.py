@@ -20,22 +20,13 @@ directly and is not part of the loss.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
+
+from .validation import check_float
 
 if TYPE_CHECKING:
     from .backends.base import Array, Backend
     from .layers.base import Parameter
-
-
-def _strength(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
 
 
 class Regularizer:
@@ -44,8 +35,8 @@ class Regularizer:
     name = "l1_l2"
 
     def __init__(self, l1: float = 0.0, l2: float = 0.0):
-        self.l1 = _strength(l1, "l1")
-        self.l2 = _strength(l2, "l2")
+        self.l1 = check_float(l1, "l1")
+        self.l2 = check_float(l2, "l2")
 
     def penalty(self, ops: Backend, w: Array) -> Any:
         """The penalty as a 0-d float64 array on the backend's device (no host read)."""

@@ -22,28 +22,15 @@ from typing import Any
 
 from .optim import Optimizer
 from .training import Callback
-from .validation import check_positive_int
+from .validation import as_float, check_float, check_positive_int
 
 
 def _check_factor(value: Any, name: str, *, upper_open: bool = False) -> float:
     """A float in (0, 1] (or (0, 1) with upper_open)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    v = as_float(value, name)
     if not (v > 0 and (v < 1 if upper_open else v <= 1)):
         upper = "< 1" if upper_open else "<= 1"
         raise ValueError(f"{name} must be > 0 and {upper}, got {value!r}")
-    return v
-
-
-def _check_nonneg(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
 
 
@@ -131,7 +118,7 @@ class CosineAnnealing(LRSchedule):
         warmup_start_factor: float | None = None,
     ):
         self.T_max = check_positive_int(T_max, "T_max")
-        self.eta_min = _check_nonneg(eta_min, "eta_min")
+        self.eta_min = check_float(eta_min, "eta_min")
         self.warmup_epochs = check_positive_int(warmup_epochs, "warmup_epochs", minimum=0)
         if warmup_start_factor is None:
             warmup_start_factor = 1.0 / (self.warmup_epochs + 1)
@@ -208,11 +195,11 @@ class ReduceLROnPlateau(Callback):
         self.patience = check_positive_int(patience, "patience", minimum=0)
         if min_delta is not None:
             threshold, threshold_mode = min_delta, "abs"
-        self.threshold = _check_nonneg(threshold, "threshold")
+        self.threshold = check_float(threshold, "threshold")
         self.threshold_mode = threshold_mode
         self.cooldown = check_positive_int(cooldown, "cooldown", minimum=0)
-        self.min_lr = _check_nonneg(min_lr, "min_lr")
-        self.eps = _check_nonneg(eps, "eps")
+        self.min_lr = check_float(min_lr, "min_lr")
+        self.eps = check_float(eps, "eps")
         self._reset()
 
     def _reset(self) -> None:

@@ -90,6 +90,28 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def as_float(value: Any, name: str, expected: str = "a number") -> float:
+    """`float(value)`, or a TypeError naming the argument and what it should be."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {expected}, got {value!r}") from None
+
+
+def check_float(
+    value: Any, name: str, lo: float = 0.0, hi: float | None = None, hi_open: bool = True
+) -> float:
+    """`value` as a finite float in [lo, hi) (or [lo, hi] with hi_open=False)."""
+    v = as_float(value, name)
+    bad = not math.isfinite(v) or v < lo
+    if hi is not None:
+        bad = bad or (v >= hi if hi_open else v > hi)
+    if bad:
+        upper = "" if hi is None else (f" and < {hi:g}" if hi_open else f" and <= {hi:g}")
+        raise ValueError(f"{name} must be a finite number >= {lo:g}{upper}, got {value!r}")
+    return v
+
+
 def check_fraction(value: Any, name: str) -> float:
     v = float(value)
     if not (math.isfinite(v) and 0.0 < v < 1.0):
