@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import central_differences
 
 import mlpx
 from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm, PReLU, Residual
@@ -44,34 +45,19 @@ def gradcheck(layer, x, training=True, before_forward=None):
     dx = ops.to_numpy(layer.backward(ops.asarray(r), need_input_grad=True)).copy()
     grads = [ops.to_numpy(p.grad).copy() for p in layer.parameters()]
 
-    def f():
+    def f(xx):
         prep()
-        return _loss(layer, x, r, training)
+        return _loss(layer, xx, r, training)
 
-    num = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + H
-        up = f()
-        x[idx] = old - H
-        down = f()
-        x[idx] = old
-        num[idx] = (up - down) / (2 * H)
-    _check(dx, num, "input gradient")
+    _check(dx, central_differences(f, x, H), "input gradient")
     for p, g in zip(layer.parameters(), grads, strict=True):
         host = ops.to_numpy(p.data).copy()
-        num = np.zeros_like(host)
-        for idx in np.ndindex(host.shape):
-            for sign, slot in ((1, 0), (-1, 1)):
-                h2 = host.copy()
-                h2[idx] += sign * H
-                ops.copy_into(p.data, ops.asarray(h2))
-                val = f()
-                if slot == 0:
-                    up = val
-                else:
-                    down = val
-            num[idx] = (up - down) / (2 * H)
+
+        def f_param(w, p=p):
+            ops.copy_into(p.data, ops.asarray(w))
+            return f(x)
+
+        num = central_differences(f_param, host.copy(), H)
         ops.copy_into(p.data, ops.asarray(host))
         _check(g, num, f"gradient of {p.name}")
     return dx, grads
@@ -155,14 +141,11 @@ def test_model_gradients_match_finite_differences(backend):
     weights = model.get_weights()
     assert len(grads) == len(weights) == 13
     for k, w in enumerate(weights):
-        num = np.zeros_like(w)
-        for idx in np.ndindex(w.shape):
-            vals = []
-            for sign in (1, -1):
-                ws = [v.copy() for v in weights]
-                ws[k][idx] += sign * H
-                model.set_weights(ws)
-                vals.append(model.loss_and_grad(X, y, "cross_entropy", training=True)[0])
-            num[idx] = (vals[0] - vals[1]) / (2 * H)
+
+        def f(wk, k=k):
+            model.set_weights(weights[:k] + [wk] + weights[k + 1:])
+            return model.loss_and_grad(X, y, "cross_entropy", training=True)[0]
+
+        num = central_differences(f, w.copy(), H)
         model.set_weights(weights)
         _check(grads[k], num, f"weight {k}")

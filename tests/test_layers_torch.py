@@ -35,13 +35,12 @@ def _backward(layer, dy):
     return layer.ops.to_numpy(dx), [layer.ops.to_numpy(p.grad) for p in layer.parameters()]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
-def test_batchnorm_matches_torch(backend, dtype, momentum):
-    tol = TOL[dtype]
-    tdt = torch.float64 if dtype == np.float64 else torch.float32
-    ours = _layer(BatchNorm(momentum=momentum, eps=1e-3), 6, backend, dtype)
-    ref = torch.nn.BatchNorm1d(6, momentum=momentum, eps=1e-3, dtype=tdt)
+def _torch_dtype(dtype):
+    return torch.float64 if dtype == np.float64 else torch.float32
+
+
+def _same_affine(ours, ref, dtype):
+    """The same non-trivial gamma and beta in the mlpx layer and the torch layer."""
     gamma = np.linspace(0.5, 1.5, 6).astype(dtype)
     beta = np.linspace(-1, 1, 6).astype(dtype)
     ours.gamma.data[...] = ours.ops.asarray(gamma)
@@ -49,19 +48,33 @@ def test_batchnorm_matches_torch(backend, dtype, momentum):
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(gamma))
         ref.bias.copy_(torch.from_numpy(beta))
+
+
+def _compare_affine_step(ours, ref, x, dy, tol, training):
+    """One forward and backward pass of both normalisation layers: y, dx, dgamma, dbeta."""
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = ref(xt)
+    yt.backward(torch.from_numpy(dy))
+    y = ours.ops.to_numpy(ours.forward(ours.ops.asarray(x), training=training))
+    np.testing.assert_allclose(y, _np(yt), **tol)
+    dx, (dgamma, dbeta) = _backward(ours, dy)
+    np.testing.assert_allclose(dx, _np(xt.grad), **tol)
+    np.testing.assert_allclose(dgamma, _np(ref.weight.grad), **tol)
+    np.testing.assert_allclose(dbeta, _np(ref.bias.grad), **tol)
+    ref.zero_grad()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
+def test_batchnorm_matches_torch(backend, dtype, momentum):
+    tol = TOL[dtype]
+    ours = _layer(BatchNorm(momentum=momentum, eps=1e-3), 6, backend, dtype)
+    ref = torch.nn.BatchNorm1d(6, momentum=momentum, eps=1e-3, dtype=_torch_dtype(dtype))
+    _same_affine(ours, ref, dtype)
     ref.train()
     for step in range(3):  # several steps: the running statistics accumulate
         x, dy = _data(dtype, seed=step)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        yt = ref(xt)
-        yt.backward(torch.from_numpy(dy))
-        y = ours.ops.to_numpy(ours.forward(ours.ops.asarray(x), training=True))
-        np.testing.assert_allclose(y, _np(yt), **tol)
-        dx, (dgamma, dbeta) = _backward(ours, dy)
-        np.testing.assert_allclose(dx, _np(xt.grad), **tol)
-        np.testing.assert_allclose(dgamma, _np(ref.weight.grad), **tol)
-        np.testing.assert_allclose(dbeta, _np(ref.bias.grad), **tol)
-        ref.zero_grad()
+        _compare_affine_step(ours, ref, x, dy, tol, training=True)
         bufs = ours.buffers()
         np.testing.assert_allclose(ours.ops.to_numpy(bufs["running_mean"]),
                                    _np(ref.running_mean), **tol)
@@ -71,15 +84,7 @@ def test_batchnorm_matches_torch(backend, dtype, momentum):
     # inference: running statistics, and gradients that treat them as constants
     ref.eval()
     x, dy = _data(dtype, seed=9)
-    xt = torch.from_numpy(x).requires_grad_(True)
-    yt = ref(xt)
-    yt.backward(torch.from_numpy(dy))
-    y = ours.ops.to_numpy(ours.forward(ours.ops.asarray(x), training=False))
-    np.testing.assert_allclose(y, _np(yt), **tol)
-    dx, (dgamma, dbeta) = _backward(ours, dy)
-    np.testing.assert_allclose(dx, _np(xt.grad), **tol)
-    np.testing.assert_allclose(dgamma, _np(ref.weight.grad), **tol)
-    np.testing.assert_allclose(dbeta, _np(ref.bias.grad), **tol)
+    _compare_affine_step(ours, ref, x, dy, tol, training=False)
 
 
 def test_batchnorm_running_stats_are_buffers_not_weights():
@@ -100,27 +105,12 @@ def test_batchnorm_rejects_a_batch_of_one():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layernorm_matches_torch(backend, dtype):
     tol = TOL[dtype]
-    tdt = torch.float64 if dtype == np.float64 else torch.float32
     x, dy = _data(dtype)
     ours = _layer(LayerNorm(eps=1e-4), 6, backend, dtype)
-    ref = torch.nn.LayerNorm(6, eps=1e-4, dtype=tdt)
-    gamma = np.linspace(0.5, 1.5, 6).astype(dtype)
-    beta = np.linspace(-1, 1, 6).astype(dtype)
-    ours.gamma.data[...] = ours.ops.asarray(gamma)
-    ours.beta.data[...] = ours.ops.asarray(beta)
-    with torch.no_grad():
-        ref.weight.copy_(torch.from_numpy(gamma))
-        ref.bias.copy_(torch.from_numpy(beta))
-    xt = torch.from_numpy(x).requires_grad_(True)
-    yt = ref(xt)
-    yt.backward(torch.from_numpy(dy))
-    for training in (True, False):
-        y = ours.ops.to_numpy(ours.forward(ours.ops.asarray(x), training=training))
-        np.testing.assert_allclose(y, _np(yt), **tol)
-    dx, (dgamma, dbeta) = _backward(ours, dy)
-    np.testing.assert_allclose(dx, _np(xt.grad), **tol)
-    np.testing.assert_allclose(dgamma, _np(ref.weight.grad), **tol)
-    np.testing.assert_allclose(dbeta, _np(ref.bias.grad), **tol)
+    ref = torch.nn.LayerNorm(6, eps=1e-4, dtype=_torch_dtype(dtype))
+    _same_affine(ours, ref, dtype)
+    for training in (True, False):  # LayerNorm does the same in both modes
+        _compare_affine_step(ours, ref, x, dy, tol, training)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -132,8 +122,7 @@ def test_prelu_layer_matches_torch(backend, dtype):
     assert np.all(ours.ops.to_numpy(ours.slopes.data) == np.float32(0.25))
     slopes = np.linspace(-0.2, 0.7, 6).astype(dtype)
     ours.slopes.data[...] = ours.ops.asarray(slopes)
-    ref = torch.nn.PReLU(num_parameters=6, dtype=torch.float64 if dtype == np.float64
-                         else torch.float32)
+    ref = torch.nn.PReLU(num_parameters=6, dtype=_torch_dtype(dtype))
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(slopes))
     xt = torch.from_numpy(x).requires_grad_(True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import central_differences
 
 import mlpx
 from mlpx import losses as L
@@ -80,14 +81,7 @@ def test_loss_and_gradient_match_torch(ops, name, dtype, rng):
 def test_gradient_matches_central_differences(ops, name, rng):
     out, t = _data(name, rng)
     _, grad = _ours(ops, name, out, t, np.float64)
-    h = 1e-6
-    fd = np.zeros_like(out)
-    for idx in np.ndindex(out.shape):
-        op, om = out.copy(), out.copy()
-        op[idx] += h
-        om[idx] -= h
-        fd[idx] = (_ours(ops, name, op, t, np.float64)[0]
-                   - _ours(ops, name, om, t, np.float64)[0]) / (2 * h)
+    fd = central_differences(lambda o: _ours(ops, name, o, t, np.float64)[0], out.copy())
     assert np.abs(grad - fd).max() <= 1e-7 * np.abs(fd).max()
 
 
