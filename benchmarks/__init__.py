@@ -1,0 +1,1 @@
+"""Benchmark suite (pytest-benchmark): training steps, inference and kernels per backend."""

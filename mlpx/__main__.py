@@ -1,3 +1,5 @@
+"""`python -m mlpx`: the same command line as the `mlpx` script (demo, bench, check, info)."""
+
 import sys
 
 from .cli import main

@@ -68,10 +68,10 @@ class Activation:
 class Identity(Activation):
     name, code = "identity", ACT_IDENTITY
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         return z
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy
 
 
@@ -80,11 +80,11 @@ class Step(Activation):
 
     name, code, differentiable = "step", ACT_STEP, False
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
         return xp.where(z >= 0, 1.0, 0.0)
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         raise ValueError(
             "the step activation has zero gradient almost everywhere and cannot be trained "
             "by backpropagation; use mlpx.Perceptron for Rosenblatt's rule, or a smooth "
@@ -95,32 +95,32 @@ class Step(Activation):
 class Sigmoid(Activation):
     name, code = "sigmoid", ACT_SIGMOID
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
         e = xp.exp(-xp.abs(z))  # never overflows
         return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy * (y * (1.0 - y))
 
 
 class Tanh(Activation):
     name, code = "tanh", ACT_TANH
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         return ops.xp.tanh(z)
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy * (1.0 - y * y)
 
 
 class ReLU(Activation):
     name, code, family = "relu", ACT_RELU, "relu"
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         return ops.xp.where(z > 0, z, 0.0)
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return ops.xp.where(z > 0, dy, 0.0)
 
 
@@ -136,13 +136,13 @@ class LeakyReLU(Activation):
     def alpha(self) -> float:
         return self.negative_slope
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         return ops.xp.where(z > 0, z, self.negative_slope * z)
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return ops.xp.where(z > 0, dy, self.negative_slope * dy)
 
-    def config(self):
+    def config(self) -> dict:
         return {"name": self.name, "negative_slope": self.negative_slope}
 
 
@@ -158,15 +158,15 @@ class ELU(Activation):
     def alpha(self) -> float:
         return self._alpha
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
         return xp.where(z > 0, z, self._alpha * xp.expm1(xp.minimum(z, 0.0)))
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         # for z <= 0: f'(z) = alpha * exp(z) = y + alpha
         return ops.xp.where(z > 0, dy, dy * (y + self._alpha))
 
-    def config(self):
+    def config(self) -> dict:
         return {"name": self.name, "alpha": self._alpha}
 
 
@@ -175,10 +175,10 @@ class GELU(Activation):
 
     name, code = "gelu", ACT_GELU
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         return 0.5 * z * (1.0 + ops.erf(z * _SQRT_HALF))
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         xp = ops.xp
         cdf = 0.5 * (1.0 + ops.erf(z * _SQRT_HALF))
         pdf = _INV_SQRT_2PI * xp.exp(-0.5 * z * z)
@@ -190,10 +190,10 @@ class SiLU(Activation):
 
     name, code = "silu", ACT_SILU
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         return z * Sigmoid().formula(ops, z)
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         s = Sigmoid().formula(ops, z)
         return dy * (s * (1.0 + z * (1.0 - s)))
 
@@ -203,11 +203,11 @@ class Softplus(Activation):
 
     name, code = "softplus", ACT_SOFTPLUS
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
         return xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy * Sigmoid().formula(ops, z)
 
 
@@ -225,15 +225,15 @@ class PReLU(Activation):
     def alpha(self) -> float:
         return self.init
 
-    def formula(self, ops, z, slopes=None):
+    def formula(self, ops: Any, z: Any, slopes: Any = None) -> Any:
         a = self.init if slopes is None else slopes
         return ops.xp.where(z > 0, z, a * z)
 
-    def derivative(self, ops, dy, z, y, slopes=None):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any, slopes: Any = None) -> Any:
         a = self.init if slopes is None else slopes
         return ops.xp.where(z > 0, dy, a * dy)
 
-    def config(self):
+    def config(self) -> dict:
         return {"name": self.name, "init": self.init}
 
 
@@ -242,12 +242,12 @@ class Softmax(Activation):
 
     name, code, rowwise = "softmax", ACT_SOFTMAX, True
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
         e = xp.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
 
@@ -256,12 +256,12 @@ class LogSoftmax(Activation):
 
     name, code, rowwise = "log_softmax", ACT_LOG_SOFTMAX, True
 
-    def formula(self, ops, z):
+    def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
         m = z.max(axis=1, keepdims=True)
         return z - m - xp.log(xp.exp(z - m).sum(axis=1, keepdims=True))
 
-    def derivative(self, ops, dy, z, y):
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy - ops.xp.exp(y) * dy.sum(axis=1, keepdims=True)
 
 

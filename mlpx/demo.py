@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 
 
-def load_digits_split(seed: int = 0, test_size: float = 0.25):
-    """Digits (8x8 images, 10 classes) standardised on the training split."""
+def load_digits_split(
+    seed: int = 0, test_size: float = 0.25
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Digits (8x8 images, 10 classes) standardised on the training split:
+    X_train, X_test (float32), y_train, y_test."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:

@@ -45,11 +45,11 @@ def _relu_gain(act: A.Activation) -> float:
     return math.sqrt(2.0 / (1.0 + slope * slope))
 
 
-def zeros(shape, rng, act):
+def zeros(shape: tuple[int, int], rng: np.random.Generator, act: A.Activation) -> np.ndarray:
     return np.zeros(shape)
 
 
-def ones(shape, rng, act):
+def ones(shape: tuple[int, int], rng: np.random.Generator, act: A.Activation) -> np.ndarray:
     return np.ones(shape)
 
 
@@ -85,34 +85,44 @@ def uniform(a: float = -0.05, b: float = 0.05) -> Initializer:
     return init
 
 
-def xavier_uniform(shape, rng, act):
+def xavier_uniform(
+    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+) -> np.ndarray:
     fan_in, fan_out = shape
     bound = xavier_gain(act) * math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-bound, bound, size=shape)
 
 
-def xavier_normal(shape, rng, act):
+def xavier_normal(
+    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+) -> np.ndarray:
     fan_in, fan_out = shape
     std = xavier_gain(act) * math.sqrt(2.0 / (fan_in + fan_out))
     return rng.normal(0.0, std, size=shape)
 
 
-def kaiming_uniform(shape, rng, act):
+def kaiming_uniform(
+    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+) -> np.ndarray:
     bound = kaiming_gain(act) * math.sqrt(3.0 / shape[0])
     return rng.uniform(-bound, bound, size=shape)
 
 
-def kaiming_normal(shape, rng, act):
+def kaiming_normal(
+    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+) -> np.ndarray:
     std = kaiming_gain(act) / math.sqrt(shape[0])
     return rng.normal(0.0, std, size=shape)
 
 
-def lecun_uniform(shape, rng, act):
+def lecun_uniform(
+    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+) -> np.ndarray:
     bound = math.sqrt(3.0 / shape[0])
     return rng.uniform(-bound, bound, size=shape)
 
 
-def lecun_normal(shape, rng, act):
+def lecun_normal(shape: tuple[int, int], rng: np.random.Generator, act: A.Activation) -> np.ndarray:
     return rng.normal(0.0, 1.0 / math.sqrt(shape[0]), size=shape)
 
 

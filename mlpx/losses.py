@@ -29,7 +29,9 @@ class Loss:
     #: True where accuracy is a meaningful metric
     classification: bool = False
 
-    def __call__(self, ops: Backend, out: Array, target: Array, grad: Array | None = None):
+    def __call__(
+        self, ops: Backend, out: Array, target: Array, grad: Array | None = None
+    ) -> Array:
         """Mean loss (0-d device value); writes dLoss/dout into `grad` when given."""
         raise NotImplementedError  # pragma: no cover
 
@@ -52,7 +54,7 @@ class Loss:
             "probabilities; use predict()"
         )
 
-    def correct(self, ops: Backend, out: Array, target: Array):
+    def correct(self, ops: Backend, out: Array, target: Array) -> Array:
         """Number of correct predictions in a batch (a 0-d device value) for accuracy."""
         raise NotImplementedError  # pragma: no cover
 
@@ -90,21 +92,25 @@ def _labels(y: np.ndarray, n_classes: int, loss: str) -> np.ndarray:
 class MSELoss(Loss):
     name = "mse"
 
-    def __call__(self, ops, out, target, grad=None):
+    def __call__(
+        self, ops: Backend, out: Array, target: Array, grad: Array | None = None
+    ) -> Array:
         return ops.mse(out, target, grad)
 
 
 class L1Loss(Loss):
     name = "l1"
 
-    def __call__(self, ops, out, target, grad=None):
+    def __call__(
+        self, ops: Backend, out: Array, target: Array, grad: Array | None = None
+    ) -> Array:
         return ops.l1(out, target, grad)
 
 
 class CrossEntropyLoss(Loss):
     name, expects, classification = "cross_entropy", "logits", True
 
-    def prepare_target(self, y, n_outputs, dtype):
+    def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         y = _numeric(y)
         if n_outputs < 2:
             raise ValueError(
@@ -122,15 +128,17 @@ class CrossEntropyLoss(Loss):
             f"one-hot/probability rows of shape (n_samples, {n_outputs}); got {tuple(y.shape)}"
         )
 
-    def __call__(self, ops, out, target, grad=None):
+    def __call__(
+        self, ops: Backend, out: Array, target: Array, grad: Array | None = None
+    ) -> Array:
         if target.ndim == 1:
             return ops.softmax_cross_entropy(out, target, grad)
         return ops.softmax_cross_entropy_soft(out, target, grad)
 
-    def proba(self, ops, out):
+    def proba(self, ops: Backend, out: Array) -> Array:
         return A.Softmax().formula(ops, ops._f64(out)).astype(out.dtype)
 
-    def correct(self, ops, out, target):
+    def correct(self, ops: Backend, out: Array, target: Array) -> Array:
         labels = target if target.ndim == 1 else target.argmax(axis=1)
         return (out.argmax(axis=1) == labels).sum()
 
@@ -138,23 +146,25 @@ class CrossEntropyLoss(Loss):
 class NLLLoss(CrossEntropyLoss):
     name, expects = "nll", "log_probs"
 
-    def prepare_target(self, y, n_outputs, dtype):
+    def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         y = _numeric(y)
         if y.ndim != 1:
             raise ValueError(f"nll needs integer labels of shape (n_samples,), got {y.shape}")
         return _labels(y, n_outputs, self.name)
 
-    def __call__(self, ops, out, target, grad=None):
+    def __call__(
+        self, ops: Backend, out: Array, target: Array, grad: Array | None = None
+    ) -> Array:
         return ops.nll(out, target, grad)
 
-    def proba(self, ops, out):
+    def proba(self, ops: Backend, out: Array) -> Array:
         return ops.xp.exp(out)
 
 
 class BCEWithLogitsLoss(Loss):
     name, expects, classification = "bce", "logits", True
 
-    def prepare_target(self, y, n_outputs, dtype):
+    def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         y = super().prepare_target(y, n_outputs, dtype)
         if y.size and (y.min() < 0 or y.max() > 1):
             raise ValueError(
@@ -163,16 +173,18 @@ class BCEWithLogitsLoss(Loss):
             )
         return y
 
-    def __call__(self, ops, out, target, grad=None):
+    def __call__(
+        self, ops: Backend, out: Array, target: Array, grad: Array | None = None
+    ) -> Array:
         return ops.bce_with_logits(out, target, grad)
 
-    def proba(self, ops, out):
+    def proba(self, ops: Backend, out: Array) -> Array:
         return A.Sigmoid().formula(ops, ops._f64(out)).astype(out.dtype)
 
-    def correct(self, ops, out, target):
+    def correct(self, ops: Backend, out: Array, target: Array) -> Array:
         return ((out > 0) == (target > 0.5)).sum()
 
-    def accuracy_denominator(self, target):
+    def accuracy_denominator(self, target: Array) -> int:
         return int(target.size)
 
 

@@ -1,3 +1,7 @@
+"""Smoke test: a small MLP learns a linearly separable rule on every backend."""
+
+from __future__ import annotations
+
 import numpy as np
 
 import mlpx

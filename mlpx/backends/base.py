@@ -169,7 +169,9 @@ class Backend:
     # Each returns the mean loss as a 0-d float64 array and, if `grad` is given, writes
     # dLoss/dInput (already divided by the mean's denominator) into it.
 
-    def softmax_cross_entropy(self, logits: Array, labels: Array, grad: Array | None = None):
+    def softmax_cross_entropy(
+        self, logits: Array, labels: Array, grad: Array | None = None
+    ) -> Array:
         """Cross-entropy of logits against integer labels; stable log-sum-exp."""
         xp = self.xp
         z = self._f64(logits)
@@ -184,7 +186,9 @@ class Backend:
             grad[...] = g / n
         return loss
 
-    def softmax_cross_entropy_soft(self, logits: Array, targets: Array, grad: Array | None = None):
+    def softmax_cross_entropy_soft(
+        self, logits: Array, targets: Array, grad: Array | None = None
+    ) -> Array:
         """Cross-entropy of logits against one-hot or probability targets (rows of `targets`)."""
         xp = self.xp
         z = self._f64(logits)
@@ -197,7 +201,9 @@ class Backend:
             grad[...] = (xp.exp(z - lse) * t.sum(axis=1, keepdims=True) - t) / n
         return loss
 
-    def bce_with_logits(self, logits: Array, targets: Array, grad: Array | None = None):
+    def bce_with_logits(
+        self, logits: Array, targets: Array, grad: Array | None = None
+    ) -> Array:
         """Binary cross-entropy on logits: max(x,0) - x t + log1p(exp(-|x|)), mean."""
         xp = self.xp
         x = self._f64(logits)
@@ -207,21 +213,21 @@ class Backend:
             grad[...] = (A.Sigmoid().formula(self, x) - t) / x.size
         return loss
 
-    def mse(self, y: Array, t: Array, grad: Array | None = None):
+    def mse(self, y: Array, t: Array, grad: Array | None = None) -> Array:
         d = self._f64(y) - self._f64(t)
         loss = (d * d).sum() / d.size
         if grad is not None:
             grad[...] = (2.0 / d.size) * d
         return loss
 
-    def l1(self, y: Array, t: Array, grad: Array | None = None):
+    def l1(self, y: Array, t: Array, grad: Array | None = None) -> Array:
         d = self._f64(y) - self._f64(t)
         loss = self.xp.abs(d).sum() / d.size
         if grad is not None:
             grad[...] = self.xp.sign(d) / d.size
         return loss
 
-    def nll(self, logp: Array, labels: Array, grad: Array | None = None):
+    def nll(self, logp: Array, labels: Array, grad: Array | None = None) -> Array:
         """Negative log-likelihood of log-probabilities at integer labels."""
         xp = self.xp
         n = logp.shape[0]
@@ -356,7 +362,7 @@ class Backend:
         return param
 
     # ----------------------------------------------------------- regularisation, clipping
-    def sum_abs(self, x: Array):
+    def sum_abs(self, x: Array) -> Array:
         """sum(|x|) as a 0-d float64 array (the L1 penalty)."""
         return self.xp.abs(self._f64(x)).sum()
 
@@ -367,14 +373,14 @@ class Backend:
         grad[...] = self._f64(grad) + l1 * self.xp.sign(p) + l2 * p
         return grad
 
-    def global_norm(self, arrays: list[Array]):
+    def global_norm(self, arrays: list[Array]) -> Array:
         """sqrt(sum of squares over all arrays) as a 0-d float64 array (stays on device)."""
         total = 0.0
         for a in arrays:
             total = total + self.sum_squares(a)
         return self.xp.sqrt(self.xp.asarray(total, dtype=self.xp.float64))
 
-    def clip_scale(self, norm: Array, max_norm: float):
+    def clip_scale(self, norm: Array, max_norm: float) -> Array:
         """min(1, max_norm / (norm + 1e-6)) as a 0-d float64 array (torch's clip_grad_norm_)."""
         return self.xp.minimum(1.0, max_norm / (norm + 1e-6))
 
@@ -510,7 +516,7 @@ class Backend:
         return dx
 
     # ---------------------------------------------------------------------------- helpers
-    def sum_squares(self, x: Array):
+    def sum_squares(self, x: Array) -> Array:
         """sum(x**2) as a 0-d float64 array (for gradient norms)."""
         v = self._f64(x).ravel()
         return v @ v
