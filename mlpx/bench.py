@@ -244,6 +244,7 @@ def summarise(mlpx_runs: list[dict], torch_runs: list[dict]) -> dict[str, Any]:
                 "traced_peak_bytes", "gpu_pool_bytes"):
         row[key] = _median([r.get(key) for r in mlpx_runs])
     row["gemm_overhead"] = _median([r["step_s"] / r["gemm_step_s"] for r in mlpx_runs])
+    row["blas"] = mlpx_runs[0].get("blas") if mlpx_runs else None
     row["max_loadavg"] = max((r.get("loadavg_1min", 0.0) for r in mlpx_runs + torch_runs),
                              default=0.0)
     if torch_runs:
@@ -353,7 +354,11 @@ def _flags(rows: list[dict]) -> dict[str, Any]:
         for t in r.get("runs", {}).get("torch", []):
             if "tf32_matmul" in t:
                 flags["torch_tf32_matmul"] = t["tf32_matmul"]
-    for var in ("MLPX_CACHE_DIR", "NUMBA_CACHE_DIR", "OMP_WAIT_POLICY", "KMP_BLOCKTIME"):
+    blas = sorted({r["blas"] for r in rows if r.get("blas")})
+    if blas:
+        flags["mlpx_blas"] = blas[0] if len(blas) == 1 else blas
+    for var in ("MLPX_CACHE_DIR", "NUMBA_CACHE_DIR", "OMP_WAIT_POLICY", "KMP_BLOCKTIME",
+                "MLPX_BLAS", "MKL_THREADING_LAYER"):
         if os.environ.get(var):
             flags[var] = os.environ[var]
     return flags
@@ -368,16 +373,17 @@ def format_table(doc: dict[str, Any]) -> str:
     m = doc["model"]
     head = (f"model {'-'.join(map(str, m['sizes']))} {m['activation']}, softmax cross-entropy, "
             f"SGD; {doc['settings']['threads']} thread(s); {doc['machine']['cpu_model']}")
-    cols = ["backend", "dtype", "batch", "train/s", "infer/s", "step ms", "GFLOP/s", "roof",
+    cols = ["backend", "blas", "dtype", "batch", "train/s", "infer/s", "step ms", "GFLOP/s", "roof",
             "gemm x", "RSS MB", "torch/s", "ratio"]
     lines = []
     for r in doc["results"]:
         if "error" in r:
-            lines.append([r["backend"], r["dtype"], str(r["batch"]), "error: " + r["error"][:60]])
+            lines.append([r["backend"], "-", r["dtype"], str(r["batch"]),
+                          "error: " + r["error"][:60]])
             continue
         mem = r.get("gpu_pool_bytes") or r.get("peak_rss_bytes")
         lines.append([
-            r["backend"], r["dtype"], str(r["batch"]),
+            r["backend"], r.get("blas") or "-", r["dtype"], str(r["batch"]),
             _fmt(r["train_samples_per_s"], ",.0f"), _fmt(r["infer_samples_per_s"], ",.0f"),
             _fmt(r["step_s"] * 1e3, ".2f"), _fmt(r["step_gflops"], ".0f"),
             _fmt(r.get("roofline_fraction"), ".2f"), _fmt(r["gemm_overhead"], ".2f"),
@@ -391,8 +397,8 @@ def format_table(doc: dict[str, Any]) -> str:
         if len(row) == len(cols):
             out.append("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
         else:  # an error row: the first columns, then the message
-            cells = [v.rjust(w) for v, w in zip(row[:3], widths, strict=False)]
-            out.append("  ".join(cells + row[3:]))
+            cells = [v.rjust(w) for v, w in zip(row[:4], widths, strict=False)]
+            out.append("  ".join(cells + row[4:]))
     return "\n".join(out)
 
 

@@ -179,7 +179,13 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         "final_loss": final_loss,
         "peak_rss_bytes": peak_rss,
         "traced_peak_bytes": traced_peak,
+        "blas": getattr(ops, "blas", None),  # the cpu backend's GEMM path: mkl or numpy
     }
+    if result["blas"] == "mkl":
+        from mlpx.backends import _mkl
+
+        result["mkl_threads"] = _mkl.get_num_threads()
+        result["mkl_version"] = _mkl.version()
     if ops.name != "cpu":
         import cupy
 

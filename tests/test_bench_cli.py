@@ -52,6 +52,11 @@ def test_bench_quick_end_to_end(tmp_path):
         step_flops([32, 16, 4], 64)["train"] / row["step_s"] / 1e9
     )
     assert doc["machine"]["threads"] >= 1 and doc["machine"]["versions"]["numpy"]
+    from mlpx.backends.cpu import CPUBackend
+
+    # the GEMM path (MLPX_BLAS, or MKL when installed) is recorded and shown in the table
+    assert row["blas"] == CPUBackend().blas
+    assert doc["flags"]["mlpx_blas"] == row["blas"] and "blas" in proc.stdout
     assert doc["command"].startswith("mlpx bench --quick")
     st = doc["startup"]["cpu"]
     assert 0 < st["import_s"] < 10 and 0 < st["first_step_s"] < 60

@@ -29,7 +29,9 @@ def _loss(layer, x, r, training):
 
 
 def _check(analytic, numeric, what):
-    scale = max(np.abs(analytic).max(), 1e-8)  # bias before BatchNorm: exactly 0
+    # bias before BatchNorm: exactly 0, and the differences are rounding noise of about
+    # eps * |loss| / H = 2e-10, whose size depends on the BLAS's summation order
+    scale = max(np.abs(analytic).max(), 1e-3)
     err = np.abs(analytic - numeric).max()
     assert err <= RTOL * scale, f"{what}: max error {err:.3g} > {RTOL} * {scale:.3g}"
 

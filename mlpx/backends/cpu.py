@@ -35,9 +35,62 @@ def _contig(*arrays: Array) -> bool:
     return all(a.flags.c_contiguous for a in arrays)
 
 
+_BLAS_CHOICES = ("auto", "mkl", "numpy")
+
+
+def _blas_choice(value: str | None) -> str:
+    choice = (value or "auto").strip().lower()
+    if choice not in _BLAS_CHOICES:
+        raise ValueError(
+            f"MLPX_BLAS={value!r} is not a GEMM path; use one of {', '.join(_BLAS_CHOICES)}"
+        )
+    return choice
+
+
 class CPUBackend(Backend):
     name = "cpu"
     xp = np
+    _blas: str | None = None  # "mkl" or "numpy", resolved on first use
+
+    # GEMM -------------------------------------------------------------------------------
+    @property
+    def blas(self) -> str:
+        """The GEMM path in use: "mkl" (optional `mkl` wheel) or "numpy" (NumPy's BLAS).
+
+        Chosen on first use from MLPX_BLAS (auto|mkl|numpy, default auto = MKL when
+        installed); assigning "auto", "mkl" or "numpy" changes it.
+        """
+        if self._blas is None:
+            import os
+
+            self._select_blas(os.environ.get("MLPX_BLAS"))
+        return self._blas  # type: ignore[return-value]
+
+    @blas.setter
+    def blas(self, choice: str) -> None:
+        self._select_blas(choice)
+
+    def _select_blas(self, choice: str | None) -> None:
+        choice = _blas_choice(choice)
+        if choice == "numpy":
+            self._blas = "numpy"
+            return
+        from . import _mkl
+
+        if choice == "mkl" and not _mkl.available():
+            raise RuntimeError(
+                "MLPX_BLAS=mkl but Intel MKL (libmkl_rt) was not found; install it with "
+                "`pip install mlpx[mkl]` (or `pip install mkl`), or set MLPX_BLAS=numpy"
+            )
+        self._blas = "mkl" if _mkl.available() else "numpy"
+
+    def matmul(self, a, b, out, trans_a=False, trans_b=False):
+        if (self._blas or self.blas) == "mkl":
+            from ._mkl import gemm
+
+            if gemm(a, b, out, trans_a, trans_b):
+                return out
+        return super().matmul(a, b, out, trans_a, trans_b)
 
     def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
         """Compile (or load from the disk cache) the kernels for `dtypes` ahead of use."""
