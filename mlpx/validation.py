@@ -113,7 +113,10 @@ def check_float(
 
 
 def check_fraction(value: Any, name: str) -> float:
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number between 0 and 1, got {value!r}") from None
     if not (math.isfinite(v) and 0.0 < v < 1.0):
         raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
     return v

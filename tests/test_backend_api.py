@@ -99,6 +99,14 @@ def test_model_on_cuda_without_gpu_fails_before_building():
         mlpx.MLP([4, 3, 2], backend="cuda")
 
 
+@pytest.mark.skipif(cuda_skip_reason() is None, reason="this machine has a usable CUDA GPU")
+def test_cuda_backend_constructed_directly_gives_the_same_clear_error():
+    from mlpx.backends.cuda import CUDABackend
+
+    with pytest.raises(BackendUnavailableError, match="cuda"):
+        CUDABackend(0, allow_tf32=True)
+
+
 @pytest.mark.parametrize("bad", ["gpu", "cuda:x", "tpu", "cuda:-1", ""])
 def test_unknown_backend_name_lists_valid_names(bad):
     with pytest.raises(ValueError) as e:

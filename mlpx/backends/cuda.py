@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import activations as A
+from ..errors import BackendUnavailableError
 from . import _cuda_kernels as K
 from .base import Array, Backend
 
@@ -69,10 +70,15 @@ class CUDABackend(Backend):
     xp: Any = None  # cupy, set in __init__ (CuPy is imported only when a backend is built)
 
     def __init__(self, device: int = 0, allow_tf32: bool = False) -> None:
-        import cupy
-
         if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or device < 0:
             raise ValueError(f"device must be a GPU number >= 0, got {device!r}")
+        from . import _cuda_unavailable_reason  # the registry's messages, one wording
+
+        reason = _cuda_unavailable_reason(int(device))
+        if reason:
+            raise BackendUnavailableError(reason)
+        import cupy
+
         count = int(cupy.cuda.runtime.getDeviceCount())
         if device >= count:
             raise ValueError(f"GPU {device} was asked for, but only {count} GPU(s) exist")
