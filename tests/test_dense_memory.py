@@ -97,3 +97,38 @@ def test_a_relu_network_keeps_half_the_batch_sized_arrays():
     # z (= y) of both hidden layers and the second layer's dx (the first hidden layer's
     # delta is written over it); the output layer's dx holds the second one's delta
     assert sorted(wide) == ["dx", "dx", "z", "z"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_in_place_kernels_match_the_out_of_place_ones_bitwise(dtype):
+    from mlpx.backends import numba_inplace as ki
+    from mlpx.backends import numba_kernels as k
+    from mlpx.backends.cpu import _FUSED_CODES
+
+    rng = np.random.default_rng(4)
+    z0 = (rng.standard_normal((33, 17)) * 4).astype(dtype)
+    z0[0, :4] = [np.nan, np.inf, -np.inf, 0.0]
+    g0 = rng.standard_normal((33, 17)).astype(dtype)
+    b = rng.standard_normal(17).astype(dtype)
+    for code in sorted(_FUSED_CODES - {A.ACT_STEP}):
+        alpha = 0.3
+        za, ya = z0.copy(), np.empty_like(z0)
+        k.bias_act(za, b, code, alpha, ya)
+        zb = z0.copy()
+        ki.bias_act_(zb, b, code, alpha)
+        np.testing.assert_array_equal(zb, ya, err_msg=str(code))
+        da = np.empty_like(g0)
+        k.act_backward(g0, za, ya, code, alpha, da)
+        gb = g0.copy()
+        ki.act_backward_(gb, za, ya, code, alpha)
+        np.testing.assert_array_equal(gb, da, err_msg=str(code))
+    za, ya = z0.copy(), np.empty_like(z0)
+    k.bias_relu(za, b, ya)
+    zb = z0.copy()
+    ki.bias_relu_(zb, b)
+    np.testing.assert_array_equal(zb, ya)
+    da = np.empty_like(g0)
+    k.relu_backward(g0, za, da)
+    gb = g0.copy()
+    ki.relu_backward_(gb, zb)  # from y: the same sign test
+    np.testing.assert_array_equal(gb, da)

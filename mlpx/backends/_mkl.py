@@ -5,10 +5,13 @@ called through ctypes: transposes are BLAS flags (no copies) and the product is 
 the caller's preallocated `out`. Nothing here is imported or loaded by `import mlpx`; the
 library is opened on the first GEMM of the cpu backend (or when `ops.blas` is read).
 
-Which GEMMs run where is chosen by `MLPX_BLAS`:
-  auto  (default) MKL when the library is found, else NumPy's BLAS;
+Which GEMMs run where is chosen by `MLPX_BLAS` (or `ops.blas = ...`):
+  numpy (default) NumPy's BLAS (OpenBLAS in the PyPI wheels);
   mkl   MKL, and an error saying how to install it when it is missing;
-  numpy NumPy's BLAS (OpenBLAS in the PyPI wheels).
+  auto  MKL when the library is found, else NumPy's BLAS.
+OpenBLAS is the default because it won on the 2-core AMD EPYC benchmark machines (MKL ran
+the 784-1024-1024-10 step's GEMMs ~20 % slower, its width-10 ones 3-5x slower); MKL may win
+on Intel CPUs: measure with `MLPX_BLAS=mkl mlpx bench`.
 
 Threads: MKL's pool is sized like NumPy's (MKL_NUM_THREADS, else OMP_NUM_THREADS, else
 OPENBLAS_NUM_THREADS, else the CPUs this process may run on), and `set_num_threads` changes it

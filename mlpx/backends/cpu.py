@@ -39,7 +39,7 @@ _BLAS_CHOICES = ("auto", "mkl", "numpy")
 
 
 def _blas_choice(value: str | None) -> str:
-    choice = (value or "auto").strip().lower()
+    choice = (value or "numpy").strip().lower()
     if choice not in _BLAS_CHOICES:
         raise ValueError(
             f"MLPX_BLAS={value!r} is not a GEMM path; use one of {', '.join(_BLAS_CHOICES)}"
@@ -57,8 +57,10 @@ class CPUBackend(Backend):
     def blas(self) -> str:
         """The GEMM path in use: "mkl" (optional `mkl` wheel) or "numpy" (NumPy's BLAS).
 
-        Chosen on first use from MLPX_BLAS (auto|mkl|numpy, default auto = MKL when
-        installed); assigning "auto", "mkl" or "numpy" changes it.
+        Chosen on first use from MLPX_BLAS: numpy (the default), mkl, or auto (MKL when
+        installed). NumPy's OpenBLAS is the default because it measured faster than MKL on
+        the AMD EPYC machines the benchmarks run on (see the README); assigning "auto",
+        "mkl" or "numpy" changes it.
         """
         if self._blas is None:
             import os
@@ -95,6 +97,8 @@ class CPUBackend(Backend):
     def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
         """Compile (or load from the disk cache) the kernels for `dtypes` ahead of use."""
         k = _kernels()
+        from . import numba_inplace as ki
+
         for dt in dtypes:
             z = np.zeros((2, 3), dt)
             b = np.zeros(3, dt)
@@ -105,12 +109,24 @@ class CPUBackend(Backend):
             k.act_backward(out, z, out, A.ACT_SIGMOID, 0.0, out)
             k.softmax_xent(z, np.zeros(2, np.int64), out, True)
             k.sgd_update(z, out, 0.1)
+            ki.bias_relu_(z, b)
+            ki.relu_backward_(out, z)
+            ki.bias_act_(z, b, A.ACT_SIGMOID, 0.0)
+            ki.act_backward_(out, z, z, A.ACT_SIGMOID, 0.0)
 
     # activations ------------------------------------------------------------------------
     def bias_act(self, z, b, act, out, slopes=None):
         code = act.code
         if b is None or not _contig(z, out) or code not in _FUSED_CODES | {A.ACT_PRELU}:
             return super().bias_act(z, b, act, out, slopes)
+        if out is z and code != A.ACT_PRELU:  # aliased arguments would stop vectorisation
+            from . import numba_inplace as ki
+
+            if code == A.ACT_RELU:
+                ki.bias_relu_(z, b)
+            else:
+                ki.bias_act_(z, b, code, act.alpha)
+            return out
         k = _kernels()
         if code == A.ACT_RELU:
             k.bias_relu(z, b, out)
@@ -126,6 +142,14 @@ class CPUBackend(Backend):
             return super().act_backward(dy, z, y, act, out, slopes)
         if code == A.ACT_STEP:
             act.derivative(self, dy, z, y)  # raises the explanatory error
+        if out is dy:  # Dense writes delta over dy: the in-place twins vectorise
+            from . import numba_inplace as ki
+
+            if code == A.ACT_RELU:
+                ki.relu_backward_(dy, z)
+            else:
+                ki.act_backward_(dy, z, y, code, act.alpha)
+            return out
         k = _kernels()
         if code == A.ACT_RELU:
             k.relu_backward(dy, z, out)
