@@ -10,7 +10,7 @@ Which GEMMs run where is chosen by `MLPX_BLAS` (or `ops.blas = ...`):
   mkl   MKL, and an error saying how to install it when it is missing;
   auto  MKL when the library is found, else NumPy's BLAS.
 OpenBLAS is the default because it won on the 2-core AMD EPYC benchmark machines (MKL ran
-the 784-1024-1024-10 step's GEMMs ~20 % slower, its width-10 ones 3-5x slower); MKL may win
+the 784-1024-1024-10 step's GEMMs 6-19 % slower, its width-10 ones 3-5x slower); MKL may win
 on Intel CPUs: measure with `MLPX_BLAS=mkl mlpx bench`.
 
 Threads: MKL's pool is sized like NumPy's (MKL_NUM_THREADS, else OMP_NUM_THREADS, else
