@@ -50,7 +50,9 @@ class Standardizer:
     def transform(self, X: Any) -> np.ndarray:
         if self.mean_ is None:
             raise RuntimeError("Standardizer is not fitted; call fit(X_train) first")
-        Xa = check_features(X, self.mean_.size)
+        Xa = check_features(
+            X, self.mean_.size, expected_by="the Standardizer was fitted on data with"
+        )
         out_dtype = Xa.dtype if Xa.dtype.kind == "f" else np.float64
         return ((Xa - self.mean_) / self.scale_).astype(out_dtype)
 

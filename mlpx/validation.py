@@ -38,8 +38,14 @@ def as_host_or_device(x: Any, name: str) -> Any:
     return arr
 
 
-def check_features(X: Any, n_features: int | None, name: str = "X") -> Any:
-    """Validate a 2-D numeric, non-empty, finite feature matrix with the model's width."""
+def check_features(
+    X: Any, n_features: int | None, name: str = "X", expected_by: str = "the model expects"
+) -> Any:
+    """Validate a 2-D numeric, non-empty, finite feature matrix with the model's width.
+
+    ``expected_by`` names who fixed the width, for the error message (a model's input_dim,
+    or the data a Standardizer or Perceptron was fitted on).
+    """
     X = as_host_or_device(X, name)
     kind = X.dtype.kind
     if kind not in "biuf":
@@ -57,10 +63,8 @@ def check_features(X: Any, n_features: int | None, name: str = "X") -> Any:
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty (0 samples); pass at least one sample")
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(
-            f"{name} has {X.shape[1]} features, but the model expects {n_features} "
-            f"(its input_dim)"
-        )
+        where = " (its input_dim)" if expected_by == "the model expects" else " features"
+        raise ValueError(f"{name} has {X.shape[1]} features, but {expected_by} {n_features}{where}")
     if kind == "f":
         # device arrays are CuPy arrays here (as_host_or_device); CuPy < 14 arrays have no
         # __array_namespace__, so ask the module
