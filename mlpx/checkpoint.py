@@ -130,6 +130,11 @@ def write_atomic(path: str | os.PathLike, blob: bytes) -> None:
     """Write `blob` to `path` so that readers see the old file or the new one, never a mix."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():  # else mkstemp fails naming a temporary file the user never chose
+        raise FileNotFoundError(
+            f"cannot write {str(path)!r}: the directory {str(directory)!r} does not exist; "
+            "create it first (e.g. os.makedirs(..., exist_ok=True))"
+        )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -306,6 +311,32 @@ def _build_model(meta: dict, backend: Any, path: str):
                       seed=spec["seed"])
 
 
+def _architecture_difference(saved: dict, input_dim: Any, ours: list[dict]) -> str:
+    """The first difference between a saved architecture and a model's, for error messages.
+
+    Class names alone can be identical (Dense vs Dense of another width), so name the config
+    entries that differ.
+    """
+    if input_dim != saved["input_dim"]:
+        return f"input_dim {saved['input_dim']} in the checkpoint, {input_dim} here"
+    theirs = saved["layers"]
+    if len(theirs) != len(ours):
+        return (f"{len(theirs)} layers in the checkpoint ({[s['class'] for s in theirs]}), "
+                f"{len(ours)} here ({[s['class'] for s in ours]})")
+    for i, (a, b) in enumerate(zip(theirs, ours, strict=True)):
+        if a == b:
+            continue
+        if a["class"] != b["class"]:
+            return f"layer {i} is {a['class']} in the checkpoint, {b['class']} here"
+        ca, cb = a.get("config", {}), b.get("config", {})
+        diff = ", ".join(
+            f"{k}={ca.get(k)!r} in the checkpoint, {cb.get(k)!r} here"
+            for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)
+        )
+        return f"layer {i} ({a['class']}): {diff}"
+    return "the layer configurations differ"
+
+
 def _check_compatible(model: Any, meta: dict, path: str) -> None:
     from .layers.registry import layer_spec
 
@@ -313,10 +344,8 @@ def _check_compatible(model: Any, meta: dict, path: str) -> None:
     ours = [layer_spec(layer) for layer in model.layers]
     if ours != saved["layers"] or model.input_dim != saved["input_dim"]:
         raise CheckpointError(
-            f"checkpoint {path!r} holds a different architecture (input_dim="
-            f"{saved['input_dim']}, layers {[s['class'] for s in saved['layers']]}) than this "
-            f"model (input_dim={model.input_dim}, layers "
-            f"{[type(layer).__name__ for layer in model.layers]}); load it with mlpx.load"
+            f"checkpoint {path!r} holds a different architecture than this model "
+            f"({_architecture_difference(saved, model.input_dim, ours)}); load it with mlpx.load"
         )
     if model.dtype.name != saved["dtype"]:
         raise CheckpointError(

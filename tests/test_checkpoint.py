@@ -203,6 +203,13 @@ def test_resume_from_continues_the_epoch_count(tmp_path):
     assert len(_fit(done, 2, resume_from=path)) == 2  # nothing left to train
 
 
+def test_save_into_a_missing_directory_names_the_directory(tmp_path):
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
+        _model().save(missing / "m.safetensors")
+    assert not (tmp_path / "no").exists()
+
+
 def test_resume_into_a_different_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "c.safetensors"
     model = _model()
@@ -211,6 +218,11 @@ def test_resume_into_a_different_architecture_is_a_clear_error(tmp_path):
     other = mlpx.MLP([6, 8, 3], seed=0)
     with pytest.raises(CheckpointError, match="different architecture"):
         _fit(other, 2, resume_from=path)
+    # same layer classes, another width: the message names the differing setting
+    other.save(tmp_path / "mlp.safetensors")
+    narrow = mlpx.MLP([6, 5, 3], seed=0)
+    with pytest.raises(CheckpointError, match=r"layer 0 \(Dense\): units=8 in the checkpoint, 5"):
+        _fit(narrow, 2, resume_from=tmp_path / "mlp.safetensors")
     with pytest.raises(CheckpointError, match="float64"):
         _fit(_model(dtype="float64"), 2, resume_from=path)
 
