@@ -465,6 +465,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise SystemExit(f"mlpx bench: --dtype must be float32, float64 or both; got {args.dtype}")
     if args.rounds < 1 or args.min_time <= 0 or args.threads < 1:
         raise SystemExit("mlpx bench: --rounds and --threads must be >= 1, --min-time > 0")
+    from .check import activation_error
+
+    problem = activation_error(args.activation)
+    if problem:  # else every measurement fails in its worker process
+        raise SystemExit(f"mlpx bench: --activation: {problem}")
     batches, rounds, min_time, epoch_samples = args.batches, args.rounds, args.min_time, 16384
     if args.quick:
         batches = batches or list(QUICK_BATCHES)

@@ -270,6 +270,20 @@ def add_check_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def activation_error(name: str) -> str | None:
+    """Why `name` cannot be the hidden activation of a trained MLP, or None if it can."""
+    from . import activations as A
+
+    try:
+        act = A.get(name)
+    except (ValueError, TypeError) as e:
+        return str(e)
+    if not act.differentiable:
+        return (f"the {act.name!r} activation has no gradient, so there is no training step to "
+                "measure or check; choose a differentiable one such as relu or tanh")
+    return None
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     if not dtypes or any(d not in ("float32", "float64") for d in dtypes):
@@ -278,6 +292,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 2
     if args.batch < 1:
         print("mlpx check: --batch must be >= 1", file=sys.stderr)
+        return 2
+    problem = activation_error(args.activation)
+    if problem:  # else a traceback from deep inside the first backend's run
+        print(f"mlpx check: --activation: {problem}", file=sys.stderr)
         return 2
     report = run_check(args.sizes, args.batch, args.activation, dtypes, args.backend,
                        torch=not args.no_torch, seed=args.seed)

@@ -89,6 +89,12 @@ def test_bench_rejects_bad_arguments(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_bench_rejects_an_untrainable_activation_before_measuring(tmp_path):
+    with pytest.raises(SystemExit, match="'step' activation has no gradient"):
+        main(["bench", "--activation", "step", "--quick", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
 def test_bench_rejects_unknown_backend():
     with pytest.raises(SystemExit, match="not available here"):
         main(["bench", "--backend", "tpu", "--quick"])

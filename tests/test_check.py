@@ -88,3 +88,8 @@ def test_check_rejects_bad_arguments(capsys):
     assert "float32, float64 or both" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["check", "--sizes", "784,x"])
+    # an activation that cannot be trained, or a typo, is a usage error, not a traceback
+    assert main(["check", *SMALL, "--activation", "step"]) == 2
+    assert "'step' activation has no gradient" in capsys.readouterr().err
+    assert main(["check", *SMALL, "--activation", "relux"]) == 2
+    assert "unknown activation 'relux'" in capsys.readouterr().err
