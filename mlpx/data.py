@@ -69,12 +69,13 @@ def train_test_split(
     X: Any,
     y: Any,
     test_size: float = 0.25,
-    seed: int | None = None,
+    seed: int | None = 0,
     stratify: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Seeded shuffle-and-split: returns X_train, X_test, y_train, y_test.
 
-    With `stratify=True` each class of `y` is split in the same proportion.
+    With `stratify=True` each class of `y` is split in the same proportion; for 2-D targets
+    (one-hot rows) a class is a distinct row. `seed=None` draws a fresh split each call.
     """
     X, y = np.asarray(X), np.asarray(y)
     check_same_length(X, y)
@@ -82,9 +83,16 @@ def train_test_split(
     n = len(X)
     rng = np.random.default_rng(seed)
     if stratify:
+        if y.ndim == 1:
+            classes = y
+        elif y.ndim == 2:  # one-hot or (n, 1) column: identical rows form a class
+            classes = np.unique(y, axis=0, return_inverse=True)[1].reshape(-1)
+        else:
+            raise ValueError(f"stratify needs 1-D labels or 2-D one-hot rows, got y of shape "
+                             f"{y.shape}")
         test_idx = []
-        for cls in np.unique(y):
-            members = rng.permutation(np.flatnonzero(y == cls))
+        for cls in np.unique(classes):
+            members = rng.permutation(np.flatnonzero(classes == cls))
             test_idx.append(members[: int(round(test_size * members.size))])
         test = np.sort(np.concatenate(test_idx))
         mask = np.ones(n, bool)
@@ -105,7 +113,7 @@ def minibatches(
     y: Any = None,
     batch_size: int = 32,
     shuffle: bool = True,
-    seed: int | None = None,
+    seed: int | None = 0,
     drop_last: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (X_batch, y_batch) pairs covering the data once, shuffled by a seeded generator."""

@@ -94,6 +94,23 @@ def test_train_test_split_stratified():
     np.testing.assert_array_equal(np.bincount(y_te), [20, 4, 1])
     np.testing.assert_array_equal(np.bincount(y_tr), [60, 12, 3])
     np.testing.assert_array_equal(y[X_te[:, 0]], y_te)
+    # one-hot targets stratify by row: the same split as the labels they encode
+    Y = mlpx.one_hot(y, 3)
+    _, X_te1, _, Y_te = mlpx.train_test_split(X, Y, test_size=0.25, seed=0, stratify=True)
+    np.testing.assert_array_equal(Y_te.sum(axis=0), [20, 4, 1])
+    np.testing.assert_array_equal(Y[X_te1[:, 0]], Y_te)
+
+
+def test_split_and_minibatches_are_seeded_by_default():
+    X = np.arange(40).reshape(-1, 1)
+    y = np.arange(40)
+    a, b = mlpx.train_test_split(X, y), mlpx.train_test_split(X, y)
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(a[0][:, 0], np.sort(a[0][:, 0]))  # still shuffled
+    first = [yb for _, yb in mlpx.minibatches(X, y, batch_size=8)]
+    again = [yb for _, yb in mlpx.minibatches(X, y, batch_size=8)]
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
 
 
 def test_train_test_split_errors():
