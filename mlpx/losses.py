@@ -107,6 +107,10 @@ class L1Loss(Loss):
         return ops.l1(out, target, grad)
 
 
+#: labels stored as a (n, 1) column are a common mix-up (e.g. from a DataFrame column)
+_COLUMN_HINT = "; for labels in a column pass y.ravel()"
+
+
 class CrossEntropyLoss(Loss):
     name, expects, classification = "cross_entropy", "logits", True
 
@@ -126,6 +130,7 @@ class CrossEntropyLoss(Loss):
         raise ValueError(
             f"cross_entropy targets must be integer labels of shape (n_samples,) or "
             f"one-hot/probability rows of shape (n_samples, {n_outputs}); got {tuple(y.shape)}"
+            + _COLUMN_HINT * (y.ndim == 2 and y.shape[1] == 1)
         )
 
     def __call__(
@@ -149,7 +154,8 @@ class NLLLoss(CrossEntropyLoss):
     def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         y = _numeric(y)
         if y.ndim != 1:
-            raise ValueError(f"nll needs integer labels of shape (n_samples,), got {y.shape}")
+            raise ValueError(f"nll needs integer labels of shape (n_samples,), got {y.shape}"
+                             + _COLUMN_HINT * (y.ndim == 2 and y.shape[1] == 1))
         return _labels(y, n_outputs, self.name)
 
     def __call__(

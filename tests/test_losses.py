@@ -117,6 +117,10 @@ def test_target_validation_messages():
         L.get("cross_entropy").prepare_target(np.array([0.5, 1.0]), 4, np.float32)
     with pytest.raises(ValueError, match="at least 2 outputs"):
         L.get("cross_entropy").prepare_target(np.array([0, 1]), 1, np.float32)
+    # labels as a (n, 1) column: the message says how to fix it
+    for name in ("cross_entropy", "nll"):
+        with pytest.raises(ValueError, match=r"got \(2, 1\); for labels in a column pass y.ravel"):
+            L.get(name).prepare_target(np.array([[0], [2]]), 3, np.float32)
     with pytest.raises(ValueError, match=r"bce targets must lie in \[0, 1\]"):
         L.get("bce").prepare_target(np.array([[2.0]]), 1, np.float32)
     with pytest.raises(ValueError, match="shape"):
