@@ -49,7 +49,9 @@ class Sequential:
         self.dtype = _resolve_dtype(dtype)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self.seed = int(seed)
+        # checked here: NumPy's own error at build time ("expected non-negative integer")
+        # names neither the argument nor the model
+        self.seed = check_positive_int(seed, "seed", minimum=0)
         self.layers: list[Layer] = []
         self.input_dim: int | None = None
         self.loss_: L.Loss | None = None

@@ -20,6 +20,9 @@ from .errors import NonFiniteLossError
 from .history import History
 from .validation import check_positive_int
 
+#: the hooks fit calls on every callback
+_CALLBACK_HOOKS = ("set_model", "on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
+
 
 class _DeferredInterrupt:
     """Ctrl-C during a step is acted on after that step, so weights stay consistent."""
@@ -141,8 +144,19 @@ def fit_model(
         model.epoch_ = 0
     model._run_fit_index = run
     model._fit_count = max(model._fit_count, run + 1)
+    if isinstance(callbacks, Callback):
+        name = type(callbacks).__name__
+        raise TypeError(f"callbacks must be a list; pass callbacks=[{name}(...)]")
     callbacks = list(callbacks or [])
     for cb in callbacks:
+        # duck-typed callbacks are fine; a bare function would fail later with an AttributeError
+        missing = [h for h in _CALLBACK_HOOKS if not hasattr(cb, h)]
+        if missing:
+            raise TypeError(
+                f"callbacks must be mlpx.callbacks.Callback objects; {cb!r} has no "
+                f"{', '.join(missing)}; subclass mlpx.callbacks.Callback and override "
+                "on_epoch_end(epoch, logs) (or another hook)"
+            )
         cb.set_model(model)
 
     history = model.history_ if resumed is not None and model.history_ is not None else History()

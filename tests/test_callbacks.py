@@ -106,6 +106,37 @@ def test_monitoring_an_unrecorded_value_is_a_clear_error():
         EarlyStopping(patience=-1)
 
 
+def test_callbacks_that_are_not_callbacks_are_a_clear_error():
+    X, y = _noisy(n=16)
+    model = _model()
+    with pytest.raises(TypeError, match=r"must be a list; pass callbacks=\[EarlyStopping"):
+        model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0,
+                  callbacks=EarlyStopping(monitor="loss"))
+    with pytest.raises(TypeError, match="has no set_model.*subclass mlpx.callbacks.Callback"):
+        model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0,
+                  callbacks=[lambda epoch, logs: None])
+
+    class DuckTyped:  # every hook, no base class: accepted
+        def __init__(self):
+            self.epochs = []
+
+        def set_model(self, model):
+            self.model = model
+
+        def on_train_begin(self, logs=None): ...
+
+        def on_epoch_begin(self, epoch, logs=None): ...
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+        def on_train_end(self, logs=None): ...
+
+    duck = DuckTyped()
+    model.fit(X, y, loss="cross_entropy", epochs=2, verbose=0, callbacks=[duck])
+    assert duck.epochs == [0, 1]
+
+
 def test_model_checkpoint_every_n_epochs_and_best_only(tmp_path):
     X, y = _noisy()
     every = ModelCheckpoint(tmp_path / "e{epoch:02d}.safetensors", every_n_epochs=2)

@@ -145,6 +145,14 @@ def test_float64_model(backend, data):
         mlpx.MLP([2, 2], dtype="float16")
 
 
+def test_bad_seed_is_a_clear_error():
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        mlpx.MLP([4, 3], seed=-1)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        mlpx.MLP([4, 3], seed="0")
+    assert mlpx.MLP([4, 3], seed=np.int64(5)).seed == 5
+
+
 def test_same_seed_same_float32_and_float64_weights():
     a = mlpx.MLP([4, 6, 3], seed=5).get_weights()
     b = mlpx.MLP([4, 6, 3], dtype=np.float64, seed=5).get_weights()
