@@ -30,6 +30,15 @@ def _resolve_dtype(dtype: Any) -> np.dtype:
     return np.dtype(_DTYPES[key])
 
 
+def _walk(layers: Sequence[Layer]) -> list[Layer]:
+    """The layers and, depth first, every sub-layer of a Residual block."""
+    out: list[Layer] = []
+    for layer in layers:
+        out.append(layer)
+        out.extend(_walk(layer.children()))
+    return out
+
+
 class Sequential:
     """A feed-forward stack of layers.
 
@@ -72,6 +81,16 @@ class Sequential:
             raise TypeError(f"Sequential takes mlpx layers, got {type(layer).__name__}")
         if self.built:
             raise RuntimeError("cannot add layers to a built model; build a new Sequential")
+        # a layer keeps one input cache and one gradient slot per parameter, so a second use
+        # would overwrite the first's gradient instead of adding to it: refuse weight sharing
+        seen: set[int] = set()
+        for x in _walk([*self.layers, layer]):
+            if id(x) in seen:
+                raise ValueError(
+                    f"the layer object {x!r} appears twice in this model; layers cannot be "
+                    "shared, so create a new layer object for each position"
+                )
+            seen.add(id(x))
         self.layers.append(layer)
         return self
 

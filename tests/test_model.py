@@ -145,6 +145,20 @@ def test_float64_model(backend, data):
         mlpx.MLP([2, 2], dtype="float16")
 
 
+def test_a_layer_object_used_twice_is_a_clear_error():
+    # one layer object at two positions would keep only the last gradient, silently
+    shared = mlpx.Dense(4)
+    with pytest.raises(ValueError, match=r"Dense\(4.*appears twice in this model"):
+        mlpx.Sequential([shared, shared, mlpx.Dense(3)], input_dim=4)
+    with pytest.raises(ValueError, match="appears twice"):
+        mlpx.Sequential([shared, mlpx.Residual([shared])], input_dim=4)
+    with pytest.raises(ValueError, match="appears twice"):
+        mlpx.Sequential([mlpx.Residual([shared, shared])], input_dim=4)
+    # distinct objects of the same configuration are fine
+    model = mlpx.Sequential([mlpx.Dense(4), mlpx.Dense(4), mlpx.Dense(3)], input_dim=4, seed=0)
+    assert model.predict(np.ones((2, 4))).shape == (2, 3)
+
+
 def test_bad_seed_is_a_clear_error():
     with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
         mlpx.MLP([4, 3], seed=-1)
