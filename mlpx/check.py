@@ -27,6 +27,7 @@ the values themselves. TF32 GEMMs (eps 2**-10) do not meet it, by design.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -293,6 +294,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.batch < 1:
         print("mlpx check: --batch must be >= 1", file=sys.stderr)
         return 2
+    from .backends import VALID_NAMES
+
+    for b in args.backend or []:
+        if b.lower() not in ("cpu", "cuda", "auto", "reference") and not re.fullmatch(
+                r"cuda:\d+", b.lower()):
+            print(f"mlpx check: unknown --backend {b!r}; valid names are "
+                  f"{', '.join(VALID_NAMES)}", file=sys.stderr)
+            return 2
     problem = activation_error(args.activation)
     if problem:  # else a traceback from deep inside the first backend's run
         print(f"mlpx check: --activation: {problem}", file=sys.stderr)

@@ -93,3 +93,5 @@ def test_check_rejects_bad_arguments(capsys):
     assert "'step' activation has no gradient" in capsys.readouterr().err
     assert main(["check", *SMALL, "--activation", "relux"]) == 2
     assert "unknown activation 'relux'" in capsys.readouterr().err
+    assert main(["check", *SMALL, "--backend", "tpu"]) == 2
+    assert "unknown --backend 'tpu'; valid names are cpu" in capsys.readouterr().err
