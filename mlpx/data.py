@@ -62,7 +62,13 @@ class Standardizer:
     def inverse_transform(self, X: Any) -> np.ndarray:
         if self.mean_ is None:
             raise RuntimeError("Standardizer is not fitted; call fit(X_train) first")
-        return np.asarray(X) * self.scale_ + self.mean_
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.mean_.size:  # else a bare broadcasting error
+            raise ValueError(
+                f"inverse_transform needs shape (n_samples, {self.mean_.size}) like the data "
+                f"the Standardizer was fitted on, got {X.shape}"
+            )
+        return X * self.scale_ + self.mean_
 
 
 def train_test_split(

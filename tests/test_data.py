@@ -68,6 +68,8 @@ def test_standardizer_errors():
         ValueError, match="has 2 features, but the Standardizer was fitted on data with 3 features"
     ):
         s.transform(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"inverse_transform needs shape \(n_samples, 3\)"):
+        s.inverse_transform(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="NaN"):
         mlpx.Standardizer().fit(np.array([[np.nan, 1.0]]))
 
