@@ -161,15 +161,12 @@ __device__ void clip_impl(T* x, long long size, double lo, double hi) {
     }
 }
 
-// Numba twin: sum_abs. partial[block] = the block's sum of |x| (the backend adds the blocks).
-template <typename T>
-__device__ void sum_abs_impl(const T* x, double* partial, long long size) {
+// Tree sum of one double per thread over the block, in a fixed order (deterministic for a
+// given launch configuration); every thread gets the total. losses.cu has the same tree in
+// mlpx_block_sum: each .cu file is self-contained.
+__device__ double mlpx_block_total(double v) {
     __shared__ double sh[MLPX_BLOCK];
-    double acc = 0.0;
-    MLPX_GRID_LOOP(k, size) {
-        acc += fabs((double)x[k]);
-    }
-    sh[threadIdx.x] = acc;
+    sh[threadIdx.x] = v;
     __syncthreads();
     for (int s = MLPX_BLOCK / 2; s > 0; s >>= 1) {
         if (threadIdx.x < s) {
@@ -177,8 +174,19 @@ __device__ void sum_abs_impl(const T* x, double* partial, long long size) {
         }
         __syncthreads();
     }
+    return sh[0];
+}
+
+// Numba twin: sum_abs. partial[block] = the block's sum of |x| (the backend adds the blocks).
+template <typename T>
+__device__ void sum_abs_impl(const T* x, double* partial, long long size) {
+    double acc = 0.0;
+    MLPX_GRID_LOOP(k, size) {
+        acc += fabs((double)x[k]);
+    }
+    double total = mlpx_block_total(acc);
     if (threadIdx.x == 0) {
-        partial[blockIdx.x] = sh[0];
+        partial[blockIdx.x] = total;
     }
 }
 
@@ -187,22 +195,14 @@ __device__ void sum_abs_impl(const T* x, double* partial, long long size) {
 // within a few float64 ulps (the order of the additions differs), not bitwise.
 template <typename T>
 __device__ void sum_squares_impl(const T* x, double* partial, long long size) {
-    __shared__ double sh[MLPX_BLOCK];
     double acc = 0.0;
     MLPX_GRID_LOOP(k, size) {
         double v = (double)x[k];
         acc += v * v;
     }
-    sh[threadIdx.x] = acc;
-    __syncthreads();
-    for (int s = MLPX_BLOCK / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            sh[threadIdx.x] += sh[threadIdx.x + s];
-        }
-        __syncthreads();
-    }
+    double total = mlpx_block_total(acc);
     if (threadIdx.x == 0) {
-        partial[blockIdx.x] = sh[0];
+        partial[blockIdx.x] = total;
     }
 }
 
@@ -212,21 +212,13 @@ __device__ void sum_squares_impl(const T* x, double* partial, long long size) {
 // MLPX_BLOCK threads: deterministic) and writes the total, or its square root, to out[0].
 extern "C" __global__ void sum_partials(const double* partial, long long count, double* out,
                                         int take_sqrt) {
-    __shared__ double sh[MLPX_BLOCK];
     double acc = 0.0;
     for (long long k = threadIdx.x; k < count; k += blockDim.x) {
         acc += partial[k];
     }
-    sh[threadIdx.x] = acc;
-    __syncthreads();
-    for (int s = MLPX_BLOCK / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            sh[threadIdx.x] += sh[threadIdx.x + s];
-        }
-        __syncthreads();
-    }
+    double total = mlpx_block_total(acc);
     if (threadIdx.x == 0 && blockIdx.x == 0) {
-        out[0] = take_sqrt ? sqrt(sh[0]) : sh[0];
+        out[0] = take_sqrt ? sqrt(total) : total;
     }
 }
 
