@@ -491,6 +491,12 @@ class Sequential:
 
         return save(self, path, epoch=epoch)
 
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Copy weights from a safetensors file into this built model (see mlpx.checkpoint)."""
+        from .checkpoint import load_weights
+
+        load_weights(self, path)
+
 
 class MLP(Sequential):
     """`MLP([784, 256, 10], activation="relu")`: Dense layers between the given widths.

@@ -106,7 +106,7 @@ def test_file_is_plain_safetensors(tmp_path):
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         meta = json.loads(f.read(n))["__metadata__"]
-    assert meta["format"] == "mlpx" and meta["format_version"] == "1"
+    assert meta["format"] == "mlpx" and meta["format_version"] == "2"
     info = json.loads(meta["mlpx"])
     assert info["model"]["layers"][4]["class"] == "Residual"
     assert info["optimizer"]["config"]["name"] == "adam"
