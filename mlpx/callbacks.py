@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 
@@ -160,6 +161,10 @@ class ModelCheckpoint(Callback):
     """Save the model (`model.save`) every `every_n_epochs` epochs, or only when `monitor`
     improves (`save_best_only=True`). `path` may contain `{epoch}` and any logged value, e.g.
     "ckpt-{epoch:03d}-{val_loss:.3f}.safetensors". Each write is atomic.
+
+    Before the first training step (`on_train_begin`) it checks that the directory exists and
+    accepts files, that every `{key}` of the pattern is a value the fit records, and, with
+    `save_best_only`, that `monitor` is recorded.
     """
 
     def __init__(
@@ -182,6 +187,53 @@ class ModelCheckpoint(Callback):
         self.verbose = verbose
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: list[str] = []
+
+    def _pattern_fields(self) -> list[tuple[str, str]]:
+        """(name, format spec) of every `{...}` in the path pattern."""
+        import string
+
+        try:
+            parsed = list(string.Formatter().parse(self.path))
+        except ValueError as e:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} is not a valid pattern ({e}); "
+                             "write literal braces as {{ and }}") from None
+        return [(re.split(r"[.\[]", name, maxsplit=1)[0], spec or "")
+                for _, name, spec, _ in parsed if name is not None]
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from .checkpoint_file import check_writable
+
+        recorded = (logs or {}).get("metrics")  # the names fit will log, when it says
+        fields = self._pattern_fields()
+        if any(name == "" or name.isdigit() for name, _ in fields):
+            raise ValueError(f"ModelCheckpoint path {self.path!r} has a positional {{}} field; "
+                             "name the value, e.g. {epoch:03d} or {val_loss:.3f}")
+        sample = None
+        if recorded is not None:
+            values = {"epoch": 1, **{k: 0.0 for k in recorded}}
+            unknown = sorted({n for n, _ in fields} - set(values))
+            if unknown:
+                raise ValueError(
+                    f"ModelCheckpoint path {self.path!r} uses {{{unknown[0]}}}, which this fit "
+                    f"does not record; it may use {{epoch}} and {', '.join(recorded)}"
+                    + ("; validation values need validation_data= or validation_split= in fit"
+                       if unknown[0].startswith("val_") else "")
+                )
+            if self.save_best_only:
+                _monitored(dict.fromkeys(recorded, 0.0), self.monitor, "ModelCheckpoint")
+            try:
+                sample = self.path.format(**values)
+            except (ValueError, TypeError, IndexError, KeyError) as e:
+                raise ValueError(f"ModelCheckpoint path {self.path!r} could not be formatted "
+                                 f"({e})") from None
+        head, _, _ = self.path.partition("{")
+        if "{" in os.path.dirname(self.path) or sample is None:
+            # the directory depends on the epoch: check the part that does not
+            fixed = os.path.dirname(head) or "."
+            if not os.path.isdir(fixed):
+                check_writable(os.path.join(fixed, "checkpoint"))  # raises, naming the path
+        else:
+            check_writable(sample)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every_n_epochs:

@@ -7,8 +7,12 @@ import sys
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import check_out_dir, run_demo
 
+    try:
+        check_out_dir(args.out)
+    except OSError as e:
+        raise SystemExit(f"mlpx demo: --out: {e}") from None
     run_demo(args.out, backend=args.backend, epochs=args.epochs, seed=args.seed,
              verbose=0 if args.quiet else 1)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,22 @@ def load_digits_split(
     )
 
 
+def check_out_dir(out_dir: str | Path) -> Path:
+    """Check before any work that `out_dir` is, or can be created as, a writable directory."""
+    out = Path(out_dir)
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "it is" if existing == out else f"{str(existing)!r} is"
+        raise NotADirectoryError(f"cannot write the demo's output to {str(out)!r}: {where} a "
+                                 "file, not a directory; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write the demo's output to {str(out)!r}: no permission "
+                              f"to create files in {str(existing)!r}")
+    return out
+
+
 def run_demo(
     out_dir: str | Path = "demo_output",
     backend: str = "auto",
@@ -38,6 +55,7 @@ def run_demo(
 ) -> dict:
     from . import MLP
 
+    out = check_out_dir(out_dir)  # before training, not after
     X_tr, X_te, y_tr, y_te = load_digits_split(seed)
     model = MLP([64, 128, 64, 10], activation="relu", backend=backend, seed=seed)
     print(f"mlpx demo: digits, {len(X_tr)} train / {len(X_te)} test, backend={model.backend!r}")
@@ -47,7 +65,6 @@ def run_demo(
         batch_size=32, validation_data=(X_te, y_te), verbose=verbose,
     )
     result = model.evaluate(X_te, y_te)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "loss_curves.png"
     hist.plot(

@@ -167,8 +167,13 @@ def fit_model(
     }
 
     snapshot = model._snapshot()
+    # the names each epoch's logs will hold, so callbacks can check theirs before any step
+    recorded = ["loss"]
+    if val is not None:
+        recorded += ["val_loss"] + (["val_accuracy"] if loss_fn.classification else [])
+    recorded += ["lr", "grad_norm"]
     for cb in callbacks:
-        cb.on_train_begin({})
+        cb.on_train_begin({"metrics": recorded})
     bar = _progress((epochs - initial_epoch) * steps, verbose, "training")
     try:
         with _DeferredInterrupt() as interrupt:
