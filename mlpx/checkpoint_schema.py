@@ -205,9 +205,16 @@ def _walk_declared(layers: list, width: int, code: str, prefix: str,
 def check_before_build(meta: dict, tensors: dict[str, np.ndarray], path: str) -> None:
     """Validate the document and compare the shapes its architecture implies with the
     tensors present, before a model is built (see the module docstring)."""
+    from . import losses, optim
     from .layers.registry import layer_from_spec
 
     check_document(meta, tensors, path)
+    if meta["loss"] is not None:
+        with entry_errors(path, "loss"):
+            losses.get(meta["loss"])
+    if meta["optimizer"] is not None:
+        with entry_errors(path, "optimizer.config"):
+            optim.from_config(dict(meta["optimizer"]["config"]))  # hyperparameters only
     spec = meta["model"]
     layers = []
     for i, s in enumerate(spec["layers"]):
@@ -267,6 +274,8 @@ def check_model_matches(model: Any, meta: dict, tensors: dict[str, np.ndarray],
     for name, p in zip(_param_names(model), model.parameters(), strict=True):
         if name in tensors:
             _check_tensor(tensors, name, code, p.shape, path)
+            if not np.isfinite(tensors[name]).all():
+                raise _fail(path, f"tensor {name!r}", "holds NaN or infinite weights")
     layers = dict(_walk(model.layers))
     for lpath, keys in meta["buffers"].items():
         layer = layers.get(lpath)
