@@ -88,7 +88,7 @@ def check_document(meta: dict, tensors: dict[str, np.ndarray], path: str) -> Non
     if not _is_int(model["input_dim"], 1):
         raise _fail(path, "model.input_dim", f"must be a positive integer, got "
                                              f"{model['input_dim']!r}")
-    if model["dtype"] not in _FLOAT_CODES:
+    if not isinstance(model["dtype"], str) or model["dtype"] not in _FLOAT_CODES:
         raise _fail(path, "model.dtype", f"must be one of {sorted(_FLOAT_CODES)}, got "
                                          f"{model['dtype']!r}")
     if model["seed"] is not None and not _is_int(model["seed"]):
@@ -208,7 +208,8 @@ def check_before_build(meta: dict, tensors: dict[str, np.ndarray], path: str) ->
     from . import losses, optim
     from .layers.registry import layer_from_spec
 
-    check_document(meta, tensors, path)
+    with entry_errors(path, "the mlpx document"):  # a last resort: specific checks come first
+        check_document(meta, tensors, path)
     if meta["loss"] is not None:
         with entry_errors(path, "loss"):
             losses.get(meta["loss"])

@@ -145,6 +145,7 @@ def test_reinterpreted_dtype_is_refused(tmp_path, original):
      ["training.history.history"]),
     (lambda m: m["model"].__setitem__("class", "Functional"), ["model.class"]),
     (lambda m: m["model"].__setitem__("dtype", "float16"), ["model.dtype"]),
+    (lambda m: m["model"].__setitem__("dtype", []), ["model.dtype"]),
     (lambda m: m["model"].__setitem__("input_dim", True), ["model.input_dim"]),
     (lambda m: m["model"].__setitem__("seed", "x"), ["model.seed"]),
     (lambda m: m["model"].__setitem__("layers", {}), ["model.layers"]),
