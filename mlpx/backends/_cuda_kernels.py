@@ -101,7 +101,7 @@ def kernel_names(filename: str) -> list[str]:
     text = (kernel_dir() / filename).read_text(encoding="utf-8").replace("\\\n", " ")
     templated = re.findall(r'extern "C" __global__ void (\w+)##S\s*\(', text)
     plain = re.findall(r'extern "C" __global__ void (\w+)\s*\(', text)
-    suffixes = re.findall(r"MLPX_INSTANTIATE\(\w+, (\w+)\)", text)
+    suffixes = re.findall(r"^MLPX_INSTANTIATE\(\w+, (\w+)\)", text, re.M)
     return [f"{k}{s}" for k in templated for s in suffixes] + plain
 
 
