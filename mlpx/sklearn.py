@@ -430,7 +430,7 @@ class _BaseMLP(BaseEstimator):
         if not incremental and not monitor.converged and self.n_iter_ == self.max_iter:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3,
+                "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=4,
             )
 
     def _fit_lbfgs(self, X: np.ndarray, target: np.ndarray) -> None:
@@ -459,7 +459,7 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(
                 f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                 f"(status={res.status}): {res.message}; increase max_iter or scale the data",
-                ConvergenceWarning, stacklevel=3,
+                ConvergenceWarning, stacklevel=4,
             )
 
     def _outputs(self, X: Any) -> np.ndarray:
