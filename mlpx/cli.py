@@ -7,8 +7,15 @@ import sys
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .backends import get_backend
     from .demo import run_demo
+    from .errors import BackendUnavailableError
 
+    try:  # checked before the data loads: one line instead of a traceback from deep inside
+        get_backend(args.backend)
+    except (BackendUnavailableError, ValueError) as e:
+        print(f"mlpx demo: {e}", file=sys.stderr)
+        return 2
     run_demo(args.out, backend=args.backend, epochs=args.epochs, seed=args.seed,
              verbose=0 if args.quiet else 1)
     return 0

@@ -491,6 +491,12 @@ class Sequential:
 
         return save(self, path, epoch=epoch)
 
+    def to_onnx(self, path: str | os.PathLike, opset: int = 17) -> Path:
+        """Write the model as an ONNX file for ONNX Runtime (see mlpx.onnx_export)."""
+        from .onnx_export import export
+
+        return export(self, path, opset=opset)
+
 
 class MLP(Sequential):
     """`MLP([784, 256, 10], activation="relu")`: Dense layers between the given widths.
