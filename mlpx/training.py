@@ -287,12 +287,14 @@ class Trainer:
                 if interrupt.requested and s + 1 < steps:
                     self.step, self.loss_sum = s + 1, model.ops.to_float(total)
                     raise _StepBoundaryInterrupt
+            self.end_epoch(plan, total, last_norm, snapshot, source.n)
         except _StepBoundaryInterrupt:
             raise
-        except KeyboardInterrupt:  # inside a step: back to the epoch's start, consistent
-            self._restore(snapshot)
+        except KeyboardInterrupt:
+            # inside a step, or before the epoch was recorded: back to the epoch's start
+            if self.epoch == epoch:
+                self._restore(snapshot)
             raise
-        self.end_epoch(plan, total, last_norm, snapshot, source.n)
         if interrupt.requested:
             raise _StepBoundaryInterrupt
 
