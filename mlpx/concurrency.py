@@ -21,6 +21,7 @@ class StateLock:
         self._writer: int | None = None
         self._depth = 0
         self._writers_waiting = 0
+        self._writing = _Writing(self)  # stateless: one per lock, none allocated per step
 
     def acquire_read(self) -> bool:
         """Wait until no writer holds or waits; False (nothing to release) in the writer."""
@@ -62,7 +63,7 @@ class StateLock:
         return _Reading(self)
 
     def writing(self) -> _Writing:
-        return _Writing(self)
+        return self._writing
 
 
 class _Reading:

@@ -414,7 +414,8 @@ class Sequential:
     ) -> dict[str, float]:
         """Mean loss (and accuracy for classification losses) over (X, y), in batches."""
         loss_fn = self._loss_or(loss)
-        self._check_X(X)
+        if not self.built:
+            self._check_X(X)
         Xd, yd = self.prepare_data(X, y, loss_fn, to_device=None)  # too big: batches
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
         bs = check_positive_int(default, "batch_size")
@@ -451,7 +452,8 @@ class Sequential:
         """
         loss_fn = self._loss_or(loss)
         self.check_trainable()
-        self._check_X(X)
+        if not self.built:
+            self._check_X(X)
         Xd, yd = self.prepare_data(X, y, loss_fn)
         with self._lock.writing():  # a step: caches, gradients, running statistics
             out = self.forward(Xd, training=training)

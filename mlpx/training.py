@@ -187,29 +187,16 @@ class Trainer:
             _warn_if_classes_differ(y, validation_data[1], loss_fn, validation_split)
         dim = model.input_dim if model.built else (
             record.architecture["input_dim"] if record else None)
-        data = model.prepare_data(X, y, loss_fn, to_device=False, input_dim=dim)
+        data, val = _plan_data(model, X, y, validation_data, loss_fn, dim, stream)
         dim = dim or data[0].shape[1]
         model.check_trainable()
         opt, opt_state = _plan_optimizer(model, optimizer, lr, record, dim)
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (X_val, y_val)")
-            val = model.prepare_data(
-                validation_data[0], validation_data[1], loss_fn, "X_val", "y_val",
-                to_device=None if stream is None else not stream, input_dim=dim)
         run = record.run if record else None
-        prev = model.trainer_
         return _Plan(
             loss=loss_fn, optimizer=opt, opt_state=opt_state,
             build_dim=None if model.built else dim,
             model_state=record.state if record else None,
-            run=run.run if run else (prev.run + 1 if prev is not None else 0),
-            epoch=min(run.epoch, epochs) if run else 0,
-            step=run.step if run and run.epoch < epochs else 0,
-            loss_sum=run.loss_sum if run and run.epoch < epochs else 0.0,
-            stopped=bool(run and run.stopped), history=(run.history if run else None) or History(),
-            callbacks=callbacks,
+            **_plan_position(model, run, epochs), callbacks=callbacks,
             callback_states=_match_callback_states(callbacks, run.callbacks if run else []),
             data=data, val=val, epochs=epochs, batch_size=batch_size, shuffle=bool(shuffle),
             verbose=verbose, clipper=clipper, stream=stream, resumed=record is not None,
@@ -412,6 +399,33 @@ def _report(plan: _Plan, epoch: int, logs: dict, bar: Any) -> None:
     if plan.verbose == 2:
         line = " ".join(f"{k}={v}" for k, v in shown.items())
         print(f"epoch {epoch + 1}/{plan.epochs} {line}")
+
+
+def _plan_data(model: Any, X: Any, y: Any, validation_data: Any, loss: L.Loss,
+               dim: int | None, stream: bool | None) -> tuple[tuple, tuple | None]:
+    """Training data (as given: the batch source moves it) and validation data, checked."""
+    data = model.prepare_data(X, y, loss, to_device=False, input_dim=dim)
+    if validation_data is None:
+        return data, None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a tuple (X_val, y_val)")
+    val = model.prepare_data(
+        validation_data[0], validation_data[1], loss, "X_val", "y_val",
+        to_device=None if stream is None else not stream, input_dim=dim or data[0].shape[1])
+    return data, val
+
+
+def _plan_position(model: Any, run: S.RunRecord | None, epochs: int) -> dict[str, Any]:
+    """Where the run starts: a resumed run where it was saved, a new run at its start (with
+    the next run index, so its batch orders differ from the previous run's)."""
+    if run is None:
+        prev = model.trainer_
+        return {"run": prev.run + 1 if prev is not None else 0, "epoch": 0, "step": 0,
+                "loss_sum": 0.0, "stopped": False, "history": History()}
+    inside = run.epoch < epochs  # else there is nothing left to train
+    return {"run": run.run, "epoch": min(run.epoch, epochs), "step": run.step if inside else 0,
+            "loss_sum": run.loss_sum if inside else 0.0, "stopped": run.stopped,
+            "history": run.history or History()}
 
 
 def _plan_loss(model: Any, loss: Any, record: Any) -> L.Loss:

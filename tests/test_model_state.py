@@ -143,3 +143,28 @@ def test_every_model_attribute_is_set_in_init():
     model.fit(rng.normal(size=(8, 3)), rng.integers(0, 2, 8), loss="cross_entropy",
               epochs=2, verbose=0)
     assert set(vars(model)) == before
+
+
+def test_imports_flow_one_way():
+    """checkpoint converts state <-> bytes and the trainer drives the model through its
+    public methods: neither imports the model, and nothing imports back into them."""
+    import ast
+    from pathlib import Path
+
+    root = Path(mlpx.__file__).parent
+
+    def imported(module):
+        tree = ast.parse((root / f"{module}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names.add((node.module or "").split(".")[0])
+                names.update(a.name for a in node.names if not node.module)
+        return names
+
+    for module, banned in [("checkpoint", {"model", "training", "state", "callbacks"}),
+                           ("state", {"model", "training"}),
+                           ("training", {"model"}),
+                           ("callbacks", {"model", "training", "checkpoint"}),
+                           ("schedules", {"model", "training"})]:
+        assert not imported(module) & banned, module
