@@ -168,3 +168,34 @@ def test_imports_flow_one_way():
                            ("callbacks", {"model", "training", "checkpoint"}),
                            ("schedules", {"model", "training"})]:
         assert not imported(module) & banned, module
+
+
+class _Scale(mlpx.Layer):
+    """A user-defined layer that implements only build/forward/backward: y = x * s."""
+
+    def _build(self, input_dim, rng):
+        self.s = self._new_param("s", np.full(input_dim, 2.0))
+        return input_dim
+
+    def parameters(self):
+        return [self.s]
+
+    def forward(self, x, training=False):
+        self._x = x
+        out = self._buffer("y", x.shape)
+        out[...] = x * self.s.data
+        return out
+
+    def backward(self, dy, need_input_grad=True):
+        self.s.grad[...] = (dy * self._x).sum(axis=0)
+        return dy * self.s.data
+
+
+def test_a_layer_without_declarations_or_infer_still_works():
+    model = mlpx.Sequential([Dense(4), _Scale(), Dense(2)], input_dim=3, seed=0)
+    state = model.state_dict()
+    assert "layers.1.s" in state and model.state_spec()["layers.1.s"] == ((4,), np.float32)
+    other = mlpx.Sequential([Dense(4), _Scale(), Dense(2)], input_dim=3, seed=1)
+    other.load_state_dict(state)
+    X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    np.testing.assert_array_equal(other.predict(X, batch_size=3), model.predict(X))

@@ -105,18 +105,26 @@ class Layer:
             return self.ops.copy(self.forward(x, training=False))
 
     def compute_output_dim(self, input_dim: int) -> int:
-        """The output width for inputs of width `input_dim` (the layer need not be built)."""
+        """The output width for inputs of width `input_dim` (the layer need not be built).
+        Layers that change the width override it; the default keeps it (or reports the
+        built width)."""
+        if self.built and int(input_dim) == self.input_dim:
+            return int(self.output_dim)
         return int(input_dim)
 
     # state declarations ---------------------------------------------------------------------
     def param_spec(self, input_dim: int, dtype: Any) -> StateSpec:
         """{name: (shape, dtype)} of the trainable parameters, in `parameters()` order, for
-        inputs of width `input_dim` and parameters of `dtype`. Allocates nothing. Names of
-        sub-layers' arrays are prefixed "layers.<j>." (Residual)."""
+        inputs of width `input_dim` and parameters of `dtype`. Allocates nothing. Layers with
+        parameters override it; the default describes a built layer's own parameters."""
+        if self.built and int(input_dim) == self.input_dim and not self.children():
+            return {p.name: (p.shape, np.dtype(p.data.dtype)) for p in self.parameters()}
         return {}
 
     def buffer_spec(self, input_dim: int, dtype: Any) -> StateSpec:
         """{name: (shape, dtype)} of the non-trainable state (`buffers()`), like param_spec."""
+        if self.built and int(input_dim) == self.input_dim:
+            return {k: (tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in self.buffers().items()}
         return {}
 
     def state_spec(self, input_dim: int, dtype: Any) -> StateSpec:
