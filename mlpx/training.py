@@ -133,6 +133,8 @@ class Trainer:
         self._first_epoch = 0
         self._gbuf: dict[int, Any] = {}
         self._bar: Any = None
+        self._phase = "between"  # of the step in progress: forward, update, between steps
+        self._guard: _BufferGuard | None = None
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -235,6 +237,7 @@ class Trainer:
         n, bs, steps = source.n, source.batch_size, source.steps
         self._gbuf = {m: ops.empty((m, model.output_dim), model.dtype)
                       for m in {bs, n - (steps - 1) * bs}}
+        self._guard, self._phase = _BufferGuard(model), "between"
         for cb in self.callbacks:
             cb.on_train_begin({})
         for cb, saved in zip(self.callbacks, plan.callback_states, strict=True):
@@ -261,26 +264,26 @@ class Trainer:
             cb.on_epoch_begin(epoch, {})
         bar.set_description(f"epoch {epoch + 1}/{plan.epochs}")
         order = batch_order(model.seed, self.run, epoch, source.n) if plan.shuffle else None
-        total, last_norm, steps = self.loss_sum, 0.0, source.steps
+        total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
         params = model.parameters()
         try:
             for s, (xb, yb) in enumerate(source.epoch(order)):
-                if s < self.step:  # resumed inside this epoch: these batches are done
+                if s < done:  # resumed inside this epoch: these batches are done
                     continue
                 with model.step_lock():
                     total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1)
+                done = s + 1
                 last_norm = last_norm if norm is None else norm
                 bar.update(1)
-                if interrupt.requested and s + 1 < steps:
-                    self.step, self.loss_sum = s + 1, model.ops.to_float(total)
+                if interrupt.requested and done < steps:
+                    self.step, self.loss_sum = done, model.ops.to_float(total)
                     raise _StepBoundaryInterrupt
             self.end_epoch(plan, total, last_norm, snapshot, source.n)
         except _StepBoundaryInterrupt:
             raise
         except KeyboardInterrupt:
-            # inside a step, or before the epoch was recorded: back to the epoch's start
-            if self.epoch == epoch:
-                self._restore(snapshot)
+            if self.epoch == epoch:  # the epoch is not recorded yet: a consistent position
+                self._interrupted(snapshot, done, steps, total)
             raise
         if interrupt.requested:
             raise _StepBoundaryInterrupt
@@ -290,6 +293,8 @@ class Trainer:
         """One update; returns the running loss sum and the pre-clip gradient norm (only
         computed on the epoch's last step unless clip_norm needs it every step)."""
         model, ops = self.model, self.model.ops
+        self._phase = "forward"
+        self._guard.save()
         m = xb.shape[0]
         out = model.forward(xb, training=True)
         g = self._gbuf[m]
@@ -297,7 +302,9 @@ class Trainer:
         model.backward(g)
         model.add_penalty_grads()
         norm = plan.clipper(ops, params, need_norm=last)
+        self._phase = "update"
         model.optimizer_.step()
+        self._phase = "between"
         return total + step_loss * m, norm
 
     def end_epoch(self, plan: _Plan, total: Any, last_norm: Any, snapshot: tuple,
@@ -340,6 +347,16 @@ class Trainer:
         self.model.load_state_dict(state)
         self.model.optimizer_.load_state_dict(opt_state)
 
+    def _interrupted(self, snapshot: tuple, done: int, steps: int, total: Any) -> None:
+        """A KeyboardInterrupt inside the epoch (not the deferred Ctrl-C): keep the last
+        completed step where the state is consistent, else go back to the epoch's start."""
+        if self._phase == "update" or done >= steps:  # a half-applied update, or end_epoch
+            self._restore(snapshot)
+            return
+        if self._phase == "forward":  # forward/backward only moved the buffers: undo that
+            self._guard.restore()
+        self.step, self.loss_sum = done, self.model.ops.to_float(total)
+
     def _diverged(self, epoch: int, bad: list[str], snapshot: tuple) -> None:
         self._restore(snapshot)
         before = ""
@@ -351,6 +368,35 @@ class Trainer:
             f"finite epoch ({epoch}){before}: weights, buffers and optimiser state. Lower the "
             "learning rate, standardise the inputs, or clip gradients"
         )
+
+
+class _BufferGuard:
+    """The layers' buffers as they were before the step in progress (copied into arrays
+    allocated once), so that a step interrupted before its update can be undone exactly."""
+
+    def __init__(self, model: Any) -> None:
+        self.ops = model.ops
+        self.saved = [(layer, {k: None if _is_counter(v) else self.ops.copy(v)
+                               for k, v in layer.buffers().items()})
+                      for _, layer in model.walk() if layer.buffers()]
+        self.counters: dict[tuple[int, str], Any] = {}
+
+    def save(self) -> None:
+        for i, (layer, copies) in enumerate(self.saved):
+            for k, v in layer.buffers().items():
+                if copies[k] is None:
+                    self.counters[i, k] = v
+                else:
+                    self.ops.copy_into(copies[k], v)
+
+    def restore(self) -> None:
+        for i, (layer, copies) in enumerate(self.saved):
+            layer.load_state_arrays({k: self.counters[i, k] if c is None else
+                                     self.ops.to_numpy(c) for k, c in copies.items()})
+
+
+def _is_counter(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim == 0
 
 
 # -------------------------------------------------------------------------------- helpers

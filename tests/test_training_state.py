@@ -328,3 +328,45 @@ def test_callback_state_is_matched_by_class_and_position(tmp_path):
         _fit(third, 4, validation_split=0.25, resume_from=path,
              callbacks=[EarlyStopping(monitor="val_accuracy")])
     _assert_same(before, _snapshot(third))
+
+
+@pytest.mark.parametrize("at", [2, 6, 9])
+def test_interrupt_inside_forward_keeps_the_last_completed_step(tmp_path, at):
+    """A KeyboardInterrupt raised after BatchNorm updated its running statistics but before
+    the update: the model holds exactly the state after the previous step."""
+    straight = _model()
+    _fit(straight, 3, validation_split=0.25)
+    model = _model()
+    states = {0: model.state_dict()}
+    calls = {"n": 0}
+
+    class Spy(Callback):
+        def on_train_begin(self, logs=None):
+            opt, bn = self.model.optimizer_, self.model.layers[1]
+            real_step, real_forward = opt.step, bn.forward
+
+            def step():
+                real_step()
+                states[opt.step_count] = self.model.state_dict()
+
+            def forward(x, training=False):
+                out = real_forward(x, training)
+                if training:
+                    calls["n"] += 1
+                    if calls["n"] == at:
+                        raise KeyboardInterrupt
+                return out
+
+            opt.step, bn.forward = step, forward
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, 3, validation_split=0.25, callbacks=[Spy()])
+    after = model.state_dict()
+    for k, v in states[at - 1].items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+    assert model.optimizer_.step_count == at - 1
+    pos = model.trainer_.state_dict()
+    assert (pos["epoch"], pos["step"]) == divmod(at - 1, 5)
+    resumed = _model()
+    _fit(resumed, 3, validation_split=0.25, resume_from=model.save(tmp_path / "i.safetensors"))
+    _assert_same(_snapshot(straight), _snapshot(resumed))
