@@ -265,7 +265,7 @@ class Sequential:
 
         `lr` alone keeps the optimiser's kind and hyperparameters with a new learning rate
         (and fresh state); an optimiser object is used as it is, state included."""
-        new_loss = self.check_loss(loss) if loss is not None else None
+        new_loss = self.check_loss(loss, stacklevel=2) if loss is not None else None
         new_opt = None
         if optimizer is not None or lr is not None:
             new_opt = O.resolve(self.optimizer_, optimizer, lr)
@@ -277,8 +277,9 @@ class Sequential:
                 new_opt.bind(self.parameters(), self.ops)
         return self
 
-    def check_loss(self, loss: str | L.Loss) -> L.Loss:
-        """The loss object for `loss`, warning when the output layer does not fit it."""
+    def check_loss(self, loss: str | L.Loss, stacklevel: int = 1) -> L.Loss:
+        """The loss object for `loss`, warning when the output layer does not fit it
+        (`stacklevel` as in warnings.warn, counted from the caller of check_loss)."""
         loss_fn = L.get(loss)
         last_act = getattr(self.layers[-1], "activation", None) if self.layers else None
         code = last_act.code if last_act is not None else A.ACT_IDENTITY
@@ -289,14 +290,14 @@ class Sequential:
                 f"applies {last_act.name!r}; remove the output activation (predict_proba "
                 "applies it for you) or the loss will be computed on transformed values",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=stacklevel + 1,
             )
         if loss_fn.expects == "log_probs" and code != A.ACT_LOG_SOFTMAX:
             warnings.warn(
                 "loss 'nll' expects log-probabilities; give the output layer "
                 "activation='log_softmax', or use loss='cross_entropy' on logits",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=stacklevel + 1,
             )
         return loss_fn
 

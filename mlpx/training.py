@@ -476,7 +476,7 @@ def _plan_position(model: Any, run: S.RunRecord | None, epochs: int) -> dict[str
 
 def _plan_loss(model: Any, loss: Any, record: Any) -> L.Loss:
     if loss is not None:
-        return model.check_loss(loss)
+        return model.check_loss(loss, stacklevel=5)  # the user's model.fit call
     if record is not None and record.loss:
         return L.get(record.loss)
     if model.loss_ is None:
@@ -641,5 +641,5 @@ def _warn_if_classes_differ(y_train: Any, y_val: Any, loss: L.Loss, fraction: An
         "so validation metrics and EarlyStopping would measure the wrong thing: shuffle X "
         "and y first (e.g. with a permutation or mlpx.train_test_split), or pass "
         "validation_data=(X_val, y_val)",
-        UserWarning, stacklevel=4,
+        UserWarning, stacklevel=5,
     )
