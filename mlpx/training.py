@@ -363,8 +363,9 @@ class Trainer:
         if epoch == self._first_epoch and self._prior is not None:
             self._prior.restore(self.model)  # loss, optimiser, history and epoch of before
             before = ", as before this fit"
+        what = "; ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
         raise NonFiniteLossError(
-            f"{'; '.join(bad)} in epoch {epoch + 1}; the model keeps the state of its last "
+            f"{what} in epoch {epoch + 1}; the model keeps the state of its last "
             f"finite epoch ({epoch}){before}: weights, buffers and optimiser state. Lower the "
             "learning rate, standardise the inputs, or clip gradients"
         )
