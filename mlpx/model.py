@@ -202,7 +202,9 @@ class Sequential:
         `Module.state_dict()`. Optimiser, epoch and callbacks are the training run's state
         (`model.trainer_.state_dict()`); checkpoints hold both."""
         ops = self.ops
-        return {k: np.array(ops.to_numpy(v), copy=True) for k, v in self.state_arrays().items()}
+        with self._lock.reading():  # a consistent copy, also while another thread trains
+            return {k: np.array(ops.to_numpy(v), copy=True)
+                    for k, v in self.state_arrays().items()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> LoadResult:
         """Copy `state` (as `state_dict()` returns it) into the model. Every entry is checked
