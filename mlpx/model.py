@@ -662,6 +662,37 @@ class Sequential:
         return list(self.state_spec(buffers=False))
 
 
+class MLP(Sequential):
+    """`MLP([784, 256, 10], activation="relu")`: Dense layers between the given widths.
+
+    The first size is the input width; hidden layers use `activation`; the output layer uses
+    `output_activation` (None: raw logits/values, the right choice for the built-in losses).
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str | A.Activation = "relu",
+        output_activation: str | A.Activation | None = None,
+        init: str | None = None,
+        backend: str | Backend = "cpu",
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ):
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(
+                f"MLP needs at least an input and an output size, e.g. [784, 10]; got {sizes}"
+            )
+        for s in sizes:
+            check_positive_int(s, "every MLP size")
+        A.get(activation)  # an unknown name is an error even without hidden layers
+        layers: list[Layer] = [Dense(s, activation=activation, init=init) for s in sizes[1:-1]]
+        layers.append(Dense(sizes[-1], activation=output_activation, init=init))
+        super().__init__(layers, input_dim=sizes[0], backend=backend, dtype=dtype, seed=seed)
+        self.sizes = sizes
+
+
 def load(path: str | os.PathLike, backend: str | Backend = "cpu") -> Sequential:
     """Rebuild the model saved at `path` on `backend` (weights bitwise, optimiser state,
     buffers, loss, epoch count and history). Never unpickles: only arrays and JSON are read.
@@ -703,34 +734,3 @@ def _restored_trainer(model: Sequential, run: S.RunRecord) -> Any:
     trainer.run, trainer.epoch, trainer.step = run.run, run.epoch, run.step
     trainer.loss_sum, trainer.stopped = run.loss_sum, run.stopped
     return trainer
-
-
-class MLP(Sequential):
-    """`MLP([784, 256, 10], activation="relu")`: Dense layers between the given widths.
-
-    The first size is the input width; hidden layers use `activation`; the output layer uses
-    `output_activation` (None: raw logits/values, the right choice for the built-in losses).
-    """
-
-    def __init__(
-        self,
-        sizes: Sequence[int],
-        activation: str | A.Activation = "relu",
-        output_activation: str | A.Activation | None = None,
-        init: str | None = None,
-        backend: str | Backend = "cpu",
-        dtype: Any = "float32",
-        seed: int | None = None,
-    ):
-        sizes = list(sizes)
-        if len(sizes) < 2:
-            raise ValueError(
-                f"MLP needs at least an input and an output size, e.g. [784, 10]; got {sizes}"
-            )
-        for s in sizes:
-            check_positive_int(s, "every MLP size")
-        A.get(activation)  # an unknown name is an error even without hidden layers
-        layers: list[Layer] = [Dense(s, activation=activation, init=init) for s in sizes[1:-1]]
-        layers.append(Dense(sizes[-1], activation=output_activation, init=init))
-        super().__init__(layers, input_dim=sizes[0], backend=backend, dtype=dtype, seed=seed)
-        self.sizes = sizes
