@@ -238,8 +238,12 @@ class Trainer:
         self._gbuf = {m: ops.empty((m, model.output_dim), model.dtype)
                       for m in {bs, n - (steps - 1) * bs}}
         self._guard, self._phase = _BufferGuard(model), "between"
+        # the names each epoch's logs will hold, so callbacks can check theirs before any step
+        recorded = ["loss"]
+        if plan.val is not None:
+            recorded += ["val_loss"] + (["val_accuracy"] if plan.loss.classification else [])
         for cb in self.callbacks:
-            cb.on_train_begin({})
+            cb.on_train_begin({"metrics": [*recorded, "lr", "grad_norm"]})
         for cb, saved in zip(self.callbacks, plan.callback_states, strict=True):
             if saved is not None:
                 cb.load_state_dict(saved)
