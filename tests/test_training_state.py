@@ -370,3 +370,19 @@ def test_interrupt_inside_forward_keeps_the_last_completed_step(tmp_path, at):
     resumed = _model()
     _fit(resumed, 3, validation_split=0.25, resume_from=model.save(tmp_path / "i.safetensors"))
     _assert_same(_snapshot(straight), _snapshot(resumed))
+
+
+def test_files_without_run_position_or_callback_state_still_resume(tmp_path, good):
+    """Checkpoints written before the run's position and callback state were saved."""
+    def strip(t, m):
+        for key in ("step", "loss_sum", "stopped", "callbacks"):
+            m["training"].pop(key)
+
+    old = _rewrite(good, tmp_path, strip)
+    straight = _model()
+    _fit(straight, 3, validation_split=0.25)
+    resumed = _model()
+    stop = EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=False)
+    _fit(resumed, 3, validation_split=0.25, resume_from=old, callbacks=[stop])
+    _assert_same(_snapshot(straight), _snapshot(resumed))
+    assert mlpx.load(old).epoch_ == 2
