@@ -8,6 +8,16 @@
 `on_epoch_end(epoch, logs)` receives the epoch's index (counted from the start of the run, so
 a resumed run continues the numbering) and the values History records (`loss`, `val_loss`,
 `val_accuracy`, `lr`, ...). Setting `model.stop_training = True` ends training after the epoch.
+`after_epoch(epoch, logs)` runs once every callback's on_epoch_end has: the run's state for the
+epoch is complete then (ModelCheckpoint saves there).
+
+A callback with state of its own (best value so far, patience counter) returns it from
+`state_dict()` (plain values and NumPy arrays) and takes it back in `load_state_dict(state)`;
+checkpoints store it, and `fit(resume_from=...)` gives each callback the state saved by the
+callback of the same class and rank (the first EarlyStopping gets the first saved
+EarlyStopping's state). `validate_state_dict(state)` raises ValueError for a state that does
+not fit (another monitor, say) before anything changes; `load_state_dict` runs after
+`on_train_begin`.
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from __future__ import annotations
 import math
 import os
 from typing import Any
+
+import numpy as np
 
 
 class Callback:
@@ -32,6 +44,44 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
 
     def on_train_end(self, logs: dict | None = None) -> None: ...
+
+    def after_epoch(self, epoch: int, logs: dict | None = None) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The callback's own state, for checkpoints (stateless callbacks: {})."""
+        return {}
+
+    def validate_state_dict(self, state: dict[str, Any]) -> None:
+        """Raise ValueError when `state` cannot be loaded into this callback."""
+        if not isinstance(state, dict):
+            raise ValueError(f"{type(self).__name__} state must be a dict, got {state!r}")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what state_dict() returned."""
+        self.validate_state_dict(state)
+
+
+class _MonitorState:
+    """State checks shared by the callbacks that track the best value of a monitored key."""
+
+    monitor: str
+    mode: str
+
+    def _check_monitor_state(self, state: dict[str, Any], keys: tuple[str, ...]) -> None:
+        name = type(self).__name__
+        if not isinstance(state, dict) or not set(keys) <= set(state):
+            raise ValueError(f"{name} state in the checkpoint lacks entries {keys}: {state!r}")
+        if (state["monitor"], state["mode"]) != (self.monitor, self.mode):
+            raise ValueError(
+                f"the checkpoint's {name} monitors {state['monitor']!r} in mode "
+                f"{state['mode']!r}, this {name} monitors {self.monitor!r} in mode "
+                f"{self.mode!r}; resume with the same settings or remove the callback"
+            )
+        try:
+            float(state["best"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} state has a non-numeric best value {state['best']!r}") \
+                from None
 
 
 def _resolve_mode(mode: str, monitor: str) -> str:
@@ -56,42 +106,13 @@ def _monitored(logs: dict | None, monitor: str, who: str) -> float:
     return float(logs[monitor])
 
 
-def _walk_layers(layers: list):
-    for layer in layers:
-        yield layer
-        yield from _walk_layers(layer.children())
-
-
-def capture_state(model: Any) -> tuple[list[Any], list[tuple[Any, str, Any]]]:
-    """Device copies of the parameters and of the floating-point buffers (running statistics).
-
-    Integer buffers (Dropout's step counter) are left out: rewinding them would replay masks.
-    """
-    ops = model.ops
-    params = [ops.copy(p.data) for p in model.parameters()]
-    bufs = []
-    for layer in _walk_layers(model.layers):
-        for key, value in layer.buffers().items():
-            if getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
-                bufs.append((layer, key, ops.copy(value)))
-    return params, bufs
-
-
-def apply_state(model: Any, state: tuple[list[Any], list[tuple[Any, str, Any]]]) -> None:
-    params, bufs = state
-    ops = model.ops
-    for p, saved in zip(model.parameters(), params, strict=True):
-        ops.copy_into(p.data, saved)
-    for layer, key, saved in bufs:
-        layer._set_buffer(key, ops.copy(saved))
-
-
-class EarlyStopping(Callback):
+class EarlyStopping(_MonitorState, Callback):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
 
-    With `restore_best_weights=True` (the default) the model ends training with the weights
-    (and BatchNorm running statistics) of its best epoch, whether patience ran out or the
-    epochs did. `mode="auto"` minimises losses and maximises accuracies.
+    With `restore_best_weights=True` (the default) the model ends training with the state
+    (`model.state_dict()`: weights and BatchNorm running statistics) of its best epoch,
+    whether patience ran out or the epochs did. `mode="auto"` minimises losses and maximises
+    accuracies. Its state (best value and epoch, wait counter, best state) is checkpointed.
     """
 
     def __init__(
@@ -120,7 +141,26 @@ class EarlyStopping(Callback):
         self.best_epoch: int | None = None
         self.wait = 0
         self.stopped_epoch: int | None = None
-        self._best_state: Any = None
+        self._best_state: dict | None = None
+
+    _KEYS = ("monitor", "mode", "best", "best_epoch", "wait", "stopped_epoch", "best_state")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "best": self.best,
+                "best_epoch": self.best_epoch, "wait": self.wait,
+                "stopped_epoch": self.stopped_epoch, "best_state": self._best_state}
+
+    def validate_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_monitor_state(state, self._KEYS)
+        if state["best_state"] is not None and not isinstance(state["best_state"], dict):
+            raise ValueError("EarlyStopping state: best_state must be a state dict or None")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.validate_state_dict(state)
+        self.best, self.best_epoch = float(state["best"]), state["best_epoch"]
+        self.wait, self.stopped_epoch = int(state["wait"]), state["stopped_epoch"]
+        best = state["best_state"]
+        self._best_state = None if best is None else {k: np.array(v) for k, v in best.items()}
 
     def _improved(self, value: float) -> bool:
         if self.mode == "min":
@@ -135,7 +175,7 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self._best_state = capture_state(self.model)
+                self._best_state = self.model.state_dict()
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -144,8 +184,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.restore_best_weights and self._best_state is not None:
-            apply_state(self.model, self._best_state)
-            self._best_state = None
+            self.model.load_state_dict(self._best_state)
         if self.verbose and self.best_epoch is not None:
             how = (
                 f"stopped after epoch {self.stopped_epoch + 1}"
@@ -156,10 +195,11 @@ class EarlyStopping(Callback):
                                               if self.restore_best_weights else ""))
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(_MonitorState, Callback):
     """Save the model (`model.save`) every `every_n_epochs` epochs, or only when `monitor`
     improves (`save_best_only=True`). `path` may contain `{epoch}` and any logged value, e.g.
-    "ckpt-{epoch:03d}-{val_loss:.3f}.safetensors". Each write is atomic.
+    "ckpt-{epoch:03d}-{val_loss:.3f}.safetensors". Each write is atomic and happens after
+    every callback has seen the epoch, so the file holds the whole run's state for it.
     """
 
     def __init__(
@@ -182,8 +222,21 @@ class ModelCheckpoint(Callback):
         self.verbose = verbose
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: list[str] = []
+        self._pending: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "best": self.best,
+                "saved": list(self.saved)}
+
+    def validate_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_monitor_state(state, ("monitor", "mode", "best", "saved"))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.validate_state_dict(state)
+        self.best, self.saved = float(state["best"]), [str(p) for p in state["saved"]]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._pending = None
         if (epoch + 1) % self.every_n_epochs:
             return
         logs = dict(logs or {})
@@ -200,10 +253,16 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint path {self.path!r} could not be formatted ({e}); it may use "
                 f"{{epoch}} and the logged values {', '.join(sorted(logs))}"
             ) from None
-        self.model.save(path, epoch=epoch + 1)
         self.saved.append(path)
+        self._pending = path
+
+    def after_epoch(self, epoch: int, logs: dict | None = None) -> None:
+        path, self._pending = self._pending, None
+        if path is None:
+            return
+        self.model.save(path, epoch=epoch + 1)
         if self.verbose:
             print(f"ModelCheckpoint: saved epoch {epoch + 1} to {path}")
 
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "capture_state", "apply_state"]
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint"]

@@ -6,13 +6,21 @@ Layout (safetensors, https://github.com/huggingface/safetensors):
     N bytes   JSON: {"__metadata__": {str: str}, "<tensor>": {"dtype", "shape", "data_offsets"}}
     rest      the tensors' raw little-endian bytes, back to back
 
-mlpx stores the trainable parameters (`layers.<i>.W`, nested blocks as
-`layers.<i>.layers.<j>.W`), the layers' buffers (BatchNorm running statistics, Dropout step
-counters) and the optimiser's state arrays (`optimizer.state.<k>.<name>`). `__metadata__` holds
-`format` ("mlpx"), `format_version`, and `mlpx`: a JSON document with the architecture (every
-layer's class and config), dtype, seed, loss, optimiser config and scalar state, the epoch count
-and the training history, plus a SHA-256 of the tensor bytes (safetensors itself has no
-checksum, so without it a flipped byte in a weight would load silently).
+mlpx stores the model's state dict (`Sequential.state_dict()`: parameters `layers.<i>.W`,
+nested blocks as `layers.<i>.layers.<j>.W`, then buffers such as BatchNorm running statistics
+and Dropout step counters), the optimiser's state arrays (`optimizer.state.<k>.<name>`) and the
+arrays of callback state (`callbacks.<k>.<name>`, e.g. EarlyStopping's best weights).
+`__metadata__` holds `format` ("mlpx"), `format_version`, and `mlpx`: a JSON document with the
+architecture (every layer's class and config), dtype, seed, the state dict's parameter and
+buffer names, loss, optimiser config and scalar state, and `training`: the run's position
+(`epoch` completed, `fit_index` (the run), `step` and `loss_sum` within an interrupted epoch),
+the training history and each callback's state (`callbacks`: class and state, in order), plus
+a SHA-256 of the tensor bytes (safetensors itself has no checksum, so without it a flipped byte
+in a weight would load silently). Files written before `step`, `loss_sum` and `callbacks`
+existed load as runs at an epoch boundary with fresh callbacks.
+
+This module converts state to bytes and back; it imports nothing from the model or the
+training loop (the model builds its record, the trainer reads it).
 
 Why this format: loading never executes code (no pickle), any safetensors reader (Python, Rust,
 JS) can open the arrays, and the file is a single self-describing blob that is cheap to write
@@ -189,110 +197,37 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
     return tensors, meta
 
 
-# ----------------------------------------------------------------------- model <-> arrays
-def _walk(layers: list, prefix: str = "layers"):
-    """(path, layer) for every layer, depth first (a block before its sub-layers)."""
-    for i, layer in enumerate(layers):
-        path = f"{prefix}.{i}"
-        yield path, layer
-        kids = layer.children()
-        if kids:
-            yield from _walk(kids, f"{path}.layers")
-
-
-def _param_names(model: Any) -> list[str]:
-    names = [f"{path}.{p.name}" for path, layer in _walk(model.layers) if not layer.children()
-             for p in layer.parameters()]
-    if len(names) != len(model.parameters()):  # a block with parameters of its own
-        raise TypeError("layers with both sub-layers and own parameters cannot be saved")
-    return names
-
-
-def _split_arrays(obj: Any, prefix: str, tensors: dict[str, np.ndarray]) -> Any:
+# ------------------------------------------------------------------------- state <-> file
+def split_arrays(obj: Any, prefix: str, tensors: dict[str, np.ndarray]) -> Any:
     """JSON-able copy of `obj` with arrays moved into `tensors` (replaced by references)."""
     if isinstance(obj, np.ndarray) or hasattr(obj, "__cuda_array_interface__"):
         tensors[prefix] = np.asarray(obj.get() if hasattr(obj, "get") else obj)
         return {"__tensor__": prefix}
     if isinstance(obj, dict):
-        return {str(k): _split_arrays(v, f"{prefix}.{k}", tensors) for k, v in obj.items()}
+        return {str(k): split_arrays(v, f"{prefix}.{k}", tensors) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_split_arrays(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+        return [split_arrays(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
 
 
-def _join_arrays(obj: Any, tensors: dict[str, np.ndarray], path: str) -> Any:
+def join_arrays(obj: Any, tensors: dict[str, np.ndarray], path: str) -> Any:
+    """The inverse of `split_arrays`: references replaced by the arrays of `tensors`."""
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
             name = obj["__tensor__"]
             if name not in tensors:
                 raise CheckpointError(f"checkpoint {path!r} lacks the tensor {name!r}")
             return tensors[name]
-        return {k: _join_arrays(v, tensors, path) for k, v in obj.items()}
+        return {k: join_arrays(v, tensors, path) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_join_arrays(v, tensors, path) for v in obj]
+        return [join_arrays(v, tensors, path) for v in obj]
     return obj
 
 
-def _history_dict(history: Any) -> dict | None:
-    if history is None:
-        return None
-    return {"epoch": [int(e) for e in history.epoch],
-            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
-
-
-def state_of(model: Any, epoch: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """Arrays and metadata describing `model` completely (see the module docstring)."""
-    from . import __version__
-    from .layers.registry import layer_spec
-
-    model._require_built()
-    ops = model.ops
-    tensors: dict[str, np.ndarray] = {}
-    names = _param_names(model)
-    for name, p in zip(names, model.parameters(), strict=True):
-        tensors[name] = ops.to_numpy(p.data)
-    buffers: dict[str, list[str]] = {}
-    for path, layer in _walk(model.layers):
-        for key, value in layer.buffers().items():
-            tensors[f"{path}.{key}"] = np.asarray(
-                value.get() if hasattr(value, "get") else value
-            )
-            buffers.setdefault(path, []).append(key)
-    opt = model.optimizer_
-    opt_meta = None
-    if opt is not None and opt.ops is not None and opt.params:
-        opt_meta = _split_arrays(opt.state_dict(), "optimizer", tensors)
-    elif opt is not None:
-        opt_meta = {"config": _split_arrays(opt.get_config(), "optimizer.config", tensors)}
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "mlpx_version": __version__,
-        "model": {
-            "class": "Sequential",
-            "input_dim": model.input_dim,
-            "dtype": model.dtype.name,
-            "seed": model.seed,
-            "layers": [layer_spec(layer) for layer in model.layers],
-        },
-        "params": names,
-        "buffers": buffers,
-        "loss": model.loss_.name if model.loss_ is not None else None,
-        "optimizer": opt_meta,
-        "training": {
-            "epoch": int(model.__dict__.get("epoch_", 0) if epoch is None else epoch),
-            "fit_index": int(model.__dict__.get("_run_fit_index", model._fit_count)),
-            "history": _history_dict(model.history_),
-        },
-    }
-    return tensors, meta
-
-
-def save(model: Any, path: str | os.PathLike, epoch: int | None = None) -> Path:
-    """Write `model` (weights, buffers, architecture, loss, optimiser state, epoch) atomically."""
-    tensors, meta = state_of(model, epoch)
+def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict) -> Path:
+    """Write arrays and the mlpx metadata document to `path` atomically."""
     blob = encode(tensors, {
         "format": FORMAT, "format_version": str(FORMAT_VERSION),
         "mlpx": json.dumps(meta, separators=(",", ":"), allow_nan=True),
@@ -301,131 +236,5 @@ def save(model: Any, path: str | os.PathLike, epoch: int | None = None) -> Path:
     return Path(path)
 
 
-def _build_model(meta: dict, backend: Any, path: str):
-    from .layers.registry import layer_from_spec
-    from .model import Sequential
-
-    spec = meta["model"]
-    layers = [layer_from_spec(s) for s in spec["layers"]]
-    return Sequential(layers, input_dim=spec["input_dim"], backend=backend, dtype=spec["dtype"],
-                      seed=spec["seed"])
-
-
-def _architecture_difference(saved: dict, input_dim: Any, ours: list[dict]) -> str:
-    """The first difference between a saved architecture and a model's, for error messages.
-
-    Class names alone can be identical (Dense vs Dense of another width), so name the config
-    entries that differ.
-    """
-    if input_dim != saved["input_dim"]:
-        return f"input_dim {saved['input_dim']} in the checkpoint, {input_dim} here"
-    theirs = saved["layers"]
-    if len(theirs) != len(ours):
-        return (f"{len(theirs)} layers in the checkpoint ({[s['class'] for s in theirs]}), "
-                f"{len(ours)} here ({[s['class'] for s in ours]})")
-    for i, (a, b) in enumerate(zip(theirs, ours, strict=True)):
-        if a == b:
-            continue
-        if a["class"] != b["class"]:
-            return f"layer {i} is {a['class']} in the checkpoint, {b['class']} here"
-        ca, cb = a.get("config", {}), b.get("config", {})
-        diff = ", ".join(
-            f"{k}={ca.get(k)!r} in the checkpoint, {cb.get(k)!r} here"
-            for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)
-        )
-        return f"layer {i} ({a['class']}): {diff}"
-    return "the layer configurations differ"
-
-
-def _check_compatible(model: Any, meta: dict, path: str) -> None:
-    from .layers.registry import layer_spec
-
-    saved = meta["model"]
-    ours = [layer_spec(layer) for layer in model.layers]
-    if ours != saved["layers"] or model.input_dim != saved["input_dim"]:
-        raise CheckpointError(
-            f"checkpoint {path!r} holds a different architecture than this model "
-            f"({_architecture_difference(saved, model.input_dim, ours)}); load it with mlpx.load"
-        )
-    if model.dtype.name != saved["dtype"]:
-        raise CheckpointError(
-            f"checkpoint {path!r} holds {saved['dtype']} weights, this model is "
-            f"{model.dtype.name}; build the model with dtype={saved['dtype']!r}"
-        )
-
-
-def restore(model: Any, tensors: dict[str, np.ndarray], meta: dict, path: str,
-            optimizer: bool = True) -> None:
-    """Copy a checkpoint's weights, buffers, loss, optimiser and counters into `model`."""
-    from . import losses as L
-    from . import optim as O
-
-    ops = model.ops
-    names = _param_names(model)
-    if names != meta["params"]:
-        raise CheckpointError(f"checkpoint {path!r} parameters {meta['params']} do not match "
-                              f"the model's {names}")
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise CheckpointError(f"checkpoint {path!r} lacks the arrays {missing}")
-    model.set_weights([tensors[n] for n in names])  # validates shapes and finiteness
-    layers = dict(_walk(model.layers))
-    for lpath, keys in meta.get("buffers", {}).items():
-        layer = layers[lpath]
-        for key in keys:
-            value = tensors[f"{lpath}.{key}"]
-            current = layer.buffers().get(key)
-            if current is not None and tuple(np.shape(current)) != value.shape:
-                raise CheckpointError(f"checkpoint {path!r}: buffer {lpath}.{key} has shape "
-                                      f"{value.shape}, the model expects {np.shape(current)}")
-            layer._set_buffer(key, ops.asarray(value) if value.ndim else value)
-    if meta.get("loss"):
-        model.loss_ = L.get(meta["loss"])
-    opt_meta = meta.get("optimizer")
-    if optimizer and opt_meta:
-        sd = _join_arrays(opt_meta, tensors, path)
-        model.optimizer_ = O.from_config(dict(sd["config"]))
-        if "state" in sd:
-            model.optimizer_.bind(model.parameters(), ops)
-            model.optimizer_.load_state_dict(sd)
-    train = meta.get("training") or {}
-    model.epoch_ = int(train.get("epoch", 0))
-    model._run_fit_index = int(train.get("fit_index", 0))
-    model._fit_count = max(model._fit_count, model._run_fit_index + 1)
-    hist = train.get("history")
-    if hist is not None:
-        from .history import History
-
-        h = History()
-        for i, e in enumerate(hist["epoch"]):
-            h.append(e, {k: v[i] for k, v in hist["history"].items() if i < len(v)})
-        model.history_ = h
-
-
-def load(path: str | os.PathLike, backend: Any = "cpu") -> Any:
-    """Rebuild the model saved at `path` on `backend` (weights bitwise, optimiser state,
-    buffers, loss, epoch count and history). Never unpickles: only arrays and JSON are read.
-    """
-    p = os.fspath(path)
-    tensors, meta = read_file(p)
-    try:
-        model = _build_model(meta, backend, p)
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {p!r} has an invalid architecture entry: {e}") from None
-    restore(model, tensors, meta, p)
-    return model
-
-
-def resume(model: Any, path: str | os.PathLike) -> dict:
-    """Load a checkpoint into an existing model (built or not) for `fit(resume_from=...)`."""
-    p = os.fspath(path)
-    tensors, meta = read_file(p)
-    if not model.built:
-        model.build(int(meta["model"]["input_dim"]))
-    _check_compatible(model, meta, p)
-    restore(model, tensors, meta, p)
-    return meta
-
-
-__all__ = ["save", "load", "resume", "CheckpointError", "FORMAT_VERSION", "encode", "decode",
-           "write_atomic", "read_file"]
+__all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "encode", "decode", "write_atomic",
+           "read_file", "write", "split_arrays", "join_arrays"]

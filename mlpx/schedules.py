@@ -20,8 +20,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from .callbacks import Callback, _MonitorState
 from .optim import Optimizer
-from .training import Callback
 from .validation import as_float, check_float, check_positive_int
 
 
@@ -157,7 +157,7 @@ class LambdaLR(LRSchedule):
         return f
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_MonitorState, Callback):
     """Multiply the lr by `factor` when `monitor` stopped improving for `patience` epochs, as
     torch.optim.lr_scheduler.ReduceLROnPlateau (same names and defaults).
 
@@ -167,7 +167,8 @@ class ReduceLROnPlateau(Callback):
     improvement the lr becomes max(lr * factor, min_lr) (changes smaller than `eps` are
     skipped) and the count pauses for `cooldown` epochs. The new lr applies from the next
     epoch. `monitor="val_loss"` falls back to the training "loss" (with a warning) when fit
-    has no validation data. The counters start afresh at the beginning of each `fit`.
+    has no validation data. The counters start afresh at the beginning of each `fit`; a run
+    resumed from a checkpoint continues them (they are in its state_dict()).
     """
 
     def __init__(
@@ -210,6 +211,23 @@ class ReduceLROnPlateau(Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._reset()
+
+    _KEYS = ("monitor", "mode", "best", "num_bad_epochs", "cooldown_counter", "warned")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "best": self.best,
+                "num_bad_epochs": self.num_bad_epochs,
+                "cooldown_counter": self.cooldown_counter, "warned": self._warned}
+
+    def validate_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_monitor_state(state, self._KEYS)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.validate_state_dict(state)
+        self.best = float(state["best"])
+        self.num_bad_epochs = int(state["num_bad_epochs"])
+        self.cooldown_counter = int(state["cooldown_counter"])
+        self._warned = bool(state["warned"])
 
     def is_better(self, value: float, best: float) -> bool:
         t = self.threshold
