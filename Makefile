@@ -6,7 +6,13 @@ PY := $(BIN)/python
 # PyTorch (CPU build) is the independent implementation the tests compare against.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench bench-full check clean
+# A second environment with the core dependencies and pytest only (no torch, scipy, matplotlib,
+# CuPy, ...): the whole suite must still collect, and the smoke subset pass.
+CORE_VENV ?= .venv-core
+CORE_SPEC := "numpy>=1.24,<3" "numba>=0.59" "tqdm>=4.60" "pytest>=7.4"
+CORE_SMOKE := tests/test_smoke.py tests/test_import.py tests/test_xor.py tests/test_batches.py
+
+.PHONY: demo test test-core lint bench bench-full check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +32,16 @@ demo: $(VENV)/.demo-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check mlpx tests benchmarks
 
-test: lint
+$(CORE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install --quiet $(CORE_SPEC)
+	touch $@
+
+test-core: $(CORE_VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider --collect-only tests > $(CORE_VENV)/collect.log || (tail -n 30 $(CORE_VENV)/collect.log; exit 1)
+	PYTHONPATH=$(CURDIR) $(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider $(CORE_SMOKE)
+
+test: lint test-core
 	$(BIN)/pytest -q tests
 	$(BIN)/pytest -q benchmarks --benchmark-disable -p no:cacheprovider
 
@@ -40,4 +55,4 @@ check: $(VENV)/.dev-installed
 	$(BIN)/mlpx check
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output
+	rm -rf $(VENV) $(CORE_VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output

@@ -139,17 +139,25 @@ __device__ void bias_prelu_impl(T* z, const T* b, const T* slopes, T* out, long 
     }
 }
 
-// Numba twin: prelu_backward. out = dy * f'(z); dslopes[j] = sum_i dy[i,j] * min(z[i,j], 0).
-// One thread per column walks the rows in order, so the slope gradient is summed in exactly
-// the order the Numba kernel uses (bitwise-equal sums). Reads are coalesced across a warp.
+#ifndef PRELU_CHUNK
+#define PRELU_CHUNK 64  // rows per partial sum of the slope gradient (_cuda_kernels.PRELU_CHUNK)
+#endif
+
+// Numba twin: prelu_backward. out = dy * f'(z), and the first stage of the slope gradient:
+// partial[c * m + j] = sum over the rows of chunk c (PRELU_CHUNK rows, in order) of
+// dy[i,j] * min(z[i,j], 0), in double. One thread per (chunk, column): consecutive threads
+// take consecutive columns (coalesced), and n / PRELU_CHUNK * m threads fill the GPU.
 template <typename T>
-__device__ void prelu_bwd_impl(const T* dy, const T* z, const T* slopes, T* out, T* dslopes,
-                               long long n, long long m) {
-    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < m;
-         j += (long long)blockDim.x * gridDim.x) {
+__device__ void prelu_bwd_impl(const T* dy, const T* z, const T* slopes, T* out,
+                               double* partial, long long n, long long m) {
+    const long long chunks = (n + PRELU_CHUNK - 1) / PRELU_CHUNK;
+    MLPX_GRID_LOOP(t, chunks * m) {
+        long long c = t / m;
+        long long j = t - c * m;
         double a = (double)slopes[j];
         double acc = 0.0;
-        for (long long i = 0; i < n; ++i) {
+        long long stop = (c + 1) * PRELU_CHUNK < n ? (c + 1) * PRELU_CHUNK : n;
+        for (long long i = c * PRELU_CHUNK; i < stop; ++i) {
             long long k = i * m + j;
             double g = (double)dy[k];
             double v = (double)z[k];
@@ -159,6 +167,21 @@ __device__ void prelu_bwd_impl(const T* dy, const T* z, const T* slopes, T* out,
                 out[k] = (T)(a * g);
                 acc += g * v;
             }
+        }
+        partial[t] = acc;
+    }
+}
+
+// Numba twin: prelu_backward. Second stage: dslopes[j] = the chunks' partial sums added in
+// chunk order (the order of the Numba kernel and of the reference, so the result is bitwise
+// the same on every backend), rounded once.
+template <typename T>
+__device__ void prelu_dslopes_impl(const double* partial, T* dslopes, long long chunks,
+                                   long long m) {
+    MLPX_GRID_LOOP(j, m) {
+        double acc = 0.0;
+        for (long long c = 0; c < chunks; ++c) {
+            acc += partial[c * m + j];
         }
         dslopes[j] = (T)acc;
     }
@@ -191,8 +214,12 @@ __device__ void prelu_bwd_impl(const T* dy, const T* z, const T* slopes, T* out,
         bias_prelu_impl<T>(z, b, slopes, out, n, m);                                           \
     }                                                                                          \
     extern "C" __global__ void prelu_bwd_##S(const T* dy, const T* z, const T* slopes, T* out, \
-                                              T* dslopes, long long n, long long m) {          \
-        prelu_bwd_impl<T>(dy, z, slopes, out, dslopes, n, m);                                  \
+                                              double* partial, long long n, long long m) {     \
+        prelu_bwd_impl<T>(dy, z, slopes, out, partial, n, m);                                  \
+    }                                                                                          \
+    extern "C" __global__ void prelu_dslopes_##S(const double* partial, T* dslopes,            \
+                                                  long long chunks, long long m) {             \
+        prelu_dslopes_impl<T>(partial, dslopes, chunks, m);                                    \
     }
 
 MLPX_INSTANTIATE(float, f32)

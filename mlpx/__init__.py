@@ -25,12 +25,12 @@ from . import (
 )
 from .backends import available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
-from .checkpoint import CheckpointError, load
+from .checkpoint import CheckpointError
 from .data import Standardizer, minibatches, one_hot, train_test_split
 from .errors import BackendUnavailableError, NonFiniteLossError
 from .history import History
 from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Parameter, PReLU, Residual
-from .model import MLP, Sequential
+from .model import MLP, Sequential, load
 from .perceptron import Perceptron
 
 __version__ = "0.1.0"

@@ -8,6 +8,16 @@
 `on_epoch_end(epoch, logs)` receives the epoch's index (counted from the start of the run, so
 a resumed run continues the numbering) and the values History records (`loss`, `val_loss`,
 `val_accuracy`, `lr`, ...). Setting `model.stop_training = True` ends training after the epoch.
+`after_epoch(epoch, logs)` runs once every callback's on_epoch_end has: the run's state for the
+epoch is complete then (ModelCheckpoint saves there).
+
+A callback with state of its own (best value so far, patience counter) returns it from
+`state_dict()` (plain values and NumPy arrays) and takes it back in `load_state_dict(state)`;
+checkpoints store it, and `fit(resume_from=...)` gives each callback the state saved by the
+callback of the same class and rank (the first EarlyStopping gets the first saved
+EarlyStopping's state). `validate_state_dict(state)` raises ValueError for a state that does
+not fit (another monitor, say) before anything changes; `load_state_dict` runs after
+`on_train_begin`.
 """
 
 from __future__ import annotations
@@ -17,11 +27,16 @@ import os
 import re
 from typing import Any
 
+import numpy as np
+
 
 class Callback:
     """Hooks called by `fit`. Set `model.stop_training = True` to end after this epoch."""
 
     model: Any = None
+    #: {entry: kind} of what `state_dict()` returns, checked before a checkpoint's state is
+    #: used (see `check_state_format`); None: any dict (callbacks that declare nothing)
+    state_format: dict[str, str] | None = None
 
     def set_model(self, model: Any) -> None:
         self.model = model
@@ -33,6 +48,97 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
 
     def on_train_end(self, logs: dict | None = None) -> None: ...
+
+    def after_epoch(self, epoch: int, logs: dict | None = None) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The callback's own state, for checkpoints (stateless callbacks: {})."""
+        return {}
+
+    @classmethod
+    def check_state_format(cls, state: Any) -> None:
+        """Raise ValueError unless `state` has the entries and types `state_format` declares
+        (no others): what a checkpoint's state is checked against before it is used. Kinds:
+        "str", "mode" ("min"/"max"), "number" (not NaN), "count" (integer >= 0),
+        "count_or_none", "bool", "strings" (list of str), "state_dict_or_none" (a model's
+        state dict of arrays, or None)."""
+        name = cls.__name__
+        if not isinstance(state, dict):
+            raise ValueError(f"{name} state must be a dict, got {type(state).__name__}")
+        if cls.state_format is None:
+            return
+        unknown = sorted(set(state) - set(cls.state_format))
+        missing = sorted(set(cls.state_format) - set(state))
+        if unknown or missing:
+            raise ValueError(f"{name} state must hold exactly {sorted(cls.state_format)}"
+                             + (f"; unknown {unknown}" if unknown else "")
+                             + (f"; missing {missing}" if missing else ""))
+        for key, kind in cls.state_format.items():
+            if not _STATE_KINDS[kind](state[key]):
+                raise ValueError(f"{name} state entry {key!r} must be {_KIND_NAMES[kind]}, got "
+                                 f"{_short(state[key])}")
+
+    def validate_state_dict(self, state: dict[str, Any]) -> None:
+        """Raise ValueError when `state` cannot be loaded into this callback."""
+        self.check_state_format(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what state_dict() returned."""
+        self.validate_state_dict(state)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+        and not math.isnan(float(v))
+
+
+def _is_state_dict(v: Any) -> bool:
+    return v is None or (isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(a, np.ndarray) for k, a in v.items()))
+
+
+_STATE_KINDS = {
+    "str": lambda v: isinstance(v, str),
+    "mode": lambda v: v in ("min", "max"),
+    "number": _is_number,
+    "count": _is_count,
+    "count_or_none": lambda v: v is None or _is_count(v),
+    "bool": lambda v: isinstance(v, (bool, np.bool_)),
+    "strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "state_dict_or_none": _is_state_dict,
+}
+_KIND_NAMES = {
+    "str": "a string", "mode": "'min' or 'max'", "number": "a number (not NaN)",
+    "count": "an integer >= 0", "count_or_none": "an integer >= 0 or None",
+    "bool": "true or false", "strings": "a list of strings",
+    "state_dict_or_none": "a state dict of arrays or None",
+}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _MonitorState:
+    """State checks shared by the callbacks that track the best value of a monitored key."""
+
+    monitor: str
+    mode: str
+
+    def _check_monitor_state(self, state: dict[str, Any]) -> None:
+        name = type(self).__name__
+        self.check_state_format(state)  # type: ignore[attr-defined]
+        if (state["monitor"], state["mode"]) != (self.monitor, self.mode):
+            raise ValueError(
+                f"the checkpoint's {name} monitors {state['monitor']!r} in mode "
+                f"{state['mode']!r}, this {name} monitors {self.monitor!r} in mode "
+                f"{self.mode!r}; resume with the same settings or remove the callback"
+            )
 
 
 def _resolve_mode(mode: str, monitor: str) -> str:
@@ -57,42 +163,13 @@ def _monitored(logs: dict | None, monitor: str, who: str) -> float:
     return float(logs[monitor])
 
 
-def _walk_layers(layers: list):
-    for layer in layers:
-        yield layer
-        yield from _walk_layers(layer.children())
-
-
-def capture_state(model: Any) -> tuple[list[Any], list[tuple[Any, str, Any]]]:
-    """Device copies of the parameters and of the floating-point buffers (running statistics).
-
-    Integer buffers (Dropout's step counter) are left out: rewinding them would replay masks.
-    """
-    ops = model.ops
-    params = [ops.copy(p.data) for p in model.parameters()]
-    bufs = []
-    for layer in _walk_layers(model.layers):
-        for key, value in layer.buffers().items():
-            if getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
-                bufs.append((layer, key, ops.copy(value)))
-    return params, bufs
-
-
-def apply_state(model: Any, state: tuple[list[Any], list[tuple[Any, str, Any]]]) -> None:
-    params, bufs = state
-    ops = model.ops
-    for p, saved in zip(model.parameters(), params, strict=True):
-        ops.copy_into(p.data, saved)
-    for layer, key, saved in bufs:
-        layer._set_buffer(key, ops.copy(saved))
-
-
-class EarlyStopping(Callback):
+class EarlyStopping(_MonitorState, Callback):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
 
-    With `restore_best_weights=True` (the default) the model ends training with the weights
-    (and BatchNorm running statistics) of its best epoch, whether patience ran out or the
-    epochs did. `mode="auto"` minimises losses and maximises accuracies.
+    With `restore_best_weights=True` (the default) the model ends training with the state
+    (`model.state_dict()`: weights and BatchNorm running statistics) of its best epoch,
+    whether patience ran out or the epochs did. `mode="auto"` minimises losses and maximises
+    accuracies. Its state (best value and epoch, wait counter, best state) is checkpointed.
     """
 
     def __init__(
@@ -121,7 +198,29 @@ class EarlyStopping(Callback):
         self.best_epoch: int | None = None
         self.wait = 0
         self.stopped_epoch: int | None = None
-        self._best_state: Any = None
+        self._best_state: dict | None = None
+
+    state_format = {"monitor": "str", "mode": "mode", "best": "number",
+                    "best_epoch": "count_or_none", "wait": "count",
+                    "stopped_epoch": "count_or_none", "best_state": "state_dict_or_none"}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "best": self.best,
+                "best_epoch": self.best_epoch, "wait": self.wait,
+                "stopped_epoch": self.stopped_epoch, "best_state": self._best_state}
+
+    def validate_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_monitor_state(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.validate_state_dict(state)
+        self.best = float(state["best"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        self.wait = int(state["wait"])
+        self.stopped_epoch = None if state["stopped_epoch"] is None \
+            else int(state["stopped_epoch"])
+        best = state["best_state"]
+        self._best_state = None if best is None else {k: np.array(v) for k, v in best.items()}
 
     def _improved(self, value: float) -> bool:
         if self.mode == "min":
@@ -136,7 +235,7 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self._best_state = capture_state(self.model)
+                self._best_state = self.model.state_dict()
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -145,8 +244,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.restore_best_weights and self._best_state is not None:
-            apply_state(self.model, self._best_state)
-            self._best_state = None
+            self.model.load_state_dict(self._best_state)
         if self.verbose and self.best_epoch is not None:
             how = (
                 f"stopped after epoch {self.stopped_epoch + 1}"
@@ -157,14 +255,16 @@ class EarlyStopping(Callback):
                                               if self.restore_best_weights else ""))
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(_MonitorState, Callback):
     """Save the model (`model.save`) every `every_n_epochs` epochs, or only when `monitor`
     improves (`save_best_only=True`). `path` may contain `{epoch}` and any logged value, e.g.
-    "ckpt-{epoch:03d}-{val_loss:.3f}.safetensors". Each write is atomic.
+    "ckpt-{epoch:03d}-{val_loss:.3f}.safetensors". Each write is atomic and happens after
+    every callback has seen the epoch, so the file holds the whole run's state for it.
 
     Before the first training step (`on_train_begin`) it checks that the directory exists and
     accepts files, that every `{key}` of the pattern is a value the fit records, and, with
-    `save_best_only`, that `monitor` is recorded.
+    `save_best_only`, that `monitor` is recorded. Each fit is a run of its own, so `best`
+    starts afresh there; `fit(resume_from=...)` restores the saved run's `best`.
     """
 
     def __init__(
@@ -187,6 +287,20 @@ class ModelCheckpoint(Callback):
         self.verbose = verbose
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: list[str] = []
+        self._pending: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "best": self.best,
+                "saved": list(self.saved)}
+
+    state_format = {"monitor": "str", "mode": "mode", "best": "number", "saved": "strings"}
+
+    def validate_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_monitor_state(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.validate_state_dict(state)
+        self.best, self.saved = float(state["best"]), [str(p) for p in state["saved"]]
 
     def _pattern_fields(self) -> list[tuple[str, str]]:
         """(name, format spec) of every `{...}` in the path pattern."""
@@ -203,6 +317,10 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         from .checkpoint_file import check_writable
 
+        # a new run: its best starts afresh (a resumed run's comes back in load_state_dict,
+        # which fit calls after this)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self._pending = None
         recorded = (logs or {}).get("metrics")  # the names fit will log, when it says
         fields = self._pattern_fields()
         if any(name == "" or name.isdigit() for name, _ in fields):
@@ -236,6 +354,7 @@ class ModelCheckpoint(Callback):
             check_writable(sample)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._pending = None
         if (epoch + 1) % self.every_n_epochs:
             return
         logs = dict(logs or {})
@@ -252,10 +371,16 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint path {self.path!r} could not be formatted ({e}); it may use "
                 f"{{epoch}} and the logged values {', '.join(sorted(logs))}"
             ) from None
-        self.model.save(path, epoch=epoch + 1)
         self.saved.append(path)
+        self._pending = path
+
+    def after_epoch(self, epoch: int, logs: dict | None = None) -> None:
+        path, self._pending = self._pending, None
+        if path is None:
+            return
+        self.model.save(path, epoch=epoch + 1)
         if self.verbose:
             print(f"ModelCheckpoint: saved epoch {epoch + 1} to {path}")
 
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "capture_state", "apply_state"]
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint"]

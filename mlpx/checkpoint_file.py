@@ -361,6 +361,10 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
     meta = parse_json(metadata["mlpx"], p, "the mlpx metadata", allow_nan=True)
     if not isinstance(meta, dict):
         raise _bad(p, "the mlpx metadata is not a JSON object")
+    stated = meta.get("format_version")
+    if type(stated) is not int or stated != version:
+        raise _bad(p, f"the mlpx document's format_version {stated!r} differs from "
+                      f"__metadata__.format_version {raw!r}; the file is corrupted")
     if version < FORMAT_VERSION:
         warnings.warn(
             f"checkpoint {p!r} has format version {version}, whose checksum covers the arrays "

@@ -1,52 +1,82 @@
-"""Strict validation of an mlpx checkpoint's document against the tensors it carries.
+"""Strict validation of an mlpx checkpoint: its document, its tensors and the state the layers
+declare. Every problem raises CheckpointError naming the file and the field.
 
-`check_before_build` runs on what `read_file` returns, before any model is built: it checks
-the types and ranges of the document's entries, rebuilds the layers unbuilt (configs only,
-nothing allocated), and compares the parameter and buffer shapes the architecture implies with
-the tensors actually present, so a small file cannot make mlpx allocate a large model.
-`check_model_matches` runs on the built model, before anything is assigned: every tensor is a
-declared parameter, buffer or optimiser slot with the model's shapes and dtypes, and buffer
-names are limited to each layer's own `buffers()`.
+Three stages, each before anything it guards against happens:
 
-Every problem raises CheckpointError naming the file and the field.
+- `check_document(meta, tensors, path)`, on the JSON document alone: known keys only, types
+  and ranges of every entry, and every tensor of the file named exactly once: a parameter or
+  buffer listed in `params`/`buffers`, or a reference at its own place in the optimiser or
+  callback state (`{"__tensor__": "optimizer.state.0.exp_avg"}` at optimizer.state[0].exp_avg).
+- `check_declared(record, path)`, before anything is built or allocated: the loss, the
+  optimiser config and every layer config are parsed (configs only), and the tensors are
+  compared with the state each layer declares for its config and input width
+  (`Layer.param_spec` / `buffer_spec` / `compute_output_dim`, built-in and registered custom
+  layers alike): so a small file cannot make mlpx allocate a large model, and buffer names are
+  limited to each layer's declared buffers. A custom layer that declares nothing (relying on
+  the defaults, which describe a built layer) has those parts checked at the next stage.
+- `check_state(record, spec, params, dtype, path)`, against a model's `state_spec()` before
+  anything is assigned: names, dtypes and shapes of every state tensor, optimiser slot and
+  callback state dict (EarlyStopping's best state); floats finite, counters non-negative;
+  built-in callbacks' state entries and types (`Callback.state_format`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from .checkpoint_file import CheckpointError
+from .checkpoint_file import FORMAT, FORMAT_VERSION, OLDEST_READABLE_VERSION, CheckpointError
 
 #: top-level entries of the `mlpx` document
 DOCUMENT_KEYS = ("format", "format_version", "mlpx_version", "model", "params", "buffers",
                  "loss", "optimizer", "training")
-_MODEL_KEYS = ("class", "input_dim", "dtype", "seed", "layers")
-_TRAINING_KEYS = ("epoch", "fit_index", "history")
-_FLOAT_CODES = {"float32": "F32", "float64": "F64"}
+MODEL_KEYS = ("class", "input_dim", "dtype", "seed", "layers")
+#: the training run: position, history, callback states
+TRAINING_KEYS = ("epoch", "fit_index", "step", "loss_sum", "stopped", "history", "callbacks")
+#: entries that version-1 files may lack (written before the run's position inside an epoch
+#: and the callbacks' state were saved): such runs resume at an epoch boundary, fresh callbacks
+V1_OPTIONAL_TRAINING = ("step", "loss_sum", "stopped", "callbacks")
+#: an unbound optimiser is saved as its config alone; a bound one with its state
+OPTIMIZER_KEYS = ("config", "step_count", "initial_lr", "state")
+_FLOAT_DTYPES = ("float32", "float64")
+_LAYER_PATH = re.compile(r"layers\.\d{1,9}(\.layers\.\d{1,9})*")
+_STATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+_MAX_SEED = 2**128
+_MAX_NAME = 200
 
 
 def _fail(path: str, field: str, why: str) -> CheckpointError:
     return CheckpointError(f"checkpoint {path!r}: {field} {why}")
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _is_int(v: Any, lo: int = 0) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _exact_keys(obj: Any, keys: tuple[str, ...], path: str, field: str,
                 optional: tuple[str, ...] = ()) -> dict:
     if not isinstance(obj, dict):
         raise _fail(path, field, f"must be a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(keys) - set(optional))
-    missing = [k for k in keys if k not in obj]
+    unknown = sorted(set(obj) - set(keys))
+    missing = [k for k in keys if k not in obj and k not in optional]
     if unknown or missing:
         raise _fail(path, field, "must hold " + ", ".join(keys) + (
-            f"; unknown {unknown}" if unknown else "") + (f"; missing {missing}" if missing
-                                                           else ""))
+            f"; unknown {unknown[:5]}" if unknown else "") + (f"; missing {missing}"
+                                                              if missing else ""))
     return obj
 
 
@@ -63,243 +93,437 @@ def entry_errors(path: str, field: str) -> Iterator[None]:
         raise _fail(path, field, f"is invalid: {e}") from None
 
 
-def _tensor_refs(obj: Any, out: list[str]) -> list[str]:
-    """Names in {"__tensor__": name} references anywhere in `obj`."""
-    stack = [obj]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if set(node) == {"__tensor__"} and isinstance(node["__tensor__"], str):
-                out.append(node["__tensor__"])
-            else:
-                stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return out
-
-
 # ------------------------------------------------------------------- document structure
-def check_document(meta: dict, tensors: dict[str, np.ndarray], path: str) -> None:
-    """Types and ranges of every document entry mlpx reads; every tensor accounted for."""
-    _exact_keys(meta, DOCUMENT_KEYS, path, "the mlpx document")
-    model = _exact_keys(meta["model"], _MODEL_KEYS, path, "model")
+def _tensor_refs(obj: Any, place: str, path: str, out: dict[str, str]) -> None:
+    """Collect {"__tensor__": name} references under `obj` (at `place`) into out[name] =
+    field; each must name the tensor stored for its own place, and only once."""
+    stack = [(obj, place)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            if "__tensor__" in node:
+                name = node["__tensor__"]
+                if set(node) != {"__tensor__"} or name != where:
+                    raise _fail(path, where, f"must reference the tensor {where!r}, got "
+                                             f"{_short(node)}")
+                out[name] = where
+            else:
+                stack.extend((v, f"{where}.{k}") for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{where}.{i}") for i, v in enumerate(node))
+
+
+def _check_model(model: Any, path: str) -> None:
+    _exact_keys(model, MODEL_KEYS, path, "model")
     if model["class"] != "Sequential":
-        raise _fail(path, "model.class", f"must be 'Sequential', got {model['class']!r}")
+        raise _fail(path, "model.class", f"must be 'Sequential', got {_short(model['class'])}")
     if not _is_int(model["input_dim"], 1):
         raise _fail(path, "model.input_dim", f"must be a positive integer, got "
-                                             f"{model['input_dim']!r}")
-    if not isinstance(model["dtype"], str) or model["dtype"] not in _FLOAT_CODES:
-        raise _fail(path, "model.dtype", f"must be one of {sorted(_FLOAT_CODES)}, got "
-                                         f"{model['dtype']!r}")
-    if model["seed"] is not None and not _is_int(model["seed"]):
-        raise _fail(path, "model.seed", f"must be a non-negative integer or null, got "
-                                        f"{model['seed']!r}")
-    if not isinstance(model["layers"], list) or not model["layers"]:
+                                             f"{_short(model['input_dim'])}")
+    if model["dtype"] not in _FLOAT_DTYPES:
+        raise _fail(path, "model.dtype", f"must be one of {list(_FLOAT_DTYPES)}, got "
+                                         f"{_short(model['dtype'])}")
+    if not (_is_int(model["seed"]) and model["seed"] < _MAX_SEED):
+        raise _fail(path, "model.seed", f"must be an integer in [0, 2**128), got "
+                                        f"{_short(model['seed'])}")
+    layers = model["layers"]
+    if not isinstance(layers, list) or not layers:
         raise _fail(path, "model.layers", "must be a non-empty list of layer specs")
-    params = meta["params"]
-    if not isinstance(params, list) or not all(isinstance(n, str) for n in params) \
-            or len(set(params)) != len(params):
-        raise _fail(path, "params", "must be a list of distinct tensor names")
-    buffers = meta["buffers"]
-    if not isinstance(buffers, dict) or not all(
-        isinstance(keys, list) and all(isinstance(k, str) for k in keys)
-        for keys in buffers.values()
-    ):
+    stack = [(s, f"model.layers[{i}]") for i, s in enumerate(layers)]
+    while stack:  # every spec, nested blocks included: {"class": name, "config": {...}}
+        spec, field = stack.pop()
+        _exact_keys(spec, ("class", "config"), path, field)
+        if not isinstance(spec["class"], str) or not 0 < len(spec["class"]) <= _MAX_NAME:
+            raise _fail(path, f"{field}.class", f"must be a layer class name, got "
+                                                f"{_short(spec['class'])}")
+        if not isinstance(spec["config"], dict):
+            raise _fail(path, f"{field}.config", "must be a JSON object")
+        inner = spec["config"].get("layers")
+        if isinstance(inner, list):
+            stack.extend((s, f"{field}.config.layers[{j}]") for j, s in enumerate(inner))
+
+
+def _check_names(meta: dict, path: str) -> set[str]:
+    """`params` and `buffers`: distinct state keys "<layer path>.<name>"; returns them."""
+    params, buffers = meta["params"], meta["buffers"]
+    if not isinstance(params, list) or not all(isinstance(n, str) for n in params):
+        raise _fail(path, "params", "must be a list of parameter names")
+    for n in params:
+        lpath, _, name = n.rpartition(".")
+        if not (_LAYER_PATH.fullmatch(lpath) and _STATE_NAME.fullmatch(name)):
+            raise _fail(path, "params", f"holds {_short(n)}, not a name such as 'layers.0.W'")
+    if len(set(params)) != len(params):
+        raise _fail(path, "params", "names a parameter twice")
+    if not isinstance(buffers, dict):
         raise _fail(path, "buffers", "must map layer paths to lists of buffer names")
+    names = set(params)
+    for lpath, keys in buffers.items():
+        field = f"buffers[{lpath!r}]"
+        if not _LAYER_PATH.fullmatch(lpath):
+            raise _fail(path, "buffers", f"holds {_short(lpath)}, not a layer path such as "
+                                         "'layers.1'")
+        if not isinstance(keys, list) or not keys or not all(
+                isinstance(k, str) and _STATE_NAME.fullmatch(k) for k in keys):
+            raise _fail(path, field, "must be a non-empty list of buffer names")
+        full = [f"{lpath}.{k}" for k in keys]
+        if len(set(full)) != len(full) or names & set(full):
+            raise _fail(path, field, "names a state entry twice")
+        names.update(full)
+    return names
+
+
+def _check_optimizer(opt: Any, path: str, refs: dict[str, str]) -> None:
+    if opt is None:
+        return
+    if not isinstance(opt, dict) or set(opt) not in ({"config"}, set(OPTIMIZER_KEYS)):
+        got = sorted(opt) if isinstance(opt, dict) else type(opt).__name__
+        raise _fail(path, "optimizer", f"must hold 'config' alone (not yet bound) or all of "
+                                       f"{list(OPTIMIZER_KEYS)}; got {got}")
+    config = opt["config"]
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise _fail(path, "optimizer.config", "must be an object with a 'name'")
+    for key, value in config.items():
+        scalars = value if isinstance(value, list) else [value]
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in scalars):
+            raise _fail(path, f"optimizer.config.{key}", f"must be a number, string, boolean "
+                                                         f"or list of them, got {_short(value)}")
+    if "state" not in opt:
+        return
+    if not _is_int(opt["step_count"]):
+        raise _fail(path, "optimizer.step_count", f"must be an integer >= 0, got "
+                                                  f"{_short(opt['step_count'])}")
+    lr = opt["initial_lr"]
+    if lr is not None and not (_is_number(lr) and math.isfinite(lr) and lr > 0):
+        raise _fail(path, "optimizer.initial_lr", f"must be a positive number or null, got "
+                                                  f"{_short(lr)}")
+    state = opt["state"]
+    if not isinstance(state, list):
+        raise _fail(path, "optimizer.state", "must be a list, one entry per parameter")
+    for i, slots in enumerate(state):
+        field = f"optimizer.state[{i}]"
+        if not isinstance(slots, dict) or not all(
+                isinstance(v, dict) and set(v) == {"__tensor__"} for v in slots.values()):
+            raise _fail(path, field, "must map state names to tensors")
+    _tensor_refs(state, "optimizer.state", path, refs)
+
+
+def _check_history(hist: Any, path: str) -> None:
+    if hist is None:
+        return
+    _exact_keys(hist, ("epoch", "history"), path, "training.history")
+    epochs, values = hist["epoch"], hist["history"]
+    if not isinstance(epochs, list) or not all(_is_int(e) for e in epochs):
+        raise _fail(path, "training.history.epoch", "must be a list of epoch numbers")
+    if not isinstance(values, dict) or not all(
+        isinstance(v, list) and len(v) <= len(epochs) and all(_is_number(x) for x in v)
+        for v in values.values()
+    ):
+        raise _fail(path, "training.history.history", "must map names to lists of numbers, "
+                                                      "one per epoch at most")
+
+
+def _check_training(train: Any, version: int, path: str, refs: dict[str, str]) -> None:
+    optional = V1_OPTIONAL_TRAINING if version < 2 else ()
+    _exact_keys(train, TRAINING_KEYS, path, "training", optional)
+    for key in ("epoch", "fit_index", "step"):
+        if key in train and not _is_int(train[key]):
+            raise _fail(path, f"training.{key}", f"must be an integer >= 0, got "
+                                                 f"{_short(train[key])}")
+    if "loss_sum" in train and not (_is_number(train["loss_sum"])
+                                    and math.isfinite(train["loss_sum"])):
+        raise _fail(path, "training.loss_sum", f"must be a finite number, got "
+                                               f"{_short(train['loss_sum'])}")
+    if train.get("step", 0) == 0 and train.get("loss_sum", 0) != 0:
+        raise _fail(path, "training.loss_sum", "must be 0 at an epoch boundary (step 0)")
+    if "stopped" in train and not isinstance(train["stopped"], bool):
+        raise _fail(path, "training.stopped", f"must be true or false, got "
+                                              f"{_short(train['stopped'])}")
+    _check_history(train["history"], path)
+    callbacks = train.get("callbacks", [])
+    if not isinstance(callbacks, list):
+        raise _fail(path, "training.callbacks", "must be a list of {class, state} objects")
+    for i, entry in enumerate(callbacks):
+        field = f"training.callbacks[{i}]"
+        _exact_keys(entry, ("class", "state"), path, field)
+        if not isinstance(entry["class"], str) or not 0 < len(entry["class"]) <= _MAX_NAME:
+            raise _fail(path, f"{field}.class", f"must be a callback class name, got "
+                                                f"{_short(entry['class'])}")
+        if not isinstance(entry["state"], dict):
+            raise _fail(path, f"{field}.state", "must be a JSON object")
+    _tensor_refs(callbacks, "callbacks", path, refs)
+
+
+def check_document(meta: dict, tensors: dict[str, np.ndarray], path: str) -> None:
+    """Types and ranges of every document entry; every tensor named exactly once."""
+    _exact_keys(meta, DOCUMENT_KEYS, path, "the mlpx document")
+    if meta["format"] != FORMAT:
+        raise _fail(path, "format", f"must be {FORMAT!r}, got {_short(meta['format'])}")
+    version = meta["format_version"]
+    if not (_is_int(version) and OLDEST_READABLE_VERSION <= version <= FORMAT_VERSION):
+        raise _fail(path, "format_version", f"must be {OLDEST_READABLE_VERSION} to "
+                                            f"{FORMAT_VERSION}, got {_short(version)}")
+    if not isinstance(meta["mlpx_version"], str) or len(meta["mlpx_version"]) > _MAX_NAME:
+        raise _fail(path, "mlpx_version", f"must be a version string, got "
+                                          f"{_short(meta['mlpx_version'])}")
+    _check_model(meta["model"], path)
+    names = _check_names(meta, path)
     if meta["loss"] is not None and not isinstance(meta["loss"], str):
-        raise _fail(path, "loss", f"must be a loss name or null, got {meta['loss']!r}")
-    opt = meta["optimizer"]
-    if opt is not None:
-        _exact_keys(opt, ("config",), path, "optimizer", ("step_count", "initial_lr", "state"))
-        if not isinstance(opt["config"], dict) or not isinstance(opt["config"].get("name"), str):
-            raise _fail(path, "optimizer.config", "must be an object with a 'name'")
-        if "step_count" in opt and not _is_int(opt["step_count"]):
-            raise _fail(path, "optimizer.step_count", "must be a non-negative integer")
-        if "state" in opt and not (isinstance(opt["state"], list) and all(
-                isinstance(s, dict) for s in opt["state"])):
-            raise _fail(path, "optimizer.state", "must be a list of objects")
-    train = _exact_keys(meta["training"], _TRAINING_KEYS, path, "training")
-    for key in ("epoch", "fit_index"):
-        if not _is_int(train[key]):
-            raise _fail(path, f"training.{key}", f"must be a non-negative integer, got "
-                                                 f"{train[key]!r}")
-    hist = train["history"]
-    if hist is not None:
-        _exact_keys(hist, ("epoch", "history"), path, "training.history")
-        epochs, values = hist["epoch"], hist["history"]
-        if not isinstance(epochs, list) or not all(_is_int(e) for e in epochs):
-            raise _fail(path, "training.history.epoch", "must be a list of epoch numbers")
-        if not isinstance(values, dict) or not all(
-            isinstance(v, list) and len(v) <= len(epochs)
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-            for v in values.values()
-        ):
-            raise _fail(path, "training.history.history", "must map names to lists of "
-                                                          "numbers, one per epoch at most")
-    # every tensor is a parameter, a buffer or an optimiser slot, and nothing is referenced
-    # that the file lacks
-    named = set(params) | {f"{lpath}.{key}" for lpath, keys in buffers.items() for key in keys}
-    refs = _tensor_refs(opt, [])
-    missing = sorted((named | set(refs)) - set(tensors))
+        raise _fail(path, "loss", f"must be a loss name or null, got {_short(meta['loss'])}")
+    refs: dict[str, str] = {}
+    _check_optimizer(meta["optimizer"], path, refs)
+    _check_training(meta["training"], version, path, refs)
+    named = names | set(refs)
+    missing = sorted(named - set(tensors))
     if missing:
         raise _fail(path, "the tensor table", f"lacks {missing[:5]}, which the document names")
-    extra = sorted(set(tensors) - named - set(refs))
+    extra = sorted(set(tensors) - named)
     if extra:
         raise _fail(path, "the tensor table", f"holds tensors the document does not name: "
                                               f"{extra[:5]}")
 
 
-# ------------------------------------------------------ shapes implied by the architecture
-def _builtin_state(layer: Any, width: int, code: str) -> tuple[dict, dict, int] | None:
-    """(parameters, buffers, output width) a built-in layer declares for an input `width`:
-    {name: (dtype code, shape)}; None for other classes."""
-    from .layers import BatchNorm, Dense, Dropout, LayerNorm, PReLU
+# ------------------------------------------------------- what the architecture declares
+def _overrides(layer: Any, method: str) -> bool:
+    from .layers.base import Layer
 
-    kind = type(layer)
-    if kind is Dense:
-        u = layer.units
-        params = {"W": (code, (width, u))}
-        if layer.use_bias:
-            params["b"] = (code, (u,))
-        if layer.activation.has_parameters:
-            params["slopes"] = (code, (u,))
-        return params, {}, u
-    if kind in (BatchNorm, LayerNorm):
-        params = {"gamma": (code, (width,)), "beta": (code, (width,))}
-        bufs = {} if kind is LayerNorm else {"running_mean": (code, (width,)),
-                                             "running_var": (code, (width,)),
-                                             "num_batches_tracked": ("I64", ())}
-        return params, bufs, width
-    if kind is PReLU:
-        return {"slopes": (code, (width,))}, {}, width
-    if kind is Dropout:
-        return {}, {"step": ("I64", ())}, width
-    return None
+    return getattr(type(layer), method) is not getattr(Layer, method)
 
 
-def _walk_declared(layers: list, width: int, code: str, prefix: str,
-                   out: dict[str, tuple[dict, dict] | None]) -> int | None:
-    """Fill `out` with path -> declared (params, buffers) (None: undeclared) and return the
-    output width, or None once a layer's width cannot be known without building it."""
-    from .layers import Residual
-
-    for i, layer in enumerate(layers):
-        lpath = f"{prefix}.{i}"
-        if type(layer) is Residual:
-            inner = _walk_declared(layer.children(), width, code, f"{lpath}.layers", out)
-            out[lpath] = ({}, {})
-            if inner is None:
-                return None
-            if inner != width:
-                raise ValueError(f"{lpath}: a Residual block must keep the width {width}, its "
-                                 f"layers output {inner}")
-            continue
-        declared = _builtin_state(layer, width, code)
-        out[lpath] = None if declared is None else declared[:2]
-        if declared is None:
-            return None
-        width = declared[2]
-    return width
+def _declares(layer: Any, spec_method: str, state_method: str) -> bool:
+    """Whether a layer's `spec_method` describes its `state_method` without building it:
+    it overrides the declaration, or keeps the base class's empty state."""
+    return _overrides(layer, spec_method) or not _overrides(layer, state_method)
 
 
-def check_before_build(meta: dict, tensors: dict[str, np.ndarray], path: str) -> None:
-    """Validate the document and compare the shapes its architecture implies with the
-    tensors present, before a model is built (see the module docstring)."""
+class Declared:
+    """What an unbuilt architecture declares: {state key: (shape, dtype)} of the layers (or
+    parts of layers) that declare their state, the parameter keys in order, and the layer
+    paths whose parameters or buffers are only known once built."""
+
+    def __init__(self) -> None:
+        self.spec: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self.params: list[str] = []
+        self.own: dict[str, tuple[list[str] | None, list[str] | None]] = {}
+        self.classes: dict[str, str] = {}
+
+    @property
+    def complete(self) -> bool:
+        return all(p is not None and b is not None for p, b in self.own.values())
+
+    def walk(self, layers: list, width: int, dtype: np.dtype, prefix: str, path: str) -> int:
+        from .layers import Residual
+
+        for i, layer in enumerate(layers):
+            lpath = f"{prefix}.{i}"
+            field = f"model.layers ({lpath}, {type(layer).__name__})"
+            self.classes[lpath] = type(layer).__name__
+            with entry_errors(path, field):
+                kids = layer.children()
+                if kids:  # a block: its sub-layers hold the state
+                    inner = self.walk(kids, width, dtype, f"{lpath}.layers", path)
+                    if isinstance(layer, Residual) and inner != width:
+                        raise ValueError(f"a Residual block keeps the width {width}, its "
+                                         f"layers output {inner}")
+                    params = {}
+                else:
+                    params = (layer.param_spec(width, dtype)
+                              if _declares(layer, "param_spec", "parameters") else None)
+                self._own(lpath, layer, params, width, dtype)
+                width = _width(layer.compute_output_dim(width), lpath)
+        return width
+
+    def _own(self, lpath: str, layer: Any, params: dict | None, width: int,
+             dtype: np.dtype) -> None:
+        buffers = (layer.buffer_spec(width, dtype)
+                   if _declares(layer, "buffer_spec", "buffers") else None)
+        for part in (params, buffers):
+            for name, (shape, dt) in (part or {}).items():
+                key = f"{lpath}.{name}"
+                self.spec[key] = (tuple(_width(s, key) for s in shape), np.dtype(dt))
+        self.params += [f"{lpath}.{k}" for k in params or {}]
+        self.own[lpath] = (None if params is None else list(params),
+                           None if buffers is None else list(buffers))
+
+
+def _width(value: Any, where: str) -> int:
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0):
+        raise ValueError(f"{where}: the declared size {value!r} is not an integer >= 0")
+    return int(value)
+
+
+def check_declared(record: Any, path: str) -> None:
+    """Parse loss, optimiser and layer configs (nothing allocated) and check the file's
+    tensors against the state the architecture declares (see the module docstring)."""
     from . import losses, optim
     from .layers.registry import layer_from_spec
 
-    with entry_errors(path, "the mlpx document"):  # a last resort: specific checks come first
-        check_document(meta, tensors, path)
-    if meta["loss"] is not None:
+    if record.loss is not None:
         with entry_errors(path, "loss"):
-            losses.get(meta["loss"])
-    if meta["optimizer"] is not None:
+            losses.get(record.loss)
+    opt = record.optimizer
+    if opt is not None:
         with entry_errors(path, "optimizer.config"):
-            optim.from_config(dict(meta["optimizer"]["config"]))  # hyperparameters only
-    spec = meta["model"]
+            optimizer = optim.from_config(dict(opt["config"]))  # hyperparameters only
+        for i, slots in enumerate(opt.get("state", [])):
+            if sorted(slots) != sorted(optimizer.state_names):
+                raise _fail(path, f"optimizer.state[{i}]", f"holds {sorted(slots)}; "
+                            f"{optimizer!r} keeps {sorted(optimizer.state_names)}")
+    arch = record.architecture
     layers = []
-    for i, s in enumerate(spec["layers"]):
+    for i, spec in enumerate(arch["layers"]):
         with entry_errors(path, f"model.layers[{i}]"):
-            layers.append(layer_from_spec(s))  # configs only: nothing allocated
-    code = _FLOAT_CODES[spec["dtype"]]
-    declared: dict[str, tuple[dict, dict] | None] = {}
-    with entry_errors(path, "model.layers"):
-        _walk_declared(layers, spec["input_dim"], code, "layers", declared)
-    from .checkpoint import _walk
+            layers.append(layer_from_spec(spec))  # configs only: nothing allocated
+    dtype = np.dtype(arch["dtype"])
+    declared = Declared()
+    declared.walk(layers, arch["input_dim"], dtype, "layers", path)
+    _check_listed(record, declared, path)
+    check_state(record, declared.spec, declared.params, dtype, path,
+                complete=declared.complete)
 
-    layers_by_path = dict(_walk(layers))
-    params = meta["params"]
-    for lpath, decl in declared.items():
-        if decl is None:
-            continue  # a custom layer: checked against the built model instead
-        want_params, want_bufs = decl
-        names = [n for n in params if n.rpartition(".")[0] == lpath]
-        if names != [f"{lpath}.{k}" for k in want_params]:
-            raise _fail(path, "params", f"list {names} for {lpath}, whose config declares "
-                                        f"{[f'{lpath}.{k}' for k in want_params]}")
-        got_bufs = meta["buffers"].get(lpath, [])
-        if sorted(got_bufs) != sorted(want_bufs) or len(set(got_bufs)) != len(got_bufs):
-            raise _fail(path, f"buffers[{lpath!r}]", f"names {got_bufs}; {lpath} "
-                        f"({type(layers_by_path[lpath]).__name__}) has {sorted(want_bufs)}")
-        items = [(k, want_params[k]) for k in want_params]
-        items += [(k, want_bufs[k]) for k in got_bufs]
-        for key, (want_code, want_shape) in items:
-            _check_tensor(tensors, f"{lpath}.{key}", want_code, want_shape, path)
-    known = {lp for lp in declared}
-    stray = sorted({n.rpartition(".")[0] for n in params} - known)
-    stray += sorted(set(meta["buffers"]) - known)
+
+def _check_listed(record: Any, declared: Declared, path: str) -> None:
+    """The document's `params` and `buffers` against the declared names of each layer."""
+    stray = sorted({n.rpartition(".")[0] for n in record.params} - set(declared.own))
     if stray:
-        raise _fail(path, "params/buffers", f"name layers the architecture lacks: {stray[:5]}")
+        raise _fail(path, "params", f"name layers the architecture lacks: {stray[:5]}")
+    stray = sorted(set(record.buffers) - set(declared.own))
+    if stray:
+        raise _fail(path, "buffers", f"name layers the architecture lacks: {stray[:5]}")
+    for lpath, (params, buffers) in declared.own.items():
+        cls = declared.classes[lpath]
+        if params is not None:
+            got = [n.rpartition(".")[2] for n in record.params if n.rpartition(".")[0] == lpath]
+            if got != params:
+                raise _fail(path, "params", f"list {got} for {lpath} ({cls}), whose config "
+                                            f"declares {params}")
+        if buffers is not None:
+            got = record.buffers.get(lpath, [])
+            if sorted(got) != sorted(buffers):
+                raise _fail(path, f"buffers[{lpath!r}]", f"names {got}; {lpath} ({cls}) "
+                                                         f"declares {sorted(buffers)}")
 
 
-def _check_tensor(tensors: dict[str, np.ndarray], name: str, want_code: str,
-                  want_shape: tuple, path: str) -> None:
+# ----------------------------------------------------------------------- tensor checks
+def _describe(dtype: np.dtype, shape: tuple) -> str:
+    """"F32 [4, 6]": the safetensors dtype code (as in the file's table) and the shape."""
     from .checkpoint_file import dtype_code
 
-    arr = tensors[name]
-    got = (dtype_code(arr), tuple(arr.shape))
-    if got != (want_code, tuple(want_shape)):
-        raise _fail(path, f"tensor {name!r}", f"is {got[0]} {list(got[1])}; the architecture "
-                                              f"declares {want_code} {list(want_shape)}")
+    try:
+        code = dtype_code(np.empty(0, dtype))
+    except TypeError:
+        code = str(dtype)
+    return f"{code} {[int(s) for s in shape]}"
 
 
-# ------------------------------------------------------------------ against a built model
-def check_model_matches(model: Any, meta: dict, tensors: dict[str, np.ndarray],
-                        path: str) -> None:
-    """Compare the file's tensors with a built model's parameters, buffers and optimiser
-    slots before anything is assigned."""
-    from .checkpoint import _param_names, _walk
+def _check_array(arr: np.ndarray, want: tuple[tuple[int, ...], np.dtype], path: str,
+                 field: str) -> None:
+    shape, dtype = want
+    if arr.dtype != dtype or tuple(arr.shape) != tuple(shape):
+        raise _fail(path, field, f"is {_describe(arr.dtype, arr.shape)}; the model declares "
+                                 f"{_describe(np.dtype(dtype), shape)}")
+    if dtype.kind == "f" and not np.isfinite(arr).all():
+        raise _fail(path, field, "holds NaN or infinite values")
+    if dtype.kind in "iu" and arr.size and arr.min() < 0:
+        raise _fail(path, field, "is a counter and must not be negative")
+
+
+def _check_state_dict(state: dict, spec: dict, path: str, field: str, complete: bool) -> None:
+    missing = [k for k in spec if k not in state]
+    unexpected = [k for k in state if k not in spec]
+    if missing or (complete and unexpected):
+        raise _fail(path, field, f"does not match the model's state: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5] if complete else []}")
+    for key, want in spec.items():
+        _check_array(state[key], want, path, f"{field} entry {key!r}")
+
+
+def _callback_classes() -> dict[str, type]:
+    """mlpx's own callbacks by class name: their state format is known before fit."""
+    from . import callbacks, schedules
+
+    out = {}
+    for module in (callbacks, schedules):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, callbacks.Callback) \
+                    and obj.__module__ == module.__name__ and not obj.__name__.startswith("_"):
+                out[obj.__name__] = obj
+    return out
+
+
+def check_state(record: Any, spec: dict, params: list[str], dtype: np.dtype, path: str,
+                complete: bool = True) -> None:
+    """Check every array of `record` against a state spec before anything is assigned:
+    the state dict, the optimiser slots (the parameters' shapes, the model's dtype) and the
+    callbacks' state (see the module docstring). With `complete=False` (parts of the model
+    only known once built) keys outside `spec` are left to the check after building."""
+    state = record.state
+    for key, want in spec.items():
+        if key not in state:
+            raise _fail(path, "params/buffers", f"lack {key!r}, which the model declares")
+        _check_array(state[key], want, path, f"tensor {key!r}")
+    if complete:
+        unexpected = [k for k in state if k not in spec]
+        if unexpected:
+            raise _fail(path, "params/buffers", f"name {unexpected[:5]}, which the model "
+                                                "does not declare")
+        if record.params != params:
+            raise _fail(path, "params", f"list {record.params[:6]}, the model's parameters "
+                                        f"are {params[:6]}")
+    opt = record.optimizer
+    if opt is not None and "state" in opt:
+        if complete and len(opt["state"]) != len(params):
+            raise _fail(path, "optimizer.state", f"has {len(opt['state'])} entries, the "
+                                                 f"model has {len(params)} parameters")
+        for i, slots in enumerate(opt["state"]):
+            want = spec[params[i]] if complete else None
+            for name, arr in slots.items():
+                field = f"tensor 'optimizer.state.{i}.{name}'"
+                _check_array(arr, want or (arr.shape, np.dtype(dtype)), path, field)
+    known = _callback_classes()
+    for i, entry in enumerate(record.run.callbacks):
+        cls = known.get(entry["class"])
+        if cls is None:
+            continue  # a user's callback: its validate_state_dict checks it on resume
+        field = f"training.callbacks[{i}].state"
+        with entry_errors(path, field):
+            cls.check_state_format(entry["state"])
+        for key, kind in (cls.state_format or {}).items():
+            value = entry["state"][key]
+            if kind == "state_dict_or_none" and value is not None:
+                _check_state_dict(value, spec, path, f"{field}.{key}", complete)
+
+
+def check_weights(tensors: dict[str, np.ndarray], spec: dict, params: list[str],
+                  path: str) -> dict[str, np.ndarray]:
+    """The state dict of a plain weights file for a model of `spec` (`load_weights`): every
+    parameter present, nothing the model lacks, shapes equal, floating-point weights converted
+    to the model's dtype, counters kept integers; all checked before anything is assigned."""
     from .checkpoint_file import dtype_code
 
-    code = _FLOAT_CODES.get(model.dtype.name)
-    for name, p in zip(_param_names(model), model.parameters(), strict=True):
-        if name in tensors:
-            _check_tensor(tensors, name, code, p.shape, path)
-            if not np.isfinite(tensors[name]).all():
-                raise _fail(path, f"tensor {name!r}", "holds NaN or infinite weights")
-    layers = dict(_walk(model.layers))
-    for lpath, keys in meta["buffers"].items():
-        layer = layers.get(lpath)
-        if layer is None:
-            raise _fail(path, f"buffers[{lpath!r}]", "names a layer the model lacks")
-        current = layer.buffers()
-        if sorted(keys) != sorted(current) or len(set(keys)) != len(keys):
-            raise _fail(path, f"buffers[{lpath!r}]", f"names {keys}; {lpath} "
-                        f"({type(layer).__name__}) has {sorted(current)}")
-        for key in keys:
-            want = np.asarray(current[key].get() if hasattr(current[key], "get")
-                              else current[key])
-            _check_tensor(tensors, f"{lpath}.{key}", dtype_code(want), want.shape, path)
-    unsaved = sorted(lp for lp, layer in layers.items() if layer.buffers()
-                     and lp not in meta["buffers"])
-    if unsaved:
-        raise _fail(path, "buffers", f"lack the layers {unsaved}, which have buffers")
-    for name in _tensor_refs(meta["optimizer"], []):
-        arr = tensors[name]
-        if dtype_code(arr) != code:
-            raise _fail(path, f"tensor {name!r}", f"is {arr.dtype}; optimiser state has the "
-                                                  f"model's dtype {model.dtype.name}")
+    missing = [n for n in params if n not in tensors]
+    unexpected = sorted(set(tensors) - set(spec))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path!r} does not hold this model's weights: "
+            + "; ".join(([f"missing {missing[:6]}"] if missing else [])
+                        + ([f"unexpected {unexpected[:6]}"] if unexpected else []))
+            + f" (the model's parameters are {params[:6]}{' ...' if len(params) > 6 else ''})"
+        )
+    state = {}
+    for name, arr in tensors.items():
+        shape, dtype = spec[name]
+        kind = "f" if dtype.kind == "f" else "iu"
+        what = "buffer" if name not in params else "tensor"
+        if tuple(arr.shape) != tuple(shape) or arr.dtype.kind not in kind:
+            need = "floating point" if kind == "f" else "integers"
+            raise CheckpointError(f"{path!r}: {what} {name!r} is {dtype_code(arr)} "
+                                  f"{list(arr.shape)}, the model needs {need} {list(shape)} "
+                                  f"({dtype})")
+        value = arr.astype(dtype)
+        _check_array(value, (shape, dtype), path, f"{what} {name!r}")
+        state[name] = value
+    return state
 
 
-__all__ = ["check_document", "check_before_build", "check_model_matches", "entry_errors",
-           "DOCUMENT_KEYS"]
+__all__ = ["check_document", "check_declared", "check_state", "check_weights", "entry_errors",
+           "Declared", "DOCUMENT_KEYS", "MODEL_KEYS", "TRAINING_KEYS", "OPTIMIZER_KEYS"]

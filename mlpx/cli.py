@@ -7,8 +7,15 @@ import sys
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .backends import get_backend
     from .demo import check_out_dir, run_demo
+    from .errors import BackendUnavailableError
 
+    try:  # checked before the data loads: one line instead of a traceback from deep inside
+        get_backend(args.backend)
+    except (BackendUnavailableError, ValueError) as e:
+        print(f"mlpx demo: {e}", file=sys.stderr)
+        return 2
     try:
         check_out_dir(args.out)
     except OSError as e:

@@ -22,7 +22,9 @@ def load_digits_split(
     from .data import Standardizer, train_test_split
 
     X, y = load_digits(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, seed=seed, stratify=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(
+        X, y, test_size=test_size, random_state=seed, stratify=y
+    )
     scaler = Standardizer().fit(X_tr)
     return (
         scaler.transform(X_tr).astype(np.float32), scaler.transform(X_te).astype(np.float32),

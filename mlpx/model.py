@@ -6,17 +6,21 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import activations as A
+from . import checkpoint
 from . import losses as L
 from . import optim as O
+from . import state as S
 from .backends import Backend, get_backend
+from .concurrency import StateLock
 from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
+from .layers.registry import layer_from_spec, layer_spec
 from .validation import check_features, check_positive_int, check_same_length, is_device_array
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -30,13 +34,19 @@ def _resolve_dtype(dtype: Any) -> np.dtype:
     return np.dtype(_DTYPES[key])
 
 
-def _walk(layers: Sequence[Layer]) -> list[Layer]:
-    """The layers and, depth first, every sub-layer of a Residual block."""
-    out: list[Layer] = []
-    for layer in layers:
-        out.append(layer)
-        out.extend(_walk(layer.children()))
-    return out
+def _walk(layers: Sequence[Layer], prefix: str = "layers"):
+    """(path, layer) for the layers and, depth first, every sub-layer of a block."""
+    for i, layer in enumerate(layers):
+        path = f"{prefix}.{i}"
+        yield path, layer
+        yield from _walk(layer.children(), f"{path}.layers")
+
+
+class LoadResult(NamedTuple):
+    """What `load_state_dict` matched, as PyTorch's `_IncompatibleKeys`."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 class Sequential:
@@ -67,9 +77,13 @@ class Sequential:
         self.optimizer_: O.Optimizer | None = None
         self.history_: History | None = None
         self.stop_training = False
-        self._fit_count = 0
         #: epochs completed by the current (or last) training run; checkpoints save it
         self.epoch_ = 0
+        #: the training loop of the current (or last) run: its position, optimiser and
+        #: callbacks (`trainer_.state_dict()`); None before the first fit
+        self.trainer_: Any = None
+        # inference reads, training steps and state loads write (see mlpx.concurrency)
+        self._lock = StateLock()
         for layer in layers or []:
             self.add(layer)
         if input_dim is not None:
@@ -84,7 +98,7 @@ class Sequential:
         # a layer keeps one input cache and one gradient slot per parameter, so a second use
         # would overwrite the first's gradient instead of adding to it: refuse weight sharing
         seen: set[int] = set()
-        for x in _walk([*self.layers, layer]):
+        for _, x in _walk([*self.layers, layer]):
             if id(x) in seen:
                 raise ValueError(
                     f"the layer object {x!r} appears twice in this model; layers cannot be "
@@ -121,6 +135,13 @@ class Sequential:
             self.optimizer_.bind(self.parameters(), self.ops)
         return self
 
+    def set_seed(self, seed: int) -> None:
+        """Adopt `seed` for what is random during training (batch order, Dropout masks)
+        without touching the weights: `fit(resume_from=...)` continues the saved run's."""
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        if self.built:
+            self._assign_random_keys()
+
     def _assign_random_keys(self) -> None:
         """Give random layers (Dropout) the model seed and their depth-first position."""
         stream = 0
@@ -139,6 +160,66 @@ class Sequential:
     def parameters(self) -> list[Parameter]:
         """Trainable parameters in layer order (the order of get_weights)."""
         return [p for layer in self.layers for p in layer.parameters()]
+
+    # ------------------------------------------------------------------------------ state
+    def walk(self):
+        """(path, layer) for every layer, depth first, a block before its sub-layers:
+        ("layers.0", ...), ..., ("layers.4.layers.0", ...). State keys are "<path>.<name>"."""
+        return _walk(self.layers)
+
+    def state_spec(self, input_dim: int | None = None, *, params: bool = True,
+                   buffers: bool = True) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """{key: (shape, dtype)} of `state_dict()` for inputs of width `input_dim` (default:
+        the built model's), from the layers' declarations: nothing is built or allocated.
+        `params=False` / `buffers=False` leave those entries out."""
+        width = self.input_dim if input_dim is None else int(input_dim)
+        if width is None:
+            raise ValueError("state_spec needs input_dim for a model that is not built")
+        spec = {}
+        for i, layer in enumerate(self.layers):
+            for k, v in layer.nested_spec(width, self.dtype, params, buffers).items():
+                spec[f"layers.{i}.{k}"] = v
+            width = layer.compute_output_dim(width)
+        return spec
+
+    def compute_output_dim(self, input_dim: int) -> int:
+        """The output width for inputs of width `input_dim` (the model need not be built)."""
+        width = int(input_dim)
+        for layer in self.layers:
+            width = layer.compute_output_dim(width)
+        return width
+
+    def state_arrays(self) -> dict[str, Any]:
+        """The live state arrays (backend arrays, no copies) by state key: what the trainer
+        snapshots. Use `state_dict()` for copies."""
+        self._require_built()
+        return {f"{path}.{k}": v for path, layer in _walk(self.layers)
+                for k, v in layer.state_arrays().items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers as NumPy copies, keyed "layers.<i>.<name>" (nested blocks
+        "layers.<i>.layers.<j>.<name>"), parameters before buffers in each layer: PyTorch's
+        `Module.state_dict()`. Optimiser, epoch and callbacks are the training run's state
+        (`model.trainer_.state_dict()`); checkpoints hold both."""
+        ops = self.ops
+        with self._lock.reading():  # a consistent copy, also while another thread trains
+            return {k: np.array(ops.to_numpy(v), copy=True)
+                    for k, v in self.state_arrays().items()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> LoadResult:
+        """Copy `state` (as `state_dict()` returns it) into the model. Every entry is checked
+        against the layers' declarations (shape, numbers, finite) before anything changes;
+        with `strict` (default), missing or unexpected keys raise KeyError."""
+        self._require_built()
+        missing, unexpected = S.check_state(self.state_spec(), state, strict)
+        with self._lock.writing():
+            for path, layer in _walk(self.layers):
+                prefix = f"{path}."
+                given = {k: S._host(state[prefix + k]) for k in layer.state_arrays()
+                         if prefix + k in state}
+                if given:
+                    layer.load_state_arrays(given)
+        return LoadResult(missing, unexpected)
 
     def count_params(self) -> int:
         return int(sum(int(np.prod(p.shape)) for p in self.parameters()))
@@ -182,46 +263,45 @@ class Sequential:
         optimizer: str | O.Optimizer | None = None,
         lr: float | None = None,
     ) -> Sequential:
-        """Set the loss and optimiser that fit/evaluate/predict_proba use (Keras style)."""
-        if loss is not None:
-            self._set_loss(loss)
+        """Set the loss and optimiser that fit/evaluate/predict_proba use (Keras style).
+
+        `lr` alone keeps the optimiser's kind and hyperparameters with a new learning rate
+        (and fresh state); an optimiser object is used as it is, state included."""
+        new_loss = self.check_loss(loss, stacklevel=2) if loss is not None else None
+        new_opt = None
         if optimizer is not None or lr is not None:
-            self._set_optimizer(optimizer, lr)
+            new_opt = O.resolve(self.optimizer_, optimizer, lr)
+        if new_loss is not None:
+            self.loss_ = new_loss
+        if new_opt is not None:
+            self.optimizer_ = new_opt
+            if self.built:
+                new_opt.bind(self.parameters(), self.ops)
         return self
 
-    def _set_loss(self, loss: str | L.Loss) -> L.Loss:
-        self.loss_ = L.get(loss)
+    def check_loss(self, loss: str | L.Loss, stacklevel: int = 1) -> L.Loss:
+        """The loss object for `loss`, warning when the output layer does not fit it
+        (`stacklevel` as in warnings.warn, counted from the caller of check_loss)."""
+        loss_fn = L.get(loss)
         last_act = getattr(self.layers[-1], "activation", None) if self.layers else None
         code = last_act.code if last_act is not None else A.ACT_IDENTITY
         squashing = (A.ACT_SOFTMAX, A.ACT_SIGMOID, A.ACT_LOG_SOFTMAX)
-        if self.loss_.expects == "logits" and code in squashing:
+        if loss_fn.expects == "logits" and code in squashing:
             warnings.warn(
-                f"loss {self.loss_.name!r} expects logits (raw scores), but the output layer "
+                f"loss {loss_fn.name!r} expects logits (raw scores), but the output layer "
                 f"applies {last_act.name!r}; remove the output activation (predict_proba "
                 "applies it for you) or the loss will be computed on transformed values",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=stacklevel + 1,
             )
-        if self.loss_.expects == "log_probs" and code != A.ACT_LOG_SOFTMAX:
+        if loss_fn.expects == "log_probs" and code != A.ACT_LOG_SOFTMAX:
             warnings.warn(
                 "loss 'nll' expects log-probabilities; give the output layer "
                 "activation='log_softmax', or use loss='cross_entropy' on logits",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=stacklevel + 1,
             )
-        return self.loss_
-
-    def _set_optimizer(self, optimizer: str | O.Optimizer | None, lr: float | None) -> None:
-        if optimizer is None:
-            if self.optimizer_ is not None and lr is not None:
-                # same kind and hyperparameters (momentum, betas...), the new learning rate
-                optimizer = O.from_config({**self.optimizer_.get_config(), "lr": lr})
-                lr = None
-            else:
-                optimizer = self.optimizer_ if self.optimizer_ is not None else "sgd"
-        self.optimizer_ = O.get(optimizer, lr)
-        if self.built:
-            self.optimizer_.bind(self.parameters(), self.ops)
+        return loss_fn
 
     def _loss_or(self, loss: str | L.Loss | None) -> L.Loss:
         if loss is not None:
@@ -234,8 +314,10 @@ class Sequential:
         return self.loss_
 
     # ------------------------------------------------------------------------------ data
-    def _check_X(self, X: Any, name: str = "X") -> Any:
-        X = check_features(X, self.input_dim, name)
+    def check_inputs(self, X: Any, name: str = "X", input_dim: int | None = None) -> Any:
+        """Validate a feature matrix for this model (width `input_dim`, default the model's;
+        None on an unbuilt model accepts any width). Changes nothing."""
+        X = check_features(X, self.input_dim if input_dim is None else input_dim, name)
         if X.dtype.kind == "f" and X.dtype.itemsize > self.dtype.itemsize:
             # finite float64 values beyond float32's range would become inf in the cast
             big = float(np.finfo(self.dtype).max)
@@ -246,8 +328,14 @@ class Sequential:
                     f"model's {self.dtype.name} ({big:.3g}); rescale the inputs (e.g. with "
                     "mlpx.Standardizer) or build the model with dtype='float64'"
                 )
+        return X
+
+    def _check_X(self, X: Any, name: str = "X") -> Any:
+        X = self.check_inputs(X, name)
         if not self.built:
-            self.build(X.shape[1])
+            with self._lock.writing():
+                if not self.built:
+                    self.build(X.shape[1])
         return X
 
     def _to_backend(self, X: Any) -> Any:
@@ -255,16 +343,20 @@ class Sequential:
             X = self.ops.to_numpy(X.get() if hasattr(X, "get") else X)
         return self.ops.asarray(X, dtype=self.dtype)
 
-    def _prepare(self, X: Any, y: Any, loss: L.Loss, xname="X", yname="y",
-                 to_device: bool | None = True):
-        """Validate X and y once; return both as backend arrays (`to_device=True`), as they
-        are (False: a batch source moves them), or on the device only if they fit (None)."""
-        X = self._check_X(X, xname)
+    def prepare_data(self, X: Any, y: Any, loss: L.Loss, xname: str = "X", yname: str = "y",
+                     to_device: bool | None = True, input_dim: int | None = None):
+        """Validate X and y once, changing nothing; return both as backend arrays
+        (`to_device=True`), as they are (False: a batch source moves them), or on the device
+        only if they fit (None). `input_dim` checks X against that width (a model not built
+        yet); by default the model's, or X's own when the model is not built."""
+        X = self.check_inputs(X, xname, input_dim)
         if y is None:
             raise ValueError(f"{yname} is required")
         y_host = y.get() if is_device_array(y) and hasattr(y, "get") else np.asarray(y)
         check_same_length(X, y_host, xname, yname)
-        target = loss.prepare_target(y_host, self.output_dim, self.dtype)
+        width = input_dim or self.input_dim or X.shape[1]
+        out_dim = self.output_dim if self.built else self.compute_output_dim(width)
+        target = loss.prepare_target(y_host, out_dim, self.dtype)
         if to_device is None:
             from .backends.batches import data_nbytes
 
@@ -278,20 +370,33 @@ class Sequential:
         return self._to_backend(X), self.ops.asarray(target)
 
     # ------------------------------------------------------------------------- inference
+    def infer(self, x: Any) -> Any:
+        """Inference outputs for a backend array `x`, in new arrays: re-entrant (any number
+        of threads), writes nothing to the model. Takes no lock: see predict."""
+        for layer in self.layers:
+            x = layer.infer(x)
+        return x
+
     def predict(self, X: Any, batch_size: int | None = None, device: bool = False) -> Any:
         """Raw network outputs (logits or values), computed in batches.
 
-        Returns a NumPy array, or a backend array with `device=True`.
+        Returns a NumPy array, or a backend array with `device=True`. Thread-safe: see
+        "Threads" in the README.
         """
         X = self._check_X(X)
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
         bs = check_positive_int(default, "batch_size")
+        with self._lock.reading():
+            result = self._predict(X, bs)
+        return result if device else self.ops.to_numpy(result)
+
+    def _predict(self, X: Any, bs: int) -> Any:
         ops = self.ops
         result = ops.empty((X.shape[0], self.output_dim), self.dtype)
         for start in range(0, X.shape[0], bs):
             xb = self._to_backend(X[start : start + bs])
-            ops.copy_into(result[start : start + bs], self.forward(xb, training=False))
-        return result if device else ops.to_numpy(result)
+            ops.copy_into(result[start : start + bs], self.infer(xb))
+        return result
 
     def predict_proba(self, X: Any, batch_size: int | None = None) -> np.ndarray:
         """Class probabilities: softmax (cross_entropy), sigmoid (bce), exp (nll)."""
@@ -312,25 +417,29 @@ class Sequential:
     ) -> dict[str, float]:
         """Mean loss (and accuracy for classification losses) over (X, y), in batches."""
         loss_fn = self._loss_or(loss)
-        Xd, yd = self._prepare(X, y, loss_fn, to_device=None)  # host data too big: batches
+        if not self.built:
+            self._check_X(X)
+        Xd, yd = self.prepare_data(X, y, loss_fn, to_device=None)  # too big: batches
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
         bs = check_positive_int(default, "batch_size")
-        return self._evaluate_prepared(Xd, yd, loss_fn, bs)
+        return self.evaluate_batches(Xd, yd, loss_fn, bs)
 
-    def _evaluate_prepared(self, Xd, yd, loss_fn: L.Loss, bs: int) -> dict[str, float]:
+    def evaluate_batches(self, Xd: Any, yd: Any, loss_fn: L.Loss, bs: int) -> dict[str, float]:
+        """evaluate() on data already checked by prepare_data (the trainer's validation)."""
         ops = self.ops
         n = Xd.shape[0]
         total = 0.0
         correct = 0
-        for start in range(0, n, bs):
-            # device arrays pass as they are; host data (too big for the device) is copied
-            # one batch at a time
-            xb = ops.asarray(Xd[start : start + bs], dtype=self.dtype)
-            yb = ops.asarray(yd[start : start + bs])
-            out = self.forward(xb, training=False)
-            total = total + loss_fn(ops, out, yb) * xb.shape[0]
-            if loss_fn.classification:
-                correct = correct + loss_fn.correct(ops, out, yb)
+        with self._lock.reading():
+            for start in range(0, n, bs):
+                # device arrays pass as they are; host data (too big for the device) is
+                # copied one batch at a time
+                xb = ops.asarray(Xd[start : start + bs], dtype=self.dtype)
+                yb = ops.asarray(yd[start : start + bs])
+                out = self.infer(xb)
+                total = total + loss_fn(ops, out, yb) * xb.shape[0]
+                if loss_fn.classification:
+                    correct = correct + loss_fn.correct(ops, out, yb)
         logs = {"loss": ops.to_float(total) / n}
         if loss_fn.classification:
             logs["accuracy"] = ops.to_float(correct) / (loss_fn.accuracy_denominator(yd))
@@ -345,21 +454,24 @@ class Sequential:
         `training=True` runs layers in training mode (batch statistics, dropout).
         """
         loss_fn = self._loss_or(loss)
-        self._check_trainable()
-        Xd, yd = self._prepare(X, y, loss_fn)
-        out = self.forward(Xd, training=training)
-        grad = self.ops.empty(out.shape, self.dtype)
-        value = loss_fn(self.ops, out, yd, grad)
-        value = value + self._penalty()
-        self.backward(grad)
-        self._add_penalty_grads()
-        grads = [self.ops.to_numpy(p.grad).copy() for p in self.parameters()]
+        self.check_trainable()
+        if not self.built:
+            self._check_X(X)
+        Xd, yd = self.prepare_data(X, y, loss_fn)
+        with self._lock.writing():  # a step: caches, gradients, running statistics
+            out = self.forward(Xd, training=training)
+            grad = self.ops.empty(out.shape, self.dtype)
+            value = loss_fn(self.ops, out, yd, grad)
+            value = value + self.penalty()
+            self.backward(grad)
+            self.add_penalty_grads()
+            grads = [self.ops.to_numpy(p.grad).copy() for p in self.parameters()]
         return self.ops.to_float(value), grads
 
     def _regularized(self) -> list[tuple[Parameter, Any]]:
         return [pair for layer in self.layers for pair in layer.regularized()]
 
-    def _penalty(self) -> Any:
+    def penalty(self) -> Any:
         """The layers' regularisation penalties: a 0-d device array (0.0 without any).
         Nothing is read back to the host here."""
         total = 0.0
@@ -367,12 +479,13 @@ class Sequential:
             total = total + reg.penalty(self.ops, p.data)
         return total
 
-    def _add_penalty_grads(self) -> None:
+    def add_penalty_grads(self) -> None:
         """Add the regularisers' gradients to the parameter gradients (after backward)."""
         for p, reg in self._regularized():
             reg.add_grad(self.ops, p)
 
-    def _check_trainable(self) -> None:
+    def check_trainable(self) -> None:
+        """Raise ValueError when a layer cannot be trained by backpropagation."""
         for layer in self.layers:
             act = getattr(layer, "activation", None)
             if act is not None and not act.differentiable:
@@ -382,11 +495,17 @@ class Sequential:
                     "Rosenblatt's rule, or a smooth activation such as 'sigmoid'"
                 )
 
+    def step_lock(self) -> Any:
+        """The write side of the model's lock: the trainer holds it for each training step,
+        so inference in other threads sees the state of a completed step."""
+        return self._lock.writing()
+
     # --------------------------------------------------------------------------- weights
     def get_weights(self) -> list[np.ndarray]:
         """Trainable parameters as NumPy copies, in layer order (Dense: W (in, out), b)."""
         self._require_built()
-        return [self.ops.to_numpy(p.data).copy() for p in self.parameters()]
+        with self._lock.reading():
+            return [np.array(self.ops.to_numpy(p.data), copy=True) for p in self.parameters()]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace every trainable parameter (same order and shapes as get_weights())."""
@@ -408,15 +527,9 @@ class Sequential:
             if w.dtype.kind not in "biuf" or not np.isfinite(w).all():
                 raise ValueError(f"weight {i} ({p.name}) must be finite numbers")
             host.append(w.astype(self.dtype))
-        for p, w in zip(params, host, strict=True):  # validated all first: nothing changes on error
-            self.ops.copy_into(p.data, self.ops.asarray(w))
-
-    def _snapshot(self) -> list[Any]:
-        return [self.ops.copy(p.data) for p in self.parameters()]
-
-    def _restore(self, snapshot: list[Any]) -> None:
-        for p, saved in zip(self.parameters(), snapshot, strict=True):
-            self.ops.copy_into(p.data, saved)
+        with self._lock.writing():  # validated all first: nothing changes on error
+            for p, w in zip(params, host, strict=True):
+                self.ops.copy_into(p.data, self.ops.asarray(w))
 
     # ----------------------------------------------------------------------------- moving
     def to(self, backend: str | Backend) -> Sequential:
@@ -425,16 +538,17 @@ class Sequential:
         if ops is self.ops:
             return self
         opt_state = self.optimizer_.state_dict() if self.optimizer_ and self.built else None
-        for layer in self.layers:
-            if layer.built:
-                layer.to_backend(ops)
-        self.ops = ops
-        if self.optimizer_ is not None and self.built:
-            self.optimizer_.ops = None
-            self.optimizer_.state = []
-            self.optimizer_.bind(self.parameters(), ops)
-            if opt_state is not None:
-                self.optimizer_.load_state_dict(opt_state)
+        with self._lock.writing():
+            for layer in self.layers:
+                if layer.built:
+                    layer.to_backend(ops)
+            self.ops = ops
+            if self.optimizer_ is not None and self.built:
+                self.optimizer_.ops = None
+                self.optimizer_.state = []
+                self.optimizer_.bind(self.parameters(), ops)
+                if opt_state is not None:
+                    self.optimizer_.load_state_dict(opt_state)
         return self
 
     # ----------------------------------------------------------------------------- train
@@ -459,10 +573,13 @@ class Sequential:
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
 
-        `validation_split` holds out the last fraction of (X, y), before shuffling (Keras).
+        `validation_split` holds out the last fraction of (X, y), before shuffling (Keras);
+        it warns when the classes of the two parts differ strongly (sorted labels).
         `resume_from` continues the run saved in a checkpoint: weights, buffers, optimiser
-        state, epoch counter and history; `epochs` is then the run's total, so re-running the
-        same call after a crash trains only the epochs that are missing.
+        state, callback state, epoch counter, position inside an interrupted epoch and
+        history; `epochs` is then the run's total, so re-running the same call after a crash
+        trains only what is missing. Everything (file, data, arguments) is checked before the
+        model changes.
 
         `optimizer` is a name (then `lr` sets its learning rate) or an `mlpx.optim` object.
         The model keeps the loss and optimiser for later evaluate/predict_proba/fit calls.
@@ -472,30 +589,104 @@ class Sequential:
         `stream_data` (cuda backend): None copies X and y to the GPU once when they take at
         most half its free memory and otherwise streams batches from pinned host memory;
         True / False force streaming / a single copy (host backends ignore it).
-        """
-        from .training import fit_model
 
-        return fit_model(
-            self, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
+        A loss or state that becomes NaN/inf raises NonFiniteLossError and leaves the model
+        as after its last finite epoch. Ctrl-C stops after the current step: the model keeps
+        that step's weights and `trainer_` records the position, so `save` + `resume_from`
+        continues exactly where the run stopped.
+        """
+        from .training import Trainer
+
+        return Trainer(self).fit(
+            X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
             batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
             verbose=verbose, callbacks=callbacks, validation_split=validation_split,
             resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
             stream_data=stream_data,
         )
 
-    def save(self, path: str | os.PathLike, epoch: int | None = None) -> Path:
-        """Write weights, buffers, architecture, loss and optimiser state to one safetensors
-        file, atomically (see mlpx.checkpoint). Load it with `mlpx.load(path, backend=...)`.
-        """
-        from .checkpoint import save
+    # ------------------------------------------------------------------------ checkpoints
+    def get_config(self) -> dict[str, Any]:
+        """The architecture: class, input width, dtype, seed and every layer's spec."""
+        return {"class": "Sequential", "input_dim": self.input_dim, "dtype": self.dtype.name,
+                "seed": self.seed, "layers": [layer_spec(layer) for layer in self.layers]}
 
-        return save(self, path, epoch=epoch)
+    def save(self, path: str | os.PathLike, epoch: int | None = None) -> Path:
+        """Write the model's state dict, architecture, loss and the training run's state
+        (optimiser, position, callbacks, History) to one safetensors file, atomically (see
+        mlpx.checkpoint). Load it with `mlpx.load(path, backend=...)`, or continue the run
+        with `fit(..., resume_from=path)`.
+        """
+        from . import __version__
+
+        self._require_built()
+        tensors = self.state_dict()
+        params = self.parameter_names()
+        buffers: dict[str, list[str]] = {}
+        for key in tensors:
+            if key not in params:
+                layer_path, name = key.rsplit(".", 1)
+                buffers.setdefault(layer_path, []).append(name)
+        if self.trainer_ is not None:
+            run = self.trainer_.state_dict()
+        else:
+            opt = self.optimizer_
+            run = {"epoch": self.epoch_, "run": 0, "step": 0, "loss_sum": 0.0, "stopped": False,
+                   "callbacks": [], "optimizer": None if opt is None else
+                   (opt.state_dict() if opt.ops is not None and opt.params
+                    else {"config": opt.get_config()})}
+        if epoch is not None:
+            run["epoch"] = int(epoch)
+        meta = {
+            "format": checkpoint.FORMAT,
+            "format_version": checkpoint.FORMAT_VERSION,
+            "mlpx_version": __version__,
+            "model": self.get_config(),
+            "params": params,
+            "buffers": buffers,
+            "loss": self.loss_.name if self.loss_ is not None else None,
+            "optimizer": checkpoint.split_arrays(run["optimizer"], "optimizer", tensors),
+            "training": {
+                "epoch": int(run["epoch"]), "fit_index": int(run["run"]),
+                "step": int(run["step"]), "loss_sum": float(run["loss_sum"]),
+                "stopped": bool(run["stopped"]),
+                "history": S.history_to_dict(self.history_),
+                "callbacks": checkpoint.split_arrays(run["callbacks"], "callbacks", tensors),
+            },
+        }
+        return checkpoint.write(path, tensors, meta)
+
+    def parameter_names(self) -> list[str]:
+        """State keys of the trainable parameters, in get_weights() order."""
+        self._require_built()
+        return list(self.state_spec(buffers=False))
+
+    def to_onnx(self, path: str | os.PathLike, opset: int = 17) -> Path:
+        """Write the model as an ONNX file for ONNX Runtime (see mlpx.onnx_export)."""
+        from .onnx_export import export
+
+        return export(self, path, opset=opset)
 
     def load_weights(self, path: str | os.PathLike) -> None:
-        """Copy weights from a safetensors file into this built model (see mlpx.checkpoint)."""
-        from .checkpoint import load_weights
+        """Copy the weights of a safetensors file into this built model (Keras's
+        `load_weights`; PyTorch's `load_state_dict(safetensors.torch.load_file(path))`).
 
-        load_weights(self, path)
+        The file may be a plain safetensors file holding exactly the model's parameters under
+        their state keys (`layers.0.W`, `layers.0.b`, nested blocks as `layers.4.layers.0.W`)
+        and, optionally, its buffers (`layers.1.running_mean`), or a full mlpx checkpoint
+        (verified; its optimiser and training state are ignored). Names, shapes and dtypes are
+        all checked before anything is assigned; floating-point weights are converted to the
+        model's dtype. Raises CheckpointError naming the file and the entry.
+        """
+        from .checkpoint_schema import check_weights
+
+        self._require_built()
+        p = os.fspath(path)
+        tensors, metadata = checkpoint.read_safetensors(p)
+        if checkpoint.is_mlpx_metadata(metadata):
+            tensors = S.read_record(*checkpoint.read_file(p), p).state
+        state = check_weights(tensors, self.state_spec(), self.parameter_names(), p)
+        self.load_state_dict(state, strict=False)
 
 
 class MLP(Sequential):
@@ -527,3 +718,46 @@ class MLP(Sequential):
         layers.append(Dense(sizes[-1], activation=output_activation, init=init))
         super().__init__(layers, input_dim=sizes[0], backend=backend, dtype=dtype, seed=seed)
         self.sizes = sizes
+
+
+def load(path: str | os.PathLike, backend: str | Backend = "cpu") -> Sequential:
+    """Rebuild the model saved at `path` on `backend` (weights bitwise, optimiser state,
+    buffers, loss, epoch count and history). Never unpickles: only arrays and JSON are read,
+    and everything is checked (see mlpx.checkpoint_schema) before it is built or assigned.
+    """
+    from .checkpoint_schema import entry_errors
+
+    p = os.fspath(path)
+    record = S.read_record(*checkpoint.read_file(p), p)
+    arch = record.architecture
+    with entry_errors(p, "model"):
+        model = Sequential([layer_from_spec(s) for s in arch["layers"]],
+                           input_dim=arch["input_dim"], backend=backend, dtype=arch["dtype"],
+                           seed=arch["seed"])
+    # layers that declare nothing are known now: check everything against the built model
+    S.check_record(record, model.state_spec(), model.parameter_names(), model.dtype, p)
+    with entry_errors(p, "a restored entry"):
+        model.load_state_dict(record.state)
+        optimizer = None
+        if record.optimizer is not None:
+            optimizer = O.from_config(dict(record.optimizer["config"]))
+            if "state" in record.optimizer:
+                optimizer.bind(model.parameters(), model.ops)
+                optimizer.load_state_dict(record.optimizer)
+    model.loss_ = L.get(record.loss) if record.loss else None
+    model.optimizer_ = optimizer
+    model.epoch_ = record.run.epoch
+    model.history_ = record.run.history
+    model.trainer_ = _restored_trainer(model, record.run)
+    return model
+
+
+def _restored_trainer(model: Sequential, run: S.RunRecord) -> Any:
+    """A trainer holding a loaded run's position, so that save() writes it back and the next
+    fit counts runs on from it (its batch orders differ from the saved run's)."""
+    from .training import Trainer
+
+    trainer = Trainer(model)
+    trainer.run, trainer.epoch, trainer.step = run.run, run.epoch, run.step
+    trainer.loss_sum, trainer.stopped = run.loss_sum, run.stopped
+    return trainer

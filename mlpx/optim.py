@@ -85,34 +85,57 @@ class Optimizer:
             "state": [{k: ops.to_numpy(v).copy() for k, v in s.items()} for s in self.state],
         }
 
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Restore `state_dict()` output: state arrays, step count and learning rates."""
-        state = sd.get("state") or []
-        if self.ops is None:
-            raise RuntimeError("bind the optimiser to parameters before loading its state")
-        if state and len(state) != len(self.params):
-            raise ValueError(
-                f"optimiser state has {len(state)} parameter entries, the model has "
-                f"{len(self.params)}"
-            )
+    def check_state_dict(self, sd: Any, shapes: list[tuple[int, ...]]) -> None:
+        """Raise ValueError unless `sd` (state_dict() output) fits this optimiser on parameters
+        of `shapes`. Reads nothing from the bound parameters: callable before binding."""
+        if not isinstance(sd, dict):
+            raise ValueError(f"optimiser state must be a dict, got {type(sd).__name__}")
         name = (sd.get("config") or {}).get("name", self.name)
         if name != self.name:
             raise ValueError(f"cannot load {name!r} optimiser state into {self!r}")
-        for i, (s, saved) in enumerate(zip(self.state, state, strict=True)):
-            if set(saved) != set(s):
+        state = sd.get("state") or []
+        if not isinstance(state, list) or (state and len(state) != len(shapes)):
+            raise ValueError(
+                f"optimiser state has {len(state) if isinstance(state, list) else '?'} "
+                f"parameter entries, the model has {len(shapes)}"
+            )
+        for i, (saved, shape) in enumerate(zip(state, shapes, strict=False)):
+            if not isinstance(saved, dict) or set(saved) != set(self.state_names):
+                got = sorted(saved) if isinstance(saved, dict) else saved
                 raise ValueError(
-                    f"optimiser state of parameter {i} holds {sorted(saved)}, {self!r} "
-                    f"expects {sorted(s)}; build the optimiser with the saved config"
+                    f"optimiser state of parameter {i} holds {got}, {self!r} expects "
+                    f"{sorted(self.state_names)}; build the optimiser with the saved config"
                 )
             for k, v in saved.items():
                 v = np.asarray(v)
-                if tuple(v.shape) != tuple(s[k].shape):
+                if tuple(v.shape) != tuple(shape):
                     raise ValueError(
                         f"optimiser state {k!r} of parameter {i} has shape {v.shape}, the "
-                        f"parameter has shape {tuple(s[k].shape)}"
+                        f"parameter has shape {tuple(shape)}"
                     )
-        # validated everything: now write
-        for s, saved in zip(self.state, state, strict=True):
+                if v.dtype.kind not in "biuf" or not np.isfinite(v).all():
+                    raise ValueError(
+                        f"optimiser state {k!r} of parameter {i} must be finite numbers"
+                    )
+        try:
+            steps = int(sd.get("step_count", 0))
+            lr = (sd.get("config") or {}).get("lr")
+            if lr is not None:
+                check_float(lr, "lr")
+            if sd.get("initial_lr") is not None:
+                check_lr(sd["initial_lr"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"optimiser state has a bad scalar entry: {e}") from None
+        if steps < 0:
+            raise ValueError(f"optimiser step count must be >= 0, got {steps}")
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore `state_dict()` output: state arrays, step count and learning rates.
+        Everything is validated before anything is written."""
+        if self.ops is None:
+            raise RuntimeError("bind the optimiser to parameters before loading its state")
+        self.check_state_dict(sd, [p.shape for p in self.params])
+        for s, saved in zip(self.state, sd.get("state") or [], strict=False):
             for k, v in saved.items():
                 self.ops.copy_into(s[k], self.ops.asarray(np.asarray(v, dtype=s[k].dtype)))
         self.step_count = int(sd.get("step_count", 0))
@@ -375,6 +398,23 @@ def get(spec: str | Optimizer, lr: float | None = None) -> Optimizer:
     if isinstance(spec, str) and spec.lower() in _PRESETS:
         return SGD(lr=lr, **_PRESETS[spec.lower()])
     raise ValueError(f"unknown optimizer {spec!r}; valid names are {', '.join(names())}")
+
+
+def resolve(current: Optimizer | None, spec: str | Optimizer | None,
+            lr: float | None) -> Optimizer:
+    """The optimiser a fit/compile call asks for, built without changing `current`:
+
+    - `spec` given: that optimiser (a name with `lr`, or an object);
+    - only `lr`: `current`'s kind and hyperparameters with the new learning rate (fresh state);
+    - neither: `current`, or SGD when there is none.
+    """
+    if spec is None:
+        if current is not None and lr is not None:
+            return from_config({**current.get_config(), "lr": check_lr(lr)})
+        if current is not None:
+            return current
+        spec = "sgd"
+    return get(spec, lr)
 
 
 def from_config(cfg: dict[str, Any]) -> Optimizer:

@@ -20,8 +20,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from .callbacks import Callback, _MonitorState
 from .optim import Optimizer
-from .training import Callback
 from .validation import as_float, check_float, check_positive_int
 
 
@@ -36,7 +36,10 @@ def _check_factor(value: Any, name: str, *, upper_open: bool = False) -> float:
 
 class LRSchedule(Callback):
     """Base class of the closed-form schedules: subclasses implement `factor(epoch)` or
-    `lr_at(epoch, base_lr)`."""
+    `lr_at(epoch, base_lr)`. They hold no state of their own: the learning rate of an epoch
+    follows from the epoch and the optimiser's `initial_lr`, both in checkpoints."""
+
+    state_format: dict[str, str] | None = {}
 
     def _optimizer(self) -> Optimizer:
         opt = getattr(self.model, "optimizer_", None)
@@ -157,7 +160,7 @@ class LambdaLR(LRSchedule):
         return f
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_MonitorState, Callback):
     """Multiply the lr by `factor` when `monitor` stopped improving for `patience` epochs, as
     torch.optim.lr_scheduler.ReduceLROnPlateau (same names and defaults).
 
@@ -167,7 +170,8 @@ class ReduceLROnPlateau(Callback):
     improvement the lr becomes max(lr * factor, min_lr) (changes smaller than `eps` are
     skipped) and the count pauses for `cooldown` epochs. The new lr applies from the next
     epoch. `monitor="val_loss"` falls back to the training "loss" (with a warning) when fit
-    has no validation data. The counters start afresh at the beginning of each `fit`.
+    has no validation data. The counters start afresh at the beginning of each `fit`; a run
+    resumed from a checkpoint continues them (they are in its state_dict()).
     """
 
     def __init__(
@@ -210,6 +214,24 @@ class ReduceLROnPlateau(Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._reset()
+
+    state_format = {"monitor": "str", "mode": "mode", "best": "number",
+                    "num_bad_epochs": "count", "cooldown_counter": "count", "warned": "bool"}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "best": self.best,
+                "num_bad_epochs": self.num_bad_epochs,
+                "cooldown_counter": self.cooldown_counter, "warned": self._warned}
+
+    def validate_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_monitor_state(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.validate_state_dict(state)
+        self.best = float(state["best"])
+        self.num_bad_epochs = int(state["num_bad_epochs"])
+        self.cooldown_counter = int(state["cooldown_counter"])
+        self._warned = bool(state["warned"])
 
     def is_better(self, value: float, best: float) -> bool:
         t = self.threshold

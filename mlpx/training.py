@@ -1,21 +1,44 @@
-"""The mini-batch training loop behind `Sequential.fit`.
+"""The training loop behind `Sequential.fit`: a small object with named phases (Keras' Trainer).
 
-One step: gather the shuffled batch into a reused buffer, forward, fused loss + gradient,
-backward, optimiser update. Nothing inside a step reads a value back to the host: the epoch's
-loss is accumulated on the backend's device and read once per epoch.
+    setup       check every argument, the data, the callbacks and a checkpoint to resume
+                from, and plan the run; nothing changes yet, so any error leaves the model
+                exactly as it was
+    begin       apply the plan: build, load the checkpoint's state, install loss and
+                optimiser, set the run's position
+    run_epoch   the shuffled batches of one epoch, from the run's position
+    train_step  forward, fused loss + gradient, backward, penalties, clipping, optimiser step
+    end_epoch   finiteness check (loss, parameters, buffers), validation, History, callbacks
+
+The trainer talks to the model through public methods only. The run's own state (optimiser,
+run index, position: epoch, step and the epoch's partial loss sum, callbacks' state) is
+`Trainer.state_dict()`; the model's parameters and buffers are `model.state_dict()`.
+Checkpoints hold both, and the rollbacks (a diverged epoch, an interrupted step) restore both.
+
+The batch order of an epoch is a pure function of (model seed, run, epoch), and Dropout masks
+of (seed, layer, step): a run resumed from any saved position replays the uninterrupted run
+bit for bit. Nothing inside a step reads a value back to the host.
 """
 
 from __future__ import annotations
 
+import collections
 import math
+import os
 import signal
 import threading
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import checkpoint
+from . import losses as L
+from . import optim as O
+from . import state as S
 from .callbacks import Callback  # noqa: F401  (re-exported: mlpx.training.Callback)
+from .checkpoint import CheckpointError
 from .errors import NonFiniteLossError
 from .history import History
 from .validation import check_positive_int
@@ -33,7 +56,7 @@ class _DeferredInterrupt:
         self._active = threading.current_thread() is threading.main_thread()
 
     def _handler(self, signum, frame):
-        if self.requested:  # a second Ctrl-C: stop at once
+        if self.requested:  # a second Ctrl-C: stop at once (the step is rolled back)
             raise KeyboardInterrupt
         self.requested = True
 
@@ -47,103 +70,364 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _progress(total: int, verbose: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, disable=verbose != 1, unit="batch", desc=desc, dynamic_ncols=True,
-        leave=True, mininterval=0.2,
-    )
+class _StepBoundaryInterrupt(KeyboardInterrupt):
+    """Ctrl-C acted on between two steps: the state is that of the last completed step."""
 
 
-def fit_model(
-    model: Any,
-    X: Any,
-    y: Any,
-    *,
-    loss: Any,
-    optimizer: Any,
-    lr: float | None,
-    epochs: int,
-    batch_size: int,
-    shuffle: bool,
-    validation_data: tuple[Any, Any] | None,
-    verbose: int,
-    callbacks: Sequence[Callback] | None,
-    validation_split: float = 0.0,
-    resume_from: Any = None,
-    clip_norm: float | None = None,
-    clip_value: float | None = None,
-    stream_data: bool | None = None,
-) -> History:
-    # ---- validate everything before any kernel runs
-    epochs = check_positive_int(epochs, "epochs", minimum=0)
-    batch_size = check_positive_int(batch_size, "batch_size")
+@dataclass
+class _Plan:
+    """Everything `setup` checked, ready for `begin` to apply."""
+
+    loss: L.Loss
+    optimizer: O.Optimizer
+    opt_state: dict | None
+    build_dim: int | None
+    model_state: dict | None
+    run: int
+    epoch: int
+    step: int
+    loss_sum: float
+    stopped: bool
+    history: History
+    callbacks: list
+    callback_states: list
+    data: tuple
+    val: tuple | None
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    verbose: int
+    clipper: Any
+    stream: bool | None
+    resumed: bool
+    seed: int | None
+
+
+@dataclass
+class _Prior:
+    """The model's training attributes before a fit, restored when its first epoch diverges."""
+
+    loss: Any
+    optimizer: Any
+    history: Any
+    epoch: int
+    trainer: Any
+
+    def restore(self, model: Any) -> None:
+        model.loss_, model.optimizer_, model.history_ = self.loss, self.optimizer, self.history
+        model.epoch_, model.trainer_ = self.epoch, self.trainer
+
+
+class Trainer:
+    """Runs `fit` for one model and holds the run's state (`state_dict()`)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.run = 0
+        self.epoch = 0  # epochs completed = the epoch in progress
+        self.step = 0  # steps completed in the epoch in progress
+        self.loss_sum = 0.0  # their summed loss (sample-weighted)
+        self.stopped = False
+        self.callbacks: list = []
+        self._prior: _Prior | None = None
+        self._first_epoch = 0
+        self._gbuf: dict[int, Any] = {}
+        self._bar: Any = None
+        self._phase = "between"  # of the step in progress: forward, update, between steps
+        self._guard: _BufferGuard | None = None
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The run: index, position, stop flag, optimiser state and each callback's state
+        (class and state, in callback order). NumPy arrays and plain values."""
+        opt = self.model.optimizer_
+        if opt is None:
+            opt_state = None
+        elif opt.ops is not None and opt.params:
+            opt_state = opt.state_dict()
+        else:
+            opt_state = {"config": opt.get_config()}
+        cbs = [{"class": type(cb).__name__, "state": cb.state_dict()}
+               for cb in self.callbacks if callable(getattr(cb, "state_dict", None))]
+        return {"run": self.run, "epoch": self.epoch, "step": self.step,
+                "loss_sum": self.loss_sum, "stopped": bool(self.stopped),
+                "optimizer": opt_state, "callbacks": cbs}
+
+    # -------------------------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any, **kwargs: Any) -> History:
+        plan = self.setup(X, y, **kwargs)
+        self.begin(plan)
+        return self.train(plan)
+
+    def setup(self, X: Any, y: Any, *, loss: Any = None, optimizer: Any = None,
+              lr: float | None = None, epochs: int = 1, batch_size: int = 32,
+              shuffle: bool = True, validation_data: Any = None, verbose: int = 1,
+              callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,
+              resume_from: Any = None, clip_norm: float | None = None,
+              clip_value: float | None = None, stream_data: bool | None = None) -> _Plan:
+        """Check everything and plan the run; the model does not change."""
+        from .backends.batches import check_stream_data
+        from .clipping import GradientClipper
+
+        model = self.model
+        epochs = check_positive_int(epochs, "epochs", minimum=0)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        _check_verbose(verbose)
+        if lr is not None:
+            O.check_lr(lr)
+        clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
+        stream = check_stream_data(stream_data)
+        callbacks = _check_callbacks(callbacks)
+        if validation_data is not None and validation_split:
+            raise ValueError(
+                "give either validation_data=(X_val, y_val) or validation_split=, not both")
+        if validation_split:
+            X, y, validation_data = _split_validation(X, y, validation_split)
+        record = _read_resume(model, resume_from) if resume_from is not None else None
+        loss_fn = _plan_loss(model, loss, record)
+        if validation_split:
+            _warn_if_classes_differ(y, validation_data[1], loss_fn, validation_split)
+        dim = model.input_dim if model.built else (
+            record.architecture["input_dim"] if record else None)
+        data, val = _plan_data(model, X, y, validation_data, loss_fn, dim, stream)
+        dim = dim or data[0].shape[1]
+        model.check_trainable()
+        opt, opt_state = _plan_optimizer(model, optimizer, lr, record, dim)
+        run = record.run if record else None
+        position = _plan_position(model, run, epochs)
+        steps = -(-int(data[0].shape[0]) // batch_size)
+        if position["step"] >= steps:
+            raise CheckpointError(
+                f"checkpoint {os.fspath(resume_from)!r} stopped after step {position['step']} "
+                f"of epoch {position['epoch'] + 1}, but with these data and batch_size "
+                f"{batch_size} an epoch has {steps} steps; resume with the data and "
+                "batch_size of the saved run"
+            )
+        return _Plan(
+            loss=loss_fn, optimizer=opt, opt_state=opt_state,
+            build_dim=None if model.built else dim,
+            model_state=record.state if record else None,
+            **position, callbacks=callbacks,
+            callback_states=_match_callback_states(callbacks, run.callbacks if run else []),
+            data=data, val=val, epochs=epochs, batch_size=batch_size, shuffle=bool(shuffle),
+            verbose=verbose, clipper=clipper, stream=stream, resumed=record is not None,
+            seed=int(record.architecture["seed"]) if record else None,
+        )
+
+    def begin(self, plan: _Plan) -> None:
+        """Apply the plan; nothing here can fail on bad input (setup checked it all)."""
+        model = self.model
+        self._prior = None if plan.resumed else _Prior(
+            model.loss_, model.optimizer_, model.history_, model.epoch_, model.trainer_)
+        with model.step_lock():
+            if plan.build_dim is not None:
+                model.build(plan.build_dim)
+            if plan.model_state is not None:
+                model.load_state_dict(plan.model_state)
+            if plan.seed is not None:
+                model.set_seed(plan.seed)
+            model.loss_, model.optimizer_ = plan.loss, plan.optimizer
+            plan.optimizer.bind(model.parameters(), model.ops)
+            if plan.opt_state is not None:
+                plan.optimizer.load_state_dict(plan.opt_state)
+        self.run, self.epoch, self.step = plan.run, plan.epoch, plan.step
+        self.loss_sum, self.stopped, self.callbacks = plan.loss_sum, plan.stopped, plan.callbacks
+        self._first_epoch = plan.epoch
+        model.trainer_, model.epoch_, model.history_ = self, plan.epoch, plan.history
+        model.stop_training = False
+        for cb in self.callbacks:
+            cb.set_model(model)
+
+    def train(self, plan: _Plan) -> History:
+        """The epochs from the run's position to `plan.epochs`, then on_train_end."""
+        model, ops = self.model, self.model.ops
+        source = ops.batch_source(*plan.data, plan.batch_size, model.dtype, stream=plan.stream)
+        plan.data = ()  # the source holds what it needs (a device copy, or the host arrays)
+        n, bs, steps = source.n, source.batch_size, source.steps
+        self._gbuf = {m: ops.empty((m, model.output_dim), model.dtype)
+                      for m in {bs, n - (steps - 1) * bs}}
+        self._guard, self._phase = _BufferGuard(model), "between"
+        # the names each epoch's logs will hold, so callbacks can check theirs before any step
+        recorded = ["loss"]
+        if plan.val is not None:
+            recorded += ["val_loss"] + (["val_accuracy"] if plan.loss.classification else [])
+        for cb in self.callbacks:
+            cb.on_train_begin({"metrics": [*recorded, "lr", "grad_norm"]})
+        for cb, saved in zip(self.callbacks, plan.callback_states, strict=True):
+            if saved is not None:
+                cb.load_state_dict(saved)
+        left = 0 if self.stopped else (plan.epochs - self.epoch) * steps - self.step
+        bar = self._bar = _progress(left, plan.verbose, "training")
+        try:
+            with _DeferredInterrupt() as interrupt:
+                while self.epoch < plan.epochs and not self.stopped:
+                    self.run_epoch(plan, source, bar, interrupt)
+        finally:
+            bar.close()
+            source.close()
+        for cb in self.callbacks:
+            cb.on_train_end({"history": model.history_})
+        return model.history_
+
+    # ------------------------------------------------------------------------------ epoch
+    def run_epoch(self, plan: _Plan, source: Any, bar: Any, interrupt: Any) -> None:
+        model, epoch = self.model, self.epoch
+        snapshot = self._capture()
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, {})
+        bar.set_description(f"epoch {epoch + 1}/{plan.epochs}")
+        order = batch_order(model.seed, self.run, epoch, source.n) if plan.shuffle else None
+        total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
+        params = model.parameters()
+        try:
+            for s, (xb, yb) in enumerate(source.epoch(order)):
+                if s < done:  # resumed inside this epoch: these batches are done
+                    continue
+                with model.step_lock():
+                    total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1)
+                done = s + 1
+                last_norm = last_norm if norm is None else norm
+                bar.update(1)
+                if interrupt.requested and done < steps:
+                    self.step, self.loss_sum = done, model.ops.to_float(total)
+                    raise _StepBoundaryInterrupt
+            self.end_epoch(plan, total, last_norm, snapshot, source.n)
+        except _StepBoundaryInterrupt:
+            raise
+        except KeyboardInterrupt:
+            if self.epoch == epoch:  # the epoch is not recorded yet: a consistent position
+                self._interrupted(snapshot, done, steps, total)
+            raise
+        if interrupt.requested:
+            raise _StepBoundaryInterrupt
+
+    def train_step(self, xb: Any, yb: Any, plan: _Plan, params: list, total: Any,
+                   last: bool) -> tuple[Any, Any]:
+        """One update; returns the running loss sum and the pre-clip gradient norm (only
+        computed on the epoch's last step unless clip_norm needs it every step)."""
+        model, ops = self.model, self.model.ops
+        self._phase = "forward"
+        self._guard.save()
+        m = xb.shape[0]
+        out = model.forward(xb, training=True)
+        g = self._gbuf[m]
+        step_loss = plan.loss(ops, out, yb, g)
+        model.backward(g)
+        model.add_penalty_grads()
+        norm = plan.clipper(ops, params, need_norm=last)
+        self._phase = "update"
+        model.optimizer_.step()
+        self._phase = "between"
+        return total + step_loss * m, norm
+
+    def end_epoch(self, plan: _Plan, total: Any, last_norm: Any, snapshot: tuple,
+                  n: int) -> None:
+        model, ops, epoch = self.model, self.model.ops, self.epoch
+        # the loss is summed in float64, so float32 weights or running statistics can
+        # overflow while the epoch's loss is still finite: check the whole state too
+        epoch_loss = ops.to_float(total) / n + ops.to_float(model.penalty())
+        bad = [] if math.isfinite(epoch_loss) else [f"the training loss became {epoch_loss}"]
+        bad += [f"{k} overflowed to NaN/inf" for k in
+                S.nonfinite_entries(model.state_arrays(), ops)]
+        if bad:
+            self._diverged(epoch, bad, snapshot)
+        logs = {"loss": epoch_loss}
+        if plan.val is not None:
+            v = model.evaluate_batches(plan.val[0], plan.val[1], plan.loss,
+                                       max(plan.batch_size, 1024))
+            logs.update({f"val_{k}": value for k, value in v.items()})
+        logs["lr"] = model.optimizer_.lr
+        logs["grad_norm"] = ops.to_float(last_norm)
+        model.history_.append(epoch, logs)
+        self.epoch = model.epoch_ = epoch + 1
+        self.step, self.loss_sum = 0, 0.0
+        _report(plan, epoch, logs, self._bar)
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+        self.stopped = bool(model.stop_training)
+        for cb in self.callbacks:  # the epoch's state is complete: now it may be saved
+            after = getattr(cb, "after_epoch", None)
+            if after is not None:
+                after(epoch, logs)
+
+    # ------------------------------------------------------------------------- rollbacks
+    def _capture(self) -> tuple:
+        opt = self.model.optimizer_
+        return self.model.state_dict(), opt.state_dict(), self.step, self.loss_sum
+
+    def _restore(self, snapshot: tuple) -> None:
+        state, opt_state, self.step, self.loss_sum = snapshot
+        self.model.load_state_dict(state)
+        self.model.optimizer_.load_state_dict(opt_state)
+
+    def _interrupted(self, snapshot: tuple, done: int, steps: int, total: Any) -> None:
+        """A KeyboardInterrupt inside the epoch (not the deferred Ctrl-C): keep the last
+        completed step where the state is consistent, else go back to the epoch's start."""
+        if self._phase == "update" or done >= steps:  # a half-applied update, or end_epoch
+            self._restore(snapshot)
+            return
+        if self._phase == "forward":  # forward/backward only moved the buffers: undo that
+            self._guard.restore()
+        self.step, self.loss_sum = done, self.model.ops.to_float(total)
+
+    def _diverged(self, epoch: int, bad: list[str], snapshot: tuple) -> None:
+        self._restore(snapshot)
+        before = ""
+        if epoch == self._first_epoch and self._prior is not None:
+            self._prior.restore(self.model)  # loss, optimiser, history and epoch of before
+            before = ", as before this fit"
+        what = "; ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise NonFiniteLossError(
+            f"{what} in epoch {epoch + 1}; the model keeps the state of its last "
+            f"finite epoch ({epoch}){before}: weights, buffers and optimiser state. Lower the "
+            "learning rate, standardise the inputs, or clip gradients"
+        )
+
+
+class _BufferGuard:
+    """The layers' buffers as they were before the step in progress (copied into arrays
+    allocated once), so that a step interrupted before its update can be undone exactly."""
+
+    def __init__(self, model: Any) -> None:
+        self.ops = model.ops
+        self.saved = [(layer, {k: None if _is_counter(v) else self.ops.copy(v)
+                               for k, v in layer.buffers().items()})
+                      for _, layer in model.walk() if layer.buffers()]
+        self.counters: dict[tuple[int, str], Any] = {}
+
+    def save(self) -> None:
+        for i, (layer, copies) in enumerate(self.saved):
+            for k, v in layer.buffers().items():
+                if copies[k] is None:
+                    self.counters[i, k] = v
+                else:
+                    self.ops.copy_into(copies[k], v)
+
+    def restore(self) -> None:
+        for i, (layer, copies) in enumerate(self.saved):
+            layer.load_state_arrays({k: self.counters[i, k] if c is None else
+                                     self.ops.to_numpy(c) for k, c in copies.items()})
+
+
+def _is_counter(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim == 0
+
+
+# -------------------------------------------------------------------------------- helpers
+def batch_order(seed: int, run: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffled sample order of an epoch: a pure function of (seed, run, epoch)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, run, epoch])).permutation(n)
+
+
+def _check_verbose(verbose: Any) -> None:
     if verbose not in (0, 1, 2):
         raise ValueError(
             "verbose must be 0 (silent), 1 (progress bar) or 2 (one line per epoch), "
             f"got {verbose!r}"
         )
-    if lr is not None:
-        from .optim import check_lr
 
-        check_lr(lr)
-    from .clipping import GradientClipper
 
-    clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
-    from .backends.batches import check_stream_data
-
-    stream_data = check_stream_data(stream_data)
-    if validation_data is not None and validation_split:
-        raise ValueError(
-            "give either validation_data=(X_val, y_val) or validation_split=, not both"
-        )
-    if validation_split:
-        X, y, validation_data = _split_validation(X, y, validation_split)
-    resumed = None
-    if resume_from is not None:
-        from . import checkpoint
-
-        resumed = checkpoint.resume(model, resume_from)  # weights, optimiser, epoch, history
-        if optimizer is not None or lr is not None:
-            saved_opt = model.optimizer_.state_dict() if model.optimizer_ is not None else None
-            model._set_optimizer(optimizer, lr)
-            _carry_optimizer_state(model, saved_opt)
-            optimizer = lr = None
-    if loss is not None:
-        model._set_loss(loss)
-    loss_fn = model._loss_or(None)
-    # host or device arrays as given: the backend's batch source decides where they live
-    Xh, yh = model._prepare(X, y, loss_fn, to_device=False)
-    model._check_trainable()
-    if optimizer is not None or lr is not None or model.optimizer_ is None:
-        model._set_optimizer(optimizer, lr)
-    val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a tuple (X_val, y_val)")
-        val = model._prepare(
-            validation_data[0], validation_data[1], loss_fn, "X_val", "y_val",
-            to_device=None if stream_data is None else not stream_data,
-        )
-
-    ops = model.ops
-    opt = model.optimizer_
-    opt.bind(model.parameters(), ops)
-    source = ops.batch_source(Xh, yh, batch_size, model.dtype, stream=stream_data)
-    del Xh, yh  # the source holds what it needs (a device copy, or the host arrays)
-    n, bs, steps = source.n, source.batch_size, source.steps
-    # Each epoch shuffles with its own generator, seeded by (model seed, run, epoch), so a
-    # run resumed from a checkpoint draws the batches the uninterrupted run would have drawn.
-    if resumed is not None:
-        run = model._run_fit_index
-        initial_epoch = min(model.epoch_, epochs)
-    else:
-        run = model._fit_count
-        initial_epoch = 0
-        model.epoch_ = 0
-    model._run_fit_index = run
-    model._fit_count = max(model._fit_count, run + 1)
+def _check_callbacks(callbacks: Any) -> list:
     if isinstance(callbacks, Callback):
         name = type(callbacks).__name__
         raise TypeError(f"callbacks must be a list; pass callbacks=[{name}(...)]")
@@ -157,91 +441,144 @@ def fit_model(
                 f"{', '.join(missing)}; subclass mlpx.callbacks.Callback and override "
                 "on_epoch_end(epoch, logs) (or another hook)"
             )
-        cb.set_model(model)
+    return callbacks
 
-    history = model.history_ if resumed is not None and model.history_ is not None else History()
-    model.history_ = history
-    model.stop_training = False
-    gbuf = {
-        m: ops.empty((m, model.output_dim), model.dtype) for m in {bs, n - (steps - 1) * bs}
-    }
 
-    snapshot = model._snapshot()
-    # the names each epoch's logs will hold, so callbacks can check theirs before any step
-    recorded = ["loss"]
-    if val is not None:
-        recorded += ["val_loss"] + (["val_accuracy"] if loss_fn.classification else [])
-    recorded += ["lr", "grad_norm"]
-    for cb in callbacks:
-        cb.on_train_begin({"metrics": recorded})
-    bar = _progress((epochs - initial_epoch) * steps, verbose, "training")
+def _progress(total: int, verbose: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, disable=verbose != 1, unit="batch", desc=desc, dynamic_ncols=True,
+        leave=True, mininterval=0.2,
+    )
+
+
+def _report(plan: _Plan, epoch: int, logs: dict, bar: Any) -> None:
+    shown = {k: f"{v:.4g}" for k, v in logs.items() if k != "lr"}
+    bar.set_postfix(shown)
+    if plan.verbose == 2:
+        line = " ".join(f"{k}={v}" for k, v in shown.items())
+        print(f"epoch {epoch + 1}/{plan.epochs} {line}")
+
+
+def _plan_data(model: Any, X: Any, y: Any, validation_data: Any, loss: L.Loss,
+               dim: int | None, stream: bool | None) -> tuple[tuple, tuple | None]:
+    """Training data (as given: the batch source moves it) and validation data, checked."""
+    data = model.prepare_data(X, y, loss, to_device=False, input_dim=dim)
+    if validation_data is None:
+        return data, None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a tuple (X_val, y_val)")
+    val = model.prepare_data(
+        validation_data[0], validation_data[1], loss, "X_val", "y_val",
+        to_device=None if stream is None else not stream, input_dim=dim or data[0].shape[1])
+    return data, val
+
+
+def _plan_position(model: Any, run: S.RunRecord | None, epochs: int) -> dict[str, Any]:
+    """Where the run starts: a resumed run where it was saved, a new run at its start (with
+    the next run index, so its batch orders differ from the previous run's)."""
+    if run is None:
+        prev = model.trainer_
+        return {"run": prev.run + 1 if prev is not None else 0, "epoch": 0, "step": 0,
+                "loss_sum": 0.0, "stopped": False, "history": History()}
+    inside = run.epoch < epochs  # else there is nothing left to train
+    return {"run": run.run, "epoch": min(run.epoch, epochs), "step": run.step if inside else 0,
+            "loss_sum": run.loss_sum if inside else 0.0, "stopped": run.stopped,
+            "history": run.history or History()}
+
+
+def _plan_loss(model: Any, loss: Any, record: Any) -> L.Loss:
+    if loss is not None:
+        return model.check_loss(loss, stacklevel=5)  # the user's model.fit call
+    if record is not None and record.loss:
+        return L.get(record.loss)
+    if model.loss_ is None:
+        raise ValueError(
+            f"no loss given and none set by fit/compile; pass loss= (one of {', '.join(L.names())})"
+        )
+    return model.loss_
+
+
+def _read_resume(model: Any, path: Any) -> S.CheckpointRecord:
+    """The checkpoint's record, checked against the model (architecture, dtype, every array
+    against the layers' declarations) without changing the model."""
+    p = os.fspath(path)
+    record = S.read_record(*checkpoint.read_file(p), p)
+    arch = record.architecture
+    diff = S.architecture_difference(arch, model.input_dim, model.get_config()["layers"])
+    if diff is not None:
+        raise CheckpointError(f"checkpoint {p!r} holds a different architecture than this "
+                              f"model ({diff}); load it with mlpx.load")
+    if model.dtype.name != arch["dtype"]:
+        raise CheckpointError(
+            f"checkpoint {p!r} holds {arch['dtype']} weights, this model is "
+            f"{model.dtype.name}; build the model with dtype={arch['dtype']!r}"
+        )
+    dim = arch["input_dim"]
+    S.check_record(record, model.state_spec(dim), list(model.state_spec(dim, buffers=False)),
+                   model.dtype, p)
+    return record
+
+
+def _plan_optimizer(model: Any, optimizer: Any, lr: float | None, record: Any,
+                    dim: int) -> tuple[O.Optimizer, dict | None]:
+    """The optimiser of this fit and the state to load into it (resume), both checked.
+
+    Resuming with `optimizer=`/`lr=` uses the new hyperparameters and keeps the saved state
+    when the optimiser is of the same kind (a warning says it starts afresh otherwise)."""
+    if record is None or record.optimizer is None:
+        return O.resolve(model.optimizer_, optimizer, lr), None
+    saved = record.optimizer
+    shapes = [shape for shape, _ in model.state_spec(dim, buffers=False).values()]
     try:
-        with _DeferredInterrupt() as interrupt:
-            for epoch in range(initial_epoch, epochs):
-                for cb in callbacks:
-                    cb.on_epoch_begin(epoch, {})
-                bar.set_description(f"epoch {epoch + 1}/{epochs}")
-                rng = np.random.default_rng(np.random.SeedSequence([model.seed, run, epoch]))
-                order = rng.permutation(n) if shuffle else None
-                total = 0.0
-                last_norm = 0.0  # the epoch's last pre-clip gradient norm, on device
-                params = model.parameters()
-                for s, (xb, yb) in enumerate(source.epoch(order)):
-                    m = xb.shape[0]
-                    out = model.forward(xb, training=True)
-                    g = gbuf[m]
-                    step_loss = loss_fn(ops, out, yb, g)
-                    model.backward(g)
-                    model._add_penalty_grads()
-                    # the norm costs a pass over every gradient: computed each step only
-                    # when clip_norm needs it, else on the epoch's last step for History
-                    norm = clipper(ops, params, need_norm=s == steps - 1)
-                    if norm is not None:
-                        last_norm = norm
-                    opt.step()
-                    total = total + step_loss * m
-                    bar.update(1)
-                    if interrupt.requested:
-                        raise KeyboardInterrupt
-                epoch_loss = ops.to_float(total) / n + ops.to_float(model._penalty())
-                # The loss is summed in float64, so float32 weights can overflow while the
-                # epoch's loss is still finite: check the weights too (once per epoch).
-                weights_ok = all(ops.all_finite(p.data) for p in model.parameters())
-                if not (math.isfinite(epoch_loss) and weights_ok):
-                    model._restore(snapshot)
-                    what = (
-                        f"the training loss became {epoch_loss}" if not math.isfinite(epoch_loss)
-                        else "the weights overflowed to NaN/inf"
-                    )
-                    raise NonFiniteLossError(
-                        f"{what} in epoch {epoch + 1}; the model keeps the weights of its last "
-                        f"finite epoch ({epoch}). Lower the learning rate, standardise the "
-                        "inputs, or clip gradients"
-                    )
-                snapshot = model._snapshot()
-                logs = {"loss": epoch_loss}
-                if val is not None:
-                    v = model._evaluate_prepared(val[0], val[1], loss_fn, max(bs, 1024))
-                    logs.update({f"val_{k}": value for k, value in v.items()})
-                logs["lr"] = opt.lr
-                logs["grad_norm"] = ops.to_float(last_norm)
-                history.append(epoch, logs)
-                model.epoch_ = epoch + 1
-                shown = {k: f"{v:.4g}" for k, v in logs.items() if k != "lr"}
-                bar.set_postfix(shown)
-                if verbose == 2:
-                    line = " ".join(f"{k}={v}" for k, v in shown.items())
-                    print(f"epoch {epoch + 1}/{epochs} {line}")
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs)
-                if model.stop_training:
-                    break
-    finally:
-        bar.close()
-        source.close()
+        base = O.from_config(dict(saved["config"]))
+        if "state" in saved:
+            base.check_state_dict(saved, shapes)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint's optimiser entry is unusable: {e}") from None
+    state = saved if "state" in saved else None
+    if optimizer is None and lr is None:
+        return base, state
+    new = O.resolve(base, optimizer, lr)
+    if state is None:
+        return new, None
+    carried = {**state, "config": new.get_config()}  # this call's hyperparameters win
+    try:
+        new.check_state_dict(carried, shapes)
+        return new, carried
+    except ValueError:
+        warnings.warn(
+            f"resume_from: the checkpoint's optimiser is {saved['config'].get('name')!r} "
+            f"({saved['config']}), this fit uses {new!r}; its state starts afresh",
+            UserWarning, stacklevel=5,
+        )
+        return new, None
+
+
+def _match_callback_states(callbacks: list, saved: Any) -> list:
+    """For each callback the saved state of the same class and rank among that class's
+    callbacks (None: it starts afresh), checked by the callback's validate_state_dict."""
+    by_class: dict[str, list] = collections.defaultdict(list)
+    if not isinstance(saved, list):
+        raise CheckpointError(f"the checkpoint's callback entry is malformed: {saved!r}")
+    for entry in saved:
+        if not isinstance(entry, dict) or "class" not in entry or "state" not in entry:
+            raise CheckpointError(f"the checkpoint's callback entry is malformed: {entry!r}")
+        by_class[entry["class"]].append(entry["state"])
+    seen: collections.Counter = collections.Counter()
+    out = []
     for cb in callbacks:
-        cb.on_train_end({"history": history})
-    return history
+        name = type(cb).__name__
+        states = by_class.get(name, [])
+        rank = seen[name]
+        seen[name] += 1
+        state = states[rank] if rank < len(states) else None
+        check = getattr(cb, "validate_state_dict", None)
+        if state is not None and check is not None:
+            check(state)
+        out.append(state)
+    return out
 
 
 def _split_validation(X: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
@@ -270,26 +607,51 @@ def _split_validation(X: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[An
     return X[:split_at], y[:split_at], (X[split_at:], y[split_at:])
 
 
-def _carry_optimizer_state(model: Any, saved: dict | None) -> None:
-    """After resume_from with an explicit optimizer: keep the checkpoint's state (moments,
-    step count) when it is the same kind of optimiser, else warn that it starts afresh."""
-    import warnings
+def _class_labels(y: Any) -> np.ndarray | None:
+    """Integer class labels of a target (labels, one-hot or probability rows), else None."""
+    y = np.asarray(y.get() if hasattr(y, "get") else y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2:
+        if y.dtype.kind not in "biuf" or not np.allclose(y.sum(axis=1), 1.0):
+            return None  # multi-label targets: no single class per sample
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or y.dtype.kind not in "biuf" or not np.all(np.isfinite(y)) \
+            or not np.array_equal(y, np.round(y)):
+        return None
+    return y.astype(np.int64)
 
-    opt = model.optimizer_
-    if saved is None:
+
+def _warn_if_classes_differ(y_train: Any, y_val: Any, loss: L.Loss, fraction: Any) -> None:
+    """Warn when a class is absent from one part of a validation_split although a random
+    split of that many samples would almost surely (p > 0.999) have put some there."""
+    if not loss.classification:
         return
-    if saved["config"].get("name") != opt.name:
-        warnings.warn(
-            f"resume_from: the checkpoint's optimiser is {saved['config'].get('name')!r}, this "
-            f"fit uses {opt.name!r}; its state starts afresh",
-            UserWarning,
-            stacklevel=4,
-        )
+    a, b = _class_labels(y_train), _class_labels(y_val)
+    if a is None or b is None:
         return
-    opt.bind(model.parameters(), model.ops)
-    hyper = opt.get_config()
-    opt.load_state_dict(saved)
-    # the hyperparameters given to this fit call win over the checkpoint's
-    for k, v in hyper.items():
-        if k != "name" and hasattr(opt, k):
-            setattr(opt, k, v)
+    f = float(fraction)
+    classes, total = np.unique(np.concatenate([a, b]), return_counts=True)
+    in_train = dict(zip(*np.unique(a, return_counts=True), strict=True))
+    in_val = dict(zip(*np.unique(b, return_counts=True), strict=True))
+    gone_val = [int(c) for c, t in zip(classes, total, strict=True)
+                if c not in in_val and (1 - f) ** t < 1e-3]
+    gone_train = [int(c) for c, t in zip(classes, total, strict=True)
+                  if c not in in_train and f ** t < 1e-3]
+    if not (gone_val or gone_train):
+        return
+    parts = []
+    if gone_val:
+        parts.append(f"class(es) {gone_val} are missing from the validation part")
+    if gone_train:
+        parts.append(f"class(es) {gone_train} are missing from the training part")
+    warnings.warn(
+        f"validation_split={fraction} holds out the last {len(b)} samples, and their classes "
+        f"differ strongly from the training part's: {'; '.join(parts)} (training counts "
+        f"{ {int(k): int(v) for k, v in in_train.items()} }, validation counts "
+        f"{ {int(k): int(v) for k, v in in_val.items()} }). The data looks sorted by class, "
+        "so validation metrics and EarlyStopping would measure the wrong thing: shuffle X "
+        "and y first (e.g. with a permutation or mlpx.train_test_split), or pass "
+        "validation_data=(X_val, y_val)",
+        UserWarning, stacklevel=5,
+    )

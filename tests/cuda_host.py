@@ -1,11 +1,17 @@
 """Run the CUDA kernel sources (kernels/*.cu) on the host, to test them without a GPU.
 
 Each .cu file is compiled as C++ with g++ after a prelude that maps the CUDA keywords to plain
-C++ (`__global__` -> nothing, `__syncthreads()` -> no-op, ...). A launch of `blocks` blocks is
-emulated by calling the kernel once per block with one thread per block (`blockDim.x == 1`,
-`MLPX_BLOCK == 1`), so the grid-stride loops and the per-block partial sums run exactly as
-written, just with a different thread count. The math library is the host's (the same libm
-the Numba kernels call), and FMA contraction is off, as on the GPU (-fmad=false).
+C++ and runs a launch the way a GPU does, at the real block size: every block has
+`blockDim.x == 256` (`K.BLOCK`, `MLPX_BLOCK` in the sources) threads, run as 256 real OS
+threads (a pool kept per kernel file) with `threadIdx`/`blockIdx` thread-local,
+`__syncthreads()` a barrier across the block's threads and `__shared__` memory shared by
+them. Blocks run one after the other (a barrier ends each block that used one, so the next
+starts with all threads out of the shared memory). So the grid-stride loops, the per-block
+partial sums and the shared-memory reduction trees run exactly as written, with the GPU's
+thread count; a barrier that not every thread reaches is reported as an error instead of
+hanging. The math
+library is the host's (the same libm the Numba kernels call), and FMA contraction is off, as
+on the GPU (-fmad=false).
 
 `HostEmulatedCUDABackend` is the real `CUDABackend` class with NumPy as its array module and
 kernel launches routed here; every launch is checked against the kernel's C signature (array
@@ -27,29 +33,141 @@ from mlpx.backends import _cuda_kernels as K
 from mlpx.backends.base import Backend
 from mlpx.backends.cuda import CUDABackend
 
+#: Seconds a thread waits at a barrier before the launch is declared broken (a barrier in
+#: divergent code: some threads never arrive). A real GPU would hang or misbehave.
+BARRIER_TIMEOUT_S = 20
+
 PRELUDE = r"""
+#include <limits.h>
+#include <linux/futex.h>
 #include <math.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <atomic>
+#include <functional>
+#include <thread>
+#include <vector>
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
-#define __syncthreads() ((void)0)
-#define MLPX_BLOCK 1
 struct mlpx_idx { unsigned int x; };
-static mlpx_idx blockIdx = {0};
+static thread_local mlpx_idx threadIdx = {0};
+static thread_local mlpx_idx blockIdx = {0};
 static mlpx_idx gridDim = {1};
-static const mlpx_idx threadIdx = {0};
-static const mlpx_idx blockDim = {1};
+static mlpx_idx blockDim = {1};
 static inline double __longlong_as_double(long long v) {
     double d;
     memcpy(&d, &v, sizeof d);
     return d;
 }
-extern "C" void mlpx_host_set_grid(unsigned int block, unsigned int blocks) {
-    blockIdx.x = block;
-    gridDim.x = blocks;
+
+namespace mlpx_host {
+// Futex waits: a woken thread does not have to take a lock, so waking 256 threads is cheap.
+static void futex_wait(std::atomic<unsigned>* word, unsigned value) {
+    struct timespec ts = {1, 0};  // wake up once a second to check the deadline
+    syscall(SYS_futex, reinterpret_cast<unsigned*>(word), FUTEX_WAIT_PRIVATE, value, &ts,
+            nullptr, 0);
 }
+static void futex_wake(std::atomic<unsigned>* word) {
+    syscall(SYS_futex, reinterpret_cast<unsigned*>(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+            nullptr, 0);
+}
+static double seconds() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static thread_local bool synced = false;  // this thread reached a barrier in this block
+
+// __syncthreads: every thread of the block waits until all have arrived.
+struct Barrier {
+    std::atomic<unsigned> count{0}, generation{0};
+    std::atomic<bool> broken{false};
+    unsigned total = 1;
+    void wait() {
+        synced = true;
+        if (broken.load()) return;
+        unsigned g = generation.load(std::memory_order_acquire);
+        if (count.fetch_add(1, std::memory_order_acq_rel) + 1 == total) {
+            count.store(0, std::memory_order_relaxed);
+            generation.fetch_add(1, std::memory_order_release);
+            futex_wake(&generation);
+            return;
+        }
+        double deadline = seconds() + MLPX_BARRIER_TIMEOUT_S;
+        while (generation.load(std::memory_order_acquire) == g) {
+            if (broken.load()) return;
+            if (seconds() > deadline) {  // not every thread reached this barrier
+                broken.store(true);
+                generation.fetch_add(1, std::memory_order_release);
+                futex_wake(&generation);
+                return;
+            }
+            futex_wait(&generation, g);
+        }
+    }
+};
+static Barrier barrier;
+
+// One worker thread per threadIdx.x, kept between launches; each runs every block in turn.
+struct Pool {
+    std::vector<std::thread> workers;
+    unsigned size = 0, blocks = 0;
+    const std::function<void()>* body = nullptr;
+    std::atomic<unsigned> launch{0}, done{0};
+    void run(unsigned t) {
+        threadIdx.x = t;
+        unsigned seen = 0;
+        for (;;) {
+            unsigned l;
+            while ((l = launch.load(std::memory_order_acquire)) == seen) futex_wait(&launch, seen);
+            seen = l;
+            for (unsigned b = 0; b < blocks; ++b) {
+                blockIdx.x = b;
+                synced = false;
+                (*body)();
+                // A block that synchronised (in a correct kernel all its threads did) ends
+                // with a barrier, so the next block finds its shared memory free. Blocks
+                // without barriers share nothing and run on without waiting.
+                if (synced) barrier.wait();
+            }
+            if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == size) futex_wake(&done);
+        }
+    }
+};
+static Pool* pool = nullptr;  // never destroyed: idle workers end with the process
+
+// Runs body() on `blocks` blocks of `threads` threads; 0, or 1 for a broken barrier.
+static int run_grid(unsigned blocks, unsigned threads, const std::function<void()>& body) {
+    if (pool == nullptr) {
+        pool = new Pool();
+        pool->size = threads;
+        for (unsigned t = 0; t < threads; ++t) {
+            pool->workers.emplace_back([t] { pool->run(t); });
+            pool->workers.back().detach();
+        }
+    }
+    if (threads != pool->size) return 2;  // one block size per library
+    gridDim.x = blocks;
+    blockDim.x = threads;
+    barrier.total = threads;
+    barrier.count.store(0);
+    barrier.broken.store(false);
+    pool->body = &body;
+    pool->blocks = blocks;
+    pool->done.store(0);
+    pool->launch.fetch_add(1, std::memory_order_release);
+    futex_wake(&pool->launch);
+    unsigned d;
+    while ((d = pool->done.load(std::memory_order_acquire)) != threads) futex_wait(&pool->done, d);
+    return barrier.broken.load() ? 1 : 0;
+}
+}  // namespace mlpx_host
+#define __syncthreads() mlpx_host::barrier.wait()
 """
 
 _CTYPES = {
@@ -87,24 +205,44 @@ def _param_types(params: str) -> list[str]:
     return types
 
 
+def launcher_source(sigs: dict[str, list[str]]) -> str:
+    """C++ entry points `mlpx_launch_<kernel>(blocks, threads, args...)` that run a kernel on
+    a grid of host threads (see the module doc)."""
+    out = []
+    for name, types in sigs.items():
+        params = ", ".join(f"{t} a{i}" for i, t in enumerate(types))
+        args = ", ".join(f"a{i}" for i in range(len(types)))
+        out.append(
+            f'extern "C" int mlpx_launch_{name}(unsigned int blocks, unsigned int threads, '
+            f"{params}) {{\n"
+            f"    return mlpx_host::run_grid(blocks, threads, [=]() {{ {name}({args}); }});\n"
+            "}\n"
+        )
+    return "\n".join(out)
+
+
 def build(outdir: Path) -> dict[str, tuple[ctypes.CDLL, dict[str, list[str]]]]:
     """Compile every kernel file for the host (in parallel); {file: (library, signatures)}."""
     prelude = outdir / "prelude.h"
     prelude.write_text(PRELUDE)
     jobs = {}
     for name, path in K.kernel_sources().items():
+        sigs = parse_signatures(path.read_text())
+        unit = outdir / (name + ".host.cpp")
+        unit.write_text(f'#include "{path}"\n\n{launcher_source(sigs)}')
         lib = outdir / (name + ".so")
         cmd = [
-            "g++", "-std=c++14", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
-            "-include", str(prelude), "-x", "c++", str(path), "-o", str(lib),
+            "g++", "-std=c++14", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread",
+            f"-DMLPX_BARRIER_TIMEOUT_S={BARRIER_TIMEOUT_S}", "-include", str(prelude),
+            str(unit), "-o", str(lib),
         ]
-        jobs[name] = (subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), lib, path)
+        jobs[name] = (subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), lib, sigs)
     out = {}
-    for name, (proc, lib, path) in jobs.items():
-        _, err = proc.communicate(timeout=120)
+    for name, (proc, lib, sigs) in jobs.items():
+        _, err = proc.communicate(timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"host compile of {name} failed:\n{err}")
-        out[name] = (ctypes.CDLL(str(lib)), parse_signatures(path.read_text()))
+        out[name] = (ctypes.CDLL(str(lib)), sigs)
     return out
 
 
@@ -143,6 +281,7 @@ class HostEmulatedCUDABackend(CUDABackend):
         self._compute_types = None
         self._libs = libs
         self.launches: list[str] = []
+        self.threads = K.BLOCK  # threads per block, as on the GPU
         self.free_bytes = 80 * 1024**3  # what fits_on_device sees as free GPU memory
         self.runtime: FakeStreamRuntime | None = None  # the last streamed fit's runtime
 
@@ -168,10 +307,18 @@ class HostEmulatedCUDABackend(CUDABackend):
             raise AttributeError(f"{filename} has no kernel {name}")
         pairs = enumerate(zip(sigs[name], args, strict=True))
         ctypes_args = [_check_arg(name, i, ct, a) for i, (ct, a) in pairs]
-        fn = getattr(lib, name)
-        for b in range(blocks):
-            lib.mlpx_host_set_grid(ctypes.c_uint(b), ctypes.c_uint(blocks))
-            fn(*ctypes_args)
+        if not 1 <= blocks < 2**31:
+            raise ValueError(f"{name}: a grid of {blocks} blocks cannot be launched")
+        launch = getattr(lib, f"mlpx_launch_{name}")
+        rc = launch(ctypes.c_uint(blocks), ctypes.c_uint(self.threads), *ctypes_args)
+        if rc == 1:
+            raise RuntimeError(
+                f"{name}: a __syncthreads() barrier was not reached by all {self.threads} "
+                f"threads of a block within {BARRIER_TIMEOUT_S} s (a barrier in divergent code)"
+            )
+        if rc != 0:
+            raise RuntimeError(f"{name}: launched with {self.threads} threads per block, "
+                               "but this library's thread pool has another size")
         self.launches.append(name)
 
 

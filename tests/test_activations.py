@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from _helpers import central_differences
 
 import mlpx
 from mlpx import activations as A
+
+torch = pytest.importorskip("torch", reason="PyTorch is the independent reference here")
+F = torch.nn.functional
 
 # (activation object, torch function of (x, slopes)) ; slopes only used by prelu
 CASES = {

@@ -187,3 +187,38 @@ def test_callback_base_class_is_shared():
     import mlpx.training
 
     assert mlpx.training.Callback is mlpx.Callback is Callback
+
+
+def _sorted_classes(n=300, classes=3):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(classes), n // classes)
+    X = rng.normal(size=(len(y), 10)) + y[:, None]
+    return X, y
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_validation_split_warns_when_the_held_out_classes_differ(one_hot):
+    X, y = _sorted_classes()
+    target = mlpx.one_hot(y, 3) if one_hot else y
+    model = mlpx.MLP([10, 8, 3], seed=0)
+    with pytest.warns(UserWarning, match=r"(?s)validation_split.*class.*2.*shuffle.*"
+                                         r"validation_data="):
+        model.fit(X, target, loss="cross_entropy", epochs=1, verbose=0, validation_split=0.2)
+
+
+def test_validation_split_of_shuffled_classes_does_not_warn():
+    import warnings
+
+    X, y = _sorted_classes()
+    order = np.random.default_rng(1).permutation(len(y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mlpx.MLP([10, 8, 3], seed=0).fit(X[order], y[order], loss="cross_entropy", epochs=1,
+                                         verbose=0, validation_split=0.2)
+        # small hold-out parts miss classes by chance: no warning either
+        Xs, ys = X[order][:40], y[order][:40]
+        mlpx.MLP([10, 8, 3], seed=0).fit(Xs, ys, loss="cross_entropy", epochs=1, verbose=0,
+                                         validation_split=0.1)
+        # regression targets are not classes
+        mlpx.MLP([10, 8, 1], seed=0).fit(X, y.astype(np.float32), loss="mse", epochs=1,
+                                         verbose=0, validation_split=0.2)

@@ -38,7 +38,7 @@ def _fit(model, epochs, **kw):
 
 def _buffers(model):
     return {f"{path}.{k}": mlpx.to_numpy(v).copy()
-            for path, layer in checkpoint._walk(model.layers)
+            for path, layer in model.walk()
             for k, v in layer.buffers().items()}
 
 

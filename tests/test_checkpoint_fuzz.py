@@ -24,8 +24,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 import mlpx  # noqa: E402
 from mlpx import checkpoint_file as cf  # noqa: E402
+from mlpx.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
 from mlpx.checkpoint_file import CheckpointError  # noqa: E402
 from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm, PReLU, Residual  # noqa: E402
+from mlpx.schedules import ReduceLROnPlateau  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MLPX_FUZZ_EXAMPLES", "120"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -36,6 +38,9 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
 SLACK = 4 * 2**20
 
 
+_DIR = Path(tempfile.mkdtemp(prefix="mlpx-fuzz-"))
+
+
 def _build():
     model = mlpx.Sequential(
         [Dense(6, activation=mlpx.activations.LeakyReLU(0.1)), BatchNorm(), PReLU(),
@@ -43,12 +48,14 @@ def _build():
          Dense(2)], input_dim=4, seed=3)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(32, 4)).astype(np.float32)
+    # callbacks with state, so the document holds callback states and their tensors
+    callbacks = [EarlyStopping(monitor="loss", patience=5), ReduceLROnPlateau(monitor="loss"),
+                 ModelCheckpoint(_DIR / "best.safetensors", monitor="loss", save_best_only=True)]
     model.fit(X, (X[:, 0] > 0).astype(np.int64), loss="cross_entropy", optimizer="adam",
-              lr=0.01, epochs=2, batch_size=8, verbose=0)
+              lr=0.01, epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
     return model
 
 
-_DIR = Path(tempfile.mkdtemp(prefix="mlpx-fuzz-"))
 _ORIGINAL = _DIR / "orig.safetensors"
 _MODEL = _build()
 _MODEL.save(_ORIGINAL)
@@ -59,12 +66,10 @@ DATA = BLOB[8 + _N :]
 
 
 def _state(model) -> dict:
-    from mlpx.checkpoint import _walk
-
+    run = model.trainer_
     return {
-        "weights": [w.tobytes() for w in model.get_weights()],
-        "buffers": {f"{p}.{k}": mlpx.to_numpy(v).tobytes()
-                    for p, layer in _walk(model.layers) for k, v in layer.buffers().items()},
+        "state": {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in model.state_dict().items()},
+        "run": (run.run, run.epoch, run.step, run.loss_sum, run.stopped),
         "optimizer": model.optimizer_.state_dict()["config"],
         "slots": [{k: mlpx.to_numpy(v).tobytes() for k, v in s.items()}
                   for s in model.optimizer_.state],

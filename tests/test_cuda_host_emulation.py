@@ -345,3 +345,110 @@ def test_clip_norm_training_matches_cpu(emu, rng):
         np.testing.assert_allclose(a, b, rtol=0, atol=4 * np.finfo(np.float32).eps)
     np.testing.assert_allclose(models[0][1]["grad_norm"], models[1][1]["grad_norm"], rtol=1e-6)
     assert models[0][1]["grad_norm"][-1] > 0.5  # clipping was active
+
+
+# --- block reductions at the GPU's block size (256 threads, a real barrier per tree level)
+
+def _tree_partials(terms: np.ndarray, blocks: int) -> np.ndarray:
+    """The kernels' order, modelled in NumPy: thread t of the grid adds terms t, t + stride,
+    ... from 0.0 in order (cumsum is sequential), then each block adds its 256 threads'
+    sums in a tree (sh[i] += sh[i + s], s = 128, 64, ..., 1)."""
+    from mlpx.backends import _cuda_kernels as K
+
+    stride = blocks * K.BLOCK
+    rows = -(-terms.size // stride)
+    t = np.zeros((rows + 1, stride))
+    t[1:].reshape(-1)[: terms.size] = terms
+    sh = np.cumsum(t, axis=0)[-1].reshape(blocks, K.BLOCK)
+    s = K.BLOCK // 2
+    while s:
+        sh[:, :s] = sh[:, :s] + sh[:, s : 2 * s]
+        s //= 2
+    return sh[:, 0]
+
+
+@pytest.mark.parametrize("size", [1, 255, 256, 257, 8 * 256 + 1, 3 * 8 * 256 + 5])
+def test_block_reductions_run_the_tree_with_256_threads(emu, rng, monkeypatch, size):
+    """sum_squares (+ sum_partials), sum_abs and the mse partials agree bit for bit with the
+    tree order at blockDim 256 (a skipped or misplaced barrier would change the bits), and
+    with float64 NumPy within rounding. The grid is capped at 8 blocks here, so the last two
+    sizes wrap around the grid-stride loop as 262145 elements do on the GPU's 1024 blocks
+    (the GPU kit runs those sizes and 2**28)."""
+    from mlpx.backends import _cuda_kernels as K
+
+    monkeypatch.setattr(K, "MAX_BLOCKS", 8)
+    assert emu.threads == K.BLOCK == 256
+    x = rng.standard_normal(size).astype(np.float32)
+    x64 = x.astype(np.float64)
+    blocks = K.grid(size)
+    total = emu.sum_squares(x)
+    partials = _tree_partials(x64 * x64, blocks)
+    _same(emu._scratch[("sumsq", blocks)][:blocks], partials)
+    np.testing.assert_array_equal(float(total), _tree_partials(partials, 1)[0])
+    np.testing.assert_allclose(float(total), np.sum(x64 * x64), rtol=1e-13)
+    s_abs = emu.sum_abs(x)
+    _same(emu._scratch[("abs", blocks)], _tree_partials(np.abs(x64), blocks))
+    np.testing.assert_allclose(float(s_abs), np.sum(np.abs(x64)), rtol=1e-13)
+    t = rng.standard_normal(size).astype(np.float32)
+    loss = emu.mse(x, t)
+    d = x64 - t.astype(np.float64)
+    _same(emu._scratch[("partial", blocks)], _tree_partials(d * d, blocks))
+    np.testing.assert_allclose(float(loss), np.mean(d * d), rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("classes", [33, 100, 1000])
+@pytest.mark.parametrize("n", [1, 9, 70])
+def test_wide_softmax_cross_entropy(emu, cpu, rng, dtype, classes, n):
+    """Above 32 classes a group of 32 threads per row (tree max and sum): the loss and the
+    gradient agree with the cpu backend within float64 rounding, float32 gradients nearly
+    always bitwise; a bad label still gives NaN."""
+    z = _data(rng, (n, classes), dtype)
+    labels = rng.integers(0, classes, n).astype(np.int64)
+    g1, g2 = np.empty_like(z), np.empty_like(z)
+    emu.launches.clear()
+    l1 = emu.softmax_cross_entropy(z, labels, g1)
+    l2 = cpu.softmax_cross_entropy(z, labels, g2)
+    assert emu.launches == ["softmax_xent_wide_" + ("f32" if dtype == np.float32 else "f64")]
+    np.testing.assert_allclose(float(l1), float(l2), rtol=1e-13)
+    np.testing.assert_allclose(g1, g2, rtol=1e-13 if dtype == np.float64 else 2e-7, atol=0)
+    z_before = z.copy()
+    l3 = emu.softmax_cross_entropy(z, labels)
+    _same(z, z_before)
+    np.testing.assert_allclose(float(l3), float(l2), rtol=1e-13)
+    labels[-1] = classes  # out of range: NaN, no out-of-bounds read
+    assert np.isnan(float(emu.softmax_cross_entropy(z, labels)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (64, 1), (65, 3), (1000, 1), (130, 300)])
+def test_prelu_two_stage_slope_gradient_bitwise(emu, cpu, rng, shape):
+    """Chunks of 64 rows, then the chunks in order, on the cuda kernels, the Numba kernel and
+    the reference alike: the slope gradient is bitwise the same everywhere."""
+    from mlpx.backends.base import Backend
+
+    dy = _data(rng, shape, np.float32, 1.0)
+    z = _data(rng, shape, np.float32)
+    slopes = rng.uniform(0.0, 0.5, shape[1]).astype(np.float32)
+    res = {}
+    for name, ops in (("emu", emu), ("cpu", cpu), ("ref", Backend())):
+        dx, ds = np.empty_like(z), np.empty_like(slopes)
+        ops.prelu_backward(dy, z, slopes, dx, ds)
+        res[name] = (dx, ds)
+    for name in ("cpu", "ref"):
+        _same(res["emu"][0], res[name][0])
+        _same(res["emu"][1], res[name][1])
+    assert emu.launches[-2:] == ["prelu_bwd_f32", "prelu_dslopes_f32"]
+
+
+def test_warmup_loads_every_kernel_of_every_file(emu, monkeypatch):
+    from mlpx.backends import _cuda_kernels as K
+    from mlpx.backends.cuda import CUDABackend
+
+    loaded = []
+    monkeypatch.setattr(K, "get_kernel", lambda dev, f, name: loaded.append((f, name)))
+    CUDABackend.warmup(emu)
+    assert {f for f, _ in loaded} == set(K.KERNEL_FILES)
+    assert ("random.cu", "dropout_mask") in loaded and ("optim.cu", "sum_partials") in loaded
+    assert len(loaded) == sum(len(K.kernel_names(f)) for f in K.KERNEL_FILES)
+    with pytest.raises(ValueError, match="float32 and float64"):
+        CUDABackend.warmup(emu, dtypes=(np.float16,))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 import mlpx
+
+torch = pytest.importorskip("torch", reason="PyTorch is the independent reference here")
+F = torch.nn.functional
 
 HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "silu",
           "softplus"]

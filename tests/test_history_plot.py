@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import matplotlib
+import pytest
 
+from mlpx.history import History
+
+matplotlib = pytest.importorskip("matplotlib", reason="History.plot needs matplotlib")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mlpx.history import History  # noqa: E402
+plt = pytest.importorskip("matplotlib.pyplot")
 
 
 def _history(losses, val_losses=None, val_acc=None) -> History:

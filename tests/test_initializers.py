@@ -19,7 +19,7 @@ def _draw(name, act):
     return I.get(name)(SHAPE, np.random.default_rng(0), act)
 
 
-GAINS = [
+GAINS = [  # (activation, the gain table's Xavier gain, Kaiming gain)
     (A.Identity(), 1.0, 1.0),
     (A.Tanh(), 1.0, 5.0 / 3.0),
     (A.Sigmoid(), 4.0, 1.0),  # Glorot & Bengio: the logistic's bound is 4x tanh's
@@ -31,20 +31,26 @@ GAINS = [
 
 @pytest.mark.parametrize("act,xavier,kaiming", GAINS, ids=lambda v: getattr(v, "name", ""))
 def test_gain_table(act, xavier, kaiming):
-    assert I.xavier_gain(act) == pytest.approx(xavier)
+    assert I.activation_gain(act) == pytest.approx(xavier)
     assert I.kaiming_gain(act) == pytest.approx(kaiming)
 
 
 @pytest.mark.parametrize("act", [g[0] for g in GAINS], ids=lambda a: a.name)
 def test_statistics_match_formulas(act):
-    gx, gk = I.xavier_gain(act), I.kaiming_gain(act)
+    """xavier_*/glorot_* have gain 1 for every activation (Keras' glorot_uniform, PyTorch's
+    xavier_uniform_); the *_gain variants apply the per-activation table."""
+    gx, gk = I.activation_gain(act), I.kaiming_gain(act)
     expected = {
         # name: (std for normal, bound for uniform)
-        "xavier_uniform": (None, gx * math.sqrt(6.0 / (FAN_IN + FAN_OUT))),
-        "xavier_normal": (gx * math.sqrt(2.0 / (FAN_IN + FAN_OUT)), None),
+        "xavier_uniform": (None, math.sqrt(6.0 / (FAN_IN + FAN_OUT))),
+        "xavier_normal": (math.sqrt(2.0 / (FAN_IN + FAN_OUT)), None),
+        "glorot_uniform": (None, math.sqrt(6.0 / (FAN_IN + FAN_OUT))),
+        "xavier_uniform_gain": (None, gx * math.sqrt(6.0 / (FAN_IN + FAN_OUT))),
+        "xavier_normal_gain": (gx * math.sqrt(2.0 / (FAN_IN + FAN_OUT)), None),
         "kaiming_uniform": (None, gk * math.sqrt(3.0 / FAN_IN)),
         "kaiming_normal": (gk / math.sqrt(FAN_IN), None),
         "lecun_uniform": (None, math.sqrt(3.0 / FAN_IN)),
+        "uniform_fan_in": (None, 1.0 / math.sqrt(FAN_IN)),
         "lecun_normal": (1.0 / math.sqrt(FAN_IN), None),
     }
     for name, (std, bound) in expected.items():
@@ -60,8 +66,18 @@ def test_statistics_match_formulas(act):
             assert np.abs(w).max() > 3 * std  # a Gaussian, not a truncated or uniform draw
 
 
+def test_xavier_matches_torch_for_every_activation():
+    torch = pytest.importorskip("torch")
+    for act in ("sigmoid", "tanh", "relu", "identity"):
+        w = I.get("xavier_uniform")(SHAPE, np.random.default_rng(0), A.get(act))
+        t = torch.empty(FAN_OUT, FAN_IN, dtype=torch.float64)
+        torch.nn.init.xavier_uniform_(t)  # gain=1 is PyTorch's default
+        assert w.std() == pytest.approx(float(t.std()), rel=0.01)
+
+
 def test_aliases_are_the_same_functions():
     assert I.get("glorot_uniform") is I.get("xavier_uniform")
+    assert I.get("glorot_normal_gain") is I.get("xavier_normal_gain")
     assert I.get("he_normal") is I.get("kaiming_normal")
 
 
@@ -81,7 +97,7 @@ def test_simple_initialisers():
 
 @pytest.mark.parametrize("act,default", [
     ("relu", "he_normal"), ("leaky_relu", "he_normal"), ("prelu", "he_normal"),
-    ("tanh", "xavier_uniform"), ("sigmoid", "xavier_uniform"), ("identity", "xavier_uniform"),
+    ("tanh", "xavier_uniform"), ("sigmoid", "uniform_fan_in"), ("identity", "xavier_uniform"),
     ("gelu", "xavier_uniform"), ("elu", "xavier_uniform"),
 ])
 def test_defaults(act, default):

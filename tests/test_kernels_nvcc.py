@@ -102,3 +102,88 @@ def test_twin_references_in_both_directions():
     assert "CUDA twin" in numba_src
     for file_ref in re.findall(r"kernels/(\w+\.cu)", numba_src):
         assert file_ref in K.KERNEL_FILES
+
+
+def test_chunk_and_width_constants_agree():
+    """PReLU's chunk size and softmax's wide-row threshold: one value in every source."""
+    from mlpx.backends import base, numba_kernels
+
+    chunk = re.search(r"#define PRELU_CHUNK (\d+)", _source("activations.cu"))
+    wide = re.search(r"#define SOFTMAX_WIDE (\d+)", _source("losses.cu"))
+    assert chunk and int(chunk.group(1)) == K.PRELU_CHUNK == base.PRELU_CHUNK
+    assert numba_kernels.PRELU_CHUNK == K.PRELU_CHUNK
+    assert wide and int(wide.group(1)) == K.SOFTMAX_WIDE
+    assert K.BLOCK % K.SOFTMAX_WIDE == 0
+
+
+def test_kernel_names_lists_every_kernel():
+    names = {f: K.kernel_names(f) for f in K.KERNEL_FILES}
+    assert {"prelu_bwd_f32", "prelu_dslopes_f64", "bias_act_f32"} <= set(names["activations.cu"])
+    assert {"softmax_xent_wide_f32", "mse_f64"} <= set(names["losses.cu"])
+    assert {"sum_partials", "clip_scale", "adam_update_f32"} <= set(names["optim.cu"])
+    assert {"dropout_mask", "dropout_apply_f32", "dropout_apply_f64"} == set(names["random.cu"])
+    for f, found in names.items():
+        assert len(found) == len(set(found))
+        assert len(found) == _source(f).count("__global__ void") + sum(
+            1 for n in found if n.endswith("_f64")
+        ), f
+
+
+# --- flush-to-zero: decided "kept" (float32 subnormals survive every load, store and compare)
+
+_FTZ = re.compile(r"[\w.]*\.ftz[\w.]*")
+
+
+def _ptx(name: str, options: tuple[str, ...]) -> str:
+    return K.nvrtc_compile(_source(name), name, "compute_90", options).decode()
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    pytest.importorskip(
+        "cupy_backends.cuda.libs.nvrtc",
+        reason="CuPy is not installed: pip install cupy-cuda13x nvidia-cuda-nvrtc (dev extra)",
+    )
+    from cupy_backends.cuda.libs import nvrtc
+
+    try:
+        nvrtc.getVersion()
+    except Exception as e:  # noqa: BLE001 - the library itself is missing
+        pytest.skip(f"CuPy cannot load NVRTC ({e}): pip install nvidia-cuda-nvrtc")
+    return nvrtc
+
+
+@pytest.mark.parametrize("name", K.KERNEL_FILES)
+def test_ptx_keeps_float32_subnormals(nvrtc, name):
+    """Compiled with the backend's own NVRTC call and options, no instruction flushes
+    subnormals except the libdevice float64 seeds that exist only in a .ftz form."""
+    ptx = _ptx(name, K.NVRTC_OPTIONS)
+    assert ".entry" in ptx
+    flushing = sorted(set(_FTZ.findall(ptx)) - set(K.FTZ_ONLY_INSTRUCTIONS))
+    assert not flushing, f"{name} flushes float32 subnormals: {flushing}"
+
+
+def test_cupy_default_options_would_flush(nvrtc):
+    """The probe sees FTZ: CuPy's RawModule appends -ftz=true after the caller's options, and
+    NVRTC keeps the last one; optim.cu then has hundreds of flushing instructions."""
+    cupy_like = (*K.NVRTC_OPTIONS, "-ftz=true")
+    flushing = [i for i in _FTZ.findall(_ptx("optim.cu", cupy_like))
+                if i not in K.FTZ_ONLY_INSTRUCTIONS]
+    assert len(flushing) > 100 and any(i.startswith("cvt.") for i in flushing)
+    assert "-ftz=false" in K.NVRTC_OPTIONS
+
+
+def test_cubin_target_and_disk_cache(nvrtc, tmp_path, monkeypatch):
+    """A cubin for a known architecture, PTX for an unknown newer one; compiled once, then
+    read from the cache (keyed by the source, options, target and NVRTC version)."""
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    assert K.nvrtc_target("90") == "sm_90"
+    known = max(int(a) for a in nvrtc.getSupportedArchs())
+    assert K.nvrtc_target(str(known + 1)) == f"compute_{known}"
+    path = K.compiled_path("random.cu", "sm_90")
+    assert path.parent == tmp_path / "cuda" and path.suffix == ".cubin"
+    assert path.read_bytes()[:4] == b"\x7fELF"
+    mtime = path.stat().st_mtime_ns
+    assert K.compiled_path("random.cu", "sm_90") == path and path.stat().st_mtime_ns == mtime
+    ptx = K.compiled_path("random.cu", "compute_90")
+    assert ptx.suffix == ".ptx" and b".entry dropout_mask" in ptx.read_bytes()

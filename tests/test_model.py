@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import expit, softmax
 
 import mlpx
+
+_special = pytest.importorskip("scipy.special", reason="SciPy gives the reference functions")
+expit, softmax = _special.expit, _special.softmax
 
 
 def _numpy_forward(weights, X, act=np.tanh):

@@ -49,3 +49,19 @@ def test_perceptron_learns_linearly_separable_gates(target):
     assert p.converged_ and p.errors_[-1] == 0
     np.testing.assert_array_equal(p.predict(X), target)
     assert p.score(X, target) == 1.0
+
+
+def test_default_init_solves_xor_on_the_reference_recipe():
+    """2-2-1, sigmoid on both layers, zero biases, MSE, full-batch SGD lr 2, 5000 epochs: the
+    recipe the README's solve rate is measured on (89% of 200 seeds with the defaults; Xavier
+    with gain 4 for sigmoid, the former default, 41.5%)."""
+    Y = XOR.astype(np.float32)[:, None]
+    solved = []
+    for seed in range(6):
+        model = mlpx.MLP([2, 2, 1], activation="sigmoid", output_activation="sigmoid",
+                         seed=seed)
+        assert (model.get_weights()[1] == 0).all() and (model.get_weights()[3] == 0).all()
+        model.fit(X, Y, loss="mse", optimizer="sgd", lr=2.0, epochs=5000, batch_size=4,
+                  verbose=0)
+        solved.append(bool(((model.predict(X)[:, 0] > 0.5) == XOR.astype(bool)).all()))
+    assert sum(solved) >= 5, solved

@@ -3,19 +3,26 @@
     python benchmarks/gpu/sync_trace.py env                     # JSON on stdout
     python benchmarks/gpu/sync_trace.py trace --out trace.json  # batch 65536 by default
 
-`trace` runs `fit` with large batches (resident data, then streamed from host memory) and
-proves that no host synchronisation happens inside a training step:
+`trace` warms up (every kernel compiled and loaded, one untraced fit of the same shapes), then
+runs `fit` with large batches (resident data, then streamed from host memory) and proves that
+no host synchronisation happens inside a training step:
 
+- a step's window opens when the training loop asks the batch source for its batch and closes
+  when it asks for the next one (or the epoch ends): it holds the batch gather (and, streamed,
+  the host gather and copy of the batch), forward, loss, backward, clipping, the optimiser
+  step and the on-device loss accumulation;
 - every call that makes the host wait for the GPU is counted: the backend's host reads
   (`to_float`, `to_numpy`, `all_finite`, `synchronize`) and CuPy's Python-level waits
   (`cupy.asnumpy`, `Stream.synchronize`, `Event.synchronize`, `cupy.cuda.runtime.*Synchronize`,
-  where CuPy lets them be wrapped: the JSON lists which were). A step runs from the
-  `forward` call that opens it to the return of the optimiser step that closes it; the count
-  inside each step must be 0;
-- a CUDA event is recorded at each step's start and end: the GPU time of a step is the time
-  between them, and the host's enqueue time is measured alongside. Right after a step is
-  queued its end event is queried (without waiting): "gpu_busy_after_enqueue" true means the
-  host returned from the step before the GPU finished it, which a synchronising step cannot do.
+  where CuPy lets them be wrapped: the JSON lists which were). The count inside each step must
+  be 0. The one wait the streamed path is designed to make, on the copy event of a pinned
+  buffer before the host refills it (issued a whole step earlier), is counted apart as
+  `copy_waits`;
+- a CUDA event is recorded at each window's start and end: the GPU time of a step is the time
+  between them, and the host's time in the window and in the gather are measured alongside.
+  Right after a window closes its end event is queried (without waiting):
+  "gpu_busy_after_enqueue" true means the host went on before the GPU finished the step,
+  which a synchronising step cannot do.
 
 On a host backend (cpu, or the host-emulated cuda backend in the tests) the same trace runs
 with host clocks instead of CUDA events.
@@ -77,33 +84,39 @@ class SyncCounter:
 
     def __init__(self) -> None:
         self.inside = False
+        self.in_prefetch = False
         self.inside_calls: list[str] = []
+        self.copy_waits = 0
         self.outside = 0
         self.patched: list[str] = []
         self._undo: list[Any] = []
 
     def _hit(self, name: str) -> None:
-        if self.inside:
+        if self.inside and self.in_prefetch and name.endswith("Event.synchronize"):
+            self.copy_waits += 1  # the streamed path's pinned-buffer wait (see the module doc)
+        elif self.inside:
             self.inside_calls.append(name)
         else:
             self.outside += 1
 
-    def wrap(self, owner: Any, attr: str, label: str) -> None:
-        """Wrap owner.attr to count its calls; silently skipped where it cannot be set."""
+    def wrap(self, owner: Any, attr: str, label: str, counted: Any = None) -> None:
+        """Replace owner.attr by `counted` (default: count the call, then make it); silently
+        skipped where it cannot be set."""
         orig = getattr(owner, attr, None)
         if orig is None:
             return
-
-        def counted(*a, **k):
-            self._hit(label)
-            return orig(*a, **k)
+        if counted is None:
+            def counted(*a, **k):
+                self._hit(label)
+                return orig(*a, **k)
 
         had_own = attr in getattr(owner, "__dict__", {})
         try:
             setattr(owner, attr, counted)
         except (AttributeError, TypeError):  # C extension types cannot be patched
             return
-        self.patched.append(label)
+        if label:
+            self.patched.append(label)
         self._undo.append((owner, attr, orig, had_own))
 
     def restore(self) -> None:
@@ -152,49 +165,95 @@ class _Clock:
         return float(self.cuda.get_elapsed_time(start, end))
 
 
+def warm_up(ops: Any) -> None:
+    """Compile and load every kernel now, so compilation never lands in a traced step."""
+    if hasattr(ops, "warmup"):
+        ops.warmup()
+
+
 def trace_fit(
     model: Any, X: Any, y: Any, *, epochs: int = 2, batch_size: int = 65536,
     stream_data: bool | None = None, loss: str = "cross_entropy", optimizer: str = "adam",
 ) -> dict[str, Any]:
     """Run model.fit(X, y) and return the per-step trace (see the module doc)."""
     ops = model.ops
-    model.compile(loss=loss, optimizer=optimizer)  # fit then keeps this optimiser object
+    model.compile(loss=loss, optimizer=optimizer)
     counter = SyncCounter()
     clock = _Clock(ops)
     steps: list[dict[str, Any]] = []
     marks: list[tuple[Any, Any]] = []
-    current: dict[str, Any] = {}
-    forward, opt = model.forward, None
+    sources: list[Any] = []
+    window: dict[str, Any] = {}
 
-    def traced_forward(x, training=False):
-        if training and not counter.inside:
-            counter.inside = True
-            current.update(calls=len(counter.inside_calls), host0=time.perf_counter(),
-                           start=clock.mark(), rows=int(x.shape[0]))
-        return forward(x, training=training)
+    def open_window() -> None:
+        counter.inside = True
+        window.clear()
+        window.update(calls=len(counter.inside_calls), host0=time.perf_counter(),
+                      start=clock.mark(), gather_ms=0.0)
 
-    def traced_step():
-        out = opt_step()
-        if counter.inside:
-            end = clock.mark()
-            host1 = time.perf_counter()
-            counter.inside = False
-            marks.append((current["start"], end))
-            steps.append({
-                "step": len(steps), "rows": current["rows"],
-                "host_enqueue_ms": (host1 - current["host0"]) * 1e3,
-                "syncs_inside": counter.inside_calls[current["calls"]:],
-                "gpu_busy_after_enqueue": clock.busy(end),
-            })
-        return out
+    def close_window(rows: int | None) -> None:
+        end = clock.mark()
+        host1 = time.perf_counter()
+        counter.inside = False
+        calls = counter.inside_calls[window["calls"]:]
+        if rows is None:  # the epoch's tail after its last batch: charged to the last step
+            if steps:
+                steps[-1]["syncs_inside"] += calls
+            return
+        marks.append((window["start"], end))
+        steps.append({
+            "step": len(steps), "rows": rows,
+            "host_ms": (host1 - window["host0"]) * 1e3,
+            "gather_ms": window["gather_ms"],
+            "syncs_inside": calls,
+            "gpu_busy_after_enqueue": clock.busy(end),
+        })
 
+    class TracedSource:
+        """The fit loop's batch source, with a step window around each batch."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+            prefetch = getattr(inner, "_prefetch", None)
+            if prefetch is not None:
+                def traced_prefetch(*a, **k):
+                    counter.in_prefetch = True
+                    try:
+                        return prefetch(*a, **k)
+                    finally:
+                        counter.in_prefetch = False
+
+                inner._prefetch = traced_prefetch
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def epoch(self, order: Any):
+            it = self._inner.epoch(order)
+            rows = None
+            while True:
+                open_window()
+                t0 = time.perf_counter()
+                try:
+                    xb, yb = next(it)
+                except StopIteration:
+                    close_window(None)
+                    return
+                window["gather_ms"] = (time.perf_counter() - t0) * 1e3
+                rows = int(xb.shape[0])
+                yield xb, yb
+                close_window(rows)
+
+    def traced_batch_source(*a, **k):
+        src = TracedSource(orig_batch_source(*a, **k))
+        sources.append(src)
+        return src
+
+    orig_batch_source = ops.batch_source
+    counter.wrap(ops, "batch_source", "", traced_batch_source)
     for name in SYNC_OPS:
         counter.wrap(ops, name, f"ops.{name}")
     _patch_cupy(counter)
-    model.forward = traced_forward
-    opt = model.optimizer_
-    opt_step = opt.step
-    opt.step = traced_step
     t0 = time.perf_counter()
     try:
         history = model.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0,
@@ -203,25 +262,26 @@ def trace_fit(
     finally:
         counter.inside = False
         counter.restore()
-        del model.forward
-        del opt.step
     wall = time.perf_counter() - t0
     for rec, (start, end) in zip(steps, marks, strict=True):
         rec["gpu_ms"] = clock.elapsed_ms(start, end)
     inside = sum(len(s["syncs_inside"]) for s in steps)
     busy = [s["gpu_busy_after_enqueue"] for s in steps if s["gpu_busy_after_enqueue"] is not None]
+    streamed = [bool(getattr(src, "streamed", False)) for src in sources]
     return {
         "backend": repr(ops),
         "timing": "cuda events" if clock.cuda is not None else "host clock",
         "rows": int(X.shape[0]), "features": int(X.shape[1]), "batch_size": batch_size,
-        "epochs": epochs, "stream_data": stream_data,
+        "epochs": epochs, "stream_data": stream_data, "streamed": any(streamed),
         "patched": counter.patched,
         "steps": steps,
         "summary": {
             "steps": len(steps),
             "syncs_inside_steps": inside,
+            "copy_waits": counter.copy_waits,
             "syncs_outside_steps": counter.outside,
-            "host_enqueue_ms_total": sum(s["host_enqueue_ms"] for s in steps),
+            "host_ms_total": sum(s["host_ms"] for s in steps),
+            "gather_ms_total": sum(s["gather_ms"] for s in steps),
             "gpu_ms_total": sum(s["gpu_ms"] for s in steps),
             "steps_gpu_busy_after_enqueue": sum(busy) if busy else None,
             "wall_s": wall,
@@ -251,11 +311,18 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     modes = {"resident": False, "streamed": True}
     for label in args.modes.split(","):
         model = mlpx.MLP(sizes, activation="relu", backend=args.backend, seed=0)
+        warm_up(model.ops)
+        # one untraced fit of the same shapes: cuBLAS handles, memory pool, pinned buffers
+        spare = mlpx.MLP(sizes, activation="relu", backend=args.backend, seed=1)
+        spare.fit(X[: args.batch], y[: args.batch], loss="cross_entropy", optimizer="adam",
+                  epochs=1, batch_size=args.batch, verbose=0, stream_data=modes[label])
+        del spare
         runs[label] = trace_fit(model, X, y, epochs=args.epochs, batch_size=args.batch,
                                 stream_data=modes[label])
         s = runs[label]["summary"]
         print(f"{label}: {s['steps']} steps, syncs inside steps {s['syncs_inside_steps']}, "
-              f"GPU {s['gpu_ms_total']:.1f} ms, host enqueue {s['host_enqueue_ms_total']:.1f} ms,"
+              f"GPU {s['gpu_ms_total']:.1f} ms, host {s['host_ms_total']:.1f} ms (gather "
+              f"{s['gather_ms_total']:.1f}), copy waits {s['copy_waits']},"
               f" GPU still busy after enqueue in {s['steps_gpu_busy_after_enqueue']} steps")
     result = {"environment": environment(), "sizes": sizes, "runs": runs,
               "ok": all(r["ok"] for r in runs.values())}

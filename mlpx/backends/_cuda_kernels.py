@@ -2,34 +2,57 @@
 
 The sources live in `kernels/` at the repository root and ship inside the wheel as
 `mlpx/kernels/` (hatch force-include) and inside the sdist as `kernels/`. `kernel_dir()` finds
-them in either layout. Each file is compiled once per process, on first use, by
-`cupy.RawModule` (NVRTC); CuPy caches the compiled binary on disk (`CUPY_CACHE_DIR`, by
-default `~/.cupy/kernel_cache`), so a second process loads it without compiling.
+them in either layout.
 
-This module imports CuPy only inside `get_kernel`, so it can be imported (and its paths and
-options used by the nvcc test) on machines without CuPy.
+Compilation: NVRTC (the library CuPy loads) with `NVRTC_OPTIONS`, called directly rather than
+through `cupy.RawModule(code=...)`, because CuPy appends `-ftz=true` after the caller's options
+and NVRTC keeps the last occurrence: float32 subnormals would be flushed to zero on every load,
+store and comparison, and the kernels would no longer agree with their Numba twins. The binary
+(a cubin for the GPU's architecture, or PTX where this NVRTC does not know it) is cached on
+disk under `cache_root()/cuda` (MLPX_CACHE_DIR, or ~/.cache/mlpx), keyed by the source, the
+options, the target and the NVRTC version, and loaded with `cupy.RawModule(path=...)`.
+Each file is compiled once per process, on first use, or ahead of time by
+`CUDABackend.warmup()`.
+
+This module imports CuPy only when compiling or loading, so it can be imported (and its paths,
+options and `nvrtc_compile` used by the tests) on machines without a GPU.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-#: Kernel source files, one `cupy.RawModule` each.
+#: Kernel source files, one module each.
 KERNEL_FILES: tuple[str, ...] = ("activations.cu", "losses.cu", "optim.cu", "random.cu")
 
 #: Options NVRTC gets at run time; the nvcc test compiles with the same ones. No FMA
-#: contraction: the kernels must round exactly like their Numba twins.
-NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++14", "-fmad=false")
+#: contraction and no flush-to-zero: the kernels must round exactly like their Numba twins,
+#: float32 subnormals included.
+NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++14", "-fmad=false", "-ftz=false")
+
+#: PTX instructions that only exist with `.ftz` and come from libdevice's float64 routines
+#: (reciprocal and exp2 seeds that the routine refines); they never touch a stored float32.
+FTZ_ONLY_INSTRUCTIONS: tuple[str, ...] = ("rcp.approx.ftz.f64", "ex2.approx.ftz.f32")
 
 #: Block size of every launch (the reduction kernels assume it: MLPX_BLOCK in the sources).
 BLOCK = 256
 #: Most blocks per launch; grid-stride loops cover larger arrays. Also the number of partial
 #: sums a reduction kernel writes at most.
 MAX_BLOCKS = 1024
+#: Rows per chunk of the PReLU slope-gradient sum (PRELU_CHUNK in activations.cu): each chunk
+#: is summed in row order, then the chunks in order, on every backend (see base.py).
+PRELU_CHUNK = 64
+#: Classes above which softmax cross-entropy takes one 32-thread group per row instead of
+#: one thread per row (SOFTMAX_WIDE in losses.cu).
+SOFTMAX_WIDE = 32
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _modules: dict[tuple[int, str], Any] = {}
@@ -72,6 +95,78 @@ def suffix(dtype: Any) -> str | None:
     return _SUFFIX.get(np.dtype(dtype))
 
 
+def kernel_names(filename: str) -> list[str]:
+    """Every kernel (extern "C" __global__ function) `filename` defines, f32 and f64 names
+    expanded from its MLPX_INSTANTIATE macro."""
+    text = (kernel_dir() / filename).read_text(encoding="utf-8").replace("\\\n", " ")
+    templated = re.findall(r'extern "C" __global__ void (\w+)##S\s*\(', text)
+    plain = re.findall(r'extern "C" __global__ void (\w+)\s*\(', text)
+    suffixes = re.findall(r"^MLPX_INSTANTIATE\(\w+, (\w+)\)", text, re.M)
+    return [f"{k}{s}" for k in templated for s in suffixes] + plain
+
+
+def nvrtc_compile(source: str, name: str, target: str,
+                  options: tuple[str, ...] = NVRTC_OPTIONS) -> bytes:
+    """Compile CUDA C `source` with NVRTC for `target`: "sm_90" gives a cubin, "compute_90"
+    PTX. Needs CuPy and the NVRTC library only (no GPU, no driver)."""
+    from cupy_backends.cuda.libs import nvrtc
+
+    prog = nvrtc.createProgram(source, name, [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, [*options, f"-arch={target}"])
+        except nvrtc.NVRTCError as e:
+            log = nvrtc.getProgramLog(prog)
+            raise RuntimeError(f"NVRTC failed to compile {name} for {target}: {e}\n{log}") from e
+        out = nvrtc.getCUBIN(prog) if target.startswith("sm_") else nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    return out if isinstance(out, bytes) else out.encode()
+
+
+def nvrtc_target(compute_capability: str) -> str:
+    """A cubin target for the GPU when this NVRTC knows its architecture, else PTX for the
+    newest one it knows that is not newer than the GPU (the driver compiles that PTX)."""
+    from cupy_backends.cuda.libs import nvrtc
+
+    cc = int(compute_capability)
+    known = sorted(int(a) for a in nvrtc.getSupportedArchs())
+    if cc in known:
+        return f"sm_{cc}"
+    older = [a for a in known if a <= cc]
+    return f"compute_{older[-1] if older else known[0]}"
+
+
+def nvrtc_version() -> tuple[int, int]:
+    from cupy_backends.cuda.libs import nvrtc
+
+    return tuple(nvrtc.getVersion())
+
+
+def cache_dir() -> Path:
+    from .._numba_cache import cache_root
+
+    return cache_root() / "cuda"
+
+
+def compiled_path(filename: str, target: str) -> Path:
+    """The cached binary of `filename` for `target`, compiled now unless it exists."""
+    source = (kernel_dir() / filename).read_text(encoding="utf-8")
+    key = "\0".join([source, *NVRTC_OPTIONS, target, repr(nvrtc_version())])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    ext = "cubin" if target.startswith("sm_") else "ptx"
+    path = cache_dir() / f"{Path(filename).stem}-{target}-{digest}.{ext}"
+    if not path.is_file():
+        binary = nvrtc_compile(source, filename, target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # write then rename: a concurrent process never loads a half-written file
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(binary)
+        os.replace(tmp, path)
+    return path
+
+
 def _module(device_id: int, filename: str) -> Any:
     key = (device_id, filename)
     mod = _modules.get(key)
@@ -81,16 +176,23 @@ def _module(device_id: int, filename: str) -> Any:
         with _lock:
             mod = _modules.get(key)
             if mod is None:
-                code = (kernel_dir() / filename).read_text(encoding="utf-8")
-                mod = cupy.RawModule(code=code, options=NVRTC_OPTIONS)
+                cc = cupy.cuda.Device(device_id).compute_capability
+                path = compiled_path(filename, nvrtc_target(cc))
+                mod = cupy.RawModule(path=str(path))
                 _modules[key] = mod
     return mod
+
+
+def load_module(device_id: int, filename: str) -> Any:
+    """The compiled module of `filename` on GPU `device_id` (compiled or read from the disk
+    cache on first use). The caller must have made `device_id` the current device."""
+    return _module(device_id, filename)
 
 
 def get_kernel(device_id: int, filename: str, name: str) -> Any:
     """The compiled kernel `name` (e.g. "bias_act_f32") of `filename` on GPU `device_id`.
 
-    Compiles the file on its first use in this process (NVRTC, then CuPy's disk cache). The
+    Compiles the file on its first use in this process (NVRTC, or the disk cache). The
     caller must have made `device_id` the current device.
     """
     key = (device_id, name)

@@ -22,6 +22,10 @@ import numpy as np
 
 from .. import activations as A
 
+#: Rows per partial sum of the PReLU slope gradient (see Backend.prelu_backward); the Numba and
+#: CUDA kernels use the same constant.
+PRELU_CHUNK = 64
+
 Array = Any
 
 
@@ -158,11 +162,24 @@ class Backend:
     def prelu_backward(
         self, dy: Array, z: Array, slopes: Array, out: Array, dslopes: Array
     ) -> Array:
-        """out = dy * f'(z) and dslopes[j] = sum_i dy[i, j] * min(z[i, j], 0) (PReLU)."""
+        """out = dy * f'(z) and dslopes[j] = sum_i dy[i, j] * min(z[i, j], 0) (PReLU).
+
+        The slope gradient is summed in a fixed order that every backend shares (so it is
+        bitwise the same everywhere): each chunk of PRELU_CHUNK rows from 0.0 in row order,
+        then the chunks' sums from 0.0 in chunk order. `cumsum` is the sequential sum."""
         xp = self.xp
         g, zz = self._f64(dy), self._f64(z)
         out[...] = xp.where(zz > 0, g, self._f64(slopes) * g)
-        dslopes[...] = (g * xp.where(zz > 0, 0.0, zz)).sum(axis=0)
+        n, m = zz.shape
+        chunks = max(1, -(-n // PRELU_CHUNK))
+        rows = xp.zeros((chunks * PRELU_CHUNK, m))
+        rows[:n] = g * xp.where(zz > 0, 0.0, zz)
+        terms = xp.concatenate(  # a leading 0.0 row per chunk: each sum starts from 0.0
+            [xp.zeros((chunks, 1, m)), rows.reshape(chunks, PRELU_CHUNK, m)], axis=1
+        )
+        parts = xp.zeros((chunks + 1, m))
+        parts[1:] = xp.cumsum(terms, axis=1)[:, -1]
+        dslopes[...] = xp.cumsum(parts, axis=0)[-1]
         return out
 
     # ----------------------------------------------------------------------------- losses

@@ -7,8 +7,9 @@ loop only iterates `source.epoch(order)` and never asks which one it got:
   batch is gathered on the device into a reused buffer (`ops.take_rows`). Every backend uses
   it for data that fits.
 - `StreamedBatches` (cuda backend, data that does not fit on the GPU): X and y stay in host
-  memory. Each batch is gathered on the host into one of two pinned (page-locked) buffers,
-  copied asynchronously on a dedicated copy stream into one of two device buffers, and an
+  memory. Each batch is gathered on the host (`gather_rows`, no temporary) into one of two
+  pinned (page-locked) buffers, copied asynchronously on a dedicated copy stream into one of
+  two device buffers, and an
   event marks the copy's end; the compute stream waits on that event (a device-side wait,
   no host synchronisation) before the step uses the batch. The gather and copy of batch i+1
   run while the GPU computes batch i (double buffering). The host blocks only before it
@@ -50,6 +51,28 @@ def check_stream_data(stream_data: Any) -> bool | None:
         "stream_data must be None (decide from the free GPU memory), True (stream batches "
         f"from host memory) or False (copy the data to the device once), got {stream_data!r}"
     )
+
+
+def checked_order(order: Any, n: int) -> np.ndarray:
+    """`order` as int64 row numbers, every one checked to lie in [0, n) (once per epoch, so
+    the per-batch gathers need not check again)."""
+    order = np.asarray(order)
+    if order.ndim != 1 or not np.issubdtype(order.dtype, np.integer):
+        raise TypeError(f"the batch order must be a 1-D array of row numbers, got {order!r}")
+    order = order.astype(np.int64, copy=False)
+    if order.size and (int(order.min()) < 0 or int(order.max()) >= n):
+        raise IndexError(
+            f"the batch order holds row numbers outside [0, {n}): "
+            f"{int(order.min())}..{int(order.max())}"
+        )
+    return order
+
+
+def gather_rows(src: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[i] = src[idx[i]], written straight into `out` (a pinned buffer). `idx` must come
+    from `checked_order`: np.take's default mode="raise" gathers through a temporary and
+    copies it, "clip" writes in place (16384 x 784 float32 rows: 26.6 -> 9.8 ms)."""
+    return np.take(src, idx, axis=0, out=out, mode="clip")
 
 
 def _steps(n: int, batch_size: int) -> tuple[int, int]:
@@ -159,9 +182,9 @@ class StreamedBatches:
             px[...] = self.X[start:stop]
             py[...] = self.y[start:stop]
         else:
-            idx = order[start:stop]
-            np.take(self.X, idx, axis=0, out=px)
-            np.take(self.y, idx, axis=0, out=py)
+            idx = order[start:stop]  # checked once per epoch in epoch()
+            gather_rows(self.X, idx, px)
+            gather_rows(self.y, idx, py)
         if self._in_use[slot]:
             # device-side wait: the step that read dev[slot] must finish before it is rewritten
             self.copy_stream.wait_event(self.consumed[slot])
@@ -174,7 +197,7 @@ class StreamedBatches:
     def epoch(self, order: np.ndarray | None) -> Iterator[tuple[Any, Any]]:
         """The epoch's batches (same rows as ResidentBatches.epoch), double buffered."""
         if order is not None:
-            order = np.asarray(order, dtype=np.int64)
+            order = checked_order(order, self.n)
         ops = self.ops
         single = getattr(ops, "_single_gpu", True)
         ctx = contextlib.nullcontext() if single else ops._device

@@ -229,17 +229,15 @@ class CUDABackend(Backend):
         return ResidentBatches(self, X, y, batch_size, dtype)
 
     def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
-        """Compile every kernel file now (NVRTC, or CuPy's disk cache) and load the kernels
-        for `dtypes`, so the first training step does not pay for compilation."""
-        first = {
-            "activations.cu": "bias_act", "losses.cu": "softmax_xent", "optim.cu": "sgd_update"
-        }
+        """Compile every kernel file now (NVRTC, or the disk cache) and load every kernel, so
+        the first training step does not pay for compilation. `dtypes` must be kernel dtypes
+        (float32, float64); each file holds the kernels of both."""
         for dt in dtypes:
-            sfx = K.suffix(dt)
-            if sfx is None:
+            if K.suffix(dt) is None:
                 raise ValueError(f"the CUDA kernels exist for float32 and float64, not {dt}")
-            for filename, kernel in first.items():
-                K.get_kernel(self.device_id, filename, f"{kernel}_{sfx}")
+        for filename in K.KERNEL_FILES:
+            for name in K.kernel_names(filename):
+                K.get_kernel(self.device_id, filename, name)
 
     def erf(self, x: Array) -> Array:
         from cupyx.scipy.special import erf
@@ -337,16 +335,24 @@ class CUDABackend(Backend):
         return out
 
     def prelu_backward(self, dy, z, slopes, out, dslopes):
-        """Fused PReLU derivative and slope gradient: one thread per unit, rows in order."""
+        """Fused PReLU derivative and slope gradient: one thread per (chunk of PRELU_CHUNK
+        rows, unit) writes the derivative and the chunk's partial sum, then one thread per
+        unit adds the chunks in order (the order every backend uses: bitwise equal)."""
         sfx = self._fusable(dy, z, slopes, out, dslopes)
         if sfx is None or z.ndim != 2 or dy.shape != z.shape or out.shape != z.shape:
             return super().prelu_backward(dy, z, slopes, out, dslopes)
         n, m = z.shape
         if slopes.size != m or dslopes.size != m or n * m == 0:
             return super().prelu_backward(dy, z, slopes, out, dslopes)
+        chunks = -(-n // K.PRELU_CHUNK)
+        partial = self._scratch_f64("prelu", chunks * m)
         self._launch(
-            "activations.cu", f"prelu_bwd_{sfx}", K.grid(m),
-            (dy, z, slopes, out, dslopes, np.int64(n), np.int64(m)),
+            "activations.cu", f"prelu_bwd_{sfx}", K.grid(chunks * m),
+            (dy, z, slopes, out, partial, np.int64(n), np.int64(m)),
+        )
+        self._launch(
+            "activations.cu", f"prelu_dslopes_{sfx}", K.grid(m),
+            (partial, dslopes, np.int64(chunks), np.int64(m)),
         )
         return out
 
@@ -365,10 +371,13 @@ class CUDABackend(Backend):
         n, m = logits.shape
         rows = self._scratch_f64("rows", n)
         g = grad if grad is not None else logits  # never written when write_grad is 0
-        self._launch(
-            "losses.cu", f"softmax_xent_{sfx}", K.grid(n),
-            (logits, labels, g, rows, np.int64(n), np.int64(m), np.int32(grad is not None)),
-        )
+        args = (logits, labels, g, rows, np.int64(n), np.int64(m), np.int32(grad is not None))
+        if m > K.SOFTMAX_WIDE:  # a group of SOFTMAX_WIDE threads per row
+            per_block = K.BLOCK // K.SOFTMAX_WIDE
+            blocks = max(1, min(-(-n // per_block), K.MAX_BLOCKS))
+            self._launch("losses.cu", f"softmax_xent_wide_{sfx}", blocks, args)
+        else:  # one thread per row
+            self._launch("losses.cu", f"softmax_xent_{sfx}", K.grid(n), args)
         return rows.sum() * (1.0 / n)
 
     def _elementwise_loss(self, kernel: str, y, t, grad, fallback):
@@ -553,7 +562,11 @@ class CUDABackend(Backend):
         if x.size == 0:
             return x
         if on_device:
-            f = factor.astype(np.float64).reshape(())  # a private copy on this GPU
+            f = factor
+            on_this_gpu = getattr(getattr(f, "device", None), "id", self.device_id)
+            if (f.dtype != np.float64 or not f.flags.c_contiguous
+                    or on_this_gpu != self.device_id):
+                f = self.asarray(f, dtype=np.float64)  # only then a copy on this GPU
             self._launch(
                 "optim.cu", f"scale_dev_{sfx}", K.grid(x.size), (x, np.int64(x.size), f)
             )

@@ -159,20 +159,32 @@ def bias_prelu(z, b, slopes, out):
             out[i, j] = v if v > 0.0 else np.float64(slopes[j]) * v
 
 
+#: Rows per partial sum of the slope gradient: base.PRELU_CHUNK and PRELU_CHUNK in
+#: kernels/activations.cu (a test checks they agree).
+PRELU_CHUNK = 64
+
+
 @_jit
 def prelu_backward(dy, z, slopes, out, dslopes):
-    """out = dy * f'(z); dslopes[j] = sum_i dy min(z, 0). CUDA twin: prelu_bwd."""
+    """out = dy * f'(z); dslopes[j] = sum_i dy min(z, 0). CUDA twin: prelu_bwd and
+    prelu_dslopes. The slope gradient is summed in the order all backends share: each chunk
+    of PRELU_CHUNK rows in row order, then the chunks in order."""
     n, m = z.shape
     acc = np.zeros(m, dtype=np.float64)
-    for i in range(n):
+    part = np.zeros(m, dtype=np.float64)
+    for c0 in range(0, n, PRELU_CHUNK):
+        part[:] = 0.0
+        for i in range(c0, min(c0 + PRELU_CHUNK, n)):
+            for j in range(m):
+                g = np.float64(dy[i, j])
+                v = np.float64(z[i, j])
+                if v > 0.0:
+                    out[i, j] = g
+                else:
+                    out[i, j] = np.float64(slopes[j]) * g
+                    part[j] += g * v
         for j in range(m):
-            g = np.float64(dy[i, j])
-            v = np.float64(z[i, j])
-            if v > 0.0:
-                out[i, j] = g
-            else:
-                out[i, j] = np.float64(slopes[j]) * g
-                acc[j] += g * v
+            acc[j] += part[j]
     for j in range(m):
         dslopes[j] = acc[j]
 

@@ -3,12 +3,29 @@
 A layer is built once for an input width, on a backend, in a dtype. It owns `Parameter`s
 (trainable arrays with a gradient array of the same shape, written by `backward`) and may own
 non-trainable state (`buffers()`, e.g. running statistics) that checkpoints save but
-`get_weights` does not return. Work arrays come from `_buffer`, which allocates once per
-(name, shape) and reuses the array afterwards, so steady-state steps allocate nothing.
+`get_weights` does not return.
+
+The layer contract (built-in and user-defined layers alike):
+
+- **State is declared.** `param_spec(input_dim, dtype)` and `buffer_spec(input_dim, dtype)`
+  name every array the layer will own, with its shape and dtype, from the layer's config and
+  input width alone, allocating nothing; `state_spec` is both together. A built layer's
+  `state_arrays()` returns exactly those arrays (its own, not its sub-layers'), so a loader can
+  check a state dict or a checkpoint against the declaration before touching the layer.
+- **Training is a step.** `forward(x, training)` followed by `backward(dy)` is one training
+  step: forward may keep what backward needs (inputs, pre-activations) and reuse its work
+  arrays from `_buffer`, which allocates once per (name, shape), so steady-state steps
+  allocate nothing. Only one step runs at a time (the model serialises them).
+- **Inference is re-entrant.** `infer(x)` computes the inference output without writing
+  anything to the layer: no caches, no shared work arrays (its outputs are new arrays), so any
+  number of threads may call it at once, also while another thread trains. The default
+  `infer` runs `forward(x, training=False)` under a per-layer lock and returns a copy: safe
+  for layers that only implement `forward`, serialised rather than parallel.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -16,6 +33,9 @@ import numpy as np
 from ..backends.base import Array, Backend
 
 _MAX_CACHED_SHAPES = 24
+
+#: {name: (shape, dtype)}: what a layer declares about its state (see the module docstring)
+StateSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
 
 class Parameter:
@@ -55,6 +75,7 @@ class Layer:
         self.input_dim: int | None = None
         self.output_dim: int | None = None
         self._ws: dict[tuple, Array] = {}
+        self._infer_lock = threading.Lock()
 
     # lifecycle ---------------------------------------------------------------------------
     def build(self, input_dim: int, ops: Backend, dtype: Any, rng: np.random.Generator) -> int:
@@ -73,6 +94,87 @@ class Layer:
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         """Given dL/dy of the last forward, write parameter gradients and return dL/dx."""
         raise NotImplementedError  # pragma: no cover
+
+    def infer(self, x: Array) -> Array:
+        """The inference output for `x`, written to new arrays; never writes to the layer.
+
+        Override it with a lock-free version (see Dense); this default serialises
+        `forward(x, training=False)`, whose caches and work arrays are shared.
+        """
+        with self._infer_lock:
+            return self.ops.copy(self.forward(x, training=False))
+
+    def compute_output_dim(self, input_dim: int) -> int:
+        """The output width for inputs of width `input_dim` (the layer need not be built).
+        Layers that change the width override it; the default keeps it (or reports the
+        built width)."""
+        if self.built and int(input_dim) == self.input_dim:
+            return int(self.output_dim)
+        return int(input_dim)
+
+    # state declarations ---------------------------------------------------------------------
+    def param_spec(self, input_dim: int, dtype: Any) -> StateSpec:
+        """{name: (shape, dtype)} of the trainable parameters, in `parameters()` order, for
+        inputs of width `input_dim` and parameters of `dtype`. Allocates nothing. Layers with
+        parameters override it; the default describes a built layer's own parameters."""
+        if self.built and int(input_dim) == self.input_dim and not self.children():
+            return {p.name: (p.shape, np.dtype(p.data.dtype)) for p in self.parameters()}
+        return {}
+
+    def buffer_spec(self, input_dim: int, dtype: Any) -> StateSpec:
+        """{name: (shape, dtype)} of the non-trainable state (`buffers()`), like param_spec."""
+        if self.built and int(input_dim) == self.input_dim:
+            return {k: (tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in self.buffers().items()}
+        return {}
+
+    def state_spec(self, input_dim: int, dtype: Any) -> StateSpec:
+        """Parameters, then buffers: the names, shapes and dtypes `state_arrays()` will have.
+
+        A layer with sub-layers lists each sub-layer's entries (prefixed "layers.<j>."), depth
+        first, the order in which `Sequential.walk()` visits them.
+        """
+        return self.nested_spec(input_dim, dtype, params=True, buffers=True)
+
+    def nested_spec(self, input_dim: int, dtype: Any, params: bool = True,
+                    buffers: bool = True) -> StateSpec:
+        """state_spec restricted to parameters and/or buffers."""
+        if not self.children():
+            out = dict(self.param_spec(input_dim, dtype)) if params else {}
+            if buffers:
+                out.update(self.buffer_spec(input_dim, dtype))
+            return out
+        out = {}
+        width = int(input_dim)
+        for j, child in enumerate(self.children()):
+            for k, v in child.nested_spec(width, dtype, params, buffers).items():
+                out[f"layers.{j}.{k}"] = v
+            width = child.compute_output_dim(width)
+        return out
+
+    def state_arrays(self) -> dict[str, Array]:
+        """The layer's own live state arrays (parameters' data, then buffers), by name; a
+        block's sub-layers report theirs themselves. Scalars (counters) are 0-d NumPy arrays."""
+        own = [] if self.children() else self.parameters()
+        out: dict[str, Array] = {p.name: p.data for p in own}
+        out.update(self.buffers())
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy host arrays (already checked against `state_spec`) into the layer's own
+        state; names absent from `arrays` keep their values."""
+        ops = self.ops
+        for p in [] if self.children() else self.parameters():
+            if p.name in arrays:
+                value = np.asarray(arrays[p.name], dtype=p.data.dtype)
+                ops.copy_into(p.data, ops.asarray(value))
+        for key, current in self.buffers().items():
+            if key not in arrays:
+                continue
+            value = np.asarray(arrays[key])
+            if isinstance(current, np.ndarray) and current.ndim == 0:  # a host counter
+                self._set_buffer(key, value.astype(current.dtype))
+            else:
+                ops.copy_into(current, ops.asarray(value.astype(current.dtype)))
 
     # parameters and state ----------------------------------------------------------------
     def parameters(self) -> list[Parameter]:

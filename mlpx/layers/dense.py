@@ -77,17 +77,41 @@ class Dense(Layer):
     def parameters(self) -> list[Parameter]:
         return [p for p in (self.W, self.b, self.slopes) if p is not None]
 
+    def compute_output_dim(self, input_dim: int) -> int:
+        return self.units
+
+    def param_spec(self, input_dim: int, dtype) -> dict:
+        dt = np.dtype(dtype)
+        spec = {"W": ((int(input_dim), self.units), dt)}
+        if self.use_bias:
+            spec["b"] = ((self.units,), dt)
+        if self.activation.has_parameters:
+            spec["slopes"] = ((self.units,), dt)
+        return spec
+
     def forward(self, x: Array, training: bool = False) -> Array:
-        ops, act = self.ops, self.activation
         n = x.shape[0]
-        z = ops.matmul(x, self.W.data, out=self._buffer("z", (n, self.units)))
-        y = z if _act_in_place(act) else self._buffer("y", (n, self.units))
+        z = self._buffer("z", (n, self.units))
+        y = z if _act_in_place(self.activation) else self._buffer("y", (n, self.units))
+        self._affine_act(x, z, y)
+        self._x, self._z, self._y = x, z, y
+        return y
+
+    def infer(self, x: Array) -> Array:
+        ops = self.ops
+        z = ops.empty((x.shape[0], self.units), self.dtype)
+        y = z if _act_in_place(self.activation) else ops.empty(z.shape, self.dtype)
+        return self._affine_act(x, z, y)
+
+    def _affine_act(self, x: Array, z: Array, y: Array) -> Array:
+        """y = f(x W + b) through z (y may be z itself)."""
+        ops, act = self.ops, self.activation
+        ops.matmul(x, self.W.data, out=z)
         slopes = self.slopes.data if self.slopes is not None else None
         if self.b is not None:
             ops.bias_act(z, self.b.data, act, out=y, slopes=slopes)
         elif act.code != A.ACT_IDENTITY:
             ops.bias_act(z, None, act, out=y, slopes=slopes)
-        self._x, self._z, self._y = x, z, y
         return y
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:

@@ -53,6 +53,12 @@ class Dropout(Layer):
         self._mask = mask
         return ops.dropout_apply(x, mask, 1.0 / (1.0 - self.p), self._buffer("y", x.shape))
 
+    def infer(self, x: Array) -> Array:
+        return x
+
+    def buffer_spec(self, input_dim: int, dtype) -> dict:
+        return {"step": ((), np.dtype(np.int64))}
+
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         if not need_input_grad:
             return None

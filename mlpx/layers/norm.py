@@ -16,6 +16,11 @@ def _check_eps(eps: float, layer: str) -> float:
     return float(eps)
 
 
+def _gamma_beta_spec(input_dim: int, dtype) -> dict:
+    d, dt = (int(input_dim),), np.dtype(dtype)
+    return {"gamma": (d, dt), "beta": (d, dt)}
+
+
 class BatchNorm(Layer):
     """`BatchNorm(momentum=0.1, eps=1e-5)`: PyTorch's BatchNorm1d on (batch, features) inputs.
 
@@ -88,6 +93,23 @@ class BatchNorm(Layer):
         self._xhat = xhat
         return out
 
+    def infer(self, x: Array) -> Array:
+        ops = self.ops
+        out = ops.empty(x.shape, self.dtype)
+        ops.batchnorm_inference(
+            x, self.gamma.data, self.beta.data, self.running_mean, self.running_var, self.eps,
+            out, ops.empty(x.shape, self.dtype),
+        )
+        return out
+
+    def param_spec(self, input_dim: int, dtype) -> dict:
+        return _gamma_beta_spec(input_dim, dtype)
+
+    def buffer_spec(self, input_dim: int, dtype) -> dict:
+        d, dt = (int(input_dim),), np.dtype(dtype)
+        return {"running_mean": (d, dt), "running_var": (d, dt),
+                "num_batches_tracked": ((), np.dtype(np.int64))}
+
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         dx = self._buffer("dx", dy.shape) if need_input_grad else None
         return self.ops.batchnorm_backward(
@@ -144,6 +166,17 @@ class LayerNorm(Layer):
         return self.ops.layernorm_forward(
             x, self.gamma.data, self.beta.data, self.eps, out, self._xhat, self._rstd
         )
+
+    def infer(self, x: Array) -> Array:
+        ops = self.ops
+        out = ops.empty(x.shape, self.dtype)
+        return ops.layernorm_forward(
+            x, self.gamma.data, self.beta.data, self.eps, out, ops.empty(x.shape, self.dtype),
+            ops.empty((x.shape[0],), np.float64),
+        )
+
+    def param_spec(self, input_dim: int, dtype) -> dict:
+        return _gamma_beta_spec(input_dim, dtype)
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         dx = self._buffer("dx", dy.shape) if need_input_grad else None

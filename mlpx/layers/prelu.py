@@ -39,6 +39,13 @@ class PReLU(Layer):
         # no bias: bias_act leaves x untouched and writes f(x) into out
         return self.ops.bias_act(x, None, self._act, out=out, slopes=self.slopes.data)
 
+    def infer(self, x: Array) -> Array:
+        out = self.ops.empty(x.shape, self.dtype)
+        return self.ops.bias_act(x, None, self._act, out=out, slopes=self.slopes.data)
+
+    def param_spec(self, input_dim: int, dtype) -> dict:
+        return {"slopes": ((int(input_dim),), np.dtype(dtype))}
+
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         dx = self._buffer("dx", dy.shape)
         self.ops.prelu_backward(dy, self._x, self.slopes.data, dx, self.slopes.grad)

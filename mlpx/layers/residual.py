@@ -73,6 +73,15 @@ class Residual(Layer):
         out += h
         return out
 
+    def infer(self, x: Array) -> Array:
+        h = x
+        for layer in self.layers:
+            h = layer.infer(h)
+        out = self.ops.empty(x.shape, self.dtype)
+        out[...] = x
+        out += h
+        return out
+
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         g = dy
         for i in range(len(self.layers) - 1, -1, -1):

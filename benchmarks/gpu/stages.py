@@ -1,0 +1,299 @@
+"""The GPU-specific checks of the verification kit, one subcommand per stage of run_all.py.
+
+    python benchmarks/gpu/stages.py env|compile|reductions|ftz|kernels|bench --json FILE
+
+Each writes its findings as JSON to FILE (key figures under "key", pass/fail under "ok")
+and exits 0 when everything it checked holds, 1 when something did not, 3 when it could not
+run here (no GPU). run_all.py runs each under its own time limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+NO_GPU = 3
+#: Sizes of the reduction checks (elements); 2**28 float32 is 1 GiB on the GPU.
+REDUCTION_SIZES = (1, 255, 256, 257, 262145, 2**28)
+#: float32 subnormals near 1e-40 for the flush-to-zero probe.
+SUBNORMALS = np.array([1e-40, -1e-40, 3e-39, -5e-42, 1.4e-45, 1e-38], np.float32)
+
+
+def _gpu_ops() -> Any:
+    import mlpx
+
+    if "cuda" not in mlpx.available_backends():
+        print("no GPU: CuPy is missing or found no device")
+        sys.exit(NO_GPU)
+    return mlpx.get_backend("cuda")
+
+
+def _events_ms(ops: Any, fn, repeat: int = 10) -> float:
+    """Median time of fn() in ms: CUDA events around each call on a GPU backend, the host
+    clock on a host backend (the emulation the tests use)."""
+    cuda = getattr(ops.xp, "cuda", None)
+    fn()
+    times = []
+    for _ in range(repeat):
+        if cuda is None:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+            continue
+        a, b = cuda.Event(), cuda.Event()
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(cuda.get_elapsed_time(a, b))
+    return float(np.median(times))
+
+
+def _normal(ops: Any, rng: np.random.Generator, shape: Any, scale: float = 1.0) -> Any:
+    """Standard normal float32 values on the backend's device (drawn on the host)."""
+    return ops.asarray(rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
+
+
+def stage_env() -> dict[str, Any]:
+    sys.path.insert(0, str(HERE))
+    from sync_trace import environment
+
+    import mlpx
+
+    env = environment()
+    env["available_backends"] = mlpx.available_backends()
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        q = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                            "--format=csv,noheader"], capture_output=True, text=True,
+                           timeout=20)
+        env["nvidia_smi"] = (q.stdout or q.stderr).strip()
+    gpu = "cuda" in env["available_backends"]
+    key = {"gpu": env.get("gpu"), "cuda runtime": env.get("cuda_runtime"),
+           "cupy": env.get("cupy"), "torch": env.get("torch")}
+    return {"ok": True, "gpu": gpu, "key": key, "environment": env}
+
+
+def stage_compile() -> dict[str, Any]:
+    """Compile every kernel file with the backend's NVRTC call, load every kernel, and read
+    the PTX's flush-to-zero state."""
+    import re
+
+    ops = _gpu_ops()
+    import cupy
+
+    from mlpx.backends import _cuda_kernels as K
+
+    cc = cupy.cuda.Device(ops.device_id).compute_capability
+    target = K.nvrtc_target(cc)
+    files, ok = {}, True
+    ftz = re.compile(r"[\w.]*\.ftz[\w.]*")
+    for name in K.KERNEL_FILES:
+        t0 = time.perf_counter()
+        path = K.compiled_path(name, target)
+        t1 = time.perf_counter()
+        kernels = K.kernel_names(name)
+        loaded = [k for k in kernels if K.get_kernel(ops.device_id, name, k) is not None]
+        ptx = K.nvrtc_compile((K.kernel_dir() / name).read_text(), name,
+                              f"compute_{cc}" if target.startswith("sm_") else target).decode()
+        flushing = sorted(set(ftz.findall(ptx)) - set(K.FTZ_ONLY_INSTRUCTIONS))
+        files[name] = {"compile_s": round(t1 - t0, 3), "binary": path.name,
+                       "kernels": len(kernels), "loaded": len(loaded),
+                       "ptx_flushing_instructions": flushing}
+        ok = ok and len(loaded) == len(kernels) and not flushing
+    total = sum(f["loaded"] for f in files.values())
+    key = {"target": target, "nvrtc": ".".join(map(str, K.nvrtc_version())),
+           "kernels loaded": total,
+           "compile s": round(sum(f["compile_s"] for f in files.values()), 2),
+           "ptx ftz": "none" if all(not f["ptx_flushing_instructions"]
+                                    for f in files.values()) else "FLUSHES"}
+    return {"ok": ok, "key": key, "files": files}
+
+
+def stage_reductions(ops: Any = None, sizes: tuple[int, ...] = REDUCTION_SIZES,
+                     wide: tuple[tuple[int, int], ...] = ((262145, 10), (4097, 1000)),
+                     prelu: tuple[int, int] = (4097, 1024)) -> dict[str, Any]:
+    """Block reductions (sum of squares, sum of |x|, global norm, MSE, cross-entropy) on the
+    GPU against float64 NumPy, at sizes around the block and grid size and at 2**28; each
+    repeated once to show it is deterministic. PReLU's slope gradient bitwise vs the cpu."""
+    ops = ops or _gpu_ops()
+    import mlpx
+
+    cpu = mlpx.get_backend("cpu")
+    host = ops.to_numpy
+    rng = np.random.default_rng(0)
+    checks, worst = [], 0.0
+
+    def record(what: str, n: int, got: Any, want: float, again: Any, rtol: float) -> None:
+        nonlocal worst
+        g = float(ops.to_float(got))
+        err = abs(g - want) / max(abs(want), 1e-300)
+        worst = max(worst, err)
+        same = float(ops.to_float(again)) == g
+        checks.append({"op": what, "n": n, "got": g, "want": want, "rel_err": err,
+                       "deterministic": same, "ok": err <= rtol and same})
+
+    for n in sizes:
+        x = _normal(ops, rng, n)
+        h = host(x).astype(np.float64)
+        rtol = 1e-12
+        record("sum_squares", n, ops.sum_squares(x), float(np.sum(h * h)), ops.sum_squares(x),
+               rtol)
+        record("sum_abs", n, ops.sum_abs(x), float(np.sum(np.abs(h))), ops.sum_abs(x), rtol)
+        record("global_norm", n, ops.global_norm([x]), float(np.sqrt(np.sum(h * h))),
+               ops.global_norm([x]), rtol)
+        if n <= 262145:
+            t = _normal(ops, rng, n)
+            d = h - host(t).astype(np.float64)
+            record("mse", n, ops.mse(x, t), float(np.mean(d * d)), ops.mse(x, t), rtol)
+        del x, h
+    for rows, classes in wide:
+        z = _normal(ops, rng, (rows, classes), 3.0)
+        lab = ops.asarray(rng.integers(0, classes, rows).astype(np.int64))
+        zh, lh = host(z).astype(np.float64), host(lab)
+        m = zh.max(axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(zh - m).sum(axis=1))
+        want = float(np.mean(lse - zh[np.arange(rows), lh]))
+        g = ops.empty(z.shape, z.dtype)
+        record(f"softmax_xent {classes} classes", rows, ops.softmax_cross_entropy(z, lab, g),
+               want, ops.softmax_cross_entropy(z, lab, g), 1e-11)
+    dy, zz = _normal(ops, rng, prelu), _normal(ops, rng, prelu)
+    sl = ops.asarray(np.full(prelu[1], 0.25, np.float32))
+    out, ds = ops.empty(prelu, np.float32), ops.empty((prelu[1],), np.float32)
+    ops.prelu_backward(dy, zz, sl, out, ds)
+    h_out, h_ds = np.empty(prelu, np.float32), np.empty(prelu[1], np.float32)
+    cpu.prelu_backward(host(dy), host(zz), host(sl), h_out, h_ds)
+    prelu_same = bool(np.array_equal(host(ds), h_ds) and np.array_equal(host(out), h_out))
+    ok = all(c["ok"] for c in checks) and prelu_same
+    key = {"checks": len(checks), "failed": sum(not c["ok"] for c in checks),
+           "worst rel err": f"{worst:.1e}", "prelu dslopes vs cpu": "bitwise" if prelu_same
+           else "DIFFERS"}
+    return {"ok": ok, "key": key, "checks": checks, "prelu_bitwise": prelu_same}
+
+
+def stage_ftz(ops: Any = None) -> dict[str, Any]:
+    """float32 updates on values near 1e-40 on the GPU and on the cpu backend: kept
+    subnormals give bitwise-equal results, flushed ones give zeros where the cpu has none."""
+    ops = ops or _gpu_ops()
+    import mlpx
+    from mlpx import activations as A
+
+    cpu = mlpx.get_backend("cpu")
+    x = np.tile(SUBNORMALS, 64).reshape(8, -1)  # 2-D: the activation kernels want rows
+    cases = {
+        "sgd_update": lambda o, p, g: o.sgd_update(p, g, 0.5),
+        "scale_": lambda o, p, g: o.scale_(p, 0.5),
+        "adam_update": lambda o, p, g: o.adam_update(p, g, o.zeros(p.shape, p.dtype),
+                                                     o.zeros(p.shape, p.dtype), 1e-3, 0.9,
+                                                     0.999, 1e-8, 0.0, 1, False),
+        "relu_backward": lambda o, p, g: o.act_backward(g, p, p, A.get("relu"), p),
+        "bias_identity": lambda o, p, g: o.bias_act(p, o.zeros((p.shape[1],), p.dtype),
+                                                    A.get("identity"), g),
+    }
+    results = {}
+    for name, fn in cases.items():
+        ph, gh = x.copy(), (x * 3).astype(np.float32)
+        pd, gd = ops.asarray(ph.copy()), ops.asarray(gh.copy())
+        fn(cpu, ph, gh)
+        fn(ops, pd, gd)
+        got = np.concatenate([ops.to_numpy(pd), ops.to_numpy(gd)])
+        want = np.concatenate([ph, gh])
+        flushed = int(np.sum((got == 0) & (want != 0)))
+        results[name] = {"bitwise": bool(np.array_equal(got, want)), "flushed": flushed}
+    kept = all(r["bitwise"] for r in results.values())
+    key = {"float32 subnormals": "kept" if kept else "FLUSHED",
+           "flushed values": sum(r["flushed"] for r in results.values())}
+    return {"ok": kept, "key": key, "cases": results}
+
+
+def stage_kernels(ops: Any = None, prelu: tuple[int, int] = (65536, 1024),
+                  softmax: tuple[tuple[int, int], ...] = (
+                      (65536, 10), (65536, 100), (16384, 1000), (2048, 32768)),
+                  ) -> dict[str, Any]:
+    """GPU times of the fused PReLU backward and softmax cross-entropy kernels against the
+    reference expressions they replace (the base Backend's, run on CuPy)."""
+    ops = ops or _gpu_ops()
+    from mlpx.backends.base import Backend
+
+    rng = np.random.default_rng(0)
+    rows: dict[str, Any] = {}
+    dy, z = _normal(ops, rng, prelu), _normal(ops, rng, prelu)
+    sl = ops.asarray(np.full(prelu[1], 0.25, np.float32))
+    out, ds = ops.empty(prelu, np.float32), ops.empty((prelu[1],), np.float32)
+    fused = _events_ms(ops, lambda: ops.prelu_backward(dy, z, sl, out, ds))
+    ref = _events_ms(ops, lambda: Backend.prelu_backward(ops, dy, z, sl, out, ds), repeat=3)
+    rows[f"prelu_backward {prelu[0]}x{prelu[1]}"] = {"fused_ms": fused, "reference_ms": ref}
+    for n, c in softmax:
+        zz = _normal(ops, rng, (n, c))
+        lab = ops.asarray(rng.integers(0, c, n).astype(np.int64))
+        g = ops.empty(zz.shape, zz.dtype)
+
+        def fused_call(zz=zz, lab=lab, g=g):
+            return ops.softmax_cross_entropy(zz, lab, g)
+
+        def ref_call(zz=zz, lab=lab, g=g):
+            return Backend.softmax_cross_entropy(ops, zz, lab, g)
+
+        rows[f"softmax_xent {n}x{c}"] = {"fused_ms": _events_ms(ops, fused_call),
+                                         "reference_ms": _events_ms(ops, ref_call, repeat=3)}
+    for r in rows.values():
+        r["speedup"] = r["reference_ms"] / r["fused_ms"] if r["fused_ms"] else None
+    key = {k: f"{v['fused_ms']:.3f} ms ({v['speedup'] or 0:.1f}x)" for k, v in rows.items()}
+    return {"ok": True, "key": key, "timings": rows}
+
+
+def stage_bench(out: Path) -> dict[str, Any]:
+    """mlpx bench on the GPU against PyTorch CUDA and JAX (where the peer programs exist),
+    batches 1024 and 65536, one round."""
+    _gpu_ops()
+    helptext = subprocess.run([sys.executable, "-m", "mlpx", "bench", "--help"],
+                              capture_output=True, text=True, timeout=60).stdout
+    cmd = [sys.executable, "-m", "mlpx", "bench", "--backend", "cuda", "--batches",
+           "1024,65536", "--rounds", "1", "--no-plot"]
+    peers = "--peers" in helptext
+    if peers:
+        cmd += ["--peers", "torch,jax"]
+    elif "--min-time" in helptext:
+        cmd += ["--min-time", "0.5"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd += ["--out", tmp]
+        print(" ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, text=True)
+        found = sorted(Path(tmp).glob("*.json"))
+        if found:
+            shutil.copy(found[0], out)
+    data = json.loads(out.read_text()) if out.is_file() else None
+    key = {"peers": "torch,jax" if peers else "PyTorch only (mlpx bench has no --peers)",
+           "bench.json": "written" if data is not None else "missing"}
+    return {"ok": proc.returncode == 0 and data is not None, "key": key,
+            "command": cmd[1:], "returncode": proc.returncode}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("stage", choices=["env", "compile", "reductions", "ftz", "kernels", "bench"])
+    p.add_argument("--json", required=True, help="where to write the stage's findings")
+    p.add_argument("--bench-out", default=None, help="bench: where to copy bench.json")
+    args = p.parse_args(argv)
+    if args.stage == "bench":
+        result = stage_bench(Path(args.bench_out or Path(args.json).with_name("bench.json")))
+    else:
+        result = globals()[f"stage_{args.stage}"]()
+    Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(result.get("key", {}), default=str))
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
