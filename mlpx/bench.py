@@ -565,13 +565,18 @@ def format_table(doc: dict[str, Any]) -> str:
 def format_inference(doc: dict[str, Any]) -> list[str]:
     """Inference: batch-1 latency and throughput at the inference batch, per backend and
     dtype (medians over every run of the sweep), against the peers."""
+    table = _inference_rows(doc)
+    return [table[0]] + _table(table[1], table[2]) if table else []
+
+
+def _inference_rows(doc: dict[str, Any]) -> tuple[str, list[str], list[list[str]]] | None:
     peers = doc["settings"].get("peers", [])
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in doc["results"]:
         if "error" not in r and r.get("infer_latency_s"):
             groups.setdefault((r["backend"], r["dtype"]), []).append(r)
     if not groups:
-        return []
+        return None
     cols = ["backend", "dtype", "batch-1 us", "infer/s"]
     for p in peers:
         cols += [f"{p} us", f"{p} lat x", f"{p}/s", f"{p} x"]
@@ -589,8 +594,8 @@ def format_inference(doc: dict[str, Any]) -> list[str]:
                      _fmt(_median([q.get("infer_samples_per_s") for q in prs]), ",.0f"),
                      _fmt(_median([q.get("infer_ratio") for q in prs]), ".2f")]
         lines.append(line)
-    return [f"inference (mlpx predict; PyTorch inference_mode; JAX jit): latency at batch 1, "
-            f"samples/s at batch {batch}; x = the peer's time / mlpx's"] + _table(cols, lines)
+    return (f"inference (mlpx predict; PyTorch inference_mode; JAX jit): latency at batch 1, "
+            f"samples/s at batch {batch}; x = the peer's time / mlpx's", cols, lines)
 
 
 def format_profile(doc: dict[str, Any]) -> str:
@@ -637,6 +642,68 @@ def format_profile(doc: dict[str, Any]) -> str:
                         f"{pr['ratio']:.2f})")
         blocks.append("\n".join([head] + table + tail))
     return "\n\n".join(blocks)
+
+
+def format_markdown(doc: dict[str, Any]) -> str:
+    """The results as Markdown tables (what README and docs/benchmarks.md show): training
+    per backend, dtype and batch, against every peer, then inference."""
+    names = {"torch": "PyTorch eager", "jax": "JAX jit"}
+    peers = doc["settings"].get("peers", [])
+    m, mach = doc["model"], doc["machine"]
+    v = mach.get("versions", {})
+    loads = [r.get("max_loadavg", 0.0) for r in doc["results"] if "error" not in r]
+    out = [f"Model {'-'.join(map(str, m['sizes']))} {m['activation']}, softmax cross-entropy, "
+           f"SGD; {mach['cpu_model']}, {doc['settings']['threads']} thread(s); NumPy "
+           f"{v.get('numpy')}, Numba {v.get('numba')}"
+           + "".join(f", {names.get(p, p)} {_peer_version(doc, p)}" for p in peers)
+           + f"; {doc['settings']['rounds']} alternated rounds; highest 1-minute load average "
+           f"during the runs {max(loads, default=0.0):.1f}. Command: `{doc.get('command')}`", ""]
+    head = ["backend", "dtype", "batch", "mlpx samples/s"]
+    for p in peers:
+        head += [f"{names.get(p, p)} samples/s", f"{names.get(p, p)}: its time ÷ mlpx's "
+                                                 "(min–max)"]
+    head += ["step ÷ GEMMs alone", "share of GEMM bound", "peak RSS MB (mlpx"
+             + "".join(f" / {p}" for p in peers) + ")"]
+    rows = []
+    for r in doc["results"]:
+        if "error" in r:
+            rows.append([r["backend"], r["dtype"], str(r["batch"]), "error: " + r["error"][:50]]
+                        + [""] * (len(head) - 4))
+            continue
+        line = [r["backend"], r["dtype"], str(r["batch"]), _fmt(r["train_samples_per_s"], ",.0f")]
+        mem = [_mb(r.get("gpu_pool_bytes") or r.get("peak_rss_bytes"))]
+        for p in peers:
+            q = r.get("peers", {}).get(p)
+            if not q:
+                line += ["-", "-"]
+                mem.append("-")
+                continue
+            lo, hi = q["spread"]
+            line += [_fmt(q["train_samples_per_s"], ",.0f"),
+                     f"**{q['ratio']:.2f}** ({lo:.2f}–{hi:.2f})"]
+            mem.append(_mb(q.get("gpu_peak_bytes") or q.get("peak_rss_bytes")))
+        line += [_fmt(r.get("gemm_overhead"), ".2f"), _fmt(r.get("roofline_fraction"), ".2f"),
+                 " / ".join(mem)]
+        rows.append(line)
+    out += _markdown(head, rows)
+    infer = _inference_rows(doc)
+    if infer:
+        out += ["", infer[0].capitalize(), ""] + _markdown(infer[1], infer[2])
+    return "\n".join(out) + "\n"
+
+
+def _peer_version(doc: dict[str, Any], peer: str) -> str:
+    for r in doc["results"]:
+        q = r.get("peers", {}).get(peer)
+        if q and q.get("version"):
+            return str(q["version"])
+    return "?"
+
+
+def _markdown(head: list[str], rows: list[list[str]]) -> list[str]:
+    align = ["---"] * 2 + ["---:"] * (len(head) - 2)
+    return ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"] + [
+        "| " + " | ".join(row) + " |" for row in rows]
 
 
 def write_plot(doc: dict[str, Any], path: Path) -> bool:
@@ -737,6 +804,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / ("profile.json" if args.profile else "bench.json")
     json_path.write_text(json.dumps(doc, indent=1))
+    (out / ("profile.md" if args.profile else "bench.md")).write_text(format_markdown(doc))
     print()
     print(format_table(doc))
     print()

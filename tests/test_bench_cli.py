@@ -89,6 +89,8 @@ def test_bench_quick_end_to_end(tmp_path):
     assert row["rounds"] == 1 and len(row["runs"]["mlpx"][0]["epoch_s"]) >= 3
     assert doc["loadavg"]["start"] is not None
     assert (out / "bench.png").stat().st_size > 1000
+    md = (out / "bench.md").read_text()  # the Markdown the README's tables come from
+    assert "| cpu | float32 | 64 |" in md and doc["command"] in md
     assert "train/s" in proc.stdout and "step ms" in proc.stdout
 
 
