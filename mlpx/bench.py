@@ -163,6 +163,8 @@ def machine_info(threads: int) -> dict[str, Any]:
                                      "cupy-cuda13x", "threadpoolctl", "mkl")
         },
         "numpy_config": _numpy_blas(np),
+        # MLPX_BLAS=auto's measured answer for this processor and thread count, if any
+        "blas_auto": _blas_auto(),
     }
     try:
         from threadpoolctl import threadpool_info
@@ -175,6 +177,18 @@ def machine_info(threads: int) -> dict[str, Any]:
     except ImportError:
         info["blas"] = "threadpoolctl not installed"
     return info
+
+
+def _blas_auto() -> dict[str, Any] | None:
+    from .backends import _mkl
+
+    if _mkl.find_library() is None:
+        return None
+    try:
+        entry = _mkl.cached_choice()
+    except OSError:  # a library that cannot be opened: nothing was measured
+        return None
+    return {"key": _mkl.choice_key(), **entry} if entry else None
 
 
 def _numpy_blas(np: Any) -> Any:
