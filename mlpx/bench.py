@@ -1,15 +1,26 @@
-"""`mlpx bench`: training and inference throughput per backend, dtype and batch size.
+"""`mlpx bench`: training and inference throughput per backend, dtype and batch size,
+against peer frameworks (`--peers torch,jax`).
 
-Every measurement runs in its own process (`python -m mlpx.bench_worker`): mlpx, then
-PyTorch eager on the same device, model and batch, then mlpx again, and so on for `--rounds`
-rounds, so that drift of the machine (clock, neighbours) hits both alike. The ratio column
-is the median of the per-round ratios mlpx/PyTorch.
+Every measurement runs in its own process: mlpx (`python -m mlpx.bench_worker`), then each
+peer's standalone script (`mlpx/peers/*.py`, run as a file: no mlpx in its process) on the
+same device, model, data and batch, then mlpx again, and so on for `--rounds` rounds, so that
+drift of the machine (clock, neighbours) hits all alike. A peer's ratio is the median of the
+per-round ratios of its step time to mlpx's (above 1: mlpx is faster).
 
-Roofline figures, from the same worker that times mlpx:
+Same rules on every side: one epoch = ceil(16384 / batch) steps on shuffled batches gathered
+per step; one warm-up epoch (it includes JIT compilation), then at least 3 timed epochs and
+`--min-time` seconds; samples/s = samples / time. Inference: batch-1 latency and throughput
+at batch 1024, medians of repeated calls.
+
+Roofline figures, from the worker that times mlpx:
 - `roof`: achieved GFLOP/s of the step / the best GEMM rate measured on this machine (the
   best of the step's own GEMM shapes over all batch sizes of the sweep, same backend and dtype);
 - `gemm x`: step time / time of the step's GEMMs run alone on preallocated arrays (1.00 means
   no framework overhead at all; the rest is elementwise kernels, the gather and Python).
+
+`--profile` times every backend op of mlpx's step instead (GEMMs by layer and pass,
+elementwise kernels, gather, loss, update; the rest is Python) at batches 256 and 1024, and
+sets the total against the GEMMs alone and the peers' steps.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from typing import Any
 CPU_BATCHES = (256, 1024, 4096, 16384)
 GPU_BATCHES = (256, 1024, 4096, 16384, 65536)
 QUICK_BATCHES = (256, 1024)
+EPOCH_SAMPLES = 16384
 DEFAULT_SIZES = (784, 1024, 1024, 10)
 
 
@@ -58,10 +70,25 @@ def _batches(text: str) -> list[int]:
     return _int_list(text, "--batches")
 
 
+def _peer_list(text: str) -> list[str]:
+    from .peers import PEERS
+
+    names = [v for v in str(text).replace(" ", "").lower().split(",") if v]
+    if names in (["none"], []):
+        return []
+    unknown = [v for v in names if v not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)} (comma-separated), "
+            "or none"
+        )
+    return list(dict.fromkeys(names))
+
+
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench",
-        help="throughput sweep over backends and batch sizes, against PyTorch when installed",
+        help="throughput sweep over backends and batch sizes, against PyTorch and JAX",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -73,14 +100,25 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--activation", default="relu", help="hidden activation (default relu)")
     p.add_argument("--batches", type=_batches, default=None,
                    help=f"batch sizes (default CPU {','.join(map(str, CPU_BATCHES))}; GPU up "
-                        f"to {GPU_BATCHES[-1]} or the largest that fits)")
-    p.add_argument("--rounds", type=int, default=5,
-                   help="alternated mlpx/PyTorch rounds per batch size (default 5)")
-    p.add_argument("--min-time", type=float, default=1.5,
-                   help="seconds of timed training per measurement (default 1.5)")
+                        f"to {GPU_BATCHES[-1]} or the largest that fits; --profile "
+                        f"{','.join(map(str, QUICK_BATCHES))})")
+    p.add_argument("--peers", type=_peer_list, default=None,
+                   help="peer frameworks, comma-separated: torch, jax, or none (default: torch "
+                        "when installed); a peer that is not installed is reported as skipped")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="alternated mlpx/peer rounds per batch size (default 5; --profile 1)")
+    p.add_argument("--min-time", type=float, default=1.0,
+                   help="seconds of timed training per measurement, at least 3 epochs "
+                        "(default 1.0)")
+    p.add_argument("--epoch-samples", type=int, default=EPOCH_SAMPLES,
+                   help=f"samples per epoch, rounded up to whole batches (default "
+                        f"{EPOCH_SAMPLES})")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="CPU threads for BLAS and PyTorch (default: all cores)")
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+                   help="CPU threads for BLAS and the peers (default: all cores)")
+    p.add_argument("--no-torch", action="store_true", help="same as --peers none")
+    p.add_argument("--profile", action="store_true",
+                   help="per-op breakdown of mlpx's training step against the GEMMs alone "
+                        "and the peers' steps")
     p.add_argument("--out", default=None,
                    help="results directory (default benchmarks/results/<date>-<host>)")
     p.add_argument("--quick", action="store_true",
@@ -125,6 +163,8 @@ def machine_info(threads: int) -> dict[str, Any]:
                                      "cupy-cuda13x", "threadpoolctl", "mkl")
         },
         "numpy_config": _numpy_blas(np),
+        # MLPX_BLAS=auto's measured answer for this processor and thread count, if any
+        "blas_auto": _blas_auto(),
     }
     try:
         from threadpoolctl import threadpool_info
@@ -137,6 +177,18 @@ def machine_info(threads: int) -> dict[str, Any]:
     except ImportError:
         info["blas"] = "threadpoolctl not installed"
     return info
+
+
+def _blas_auto() -> dict[str, Any] | None:
+    from .backends import _mkl
+
+    if _mkl.find_library() is None:
+        return None
+    try:
+        entry = _mkl.cached_choice()
+    except OSError:  # a library that cannot be opened: nothing was measured
+        return None
+    return {"key": _mkl.choice_key(), **entry} if entry else None
 
 
 def _numpy_blas(np: Any) -> Any:
@@ -155,27 +207,65 @@ def _worker_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_worker(impl: str, backend: str, dtype: str, sizes: list[int], activation: str,
-               batch: int, min_time: float, threads: int,
-               epoch_samples: int = 16384) -> dict[str, Any]:
-    """Run one measurement in a fresh process; returns its JSON, or {"error": ...}."""
-    cmd = [
-        sys.executable, "-m", "mlpx.bench_worker", "--impl", impl, "--backend", backend,
-        "--dtype", dtype, "--sizes", ",".join(map(str, sizes)), "--activation", activation,
-        "--batch", str(batch), "--min-time", str(min_time), "--threads", str(threads),
-        "--epoch-samples", str(epoch_samples),
-    ]
+def _run_json(cmd: list[str], threads: int) -> dict[str, Any]:
+    """Run one measuring process; its last stdout line is its JSON result. Failures come
+    back as {"error": ..., "oom": bool} (and "unavailable": True for a peer that cannot
+    reach the device); the load average seen around the run is recorded."""
     load_before = _loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_worker_env(threads))
+    load = max(load_before, _loadavg())
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         msg = " | ".join(tail) or f"exit status {proc.returncode}"
-        oom = any(s in msg for s in ("OutOfMemory", "out of memory", "MemoryError"))
-        return {"error": msg, "oom": oom}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+        oom = any(s in msg for s in ("OutOfMemory", "out of memory", "MemoryError",
+                                     "RESOURCE_EXHAUSTED"))
+        from .peers import EXIT_UNAVAILABLE
+
+        return {"error": msg, "oom": oom, "unavailable": proc.returncode == EXIT_UNAVAILABLE,
+                "loadavg_1min": load}
+    try:
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"error": f"no JSON result on stdout: {proc.stdout[-200:]!r}", "oom": False}
     # Other processes competing for the cores distort the timings: record the load seen.
-    result["loadavg_1min"] = max(load_before, _loadavg())
+    result["loadavg_1min"] = load
     return result
+
+
+def _common_args(dtype: str, sizes: list[int], activation: str, batch: int, min_time: float,
+                 threads: int, epoch_samples: int) -> list[str]:
+    return ["--dtype", dtype, "--sizes", ",".join(map(str, sizes)), "--activation", activation,
+            "--batch", str(batch), "--min-time", str(min_time), "--threads", str(threads),
+            "--epoch-samples", str(epoch_samples)]
+
+
+def run_worker(backend: str, dtype: str, sizes: list[int], activation: str, batch: int,
+               min_time: float, threads: int, epoch_samples: int = EPOCH_SAMPLES,
+               profile: bool = False) -> dict[str, Any]:
+    """Measure mlpx in a fresh process; returns its JSON, or {"error": ...}."""
+    cmd = [sys.executable, "-m", "mlpx.bench_worker", "--backend", backend,
+           *_common_args(dtype, sizes, activation, batch, min_time, threads, epoch_samples)]
+    return _run_json(cmd + (["--profile"] if profile else []), threads)
+
+
+def run_peer(peer: str, backend: str, dtype: str, sizes: list[int], activation: str,
+             batch: int, min_time: float, threads: int,
+             epoch_samples: int = EPOCH_SAMPLES) -> dict[str, Any]:
+    """Measure a peer framework with its standalone script, run as a file in a fresh
+    process (no mlpx imported beside it); returns its JSON, or {"error": ...}."""
+    from .peers import script_path
+
+    device = "cuda" + backend[4:] if backend.startswith("cuda") else "cpu"
+    cmd = [sys.executable, str(script_path(peer)), "--device", device,
+           *_common_args(dtype, sizes, activation, batch, min_time, threads, epoch_samples)]
+    return _run_json(cmd, threads)
+
+
+def _loadavgs() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):  # not available on this platform
+        return None
 
 
 def _loadavg() -> float:
@@ -223,42 +313,81 @@ def measure_startup(backend: str, sizes: list[int], threads: int, repeats: int =
         "batch": batch, "repeats": repeats}
 
 
-def _torch_device(backend: str) -> str | None:
-    if backend == "cpu":
-        return "cpu"
-    if backend.startswith("cuda"):
-        return "cuda"
-    return None
-
-
-def _median(values: list[float]) -> float | None:
+def _median(values: list[Any]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
 
-def summarise(mlpx_runs: list[dict], torch_runs: list[dict]) -> dict[str, Any]:
-    """Medians over rounds; the PyTorch ratio is the median of the paired per-round ratios."""
-    row: dict[str, Any] = {}
-    for key in ("train_samples_per_s", "infer_samples_per_s", "step_s", "infer_s",
-                "step_gflops", "gemm_step_s", "best_gemm_gflops", "peak_rss_bytes",
-                "traced_peak_bytes", "gpu_pool_bytes"):
-        row[key] = _median([r.get(key) for r in mlpx_runs])
-    row["gemm_overhead"] = _median([r["step_s"] / r["gemm_step_s"] for r in mlpx_runs])
+_MLPX_KEYS = ("train_samples_per_s", "step_s", "step_gflops", "gemm_step_s", "best_gemm_gflops",
+              "peak_rss_bytes", "traced_peak_bytes", "gpu_pool_bytes", "infer_latency_s",
+              "infer_samples_per_s", "infer_batch")
+_PEER_KEYS = ("train_samples_per_s", "step_s", "peak_rss_bytes", "gpu_peak_bytes",
+              "infer_latency_s", "infer_samples_per_s", "version")
+
+
+def summarise(mlpx_runs: list[dict], peer_runs: dict[str, list[dict]] | list[dict] | None = None
+              ) -> dict[str, Any]:
+    """Medians over rounds. A peer's ratio is the median of the paired per-round ratios of
+    its step time to mlpx's (mlpx samples/s / peer samples/s; above 1: mlpx is faster);
+    runs pair by position, so a failed peer run leaves out only its own round.
+
+    `peer_runs` maps a peer name to its runs (a bare list means PyTorch's). The PyTorch
+    figures are also kept under their earlier `torch_*` keys."""
+    if isinstance(peer_runs, list):
+        peer_runs = {"torch": peer_runs}
+    peer_runs = peer_runs or {}
+    row: dict[str, Any] = {k: _median([r.get(k) for r in mlpx_runs]) for k in _MLPX_KEYS}
+    row["gemm_overhead"] = _median(
+        [r["step_s"] / r["gemm_step_s"] for r in mlpx_runs if r.get("gemm_step_s")])
     row["blas"] = mlpx_runs[0].get("blas") if mlpx_runs else None
-    row["max_loadavg"] = max((r.get("loadavg_1min", 0.0) for r in mlpx_runs + torch_runs),
-                             default=0.0)
-    if torch_runs:
-        row["torch_train_samples_per_s"] = _median([r["train_samples_per_s"] for r in torch_runs])
-        row["torch_infer_samples_per_s"] = _median([r["infer_samples_per_s"] for r in torch_runs])
-        row["torch_peak_rss_bytes"] = _median([r.get("peak_rss_bytes") for r in torch_runs])
-        pairs = list(zip(mlpx_runs, torch_runs, strict=False))
+    every = mlpx_runs + [r for runs in peer_runs.values() for r in runs if r]
+    row["max_loadavg"] = max((r.get("loadavg_1min", 0.0) for r in every), default=0.0)
+    peers: dict[str, Any] = {}
+    for name, runs in peer_runs.items():
+        pairs = [(a, b) for a, b in zip(mlpx_runs, runs, strict=False)
+                 if b and "error" not in b]
+        if not pairs:
+            continue
+        ok = [b for _, b in pairs]
+        p = {k: _median([r.get(k) for r in ok]) if k != "version" else ok[0].get(k)
+             for k in _PEER_KEYS}
         ratios = [a["train_samples_per_s"] / b["train_samples_per_s"] for a, b in pairs]
-        row["torch_ratio"] = _median(ratios)
-        row["torch_ratios"] = ratios
-        row["torch_infer_ratio"] = _median(
-            [a["infer_samples_per_s"] / b["infer_samples_per_s"] for a, b in pairs]
-        )
+        p["ratio"] = _median(ratios)
+        p["ratios"] = ratios
+        p["spread"] = [min(ratios), max(ratios)]
+        lat = [b["infer_latency_s"] / a["infer_latency_s"] for a, b in pairs
+               if a.get("infer_latency_s") and b.get("infer_latency_s")]
+        thr = [a["infer_samples_per_s"] / b["infer_samples_per_s"] for a, b in pairs
+               if a.get("infer_samples_per_s") and b.get("infer_samples_per_s")]
+        p["infer_latency_ratio"] = _median(lat)
+        p["infer_ratio"] = _median(thr)
+        peers[name] = p
+    row["peers"] = peers
+    if "torch" in peers:
+        t = peers["torch"]
+        row["torch_train_samples_per_s"] = t["train_samples_per_s"]
+        row["torch_infer_samples_per_s"] = t["infer_samples_per_s"]
+        row["torch_peak_rss_bytes"] = t["peak_rss_bytes"]
+        row["torch_ratio"] = t["ratio"]
+        row["torch_ratios"] = t["ratios"]
+        row["torch_infer_ratio"] = t["infer_ratio"]
     return row
+
+
+def resolve_peers(requested: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """(peers to run, {peer: why skipped}). None means the default: torch when installed."""
+    from .peers import installed
+
+    if requested is None:
+        return (["torch"], {}) if installed("torch") else ([], {})
+    run, skipped = [], {}
+    for name in requested:
+        if installed(name):
+            run.append(name)
+        else:
+            extra = "pip install 'mlpx[bench]'" if name == "jax" else "pip install torch"
+            skipped[name] = f"{name} is not installed ({extra})"
+    return run, skipped
 
 
 def run_bench(
@@ -268,42 +397,56 @@ def run_bench(
     activation: str = "relu",
     batches: list[int] | None = None,
     rounds: int = 5,
-    min_time: float = 1.5,
+    min_time: float = 1.0,
     threads: int | None = None,
     torch: bool = True,
-    epoch_samples: int = 16384,
+    epoch_samples: int = EPOCH_SAMPLES,
     log: Any = print,
+    peers: list[str] | None = None,
+    profile: bool = False,
 ) -> dict[str, Any]:
-    """Run the sweep and return the results document (what `mlpx bench` writes as JSON)."""
+    """Run the sweep and return the results document (what `mlpx bench` writes as JSON).
+
+    `peers`: frameworks to compare with (None: torch when installed, unless `torch` is
+    False); a peer that is not installed, or cannot use a backend's device, is recorded under
+    "skipped_peers" with the reason. `profile`: mlpx's worker also times every backend op."""
     threads = threads or os.cpu_count() or 1
-    use_torch = torch and _version("torch") is not None
+    run_peers, skipped = resolve_peers(peers if torch or peers is not None else [])
+    for name, why in skipped.items():
+        log(f"  peer {name} skipped: {why}")
     rows: list[dict[str, Any]] = []
+    load_start = _loadavgs()
     for backend in backends:
         blist = batches or list(CPU_BATCHES if backend == "cpu" else GPU_BATCHES)
-        tdev = _torch_device(backend) if use_torch else None
+        active = list(run_peers)
         for dtype in dtypes:
             for batch in blist:
                 mlpx_runs: list[dict] = []
-                torch_runs: list[dict] = []
+                peer_runs: dict[str, list[dict]] = {p: [] for p in active}
                 error = None
                 for r in range(rounds):
-                    m = run_worker("mlpx", backend, dtype, sizes, activation, batch, min_time,
-                                   threads, epoch_samples)
+                    m = run_worker(backend, dtype, sizes, activation, batch, min_time, threads,
+                                   epoch_samples, profile=profile)
                     if "error" in m:
                         error = m
                         break
                     mlpx_runs.append(m)
                     msg = f"  {backend} {dtype} B={batch} round {r + 1}/{rounds}: mlpx " \
                           f"{m['train_samples_per_s']:,.0f}/s"
-                    if tdev is not None:
-                        t = run_worker("torch", backend, dtype, sizes, activation, batch,
-                                       min_time, threads, epoch_samples)
-                        if "error" in t:
-                            log(f"  PyTorch failed at B={batch}: {t['error']}")
-                            tdev = None if not t.get("oom") else tdev
+                    for peer in list(peer_runs):
+                        if peer not in active:
+                            continue
+                        t = run_peer(peer, backend, dtype, sizes, activation, batch,
+                                     min_time, threads, epoch_samples)
+                        peer_runs[peer].append(t)
+                        if "error" not in t:
+                            msg += f", {peer} {t['train_samples_per_s']:,.0f}/s"
+                        elif t.get("unavailable"):
+                            skipped[f"{peer} ({backend})"] = t["error"]
+                            log(f"  peer {peer} skipped on {backend}: {t['error']}")
+                            active.remove(peer)
                         else:
-                            torch_runs.append(t)
-                            msg += f", torch {t['train_samples_per_s']:,.0f}/s"
+                            log(f"  {peer} failed at B={batch}: {t['error']}")
                     log(msg)
                 if error is not None:
                     what = "does not fit in memory" if error.get("oom") else "failed"
@@ -314,8 +457,8 @@ def run_bench(
                         break  # larger batches will not fit either
                     continue
                 row = {"backend": backend, "dtype": dtype, "batch": batch,
-                       "rounds": len(mlpx_runs), **summarise(mlpx_runs, torch_runs),
-                       "runs": {"mlpx": mlpx_runs, "torch": torch_runs}}
+                       "rounds": len(mlpx_runs), **summarise(mlpx_runs, peer_runs),
+                       "runs": {"mlpx": mlpx_runs, **peer_runs}}
                 rows.append(row)
             # The roofline's bound: the best GEMM rate seen on this backend and dtype.
             done = [r for r in rows if r["backend"] == backend and r["dtype"] == dtype
@@ -331,8 +474,9 @@ def run_bench(
                 )
     from .bench_worker import step_flops
 
-    startup = {b: measure_startup(b, sizes, threads, repeats=1 if rounds == 1 else 3)
-               for b in backends}
+    startup = {} if profile else {
+        b: measure_startup(b, sizes, threads, repeats=1 if rounds == 1 else 3)
+        for b in backends}
     return {
         "startup": startup,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -341,8 +485,11 @@ def run_bench(
         "model": {"sizes": sizes, "activation": activation, "loss": "cross_entropy",
                   "optimizer": "sgd", "flops_per_sample_train": step_flops(sizes, 1)["train"],
                   "flops_per_sample_infer": step_flops(sizes, 1)["infer"]},
-        "settings": {"rounds": rounds, "min_time_s": min_time, "threads": threads,
-                     "torch": use_torch, "epoch_samples": epoch_samples},
+        "settings": {"rounds": rounds, "min_time_s": min_time, "min_epochs": 3,
+                     "threads": threads, "torch": "torch" in run_peers, "peers": run_peers,
+                     "epoch_samples": epoch_samples, "profile": profile},
+        "skipped_peers": skipped,
+        "loadavg": {"start": load_start, "end": _loadavgs()},
         "flags": _flags(rows),
         "results": rows,
     }
@@ -358,7 +505,7 @@ def _flags(rows: list[dict]) -> dict[str, Any]:
     if blas:
         flags["mlpx_blas"] = blas[0] if len(blas) == 1 else blas
     for var in ("MLPX_CACHE_DIR", "NUMBA_CACHE_DIR", "OMP_WAIT_POLICY", "KMP_BLOCKTIME",
-                "MLPX_BLAS", "MKL_THREADING_LAYER"):
+                "MLPX_BLAS", "MKL_THREADING_LAYER", "XLA_FLAGS"):
         if os.environ.get(var):
             flags[var] = os.environ[var]
     return flags
@@ -369,12 +516,35 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _table(cols: list[str], lines: list[list[str]]) -> list[str]:
+    """Right-aligned columns; a shorter line (an error row) keeps its first cells aligned and
+    then runs on."""
+    full = [row for row in lines if len(row) == len(cols)]
+    widths = [max([len(c)] + [len(row[i]) for row in full]) for i, c in enumerate(cols)]
+    out = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
+    for row in lines:
+        if len(row) == len(cols):
+            out.append("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+        else:
+            cells = [v.rjust(w) for v, w in zip(row[:4], widths, strict=False)]
+            out.append("  ".join(cells + row[4:]))
+    return out
+
+
+def _mb(v: Any) -> str:
+    return _fmt(v / 2**20 if v else None, ".0f")
+
+
 def format_table(doc: dict[str, Any]) -> str:
+    """The training table (one row per backend, dtype and batch), then the inference one."""
     m = doc["model"]
     head = (f"model {'-'.join(map(str, m['sizes']))} {m['activation']}, softmax cross-entropy, "
             f"SGD; {doc['settings']['threads']} thread(s); {doc['machine']['cpu_model']}")
-    cols = ["backend", "blas", "dtype", "batch", "train/s", "infer/s", "step ms", "GFLOP/s", "roof",
-            "gemm x", "RSS MB", "torch/s", "ratio"]
+    peers = doc["settings"].get("peers", ["torch"] if doc["settings"].get("torch") else [])
+    cols = ["backend", "blas", "dtype", "batch", "train/s", "step ms", "GFLOP/s", "roof",
+            "gemm x", "RSS MB"]
+    for p in peers:
+        cols += [f"{p}/s", f"{p} x", f"{p} MB"]
     lines = []
     for r in doc["results"]:
         if "error" in r:
@@ -382,28 +552,177 @@ def format_table(doc: dict[str, Any]) -> str:
                           "error: " + r["error"][:60]])
             continue
         mem = r.get("gpu_pool_bytes") or r.get("peak_rss_bytes")
-        lines.append([
+        line = [
             r["backend"], r.get("blas") or "-", r["dtype"], str(r["batch"]),
-            _fmt(r["train_samples_per_s"], ",.0f"), _fmt(r["infer_samples_per_s"], ",.0f"),
-            _fmt(r["step_s"] * 1e3, ".2f"), _fmt(r["step_gflops"], ".0f"),
-            _fmt(r.get("roofline_fraction"), ".2f"), _fmt(r["gemm_overhead"], ".2f"),
-            _fmt(mem / 2**20 if mem else None, ".0f"),
-            _fmt(r.get("torch_train_samples_per_s"), ",.0f"), _fmt(r.get("torch_ratio"), ".2f"),
-        ])
-    full = [row for row in lines if len(row) == len(cols)]
-    widths = [max([len(c)] + [len(row[i]) for row in full]) for i, c in enumerate(cols)]
-    out = [head, "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
-    for row in lines:
-        if len(row) == len(cols):
-            out.append("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
-        else:  # an error row: the first columns, then the message
-            cells = [v.rjust(w) for v, w in zip(row[:4], widths, strict=False)]
-            out.append("  ".join(cells + row[4:]))
-    return "\n".join(out)
+            _fmt(r["train_samples_per_s"], ",.0f"), _fmt(r["step_s"] * 1e3, ".2f"),
+            _fmt(r["step_gflops"], ".0f"), _fmt(r.get("roofline_fraction"), ".2f"),
+            _fmt(r.get("gemm_overhead"), ".2f"), _mb(mem),
+        ]
+        for p in peers:
+            pr = r.get("peers", {}).get(p)
+            if pr is None and p == "torch" and "torch_ratio" in r:  # an older document
+                pr = {"train_samples_per_s": r.get("torch_train_samples_per_s"),
+                      "ratio": r.get("torch_ratio"),
+                      "peak_rss_bytes": r.get("torch_peak_rss_bytes")}
+            pr = pr or {}
+            line += [_fmt(pr.get("train_samples_per_s"), ",.0f"), _fmt(pr.get("ratio"), ".2f"),
+                     _mb(pr.get("gpu_peak_bytes") or pr.get("peak_rss_bytes"))]
+        lines.append(line)
+    out = [head] + _table(cols, lines)
+    if peers:
+        out.append("(<peer> x: the peer's training step time / mlpx's, median of paired "
+                   "rounds; above 1 mlpx is faster)")
+    infer = format_inference(doc)
+    return "\n".join(out + ([""] + infer if infer else []))
+
+
+def format_inference(doc: dict[str, Any]) -> list[str]:
+    """Inference: batch-1 latency and throughput at the inference batch, per backend and
+    dtype (medians over every run of the sweep), against the peers."""
+    table = _inference_rows(doc)
+    return [table[0]] + _table(table[1], table[2]) if table else []
+
+
+def _inference_rows(doc: dict[str, Any]) -> tuple[str, list[str], list[list[str]]] | None:
+    peers = doc["settings"].get("peers", [])
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in doc["results"]:
+        if "error" not in r and r.get("infer_latency_s"):
+            groups.setdefault((r["backend"], r["dtype"]), []).append(r)
+    if not groups:
+        return None
+    cols = ["backend", "dtype", "batch-1 us", "infer/s"]
+    for p in peers:
+        cols += [f"{p} us", f"{p} lat x", f"{p}/s", f"{p} x"]
+    lines = []
+    batch = None
+    for (backend, dtype), rs in groups.items():
+        batch = rs[0].get("infer_batch")
+        line = [backend, dtype, _fmt(_median([r["infer_latency_s"] for r in rs]) * 1e6, ".0f"),
+                _fmt(_median([r["infer_samples_per_s"] for r in rs]), ",.0f")]
+        for p in peers:
+            prs = [r["peers"][p] for r in rs if p in r.get("peers", {})]
+            lat = _median([q.get("infer_latency_s") for q in prs])
+            line += [_fmt(lat * 1e6 if lat else None, ".0f"),
+                     _fmt(_median([q.get("infer_latency_ratio") for q in prs]), ".2f"),
+                     _fmt(_median([q.get("infer_samples_per_s") for q in prs]), ",.0f"),
+                     _fmt(_median([q.get("infer_ratio") for q in prs]), ".2f")]
+        lines.append(line)
+    return (f"inference (mlpx predict; PyTorch inference_mode; JAX jit): latency at batch 1, "
+            f"samples/s at batch {batch}; x = the peer's time / mlpx's", cols, lines)
+
+
+def format_profile(doc: dict[str, Any]) -> str:
+    """Per-op breakdown of mlpx's step (from `--profile` runs), one block per batch size."""
+    blocks = []
+    for r in doc["results"]:
+        runs = [m for m in r.get("runs", {}).get("mlpx", []) if m.get("profile")]
+        if not runs:
+            continue
+        prof = runs[0]["profile"]
+        step = _median([m["profile"]["step_s"] for m in runs])
+        plain = r["step_s"]
+        head = (f"profile: {r['backend']} {r['dtype']} batch {r['batch']}: step "
+                f"{step * 1e3:.2f} ms with op timers ({plain * 1e3:.2f} ms without); "
+                f"{prof['calls_per_step']:.0f} op calls/step, {prof['timer_per_call_s'] * 1e6:.1f}"
+                f" us of timer each (counted under Python)")
+        gemm_alone = runs[0].get("gemm_s", {})
+        labels = [o["label"] for o in prof["ops"]]
+        lines = []
+        kinds: dict[str, float] = {}
+        for label in labels:
+            vals = [next((o for o in m["profile"]["ops"] if o["label"] == label), None)
+                    for m in runs]
+            vals = [v for v in vals if v]
+            t = _median([v["s_per_step"] for v in vals])
+            kind = vals[0]["kind"]
+            kinds[kind] = kinds.get(kind, 0.0) + t
+            alone = gemm_alone.get(label[5:]) if label.startswith("GEMM ") else None
+            lines.append([label, _fmt(vals[0]["calls_per_step"], ".2g"), f"{t * 1e3:.3f}",
+                          f"{100 * t / step:.1f}", _fmt(alone * 1e3 if alone else None, ".3f")])
+        python = step - sum(kinds.values())
+        for kind, t in list(kinds.items()) + [("Python (outside every op)", python)]:
+            lines.append([f"= {kind}", "", f"{t * 1e3:.3f}", f"{100 * t / step:.1f}",
+                          _fmt(r["gemm_step_s"] * 1e3 if kind == "gemm" else None, ".3f")])
+        table = _table(["op", "calls", "ms/step", "% step", "alone ms"], lines)
+        best = r.get("machine_best_gemm_gflops") or r.get("best_gemm_gflops")
+        flops = doc["model"]["flops_per_sample_train"] * r["batch"]
+        tail = [f"GEMM-only bound: the step's GEMMs alone {r['gemm_step_s'] * 1e3:.2f} ms "
+                f"(step / that = {plain / r['gemm_step_s']:.2f}); at the best GEMM rate "
+                f"measured ({best:.0f} GFLOP/s) {flops / best / 1e6:.2f} ms "
+                f"(mlpx reaches {flops / best / 1e9 / plain:.2f} of it)"]
+        for p, pr in r.get("peers", {}).items():
+            tail.append(f"{p}: step {pr['step_s'] * 1e3:.2f} ms ({p} time / mlpx's = "
+                        f"{pr['ratio']:.2f})")
+        blocks.append("\n".join([head] + table + tail))
+    return "\n\n".join(blocks)
+
+
+def format_markdown(doc: dict[str, Any]) -> str:
+    """The results as Markdown tables (what README and docs/benchmarks.md show): training
+    per backend, dtype and batch, against every peer, then inference."""
+    names = {"torch": "PyTorch eager", "jax": "JAX jit"}
+    peers = doc["settings"].get("peers", [])
+    m, mach = doc["model"], doc["machine"]
+    v = mach.get("versions", {})
+    loads = [r.get("max_loadavg", 0.0) for r in doc["results"] if "error" not in r]
+    out = [f"Model {'-'.join(map(str, m['sizes']))} {m['activation']}, softmax cross-entropy, "
+           f"SGD; {mach['cpu_model']}, {doc['settings']['threads']} thread(s); NumPy "
+           f"{v.get('numpy')}, Numba {v.get('numba')}"
+           + "".join(f", {names.get(p, p)} {_peer_version(doc, p)}" for p in peers)
+           + f"; {doc['settings']['rounds']} alternated rounds; highest 1-minute load average "
+           f"during the runs {max(loads, default=0.0):.1f}. Command: `{doc.get('command')}`", ""]
+    head = ["backend", "dtype", "batch", "mlpx samples/s"]
+    for p in peers:
+        head += [f"{names.get(p, p)} samples/s", f"{names.get(p, p)}: its time ÷ mlpx's "
+                                                 "(min–max)"]
+    head += ["step ÷ GEMMs alone", "share of GEMM bound", "peak RSS MB (mlpx"
+             + "".join(f" / {p}" for p in peers) + ")"]
+    rows = []
+    for r in doc["results"]:
+        if "error" in r:
+            rows.append([r["backend"], r["dtype"], str(r["batch"]), "error: " + r["error"][:50]]
+                        + [""] * (len(head) - 4))
+            continue
+        line = [r["backend"], r["dtype"], str(r["batch"]), _fmt(r["train_samples_per_s"], ",.0f")]
+        mem = [_mb(r.get("gpu_pool_bytes") or r.get("peak_rss_bytes"))]
+        for p in peers:
+            q = r.get("peers", {}).get(p)
+            if not q:
+                line += ["-", "-"]
+                mem.append("-")
+                continue
+            lo, hi = q["spread"]
+            line += [_fmt(q["train_samples_per_s"], ",.0f"),
+                     f"**{q['ratio']:.2f}** ({lo:.2f}–{hi:.2f})"]
+            mem.append(_mb(q.get("gpu_peak_bytes") or q.get("peak_rss_bytes")))
+        line += [_fmt(r.get("gemm_overhead"), ".2f"), _fmt(r.get("roofline_fraction"), ".2f"),
+                 " / ".join(mem)]
+        rows.append(line)
+    out += _markdown(head, rows)
+    infer = _inference_rows(doc)
+    if infer:
+        out += ["", infer[0].capitalize(), ""] + _markdown(infer[1], infer[2])
+    return "\n".join(out) + "\n"
+
+
+def _peer_version(doc: dict[str, Any], peer: str) -> str:
+    for r in doc["results"]:
+        q = r.get("peers", {}).get(peer)
+        if q and q.get("version"):
+            return str(q["version"])
+    return "?"
+
+
+def _markdown(head: list[str], rows: list[list[str]]) -> list[str]:
+    align = ["---"] * 2 + ["---:"] * (len(head) - 2)
+    return ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"] + [
+        "| " + " | ".join(row) + " |" for row in rows]
 
 
 def write_plot(doc: dict[str, Any], path: Path) -> bool:
-    """Training samples/s against batch size per backend (and PyTorch); False without mpl."""
+    """Training samples/s against batch size per backend and dtype, with each peer and the
+    GEMM roofline (left), and each peer's step time / mlpx's (right); False without mpl."""
     try:
         import matplotlib
 
@@ -416,25 +735,35 @@ def write_plot(doc: dict[str, Any], path: Path) -> bool:
     for r in doc["results"]:
         if "error" not in r:
             groups.setdefault((r["backend"], r["dtype"]), []).append(r)
+    names = {"torch": "PyTorch eager", "jax": "JAX jit"}
     for (backend, dtype), rs in groups.items():
         b = [r["batch"] for r in rs]
-        for ax, key in zip(axes, ("train", "infer"), strict=True):
-            ax.plot(b, [r[f"{key}_samples_per_s"] for r in rs], "o-",
-                    label=f"mlpx {backend} {dtype}")
-            tv = [r.get(f"torch_{key}_samples_per_s") for r in rs]
-            if any(v is not None for v in tv):
-                ax.plot(b, tv, "s--", label=f"PyTorch eager {backend} {dtype}")
+        axes[0].plot(b, [r["train_samples_per_s"] for r in rs], "o-",
+                     label=f"mlpx {backend} {dtype}")
+        for p in doc["settings"].get("peers", []):
+            prs = [(r["batch"], r.get("peers", {}).get(p)) for r in rs]
+            prs = [(x, q) for x, q in prs if q]
+            if not prs:
+                continue
+            label = f"{names.get(p, p)} {backend} {dtype}"
+            axes[0].plot([x for x, _ in prs], [q["train_samples_per_s"] for _, q in prs],
+                         "s--", label=label)
+            axes[1].plot([x for x, _ in prs], [q["ratio"] for _, q in prs], "s-", label=label)
         bound = [r.get("bound_samples_per_s") for r in rs]
         if all(v is not None for v in bound):
             axes[0].plot(b, bound, ":", color="gray", label=f"GEMM roofline {backend} {dtype}")
+    axes[1].axhline(1.0, color="gray", lw=0.8)
     m = doc["model"]
-    for ax, title in zip(axes, ("training step", "inference"), strict=True):
+    titles = (f"training: {'-'.join(map(str, m['sizes']))} {m['activation']}",
+              "peer's step time / mlpx's (above 1: mlpx faster)")
+    for ax, title, ylabel in zip(axes, titles, ("samples / s", "ratio"), strict=True):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
-        ax.set_ylabel("samples / s")
-        ax.set_title(f"{title}: {'-'.join(map(str, m['sizes']))} {m['activation']}")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(f"{doc['machine']['cpu_model']}, {doc['settings']['threads']} thread(s)",
                  fontsize=9)
     fig.tight_layout()
@@ -463,31 +792,43 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     bad = [d for d in dtypes if d not in ("float32", "float64")]
     if bad or not dtypes:
         raise SystemExit(f"mlpx bench: --dtype must be float32, float64 or both; got {args.dtype}")
-    if args.rounds < 1 or args.min_time <= 0 or args.threads < 1:
-        raise SystemExit("mlpx bench: --rounds and --threads must be >= 1, --min-time > 0")
+    rounds = args.rounds if args.rounds is not None else (1 if args.profile else 5)
+    if rounds < 1 or args.min_time < 0 or args.threads < 1 or args.epoch_samples < 1:
+        raise SystemExit("mlpx bench: --rounds, --threads and --epoch-samples must be >= 1, "
+                         "--min-time >= 0")
     from .check import activation_error
 
     problem = activation_error(args.activation)
     if problem:  # else every measurement fails in its worker process
         raise SystemExit(f"mlpx bench: --activation: {problem}")
-    batches, rounds, min_time, epoch_samples = args.batches, args.rounds, args.min_time, 16384
+    peers = [] if args.no_torch else args.peers
+    batches, min_time, epoch_samples = args.batches, args.min_time, args.epoch_samples
+    if args.profile:
+        batches = batches or list(QUICK_BATCHES)
     if args.quick:
         batches = batches or list(QUICK_BATCHES)
-        rounds, min_time, epoch_samples = 1, min(min_time, 0.2), 2048
+        rounds, min_time, epoch_samples = 1, min(min_time, 0.2), min(epoch_samples, 2048)
     print(f"mlpx bench: backends {', '.join(backends)}, dtype {', '.join(dtypes)}, "
           f"{rounds} round(s), {args.threads} thread(s); each measurement in its own process")
     doc = run_bench(backends, dtypes, args.sizes, args.activation, batches, rounds, min_time,
-                    args.threads, torch=not args.no_torch, epoch_samples=epoch_samples)
+                    args.threads, epoch_samples=epoch_samples, peers=peers,
+                    profile=args.profile)
     doc["command"] = "mlpx " + " ".join(_argv_of(args))
     out = Path(args.out) if args.out else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "bench.json"
+    json_path = out / ("profile.json" if args.profile else "bench.json")
     json_path.write_text(json.dumps(doc, indent=1))
+    (out / ("profile.md" if args.profile else "bench.md")).write_text(format_markdown(doc))
     print()
     print(format_table(doc))
     print()
-    if not doc["settings"]["torch"] and not args.no_torch:
+    if args.profile:
+        print(format_profile(doc))
+        print()
+    if peers is None and not doc["settings"]["peers"]:
         print("PyTorch is not installed: no comparison (pip install torch to add it)")
+    for name, why in doc["skipped_peers"].items():
+        print(f"peer {name} skipped: {why}")
     for b, st in doc["startup"].items():
         if "error" in st:
             print(f"startup ({b}): failed: {st['error']}")
@@ -501,7 +842,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "cores during the runs: other processes competed for the CPU and the figures "
               "are lower and noisier than on an idle machine (per-run loads are in the JSON)")
     print(f"results: {json_path}")
-    if not args.no_plot:
+    if not args.no_plot and not args.profile:
         png = out / "bench.png"
         if write_plot(doc, png):
             print(f"plot:    {png}")

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from mlpx.bench import format_table, summarise
+from mlpx import bench, peers
+from mlpx.bench import format_profile, format_table, resolve_peers, run_bench, summarise
 from mlpx.bench_worker import step_flops, step_gemms
 from mlpx.cli import main
 
@@ -34,6 +35,24 @@ def test_summary_uses_median_of_paired_ratios():
     assert row["train_samples_per_s"] == 200.0
     assert row["gemm_overhead"] == pytest.approx(1 / 0.9)
     assert row["torch_infer_ratio"] == 0.5
+    assert row["peers"]["torch"]["ratio"] == 2.0 and row["peers"]["torch"]["spread"] == [1, 2]
+
+
+def test_summary_pairs_each_peer_by_round_and_leaves_out_failed_runs():
+    m = [{"train_samples_per_s": v, "step_s": 1.0 / v, "infer_latency_s": 1e-5,
+          "infer_samples_per_s": 1e5} for v in (100.0, 100.0, 100.0)]
+    jax_runs = [{"train_samples_per_s": 50.0, "step_s": 0.02, "infer_latency_s": 3e-5,
+                 "infer_samples_per_s": 2e5},
+                {"error": "killed", "oom": False},
+                {"train_samples_per_s": 200.0, "step_s": 0.005, "infer_latency_s": 3e-5,
+                 "infer_samples_per_s": 2e5}]
+    row = summarise(m, {"jax": jax_runs, "torch": []})
+    j = row["peers"]["jax"]
+    assert j["ratios"] == [2.0, 0.5]  # rounds 1 and 3; round 2 failed
+    assert j["ratio"] == pytest.approx(1.25)
+    assert j["infer_latency_ratio"] == pytest.approx(3.0)  # its latency / mlpx's
+    assert j["infer_ratio"] == pytest.approx(0.5)  # mlpx's throughput / its
+    assert "torch" not in row["peers"] and "torch_ratio" not in row
 
 
 def test_bench_quick_end_to_end(tmp_path):
@@ -64,8 +83,15 @@ def test_bench_quick_end_to_end(tmp_path):
     if doc["settings"]["torch"]:  # PyTorch installed: measured in its own process
         assert row["torch_train_samples_per_s"] > 0 and row["torch_ratio"] > 0
         assert row["runs"]["torch"][0]["impl"] == "torch"
+        assert doc["settings"]["peers"] == ["torch"]  # the default: PyTorch when installed
+        assert "torch x" in proc.stdout
+    assert row["infer_latency_s"] > 0 and "batch-1 us" in proc.stdout
+    assert row["rounds"] == 1 and len(row["runs"]["mlpx"][0]["epoch_s"]) >= 3
+    assert doc["loadavg"]["start"] is not None
     assert (out / "bench.png").stat().st_size > 1000
-    assert "train/s" in proc.stdout and "ratio" in proc.stdout
+    md = (out / "bench.md").read_text()  # the Markdown the README's tables come from
+    assert "| cpu | float32 | 64 |" in md and doc["command"] in md
+    assert "train/s" in proc.stdout and "step ms" in proc.stdout
 
 
 def test_format_table_shows_errors():
@@ -98,3 +124,54 @@ def test_bench_rejects_an_untrainable_activation_before_measuring(tmp_path):
 def test_bench_rejects_unknown_backend():
     with pytest.raises(SystemExit, match="not available here"):
         main(["bench", "--backend", "tpu", "--quick"])
+
+
+def test_bench_rejects_an_unknown_peer(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--peers", "torch,tensorflow", "--quick"])
+    assert "unknown peer 'tensorflow'; choose from torch, jax" in capsys.readouterr().err
+
+
+def test_missing_peers_are_skipped_with_the_reason(monkeypatch):
+    monkeypatch.setattr(peers, "installed", lambda name: False)
+    assert resolve_peers(None) == ([], {})  # the default asks for nothing that is missing
+    run, skipped = resolve_peers(["torch", "jax"])
+    assert run == [] and set(skipped) == {"torch", "jax"}
+    assert "jax is not installed" in skipped["jax"] and "mlpx[bench]" in skipped["jax"]
+    doc = run_bench(["cpu"], ["float32"], [8, 4, 2], batches=[16], rounds=1, min_time=0.0,
+                    epoch_samples=32, peers=["torch", "jax"], log=lambda *a: None)
+    (row,) = doc["results"]
+    assert row["train_samples_per_s"] > 0 and row["peers"] == {}
+    assert set(doc["skipped_peers"]) == {"torch", "jax"} and doc["settings"]["peers"] == []
+    format_table(doc)  # no peer columns, no crash
+
+
+def test_a_peer_that_cannot_reach_the_device_is_reported_unavailable():
+    code = ("import sys; print('no such device', file=sys.stderr); "
+            f"sys.exit({peers.EXIT_UNAVAILABLE})")
+    res = bench._run_json([sys.executable, "-c", code], threads=1)
+    assert res["unavailable"] and "no such device" in res["error"]
+    res = bench._run_json([sys.executable, "-c", "import sys; sys.exit(1)"], threads=1)
+    assert not res["unavailable"] and "error" in res
+
+
+@pytest.mark.skipif(not (peers.installed("torch") and peers.installed("jax")),
+                    reason="needs both peers' frameworks (pip install 'mlpx[bench]' torch)")
+def test_bench_with_both_peers_and_profile(tmp_path):
+    out = tmp_path / "prof"
+    cmd = [sys.executable, "-m", "mlpx", "bench", "--profile", "--peers", "torch,jax",
+           "--sizes", "32,16,4", "--batches", "64", "--epoch-samples", "256", "--min-time", "0",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "profile.json").read_text())
+    (row,) = doc["results"]
+    assert set(row["peers"]) == {"torch", "jax"} and doc["settings"]["peers"] == ["torch", "jax"]
+    assert row["peers"]["jax"]["ratio"] == pytest.approx(
+        row["train_samples_per_s"] / row["peers"]["jax"]["train_samples_per_s"])
+    prof = row["runs"]["mlpx"][0]["profile"]
+    assert {o["label"] for o in prof["ops"]} >= {"GEMM L0 fwd", "GEMM L1 dX", "gather (take_rows)"}
+    text = format_profile(doc)
+    assert text in proc.stdout
+    assert "GEMM-only bound" in text and "Python (outside every op)" in text
+    assert "jax: step" in text and "torch: step" in text

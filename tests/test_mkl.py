@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -142,22 +143,25 @@ def test_training_with_mkl_matches_numpy_blas_within_float32_rounding():
         np.testing.assert_allclose(gm, gn, rtol=1e-4, atol=1e-5)
 
 
-def test_blas_choice_follows_mlpx_blas_and_rejects_unknown_values():
+def test_blas_choice_follows_mlpx_blas_and_rejects_unknown_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))  # auto measures into a fresh cache
     ops = CPUBackend()
     ops.blas = "numpy"
     assert ops.blas == "numpy"
     ops.blas = "auto"
-    assert ops.blas == ("mkl" if _mkl.available() else "numpy")
+    auto = _mkl.measured_choice()  # cached by the line above: the same answer
+    assert ops.blas == auto and auto in ("mkl", "numpy")
+    if _mkl.available():
+        assert _mkl.cached_choice()["choice"] == auto
     with pytest.raises(ValueError, match="use one of auto, mkl, numpy"):
         ops.blas = "openblas"
     code = "import mlpx, sys; print(mlpx.get_backend('cpu').blas); " \
            "print('mlpx.backends._mkl' in sys.modules)"
-    auto = "mkl" if _mkl.available() else "numpy"
     # unset or empty: NumPy's BLAS (the faster one on the benchmark machines), MKL untouched
-    for choice, expect in (("numpy", "numpy"), ("", "numpy"), ("auto", auto), ("MKL ", auto)):
-        if choice == "MKL " and auto != "mkl":
+    for choice, expect in (("numpy", "numpy"), ("", "numpy"), ("auto", auto), ("MKL ", "mkl")):
+        if choice == "MKL " and not _mkl.available():
             continue
-        env = dict(os.environ, MLPX_BLAS=choice)
+        env = dict(os.environ, MLPX_BLAS=choice, MLPX_CACHE_DIR=str(tmp_path))
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout.split()
         assert out[0] == expect, choice
@@ -178,3 +182,71 @@ def test_import_mlpx_does_not_load_mkl():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+# ------------------------------------------------------------------ MLPX_BLAS=auto, measured
+@pytest.fixture
+def fake_timings(tmp_path, monkeypatch):
+    """MKL 'available', GEMM timings chosen by the test, a fresh cache directory."""
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_mkl, "available", lambda: True)
+    monkeypatch.setattr(_mkl, "version", lambda: "2099.0")
+    timings = {"numpy": 1.0, "mkl": 1.0, "calls": 0}
+
+    def fake():
+        timings["calls"] += 1
+        return timings["numpy"], timings["mkl"]
+
+    monkeypatch.setattr(_mkl, "_time_paths", fake)
+    return timings
+
+
+@pytest.mark.parametrize("numpy_s, mkl_s, expect", [
+    (1.0, 0.80, "mkl"),     # MKL clearly faster (an Intel Xeon)
+    (1.0, 1.15, "numpy"),   # OpenBLAS faster (the AMD EPYC benchmark machines)
+    (1.0, 0.985, "numpy"),  # within 3 %: the default stays
+])
+def test_auto_picks_the_faster_library_with_a_margin(fake_timings, numpy_s, mkl_s, expect):
+    fake_timings.update(numpy=numpy_s, mkl=mkl_s)
+    assert _mkl.measured_choice() == expect
+    entry = _mkl.cached_choice()
+    assert entry["choice"] == expect and entry["numpy_s"] == numpy_s and entry["mkl_s"] == mkl_s
+
+
+def test_auto_measures_once_per_machine_and_setting(fake_timings, monkeypatch, tmp_path):
+    fake_timings.update(mkl=0.5)
+    assert _mkl.measured_choice() == "mkl"
+    fake_timings.update(mkl=2.0)  # a second process on the same machine reads the cache
+    assert _mkl.measured_choice() == "mkl" and fake_timings["calls"] == 1
+    ops = CPUBackend()
+    ops.blas = "auto"
+    assert ops.blas == "mkl" and fake_timings["calls"] == 1
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")  # another thread count is another question
+    assert _mkl.measured_choice() == "numpy" and fake_timings["calls"] == 2
+    monkeypatch.delenv("MKL_NUM_THREADS")
+    assert _mkl.measured_choice() == "mkl"  # both answers kept
+    assert len(json.loads((tmp_path / "blas_choice.json").read_text())) == 2
+
+
+def test_auto_survives_a_corrupt_or_unwritable_cache(fake_timings, monkeypatch, tmp_path):
+    (tmp_path / "blas_choice.json").write_text("{not json")
+    fake_timings.update(mkl=0.5)
+    assert _mkl.measured_choice() == "mkl"
+    assert json.loads((tmp_path / "blas_choice.json").read_text())  # rewritten
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(blocker / "sub"))  # cannot be created
+    assert _mkl.measured_choice() == "mkl"
+    assert _mkl.measured_choice() == "mkl" and fake_timings["calls"] == 3  # measured each time
+
+
+def test_auto_without_mkl_measures_nothing(monkeypatch):
+    monkeypatch.setattr(_mkl, "available", lambda: False)
+    monkeypatch.setattr(_mkl, "_time_paths", lambda: pytest.fail("measured without MKL"))
+    assert _mkl.measured_choice() == "numpy" and _mkl.cached_choice() is None
+
+
+@needs_mkl
+def test_auto_times_both_libraries_for_real():
+    numpy_s, mkl_s = _mkl._time_paths()
+    assert 0 < numpy_s < 30 and 0 < mkl_s < 30

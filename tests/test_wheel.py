@@ -99,3 +99,14 @@ print(json.dumps({{
         assert Path(path).read_bytes() == (REPO / "kernels" / name).read_bytes()
         assert not Path(path).resolve().is_relative_to(REPO)
     assert info["cupy_imported"] is False
+
+
+def test_wheel_ships_the_bench_peer_programs(dist):
+    """`mlpx bench --peers` runs these files from the installed package."""
+    wheel, _ = dist
+    from mlpx import peers
+
+    with zipfile.ZipFile(wheel) as zf:
+        for name in peers.PEERS:
+            script = peers.script_path(name)
+            assert zf.read(f"mlpx/peers/{script.name}") == script.read_bytes()

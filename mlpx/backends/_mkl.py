@@ -8,10 +8,14 @@ library is opened on the first GEMM of the cpu backend (or when `ops.blas` is re
 Which GEMMs run where is chosen by `MLPX_BLAS` (or `ops.blas = ...`):
   numpy (default) NumPy's BLAS (OpenBLAS in the PyPI wheels);
   mkl   MKL, and an error saying how to install it when it is missing;
-  auto  MKL when the library is found, else NumPy's BLAS.
+  auto  the faster of the two on this machine: measured once (the GEMMs of a
+        784-1024-1024-10 training step at batches 256 and 1024, alternated, best of 3) and
+        cached per processor, thread count and library versions in
+        <cache dir>/blas_choice.json (see mlpx._numba_cache); NumPy's BLAS without MKL, or
+        unless MKL is at least 3 % faster.
 OpenBLAS is the default because it won on the 2-core AMD EPYC benchmark machines (MKL ran
 the 784-1024-1024-10 step's GEMMs 6-19 % slower, its width-10 ones 3-5x slower); MKL may win
-on Intel CPUs: measure with `MLPX_BLAS=mkl mlpx bench`.
+on Intel CPUs (15-24 % faster at batch <= 1024 on one Xeon): `MLPX_BLAS=auto` finds out.
 
 Threads: MKL's pool is sized like NumPy's (MKL_NUM_THREADS, else OMP_NUM_THREADS, else
 OPENBLAS_NUM_THREADS, else the CPUs this process may run on), and `set_num_threads` changes it
@@ -198,3 +202,121 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
     fn(_ROW_MAJOR, fa, fb, m, n, k, scalar(1.0), aa.ctypes.data, lda, bb.ctypes.data, ldb,
        scalar(0.0), out.ctypes.data, n)
     return True
+
+
+# ------------------------------------------------------------------ MLPX_BLAS=auto, measured
+_AUTO_SIZES = (784, 1024, 1024, 10)
+_AUTO_BATCHES = (256, 1024)
+_AUTO_MARGIN = 0.97  # MKL must be at least 3 % faster: ties keep the default, NumPy's BLAS
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def choice_key() -> str:
+    """What the measured choice depends on: processor, threads and both libraries."""
+    import platform
+
+    return (f"{_cpu_model()} | {platform.machine()} | threads {_default_threads()} | "
+            f"mkl {version()} | numpy {np.__version__}")
+
+
+def _cache_file() -> str:
+    from .._numba_cache import cache_root
+
+    return str(cache_root() / "blas_choice.json")
+
+
+def _read_cache() -> dict[str, Any]:
+    import json
+
+    try:
+        with open(_cache_file()) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
+        return {}
+
+
+def cached_choice() -> dict[str, Any] | None:
+    """The cached measurement for this machine (what `mlpx bench` records), or None."""
+    if not available():
+        return None
+    entry = _read_cache().get(choice_key())
+    return entry if isinstance(entry, dict) else None
+
+
+def _time_paths() -> tuple[float, float]:
+    """Seconds of one pass over the benchmark step's GEMMs with NumPy's BLAS and with MKL:
+    the best of 3 rounds, the two libraries alternated within each round."""
+    import time
+
+    rng = np.random.default_rng(0)
+    calls = []
+    for batch in _AUTO_BATCHES:
+        for fan_in, fan_out in zip(_AUTO_SIZES[:-1], _AUTO_SIZES[1:], strict=True):
+            x = rng.standard_normal((batch, fan_in), dtype=np.float32)
+            w = rng.standard_normal((fan_in, fan_out), dtype=np.float32)
+            d = rng.standard_normal((batch, fan_out), dtype=np.float32)
+            calls.append((x, w, np.empty((batch, fan_out), np.float32), False, False))
+            calls.append((x, d, np.empty((fan_in, fan_out), np.float32), True, False))
+            calls.append((d, w, np.empty((batch, fan_in), np.float32), False, True))
+
+    def numpy_pass() -> None:
+        for a, b, o, ta, tb in calls:
+            np.matmul(a.T if ta else a, b.T if tb else b, out=o)
+
+    def mkl_pass() -> None:
+        for a, b, o, ta, tb in calls:
+            gemm(a, b, o, ta, tb)
+
+    best = [float("inf"), float("inf")]
+    numpy_pass()
+    mkl_pass()  # warm-up: thread pools started, pages touched
+    for _ in range(3):
+        for i, fn in enumerate((numpy_pass, mkl_pass)):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0], best[1]
+
+
+def measured_choice() -> str:
+    """"mkl" or "numpy": the faster GEMM library here, measured on first use and cached.
+
+    Without MKL the answer is "numpy" and nothing is measured. A cache that cannot be read
+    is measured again; one that cannot be written only costs the measurement next time."""
+    if not available():
+        return "numpy"
+    key = choice_key()
+    cache = _read_cache()
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("choice") in ("mkl", "numpy"):
+        return entry["choice"]
+    import datetime
+    import json
+
+    numpy_s, mkl_s = _time_paths()
+    choice = "mkl" if mkl_s < _AUTO_MARGIN * numpy_s else "numpy"
+    cache[key] = {"choice": choice, "numpy_s": numpy_s, "mkl_s": mkl_s,
+                  "measured": datetime.datetime.now().isoformat(timespec="seconds")}
+    path = _cache_file()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(cache, f, indent=1)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+    except OSError:
+        pass
+    return choice

@@ -57,10 +57,11 @@ class CPUBackend(Backend):
     def blas(self) -> str:
         """The GEMM path in use: "mkl" (optional `mkl` wheel) or "numpy" (NumPy's BLAS).
 
-        Chosen on first use from MLPX_BLAS: numpy (the default), mkl, or auto (MKL when
-        installed). NumPy's OpenBLAS is the default because it measured faster than MKL on
-        the AMD EPYC machines the benchmarks run on (see the README); assigning "auto",
-        "mkl" or "numpy" changes it.
+        Chosen on first use from MLPX_BLAS: numpy (the default), mkl, or auto (the faster
+        of the two on this machine, measured once and cached; see mlpx.backends._mkl).
+        NumPy's OpenBLAS is the default because it measured faster than MKL on the AMD EPYC
+        machines the benchmarks run on (see the README); assigning "auto", "mkl" or "numpy"
+        changes it.
         """
         if self._blas is None:
             import os
@@ -84,7 +85,10 @@ class CPUBackend(Backend):
                 "MLPX_BLAS=mkl but Intel MKL (libmkl_rt) was not found; install it with "
                 "`pip install mlpx[mkl]` (or `pip install mkl`), or set MLPX_BLAS=numpy"
             )
-        self._blas = "mkl" if _mkl.available() else "numpy"
+        if choice == "mkl":
+            self._blas = "mkl"
+        else:  # auto: whichever measured faster on this machine (cached after the first time)
+            self._blas = _mkl.measured_choice()
 
     def matmul(self, a, b, out, trans_a=False, trans_b=False):
         if (self._blas or self.blas) == "mkl":
