@@ -208,7 +208,8 @@ class Trainer:
             build_dim=None if model.built else dim,
             model_state=record.state if record else None,
             **position, callbacks=callbacks,
-            callback_states=_match_callback_states(callbacks, run.callbacks if run else []),
+            callback_states=_match_callback_states(callbacks, run.callbacks if run else [],
+                                                   resume_from),
             data=data, val=val, epochs=epochs, batch_size=batch_size, shuffle=bool(shuffle),
             verbose=verbose, clipper=clipper, stream=stream, resumed=record is not None,
             seed=int(record.architecture["seed"]) if record else None,
@@ -556,16 +557,13 @@ def _plan_optimizer(model: Any, optimizer: Any, lr: float | None, record: Any,
         return new, None
 
 
-def _match_callback_states(callbacks: list, saved: Any) -> list:
+def _match_callback_states(callbacks: list, saved: list, path: Any) -> list:
     """For each callback the saved state of the same class and rank among that class's
-    callbacks (None: it starts afresh), checked by the callback's validate_state_dict."""
+    callbacks (None: it starts afresh), checked by the callback's validate_state_dict.
+    The entries' structure was checked when the checkpoint was read."""
     by_class: dict[str, list] = collections.defaultdict(list)
-    if not isinstance(saved, list):
-        raise CheckpointError(f"the checkpoint's callback entry is malformed: {saved!r}")
-    for entry in saved:
-        if not isinstance(entry, dict) or "class" not in entry or "state" not in entry:
-            raise CheckpointError(f"the checkpoint's callback entry is malformed: {entry!r}")
-        by_class[entry["class"]].append(entry["state"])
+    for i, entry in enumerate(saved):
+        by_class[entry["class"]].append((i, entry["state"]))
     seen: collections.Counter = collections.Counter()
     out = []
     for cb in callbacks:
@@ -573,10 +571,15 @@ def _match_callback_states(callbacks: list, saved: Any) -> list:
         states = by_class.get(name, [])
         rank = seen[name]
         seen[name] += 1
-        state = states[rank] if rank < len(states) else None
+        i, state = states[rank] if rank < len(states) else (None, None)
         check = getattr(cb, "validate_state_dict", None)
         if state is not None and check is not None:
-            check(state)
+            try:
+                check(state)
+            except (ValueError, TypeError, KeyError) as e:
+                raise CheckpointError(
+                    f"checkpoint {os.fspath(path)!r}: training.callbacks[{i}].state cannot be "
+                    f"given to this {name}: {e}") from None
         out.append(state)
     return out
 
