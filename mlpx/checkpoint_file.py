@@ -45,9 +45,11 @@ from typing import Any
 import numpy as np
 
 FORMAT = "mlpx"
-#: version 2: the SHA-256 covers metadata, tensor table and data, and is required
+#: version 2: the SHA-256 covers metadata, tensor table and data, and is required; the
+#: document holds the whole run's state (mlpx.checkpoint_schema.TRAINING_KEYS)
 FORMAT_VERSION = 2
-#: version 1 files (checksum over the tensor bytes only) still load, with a warning
+#: version 1 files (checksum over the tensor bytes only; the run's position and callback
+#: states optional) still load, with a warning to re-save
 OLDEST_READABLE_VERSION = 1
 #: the `__metadata__` entries of an mlpx checkpoint, no more and no fewer
 METADATA_KEYS = ("format", "format_version", "mlpx", "sha256")
@@ -369,9 +371,21 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
         warnings.warn(
             f"checkpoint {p!r} has format version {version}, whose checksum covers the arrays "
             f"but not the metadata; re-save it (model.save) to upgrade it to version "
-            f"{FORMAT_VERSION}", OldCheckpointWarning, stacklevel=3,
+            f"{FORMAT_VERSION}", OldCheckpointWarning, stacklevel=_caller_level(),
         )
     return tensors, meta
+
+
+def _caller_level() -> int:
+    """The warnings stacklevel of the first frame outside the mlpx package, so a warning
+    points at the user's load/fit line however deep inside mlpx the file was read."""
+    import sys
+
+    root = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ------------------------------------------------------------------------ atomic writes

@@ -475,15 +475,17 @@ def test_version_1_files_with_the_run_state_load_and_resume_with_a_warning(tmp_p
     meta["format_version"] = 1
     old = tmp_path / "v1.safetensors"
     write_v1(old, tensors, meta)
-    with pytest.warns(OldCheckpointWarning, match=r"re-save.*version 2"):
+    with pytest.warns(OldCheckpointWarning, match=r"re-save.*version 2") as caught:
         loaded = mlpx.load(old)
+    assert caught[0].filename == __file__  # points at the user's line
     _same(cbs[-1].state, loaded.state_dict())
     fresh = _callbacks(tmp_path, StepLR(step_size=1, gamma=0.5))
     X, y = _data()
-    with pytest.warns(OldCheckpointWarning):
+    with pytest.warns(OldCheckpointWarning) as caught:
         mlpx.Sequential(_layers(), input_dim=4, seed=3).fit(
             X, y, epochs=3, batch_size=8, validation_split=0.25, callbacks=fresh, verbose=0,
             resume_from=old)
+    assert caught[0].filename == __file__
     for a, b in zip(cbs, fresh, strict=True):
         _same(a.state_dict(), b.state_dict(), type(a).__name__)
     # its callback states are checked like the current version's
