@@ -9,8 +9,10 @@ TORCH_SPEC ?= torch==2.13.0
 # A second environment with the core dependencies and pytest only (no torch, scipy, matplotlib,
 # CuPy, ...): the whole suite must still collect, and the smoke subset pass.
 CORE_VENV ?= .venv-core
-CORE_SPEC := "numpy>=1.24,<3" "numba>=0.59" "tqdm>=4.60" "pytest>=7.4"
-CORE_SMOKE := tests/test_smoke.py tests/test_import.py tests/test_xor.py tests/test_batches.py
+# the core dependencies are read from pyproject.toml, so the two cannot drift apart
+CORE_DEPS = $(shell $(PYTHON) -c "import tomllib; print(' '.join(repr(d) for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))")
+CORE_SMOKE := tests/test_smoke.py tests/test_import.py tests/test_xor.py tests/test_batches.py \
+              tests/test_checkpoint_file.py
 
 .PHONY: demo test test-core lint bench bench-full check clean
 
@@ -34,7 +36,7 @@ lint: $(VENV)/.dev-installed
 
 $(CORE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(CORE_VENV)
-	$(CORE_VENV)/bin/python -m pip install --quiet $(CORE_SPEC)
+	$(CORE_VENV)/bin/python -m pip install --quiet $(CORE_DEPS) "pytest>=7.4"
 	touch $@
 
 test-core: $(CORE_VENV)/.installed
