@@ -201,7 +201,7 @@ class Trainer:
             return self.train(plan)
         from .distributed.data_parallel import start
 
-        parallel = start(distributed, self.model, stacklevel=4)  # the user's model.fit
+        parallel = start(distributed, self.model, stacklevel=3)  # the caller of model.fit
         if parallel is None:  # alone (warned): an ordinary fit
             return self.fit(X, y, **kwargs)
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -100,6 +101,7 @@ class MPICommunicator(Communicator):
 
     def abort(self, code=1):
         self.comm.Abort(code)
+        os._exit(code)  # MPI_Abort may return before the launcher ends this process
 
 
 #: NCCL's data type codes (ncclDataType_t) for the dtypes mlpx reduces
@@ -201,11 +203,21 @@ def world() -> MPICommunicator | None:
     return comm
 
 
+#: seconds to let the launcher forward a failing rank's last words before MPI_Abort ends it
+REPORT_GRACE_S = 0.5
+
+
+def report(message: str) -> None:
+    """Write `message` to stderr in one piece and give the launcher time to forward it."""
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+    time.sleep(REPORT_GRACE_S)
+
+
 def _die(holder: dict[str, Any], message: str) -> None:
     comm = holder.get("comm")
     rank = comm.rank if comm is not None else "?"
-    sys.stderr.write(f"mlpx.distributed: rank {rank}: {message}\n")
-    sys.stderr.flush()
+    report(f"mlpx.distributed: rank {rank}: {message}")
     if comm is not None:
         comm.abort(1)
     os._exit(1)
@@ -218,9 +230,8 @@ def _abort_on_uncaught_exceptions(comm: MPICommunicator) -> None:
 
     def hook(kind, value, tb):
         previous(kind, value, tb)
-        sys.stderr.write(f"mlpx.distributed: rank {comm.rank} of {comm.size} ended with "
-                         f"{kind.__name__}; aborting every rank\n")
-        sys.stderr.flush()
+        report(f"mlpx.distributed: rank {comm.rank} of {comm.size} ended with "
+               f"{kind.__name__}; aborting every rank")
         comm.abort(1)
 
     sys.excepthook = hook

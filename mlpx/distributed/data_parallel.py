@@ -27,14 +27,20 @@ What every process does (the trainer calls these hooks; see mlpx.training):
 from __future__ import annotations
 
 import hashlib
-import sys
 import traceback
 import warnings
 from typing import Any
 
 import numpy as np
 
-from .comm import Communicator, DistributedError, communicator_for, launched_by_mpi, world
+from .comm import (
+    Communicator,
+    DistributedError,
+    communicator_for,
+    launched_by_mpi,
+    report,
+    world,
+)
 from .watchdog import check_timeout
 
 #: rows of X and y whose bytes are compared across processes at start (evenly spaced)
@@ -223,12 +229,10 @@ class ParallelRun:
     def failed(self, error: BaseException, collective: bool) -> None:
         if collective or not self._started:
             return  # every rank raises an error at the same point: nobody is left waiting
-        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-        sys.stderr.write(
-            f"mlpx.distributed: rank {self.rank} of {self.size} raised "
-            f"{type(error).__name__} during fit; the other ranks cannot go on without it: "
-            "aborting every rank\n")
-        sys.stderr.flush()
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        report(f"{text}mlpx.distributed: rank {self.rank} of {self.size} raised "
+               f"{type(error).__name__} during fit; the other ranks cannot go on without it: "
+               "aborting every rank")
         self.comm.abort(1)
 
     def end(self) -> None:
