@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import distributed_worker as W
 import numpy as np
 import pytest
-
-import distributed_worker as W
 
 pytest.importorskip("mpi4py", reason="MPI tests need mpi4py: pip install 'mlpx[mpi]'")
 
