@@ -137,9 +137,11 @@ class Alone:
     def scale_output_grad(self, ops: Any, g: Any) -> None:
         """Before backward: adapt dL/d(output) of this process's rows to the global batch."""
 
-    def reduce_gradients(self, params: list, stop: bool) -> bool:
-        """After backward: combine the gradients; True when any process asked to stop."""
-        return stop
+    def reduce_gradients(self, params: list, stop: bool) -> bool | None:
+        """After backward: combine the gradients. Returns whether the processes agreed to
+        stop after this step (one of them got Ctrl-C), or None where no agreement is needed:
+        then the interrupt is acted on as soon as it is seen."""
+        return None
 
     def total(self, value: float) -> float:
         """`value` summed over the processes."""
@@ -175,6 +177,7 @@ class Trainer:
         self._guard: _BufferGuard | None = None
         self.parallel: Any = Alone()
         self._interrupt: Any = None
+        self._agreed_stop: bool | None = None  # the processes' decision at the last step
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -339,7 +342,7 @@ class Trainer:
                 done = s + 1
                 last_norm = last_norm if norm is None else norm
                 bar.update(1)
-                if interrupt.requested and done < steps:
+                if self._stop_requested(interrupt) and done < steps:
                     self.step = done
                     self.loss_sum = self.parallel.total(model.ops.to_float(total))
                     raise _StepBoundaryInterrupt
@@ -350,7 +353,7 @@ class Trainer:
             if self.epoch == epoch:  # the epoch is not recorded yet: a consistent position
                 self._interrupted(snapshot, done, steps, total)
             raise
-        if interrupt.requested:
+        if self._stop_requested(interrupt):
             raise _StepBoundaryInterrupt
 
     def train_step(self, xb: Any, yb: Any, plan: _Plan, params: list, total: Any,
@@ -371,8 +374,7 @@ class Trainer:
         self.parallel.scale_output_grad(ops, g)
         model.backward(g)
         asked = self._interrupt is not None and self._interrupt.requested
-        if self.parallel.reduce_gradients(params, asked) and not asked:
-            self._interrupt.requested = True  # another process was interrupted: stop together
+        self._agreed_stop = self.parallel.reduce_gradients(params, asked)
         model.add_penalty_grads()
         norm = plan.clipper(ops, params, need_norm=last)
         self._phase = "update"
@@ -420,6 +422,12 @@ class Trainer:
         state, opt_state, self.step, self.loss_sum = snapshot
         self.model.load_state_dict(state)
         self.model.optimizer_.load_state_dict(opt_state)
+
+    def _stop_requested(self, interrupt: Any) -> bool:
+        """Ctrl-C seen: here, or (data parallel) by any process before the last exchange, so
+        that all processes stop after the same step."""
+        agreed = self._agreed_stop
+        return interrupt.requested if agreed is None else agreed
 
     def _interrupted(self, snapshot: tuple, done: int, steps: int, total: Any) -> None:
         """A KeyboardInterrupt inside the epoch (not the deferred Ctrl-C): keep the last

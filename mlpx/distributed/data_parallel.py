@@ -193,7 +193,7 @@ class ParallelRun:
         a, b = self.rows(lo, hi)
         self.shard.start, self.shard.rows = a - lo, hi - lo
         self._scale = (b - a) / (hi - lo)
-        self.comm.watchdog.context = f"step {lo // max(hi - lo, 1) + 1}"
+        self.comm.watchdog.context = f"the step on rows {lo}:{hi} of the epoch's order"
 
     def scale_output_grad(self, ops: Any, g: Any) -> None:
         if self._scale != 1.0 and g.shape[0]:
