@@ -332,8 +332,10 @@ class Trainer:
         order = batch_order(model.seed, self.run, epoch, source.n) if plan.shuffle else None
         total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
         params, bs = model.parameters(), source.batch_size
+        part = self.parallel.rows  # a process's shard of every batch (None: all rows)
+        batches = source.epoch(order) if part is None else source.epoch(order, part)
         try:
-            for s, (xb, yb) in enumerate(source.epoch(order, self.parallel.rows)):
+            for s, (xb, yb) in enumerate(batches):
                 if s < done:  # resumed inside this epoch: these batches are done
                     continue
                 self.parallel.begin_step(s * bs, min((s + 1) * bs, source.n))
