@@ -24,8 +24,9 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[demo]"
 	touch $@
 
+# the mpi extra: the data-parallel tests launch 2-4 processes with the MPICH wheel's mpiexec
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev,mpi]" "$(TORCH_SPEC)"
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed

@@ -17,15 +17,18 @@
 #define PHILOX_W1 0xBB67AE85ULL
 #define MLPX_LO32 0xFFFFFFFFULL
 
-// Numba twin: dropout_mask. mask[k] = 1 (kept) iff word k >= threshold. One thread per
-// Philox block; the host guarantees fewer than 2**32 blocks (mlpx.random.random_bits).
-extern "C" __global__ void dropout_mask(unsigned char* mask, long long n, unsigned int key0,
-                                        unsigned int key1, unsigned int stream,
-                                        unsigned int step_lo, unsigned int step_hi,
-                                        unsigned int threshold) {
-    const long long blocks = (n + 3) / 4;
+// Numba twin: dropout_mask. mask[k] = 1 (kept) iff word offset + k >= threshold (a shard of
+// a data-parallel batch starts at its first row's word). One thread per Philox block; the host
+// guarantees fewer than 2**32 blocks (mlpx.random.random_bits).
+extern "C" __global__ void dropout_mask(unsigned char* mask, long long n, long long offset,
+                                        unsigned int key0, unsigned int key1,
+                                        unsigned int stream, unsigned int step_lo,
+                                        unsigned int step_hi, unsigned int threshold) {
+    const long long first = offset / 4;
+    const long long blocks = (offset + n + 3) / 4 - first;
     const unsigned long long t = threshold;
-    MLPX_GRID_LOOP(b, blocks) {
+    MLPX_GRID_LOOP(i, blocks) {
+        const long long b = first + i;
         unsigned long long c0 = (unsigned long long)b;
         unsigned long long c1 = stream;
         unsigned long long c2 = step_lo;
@@ -48,10 +51,10 @@ extern "C" __global__ void dropout_mask(unsigned char* mask, long long n, unsign
             c2 = n2;
             c3 = n3;
         }
-        long long base = 4 * b;
-        mask[base] = c0 >= t ? 1 : 0;
-        if (base + 1 < n) mask[base + 1] = c1 >= t ? 1 : 0;
-        if (base + 2 < n) mask[base + 2] = c2 >= t ? 1 : 0;
+        const long long base = 4 * b - offset;  // element of word 4b (>= -3)
+        if (base >= 0) mask[base] = c0 >= t ? 1 : 0;
+        if (base + 1 >= 0 && base + 1 < n) mask[base + 1] = c1 >= t ? 1 : 0;
+        if (base + 2 >= 0 && base + 2 < n) mask[base + 2] = c2 >= t ? 1 : 0;
         if (base + 3 < n) mask[base + 3] = c3 >= t ? 1 : 0;
     }
 }

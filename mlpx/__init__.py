@@ -17,6 +17,7 @@ from . import (
     activations,
     callbacks,
     clipping,
+    distributed,
     initializers,
     losses,
     optim,
@@ -51,5 +52,5 @@ __all__ = [
     "available_backends", "get_backend", "to_numpy",
     "BackendUnavailableError", "NonFiniteLossError",
     "activations", "initializers", "losses", "optim", "regularizers", "schedules",
-    "clipping", "__version__",
+    "clipping", "distributed", "__version__",
 ]

@@ -570,6 +570,7 @@ class Sequential:
         clip_norm: float | None = None,
         clip_value: float | None = None,
         stream_data: bool | None = None,
+        distributed: Any = False,
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
 
@@ -590,6 +591,12 @@ class Sequential:
         most half its free memory and otherwise streams batches from pinned host memory;
         True / False force streaming / a single copy (host backends ignore it).
 
+        `distributed=True` (a script started with `mpirun -n N`, every process passing the
+        same X and y) trains one model data-parallel: `batch_size` is the global batch, split
+        across the processes, and every process ends with the weights one process would have
+        reached (see mlpx.distributed; `distributed=mlpx.distributed.DataParallel(...)` sets
+        options). Without an MPI launcher it warns and trains alone.
+
         A loss or state that becomes NaN/inf raises NonFiniteLossError and leaves the model
         as after its last finite epoch. Ctrl-C stops after the current step: the model keeps
         that step's weights and `trainer_` records the position, so `save` + `resume_from`
@@ -602,7 +609,7 @@ class Sequential:
             batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
             verbose=verbose, callbacks=callbacks, validation_split=validation_split,
             resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
-            stream_data=stream_data,
+            stream_data=stream_data, distributed=distributed,
         )
 
     # ------------------------------------------------------------------------ checkpoints

@@ -14,8 +14,10 @@ Layout used by mlpx (the CUDA kernels must use the same):
     key     = (seed mod 2**32, seed // 2**32 mod 2**32)
     counter = (block, stream, step mod 2**32, step // 2**32)
 Block `b` yields the 32-bit words of elements 4b, 4b+1, 4b+2, 4b+3 of the flattened
-(row-major) mask. `stream` is the layer's position in the model (depth first) and `step` the
-layer's own count of training forward passes.
+(row-major) mask; a mask may start at any element (`offset`), so each process of a
+data-parallel run draws the part of the global batch's mask that covers its rows. `stream` is
+the layer's position in the model (depth first) and `step` the layer's own count of training
+forward passes.
 """
 
 from __future__ import annotations
@@ -55,22 +57,25 @@ def philox4x32(xp: Any, counter: tuple[Any, Any, Any, Any], key: tuple[int, int]
     return [c0, c1, c2, c3]
 
 
-def random_bits(xp: Any, n: int, seed: int, stream: int, step: int) -> Any:
-    """`n` uint32 words for (seed, stream, step) in mlpx's layout (see the module docstring)."""
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
-    blocks = -(-n // 4)
-    if blocks > 2**32:
-        raise ValueError(f"at most 2**34 random words per call, asked for {n}")
+def random_bits(xp: Any, n: int, seed: int, stream: int, step: int, offset: int = 0) -> Any:
+    """Words `offset .. offset + n - 1` of (seed, stream, step) as uint32, in mlpx's layout
+    (see the module docstring). A data-parallel shard whose rows start at row r of the global
+    batch takes `offset = r * features`: the words a single process would give those rows."""
+    if n < 0 or offset < 0:
+        raise ValueError(f"n and offset must be non-negative, got n={n}, offset={offset}")
+    first, end = offset // 4, -(-(offset + n) // 4)
+    if end > 2**32:
+        raise ValueError(f"at most 2**34 random words per mask, asked for {offset + n}")
     ctr = (
-        xp.arange(blocks, dtype=xp.uint64),
+        xp.arange(first, end, dtype=xp.uint64),
         int(stream) & _MASK32,
         int(step) & _MASK32,
         (int(step) >> 32) & _MASK32,
     )
     words = philox4x32(xp, ctr, (int(seed) & _MASK32, (int(seed) >> 32) & _MASK32))
     # word j of block b is element 4b + j
-    out = xp.stack(words, axis=1).reshape(-1)[:n]
+    skip = offset - 4 * first
+    out = xp.stack(words, axis=1).reshape(-1)[skip : skip + n]
     return out.astype(xp.uint32)
 
 

@@ -17,6 +17,11 @@ Checkpoints hold both, and the rollbacks (a diverged epoch, an interrupted step)
 The batch order of an epoch is a pure function of (model seed, run, epoch), and Dropout masks
 of (seed, layer, step): a run resumed from any saved position replays the uninterrupted run
 bit for bit. Nothing inside a step reads a value back to the host.
+
+Data parallelism (`fit(distributed=True)`, mlpx.distributed) plugs in through `parallel`, an
+object with a few hooks whose single-process versions (`Alone`) do nothing: which rows of each
+batch this process takes, what to do before backward and after it (the gradient all-reduce),
+how to total a number over the processes, and whether this process prints and writes files.
 """
 
 from __future__ import annotations
@@ -118,6 +123,41 @@ class _Prior:
         model.epoch_, model.trainer_ = self.epoch, self.trainer
 
 
+class Alone:
+    """The data-parallel hooks of a single process: every row, nothing to exchange."""
+
+    #: this process prints progress and writes files (callbacks' after_epoch)
+    lead = True
+    #: narrows the rows lo:hi of each batch to this process's share (None: all of them)
+    rows = None
+
+    def begin_step(self, lo: int, hi: int) -> None:
+        """A step on the batch of rows lo:hi of the epoch's order starts."""
+
+    def scale_output_grad(self, ops: Any, g: Any) -> None:
+        """Before backward: adapt dL/d(output) of this process's rows to the global batch."""
+
+    def reduce_gradients(self, params: list, stop: bool) -> bool | None:
+        """After backward: combine the gradients. Returns whether the processes agreed to
+        stop after this step (one of them got Ctrl-C), or None where no agreement is needed:
+        then the interrupt is acted on as soon as it is seen."""
+        return None
+
+    def total(self, value: float) -> float:
+        """`value` summed over the processes."""
+        return value
+
+    def any(self, flag: bool) -> bool:
+        """True when `flag` is True on any process."""
+        return bool(flag)
+
+    def failed(self, error: BaseException, collective: bool) -> None:
+        """`fit` raised `error` (`collective`: every process raises it at the same point)."""
+
+    def end(self) -> None:
+        """fit is over (also after an error)."""
+
+
 class Trainer:
     """Runs `fit` for one model and holds the run's state (`state_dict()`)."""
 
@@ -135,6 +175,9 @@ class Trainer:
         self._bar: Any = None
         self._phase = "between"  # of the step in progress: forward, update, between steps
         self._guard: _BufferGuard | None = None
+        self.parallel: Any = Alone()
+        self._interrupt: Any = None
+        self._agreed_stop: bool | None = None  # the processes' decision at the last step
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -154,10 +197,28 @@ class Trainer:
                 "optimizer": opt_state, "callbacks": cbs}
 
     # -------------------------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any, **kwargs: Any) -> History:
-        plan = self.setup(X, y, **kwargs)
-        self.begin(plan)
-        return self.train(plan)
+    def fit(self, X: Any, y: Any, distributed: Any = False, **kwargs: Any) -> History:
+        if distributed is False or distributed is None:
+            plan = self.setup(X, y, **kwargs)
+            self.begin(plan)
+            return self.train(plan)
+        from .distributed.data_parallel import start
+
+        parallel = start(distributed, self.model, stacklevel=3)  # the caller of model.fit
+        if parallel is None:  # alone (warned): an ordinary fit
+            return self.fit(X, y, **kwargs)
+        try:
+            plan = parallel.agree(lambda: self.setup(X, y, **kwargs))
+            self.begin(plan)
+            self.parallel = parallel
+            parallel.begin(self, plan)
+            return self.train(plan)
+        except BaseException as e:
+            parallel.failed(e, isinstance(e, (NonFiniteLossError, _StepBoundaryInterrupt)))
+            raise
+        finally:
+            parallel.end()
+            self.parallel = Alone()
 
     def setup(self, X: Any, y: Any, *, loss: Any = None, optimizer: Any = None,
               lr: float | None = None, epochs: int = 1, batch_size: int = 32,
@@ -261,6 +322,7 @@ class Trainer:
         bar = self._bar = _progress(left, plan.verbose, "training")
         try:
             with _DeferredInterrupt() as interrupt:
+                self._interrupt = interrupt
                 while self.epoch < plan.epochs and not self.stopped:
                     self.run_epoch(plan, source, bar, interrupt)
         finally:
@@ -279,18 +341,22 @@ class Trainer:
         bar.set_description(f"epoch {epoch + 1}/{plan.epochs}")
         order = batch_order(model.seed, self.run, epoch, source.n) if plan.shuffle else None
         total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
-        params = model.parameters()
+        params, bs = model.parameters(), source.batch_size
+        part = self.parallel.rows  # a process's shard of every batch (None: all rows)
+        batches = source.epoch(order) if part is None else source.epoch(order, part)
         try:
-            for s, (xb, yb) in enumerate(source.epoch(order)):
+            for s, (xb, yb) in enumerate(batches):
                 if s < done:  # resumed inside this epoch: these batches are done
                     continue
+                self.parallel.begin_step(s * bs, min((s + 1) * bs, source.n))
                 with model.step_lock():
                     total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1)
                 done = s + 1
                 last_norm = last_norm if norm is None else norm
                 bar.update(1)
-                if interrupt.requested and done < steps:
-                    self.step, self.loss_sum = done, model.ops.to_float(total)
+                if self._stop_requested(interrupt) and done < steps:
+                    self.step = done
+                    self.loss_sum = self.parallel.total(model.ops.to_float(total))
                     raise _StepBoundaryInterrupt
             self.end_epoch(plan, total, last_norm, snapshot, source.n)
         except _StepBoundaryInterrupt:
@@ -299,7 +365,7 @@ class Trainer:
             if self.epoch == epoch:  # the epoch is not recorded yet: a consistent position
                 self._interrupted(snapshot, done, steps, total)
             raise
-        if interrupt.requested:
+        if self._stop_requested(interrupt):
             raise _StepBoundaryInterrupt
 
     def train_step(self, xb: Any, yb: Any, plan: _Plan, params: list, total: Any,
@@ -311,9 +377,16 @@ class Trainer:
         self._guard.save()
         m = xb.shape[0]
         out = model.forward(xb, training=True)
-        g = self._gbuf[m]
-        step_loss = plan.loss(ops, out, yb, g)
+        g = self._gbuf.get(m)
+        if g is None:  # a data-parallel shard's size: allocated at its first step
+            g = self._gbuf[m] = ops.empty((m, model.output_dim), model.dtype)
+        # a data-parallel process may hold no row of a small last batch: it still takes part
+        # in the step's exchanges, with a zero gradient
+        step_loss = plan.loss(ops, out, yb, g) if m else 0.0
+        self.parallel.scale_output_grad(ops, g)
         model.backward(g)
+        asked = self._interrupt is not None and self._interrupt.requested
+        self._agreed_stop = self.parallel.reduce_gradients(params, asked)
         model.add_penalty_grads()
         norm = plan.clipper(ops, params, need_norm=last)
         self._phase = "update"
@@ -326,7 +399,7 @@ class Trainer:
         model, ops, epoch = self.model, self.model.ops, self.epoch
         # the loss is summed in float64, so float32 weights or running statistics can
         # overflow while the epoch's loss is still finite: check the whole state too
-        epoch_loss = ops.to_float(total) / n + ops.to_float(model.penalty())
+        epoch_loss = self.parallel.total(ops.to_float(total)) / n + ops.to_float(model.penalty())
         bad = [] if math.isfinite(epoch_loss) else [f"the training loss became {epoch_loss}"]
         bad += [f"{k} overflowed to NaN/inf" for k in
                 S.nonfinite_entries(model.state_arrays(), ops)]
@@ -345,9 +418,10 @@ class Trainer:
         _report(plan, epoch, logs, self._bar)
         for cb in self.callbacks:
             cb.on_epoch_end(epoch, logs)
-        self.stopped = bool(model.stop_training)
-        for cb in self.callbacks:  # the epoch's state is complete: now it may be saved
-            after = getattr(cb, "after_epoch", None)
+        self.stopped = self.parallel.any(model.stop_training)
+        model.stop_training = self.stopped
+        for cb in self.callbacks if self.parallel.lead else ():  # the epoch's state is
+            after = getattr(cb, "after_epoch", None)  # complete: now it may be saved
             if after is not None:
                 after(epoch, logs)
 
@@ -360,6 +434,12 @@ class Trainer:
         state, opt_state, self.step, self.loss_sum = snapshot
         self.model.load_state_dict(state)
         self.model.optimizer_.load_state_dict(opt_state)
+
+    def _stop_requested(self, interrupt: Any) -> bool:
+        """Ctrl-C seen: here, or (data parallel) by any process before the last exchange, so
+        that all processes stop after the same step."""
+        agreed = self._agreed_stop
+        return interrupt.requested if agreed is None else agreed
 
     def _interrupted(self, snapshot: tuple, done: int, steps: int, total: Any) -> None:
         """A KeyboardInterrupt inside the epoch (not the deferred Ctrl-C): keep the last

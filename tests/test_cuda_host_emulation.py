@@ -294,6 +294,21 @@ def test_dropout_bitwise(emu, cpu, rng, p, n):
     assert "dropout_mask" in emu.launches
 
 
+@pytest.mark.parametrize("offset, n", [(0, 9), (1, 6), (3, 1), (5, 11), (4096 + 2, 37)])
+def test_dropout_mask_at_an_offset_is_a_slice_of_the_whole(emu, cpu, offset, n):
+    """A mask that starts at word `offset` (a data-parallel shard's rows) equals that slice of
+    the mask drawn from word 0, on the cuda kernel, the Numba kernel and the reference."""
+    from mlpx.backends.base import Backend
+
+    seed, stream, step, p = 2**33 + 5, 2, 9, 0.5
+    whole = np.empty(offset + n, np.uint8)
+    Backend().dropout_mask(seed, stream, step, p, whole)
+    for ops in (emu, cpu, Backend()):
+        part = np.full(n, 7, np.uint8)
+        ops.dropout_mask(seed, stream, step, p, part, offset)
+        _same(part, whole[offset:])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_sum_squares_and_global_norm(emu, cpu, rng, dtype):
     """Per-array block partials, then one deterministic sum (and sqrt) on the device: the

@@ -412,15 +412,17 @@ class Backend:
         return x
 
     # ---------------------------------------------------- dropout and normalisation layers
-    def dropout_mask(self, seed: int, stream: int, step: int, p: float, mask: Array) -> Array:
+    def dropout_mask(self, seed: int, stream: int, step: int, p: float, mask: Array,
+                     offset: int = 0) -> Array:
         """mask = 1 (kept) / 0 (dropped) as uint8, from Philox-4x32-10 words (mlpx.random).
 
-        Element k of the flattened mask is dropped iff its 32-bit word is below
+        Element k of the flattened mask is dropped iff word `offset + k` is below
         `drop_threshold(p)`: an integer comparison, so every backend drops the same units.
+        `offset` lets a data-parallel shard draw its rows' part of the global batch's mask.
         """
         from ..random import drop_threshold, random_bits
 
-        bits = random_bits(self.xp, mask.size, seed, stream, step)
+        bits = random_bits(self.xp, mask.size, seed, stream, step, offset)
         mask[...] = (bits >= drop_threshold(p)).reshape(mask.shape)
         return mask
 

@@ -17,7 +17,9 @@ loop only iterates `source.epoch(order)` and never asks which one it got:
   step earlier, so normally long finished).
 
 Both sources produce the same batches from the same `order`, so a streamed fit gives the same
-weights, bit for bit, as a resident one.
+weights, bit for bit, as a resident one. `epoch(order, part)` takes an optional `part(lo, hi)`
+that narrows each batch's rows `lo:hi` of the order to a sub-range: a data-parallel process
+gathers (and, streamed, copies) only its shard of every global batch.
 
 The CUDA primitives (pinned memory, streams, events, async copies) come from a small runtime
 object (`CupyStreamRuntime`), so tests can run the streaming logic with a host emulation.
@@ -80,6 +82,12 @@ def _steps(n: int, batch_size: int) -> tuple[int, int]:
     return bs, -(-n // bs)
 
 
+def _batch_rows(s: int, bs: int, n: int, part: Any) -> tuple[int, int]:
+    """Rows `lo:hi` of the order that batch `s` takes (narrowed by `part` when given)."""
+    lo, hi = s * bs, min((s + 1) * bs, n)
+    return (lo, hi) if part is None else part(lo, hi)
+
+
 class ResidentBatches:
     """Batches gathered on the device from X and y copied there once."""
 
@@ -97,19 +105,24 @@ class ResidentBatches:
             self._xbuf[m] = ops.empty((m,) + tuple(self.X.shape[1:]), self.X.dtype)
             self._ybuf[m] = ops.empty((m,) + tuple(self.y.shape[1:]), self.y.dtype)
 
-    def epoch(self, order: np.ndarray | None) -> Iterator[tuple[Any, Any]]:
-        """The epoch's batches: rows `order[k*bs:(k+1)*bs]`, or in order when None."""
-        bs, ops = self.batch_size, self.ops
-        if order is None:
-            for s in range(self.steps):
-                yield self.X[s * bs : (s + 1) * bs], self.y[s * bs : (s + 1) * bs]
-            return
-        idx_all = ops.asarray(order)
+    def epoch(self, order: np.ndarray | None, part: Any = None) -> Iterator[tuple[Any, Any]]:
+        """The epoch's batches: rows `order[k*bs:(k+1)*bs]`, or in order when None; with
+        `part`, the sub-range `part(lo, hi)` of each batch's `lo:hi`."""
+        idx_all = None if order is None else self.ops.asarray(order)
         for s in range(self.steps):
-            idx = idx_all[s * bs : (s + 1) * bs]
-            m = idx.shape[0]
-            yield (ops.take_rows(self.X, idx, self._xbuf[m]),
-                   ops.take_rows(self.y, idx, self._ybuf[m]))
+            lo, hi = _batch_rows(s, self.batch_size, self.n, part)
+            if idx_all is None:
+                yield self.X[lo:hi], self.y[lo:hi]
+                continue
+            idx = idx_all[lo:hi]
+            xbuf, ybuf = self._buffers(hi - lo)
+            yield self.ops.take_rows(self.X, idx, xbuf), self.ops.take_rows(self.y, idx, ybuf)
+
+    def _buffers(self, m: int) -> tuple[Any, Any]:
+        if m not in self._xbuf:  # a shard's size: allocated once, at its first batch
+            self._xbuf[m] = self.ops.empty((m,) + tuple(self.X.shape[1:]), self.X.dtype)
+            self._ybuf[m] = self.ops.empty((m,) + tuple(self.y.shape[1:]), self.y.dtype)
+        return self._xbuf[m], self._ybuf[m]
 
     def close(self) -> None:
         """Nothing in flight to wait for."""
@@ -169,10 +182,9 @@ class StreamedBatches:
         self._copy_pending = [False, False]
         self._in_use = [False, False]
 
-    def _prefetch(self, order: np.ndarray | None, s: int, slot: int) -> int:
+    def _prefetch(self, order: np.ndarray | None, s: int, slot: int, part: Any = None) -> int:
         """Gather batch `s` into pinned[slot] and queue its copy to the device; its rows."""
-        bs = self.batch_size
-        start, stop = s * bs, min((s + 1) * bs, self.n)
+        start, stop = _batch_rows(s, self.batch_size, self.n, part)
         m = stop - start
         px, py = self.pinned_x[slot][:m], self.pinned_y[slot][:m]
         if self._copy_pending[slot]:
@@ -194,7 +206,7 @@ class StreamedBatches:
         self._copy_pending[slot] = True
         return m
 
-    def epoch(self, order: np.ndarray | None) -> Iterator[tuple[Any, Any]]:
+    def epoch(self, order: np.ndarray | None, part: Any = None) -> Iterator[tuple[Any, Any]]:
         """The epoch's batches (same rows as ResidentBatches.epoch), double buffered."""
         if order is not None:
             order = checked_order(order, self.n)
@@ -202,7 +214,7 @@ class StreamedBatches:
         single = getattr(ops, "_single_gpu", True)
         ctx = contextlib.nullcontext() if single else ops._device
         with ctx:
-            m = self._prefetch(order, 0, 0)
+            m = self._prefetch(order, 0, 0, part)
         for s in range(self.steps):
             slot = s & 1
             with ctx:
@@ -214,7 +226,7 @@ class StreamedBatches:
                 # stream, then prepare batch s+1 while the GPU computes batch s
                 self.consumed[slot].record(self.compute)
                 if s + 1 < self.steps:
-                    m = self._prefetch(order, s + 1, 1 - slot)
+                    m = self._prefetch(order, s + 1, 1 - slot, part)
 
     def close(self) -> None:
         """Wait for queued copies, so no copy writes into memory that is freed afterwards."""

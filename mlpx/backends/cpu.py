@@ -167,9 +167,9 @@ class CPUBackend(Backend):
         return out
 
     # dropout: Philox in one compiled loop (the reference takes ~100 NumPy calls per mask)
-    def dropout_mask(self, seed, stream, step, p, mask):
+    def dropout_mask(self, seed, stream, step, p, mask, offset=0):
         if not _contig(mask) or mask.dtype != np.uint8:
-            return super().dropout_mask(seed, stream, step, p, mask)
+            return super().dropout_mask(seed, stream, step, p, mask, offset)
         from ..random import drop_threshold
         from .numba_random import dropout_mask
 
@@ -177,7 +177,7 @@ class CPUBackend(Backend):
         dropout_mask(
             u(int(seed) & m32), u((int(seed) >> 32) & m32), u(int(stream) & m32),
             u(int(step) & m32), u((int(step) >> 32) & m32), u(drop_threshold(p)),
-            mask.reshape(-1),
+            np.int64(offset), mask.reshape(-1),
         )
         return mask
 

@@ -589,22 +589,22 @@ class CUDABackend(Backend):
         return x
 
     # ------------------------------------------------------------------------------ dropout
-    def dropout_mask(self, seed, stream, step, p, mask):
+    def dropout_mask(self, seed, stream, step, p, mask, offset=0):
         """Philox-4x32-10 mask, one thread per block of four words (bit-identical to cpu)."""
         from ..random import drop_threshold
 
         cp = self.xp
-        n = mask.size
-        blocks = (n + 3) // 4
+        n, offset = mask.size, int(offset)
+        end = (offset + n + 3) // 4
         if (not isinstance(mask, cp.ndarray) or mask.dtype != np.uint8
-                or not mask.flags.c_contiguous or n == 0 or blocks > 2**32):
-            return super().dropout_mask(seed, stream, step, p, mask)
+                or not mask.flags.c_contiguous or n == 0 or end > 2**32):
+            return super().dropout_mask(seed, stream, step, p, mask, offset)
         m32, u = 0xFFFFFFFF, np.uint32
         seed, step = int(seed), int(step)
         self._launch(
-            "random.cu", "dropout_mask", K.grid(blocks),
-            (mask, np.int64(n), u(seed & m32), u((seed >> 32) & m32), u(int(stream) & m32),
-             u(step & m32), u((step >> 32) & m32), u(drop_threshold(p))),
+            "random.cu", "dropout_mask", K.grid(end - offset // 4),
+            (mask, np.int64(n), np.int64(offset), u(seed & m32), u((seed >> 32) & m32),
+             u(int(stream) & m32), u(step & m32), u((step >> 32) & m32), u(drop_threshold(p))),
         )
         return mask
 

@@ -26,14 +26,14 @@ _S32 = np.uint64(32)
 
 
 @_jit
-def dropout_mask(key0, key1, stream, step_lo, step_hi, threshold, mask):
-    """mask[k] = word_k >= threshold for the flattened uint8 `mask` (1 = kept).
+def dropout_mask(key0, key1, stream, step_lo, step_hi, threshold, offset, mask):
+    """mask[k] = word_(offset + k) >= threshold for the flattened uint8 `mask` (1 = kept).
 
-    Word k is word k % 4 of Philox-4x32-10(counter=(k // 4, stream, step_lo, step_hi),
+    Word j is word j % 4 of Philox-4x32-10(counter=(j // 4, stream, step_lo, step_hi),
     key=(key0, key1)). Reference: Backend.dropout_mask via mlpx.random.random_bits.
     """
     n = mask.size
-    for b in range((n + 3) // 4):
+    for b in range(offset // 4, (offset + n + 3) // 4):
         c0 = np.uint64(b)
         c1 = stream
         c2 = step_lo
@@ -47,11 +47,12 @@ def dropout_mask(key0, key1, stream, step_lo, step_hi, threshold, mask):
             p0 = c0 * _M0
             p1 = c2 * _M1
             c0, c1, c2, c3 = (p1 >> _S32) ^ c1 ^ k0, p1 & _LO, (p0 >> _S32) ^ c3 ^ k1, p0 & _LO
-        base = 4 * b
-        mask[base] = 1 if c0 >= threshold else 0
-        if base + 1 < n:
+        base = 4 * b - offset  # element of word 4b; may be negative in the first block
+        if base >= 0:
+            mask[base] = 1 if c0 >= threshold else 0
+        if 0 <= base + 1 < n:
             mask[base + 1] = 1 if c1 >= threshold else 0
-        if base + 2 < n:
+        if 0 <= base + 2 < n:
             mask[base + 2] = 1 if c2 >= threshold else 0
         if base + 3 < n:
             mask[base + 3] = 1 if c3 >= threshold else 0

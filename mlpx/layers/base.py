@@ -66,6 +66,11 @@ class Layer:
     returns_work_grad = False
     #: set by Sequential.backward: dy may be overwritten by this call (layers may ignore it)
     _dy_scratch = False
+    #: the data-parallel step in progress, set during `fit(distributed=True)` (None in one
+    #: process): `start` (this process's first row in the global batch), `rows` (the global
+    #: batch's rows) and `allreduce_(array)` (sum over the processes, in place). Layers whose
+    #: training step mixes rows (BatchNorm) or draws per row (Dropout) read it
+    batch_shard: Any = None
 
     def __init__(self, name: str | None = None):
         self.name = name

@@ -17,7 +17,8 @@ class Dropout(Layer):
     The mask of training step `t` is a pure function of (model seed, the layer's position in
     the model, t) through Philox-4x32-10 (`mlpx.random`), so the same seed gives the same masks
     on every backend, and a run resumed from a checkpoint (which stores `t`) continues with the
-    masks the uninterrupted run would have drawn.
+    masks the uninterrupted run would have drawn. In a data-parallel fit each process draws the
+    part of the global batch's mask that covers its rows: together, the masks of one process.
     """
 
     has_training_mode = True
@@ -46,8 +47,13 @@ class Dropout(Layer):
             self._mask = None
             return x
         ops = self.ops
+        # a data-parallel shard draws the words of its rows in the global batch's mask, so the
+        # processes together drop exactly the units one process would
+        shard = self.batch_shard
+        offset = 0 if shard is None else shard.start * int(np.prod(x.shape[1:]))
         mask = ops.dropout_mask(
-            self.seed, self.stream, self.step, self.p, self._buffer("mask", x.shape, np.uint8)
+            self.seed, self.stream, self.step, self.p, self._buffer("mask", x.shape, np.uint8),
+            offset,
         )
         self.step += 1
         self._mask = mask

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,10 @@ class BatchNorm(Layer):
 
     gamma (init 1) and beta (init 0) are parameters, in that order. The running statistics are
     buffers: saved in checkpoints, not returned by get_weights.
+
+    In a data-parallel fit the batch statistics are those of the global batch (synchronised
+    with all-reduces in the forward and backward passes), so every process keeps the same
+    running statistics and the run matches one process with the whole batch.
     """
 
     has_training_mode = True
@@ -69,20 +74,30 @@ class BatchNorm(Layer):
         xhat = self._buffer("xhat", (n, d))
         self._batch_stats = bool(training)
         if training:
-            if n < 2:
+            shard = self.batch_shard
+            total = n if shard is None else int(shard.rows)
+            if total < 2:
                 raise ValueError(
                     "BatchNorm needs at least 2 samples per batch in training (the batch "
-                    f"variance of 1 sample is undefined), got a batch of {n}; choose a "
+                    f"variance of 1 sample is undefined), got a batch of {total}; choose a "
                     "batch_size that does not leave a last batch of one sample"
                 )
             mean = self._buffer("mean", (d,), np.float64)
             var = self._buffer("var", (d,), np.float64)
-            ops.batchnorm_forward(
-                x, self.gamma.data, self.beta.data, self.eps, out, xhat, mean, var
-            )
+            if shard is None:
+                ops.batchnorm_forward(
+                    x, self.gamma.data, self.beta.data, self.eps, out, xhat, mean, var
+                )
+            else:
+                self._synced_statistics(x, shard, mean, var)
+                ops.batchnorm_inference(
+                    x, self.gamma.data, self.beta.data, mean, var, self.eps, out, xhat
+                )
             self.num_batches_tracked += 1
             m = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked
-            ops.batchnorm_update_running(self.running_mean, self.running_var, mean, var, m, n)
+            ops.batchnorm_update_running(
+                self.running_mean, self.running_var, mean, var, m, total
+            )
             self._var = var
         else:
             ops.batchnorm_inference(
@@ -92,6 +107,19 @@ class BatchNorm(Layer):
             self._var = self.running_var
         self._xhat = xhat
         return out
+
+    def _synced_statistics(self, x: Array, shard: Any, mean: Array, var: Array) -> None:
+        """Mean and biased variance over the global batch of a data-parallel step: two
+        all-reduces (the sums, then the squared deviations from the global mean: the
+        two-pass formula of one process, so the statistics match it to rounding)."""
+        xx = x.astype(np.float64)
+        mean[...] = xx.sum(axis=0)
+        shard.allreduce_(mean)
+        mean /= shard.rows
+        dev = xx - mean
+        var[...] = (dev * dev).sum(axis=0)
+        shard.allreduce_(var)
+        var /= shard.rows
 
     def infer(self, x: Array) -> Array:
         ops = self.ops
@@ -112,10 +140,32 @@ class BatchNorm(Layer):
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         dx = self._buffer("dx", dy.shape) if need_input_grad else None
+        shard = self.batch_shard
+        if shard is not None and self._batch_stats:
+            return self._synced_backward(dy, dx, shard)
         return self.ops.batchnorm_backward(
             dy, self._xhat, self.gamma.data, self._var, self.eps, dx, self.gamma.grad,
             self.beta.grad, batch_stats=self._batch_stats,
         )
+
+    def _synced_backward(self, dy: Array, dx: Array | None, shard: Any) -> Array | None:
+        """The backward pass over the global batch: this process's rows give their share of
+        dgamma and dbeta (the gradient all-reduce adds the shares), and dx needs the global
+        sums of dy and dy * xhat (one all-reduce of both)."""
+        xp = self.ops.xp
+        g, xh = dy.astype(np.float64), self._xhat.astype(np.float64)
+        sums = self._buffer("sums", (2, g.shape[1]), np.float64)
+        sums[0] = g.sum(axis=0)
+        sums[1] = (g * xh).sum(axis=0)
+        self.beta.grad[...] = sums[0]
+        self.gamma.grad[...] = sums[1]
+        if dx is None:
+            return None
+        shard.allreduce_(sums)
+        scale = self.gamma.data.astype(np.float64) / xp.sqrt(self._var + self.eps)
+        n = shard.rows
+        dx[...] = scale * (g - sums[0] / n - xh * (sums[1] / n))
+        return dx
 
     def buffers(self) -> dict[str, Array]:
         if self.running_mean is None:
