@@ -19,6 +19,7 @@ from . import (
     clipping,
     initializers,
     losses,
+    metrics,
     optim,
     regularizers,
     schedules,
@@ -27,7 +28,7 @@ from .backends import available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .checkpoint import CheckpointError
 from .data import Standardizer, minibatches, one_hot, train_test_split
-from .errors import BackendUnavailableError, NonFiniteLossError
+from .errors import BackendUnavailableError, NonFiniteLossError, UnscaledInputWarning
 from .history import History
 from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Parameter, PReLU, Residual
 from .model import MLP, Sequential, load
@@ -49,7 +50,7 @@ __all__ = [
     "EarlyStopping", "ModelCheckpoint", "load", "CheckpointError", "callbacks",
     "Standardizer", "one_hot", "train_test_split", "minibatches",
     "available_backends", "get_backend", "to_numpy",
-    "BackendUnavailableError", "NonFiniteLossError",
-    "activations", "initializers", "losses", "optim", "regularizers", "schedules",
+    "BackendUnavailableError", "NonFiniteLossError", "UnscaledInputWarning",
+    "activations", "initializers", "losses", "metrics", "optim", "regularizers", "schedules",
     "clipping", "__version__",
 ]
