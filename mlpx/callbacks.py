@@ -267,10 +267,10 @@ class ModelCheckpoint(_MonitorState, Callback):
         self._pending = None
         if (epoch + 1) % self.every_n_epochs:
             return
+        if self.save_best_only and skipped(logs, self.monitor):
+            return
         logs = dict(logs or {})
         if self.save_best_only:
-            if skipped(logs, self.monitor):
-                return
             value = _monitored(logs, self.monitor, "ModelCheckpoint")
             better = value < self.best if self.mode == "min" else value > self.best
             if not better:
