@@ -38,10 +38,11 @@ __version__ = "0.1.0"
 
 
 def to_numpy(a: Any) -> np.ndarray:
-    """Any backend array (NumPy, CuPy, anything with __array__) as a NumPy array."""
-    if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
-        return a.get()
-    return np.asarray(a)
+    """Any array (NumPy, CuPy, PyTorch, JAX, anything with DLPack or __array__) as a NumPy
+    array: host data without a copy where the layout allows, GPU data copied to the host."""
+    from .validation import to_host
+
+    return to_host(a, "the array")
 
 
 __all__ = [

@@ -21,7 +21,13 @@ from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
 from .layers.registry import layer_from_spec, layer_spec
-from .validation import check_features, check_positive_int, check_same_length, is_device_array
+from .validation import (
+    check_features,
+    check_positive_int,
+    check_same_length,
+    is_device_array,
+    to_host,
+)
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_PREDICT_BATCH = 4096
@@ -372,7 +378,7 @@ class Sequential:
         X = self.check_inputs(X, xname, input_dim)
         if y is None:
             raise ValueError(f"{yname} is required")
-        y_host = y.get() if is_device_array(y) and hasattr(y, "get") else np.asarray(y)
+        y_host = to_host(y, yname)
         check_same_length(X, y_host, xname, yname)
         width = input_dim or self.input_dim or X.shape[1]
         out_dim = self.output_dim if self.built else self.compute_output_dim(width)
@@ -400,8 +406,12 @@ class Sequential:
     def predict(self, X: Any, batch_size: int | None = None, device: bool = False) -> Any:
         """Raw network outputs (logits or values), computed in batches.
 
-        Returns a NumPy array, or a backend array with `device=True`. Thread-safe: see
-        "Threads" in the README.
+        `X` may be any array: NumPy, CuPy, PyTorch or JAX (CPU or CUDA), anything with
+        DLPack, `__cuda_array_interface__` or `__array__`; it is read without a copy where
+        its memory and dtype allow. Returns a NumPy array, or with `device=True` an array on
+        the model's device (NumPy for cpu, CuPy for cuda) that any DLPack consumer takes
+        without a copy: `torch.from_dlpack(model.predict(X, device=True))`,
+        `jax.dlpack.from_dlpack(...)`. Thread-safe: see "Threads" in the README.
         """
         X = self._check_X(X)
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
@@ -418,19 +428,22 @@ class Sequential:
             ops.copy_into(result[start : start + bs], self.infer(xb))
         return result
 
-    def predict_proba(self, X: Any, batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities: softmax (cross_entropy), sigmoid (bce), exp (nll)."""
+    def predict_proba(self, X: Any, batch_size: int | None = None,
+                      device: bool = False) -> Any:
+        """Class probabilities: softmax (cross_entropy), sigmoid (bce), exp (nll). NumPy,
+        or with `device=True` an array on the model's device (as predict)."""
         loss = self.loss_
         if loss is None:
             code = getattr(getattr(self.layers[-1], "activation", None), "code", None)
             if code in (A.ACT_SOFTMAX, A.ACT_SIGMOID):
-                return self.predict(X, batch_size)
+                return self.predict(X, batch_size, device=device)
             raise ValueError(
                 "predict_proba needs to know the loss to turn outputs into probabilities: "
                 "call fit(...) or compile(loss='cross_entropy' | 'bce' | 'nll') first"
             )
         out = self.predict(X, batch_size, device=True)
-        return self.ops.to_numpy(loss.proba(self.ops, out))
+        proba = loss.proba(self.ops, out)
+        return proba if device else self.ops.to_numpy(proba)
 
     def evaluate(
         self, X: Any, y: Any, loss: str | L.Loss | None = None, batch_size: int | None = None,
@@ -572,7 +585,7 @@ class Sequential:
             )
         host = []
         for i, (p, w) in enumerate(zip(params, weights, strict=True)):
-            w = np.asarray(w.get() if is_device_array(w) and hasattr(w, "get") else w)
+            w = to_host(w, f"weight {i}")
             if tuple(w.shape) != p.shape:
                 raise ValueError(
                     f"weight {i} ({p.name}) must have shape {p.shape}, got {tuple(w.shape)}"

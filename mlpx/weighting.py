@@ -17,19 +17,12 @@ from typing import Any
 import numpy as np
 
 from . import losses as L
-from .validation import is_device_array
+from .validation import to_host
 
 
 def check_sample_weight(sample_weight: Any, n: int, name: str = "sample_weight") -> np.ndarray:
     """`sample_weight` as a float64 vector of n finite, non-negative weights, not all 0."""
-    if is_device_array(sample_weight) and hasattr(sample_weight, "get"):
-        sample_weight = sample_weight.get()
-    try:
-        w = np.asarray(sample_weight)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} could not be converted to a numeric array: {e}") from None
-    if w.dtype == object and hasattr(sample_weight, "__dlpack__"):
-        w = np.from_dlpack(sample_weight)
+    w = to_host(sample_weight, name)
     if w.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numbers, got dtype {w.dtype}")
     if w.ndim == 2 and w.shape[1] == 1:
