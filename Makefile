@@ -14,7 +14,7 @@ CORE_DEPS = $(shell $(PYTHON) -c "import tomllib; print(' '.join(repr(d) for d i
 CORE_SMOKE := tests/test_smoke.py tests/test_import.py tests/test_xor.py tests/test_batches.py \
               tests/test_checkpoint_file.py
 
-.PHONY: demo test test-core lint bench bench-full check clean
+.PHONY: demo test test-core lint docs bench bench-full check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,11 @@ test-core: $(CORE_VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider --collect-only tests > $(CORE_VENV)/collect.log || (tail -n 30 $(CORE_VENV)/collect.log; exit 1)
 	PYTHONPATH=$(CURDIR) $(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider $(CORE_SMOKE)
 
-test: lint test-core
+# the documentation site, warnings as errors (site/); ~5 s once the dev tools are installed
+docs: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint test-core docs
 	$(BIN)/pytest -q tests
 	$(BIN)/pytest -q benchmarks --benchmark-disable -p no:cacheprovider
 
@@ -58,4 +62,4 @@ check: $(VENV)/.dev-installed
 	$(BIN)/mlpx check
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output
+	rm -rf $(VENV) $(CORE_VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output site

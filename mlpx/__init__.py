@@ -20,6 +20,7 @@ from . import (
     distributed,
     initializers,
     losses,
+    metrics,
     optim,
     regularizers,
     schedules,
@@ -28,7 +29,7 @@ from .backends import available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .checkpoint import CheckpointError
 from .data import Standardizer, minibatches, one_hot, train_test_split
-from .errors import BackendUnavailableError, NonFiniteLossError
+from .errors import BackendUnavailableError, NonFiniteLossError, UnscaledInputWarning
 from .history import History
 from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Parameter, PReLU, Residual
 from .model import MLP, Sequential, load
@@ -38,10 +39,11 @@ __version__ = "0.1.0"
 
 
 def to_numpy(a: Any) -> np.ndarray:
-    """Any backend array (NumPy, CuPy, anything with __array__) as a NumPy array."""
-    if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
-        return a.get()
-    return np.asarray(a)
+    """Any array (NumPy, CuPy, PyTorch, JAX, anything with DLPack or __array__) as a NumPy
+    array: host data without a copy where the layout allows, GPU data copied to the host."""
+    from .validation import to_host
+
+    return to_host(a, "the array")
 
 
 __all__ = [
@@ -50,7 +52,7 @@ __all__ = [
     "EarlyStopping", "ModelCheckpoint", "load", "CheckpointError", "callbacks",
     "Standardizer", "one_hot", "train_test_split", "minibatches",
     "available_backends", "get_backend", "to_numpy",
-    "BackendUnavailableError", "NonFiniteLossError",
-    "activations", "initializers", "losses", "optim", "regularizers", "schedules",
+    "BackendUnavailableError", "NonFiniteLossError", "UnscaledInputWarning",
+    "activations", "initializers", "losses", "metrics", "optim", "regularizers", "schedules",
     "clipping", "distributed", "__version__",
 ]

@@ -6,8 +6,18 @@
     ])
 
 `on_epoch_end(epoch, logs)` receives the epoch's index (counted from the start of the run, so
-a resumed run continues the numbering) and the values History records (`loss`, `val_loss`,
-`val_accuracy`, `lr`, ...). Setting `model.stop_training = True` ends training after the epoch.
+a resumed run continues the numbering) and the values History records (`loss`, `accuracy`,
+`val_loss`, `val_accuracy`, the `metrics=` of fit, `lr`, ...). On epochs that
+`validation_freq` leaves out, the `val_*` keys are absent and `logs.not_recorded` names them;
+the callbacks here then skip the epoch when they monitor one of them. Setting
+`model.stop_training = True` ends training after the epoch (after the batch when set in a
+batch hook).
+
+`on_train_batch_begin(batch, logs)` and `on_train_batch_end(batch, logs)` run around every
+training step (`batch` counts the epoch's steps from 0). They are only called for callbacks
+that override them, and their `logs` (the epoch's running `loss` and metrics so far) are read
+from the device only when a callback looks a value up: a hook that does not read logs costs
+no host synchronisation.
 `after_epoch(epoch, logs)` runs once every callback's on_epoch_end has: the run's state for the
 epoch is complete then (ModelCheckpoint saves there).
 
@@ -46,6 +56,10 @@ class Callback:
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None: ...
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None: ...
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None: ...
 
     def on_train_end(self, logs: dict | None = None) -> None: ...
 
@@ -122,6 +136,18 @@ _KIND_NAMES = {
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+class EpochLogs(dict):
+    """An epoch's logs (what History records) and the keys this epoch left out
+    (`not_recorded`: the validation keys on epochs that validation_freq skips)."""
+
+    not_recorded: tuple[str, ...] = ()
+
+
+def skipped(logs: Any, monitor: str) -> bool:
+    """Whether the epoch of `logs` leaves `monitor` out on purpose (validation_freq)."""
+    return monitor not in (logs or {}) and monitor in getattr(logs, "not_recorded", ())
 
 
 class _MonitorState:
@@ -231,6 +257,8 @@ class EarlyStopping(_MonitorState, Callback):
         self._reset()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if skipped(logs, self.monitor):
+            return
         value = _monitored(logs, self.monitor, "EarlyStopping")
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
@@ -357,6 +385,8 @@ class ModelCheckpoint(_MonitorState, Callback):
         self._pending = None
         if (epoch + 1) % self.every_n_epochs:
             return
+        if self.save_best_only and skipped(logs, self.monitor):
+            return
         logs = dict(logs or {})
         if self.save_best_only:
             value = _monitored(logs, self.monitor, "ModelCheckpoint")
@@ -383,4 +413,4 @@ class ModelCheckpoint(_MonitorState, Callback):
             print(f"ModelCheckpoint: saved epoch {epoch + 1} to {path}")
 
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint"]
+__all__ = ["Callback", "EarlyStopping", "EpochLogs", "ModelCheckpoint"]

@@ -36,11 +36,18 @@ from .checkpoint_file import FORMAT, FORMAT_VERSION, OLDEST_READABLE_VERSION, Ch
 DOCUMENT_KEYS = ("format", "format_version", "mlpx_version", "model", "params", "buffers",
                  "loss", "optimizer", "training")
 MODEL_KEYS = ("class", "input_dim", "dtype", "seed", "layers")
-#: the training run: position, history, callback states
-TRAINING_KEYS = ("epoch", "fit_index", "step", "loss_sum", "stopped", "history", "callbacks")
+#: the training run: position, history, callback states, metrics' sums inside an epoch
+TRAINING_KEYS = ("epoch", "fit_index", "step", "loss_sum", "stopped", "history", "callbacks",
+                 "metric_sums")
 #: entries that version-1 files may lack (written before the run's position inside an epoch
 #: and the callbacks' state were saved): such runs resume at an epoch boundary, fresh callbacks
 V1_OPTIONAL_TRAINING = ("step", "loss_sum", "stopped", "callbacks")
+#: entries that files written before fit(metrics=) existed lack: their metrics start afresh
+OPTIONAL_TRAINING = ("metric_sums",)
+#: History keys that are not metric names
+_RESERVED_KEYS = ("loss", "lr", "grad_norm")
+#: arrays of one metric's running state (R2Score keeps 4)
+_MAX_METRIC_PARTS = 8
 #: an unbound optimiser is saved as its config alone; a bound one with its state
 OPTIMIZER_KEYS = ("config", "step_count", "initial_lr", "state")
 _FLOAT_DTYPES = ("float32", "float64")
@@ -210,7 +217,8 @@ def _check_optimizer(opt: Any, path: str, refs: dict[str, str]) -> None:
 def _check_history(hist: Any, path: str) -> None:
     if hist is None:
         return
-    _exact_keys(hist, ("epoch", "history"), path, "training.history")
+    _exact_keys(hist, ("epoch", "history", "epochs_of"), path, "training.history",
+                optional=("epochs_of",))
     epochs, values = hist["epoch"], hist["history"]
     if not isinstance(epochs, list) or not all(_is_int(e) for e in epochs):
         raise _fail(path, "training.history.epoch", "must be a list of epoch numbers")
@@ -220,10 +228,47 @@ def _check_history(hist: Any, path: str) -> None:
     ):
         raise _fail(path, "training.history.history", "must map names to lists of numbers, "
                                                       "one per epoch at most")
+    # keys recorded on some epochs only (validation_freq): the epochs their values belong to
+    partial = hist.get("epochs_of", {})
+    if not isinstance(partial, dict):
+        raise _fail(path, "training.history.epochs_of", "must map history keys to lists of "
+                                                        "epoch numbers")
+    recorded = set(epochs)
+    for key, at in partial.items():
+        field = f"training.history.epochs_of[{_short(key)}]"
+        if key not in values:
+            raise _fail(path, field, "names a key that training.history.history lacks")
+        if not isinstance(at, list) or not all(_is_int(e) and e in recorded for e in at):
+            raise _fail(path, field, "must list epochs of training.history.epoch")
+        if any(a >= b for a, b in zip(at, at[1:], strict=False)):
+            raise _fail(path, field, "must list each epoch once, in increasing order")
+        if len(at) != len(values[key]):
+            raise _fail(path, field, f"lists {len(at)} epochs for {len(values[key])} values")
+
+
+def _check_metric_sums(train: dict, path: str, refs: dict[str, str]) -> None:
+    """`metric_sums`: {metric name: [tensor, ...]}, the running sums of an epoch interrupted
+    after `step` steps (so empty at step 0)."""
+    sums = train.get("metric_sums", {})
+    if not isinstance(sums, dict):
+        raise _fail(path, "training.metric_sums", f"must map metric names to lists of tensors, "
+                                                  f"got {type(sums).__name__}")
+    if sums and train.get("step", 0) == 0:
+        raise _fail(path, "training.metric_sums", "must be empty at an epoch boundary (step 0)")
+    for name, parts in sums.items():
+        field = f"training.metric_sums[{_short(name)}]"
+        if not (0 < len(name) <= _MAX_NAME and name.isprintable()) \
+                or name in _RESERVED_KEYS or name.startswith("val_"):
+            raise _fail(path, field, "is not a metric name (a History key other than loss, "
+                                     "lr, grad_norm and val_*)")
+        if not isinstance(parts, list) or not 0 < len(parts) <= _MAX_METRIC_PARTS or not all(
+                isinstance(v, dict) and set(v) == {"__tensor__"} for v in parts):
+            raise _fail(path, field, f"must be a list of 1 to {_MAX_METRIC_PARTS} tensors")
+    _tensor_refs(sums, "metric_sums", path, refs)
 
 
 def _check_training(train: Any, version: int, path: str, refs: dict[str, str]) -> None:
-    optional = V1_OPTIONAL_TRAINING if version < 2 else ()
+    optional = OPTIONAL_TRAINING + (V1_OPTIONAL_TRAINING if version < 2 else ())
     _exact_keys(train, TRAINING_KEYS, path, "training", optional)
     for key in ("epoch", "fit_index", "step"):
         if key in train and not _is_int(train[key]):
@@ -251,6 +296,7 @@ def _check_training(train: Any, version: int, path: str, refs: dict[str, str]) -
         if not isinstance(entry["state"], dict):
             raise _fail(path, f"{field}.state", "must be a JSON object")
     _tensor_refs(callbacks, "callbacks", path, refs)
+    _check_metric_sums(train, path, refs)
 
 
 def check_document(meta: dict, tensors: dict[str, np.ndarray], path: str) -> None:
@@ -375,10 +421,63 @@ def check_declared(record: Any, path: str) -> None:
             layers.append(layer_from_spec(spec))  # configs only: nothing allocated
     dtype = np.dtype(arch["dtype"])
     declared = Declared()
-    declared.walk(layers, arch["input_dim"], dtype, "layers", path)
+    width = declared.walk(layers, arch["input_dim"], dtype, "layers", path)
     _check_listed(record, declared, path)
     check_state(record, declared.spec, declared.params, dtype, path,
                 complete=declared.complete)
+    _check_builtin_metric_sums(record, width, path)
+
+
+def _check_builtin_metric_sums(record: Any, width: int, path: str) -> None:
+    """The sums of mlpx's own metrics against their declared state (and the loss they need);
+    those of a user's metric are checked when a fit that records it resumes the run."""
+    from . import losses, metrics
+
+    loss = None if record.loss is None else losses.get(record.loss)
+    for name, arrays in record.run.metric_sums.items():
+        field = f"training.metric_sums[{_short(name)}]"
+        metric = metrics.builtin(name)
+        if metric is None:
+            check_metric_state(arrays, None, path, field)
+            continue
+        if loss is not None:
+            try:
+                metric.check(loss, width)
+            except ValueError as e:
+                raise _fail(path, field, f"is not recorded with the loss {loss.name!r}: "
+                                         f"{e}") from None
+        check_metric_state(arrays, metric.state_spec(width), path, field)
+
+
+def check_metric_sums(record: Any, recorded: list, width: int, path: str) -> None:
+    """A resumed run's metric sums against the metrics the resuming fit records (`recorded`,
+    mlpx.metrics objects): each names one of them and holds the state it declares."""
+    by_name = {m.name: m for m in recorded}
+    for name, arrays in record.run.metric_sums.items():
+        field = f"training.metric_sums[{_short(name)}]"
+        metric = by_name.get(name)
+        if metric is None:
+            raise _fail(path, field, f"holds the sums of a metric this fit does not record "
+                                     f"(it records {sorted(by_name)}); resume with the "
+                                     "metrics= of the saved run")
+        check_metric_state(arrays, metric.state_spec(width), path, field)
+
+
+def check_metric_state(arrays: list, spec: list | None, path: str, field: str) -> None:
+    """One metric's running state: float64 arrays, finite; with a declaration (`spec`, see
+    Metric.state_spec) their number and shapes, and no negative count or sum of squares."""
+    if spec is not None and len(arrays) != len(spec):
+        raise _fail(path, field, f"holds {len(arrays)} arrays; the metric declares {len(spec)}")
+    for i, arr in enumerate(arrays):
+        where = f"{field}[{i}]"
+        shape = tuple(arr.shape) if spec is None else tuple(spec[i][0])
+        if arr.dtype != np.float64 or tuple(arr.shape) != shape:
+            raise _fail(path, where, f"is {_describe(arr.dtype, arr.shape)}; the metric "
+                                     f"declares {_describe(np.dtype(np.float64), shape)}")
+        if not np.isfinite(arr).all():
+            raise _fail(path, where, "holds NaN or infinite values")
+        if spec is not None and spec[i][1] and arr.size and arr.min() < 0:
+            raise _fail(path, where, "is a count or a sum of squares and must not be negative")
 
 
 def _check_listed(record: Any, declared: Declared, path: str) -> None:
@@ -526,4 +625,5 @@ def check_weights(tensors: dict[str, np.ndarray], spec: dict, params: list[str],
 
 
 __all__ = ["check_document", "check_declared", "check_state", "check_weights", "entry_errors",
+           "check_metric_sums", "check_metric_state",
            "Declared", "DOCUMENT_KEYS", "MODEL_KEYS", "TRAINING_KEYS", "OPTIMIZER_KEYS"]

@@ -7,3 +7,8 @@ class BackendUnavailableError(RuntimeError):
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the model keeps its last finite weights."""
+
+
+class UnscaledInputWarning(UserWarning):
+    """`fit` saw inputs whose scale makes training slow or unstable (|X| >> 1, or feature
+    scales far apart); standardise them (mlpx.Standardizer, scikit-learn's StandardScaler)."""

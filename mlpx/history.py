@@ -1,4 +1,8 @@
-"""Training history: per-epoch lists, Keras-style (`history.history["loss"]`)."""
+"""Training history: per-epoch lists, Keras-style (`history.history["loss"]`).
+
+A key recorded on some epochs only (validation keys with `validation_freq`) has a shorter
+list, as in Keras; `epochs_of(key)` gives the epochs its values belong to.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,19 @@ class History:
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
+        self._epochs_of: dict[str, list[int]] = {}
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
         self.epoch.append(epoch)
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
+            self._epochs_of.setdefault(k, []).append(epoch)
+
+    def epochs_of(self, key: str) -> list[int]:
+        """The epochs (0-based, as `epoch`) at which `key` was recorded."""
+        if key not in self.history:
+            raise KeyError(f"History has no {key!r}; recorded: {', '.join(self.history)}")
+        return list(self._epochs_of.get(key, self.epoch[: len(self.history[key])]))
 
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
@@ -79,7 +91,8 @@ class History:
                                                  ("val_loss", val_label, "C1"))
                   if k in self.history]
         for key, label, color in curves:
-            ax.plot(epochs, self.history[key], marker=marker, color=color, label=f"{label} loss")
+            ax.plot([e + 1 for e in self.epochs_of(key)], self.history[key], marker=marker,
+                    color=color, label=f"{label} loss")
         values = [v for k, _, _ in curves for v in self.history[k]]
         if log_scale is None:
             positive = [v for v in values if v > 0]
@@ -100,7 +113,7 @@ class History:
             for key in acc_keys:
                 label, color = ("training", "C0") if key == "accuracy" else (val_label, "C1")
                 acc = self.history[key]
-                acc_ax.plot(epochs, acc, marker=marker, color=color,
+                acc_ax.plot([e + 1 for e in self.epochs_of(key)], acc, marker=marker, color=color,
                             label=f"{label} accuracy (last {acc[-1]:.2%})")
             acc_ax.set_xlabel("epoch")
             acc_ax.set_ylabel("accuracy")

@@ -61,6 +61,32 @@ class Loss:
     def accuracy_denominator(self, target: Array) -> int:
         return int(target.shape[0])
 
+    # ------------------------------------------------------------------ sample weights
+    def per_sample(self, ops: Backend, out: Array, target: Array) -> Array:
+        """Each sample's loss (float64 vector, device), averaged over its outputs where the
+        loss averages over elements, so that its mean is the loss. Needed for sample
+        weights; a custom loss without it trains unweighted only."""
+        raise NotImplementedError(
+            f"loss {self.name or type(self).__name__!r} defines no per_sample(ops, out, "
+            "target), which sample_weight= and class_weight= need"
+        )
+
+    def weighted(self, ops: Backend, out: Array, target: Array, weight: Array,
+                 grad: Array | None = None) -> Array:
+        """Weighted mean loss sum(w_i l_i) / sum(w) (PyTorch's and scikit-learn's weighted
+        mean; 0 for a batch whose weights are all 0); writes its gradient into `grad`.
+
+        The gradient is the fused kernel's (that of the plain mean) scaled per row by
+        w_i n / sum(w): the same kernels as unweighted training, one extra pass."""
+        xp = ops.xp
+        total = weight.sum()
+        denom = xp.maximum(total, xp.finfo(xp.float64).tiny)
+        if grad is not None:
+            self(ops, out, target, grad)
+            scale = (weight * (out.shape[0] / denom)).astype(grad.dtype)
+            grad *= scale[:, None]
+        return (self.per_sample(ops, out, target) * weight).sum() / denom
+
 
 def _numeric(y: Any) -> np.ndarray:
     y = np.asarray(y)
@@ -97,6 +123,10 @@ class MSELoss(Loss):
     ) -> Array:
         return ops.mse(out, target, grad)
 
+    def per_sample(self, ops: Backend, out: Array, target: Array) -> Array:
+        d = ops._f64(out) - ops._f64(target)
+        return (d * d).mean(axis=1)
+
 
 class L1Loss(Loss):
     name = "l1"
@@ -105,6 +135,9 @@ class L1Loss(Loss):
         self, ops: Backend, out: Array, target: Array, grad: Array | None = None
     ) -> Array:
         return ops.l1(out, target, grad)
+
+    def per_sample(self, ops: Backend, out: Array, target: Array) -> Array:
+        return ops.xp.abs(ops._f64(out) - ops._f64(target)).mean(axis=1)
 
 
 #: labels stored as a (n, 1) column are a common mix-up (e.g. from a DataFrame column)
@@ -140,6 +173,14 @@ class CrossEntropyLoss(Loss):
             return ops.softmax_cross_entropy(out, target, grad)
         return ops.softmax_cross_entropy_soft(out, target, grad)
 
+    def per_sample(self, ops: Backend, out: Array, target: Array) -> Array:
+        xp, z = ops.xp, ops._f64(out)
+        m = z.max(axis=1, keepdims=True)
+        lse = m + xp.log(xp.exp(z - m).sum(axis=1, keepdims=True))
+        if target.ndim == 1:
+            return lse[:, 0] - z[xp.arange(z.shape[0]), target]
+        return (ops._f64(target) * (lse - z)).sum(axis=1)
+
     def proba(self, ops: Backend, out: Array) -> Array:
         return A.Softmax().formula(ops, ops._f64(out)).astype(out.dtype)
 
@@ -163,6 +204,9 @@ class NLLLoss(CrossEntropyLoss):
     ) -> Array:
         return ops.nll(out, target, grad)
 
+    def per_sample(self, ops: Backend, out: Array, target: Array) -> Array:
+        return -ops._f64(out)[ops.xp.arange(out.shape[0]), target]
+
     def proba(self, ops: Backend, out: Array) -> Array:
         return ops.xp.exp(out)
 
@@ -183,6 +227,10 @@ class BCEWithLogitsLoss(Loss):
         self, ops: Backend, out: Array, target: Array, grad: Array | None = None
     ) -> Array:
         return ops.bce_with_logits(out, target, grad)
+
+    def per_sample(self, ops: Backend, out: Array, target: Array) -> Array:
+        xp, x, t = ops.xp, ops._f64(out), ops._f64(target)
+        return (xp.maximum(x, 0.0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))).mean(axis=1)
 
     def proba(self, ops: Backend, out: Array) -> Array:
         return A.Sigmoid().formula(ops, ops._f64(out)).astype(out.dtype)

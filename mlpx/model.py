@@ -21,7 +21,13 @@ from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
 from .layers.registry import layer_from_spec, layer_spec
-from .validation import check_features, check_positive_int, check_same_length, is_device_array
+from .validation import (
+    check_features,
+    check_positive_int,
+    check_same_length,
+    is_device_array,
+    to_host,
+)
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_PREDICT_BATCH = 4096
@@ -82,6 +88,10 @@ class Sequential:
         #: the training loop of the current (or last) run: its position, optimiser and
         #: callbacks (`trainer_.state_dict()`); None before the first fit
         self.trainer_: Any = None
+        #: the metrics the last fit recorded (mlpx.metrics objects; evaluate reports them)
+        self.metrics_: list = []
+        #: the metrics asked for by compile(metrics=) or fit(metrics=), used by later calls
+        self.compiled_metrics: list | None = None
         # inference reads, training steps and state loads write (see mlpx.concurrency)
         self._lock = StateLock()
         for layer in layers or []:
@@ -262,17 +272,33 @@ class Sequential:
         loss: str | L.Loss | None = None,
         optimizer: str | O.Optimizer | None = None,
         lr: float | None = None,
+        metrics: Sequence[Any] | None = None,
     ) -> Sequential:
-        """Set the loss and optimiser that fit/evaluate/predict_proba use (Keras style).
+        """Set the loss, optimiser and metrics that fit/evaluate/predict_proba use (Keras
+        style). `metrics`: see mlpx.metrics (names such as "mae", "top_k_accuracy", Metric
+        objects or functions fn(y_true, y_pred)).
 
         `lr` alone keeps the optimiser's kind and hyperparameters with a new learning rate
         (and fresh state); an optimiser object is used as it is, state included."""
+        from . import metrics as M
+
         new_loss = self.check_loss(loss, stacklevel=2) if loss is not None else None
+        new_metrics = None
+        if metrics is not None:
+            new_metrics = [M.get(m) for m in ([metrics] if isinstance(metrics, str)
+                                              or not isinstance(metrics, (list, tuple))
+                                              else metrics)]
+            target_loss = new_loss or self.loss_
+            if target_loss is not None:
+                width = self.output_dim if self.built else 2
+                M.resolve(new_metrics, target_loss, width)  # a metric unfit for the loss
         new_opt = None
         if optimizer is not None or lr is not None:
             new_opt = O.resolve(self.optimizer_, optimizer, lr)
         if new_loss is not None:
             self.loss_ = new_loss
+        if new_metrics is not None:
+            self.compiled_metrics = new_metrics
         if new_opt is not None:
             self.optimizer_ = new_opt
             if self.built:
@@ -352,7 +378,7 @@ class Sequential:
         X = self.check_inputs(X, xname, input_dim)
         if y is None:
             raise ValueError(f"{yname} is required")
-        y_host = y.get() if is_device_array(y) and hasattr(y, "get") else np.asarray(y)
+        y_host = to_host(y, yname)
         check_same_length(X, y_host, xname, yname)
         width = input_dim or self.input_dim or X.shape[1]
         out_dim = self.output_dim if self.built else self.compute_output_dim(width)
@@ -380,8 +406,12 @@ class Sequential:
     def predict(self, X: Any, batch_size: int | None = None, device: bool = False) -> Any:
         """Raw network outputs (logits or values), computed in batches.
 
-        Returns a NumPy array, or a backend array with `device=True`. Thread-safe: see
-        "Threads" in the README.
+        `X` may be any array: NumPy, CuPy, PyTorch or JAX (CPU or CUDA), anything with
+        DLPack, `__cuda_array_interface__` or `__array__`; it is read without a copy where
+        its memory and dtype allow. Returns a NumPy array, or with `device=True` an array on
+        the model's device (NumPy for cpu, CuPy for cuda) that any DLPack consumer takes
+        without a copy: `torch.from_dlpack(model.predict(X, device=True))`,
+        `jax.dlpack.from_dlpack(...)`. Thread-safe: see "Threads" in the README.
         """
         X = self._check_X(X)
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
@@ -398,38 +428,61 @@ class Sequential:
             ops.copy_into(result[start : start + bs], self.infer(xb))
         return result
 
-    def predict_proba(self, X: Any, batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities: softmax (cross_entropy), sigmoid (bce), exp (nll)."""
+    def predict_proba(self, X: Any, batch_size: int | None = None,
+                      device: bool = False) -> Any:
+        """Class probabilities: softmax (cross_entropy), sigmoid (bce), exp (nll). NumPy,
+        or with `device=True` an array on the model's device (as predict)."""
         loss = self.loss_
         if loss is None:
             code = getattr(getattr(self.layers[-1], "activation", None), "code", None)
             if code in (A.ACT_SOFTMAX, A.ACT_SIGMOID):
-                return self.predict(X, batch_size)
+                return self.predict(X, batch_size, device=device)
             raise ValueError(
                 "predict_proba needs to know the loss to turn outputs into probabilities: "
                 "call fit(...) or compile(loss='cross_entropy' | 'bce' | 'nll') first"
             )
         out = self.predict(X, batch_size, device=True)
-        return self.ops.to_numpy(loss.proba(self.ops, out))
+        proba = loss.proba(self.ops, out)
+        return proba if device else self.ops.to_numpy(proba)
 
     def evaluate(
-        self, X: Any, y: Any, loss: str | L.Loss | None = None, batch_size: int | None = None
+        self, X: Any, y: Any, loss: str | L.Loss | None = None, batch_size: int | None = None,
+        sample_weight: Any = None, metrics: Sequence[Any] | None = None,
     ) -> dict[str, float]:
-        """Mean loss (and accuracy for classification losses) over (X, y), in batches."""
+        """Mean loss over (X, y), in batches, with accuracy for classification losses and
+        the metrics of compile/fit (or `metrics`). `sample_weight` makes every mean a
+        weighted one, as in fit."""
+        from . import metrics as M
+        from .weighting import check_sample_weight
+
         loss_fn = self._loss_or(loss)
         if not self.built:
             self._check_X(X)
         Xd, yd = self.prepare_data(X, y, loss_fn, to_device=None)  # too big: batches
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
         bs = check_positive_int(default, "batch_size")
-        return self.evaluate_batches(Xd, yd, loss_fn, bs)
+        if metrics is None and loss is None:
+            metrics = self.compiled_metrics
+        chosen = M.resolve(metrics, loss_fn, self.output_dim)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, Xd.shape[0])
+        return self.evaluate_batches(Xd, yd, loss_fn, bs, chosen, w)
 
-    def evaluate_batches(self, Xd: Any, yd: Any, loss_fn: L.Loss, bs: int) -> dict[str, float]:
-        """evaluate() on data already checked by prepare_data (the trainer's validation)."""
+    def evaluate_batches(self, Xd: Any, yd: Any, loss_fn: L.Loss, bs: int,
+                         metrics: Sequence[Any] | None = None,
+                         weights: np.ndarray | None = None) -> dict[str, float]:
+        """evaluate() on data already checked by prepare_data (the trainer's validation):
+        the loss and `metrics` (mlpx.metrics objects; None: accuracy for classification
+        losses), weighted by `weights` (one per sample) when given."""
+        from . import metrics as M
+
         ops = self.ops
         n = Xd.shape[0]
-        total = 0.0
-        correct = 0
+        if metrics is None:
+            metrics = M.resolve(None, loss_fn, self.output_dim)
+        total: Any = 0.0
+        sums: list = [None] * len(metrics)
+        wd = None if weights is None else ops.asarray(weights)
+        wb = None
         with self._lock.reading():
             for start in range(0, n, bs):
                 # device arrays pass as they are; host data (too big for the device) is
@@ -437,31 +490,44 @@ class Sequential:
                 xb = ops.asarray(Xd[start : start + bs], dtype=self.dtype)
                 yb = ops.asarray(yd[start : start + bs])
                 out = self.infer(xb)
-                total = total + loss_fn(ops, out, yb) * xb.shape[0]
-                if loss_fn.classification:
-                    correct = correct + loss_fn.correct(ops, out, yb)
-        logs = {"loss": ops.to_float(total) / n}
-        if loss_fn.classification:
-            logs["accuracy"] = ops.to_float(correct) / (loss_fn.accuracy_denominator(yd))
+                if wd is None:
+                    total = total + loss_fn(ops, out, yb) * xb.shape[0]
+                else:
+                    wb = wd[start : start + bs]
+                    total = total + loss_fn.weighted(ops, out, yb, wb) * wb.sum()
+                sums = [m.update(ops, s, out, yb, wb) for m, s in zip(metrics, sums, strict=True)]
+        denominator = n if weights is None else float(weights.sum())
+        logs = {"loss": ops.to_float(total) / denominator if denominator > 0 else float("nan")}
+        for m, s in zip(metrics, sums, strict=True):
+            logs[m.name] = m.result(ops, s)
         return logs
 
     # ------------------------------------------------------------------------- gradients
     def loss_and_grad(
-        self, X: Any, y: Any, loss: str | L.Loss | None = None, training: bool = False
+        self, X: Any, y: Any, loss: str | L.Loss | None = None, training: bool = False,
+        sample_weight: Any = None,
     ) -> tuple[float, list[np.ndarray]]:
         """Full-batch loss and gradients (NumPy, aligned with get_weights()).
 
         `training=True` runs layers in training mode (batch statistics, dropout).
+        `sample_weight` gives the weighted mean loss sum(w_i l_i) / sum(w), as fit does.
         """
+        from .weighting import check_sample_weight
+
         loss_fn = self._loss_or(loss)
         self.check_trainable()
         if not self.built:
             self._check_X(X)
         Xd, yd = self.prepare_data(X, y, loss_fn)
+        w = None if sample_weight is None else self.ops.asarray(
+            check_sample_weight(sample_weight, Xd.shape[0]))
         with self._lock.writing():  # a step: caches, gradients, running statistics
             out = self.forward(Xd, training=training)
             grad = self.ops.empty(out.shape, self.dtype)
-            value = loss_fn(self.ops, out, yd, grad)
+            if w is None:
+                value = loss_fn(self.ops, out, yd, grad)
+            else:
+                value = loss_fn.weighted(self.ops, out, yd, w, grad)
             value = value + self.penalty()
             self.backward(grad)
             self.add_penalty_grads()
@@ -519,7 +585,7 @@ class Sequential:
             )
         host = []
         for i, (p, w) in enumerate(zip(params, weights, strict=True)):
-            w = np.asarray(w.get() if is_device_array(w) and hasattr(w, "get") else w)
+            w = to_host(w, f"weight {i}")
             if tuple(w.shape) != p.shape:
                 raise ValueError(
                     f"weight {i} ({p.name}) must have shape {p.shape}, got {tuple(w.shape)}"
@@ -570,6 +636,10 @@ class Sequential:
         clip_norm: float | None = None,
         clip_value: float | None = None,
         stream_data: bool | None = None,
+        sample_weight: Any = None,
+        class_weight: dict[int, float] | str | None = None,
+        metrics: Sequence[Any] | None = None,
+        validation_freq: int | Sequence[int] = 1,
         distributed: Any = False,
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
@@ -591,6 +661,17 @@ class Sequential:
         most half its free memory and otherwise streams batches from pinned host memory;
         True / False force streaming / a single copy (host backends ignore it).
 
+        Keras' options: `metrics` (names such as "accuracy", "top_k_accuracy", "mae", "r2",
+        mlpx.metrics objects or functions fn(y_true, y_pred); see mlpx.metrics) are computed
+        on the device and recorded for training and validation ("mae", "val_mae");
+        classification losses always record "accuracy". `sample_weight` (one weight per
+        sample) and `class_weight` ({class: weight} or "balanced") make the loss a weighted
+        mean (see mlpx.weighting); `validation_data` may carry validation weights as a third
+        element. `validation_freq`: validate every N epochs, or at the listed epochs
+        (counted from 1); other epochs record no val_* values. Callbacks may also define
+        on_train_batch_begin / on_train_batch_end (see mlpx.callbacks). Inputs that look
+        unscaled raise an mlpx.UnscaledInputWarning.
+
         `distributed=True` (a script started with `mpirun -n N`, every process passing the
         same X and y) trains one model data-parallel: `batch_size` is the global batch, split
         across the processes, and every process ends with the weights one process would have
@@ -609,7 +690,8 @@ class Sequential:
             batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
             verbose=verbose, callbacks=callbacks, validation_split=validation_split,
             resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
-            stream_data=stream_data, distributed=distributed,
+            stream_data=stream_data, sample_weight=sample_weight, class_weight=class_weight,
+            metrics=metrics, validation_freq=validation_freq, distributed=distributed,
         )
 
     # ------------------------------------------------------------------------ checkpoints
@@ -659,6 +741,8 @@ class Sequential:
                 "stopped": bool(run["stopped"]),
                 "history": S.history_to_dict(self.history_),
                 "callbacks": checkpoint.split_arrays(run["callbacks"], "callbacks", tensors),
+                "metric_sums": checkpoint.split_arrays(run.get("metric_sums") or {},
+                                                       "metric_sums", tensors),
             },
         }
         return checkpoint.write(path, tensors, meta)
@@ -767,4 +851,5 @@ def _restored_trainer(model: Sequential, run: S.RunRecord) -> Any:
     trainer = Trainer(model)
     trainer.run, trainer.epoch, trainer.step = run.run, run.epoch, run.step
     trainer.loss_sum, trainer.stopped = run.loss_sum, run.stopped
+    trainer.saved_metric_sums = run.metric_sums
     return trainer

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .callbacks import Callback, _MonitorState
+from .callbacks import Callback, _MonitorState, skipped
 from .optim import Optimizer
 from .validation import as_float, check_float, check_positive_int
 
@@ -277,6 +277,8 @@ class ReduceLROnPlateau(_MonitorState, Callback):
         opt = getattr(self.model, "optimizer_", None)
         if opt is None:
             raise RuntimeError("ReduceLROnPlateau needs a model with an optimiser")
+        if skipped(logs, self.monitor):  # a validation_freq epoch without validation
+            return
         self.step(self._value(logs or {}), opt)
 
     def __repr__(self) -> str:

@@ -35,7 +35,12 @@ try:
     from sklearn.utils import check_random_state
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
-    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+    from sklearn.utils.validation import (
+        _check_sample_weight,
+        check_is_fitted,
+        column_or_1d,
+        validate_data,
+    )
 except ImportError as e:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError(
         f"mlpx.sklearn needs scikit-learn >= 1.6 ({e}); install it with: "
@@ -90,7 +95,8 @@ class _EpochMonitor(Callback):
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
         if self.validation is not None:
-            score = est._score_outputs(model.predict(self.validation[0]), self.validation[1])
+            X_val, t_val, w_val = self.validation
+            score = est._score_outputs(model.predict(X_val), t_val, w_val)
             est.validation_scores_.append(score)
             if est.verbose:
                 print(f"Validation score: {score:f}")
@@ -192,9 +198,11 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
 
     # ------------------------------------------------------------------------- public API
-    def fit(self, X: Any, y: Any) -> _BaseMLP:
-        """Train on (X, y) from scratch (or from the current weights with warm_start=True)."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _BaseMLP:
+        """Train on (X, y) from scratch (or from the current weights with warm_start=True).
+        `sample_weight` weights each sample's loss (a weighted mean, as scikit-learn's MLP);
+        an integer weight counts like repeating the sample."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @property
     def coefs_(self) -> list[np.ndarray]:
@@ -264,7 +272,7 @@ class _BaseMLP(BaseEstimator):
                           np.float32), reset=reset)
         return _dense(X)
 
-    def _fit(self, X: Any, y: Any, incremental: bool) -> _BaseMLP:
+    def _fit(self, X: Any, y: Any, incremental: bool, sample_weight: Any = None) -> _BaseMLP:
         sizes, act = self._check_params()
         first = not hasattr(self, "model_") or (not self.warm_start and not incremental)
         X, y = validate_data(
@@ -272,18 +280,25 @@ class _BaseMLP(BaseEstimator):
             dtype=(np.float64, np.float32), reset=first, y_numeric=self._y_numeric,
         )
         X = _dense(X)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                 ensure_non_negative=True)
+            if not sample_weight.any():
+                raise ValueError("sample_weight is zero for every sample: at least one "
+                                 "weight must be > 0")
         target = self._encode_targets(y, first, incremental)
         rs = check_random_state(self.random_state)
         if first:
-            self._initialize(sizes, act, X.shape[1], target, rs)
+            total = target.shape[0] if sample_weight is None else float(sample_weight.sum())
+            self._initialize(sizes, act, X.shape[1], target, rs, total)
         elif incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         model = self.model_
         try:
             if self.solver == "lbfgs":
-                self._fit_lbfgs(X, target)
+                self._fit_lbfgs(X, target, sample_weight)
             else:
-                self._fit_stochastic(X, target, rs, incremental)
+                self._fit_stochastic(X, target, rs, incremental, sample_weight)
         except NonFiniteLossError as e:
             raise ValueError(
                 f"{e}; the input data may contain large values: scale them first (e.g. "
@@ -297,7 +312,7 @@ class _BaseMLP(BaseEstimator):
         return self
 
     def _initialize(self, sizes: list[int], act: str, n_features: int, target: np.ndarray,
-                    rs: np.random.RandomState) -> None:
+                    rs: np.random.RandomState, total_weight: float) -> None:
         n_out = target.shape[1]
         self.n_outputs_ = n_out
         self.n_layers_ = len(sizes) + 2
@@ -308,10 +323,13 @@ class _BaseMLP(BaseEstimator):
         seed = int(rs.randint(np.iinfo(np.int32).max))
         # scikit-learn's objective: alpha / (2 n) * sum ||W||^2 on the loss of a batch of n;
         # its regression loss is half the squared error, mlpx's mse the full one
-        # (`_loss_scale` converts), and its multi-label loss sums over the labels
-        n = target.shape[0]
+        # (`_loss_scale` converts), and its multi-label loss sums over the labels. With
+        # sample weights n is the weight total (of a batch: its expected weight).
+        n = float(total_weight)
         if self.solver != "lbfgs":
-            n = min(200 if isinstance(self.batch_size, str) else int(self.batch_size), n)
+            rows = target.shape[0]
+            batch = min(200 if isinstance(self.batch_size, str) else int(self.batch_size), rows)
+            n = batch * total_weight / rows
         lam = float(self.alpha) / (n * self._loss_scale)
         self._architecture = (units, act, factor, lam)
         self.model_ = self._build_model(seed)
@@ -398,17 +416,23 @@ class _BaseMLP(BaseEstimator):
                           betas=(float(self.beta_1), float(self.beta_2)), eps=float(self.epsilon))
 
     def _fit_stochastic(self, X: np.ndarray, target: np.ndarray, rs: np.random.RandomState,
-                        incremental: bool) -> None:
+                        incremental: bool, sample_weight: np.ndarray | None = None) -> None:
         validation = None
         if self.early_stopping:
             stratify = target if self._stratify_early_stopping else None
-            X, X_val, target, t_val = _split(X, target, self.validation_fraction, rs, stratify)
+            w_val = None
+            if sample_weight is None:
+                X, X_val, target, t_val = _split(X, target, self.validation_fraction, rs,
+                                                 stratify)
+            else:
+                X, X_val, target, t_val, sample_weight, w_val = _split(
+                    X, target, self.validation_fraction, rs, stratify, sample_weight)
             if X_val.shape[0] < 2:
                 raise ValueError(
                     "the early-stopping validation set has fewer than 2 samples; increase "
                     "validation_fraction or give more data"
                 )
-            validation = (X_val, t_val)
+            validation = (X_val, t_val, w_val)
         n = X.shape[0]
         batch = self._batch_size(n)
         if not incremental or not self._has_optimizer:
@@ -422,6 +446,7 @@ class _BaseMLP(BaseEstimator):
         epochs = 1 if incremental else int(self.max_iter)
         self.model_.fit(
             X, target, optimizer=optimizer, epochs=epochs, batch_size=batch,
+            sample_weight=sample_weight,
             shuffle=bool(self.shuffle), verbose=0, callbacks=[monitor],
         )
         if validation is not None and getattr(self, "_best_weights", None) is not None:
@@ -433,7 +458,8 @@ class _BaseMLP(BaseEstimator):
                 "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=4,
             )
 
-    def _fit_lbfgs(self, X: np.ndarray, target: np.ndarray) -> None:
+    def _fit_lbfgs(self, X: np.ndarray, target: np.ndarray,
+                   sample_weight: np.ndarray | None = None) -> None:
         model = self.model_
         shapes = [w.shape for w in model.get_weights()]
         splits = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
@@ -442,7 +468,7 @@ class _BaseMLP(BaseEstimator):
         def loss_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
             model.set_weights([p.reshape(s) for p, s in zip(np.split(flat, splits), shapes,
                                                                 strict=True)])
-            loss, grads = model.loss_and_grad(X, target)
+            loss, grads = model.loss_and_grad(X, target, sample_weight=sample_weight)
             self.loss_ = loss * scale
             return self.loss_, np.concatenate([g.ravel() for g in grads]).astype(np.float64) * scale
 
@@ -525,10 +551,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return target
 
     @available_if(_is_stochastic)
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
+                    classes: Any = None) -> MLPClassifier:
         """One epoch over (X, y), keeping the optimiser's state between calls (solvers
         'adam' and 'sgd' only). `classes` (every possible label) is required on the first
-        call.
+        call. `sample_weight` as in fit (the argument order of scikit-learn >= 1.7).
         """
         if not hasattr(self, "classes_"):
             if classes is None and not type_of_target(y).startswith("multilabel"):
@@ -544,7 +571,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 f"`classes={classes}` is not the same as on the first call to partial_fit "
                 f"({self.classes_})"
             )
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (of the same kind as the labels given to fit)."""
@@ -571,11 +598,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return z / z.sum(axis=1, keepdims=True)
         return expit(z)
 
-    def _score_outputs(self, outputs: np.ndarray, target: np.ndarray) -> float:
+    def _score_outputs(self, outputs: np.ndarray, target: np.ndarray,
+                       sample_weight: np.ndarray | None = None) -> float:
         """Accuracy of raw outputs against binarised targets (early stopping)."""
         if self.out_activation_ == "softmax":
-            return float(np.mean(outputs.argmax(axis=1) == target.argmax(axis=1)))
-        return float(accuracy_score(target > 0.5, outputs > 0))
+            return float(accuracy_score(target.argmax(axis=1), outputs.argmax(axis=1),
+                                        sample_weight=sample_weight))
+        return float(accuracy_score(target > 0.5, outputs > 0, sample_weight=sample_weight))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -659,18 +688,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return target
 
     @available_if(_is_stochastic)
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over (X, y), keeping the optimiser's state between calls (solvers
-        'adam' and 'sgd' only)."""
-        return self._fit(X, y, incremental=True)
+        'adam' and 'sgd' only); `sample_weight` as in fit."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted values: shape (n_samples,) for one output, else (n_samples, n_outputs)."""
         out = self._outputs(X)
         return out.ravel() if out.shape[1] == 1 else out
 
-    def _score_outputs(self, outputs: np.ndarray, target: np.ndarray) -> float:
-        return float(r2_score(target, outputs))
+    def _score_outputs(self, outputs: np.ndarray, target: np.ndarray,
+                       sample_weight: np.ndarray | None = None) -> float:
+        return float(r2_score(target, outputs, sample_weight=sample_weight))
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -679,10 +709,10 @@ def _dense(X: Any) -> np.ndarray:
     return X.toarray() if scipy.sparse.issparse(X) else X
 
 
-def _split(X, target, fraction, rs, stratify):
+def _split(X, target, fraction, rs, stratify, *more):
     from .data import train_test_split
 
-    return train_test_split(X, target, test_size=float(fraction), random_state=rs,
+    return train_test_split(X, target, *more, test_size=float(fraction), random_state=rs,
                             stratify=stratify)
 
 

@@ -91,16 +91,29 @@ def architecture_difference(saved: dict, input_dim: Any, ours: list[dict]) -> st
 def history_to_dict(history: History | None) -> dict | None:
     if history is None:
         return None
-    return {"epoch": [int(e) for e in history.epoch],
-            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
+    out = {"epoch": [int(e) for e in history.epoch],
+           "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
+    # keys recorded on some epochs only (validation_freq): the epochs they belong to
+    partial = {k: [int(e) for e in history.epochs_of(k)] for k, vs in history.history.items()
+               if len(vs) != len(history.epoch)}
+    if partial:
+        out["epochs_of"] = partial
+    return out
 
 
 def history_from_dict(data: dict | None) -> History | None:
     if data is None:
         return None
     h = History()
+    partial = data.get("epochs_of") or {}
+    position = {k: {int(e): j for j, e in enumerate(es)} for k, es in partial.items()}
     for i, e in enumerate(data["epoch"]):
-        h.append(int(e), {k: v[i] for k, v in data["history"].items() if i < len(v)})
+        logs = {}
+        for k, v in data["history"].items():
+            j = position[k].get(int(e)) if k in position else i
+            if j is not None and j < len(v):
+                logs[k] = v[j]
+        h.append(int(e), logs)
     return h
 
 
@@ -116,6 +129,8 @@ class RunRecord:
     stopped: bool = False
     history: History | None = None
     callbacks: list[dict] = field(default_factory=list)
+    #: the metrics' partial sums of an epoch interrupted after `step` steps, by metric name
+    metric_sums: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -152,6 +167,7 @@ def read_record(tensors: dict[str, np.ndarray], meta: dict, path: str) -> Checkp
         loss_sum=float(train.get("loss_sum", 0.0)), stopped=train.get("stopped", False),
         history=history_from_dict(train["history"]),
         callbacks=join_arrays(train.get("callbacks", []), tensors, path),
+        metric_sums=join_arrays(train.get("metric_sums", {}), tensors, path),
     )
     opt = meta["optimizer"]
     record = CheckpointRecord(

@@ -5,9 +5,12 @@
                 exactly as it was
     begin       apply the plan: build, load the checkpoint's state, install loss and
                 optimiser, set the run's position
-    run_epoch   the shuffled batches of one epoch, from the run's position
-    train_step  forward, fused loss + gradient, backward, penalties, clipping, optimiser step
-    end_epoch   finiteness check (loss, parameters, buffers), validation, History, callbacks
+    run_epoch   the shuffled batches of one epoch, from the run's position, with the
+                batch-level callback hooks around each step
+    train_step  forward, fused loss + gradient (sample-weighted when asked), metrics,
+                backward, penalties, clipping, optimiser step
+    end_epoch   finiteness check (loss, parameters, buffers), validation (every
+                `validation_freq` epochs), History, callbacks
 
 The trainer talks to the model through public methods only. The run's own state (optimiser,
 run index, position: epoch, step and the epoch's partial loss sum, callbacks' state) is
@@ -32,7 +35,7 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,13 +43,17 @@ import numpy as np
 
 from . import checkpoint
 from . import losses as L
+from . import metrics as M
 from . import optim as O
 from . import state as S
-from .callbacks import Callback  # noqa: F401  (re-exported: mlpx.training.Callback)
+from .callbacks import Callback, EpochLogs
 from .checkpoint import CheckpointError
+from .checkpoint_schema import check_metric_sums
 from .errors import NonFiniteLossError
 from .history import History
+from .input_scale import warn_if_unscaled
 from .validation import check_positive_int
+from .weighting import check_sample_weight, combined
 
 #: the hooks fit calls on every callback
 _CALLBACK_HOOKS = ("set_model", "on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
@@ -106,6 +113,11 @@ class _Plan:
     stream: bool | None
     resumed: bool
     seed: int | None
+    metrics: list = ()
+    weights: np.ndarray | None = None  # one per training sample (sample and class weights)
+    val_weights: np.ndarray | None = None
+    validation_freq: Any = 1
+    metric_sums: dict | None = None  # a resumed epoch's partial metric sums
 
 
 @dataclass
@@ -131,8 +143,9 @@ class Alone:
     #: narrows the rows lo:hi of each batch to this process's share (None: all of them)
     rows = None
 
-    def begin_step(self, lo: int, hi: int) -> None:
-        """A step on the batch of rows lo:hi of the epoch's order starts."""
+    def begin_step(self, lo: int, hi: int, weights: np.ndarray | None = None) -> None:
+        """A step on the batch of rows lo:hi of the epoch's order starts (`weights`: the
+        sample weights in the epoch's order, host array, None when unweighted)."""
 
     def scale_output_grad(self, ops: Any, g: Any) -> None:
         """Before backward: adapt dL/d(output) of this process's rows to the global batch."""
@@ -146,6 +159,10 @@ class Alone:
     def total(self, value: float) -> float:
         """`value` summed over the processes."""
         return value
+
+    def merge_metric_sums(self, ops: Any, metrics: list, sums: list) -> list:
+        """The metrics' running sums of every process's rows (each process's own on entry)."""
+        return sums
 
     def any(self, flag: bool) -> bool:
         """True when `flag` is True on any process."""
@@ -166,7 +183,9 @@ class Trainer:
         self.run = 0
         self.epoch = 0  # epochs completed = the epoch in progress
         self.step = 0  # steps completed in the epoch in progress
-        self.loss_sum = 0.0  # their summed loss (sample-weighted)
+        self.loss_sum = 0.0  # their summed loss (times each batch's size or total weight)
+        self.metric_sums: list = []  # the metrics' running sums of those steps (device)
+        self.saved_metric_sums: dict = {}  # those of a loaded checkpoint, until a fit runs
         self.stopped = False
         self.callbacks: list = []
         self._prior: _Prior | None = None
@@ -192,9 +211,14 @@ class Trainer:
             opt_state = {"config": opt.get_config()}
         cbs = [{"class": type(cb).__name__, "state": cb.state_dict()}
                for cb in self.callbacks if callable(getattr(cb, "state_dict", None))]
+        metrics = getattr(self.model, "metrics_", None) or []
+        sums = {m.name: M.state_to_host(self.model.ops, s)
+                for m, s in zip(metrics, self.metric_sums, strict=False) if s is not None}
+        if not sums and self.step:
+            sums = dict(self.saved_metric_sums)
         return {"run": self.run, "epoch": self.epoch, "step": self.step,
                 "loss_sum": self.loss_sum, "stopped": bool(self.stopped),
-                "optimizer": opt_state, "callbacks": cbs}
+                "optimizer": opt_state, "callbacks": cbs, "metric_sums": sums}
 
     # -------------------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any, distributed: Any = False, **kwargs: Any) -> History:
@@ -225,7 +249,9 @@ class Trainer:
               shuffle: bool = True, validation_data: Any = None, verbose: int = 1,
               callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,
               resume_from: Any = None, clip_norm: float | None = None,
-              clip_value: float | None = None, stream_data: bool | None = None) -> _Plan:
+              clip_value: float | None = None, stream_data: bool | None = None,
+              sample_weight: Any = None, class_weight: Any = None, metrics: Any = None,
+              validation_freq: Any = 1) -> _Plan:
         """Check everything and plan the run; the model does not change."""
         from .backends.batches import check_stream_data
         from .clipping import GradientClipper
@@ -239,20 +265,28 @@ class Trainer:
         clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
         stream = check_stream_data(stream_data)
         callbacks = _check_callbacks(callbacks)
+        validation_freq = _check_validation_freq(validation_freq)
         if validation_data is not None and validation_split:
             raise ValueError(
                 "give either validation_data=(X_val, y_val) or validation_split=, not both")
         if validation_split:
-            X, y, validation_data = _split_validation(X, y, validation_split)
+            X, y, validation_data, sample_weight = _split_validation(X, y, validation_split,
+                                                                     sample_weight)
         record = _read_resume(model, resume_from) if resume_from is not None else None
         loss_fn = _plan_loss(model, loss, record)
         if validation_split:
             _warn_if_classes_differ(y, validation_data[1], loss_fn, validation_split)
         dim = model.input_dim if model.built else (
             record.architecture["input_dim"] if record else None)
-        data, val = _plan_data(model, X, y, validation_data, loss_fn, dim, stream)
+        data, val, val_w = _plan_data(model, X, y, validation_data, loss_fn, dim, stream)
         dim = dim or data[0].shape[1]
+        out_dim = model.output_dim if model.built else model.compute_output_dim(dim)
+        weights = combined(sample_weight, class_weight, data[1], loss_fn, out_dim)
+        if metrics is None:
+            metrics = getattr(model, "compiled_metrics", None)  # of compile or an earlier fit
+        chosen = M.resolve(metrics, loss_fn, out_dim)
         model.check_trainable()
+        warn_if_unscaled(data[0], stacklevel=4)  # the user's model.fit call
         opt, opt_state = _plan_optimizer(model, optimizer, lr, record, dim)
         run = record.run if record else None
         position = _plan_position(model, run, epochs)
@@ -264,6 +298,8 @@ class Trainer:
                 f"{batch_size} an epoch has {steps} steps; resume with the data and "
                 "batch_size of the saved run"
             )
+        if position["step"]:  # inside an epoch: its metric sums go on with this fit's metrics
+            check_metric_sums(record, chosen, out_dim, os.fspath(resume_from))
         return _Plan(
             loss=loss_fn, optimizer=opt, opt_state=opt_state,
             build_dim=None if model.built else dim,
@@ -274,6 +310,8 @@ class Trainer:
             data=data, val=val, epochs=epochs, batch_size=batch_size, shuffle=bool(shuffle),
             verbose=verbose, clipper=clipper, stream=stream, resumed=record is not None,
             seed=int(record.architecture["seed"]) if record else None,
+            metrics=chosen, weights=weights, val_weights=val_w, validation_freq=validation_freq,
+            metric_sums=run.metric_sums if run else None,
         )
 
     def begin(self, plan: _Plan) -> None:
@@ -289,11 +327,15 @@ class Trainer:
             if plan.seed is not None:
                 model.set_seed(plan.seed)
             model.loss_, model.optimizer_ = plan.loss, plan.optimizer
+            model.metrics_ = list(plan.metrics)
+            model.compiled_metrics = [m for m in plan.metrics if not m.implicit]
             plan.optimizer.bind(model.parameters(), model.ops)
             if plan.opt_state is not None:
                 plan.optimizer.load_state_dict(plan.opt_state)
         self.run, self.epoch, self.step = plan.run, plan.epoch, plan.step
         self.loss_sum, self.stopped, self.callbacks = plan.loss_sum, plan.stopped, plan.callbacks
+        self.metric_sums = _restore_metric_sums(model.ops, plan.metrics, plan.metric_sums,
+                                                plan.step)
         self._first_epoch = plan.epoch
         model.trainer_, model.epoch_, model.history_ = self, plan.epoch, plan.history
         model.stop_training = False
@@ -309,10 +351,12 @@ class Trainer:
         self._gbuf = {m: ops.empty((m, model.output_dim), model.dtype)
                       for m in {bs, n - (steps - 1) * bs}}
         self._guard, self._phase = _BufferGuard(model), "between"
+        # device copies of the weights, gathered per batch like X and y
+        self._weights = None if plan.weights is None else ops.asarray(plan.weights)
         # the names each epoch's logs will hold, so callbacks can check theirs before any step
-        recorded = ["loss"]
+        recorded = ["loss", *(m.name for m in plan.metrics)]
         if plan.val is not None:
-            recorded += ["val_loss"] + (["val_accuracy"] if plan.loss.classification else [])
+            recorded += ["val_loss", *(f"val_{m.name}" for m in plan.metrics)]
         for cb in self.callbacks:
             cb.on_train_begin({"metrics": [*recorded, "lr", "grad_norm"]})
         for cb, saved in zip(self.callbacks, plan.callback_states, strict=True):
@@ -335,30 +379,61 @@ class Trainer:
     # ------------------------------------------------------------------------------ epoch
     def run_epoch(self, plan: _Plan, source: Any, bar: Any, interrupt: Any) -> None:
         model, epoch = self.model, self.epoch
+        if self.step == 0:
+            self.metric_sums = [None] * len(plan.metrics)
         snapshot = self._capture()
         for cb in self.callbacks:
             cb.on_epoch_begin(epoch, {})
         bar.set_description(f"epoch {epoch + 1}/{plan.epochs}")
         order = batch_order(model.seed, self.run, epoch, source.n) if plan.shuffle else None
         total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
+        carried = done  # steps of a resumed epoch already summed in loss_sum and metric_sums
         params, bs = model.parameters(), source.batch_size
         part = self.parallel.rows  # a process's shard of every batch (None: all rows)
         batches = source.epoch(order) if part is None else source.epoch(order, part)
+        weights = self._epoch_weights(order, source)
+        host_weights = None  # the epoch's weights in batch order, for data-parallel scaling
+        if part is not None and plan.weights is not None:
+            host_weights = plan.weights if order is None else plan.weights[order]
+        begin_hooks = _batch_hooks(self.callbacks, "on_train_batch_begin")
+        end_hooks = _batch_hooks(self.callbacks, "on_train_batch_end")
         try:
             for s, (xb, yb) in enumerate(batches):
                 if s < done:  # resumed inside this epoch: these batches are done
                     continue
-                self.parallel.begin_step(s * bs, min((s + 1) * bs, source.n))
+                lo, hi = s * bs, min((s + 1) * bs, source.n)
+                self.parallel.begin_step(lo, hi, host_weights)
+                for hook in begin_hooks:
+                    hook(s, {})
+                if weights is not None:
+                    a, b = (lo, hi) if part is None else part(lo, hi)
+                    wb = weights[a:b]
+                else:
+                    wb = None
                 with model.step_lock():
-                    total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1)
+                    total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1,
+                                                  weight=wb)
                 done = s + 1
                 last_norm = last_norm if norm is None else norm
                 bar.update(1)
+                if end_hooks:
+                    logs = BatchLogs(self, plan, total, order, bs, done, source.n, part,
+                                     carried)
+                    for hook in end_hooks:
+                        hook(s, logs)
+                    # a batch hook stops the run (data parallel: when it does on any process)
+                    model.stop_training = self.parallel.any(model.stop_training)
+                    if model.stop_training and done < steps:
+                        bar.update(steps - done)
+                        break
                 if self._stop_requested(interrupt) and done < steps:
                     self.step = done
                     self.loss_sum = self.parallel.total(model.ops.to_float(total))
+                    self.metric_sums = self.parallel.merge_metric_sums(
+                        model.ops, plan.metrics, self.metric_sums)
                     raise _StepBoundaryInterrupt
-            self.end_epoch(plan, total, last_norm, snapshot, source.n)
+            self.end_epoch(plan, total, last_norm, snapshot,
+                           _seen(plan, order, source.batch_size, done, source.n))
         except _StepBoundaryInterrupt:
             raise
         except KeyboardInterrupt:
@@ -368,10 +443,20 @@ class Trainer:
         if self._stop_requested(interrupt):
             raise _StepBoundaryInterrupt
 
+    def _epoch_weights(self, order: np.ndarray | None, source: Any) -> Any:
+        """The sample weights in the epoch's batch order, on the device (None: unweighted)."""
+        w = self._weights
+        if w is None or order is None:
+            return w
+        ops = self.model.ops
+        out = ops.empty(w.shape, w.dtype)
+        return ops.take_rows(w, ops.asarray(order), out)
+
     def train_step(self, xb: Any, yb: Any, plan: _Plan, params: list, total: Any,
-                   last: bool) -> tuple[Any, Any]:
+                   last: bool, weight: Any = None) -> tuple[Any, Any]:
         """One update; returns the running loss sum and the pre-clip gradient norm (only
-        computed on the epoch's last step unless clip_norm needs it every step)."""
+        computed on the epoch's last step unless clip_norm needs it every step). `weight`:
+        the batch's sample weights (device), or None for the plain mean loss."""
         model, ops = self.model, self.model.ops
         self._phase = "forward"
         self._guard.save()
@@ -380,9 +465,17 @@ class Trainer:
         g = self._gbuf.get(m)
         if g is None:  # a data-parallel shard's size: allocated at its first step
             g = self._gbuf[m] = ops.empty((m, model.output_dim), model.dtype)
+        step_sum, sums = 0.0, self.metric_sums
         # a data-parallel process may hold no row of a small last batch: it still takes part
         # in the step's exchanges, with a zero gradient
-        step_loss = plan.loss(ops, out, yb, g) if m else 0.0
+        if m:
+            if weight is None:
+                step_sum = plan.loss(ops, out, yb, g) * m
+            else:
+                step_sum = plan.loss.weighted(ops, out, yb, weight, g) * weight.sum()
+            # before backward, which may reuse the output buffers; device work only
+            sums = [metric.update(ops, prev, out, yb, weight)
+                    for metric, prev in zip(plan.metrics, self.metric_sums, strict=True)]
         self.parallel.scale_output_grad(ops, g)
         model.backward(g)
         asked = self._interrupt is not None and self._interrupt.requested
@@ -391,30 +484,41 @@ class Trainer:
         norm = plan.clipper(ops, params, need_norm=last)
         self._phase = "update"
         model.optimizer_.step()
+        self.metric_sums = sums
         self._phase = "between"
-        return total + step_loss * m, norm
+        return total + step_sum, norm
 
     def end_epoch(self, plan: _Plan, total: Any, last_norm: Any, snapshot: tuple,
-                  n: int) -> None:
+                  n: float) -> None:
         model, ops, epoch = self.model, self.model.ops, self.epoch
         # the loss is summed in float64, so float32 weights or running statistics can
         # overflow while the epoch's loss is still finite: check the whole state too
         epoch_loss = self.parallel.total(ops.to_float(total)) / n + ops.to_float(model.penalty())
+        # data parallel: every process's running sums of its rows, merged into the global ones
+        self.metric_sums = self.parallel.merge_metric_sums(ops, plan.metrics, self.metric_sums)
         bad = [] if math.isfinite(epoch_loss) else [f"the training loss became {epoch_loss}"]
         bad += [f"{k} overflowed to NaN/inf" for k in
                 S.nonfinite_entries(model.state_arrays(), ops)]
         if bad:
             self._diverged(epoch, bad, snapshot)
-        logs = {"loss": epoch_loss}
+        logs = EpochLogs(loss=epoch_loss)
+        for metric, sums in zip(plan.metrics, self.metric_sums, strict=True):
+            logs[metric.name] = metric.result(ops, sums)
         if plan.val is not None:
-            v = model.evaluate_batches(plan.val[0], plan.val[1], plan.loss,
-                                       max(plan.batch_size, 1024))
-            logs.update({f"val_{k}": value for k, value in v.items()})
+            keys = ["val_loss", *(f"val_{m.name}" for m in plan.metrics)]
+            if _validation_due(plan.validation_freq, epoch + 1):
+                v = model.evaluate_batches(plan.val[0], plan.val[1], plan.loss,
+                                           max(plan.batch_size, 1024), plan.metrics,
+                                           plan.val_weights)
+                logs.update({f"val_{k}": value for k, value in v.items()})
+            else:
+                logs.not_recorded = tuple(keys)
         logs["lr"] = model.optimizer_.lr
         logs["grad_norm"] = ops.to_float(last_norm)
         model.history_.append(epoch, logs)
         self.epoch = model.epoch_ = epoch + 1
         self.step, self.loss_sum = 0, 0.0
+        self.metric_sums = [None] * len(plan.metrics)
         _report(plan, epoch, logs, self._bar)
         for cb in self.callbacks:
             cb.on_epoch_end(epoch, logs)
@@ -428,10 +532,13 @@ class Trainer:
     # ------------------------------------------------------------------------- rollbacks
     def _capture(self) -> tuple:
         opt = self.model.optimizer_
-        return self.model.state_dict(), opt.state_dict(), self.step, self.loss_sum
+        # the metric sums are replaced, never written in place: the list is a snapshot
+        return (self.model.state_dict(), opt.state_dict(), self.step, self.loss_sum,
+                list(self.metric_sums))
 
     def _restore(self, snapshot: tuple) -> None:
-        state, opt_state, self.step, self.loss_sum = snapshot
+        state, opt_state, self.step, self.loss_sum, sums = snapshot
+        self.metric_sums = list(sums)
         self.model.load_state_dict(state)
         self.model.optimizer_.load_state_dict(opt_state)
 
@@ -500,6 +607,94 @@ def batch_order(seed: int, run: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng(np.random.SeedSequence([seed, run, epoch])).permutation(n)
 
 
+class BatchLogs(Mapping):
+    """The logs of `on_train_batch_end`: the epoch's running loss and metrics up to this
+    batch. Values are read from the device when looked up, so a callback that reads none
+    costs no host synchronisation. In a data-parallel fit they are this process's own: the
+    rows of its shards (and, on rank 0 of a run resumed inside the epoch, the saved part)."""
+
+    def __init__(self, trainer: Trainer, plan: _Plan, total: Any, order: Any, batch_size: int,
+                 done: int, n: int, part: Any = None, carried: int = 0) -> None:
+        self._ops = trainer.model.ops
+        self._plan, self._total, self._order = plan, total, order
+        self._bs, self._done, self._n = batch_size, done, n
+        self._part, self._carried, self._lead = part, carried, trainer.parallel.lead
+        self._sums = dict(zip((m.name for m in plan.metrics), trainer.metric_sums, strict=True))
+        self._metrics = {m.name: m for m in plan.metrics}
+
+    def __getitem__(self, key: str) -> float:
+        if key == "loss":
+            seen = _seen(self._plan, self._order, self._bs, self._done, self._n, self._part,
+                         self._carried, self._lead)
+            return self._ops.to_float(self._total) / seen if seen > 0 else math.nan
+        return self._metrics[key].result(self._ops, self._sums[key])
+
+    def __iter__(self):
+        return iter(["loss", *self._metrics])
+
+    def __len__(self) -> int:
+        return 1 + len(self._metrics)
+
+    def __repr__(self) -> str:
+        return f"BatchLogs(keys={list(self)}; values are read on access)"
+
+
+def _batch_hooks(callbacks: list, name: str) -> list:
+    """The bound `name` hooks of the callbacks that override Callback's no-op."""
+    base = getattr(Callback, name)
+    hooks = []
+    for cb in callbacks:
+        fn = getattr(type(cb), name, None)
+        if fn is not None and fn is not base:
+            hooks.append(getattr(cb, name))
+    return hooks
+
+
+def _seen(plan: _Plan, order: Any, batch_size: int, done: int, n: int, part: Any = None,
+          carried: int = 0, lead: bool = True) -> float:
+    """The number (or, weighted, the total weight) of samples in the epoch's first `done`
+    batches: what the epoch's loss sum is divided by. With `part` (a data-parallel process's
+    share of each batch), those of its shards only, except the first `carried` batches of a
+    resumed epoch, whose saved sums the lead process holds whole and the others not at all."""
+    stop = min(done * batch_size, n)
+    if part is None:
+        spans = [(0, stop)]
+    else:
+        start = min(carried * batch_size, stop)
+        spans = [(0, start)] if lead else []
+        spans += [part(lo, min(lo + batch_size, n)) for lo in range(start, stop, batch_size)]
+    if plan.weights is None:
+        return float(sum(b - a for a, b in spans))
+    w = plan.weights if order is None else plan.weights[order]
+    return float(sum(w[a:b].sum() for a, b in spans))
+
+
+def _check_validation_freq(freq: Any) -> Any:
+    """An int (validate every `freq` epochs) or a collection of 1-based epoch numbers."""
+    if isinstance(freq, (int, np.integer)) and not isinstance(freq, bool):
+        return check_positive_int(freq, "validation_freq")
+    if isinstance(freq, (list, tuple, set, frozenset, range)) and all(
+            isinstance(e, (int, np.integer)) and not isinstance(e, bool) and e >= 1
+            for e in freq):
+        return frozenset(int(e) for e in freq)
+    raise TypeError(
+        "validation_freq must be a positive integer (validate every N epochs) or a list of "
+        f"epoch numbers counted from 1, e.g. [1, 5, 10]; got {freq!r}"
+    )
+
+
+def _validation_due(freq: Any, epoch: int) -> bool:
+    return epoch % freq == 0 if isinstance(freq, int) else epoch in freq
+
+
+def _restore_metric_sums(ops: Any, metrics: list, saved: dict | None, step: int) -> list:
+    """The partial sums of a resumed epoch for the metrics of the same name (others start
+    empty and cover the epoch's remaining batches)."""
+    if not saved or step == 0:
+        return [None] * len(metrics)
+    return [M.state_to_device(ops, saved.get(m.name)) for m in metrics]
+
+
 def _check_verbose(verbose: Any) -> None:
     if verbose not in (0, 1, 2):
         raise ValueError(
@@ -543,17 +738,23 @@ def _report(plan: _Plan, epoch: int, logs: dict, bar: Any) -> None:
 
 
 def _plan_data(model: Any, X: Any, y: Any, validation_data: Any, loss: L.Loss,
-               dim: int | None, stream: bool | None) -> tuple[tuple, tuple | None]:
-    """Training data (as given: the batch source moves it) and validation data, checked."""
+               dim: int | None, stream: bool | None) -> tuple[tuple, tuple | None, Any]:
+    """Training data (as given: the batch source moves it), validation data and validation
+    sample weights (Keras' optional third element), checked."""
     data = model.prepare_data(X, y, loss, to_device=False, input_dim=dim)
     if validation_data is None:
-        return data, None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        raise ValueError("validation_data must be a tuple (X_val, y_val)")
+        return data, None, None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("validation_data must be a tuple (X_val, y_val) or "
+                         "(X_val, y_val, sample_weight_val)")
     val = model.prepare_data(
         validation_data[0], validation_data[1], loss, "X_val", "y_val",
         to_device=None if stream is None else not stream, input_dim=dim or data[0].shape[1])
-    return data, val
+    val_w = None
+    if len(validation_data) == 3 and validation_data[2] is not None:
+        val_w = check_sample_weight(validation_data[2], val[0].shape[0],
+                                    "validation_data's sample weights")
+    return data, val, val_w
 
 
 def _plan_position(model: Any, run: S.RunRecord | None, epochs: int) -> dict[str, Any]:
@@ -664,8 +865,10 @@ def _match_callback_states(callbacks: list, saved: list, path: Any) -> list:
     return out
 
 
-def _split_validation(X: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
-    """Keras semantics: the last `fraction` of the samples, taken before any shuffling."""
+def _split_validation(X: Any, y: Any, fraction: Any, sample_weight: Any = None,
+                      ) -> tuple[Any, Any, tuple, Any]:
+    """Keras semantics: the last `fraction` of the samples, taken before any shuffling (and
+    of the sample weights, which then weight the validation loss and metrics too)."""
     from .validation import as_host_or_device, check_same_length
 
     try:
@@ -687,7 +890,10 @@ def _split_validation(X: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[An
             f"validation_split={fraction} of {n} samples leaves "
             f"{split_at} for training and {n - split_at} for validation; both need at least one"
         )
-    return X[:split_at], y[:split_at], (X[split_at:], y[split_at:])
+    if sample_weight is None:
+        return X[:split_at], y[:split_at], (X[split_at:], y[split_at:]), None
+    w = check_sample_weight(sample_weight, n)
+    return X[:split_at], y[:split_at], (X[split_at:], y[split_at:], w[split_at:]), w[:split_at]
 
 
 def _class_labels(y: Any) -> np.ndarray | None:

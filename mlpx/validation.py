@@ -8,14 +8,45 @@ from typing import Any
 
 import numpy as np
 
+#: DLPack device types (dlpack.h): host memory, CUDA memory, pinned host memory, managed
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
+
+
+def _dlpack_device(x: Any) -> int | None:
+    """The DLPack device type of a foreign array (None for NumPy and non-DLPack objects)."""
+    fn = getattr(x, "__dlpack_device__", None)
+    if fn is None or isinstance(x, np.ndarray) or isinstance(x, type):
+        return None
+    try:
+        return int(fn()[0])
+    except Exception:  # noqa: BLE001 - a foreign object's failure means "not DLPack"
+        return None
+
 
 def is_device_array(x: Any) -> bool:
-    """True for CuPy (or other CUDA) arrays: they are checked on the device."""
-    return hasattr(x, "__cuda_array_interface__")
+    """True for arrays in CUDA memory (CuPy, PyTorch and JAX GPU arrays, anything with
+    `__cuda_array_interface__` or a CUDA DLPack device): they are checked on the device."""
+    return hasattr(x, "__cuda_array_interface__") or _dlpack_device(x) in (
+        _DL_CUDA, _DL_CUDA_MANAGED)
+
+
+def _detached(x: Any) -> Any:
+    """A PyTorch tensor that requires grad, detached (same memory): mlpx only reads it."""
+    if getattr(x, "requires_grad", False) is True and callable(getattr(x, "detach", None)):
+        return x.detach()
+    return x
 
 
 def as_host_or_device(x: Any, name: str) -> Any:
-    """NumPy array for host data (anything with __array__, lists, DLPack); device arrays pass."""
+    """NumPy array for host data, CuPy array for CUDA data, sharing the caller's memory
+    wherever the layout allows (no copy):
+
+    - CUDA arrays: CuPy's own, anything with `__cuda_array_interface__` (PyTorch, Numba,
+      JAX) and CUDA DLPack tensors are wrapped by CuPy;
+    - host arrays with DLPack (PyTorch CPU tensors, JAX CPU arrays, ...) through
+      `np.from_dlpack`; everything else through `np.asarray` (`__array__`, lists, pandas).
+    """
+    x = _detached(x)
     if is_device_array(x):
         try:
             import cupy
@@ -24,18 +55,37 @@ def as_host_or_device(x: Any, name: str) -> Any:
                 f"{name} is a GPU array, but CuPy is not installed; copy it to the host first "
                 '(e.g. tensor.cpu().numpy()) or install CuPy: pip install "mlpx[cuda12]"'
             ) from None
-        # CuPy arrays pass as they are; other CUDA arrays (torch, numba) are wrapped, no copy
-        return x if isinstance(x, cupy.ndarray) else cupy.asarray(x)
+        if isinstance(x, cupy.ndarray):
+            return x
+        if hasattr(x, "__cuda_array_interface__"):
+            return cupy.asarray(x)  # a view of the same device memory
+        return cupy.from_dlpack(x)
+    if isinstance(x, np.ndarray):
+        return x
+    if _dlpack_device(x) in (_DL_CPU, _DL_CUDA_HOST):
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, TypeError, RuntimeError, ValueError):
+            pass  # e.g. a dtype NumPy lacks (bfloat16): __array__ below names the problem
     try:
         arr = np.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} could not be converted to a numeric array: {e}") from None
-    if arr.dtype == object and not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__"):
+    except (TypeError, ValueError, RuntimeError) as e:
+        hint = " (convert it first, e.g. tensor.float())" if "Type" in str(e) else ""
+        raise TypeError(f"{name} could not be converted to a numeric array: {e}{hint}") \
+            from None
+    if arr.dtype == object and hasattr(x, "__dlpack__"):
         try:  # a foreign tensor that np.asarray could not read directly
             arr = np.from_dlpack(x)
         except (BufferError, TypeError, RuntimeError):
             pass  # keep the object array: the dtype check names the problem
     return arr
+
+
+def to_host(x: Any, name: str) -> np.ndarray:
+    """Any array (host, CUDA, DLPack, `__array__`) as a NumPy array; no copy for host data
+    whose layout allows it."""
+    x = as_host_or_device(x, name)
+    return x.get() if is_device_array(x) else x
 
 
 def check_features(

@@ -61,7 +61,7 @@ def test_path_that_is_a_directory_is_refused_before_training(tmp_path):
 
 @pytest.mark.parametrize("pattern,match", [
     ("m-{val_los:.3f}.safetensors", r"\{val_los\}.*val_loss"),
-    ("m-{epoch}-{accuracy}.safetensors", r"\{accuracy\}"),
+    ("m-{epoch}-{mae}.safetensors", r"\{mae\}"),  # a metric this fit does not record
     ("m-{}.safetensors", "positional"),
     ("m-{epoch.safetensors", "not a valid pattern"),
     ("m-{loss:d}.safetensors", "could not be formatted"),

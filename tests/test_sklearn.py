@@ -285,3 +285,33 @@ def test_regression_scores_match_scikit_learns_mlp(name):
         kw = dict(hidden_layer_sizes=(64,), max_iter=300, learning_rate_init=0.01)
     ours, theirs = _scores([MLPRegressor(**kw), SkMLPRegressor(**kw)], X, y)
     assert ours >= theirs - 0.05, (ours, theirs)
+
+
+def test_sample_weight_counts_like_repeated_samples_and_reaches_early_stopping():
+    X, y = datasets.make_classification(n_samples=60, n_features=5, random_state=0)
+    w = np.random.default_rng(0).integers(0, 3, size=60)
+    rep = np.repeat(np.arange(60), w)
+    kw = dict(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=50, random_state=0,
+              dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = MLPClassifier(**kw).fit(X, y, sample_weight=w)
+        repeated = MLPClassifier(**kw).fit(X[rep], y[rep])
+    np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X),
+                               rtol=1e-6, atol=1e-9)
+    # a heavy weight on one class moves the decision towards it
+    heavy = np.where(y == 1, 20.0, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = MLPClassifier(hidden_layer_sizes=(4,), max_iter=30, random_state=0).fit(X, y)
+        tilted = MLPClassifier(hidden_layer_sizes=(4,), max_iter=30, random_state=0).fit(
+            X, y, sample_weight=heavy)
+    assert tilted.predict_proba(X)[:, 1].mean() > plain.predict_proba(X)[:, 1].mean()
+    reg = MLPRegressor(hidden_layer_sizes=(8,), early_stopping=True, max_iter=20,
+                       random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg.fit(X, X[:, 0] * 2.0, sample_weight=w + 0.5)
+    assert len(reg.validation_scores_) == reg.n_iter_
+    with pytest.raises(ValueError, match="weight.*zero"):
+        MLPRegressor().fit(X, X[:, 0], sample_weight=np.zeros(60))

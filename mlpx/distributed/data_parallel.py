@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics import mergeable, state_to_device, state_to_host
 from .comm import (
     Communicator,
     DistributedError,
@@ -139,6 +140,7 @@ class ParallelRun:
         error: BaseException | None = None
         try:
             plan = setup()
+            check_plan(plan)
             mine: tuple = ("ok", fingerprint(self.model, plan))
         except Exception as e:
             plan, error = None, e
@@ -176,7 +178,9 @@ class ParallelRun:
         if not self.lead:
             model.load_state_dict(state)
             model.optimizer_.load_state_dict({**opt_state, **scalars})
-            trainer.loss_sum = 0.0  # a resumed epoch's partial loss counts once (rank 0's)
+            # a resumed epoch's partial loss and metric sums count once (rank 0's)
+            trainer.loss_sum = 0.0
+            trainer.metric_sums = [None] * len(plan.metrics)
         self._layers = [layer for _, layer in model.walk()]
         for layer in self._layers:
             layer.batch_shard = self.shard
@@ -189,10 +193,14 @@ class ParallelRun:
         m = hi - lo
         return lo + self.rank * m // self.size, lo + (self.rank + 1) * m // self.size
 
-    def begin_step(self, lo: int, hi: int) -> None:
+    def begin_step(self, lo: int, hi: int, weights: np.ndarray | None = None) -> None:
         a, b = self.rows(lo, hi)
         self.shard.start, self.shard.rows = a - lo, hi - lo
-        self._scale = (b - a) / (hi - lo)
+        if weights is None:
+            self._scale = (b - a) / (hi - lo)
+        else:  # a weighted mean: the shard's share of the global batch's total weight
+            whole = float(weights[lo:hi].sum())
+            self._scale = float(weights[a:b].sum()) / whole if whole > 0 else 0.0
         self.comm.watchdog.context = f"the step on rows {lo}:{hi} of the epoch's order"
 
     def scale_output_grad(self, ops: Any, g: Any) -> None:
@@ -225,6 +233,21 @@ class ParallelRun:
     def any(self, flag: bool) -> bool:
         return self.total(1.0 if flag else 0.0) > 0
 
+    def merge_metric_sums(self, ops: Any, metrics: list, sums: list) -> list:
+        """Every process's metric sums (host copies, gathered) merged in rank order, so that
+        every process holds the same sums, those of all the rows the processes took."""
+        if not metrics:
+            return sums
+        mine = [state_to_host(ops, s) for s in sums]
+        everyone = _host_comm(self.comm).allgather(mine)
+        merged = []
+        for i, metric in enumerate(metrics):
+            state = None
+            for theirs in everyone:
+                state = metric.merge(ops, state, state_to_device(ops, theirs[i]))
+            merged.append(state)
+        return merged
+
     # ------------------------------------------------------------------------------- end
     def failed(self, error: BaseException, collective: bool) -> None:
         if collective or not self._started:
@@ -248,6 +271,17 @@ def _host_comm(comm: Communicator) -> Communicator:
 
 
 # ------------------------------------------------------------------------- the start check
+def check_plan(plan: Any) -> None:
+    """What a single-process fit allows but a data-parallel one cannot do."""
+    odd = [m.name for m in plan.metrics if not mergeable(m)]
+    if odd:
+        raise ValueError(
+            f"fit(distributed=True) combines the processes' metric sums at the end of each "
+            f"epoch; metric(s) {odd} define no merge(ops, a, b): define it (see "
+            "mlpx.metrics.Metric.merge) or leave them out of metrics="
+        )
+
+
 def _summary(a: Any) -> tuple:
     """Shape, dtype and a checksum of CHECKSUM_ROWS evenly spaced rows of an array."""
     n = int(a.shape[0]) if a.ndim else 0
@@ -272,6 +306,12 @@ def fingerprint(model: Any, plan: Any) -> dict[str, Any]:
         "epochs": plan.epochs, "batch_size": plan.batch_size, "shuffle": plan.shuffle,
         "clipping": (plan.clipper.clip_norm, plan.clipper.clip_value),
         "run position": (plan.run, plan.epoch, plan.step, plan.resumed),
+        "metrics": [m.name for m in plan.metrics],
+        "sample weights": None if plan.weights is None else _summary(plan.weights),
+        "validation sample weights": None if plan.val_weights is None else
+        _summary(plan.val_weights),
+        "validation_freq": sorted(plan.validation_freq) if isinstance(
+            plan.validation_freq, frozenset) else plan.validation_freq,
     }
     return fp
 

@@ -1,0 +1,142 @@
+"""mlpx.metrics against scikit-learn's metrics, batch by batch with and without weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx import losses as L
+from mlpx import metrics as M
+
+sk = pytest.importorskip("sklearn.metrics")
+
+
+def _run(ops, metric, out, target, w=None, batch=7):
+    """The metric accumulated over batches of `batch` rows."""
+    state = None
+    for s in range(0, out.shape[0], batch):
+        wb = None if w is None else ops.asarray(w[s:s + batch])
+        state = metric.update(ops, state, ops.asarray(out[s:s + batch]),
+                              ops.asarray(target[s:s + batch]), wb)
+    return metric.result(ops, state)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_classification_metrics_match_scikit_learn(ops, weighted):
+    rng = np.random.default_rng(0)
+    out, y = rng.normal(size=(50, 6)), rng.integers(0, 6, size=50)
+    w = rng.random(50) if weighted else None
+    acc = M.get("accuracy")
+    acc.check(L.get("cross_entropy"), 6)
+    assert _run(ops, acc, out, y, w) == pytest.approx(
+        sk.accuracy_score(y, out.argmax(axis=1), sample_weight=w), rel=1e-12)
+    for k in (1, 3, 5):
+        top = M.get(f"top_{k}_accuracy")
+        assert top.name == f"top_{k}_accuracy"
+        assert _run(ops, top, out, y, w) == pytest.approx(
+            sk.top_k_accuracy_score(y, out, k=k, labels=np.arange(6), sample_weight=w),
+            rel=1e-12)
+    onehot = np.eye(6)[y]  # one-hot targets give the same accuracy
+    assert _run(ops, acc, out, onehot, w) == pytest.approx(_run(ops, acc, out, y, w))
+
+
+def test_binary_and_multilabel_accuracy(ops):
+    rng = np.random.default_rng(1)
+    out, t = rng.normal(size=(30, 3)), (rng.random((30, 3)) < 0.5).astype(float)
+    acc = M.get("binary_accuracy")
+    acc.check(L.get("bce"), 3)
+    assert _run(ops, acc, out, t) == pytest.approx(((out > 0) == (t > 0.5)).mean())
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_regression_metrics_match_scikit_learn(ops, weighted):
+    rng = np.random.default_rng(2)
+    t = rng.normal(size=(40, 2)) * [1.0, 5.0] + [1e6, -3.0]  # a large offset on one output
+    out = t + rng.normal(size=t.shape)
+    w = rng.random(40) if weighted else None
+    assert _run(ops, M.get("mae"), out, t, w) == pytest.approx(
+        sk.mean_absolute_error(t, out, sample_weight=w), rel=1e-12)
+    assert _run(ops, M.get("mean_squared_error"), out, t, w) == pytest.approx(
+        sk.mean_squared_error(t, out, sample_weight=w), rel=1e-12)
+    assert _run(ops, M.get("r2"), out, t, w) == pytest.approx(
+        sk.r2_score(t, out, sample_weight=w), rel=1e-9)
+
+
+def test_r2_of_a_constant_target_follows_scikit_learn(ops):
+    t = np.full((6, 1), 2.0)
+    assert _run(ops, M.get("r2"), t.copy(), t) == 1.0
+    assert _run(ops, M.get("r2"), t + 1, t) == 0.0
+
+
+def test_function_metrics_per_sample_or_per_batch(ops):
+    rng = np.random.default_rng(3)
+    out, t = rng.normal(size=(20, 2)), rng.normal(size=(20, 2))
+    w = rng.random(20)
+
+    def max_error(y_true, y_pred):  # per sample
+        return abs(y_pred - y_true).max(axis=1)
+
+    def mean_bias(y_true, y_pred):  # one value for the batch
+        return (y_pred - y_true).mean()
+
+    per = M.get(max_error)
+    assert per.name == "max_error"
+    assert _run(ops, per, out, t, w) == pytest.approx(
+        np.average(np.abs(out - t).max(axis=1), weights=w))
+    assert _run(ops, M.get(mean_bias), out, t, batch=5) == pytest.approx((out - t).mean())
+    with pytest.raises(ValueError, match="give it one"):
+        M.get(lambda a, b: a)
+
+
+def test_bad_metrics_are_refused_before_training():
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(10, 3)), rng.integers(0, 2, size=10)
+    model = mlpx.MLP([3, 2], seed=0)
+    with pytest.raises(ValueError, match="unknown metric 'f1'"):
+        model.fit(X, y, loss="cross_entropy", metrics=["f1"], verbose=0)
+    with pytest.raises(ValueError, match="regression loss"):
+        model.fit(X, np.eye(2)[y], loss="mse", metrics=["accuracy"], verbose=0)
+    with pytest.raises(ValueError, match="'mae' compares outputs"):
+        model.fit(X, y, loss="cross_entropy", metrics=["mae"], verbose=0)
+    with pytest.raises(ValueError, match="used twice"):
+        model.fit(X, y, loss="cross_entropy", metrics=["top5", "top_k_accuracy"], verbose=0)
+    assert model.history_ is None
+
+
+def test_fit_records_metrics_for_training_and_validation(backend):
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(60, 4)), rng.integers(0, 5, size=60)
+    model = mlpx.MLP([4, 8, 5], backend=backend, dtype="float64", seed=0)
+    h = model.fit(X[:40], y[:40], loss="cross_entropy", lr=1e-12, epochs=2, batch_size=16,
+                  verbose=0, metrics=["top_k_accuracy"], validation_data=(X[40:], y[40:]))
+    assert list(h.history) == ["loss", "accuracy", "top_5_accuracy", "val_loss",
+                               "val_accuracy", "val_top_5_accuracy", "lr", "grad_norm"]
+    train = model.evaluate(X[:40], y[:40])  # the compiled metrics, on the unchanged model
+    val = model.evaluate(X[40:], y[40:])
+    assert set(train) == {"loss", "accuracy", "top_5_accuracy"}
+    for key in ("accuracy", "top_5_accuracy"):
+        assert h.history[key][-1] == pytest.approx(train[key], rel=1e-12)
+        assert h.history[f"val_{key}"][-1] == pytest.approx(val[key], rel=1e-12)
+
+
+def test_training_accuracy_is_recorded_for_classification_losses_only():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(30, 3))
+    clf = mlpx.MLP([3, 2], seed=0)
+    assert "accuracy" in clf.fit(X, rng.integers(0, 2, 30), loss="cross_entropy", verbose=0)
+    multi = mlpx.MLP([3, 2], seed=0)
+    h = multi.fit(X, (rng.random((30, 2)) < 0.5).astype(float), loss="bce", verbose=0)
+    assert 0.0 <= h.accuracy[0] <= 1.0
+    reg = mlpx.MLP([3, 1], seed=0)
+    h = reg.fit(X, rng.normal(size=30), loss="mse", metrics=["mae", "r2"], verbose=0)
+    assert "accuracy" not in h and {"mae", "r2"} <= set(h.history)
+
+
+def test_compiled_metrics_carry_over_to_fit_and_evaluate():
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(20, 3)), rng.normal(size=20)
+    model = mlpx.MLP([3, 1], seed=0).compile(loss="mse", optimizer="adam", metrics=["mae"])
+    assert "mae" in model.fit(X, y, verbose=0)
+    assert set(model.evaluate(X, y)) == {"loss", "mae"}
+    assert set(model.evaluate(X, y, metrics=["r2"])) == {"loss", "r2"}
