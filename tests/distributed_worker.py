@@ -27,10 +27,10 @@ def data(n: int = 203, d: int = 6, classes: int = 3, seed: int = 0):
     return X, (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
 
 
-def model(dtype: str = "float64", seed: int = 3, batchnorm: bool = True):
+def model(dtype: str = "float64", seed: int = 3, batchnorm: bool = True, outputs: int = 3):
     layers = [mlpx.Dense(16, activation="relu")]
     layers += [mlpx.BatchNorm()] if batchnorm else []
-    layers += [mlpx.Dropout(0.3), mlpx.Dense(3)]
+    layers += [mlpx.Dropout(0.3), mlpx.Dense(outputs)]
     return mlpx.Sequential(layers, input_dim=6, seed=seed, dtype=dtype)
 
 
@@ -65,6 +65,57 @@ class Fail(mlpx.Callback):
             time.sleep(120)
 
 
+def weights(n: int = 203, seed: int = 1):
+    """Sample weights of the data (some zero, so some shards weigh nothing)."""
+    w = np.random.default_rng(seed).uniform(0.0, 3.0, n)
+    w[::7] = 0.0
+    return w
+
+
+def regression_data():
+    X, _ = data()
+    return X, np.stack([X[:, 0] - X[:, 1] ** 2, 3 * X[:, 2] + 10], axis=1)
+
+
+def options_fit(kind: str, weighted: bool, stop_at: list | None) -> dict:
+    """The fit arguments of the "options" scenario (metrics, sample and class weights,
+    validation every second epoch, a batch callback that may stop the run)."""
+    kw = dict(optimizer="adam", lr=0.01, epochs=3, validation_split=0.2, validation_freq=2)
+    if kind == "classification":
+        kw.update(loss="cross_entropy", metrics=["top_2_accuracy", mae_of_classes])
+        if weighted:
+            kw["class_weight"] = "balanced"
+    else:
+        kw.update(loss="mse", metrics=["r2", "mae"])
+    if weighted:
+        kw["sample_weight"] = weights()
+    kw["callbacks"] = [BatchSpy(stop_at)]
+    return kw
+
+
+def mae_of_classes(y_true, y_pred):
+    """A user's metric (merged across ranks as a mean)."""
+    return abs(y_pred.argmax(axis=1) - y_true)
+
+
+class BatchSpy(mlpx.Callback):
+    """Counts the batch hooks; at (epoch, batch) `stop_at` stops the run from rank
+    `stop_at[2]` only (every rank must stop after the same step)."""
+
+    def __init__(self, stop_at: list | None) -> None:
+        self.stop_at, self.begun, self.ended = stop_at, 0, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begun += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ended += 1
+        assert np.isfinite(logs["loss"])  # this rank's running loss, read on the host
+        if self.stop_at and [self.model.epoch_, batch] == self.stop_at[:2] \
+                and dist.rank() == self.stop_at[2]:
+            self.model.stop_training = True
+
+
 def main() -> None:
     scenario, out = sys.argv[1], Path(sys.argv[2])
     opt = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
@@ -86,6 +137,18 @@ def main() -> None:
         h = m.fit(X, y, epochs=opt["epochs"], batch_size=opt["batch_size"],
                   resume_from=opt["resume_from"], distributed=True, **FIT)
         save(out, m, h)
+    elif scenario == "options":  # metrics, weights, validation_freq and batch hooks
+        kind = opt["kind"]
+        X, y = (X, y) if kind == "classification" else regression_data()
+        m = model(dtype, batchnorm=kind == "classification",
+                  outputs=3 if kind == "classification" else 2)
+        kw = options_fit(kind, opt["weighted"], opt.get("stop_at"))
+        h = m.fit(X, y, batch_size=opt["batch_size"], distributed=True, verbose=0, **kw)
+        spy = kw["callbacks"][0]
+        save(out, m, h)
+        (out / f"rank{dist.rank()}.json").write_text(json.dumps({
+            "history": h.history, "val_epochs": h.epochs_of("val_loss"),
+            "hooks": [spy.begun, spy.ended]}))
     elif scenario == "mismatch":
         seed = 3 + (dist.rank() == 1 and opt["what"] == "seed")
         rows = 203 - (dist.rank() == 1 and opt["what"] == "data")

@@ -102,6 +102,73 @@ def test_one_process_through_the_hooks_matches_an_ordinary_fit():
     assert all(layer.batch_shard is None for _, layer in a.walk())  # removed after fit
 
 
+def test_weighted_fit_with_metrics_through_the_hooks_matches_an_ordinary_fit():
+    X, y = _data()
+    w = np.random.default_rng(3).uniform(0, 2, len(X))
+    kw = dict(FIT, sample_weight=w, class_weight={1: 3.0}, metrics=["top_1_accuracy"],
+              validation_split=0.2, validation_freq=2)
+    a, b = _model(), _model()
+    ha = a.fit(X, y, distributed=dist.DataParallel(comm=Loopback()), **kw)
+    hb = b.fit(X, y, **kw)
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    assert ha.history == hb.history and ha.epochs_of("val_loss") == [1]
+
+
+def test_a_metric_the_processes_cannot_merge_is_refused_at_start():
+    class Median(mlpx.metrics.Metric):
+        name = "median"
+
+        def update(self, ops, state, out, target, weight):
+            return (out[:, 0],)
+
+        def result(self, ops, state):
+            return float(np.median(state[0]))
+
+    X, y = _data()
+    model = _model()
+    with pytest.raises(ValueError, match=r"\['median'\] define no merge"):
+        model.fit(X, y, distributed=dist.DataParallel(comm=Loopback()),
+                  **dict(FIT, metrics=[Median()]))
+    assert model.trainer_ is None
+    model.fit(X, y, **dict(FIT, metrics=[Median()], epochs=1))  # alone, it is fine
+
+
+@pytest.mark.parametrize("lead", [True, False])
+def test_batch_logs_count_the_rows_of_this_process_only(lead):
+    """A data-parallel process's running loss is over its shards: rows part(lo, hi) of each
+    batch (of a resumed epoch's first `carried` batches, rank 0 holds the saved sums whole)."""
+    from mlpx.training import _seen
+
+    plan = SimpleNamespace(weights=None)
+    run = ParallelRun(Loopback(1, 3), None)
+    # 50 rows, batches of 16: 16, 16, 16, 2 rows; rank 1 of 3 takes 5, 5, 5 and 1 of them
+    assert _seen(plan, None, 16, 4, 50, run.rows) == 16
+    assert _seen(plan, None, 16, 4, 50) == 50
+    assert _seen(plan, None, 16, 3, 50, run.rows, carried=2, lead=lead) == (
+        32 + 5 if lead else 5)
+    order = np.arange(50)[::-1]
+    plan.weights = np.arange(50, dtype=np.float64)
+    rows = [order[a:b] for a, b in (run.rows(0, 16), run.rows(16, 32))]
+    assert _seen(plan, order, 16, 2, 50, run.rows) == sum(plan.weights[r].sum() for r in rows)
+
+
+def test_a_shard_weighs_its_share_of_the_batch():
+    """With sample weights each shard's gradient is scaled by its rows' weight over the
+    global batch's (0 for a shard, or a batch, of zero weight)."""
+    w = np.array([1.0, 3.0, 0.0, 0.0, 2.0, 2.0])
+    shares = []
+    for r in range(3):
+        run = ParallelRun(Loopback(r, 3), None)
+        run.begin_step(0, 6, w)
+        shares.append(run._scale)
+    assert shares == [4 / 8, 0.0, 4 / 8]
+    run.begin_step(2, 4, w)
+    assert run._scale == 0.0
+    run.begin_step(0, 6)
+    assert run._scale == 2 / 6
+
+
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("lo, hi", [(0, 16), (48, 51), (10, 11), (5, 5 + 64)])
 def test_shards_split_every_batch_into_contiguous_parts(size, lo, hi):

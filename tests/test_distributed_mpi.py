@@ -108,6 +108,43 @@ def test_resume_with_another_number_of_ranks(tmp_path):
         np.testing.assert_allclose(res["loss"], h.history["loss"], rtol=1e-12)
 
 
+@pytest.mark.parametrize("n, kind, weighted, batch_size, stop_at", [
+    # uneven shards; sample weights times balanced class weights; a user's metric
+    (2, "classification", True, 50, None),
+    # 4 ranks, a last batch of 2 rows (two ranks hold none of it); R2 merged across ranks
+    (4, "regression", True, 67, None),
+    # rank 1 alone stops the run from a batch hook: every rank stops after that step
+    (2, "classification", False, 32, [1, 2, 1]),
+])
+def test_fit_options_end_with_the_history_of_one_process(tmp_path, n, kind, weighted,
+                                                         batch_size, stop_at):
+    """metrics= (the running sums merged across ranks at each epoch's end), sample_weight=
+    and class_weight= (each shard's gradient scaled by its share of the batch's weight),
+    validation_freq=, and batch hooks, which run on every rank for its own shard."""
+    proc, _ = launch(n, "options", tmp_path, kind=kind, weighted=weighted,
+                     batch_size=batch_size, stop_at=stop_at)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    X, y = W.data() if kind == "classification" else W.regression_data()
+    m = W.model(batchnorm=kind == "classification", outputs=3 if kind == "classification" else 2)
+    kw = W.options_fit(kind, weighted, stop_at and [*stop_at[:2], 0])
+    h = m.fit(X, y, batch_size=batch_size, verbose=0, **kw)
+    steps = -(-len(X[: int(len(X) * 0.8)]) // batch_size)
+    want_steps = 3 * steps if stop_at is None else stop_at[0] * steps + stop_at[1] + 1
+    assert kw["callbacks"][0].ended == want_steps
+    for r in range(n):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert sorted(got["history"]) == sorted(h.history), got["history"].keys()
+        for key, values in h.history.items():
+            np.testing.assert_allclose(got["history"][key], values, rtol=1e-12, atol=1e-12,
+                                       err_msg=f"rank {r}: {key}")
+        assert got["val_epochs"] == h.epochs_of("val_loss")
+        assert got["hooks"] == [want_steps, want_steps]  # on every rank, every step
+    want = m.state_dict()
+    for res in results(tmp_path, n):
+        for k, v in want.items():
+            np.testing.assert_allclose(res[f"state/{k}"], v, rtol=1e-12, atol=1e-12, err_msg=k)
+
+
 @pytest.mark.parametrize("what, expect", [
     ("seed", "rank 1's model seed is 4, rank 0's 3"),
     ("data", "rank 1's X (shape, dtype, checksum of sampled rows) is ((202, 6)"),

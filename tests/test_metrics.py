@@ -140,3 +140,75 @@ def test_compiled_metrics_carry_over_to_fit_and_evaluate():
     assert "mae" in model.fit(X, y, verbose=0)
     assert set(model.evaluate(X, y)) == {"loss", "mae"}
     assert set(model.evaluate(X, y, metrics=["r2"])) == {"loss", "r2"}
+
+
+def _state(ops, metric, out, target, w=None, batch=7):
+    state = None
+    for s in range(0, out.shape[0], batch):
+        wb = None if w is None else ops.asarray(w[s:s + batch])
+        state = metric.update(ops, state, ops.asarray(out[s:s + batch]),
+                              ops.asarray(target[s:s + batch]), wb)
+    return state
+
+
+def _builtins():
+    rng = np.random.default_rng(5)
+    out, labels = rng.normal(size=(45, 4)), rng.integers(0, 4, size=45)
+    t = rng.normal(size=(45, 4)) * 3 + [1e5, 0.0, -2.0, 7.0]
+    classify, regress = L.get("cross_entropy"), L.get("mse")
+    cases = []
+    for name, loss, target in [("accuracy", classify, labels), ("top_2_accuracy", classify,
+                                                                  labels),
+                               ("mae", regress, t), ("mse", regress, t), ("r2", regress, t)]:
+        metric = M.builtin(name)
+        metric.check(loss, 4)
+        cases.append((metric, out if loss is classify else t + rng.normal(size=t.shape),
+                      target))
+    return cases
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_merged_states_of_disjoint_rows_give_the_result_of_all_rows(ops, weighted):
+    """What a data-parallel fit does with each process's sums: merge(a, b) of two row sets
+    is the state of both (in rank order, an empty part included)."""
+    w = np.random.default_rng(6).random(45) if weighted else None
+    for metric, out, target in _builtins():
+        whole = metric.result(ops, _state(ops, metric, out, target, w))
+        parts = [(0, 13), (13, 13), (13, 45)]
+        merged = None
+        for a, b in parts:
+            part = None if a == b else _state(ops, metric, out[a:b], target[a:b],
+                                               None if w is None else w[a:b])
+            merged = metric.merge(ops, merged, part)
+        assert metric.result(ops, merged) == pytest.approx(whole, rel=1e-12), metric.name
+        assert M.mergeable(metric)
+
+
+def test_state_spec_declares_the_state_update_builds(ops):
+    """The declaration a checkpoint's metric sums are checked against is the real state."""
+    for metric, out, target in _builtins():
+        host = M.state_to_host(ops, _state(ops, metric, out, target))
+        spec = metric.state_spec(4)
+        assert [a.shape for a in host] == [shape for shape, _ in spec], metric.name
+        assert all(a.dtype == np.float64 for a in host)
+        assert all((a >= 0).all() for a, (_, nonneg) in zip(host, spec, strict=True) if nonneg)
+        again = M.state_to_device(ops, host)
+        assert metric.result(ops, again) == metric.result(ops, _state(ops, metric, out, target))
+
+
+def test_builtin_names_are_the_history_keys_of_mlpx_metrics():
+    assert type(M.builtin("r2")) is M.R2Score and M.builtin("top_3_accuracy").k == 3
+    for key in ("acc", "top_k_accuracy", "top_0_accuracy", "top_03_accuracy", "val_mae",
+                "my_metric"):
+        assert M.builtin(key) is None, key
+
+
+def test_a_custom_metric_without_merge_is_not_mergeable():
+    class Median(M.Metric):
+        name = "median"
+
+    assert not M.mergeable(Median())
+    with pytest.raises(NotImplementedError, match="merge"):
+        Median().merge(None, None, None)
+    assert Median().state_spec(3) is None
+    assert M.mergeable(M.FunctionMetric(lambda t, o: t, name="f"))
