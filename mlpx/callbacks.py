@@ -21,6 +21,11 @@ no host synchronisation.
 `after_epoch(epoch, logs)` runs once every callback's on_epoch_end has: the run's state for the
 epoch is complete then (ModelCheckpoint saves there).
 
+In a data-parallel fit (`distributed=True`) every hook runs on every process, except
+`after_epoch`, which runs on rank 0 alone. Epoch logs are the same everywhere (totalled over
+the processes); batch logs are each process's own (the rows of its shards), and a batch hook
+that sets `stop_training` on any process stops them all after the same step.
+
 A callback with state of its own (best value so far, patience counter) returns it from
 `state_dict()` (plain values and NumPy arrays) and takes it back in `load_state_dict(state)`;
 checkpoints store it, and `fit(resume_from=...)` gives each callback the state saved by the

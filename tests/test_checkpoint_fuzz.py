@@ -41,6 +41,15 @@ SLACK = 4 * 2**20
 _DIR = Path(tempfile.mkdtemp(prefix="mlpx-fuzz-"))
 
 
+class _StopInsideTheLastEpoch(mlpx.Callback):
+    """Ctrl-C after two steps of the third epoch: the file holds a position inside an epoch
+    and the metrics' running sums."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model.epoch_ == 2 and batch == 1:
+            raise KeyboardInterrupt
+
+
 def _build():
     model = mlpx.Sequential(
         [Dense(6, activation=mlpx.activations.LeakyReLU(0.1)), BatchNorm(), PReLU(),
@@ -50,9 +59,14 @@ def _build():
     X = rng.normal(size=(32, 4)).astype(np.float32)
     # callbacks with state, so the document holds callback states and their tensors
     callbacks = [EarlyStopping(monitor="loss", patience=5), ReduceLROnPlateau(monitor="loss"),
-                 ModelCheckpoint(_DIR / "best.safetensors", monitor="loss", save_best_only=True)]
-    model.fit(X, (X[:, 0] > 0).astype(np.int64), loss="cross_entropy", optimizer="adam",
-              lr=0.01, epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
+                 ModelCheckpoint(_DIR / "best.safetensors", monitor="loss", save_best_only=True),
+                 _StopInsideTheLastEpoch()]
+    # metrics (sums in the file) and validation every second epoch (History lists of
+    # different lengths)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, (X[:, 0] > 0).astype(np.int64), loss="cross_entropy", optimizer="adam",
+                  lr=0.01, epochs=3, batch_size=8, verbose=0, callbacks=callbacks,
+                  metrics=["top_1_accuracy"], validation_split=0.25, validation_freq=2)
     return model
 
 
@@ -76,11 +90,15 @@ def _state(model) -> dict:
         "step_count": model.optimizer_.step_count,
         "epoch": model.epoch_, "loss": model.loss_.name,
         "history": model.history_.history,
+        "validated": model.history_.epochs_of("val_loss"),
+        "metric_sums": {k: [a.tobytes() for a in v]
+                        for k, v in run.state_dict()["metric_sums"].items()},
         "layers": repr(model.layers), "dtype": model.dtype.name, "seed": model.seed,
     }
 
 
 SAVED = _state(_MODEL)
+assert SAVED["run"][2] == 2 and len(SAVED["metric_sums"]) == 2 and SAVED["validated"] == [1]
 
 
 def _check(blob: bytes, must_match: bool = True) -> None:

@@ -11,14 +11,18 @@ What every process does (the trainer calls these hooks; see mlpx.training):
   seed, run and epoch everywhere) is split into contiguous shards, rank r taking rows
   lo + r*M//P .. lo + (r+1)*M//P of its M rows. dL/d(output) of the shard's rows is scaled by
   (shard rows / M), so that after backward each process holds its rows' share of the gradient
-  of the global batch's mean loss; one all-reduce (sum) over a flat buffer allocated once
-  gives every process the gradient one process would compute, exactly also for uneven shards.
+  of the global batch's mean loss (weighted: by the shard's share of the batch's total sample
+  weight, from the host copy of the weights); one all-reduce (sum) over a flat buffer
+  allocated once gives every process the gradient one process would compute, exactly also for
+  uneven shards. The metrics of `fit(metrics=...)` sum this process's rows only.
   The buffer carries one more number: whether a process was interrupted (Ctrl-C), so all stop
   after the same step. Dropout draws the words of its shard's rows; BatchNorm synchronises
   its batch statistics (two all-reduces forward, one backward).
-- each epoch: the loss is totalled over the processes and callbacks' stop requests are
-  combined, so every process records the same History and stops together; rank 0 alone
-  prints progress and runs the callbacks' after_epoch (ModelCheckpoint saves there).
+- each epoch: the loss is totalled over the processes, the metrics' running sums gathered
+  and merged (`Metric.merge`), and callbacks' stop requests are combined, so every process
+  records the same History and stops together; rank 0 alone prints progress and runs the
+  callbacks' after_epoch (ModelCheckpoint saves there). Batch hooks run on every process with
+  its own running values; a stop they ask for on any process is agreed after the step.
 - failure: an error raised by one process only (not a diverged epoch or an agreed Ctrl-C,
   which every process raises together) is printed and ends every process with MPI_Abort; a
   process that dies is noticed by the launcher, one that hangs by the watchdog (timeout).
