@@ -116,6 +116,18 @@ class BatchSpy(mlpx.Callback):
             self.model.stop_training = True
 
 
+class CtrlC(mlpx.Callback):
+    """Sends Ctrl-C (SIGINT) to this process after batch `batch` of epoch `epoch`, on rank
+    `rank` only: every rank must stop after the same later step."""
+
+    def __init__(self, rank: int, epoch: int, batch: int) -> None:
+        self.rank, self.epoch, self.batch = rank, epoch, batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (dist.rank(), self.model.epoch_, batch) == (self.rank, self.epoch, self.batch):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def main() -> None:
     scenario, out = sys.argv[1], Path(sys.argv[2])
     opt = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
@@ -143,12 +155,28 @@ def main() -> None:
         m = model(dtype, batchnorm=kind == "classification",
                   outputs=3 if kind == "classification" else 2)
         kw = options_fit(kind, opt["weighted"], opt.get("stop_at"))
-        h = m.fit(X, y, batch_size=opt["batch_size"], distributed=True, verbose=0, **kw)
+        h = m.fit(X, y, batch_size=opt["batch_size"], distributed=True, verbose=0,
+                  resume_from=opt.get("resume_from"), **kw)
         spy = kw["callbacks"][0]
         save(out, m, h)
         (out / f"rank{dist.rank()}.json").write_text(json.dumps({
             "history": h.history, "val_epochs": h.epochs_of("val_loss"),
             "hooks": [spy.begun, spy.ended]}))
+    elif scenario == "ctrl_c":  # the options run, interrupted on one rank and saved
+        m = model(dtype)
+        kw = options_fit("classification", True, None)
+        kw["callbacks"].append(CtrlC(opt["rank"], 1, 1))
+        try:
+            m.fit(X, y, batch_size=opt["batch_size"], distributed=True, verbose=0, **kw)
+            step = None
+        except KeyboardInterrupt:
+            step = m.trainer_.step
+        if dist.rank() == 0:
+            m.save(out / "mid.safetensors")
+        sums = m.trainer_.state_dict()["metric_sums"]
+        (out / f"rank{dist.rank()}.json").write_text(json.dumps({
+            "step": step, "loss_sum": m.trainer_.loss_sum,
+            "sums": {k: [a.tolist() for a in v] for k, v in sums.items()}}))
     elif scenario == "mismatch":
         seed = 3 + (dist.rank() == 1 and opt["what"] == "seed")
         rows = 203 - (dist.rank() == 1 and opt["what"] == "data")

@@ -145,6 +145,34 @@ def test_fit_options_end_with_the_history_of_one_process(tmp_path, n, kind, weig
             np.testing.assert_allclose(res[f"state/{k}"], v, rtol=1e-12, atol=1e-12, err_msg=k)
 
 
+def test_ctrl_c_on_one_rank_saves_merged_sums_that_resume_on_other_ranks(tmp_path):
+    """Ctrl-C on rank 1 after the second step of epoch 2: both ranks stop after the third
+    (the flag travels with the next all-reduce), holding the same position, loss and merged
+    metric sums; 3 ranks resume the file to the History and weights of one uninterrupted
+    process."""
+    proc, _ = launch(2, "ctrl_c", tmp_path, rank=1, batch_size=50)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["step"] == 3 and ranks[0] == ranks[1], ranks
+    assert sorted(ranks[0]["sums"]) == ["accuracy", "mae_of_classes", "top_2_accuracy"]
+    (tmp_path / "rank0.npz").unlink(missing_ok=True)
+    proc, _ = launch(3, "options", tmp_path, kind="classification", weighted=True,
+                     batch_size=50, resume_from=str(tmp_path / "mid.safetensors"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    X, y = W.data()
+    m = W.model()
+    h = m.fit(X, y, batch_size=50, verbose=0, **W.options_fit("classification", True, None))
+    for r in range(3):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())["history"]
+        assert sorted(got) == sorted(h.history)
+        for key, values in h.history.items():
+            np.testing.assert_allclose(got[key], values, rtol=1e-12, atol=1e-12,
+                                       err_msg=f"rank {r}: {key}")
+    for res in results(tmp_path, 3):
+        for k, v in m.state_dict().items():
+            np.testing.assert_allclose(res[f"state/{k}"], v, rtol=1e-12, atol=1e-12, err_msg=k)
+
+
 @pytest.mark.parametrize("what, expect", [
     ("seed", "rank 1's model seed is 4, rank 0's 3"),
     ("data", "rank 1's X (shape, dtype, checksum of sampled rows) is ((202, 6)"),
