@@ -676,7 +676,10 @@ class Sequential:
         same X and y) trains one model data-parallel: `batch_size` is the global batch, split
         across the processes, and every process ends with the weights one process would have
         reached (see mlpx.distributed; `distributed=mlpx.distributed.DataParallel(...)` sets
-        options). Without an MPI launcher it warns and trains alone.
+        options). Without an MPI launcher it warns and trains alone. The options above work
+        with it as in one process: metric sums are merged across the processes each epoch,
+        weighted shards are scaled by their share of the batch's weight, and batch hooks run
+        on every process with that process's own running values.
 
         A loss or state that becomes NaN/inf raises NonFiniteLossError and leaves the model
         as after its last finite epoch. Ctrl-C stops after the current step: the model keeps
