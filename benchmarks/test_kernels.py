@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import numba_kernels as K
+from mlpx.backends import numba_activations as K
 
 from .conftest import full_run
 

@@ -258,6 +258,14 @@ def run_peer(peer: str, backend: str, dtype: str, sizes: list[int], activation: 
     device = "cuda" + backend[4:] if backend.startswith("cuda") else "cpu"
     cmd = [sys.executable, str(script_path(peer)), "--device", device,
            *_common_args(dtype, sizes, activation, batch, min_time, threads, epoch_samples)]
+    if peer == "torch":  # the module the activation's declaration names: one source of truth
+        from . import activations as A
+
+        twin = A.get(activation).torch_module()
+        if twin is None:
+            return {"error": f"activation {activation!r} has no PyTorch counterpart",
+                    "oom": False, "unavailable": True}
+        cmd += ["--torch-module", json.dumps(list(twin))]
     return _run_json(cmd, threads)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,15 +136,11 @@ def run_torch(dtype: str, sizes: Sequence[int], activation: str, weights: list[n
     from . import activations as A
 
     act = A.get(activation)
-    fns: dict[str, Callable[[Any], Any]] = {
-        "relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-        "gelu": lambda z: F.gelu(z, approximate="none"), "silu": F.silu,
-        "elu": lambda z: F.elu(z, alpha=act.alpha),
-        "leaky_relu": lambda z: F.leaky_relu(z, negative_slope=act.alpha),
-        "softplus": lambda z: F.softplus(z, threshold=1e30), "identity": lambda z: z,
-    }
-    if act.name not in fns:
-        raise ValueError(f"no PyTorch counterpart for activation {act.name!r} in mlpx check")
+    twin = act.torch_module()
+    if twin is None:
+        raise ValueError(f"activation {act.name!r} declares no PyTorch counterpart "
+                         "(Activation.torch_module)")
+    module = getattr(torch.nn, twin[0])(**twin[1])
     tdt = {"float32": torch.float32, "float64": torch.float64}[dtype]
     params = [torch.tensor(w.astype(dtype), dtype=tdt, requires_grad=True) for w in weights]
     h = torch.tensor(X.astype(dtype), dtype=tdt)
@@ -154,7 +150,7 @@ def run_torch(dtype: str, sizes: Sequence[int], activation: str, weights: list[n
         W, b = params[2 * i], params[2 * i + 1]
         h = torch.addmm(b, h, W)
         if i < n_layers - 1:
-            h = fns[act.name](h)
+            h = module(h)
         outs.append(h.detach().numpy().copy())
     loss = F.cross_entropy(h, torch.as_tensor(y, dtype=torch.int64))
     loss.backward()
