@@ -549,8 +549,9 @@ def from_config(cfg: dict) -> Activation:
         found = _BUILTINS.get(name) or _REGISTERED.get(name)
     if found is None:
         raise ValueError(
-            f"unknown activation {name!r}: it is neither built in nor registered; define it and decorate it with @mlpx.register_activation({name!r}) "
-            f"before loading, or pass mlpx.load(path, custom_objects={{{name!r}: ...}})"
+            f"unknown activation {name!r}: it is neither built in nor registered; define it "
+            f"and decorate it with @mlpx.register_activation({name!r}) before loading, or "
+            f"pass mlpx.load(path, custom_objects={{{name!r}: ...}})"
         )
     if isinstance(found, Activation):
         return found

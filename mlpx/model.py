@@ -699,10 +699,22 @@ class MLP(Sequential):
         self.sizes = sizes
 
 
-def load(path: str | os.PathLike, backend: str | Backend = "cpu") -> Sequential:
+def load(path: str | os.PathLike, backend: str | Backend = "cpu",
+         custom_objects: dict[str, Any] | None = None) -> Sequential:
     """Rebuild the model saved at `path` on `backend` (weights bitwise, optimiser state,
     buffers, loss, epoch count and history). Never unpickles: only arrays and JSON are read.
+
+    User-defined activations, losses and layers are found by the names the file records:
+    in `custom_objects` ({name: class or function}, as in Keras) first, then among the parts
+    registered with `mlpx.register_activation` / `register_loss` / `register_layer`.
     """
+    from .custom_objects import custom_object_scope
+
+    with custom_object_scope(custom_objects):
+        return _load(path, backend)
+
+
+def _load(path: str | os.PathLike, backend: str | Backend) -> Sequential:
     p = os.fspath(path)
     record = S.read_record(*checkpoint.read_file(p), p)
     arch = record.architecture
@@ -723,7 +735,10 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu") -> Sequential:
                 optimizer.load_state_dict(record.optimizer)
     except (KeyError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"checkpoint {p!r} does not fit its model: {e}") from None
-    model.loss_ = L.get(record.loss) if record.loss else None
+    try:
+        model.loss_ = L.get(record.loss) if record.loss else None
+    except (TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"checkpoint {p!r}: {e}") from None
     model.optimizer_ = optimizer
     model.epoch_ = record.run.epoch
     model.history_ = record.run.history
