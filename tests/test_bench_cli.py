@@ -9,7 +9,6 @@ import sys
 import pytest
 
 import mlpx
-
 from mlpx import bench, peers
 from mlpx.bench import format_profile, format_table, resolve_peers, run_bench, summarise
 from mlpx.bench_worker import step_flops, step_gemms

@@ -10,9 +10,8 @@ import pytest
 
 import mlpx
 from mlpx import activations as A
-from mlpx import losses as L
-from mlpx.checkpoint import CheckpointError
 from mlpx.check import run_check
+from mlpx.checkpoint import CheckpointError
 
 
 # --- the parts, as docs/extending.md writes them ------------------------------------------
