@@ -173,7 +173,8 @@ def test_cpu_backend_dispatches_to_the_kernels(monkeypatch, rng):
     """The comparisons above would be vacuous if the cpu backend fell back to the reference."""
     calls: list[str] = []
     for name in ("bias_relu", "relu_backward", "bias_act", "act_backward", "bias_prelu",
-                 "prelu_backward", "act_forward", "act_forward_", "prelu_forward"):
+                 "prelu_backward", "relu_forward", "act_forward_", "prelu_forward",
+                 "relu_forward_"):
         fn = getattr(K, name)
         monkeypatch.setattr(K, name, lambda *a, _f=fn, _n=name: (calls.append(_n), _f(*a))[1])
     z, b, dy = _data(rng, np.float32)
@@ -189,8 +190,10 @@ def test_cpu_backend_dispatches_to_the_kernels(monkeypatch, rng):
     CPU.bias_act(z, None, A.ReLU(), y)
     CPU.bias_act(y, None, A.Tanh(), y)
     CPU.bias_act(z, None, A.PReLU(), y, slopes=s)
+    CPU.bias_act(y, None, A.ReLU(), y)
     assert calls == ["bias_relu", "relu_backward", "bias_act", "act_backward", "bias_prelu",
-                     "prelu_backward", "act_forward", "act_forward_", "prelu_forward"]
+                     "prelu_backward", "relu_forward", "act_forward_", "prelu_forward",
+                     "relu_forward_"]
 
 
 def test_non_contiguous_inputs_fall_back_to_the_reference(rng):
@@ -213,6 +216,10 @@ def test_bias_free_paths_match_the_reference(dtype, rng):
         CPU.bias_act(zc, None, act, yc, slopes=s)
         REF.bias_act(z.copy(), None, act, yr, slopes=s)
         np.testing.assert_array_equal(zc, z)  # z is read only without a bias
+        if not act.has_parameters:  # in place, as Dense(use_bias=False) calls it
+            zi = z.copy()
+            CPU.bias_act(zi, None, act, zi)
+            np.testing.assert_array_equal(zi, yc)
         if act.name in BITWISE or act.has_parameters or dtype == np.float32:
             assert_ulp(yc, yr, 0 if act.name in BITWISE or act.has_parameters else 2)
         else:

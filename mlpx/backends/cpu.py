@@ -117,6 +117,8 @@ class CPUBackend(Backend):
             k.relu_backward_(out, z)
             k.bias_act_(z, b, A.ACT_SIGMOID, 0.0)
             k.act_forward_(z, A.ACT_SIGMOID, 0.0)
+            k.relu_forward(z, out)
+            k.relu_forward_(z)
             k.act_backward_(out, z, z, A.ACT_SIGMOID, 0.0)
 
     # activations ------------------------------------------------------------------------
@@ -133,6 +135,8 @@ class CPUBackend(Backend):
             if code == A.ACT_IDENTITY:
                 if out is not z:
                     out[...] = z
+            elif code == A.ACT_RELU:  # branch-free: vectorises, unlike the generic switch
+                k.relu_forward_(z) if out is z else k.relu_forward(z, out)
             elif out is z:  # aliased arguments would stop vectorisation
                 k.act_forward_(z, code, act.alpha)
             else:

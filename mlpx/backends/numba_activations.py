@@ -188,6 +188,17 @@ def prelu_backward(dy, z, slopes, out, dslopes):
 
 
 @jit
+def relu_forward(z, out):
+    """out = max(z, 0) without a bias, branch-free like bias_relu (the generic act_forward's
+    switch keeps the loop from vectorising). CUDA twin: act_fwd with ACT_RELU."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            v = np.float64(z[i, j])
+            out[i, j] = v if v > 0.0 else 0.0
+
+
+@jit
 def prelu_forward(z, slopes, out):
     """out = z > 0 ? z : a_j z, no bias (z is read only). CUDA twin: prelu_fwd."""
     n, m = z.shape
@@ -217,6 +228,16 @@ def bias_act_(z, b, code, alpha):
         for j in range(m):
             z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
             z[i, j] = act_scalar(code, np.float64(z[i, j]), alpha)
+
+
+@jit
+def relu_forward_(z):
+    """z = max(z, 0) in place (relu_forward with out = z)."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            v = np.float64(z[i, j])
+            z[i, j] = v if v > 0.0 else 0.0
 
 
 @jit
