@@ -10,12 +10,12 @@ import pytest
 
 import mlpx
 from mlpx import activations as A
+from mlpx import losses as L
 from mlpx.check import run_check
 from mlpx.checkpoint import CheckpointError
 
 
-# --- the parts, as docs/extending.md writes them ------------------------------------------
-@mlpx.register_activation("test_square")
+# --- the parts, as docs/extending.md writes them (registered by the fixture below) ---------
 class Square(mlpx.activations.Activation):
     def formula(self, ops, z):
         return z * z
@@ -24,7 +24,6 @@ class Square(mlpx.activations.Activation):
         return dy * 2.0 * z
 
 
-@mlpx.register_loss("test_huber")
 def huber(out, target):
     d = out - target
     small = abs(d) <= 1.0
@@ -32,14 +31,12 @@ def huber(out, target):
     return loss, np.where(small, d, np.sign(d)) / d.size
 
 
-@mlpx.register_loss("test_mse_subclass")
 class HalfMSE(mlpx.losses.Loss):
     def compute(self, ops, out, target):
         d = out - target
         return 0.5 * (d * d).mean(), d / d.size
 
 
-@mlpx.register_layer
 class Scale(mlpx.Layer):
     """y = x * s with one learned scale per feature."""
 
@@ -54,6 +51,24 @@ class Scale(mlpx.Layer):
     def backward(self, dy, need_input_grad=True):
         self.s.grad[...] = (dy * self._x).sum(axis=0)
         return dy * self.s.data
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered():
+    """Register the parts for this module's tests only; other tests see the built-ins."""
+    from mlpx.layers import registry
+
+    mlpx.register_activation("test_square")(Square)
+    mlpx.register_loss("test_huber")(huber)
+    mlpx.register_loss("test_mse_subclass")(HalfMSE)
+    mlpx.register_layer(Scale)
+    yield
+    for name in ("test_square",):
+        A._REGISTERED.pop(name, None)
+    for name in ("test_huber", "test_mse_subclass"):
+        L._REGISTERED.pop(name, None)
+    for name in ("Scale", "Offset"):
+        registry._REGISTRY.pop(name, None)
 
 
 def _data(n=64, d=5, seed=0):
