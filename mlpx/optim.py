@@ -40,6 +40,8 @@ class Optimizer:
     """Base class: subclasses implement `_update(i, param)` and declare `state_names`."""
 
     name = ""
+    #: the torch.optim class with the same update and hyperparameter names (tests compare)
+    torch_name: str | None = None
     #: per-parameter state arrays allocated at bind time (e.g. ("momentum",))
     state_names: tuple[str, ...] = ()
     default_lr = 0.01
@@ -235,6 +237,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    torch_name = "SGD"
 
     def __init__(
         self,
@@ -284,6 +287,7 @@ class Adagrad(Optimizer):
     """
 
     name = "adagrad"
+    torch_name = "Adagrad"
     state_names = ("sum",)
     default_lr = 0.01
 
@@ -334,6 +338,7 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    torch_name = "RMSprop"
     default_lr = 0.01
 
     def __init__(
@@ -383,6 +388,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    torch_name = "Adam"
     state_names = ("exp_avg", "exp_avg_sq")
     default_lr = 1e-3
     decoupled = False
@@ -428,6 +434,7 @@ class AdamW(Adam):
     """
 
     name = "adamw"
+    torch_name = "AdamW"
     decoupled = True
 
     def __init__(
