@@ -399,7 +399,9 @@ class FunctionActivation(Activation):
             )
         self.forward, self._derivative = forward, derivative
         self._with_y = _positional_count(derivative) >= 2
-        self.name = name or getattr(forward, "__name__", "") or "custom"
+        fn_name = getattr(forward, "__name__", "")
+        # a lambda has no name worth saving: a saved model then needs custom_objects
+        self.name = name or (fn_name if fn_name.isidentifier() else "custom_activation")
 
     def formula(self, ops: Any, z: Any) -> Any:
         return self.forward(z)

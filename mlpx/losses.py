@@ -266,7 +266,8 @@ class FunctionLoss(Loss):
             raise TypeError(f"FunctionLoss takes a function (out, target) -> (loss, grad), "
                             f"got {fn!r}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "") or "custom"
+        fn_name = getattr(fn, "__name__", "")
+        self.name = name or (fn_name if fn_name.isidentifier() else "custom_loss")
 
     def compute(self, ops: Backend, out: Array, target: Array) -> tuple[Any, Array]:
         result = self.fn(out, target)
