@@ -24,13 +24,26 @@ from . import (
     regularizers,
     schedules,
 )
+from .activations import register_activation
 from .backends import available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .checkpoint import CheckpointError
+from .custom_objects import custom_object_scope
 from .data import Standardizer, minibatches, one_hot, train_test_split
 from .errors import BackendUnavailableError, NonFiniteLossError
 from .history import History
-from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Parameter, PReLU, Residual
+from .layers import (
+    BatchNorm,
+    Dense,
+    Dropout,
+    Layer,
+    LayerNorm,
+    Parameter,
+    PReLU,
+    Residual,
+    register_layer,
+)
+from .losses import register_loss
 from .model import MLP, Sequential, load
 from .perceptron import Perceptron
 
@@ -53,4 +66,5 @@ __all__ = [
     "BackendUnavailableError", "NonFiniteLossError",
     "activations", "initializers", "losses", "optim", "regularizers", "schedules",
     "clipping", "distributed", "__version__",
+    "register_activation", "register_loss", "register_layer", "custom_object_scope",
 ]

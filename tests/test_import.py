@@ -14,7 +14,7 @@ elapsed = time.perf_counter() - t
 heavy = sorted(m for m in sys.modules
                if m.split('.')[0] in ('cupy', 'cupyx', 'numba', 'llvmlite', 'torch', 'scipy',
                                       'sklearn', 'matplotlib', 'tqdm')
-               or m == 'mlpx.backends.numba_kernels' or m == 'mlpx.backends.cuda')
+               or m.startswith('mlpx.backends.numba_') or m == 'mlpx.backends.cuda')
 model = mlpx.MLP([4, 3, 2], seed=0)  # building a model compiles nothing either
 still_light = 'numba' not in sys.modules
 print(json.dumps({"elapsed": elapsed, "heavy": heavy, "still_light": still_light,
