@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 DEFAULT_SIZES = (784, 1024, 1024, 10)
@@ -226,6 +227,11 @@ def _validate_predict(parser: argparse.ArgumentParser, args: argparse.Namespace)
     from .tabular_commands import prepare_predict
 
     available_backend(parser, args.backend)
+    if args.out != "-":
+        out = Path(args.out)
+        if out.is_dir() or not out.parent.is_dir():
+            parser.error(f"--out: cannot write {args.out!r}: give a CSV file path in an "
+                         "existing directory")
     try:
         args.job = prepare_predict(args.model, args.data, args.proba, args.backend)
     except TabularError as e:

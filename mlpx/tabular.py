@@ -71,13 +71,11 @@ def read_table(path: str | os.PathLike) -> Table:
 
 def _read_csv(p: Path) -> Table:
     with open(p, newline="", encoding="utf-8-sig") as f:
-        sample = f.read(65536)
+        first = f.readline()
         f.seek(0)
-        try:
-            dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        rows = [r for r in csv.reader(f, dialect) if any(c.strip() for c in r)]
+        # the separator that splits the header most: comma, semicolon or tab
+        delimiter = max(",;\t", key=first.count) if first.strip() else ","
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if any(c.strip() for c in r)]
     if not rows:
         raise TabularError(f"{str(p)!r} is empty")
     header = [h.strip() for h in rows[0]]

@@ -162,6 +162,16 @@ def test_npz_with_a_feature_matrix_and_a_target_array(tmp_path, capsys):
     assert list(table) == ["X0", "X1", "y"]
 
 
+def test_semicolon_and_tab_separated_files_and_quoted_cells(tmp_path):
+    (tmp_path / "s.csv").write_text('a;b;"name"\n1;2.5;"x; y"\n3;;z\n')
+    (tmp_path / "t.csv").write_text("a\tb\n1\tNA\n")
+    s = read_table(tmp_path / "s.csv")
+    assert list(s) == ["a", "b", "name"] and list(s["name"]) == ["x; y", "z"]
+    assert s["b"][0] == 2.5 and np.isnan(s["b"][1])  # an empty cell is missing
+    t = read_table(tmp_path / "t.csv")
+    assert list(t) == ["a", "b"] and np.isnan(t["b"][0])
+
+
 def test_parquet_file(tmp_path, capsys):
     pa = pytest.importorskip("pyarrow", reason="Parquet support needs pyarrow")
     import pyarrow.parquet as pq
@@ -204,6 +214,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     write_csv(tmp / "inf.csv", ["a", "species"], [[1, "x"], ["inf", "y"], [2, "x"]])
     write_csv(tmp / "one.csv", ["a", "b", "species"], [[i, i * 2, "same"] for i in range(9)])
     write_csv(tmp / "ids.csv", ["id", "a", "y"], [[f"user{i}", i, i % 2] for i in range(300)])
+    write_csv(tmp / "onlytarget.csv", ["species"], [["x"], ["y"]])
     write_csv(tmp / "textreg.csv", ["a", "species"], [[i, SPECIES[i % 3]] for i in range(9)])
     return {"good": good}
 
@@ -216,6 +227,7 @@ BAD_TRAIN = [
     (["ragged.csv", "--target", "species"], "line 3 has 2 fields"),
     (["broken.npy", "--target", "-1"], "cannot read"),
     (["good.csv", "--target", "nope"], "no column named 'nope'; the columns are length"),
+    (["onlytarget.csv", "--target", "species"], "no feature columns"),
     (["good.csv", "--target", "species", "--drop", "nope"], "--drop: no column named 'nope'"),
     (["nan.csv", "--target", "species"], "feature column 'b' has 1 missing"),
     (["inf.csv", "--target", "species"], "non-finite"),
@@ -273,6 +285,9 @@ def test_bad_prediction_input_is_one_line_and_exit_2(trained, tmp_path, capsys):
         ([str(tmp_path / "nojson"), str(trained / "good.csv")], "model.json' is missing"),
         ([str(trained / "r"), str(trained / "reg.csv"), "--proba"], "regression model"),
     ]
+    assert cli.main(["predict", str(trained / "m"), str(trained / "good.csv"), "--out",
+                     str(tmp_path / "no" / "dir.csv")]) == 2
+    assert "--out" in capsys.readouterr().err
     for argv, message in cases:
         out = tmp_path / "p.csv"
         assert cli.main(["predict", *argv, "--out", str(out)]) == 2, argv
