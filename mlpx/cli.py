@@ -345,8 +345,8 @@ example:
 def _add_train(sub: Any) -> None:
     p = sub.add_parser(
         "train", help="train an MLP on a CSV, Parquet, .npy or .npz file",
-        description="Train an MLP classifier or regressor on a tabular file: features "
-                    "standardised, text columns one-hot encoded, a validation split, the "
+        description="Train an MLP classifier or regressor on a tabular file: features\n"
+                    "standardised, text columns one-hot encoded, a validation split, the\n"
                     "held-out test score, the model and its loss curves saved.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA", help="the training file (.csv, .parquet, .npy, "
