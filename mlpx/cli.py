@@ -510,7 +510,7 @@ def _add_check(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = Parser(prog="mlpx", description=__doc__,
+    parser = Parser(prog="mlpx", description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mlpx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
