@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import numba_kernels as K
+from mlpx.backends import numba_activations as K
+from mlpx.backends import numba_optim
 
 from .conftest import full_run
 
@@ -81,7 +82,7 @@ def test_sgd_update(benchmark, shape, impl):
     g = rng.standard_normal(p.shape, dtype=np.float32)
     lr = np.float32(1e-6)  # tiny steps: the parameters stay finite however often it runs
     if impl == "fused":
-        benchmark(K.sgd_update, p, g, float(lr))
+        benchmark(numba_optim.sgd_update, p, g, float(lr))
     else:
         benchmark(lambda: np.subtract(p, lr * g, out=p))
     assert np.isfinite(p).all()

@@ -1,12 +1,15 @@
 // Fused activation kernels of the `cuda` backend.
 //
-// Every kernel mirrors a Numba kernel in mlpx/backends/numba_kernels.py (named in its header
+// Every kernel mirrors a Numba kernel in mlpx/backends/numba_activations.py (named in its header
 // comment): values are loaded as double, the same expression is evaluated in double, and the
 // result is rounded once when stored. Compiled with -fmad=false so that no multiply-add is
 // contracted into an FMA (the Numba kernels do not contract either).
 //
-// Activation codes: the ACT_* ids of mlpx/activations.py (a test checks they match).
-// Self-contained on purpose (no #include): NVRTC compiles it at run time and nvcc in CI.
+// Activation codes: the `code` of each built-in declaration in mlpx/activations.py, checked
+// against these #defines when the file is loaded (and in CI). A new built-in activation adds
+// its #define here and a case to act_scalar and dact_scalar.
+
+#include "common.cuh"
 
 #define ACT_IDENTITY 0
 #define ACT_STEP 1
@@ -22,17 +25,8 @@
 #define MLPX_SQRT_HALF 0.7071067811865476
 #define MLPX_INV_SQRT_2PI 0.3989422804014327
 
-// Numba twin: _sigmoid. Both branches avoid overflow of exp.
-__device__ __forceinline__ double mlpx_sigmoid(double v) {
-    if (v >= 0.0) {
-        return 1.0 / (1.0 + exp(-v));
-    }
-    double e = exp(v);
-    return e / (1.0 + e);
-}
-
 // Numba twin: act_scalar. f(v) for one double value.
-__device__ double act_forward(int code, double v, double alpha) {
+__device__ double act_scalar(int code, double v, double alpha) {
     switch (code) {
         case ACT_RELU: return v > 0.0 ? v : 0.0;
         case ACT_IDENTITY: return v;
@@ -46,12 +40,12 @@ __device__ double act_forward(int code, double v, double alpha) {
         case ACT_SILU: return v * mlpx_sigmoid(v);
         // Python's max(v, 0.0) is `0.0 if 0.0 > v else v`
         case ACT_SOFTPLUS: return ((0.0 > v) ? 0.0 : v) + log1p(exp(-fabs(v)));
-        default: return __longlong_as_double(0x7ff8000000000000LL);  // NaN, like Numba
+        default: return MLPX_NAN;  // like Numba
     }
 }
 
 // Numba twin: dact_scalar. g * f'(v) given the output y = f(v).
-__device__ double act_backward(int code, double g, double v, double y, double alpha) {
+__device__ double dact_scalar(int code, double g, double v, double y, double alpha) {
     switch (code) {
         case ACT_RELU: return v > 0.0 ? g : 0.0;
         case ACT_IDENTITY: return g;
@@ -69,14 +63,9 @@ __device__ double act_backward(int code, double g, double v, double y, double al
             return g * (s * (1.0 + v * (1.0 - s)));
         }
         case ACT_SOFTPLUS: return g * mlpx_sigmoid(v);
-        default: return __longlong_as_double(0x7ff8000000000000LL);
+        default: return MLPX_NAN;
     }
 }
-
-// Grid-stride loops: any grid size covers any array (sizes are 64-bit).
-#define MLPX_GRID_LOOP(k, size) \
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < (size); \
-         k += (long long)blockDim.x * gridDim.x)
 
 // Numba twin: bias_relu. z += b; out = max(z, 0).
 template <typename T>
@@ -104,7 +93,7 @@ __device__ void bias_act_impl(T* z, const T* b, T* out, long long n, long long m
         double v = (double)z[k] + (double)b[k % m];
         T zr = (T)v;
         z[k] = zr;
-        out[k] = (T)act_forward(code, (double)zr, alpha);
+        out[k] = (T)act_scalar(code, (double)zr, alpha);
     }
 }
 
@@ -112,7 +101,7 @@ __device__ void bias_act_impl(T* z, const T* b, T* out, long long n, long long m
 template <typename T>
 __device__ void act_fwd_impl(const T* z, T* out, long long size, int code, double alpha) {
     MLPX_GRID_LOOP(k, size) {
-        out[k] = (T)act_forward(code, (double)z[k], alpha);
+        out[k] = (T)act_scalar(code, (double)z[k], alpha);
     }
 }
 
@@ -121,7 +110,7 @@ template <typename T>
 __device__ void act_bwd_impl(const T* dy, const T* z, const T* y, T* out, long long size,
                              int code, double alpha) {
     MLPX_GRID_LOOP(k, size) {
-        out[k] = (T)act_backward(code, (double)dy[k], (double)z[k], (double)y[k], alpha);
+        out[k] = (T)dact_scalar(code, (double)dy[k], (double)z[k], (double)y[k], alpha);
     }
 }
 
@@ -136,6 +125,15 @@ __device__ void bias_prelu_impl(T* z, const T* b, const T* slopes, T* out, long 
         z[k] = zr;
         v = (double)zr;
         out[k] = (T)(v > 0.0 ? v : (double)slopes[j] * v);
+    }
+}
+
+// Numba twin: prelu_forward. out = z > 0 ? z : a_j z (no bias: z is read only).
+template <typename T>
+__device__ void prelu_fwd_impl(const T* z, const T* slopes, T* out, long long n, long long m) {
+    MLPX_GRID_LOOP(k, n * m) {
+        double v = (double)z[k];
+        out[k] = (T)(v > 0.0 ? v : (double)slopes[k % m] * v);
     }
 }
 
@@ -212,6 +210,10 @@ __device__ void prelu_dslopes_impl(const double* partial, T* dslopes, long long 
     extern "C" __global__ void bias_prelu_##S(T* z, const T* b, const T* slopes, T* out,       \
                                                long long n, long long m) {                     \
         bias_prelu_impl<T>(z, b, slopes, out, n, m);                                           \
+    }                                                                                          \
+    extern "C" __global__ void prelu_fwd_##S(const T* z, const T* slopes, T* out, long long n,  \
+                                              long long m) {                                   \
+        prelu_fwd_impl<T>(z, slopes, out, n, m);                                               \
     }                                                                                          \
     extern "C" __global__ void prelu_bwd_##S(const T* dy, const T* z, const T* slopes, T* out, \
                                               double* partial, long long n, long long m) {     \

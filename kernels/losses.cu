@@ -1,24 +1,13 @@
 // Fused loss kernels of the `cuda` backend: mean loss and its gradient in one pass.
 //
-// Every kernel mirrors a Numba kernel in mlpx/backends/numba_kernels.py (named in its header
+// Every kernel mirrors a Numba kernel in mlpx/backends/numba_losses.py (named in its header
 // comment): the same expression per element, evaluated in double, rounded once on store.
 // The loss is never read back here: kernels write per-row or per-block partial sums (double)
 // that the backend adds up on the device, so a training step does not synchronise with the
 // host. Compiled with -fmad=false (no FMA contraction), like the other kernel files.
-// Self-contained on purpose (no #include): NVRTC compiles it at run time and nvcc in CI.
+// Shared helpers (grid loop, block sums, sigmoid) come from common.cuh.
 
-#ifndef MLPX_BLOCK
-#define MLPX_BLOCK 256  // the backend launches every reduction kernel with this block size
-#endif
-
-// Numba twin: _sigmoid (the same function as in activations.cu).
-__device__ __forceinline__ double mlpx_sigmoid(double v) {
-    if (v >= 0.0) {
-        return 1.0 / (1.0 + exp(-v));
-    }
-    double e = exp(v);
-    return e / (1.0 + e);
-}
+#include "common.cuh"
 
 // Numba twin: softmax_xent. For up to SOFTMAX_WIDE classes (softmax_xent_wide above that):
 // one thread per row walks the row in order, exactly like the Numba loop (max, sum of exp,
@@ -44,7 +33,7 @@ __device__ void softmax_xent_impl(const T* z, const long long* labels, T* grad,
         double lse = mx + log(s);
         long long k = labels[i];
         if (k < 0 || k >= m) {
-            row_loss[i] = __longlong_as_double(0x7ff8000000000000LL);
+            row_loss[i] = MLPX_NAN;
             continue;
         }
         row_loss[i] = lse - (double)row[k];
@@ -126,7 +115,7 @@ __device__ void softmax_xent_wide_impl(const T* z, const long long* labels, T* g
         long long k = labels[i];
         if (k < 0 || k >= m) {
             if (lane == 0) {
-                row_loss[i] = __longlong_as_double(0x7ff8000000000000LL);
+                row_loss[i] = MLPX_NAN;
             }
             continue;
         }
@@ -145,27 +134,6 @@ __device__ void softmax_xent_wide_impl(const T* z, const long long* labels, T* g
         }
     }
 }
-
-// Block reduction of one double per thread into partial[blockIdx.x] (a fixed tree, so the
-// result is deterministic for a given launch configuration).
-__device__ void mlpx_block_sum(double v, double* partial) {
-    __shared__ double sh[MLPX_BLOCK];
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = MLPX_BLOCK / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            sh[threadIdx.x] += sh[threadIdx.x + s];
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) {
-        partial[blockIdx.x] = sh[0];
-    }
-}
-
-#define MLPX_GRID_LOOP(k, size) \
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < (size); \
-         k += (long long)blockDim.x * gridDim.x)
 
 // Numba twin: bce_logits. term = max(v, 0) - v t + log1p(exp(-|v|)); grad = (sigmoid(v) - t)
 // / size. partial[block] holds the block's sum of terms; the backend divides by size.

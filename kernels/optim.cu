@@ -1,24 +1,18 @@
 // Optimiser, penalty and clipping kernels of the `cuda` backend (one pass per parameter).
 //
 // Every kernel mirrors a Numba kernel (named in its header comment) in
-// mlpx/backends/numba_kernels.py (sgd_update) or mlpx/backends/numba_optim.py (the others):
+// mlpx/backends/numba_optim.py:
 // values are loaded as double, a new state value is used unrounded in the same step's update,
 // and every store rounds once to the array's type. Scalars that depend only on the step
 // (Adam's bias corrections) are computed once on the host by the backend, with the same
 // Python expressions as the reference. Compiled with -fmad=false (no FMA contraction), so the
 // results are bitwise equal to the Numba kernels'.
 // Unused state arrays are passed as `g` by the backend and then neither read nor written.
-// Self-contained on purpose (no #include): NVRTC compiles it at run time and nvcc in CI.
+// Shared helpers (grid loop, block sums) come from common.cuh.
 
-#ifndef MLPX_BLOCK
-#define MLPX_BLOCK 256  // the backend launches the reduction kernel with this block size
-#endif
+#include "common.cuh"
 
-#define MLPX_GRID_LOOP(k, size) \
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < (size); \
-         k += (long long)blockDim.x * gridDim.x)
-
-// Numba twin: sgd_update (numba_kernels.py). p = p - lr g.
+// Numba twin: sgd_update. p = p - lr g.
 template <typename T>
 __device__ void sgd_update_impl(T* p, const T* g, long long size, double lr) {
     MLPX_GRID_LOOP(k, size) {
@@ -159,22 +153,6 @@ __device__ void clip_impl(T* x, long long size, double lo, double hi) {
             x[k] = (T)hi;
         }
     }
-}
-
-// Tree sum of one double per thread over the block, in a fixed order (deterministic for a
-// given launch configuration); every thread gets the total. losses.cu has the same tree in
-// mlpx_block_sum: each .cu file is self-contained.
-__device__ double mlpx_block_total(double v) {
-    __shared__ double sh[MLPX_BLOCK];
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = MLPX_BLOCK / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            sh[threadIdx.x] += sh[threadIdx.x + s];
-        }
-        __syncthreads();
-    }
-    return sh[0];
 }
 
 // Numba twin: sum_abs. partial[block] = the block's sum of |x| (the backend adds the blocks).

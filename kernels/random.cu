@@ -5,11 +5,9 @@
 // mlpx.random.philox4x32), so the same (seed, stream, step) drops the same units on the CPU
 // and on the GPU. Layout (see mlpx/random.py): key = (seed lo, seed hi), counter = (block,
 // stream, step lo, step hi); block b gives the words of elements 4b .. 4b+3.
-// Self-contained on purpose (no #include): NVRTC compiles it at run time and nvcc in CI.
+// Shared helpers (the grid loop) come from common.cuh.
 
-#define MLPX_GRID_LOOP(k, size) \
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < (size); \
-         k += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 #define PHILOX_M0 0xD2511F53ULL
 #define PHILOX_M1 0xCD9E8D57ULL

@@ -25,13 +25,26 @@ from . import (
     regularizers,
     schedules,
 )
+from .activations import register_activation
 from .backends import available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .checkpoint import CheckpointError
+from .custom_objects import custom_object_scope
 from .data import Standardizer, minibatches, one_hot, train_test_split
 from .errors import BackendUnavailableError, NonFiniteLossError, UnscaledInputWarning
 from .history import History
-from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Parameter, PReLU, Residual
+from .layers import (
+    BatchNorm,
+    Dense,
+    Dropout,
+    Layer,
+    LayerNorm,
+    Parameter,
+    PReLU,
+    Residual,
+    register_layer,
+)
+from .losses import register_loss
 from .model import MLP, Sequential, load
 from .perceptron import Perceptron
 
@@ -55,4 +68,5 @@ __all__ = [
     "BackendUnavailableError", "NonFiniteLossError", "UnscaledInputWarning",
     "activations", "initializers", "losses", "metrics", "optim", "regularizers", "schedules",
     "clipping", "distributed", "__version__",
+    "register_activation", "register_loss", "register_layer", "custom_object_scope",
 ]

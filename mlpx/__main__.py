@@ -1,4 +1,4 @@
-"""`python -m mlpx`: the same command line as the `mlpx` script (demo, bench, check, info)."""
+"""`python -m mlpx`: the same command line as the `mlpx` script (see `mlpx --help`)."""
 
 import sys
 

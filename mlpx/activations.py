@@ -1,10 +1,25 @@
-"""Activation functions: the reference formulas and the ids the fused kernels dispatch on.
+"""Activation functions: each declared once, here.
 
-Every elementwise activation is *defined* here once, as plain array code evaluated in
-float64 and rounded once to the storage dtype. The Numba kernels
-(`mlpx/backends/numba_kernels.py`) and the CUDA kernels (`kernels/activations.cu`) compute the
-same expressions in the same precision, so backends differ only where the platform's
-`exp`/`tanh`/`log1p`/`erf` differ in their last bit.
+A declaration (an `Activation` subclass) holds everything mlpx knows about the op:
+
+- `formula` and `derivative`: the reference definition, plain array code on float64 arrays
+  (the `reference` backend runs exactly this, and every backend falls back to it);
+- `derivative_from_output`: whether f'(z) can be computed from the output y alone (then a
+  Dense layer lets y overwrite z and saves one batch-sized array);
+- `torch_module()`: the PyTorch module that computes the same function (`mlpx check` and the
+  PyTorch peer of `mlpx bench` build it from this);
+- `code`: the id of its fused kernels. Only a built-in declaration has one; its Numba twin
+  (`act_scalar`/`dact_scalar` in `mlpx/backends/numba_activations.py`) and its CUDA twin (the
+  same names in `kernels/activations.cu`, whose `ACT_*` ids are checked against these when the
+  file is loaded) evaluate the same expression in float64 and round once.
+
+A built-in activation is therefore three edits: its class here, its case in the Numba twin and
+its case (and id) in the CUDA twin; the tests iterate `builtins()`.
+
+User-defined activations are subclasses with `formula` and `derivative` (no `code`: they run
+the reference formula on every backend, never a kernel of some other activation), or a pair of
+functions (`FunctionActivation`). Register them under a name with
+`@mlpx.register_activation("name")` so that saved models record and restore them.
 
 A string name means the defaults (`"leaky_relu"` has slope 0.01); parametrised activations
 are objects: `mlpx.activations.LeakyReLU(0.1)`, `ELU(alpha=0.5)`, `PReLU(init=0.25)`.
@@ -12,23 +27,38 @@ are objects: `mlpx.activations.LeakyReLU(0.1)`, `ELU(alpha=0.5)`, `PReLU(init=0.
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from typing import Any
-
-# Kernel ids: shared with the Numba and CUDA kernels; never renumber.
-(ACT_IDENTITY, ACT_STEP, ACT_SIGMOID, ACT_TANH, ACT_RELU, ACT_LEAKY_RELU, ACT_ELU, ACT_GELU,
- ACT_SILU, ACT_SOFTPLUS) = range(10)
-ACT_SOFTMAX, ACT_LOG_SOFTMAX, ACT_PRELU = 100, 101, 102
 
 _SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
 
+#: Kernel ids of row-wise and parametrised activations (no scalar kernel; never renumber)
+_ROWWISE_BASE = 100
+
 
 class Activation:
-    """Base class. Subclasses give `name`, `code` and the reference `formula`/`derivative`."""
+    """Base class of every activation: give `name`, `formula` and `derivative`.
+
+        @mlpx.register_activation("square")
+        class Square(mlpx.activations.Activation):
+            def formula(self, ops, z):
+                return z * z
+            def derivative(self, ops, dy, z, y):
+                return dy * 2.0 * z
+
+    `ops` is the backend (`ops.xp` is NumPy or CuPy); z, y and dy are float64 arrays of one
+    batch, `(batch, features)`. The result is rounded once to the layer's dtype.
+    """
 
     name: str = ""
-    code: int = ACT_IDENTITY
+    #: fused-kernel id; set by built-in declarations only (None: the reference formula)
+    code: int | None = None
+    #: f'(z) can be computed from y = f(z) (or the test that picks its branch gives the same
+    #: answer on y as on z), so y may overwrite z
+    derivative_from_output: bool = False
     #: row-wise activations (softmax) couple the features of one sample
     rowwise: bool = False
     #: False for the step function: it has no useful gradient
@@ -44,12 +74,28 @@ class Activation:
         return 0.0
 
     # --- reference formulas (xp code on float64 arrays) -----------------------------------
-    def formula(self, ops: Any, z: Any) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def formula(self, ops: Any, z: Any) -> Any:
+        """f(z), elementwise (or row-wise for `rowwise` activations)."""
+        raise NotImplementedError(
+            f"activation {type(self).__name__} defines no formula(self, ops, z)"
+        )
 
-    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:  # pragma: no cover
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         """dL/dz given dL/dy, the pre-activation z and the output y (all float64)."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"activation {type(self).__name__} defines no derivative(self, ops, dy, z, y), "
+            "so it cannot be trained; add one"
+        )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("name") and not cls.name:  # the name a saved model records
+            cls.name = cls.__name__
+
+    def torch_module(self) -> tuple[str, dict[str, Any]] | None:
+        """(name of a `torch.nn` module, its keyword arguments) computing the same function,
+        or None when PyTorch has none."""
+        return None
 
     def config(self) -> dict:
         return {"name": self.name}
@@ -59,14 +105,28 @@ class Activation:
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Activation) and self.config() == other.config()
+        return (isinstance(other, Activation) and type(self) is type(other)
+                and self.config() == other.config())
 
     def __hash__(self) -> int:
-        return hash(tuple(sorted(self.config().items())))
+        return hash((type(self), tuple(sorted(self.config().items()))))
 
 
+_BUILTINS: dict[str, type[Activation]] = {}
+
+
+def _builtin(cls: type[Activation]) -> type[Activation]:
+    """Declare a built-in activation; its fused-kernel id is published as ACT_<NAME>."""
+    if cls.name in _BUILTINS or any(c.code == cls.code for c in _BUILTINS.values()):
+        raise RuntimeError(f"duplicate built-in activation {cls.name!r} or id {cls.code}")
+    _BUILTINS[cls.name] = cls
+    globals()[f"ACT_{cls.name.upper()}"] = cls.code
+    return cls
+
+
+@_builtin
 class Identity(Activation):
-    name, code = "identity", ACT_IDENTITY
+    name, code, derivative_from_output = "identity", 0, True
 
     def formula(self, ops: Any, z: Any) -> Any:
         return z
@@ -74,11 +134,15 @@ class Identity(Activation):
     def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "Identity", {}
 
+
+@_builtin
 class Step(Activation):
     """Heaviside step, H(0) = 1: the perceptron's threshold unit. Not trainable by gradient."""
 
-    name, code, differentiable = "step", ACT_STEP, False
+    name, code, differentiable = "step", 1, False
 
     def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
@@ -92,8 +156,9 @@ class Step(Activation):
         )
 
 
+@_builtin
 class Sigmoid(Activation):
-    name, code = "sigmoid", ACT_SIGMOID
+    name, code, derivative_from_output = "sigmoid", 2, True
 
     def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
@@ -103,9 +168,13 @@ class Sigmoid(Activation):
     def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy * (y * (1.0 - y))
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "Sigmoid", {}
 
+
+@_builtin
 class Tanh(Activation):
-    name, code = "tanh", ACT_TANH
+    name, code, derivative_from_output = "tanh", 3, True
 
     def formula(self, ops: Any, z: Any) -> Any:
         return ops.xp.tanh(z)
@@ -113,9 +182,14 @@ class Tanh(Activation):
     def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy * (1.0 - y * y)
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "Tanh", {}
 
+
+@_builtin
 class ReLU(Activation):
-    name, code, family = "relu", ACT_RELU, "relu"
+    # y > 0 exactly where z > 0, so the derivative's test reads the same on y
+    name, code, family, derivative_from_output = "relu", 4, "relu", True
 
     def formula(self, ops: Any, z: Any) -> Any:
         return ops.xp.where(z > 0, z, 0.0)
@@ -123,9 +197,13 @@ class ReLU(Activation):
     def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return ops.xp.where(z > 0, dy, 0.0)
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "ReLU", {}
 
+
+@_builtin
 class LeakyReLU(Activation):
-    name, code, family = "leaky_relu", ACT_LEAKY_RELU, "relu"
+    name, code, family = "leaky_relu", 5, "relu"
 
     def __init__(self, negative_slope: float = 0.01):
         if not math.isfinite(negative_slope):
@@ -136,18 +214,28 @@ class LeakyReLU(Activation):
     def alpha(self) -> float:
         return self.negative_slope
 
+    @property
+    def derivative_from_output(self) -> bool:  # type: ignore[override]
+        # with a slope >= 0, y > 0 exactly where z > 0
+        return self.negative_slope >= 0.0
+
     def formula(self, ops: Any, z: Any) -> Any:
         return ops.xp.where(z > 0, z, self.negative_slope * z)
 
     def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return ops.xp.where(z > 0, dy, self.negative_slope * dy)
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "LeakyReLU", {"negative_slope": self.negative_slope}
+
     def config(self) -> dict:
         return {"name": self.name, "negative_slope": self.negative_slope}
 
 
+@_builtin
 class ELU(Activation):
-    name, code = "elu", ACT_ELU
+    # alpha > 0: y > 0 exactly where z > 0, and f'(z) = y + alpha for z <= 0
+    name, code, derivative_from_output = "elu", 6, True
 
     def __init__(self, alpha: float = 1.0):
         if not (math.isfinite(alpha) and alpha > 0):
@@ -166,14 +254,18 @@ class ELU(Activation):
         # for z <= 0: f'(z) = alpha * exp(z) = y + alpha
         return ops.xp.where(z > 0, dy, dy * (y + self._alpha))
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "ELU", {"alpha": self._alpha}
+
     def config(self) -> dict:
         return {"name": self.name, "alpha": self._alpha}
 
 
+@_builtin
 class GELU(Activation):
     """Exact GELU, x * Phi(x) with the error function (not the tanh approximation)."""
 
-    name, code = "gelu", ACT_GELU
+    name, code = "gelu", 7
 
     def formula(self, ops: Any, z: Any) -> Any:
         return 0.5 * z * (1.0 + ops.erf(z * _SQRT_HALF))
@@ -184,11 +276,15 @@ class GELU(Activation):
         pdf = _INV_SQRT_2PI * xp.exp(-0.5 * z * z)
         return dy * (cdf + z * pdf)
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "GELU", {"approximate": "none"}
 
+
+@_builtin
 class SiLU(Activation):
     """SiLU / swish: x * sigmoid(x)."""
 
-    name, code = "silu", ACT_SILU
+    name, code = "silu", 8
 
     def formula(self, ops: Any, z: Any) -> Any:
         return z * Sigmoid().formula(ops, z)
@@ -197,11 +293,15 @@ class SiLU(Activation):
         s = Sigmoid().formula(ops, z)
         return dy * (s * (1.0 + z * (1.0 - s)))
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "SiLU", {}
 
+
+@_builtin
 class Softplus(Activation):
     """log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|) so it never overflows."""
 
-    name, code = "softplus", ACT_SOFTPLUS
+    name, code = "softplus", 9
 
     def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
@@ -210,11 +310,16 @@ class Softplus(Activation):
     def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy * Sigmoid().formula(ops, z)
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        # PyTorch returns z itself above z = 20, where log1p(e^-z) < 2.1e-9 is all that differs
+        return "Softplus", {}
 
+
+@_builtin
 class PReLU(Activation):
     """Leaky ReLU whose negative slopes are learned, one per unit (initial value `init`)."""
 
-    name, code, family, has_parameters = "prelu", ACT_PRELU, "relu", True
+    name, code, family, has_parameters = "prelu", _ROWWISE_BASE + 2, "relu", True
 
     def __init__(self, init: float = 0.25):
         if not math.isfinite(init):
@@ -237,10 +342,11 @@ class PReLU(Activation):
         return {"name": self.name, "init": self.init}
 
 
+@_builtin
 class Softmax(Activation):
     """Row-wise softmax (an output activation; pair it with a loss that takes probabilities)."""
 
-    name, code, rowwise = "softmax", ACT_SOFTMAX, True
+    name, code, rowwise = "softmax", _ROWWISE_BASE, True
 
     def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
@@ -250,11 +356,15 @@ class Softmax(Activation):
     def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "Softmax", {"dim": 1}
 
+
+@_builtin
 class LogSoftmax(Activation):
     """Row-wise log-softmax (pair it with the `nll` loss)."""
 
-    name, code, rowwise = "log_softmax", ACT_LOG_SOFTMAX, True
+    name, code, rowwise = "log_softmax", _ROWWISE_BASE + 1, True
 
     def formula(self, ops: Any, z: Any) -> Any:
         xp = ops.xp
@@ -264,39 +374,189 @@ class LogSoftmax(Activation):
     def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
         return dy - ops.xp.exp(y) * dy.sum(axis=1, keepdims=True)
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "LogSoftmax", {"dim": 1}
 
-_BY_NAME: dict[str, type[Activation]] = {
-    cls.name: cls
-    for cls in (
-        Identity, Step, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, GELU, SiLU, Softplus, PReLU,
-        Softmax, LogSoftmax,
-    )
-}
+
+class FunctionActivation(Activation):
+    """An activation from a pair of functions: `forward(z)` and its derivative
+    `derivative(z)` (f'(z); a second parameter receives y = f(z) when declared).
+
+        act = mlpx.activations.FunctionActivation(lambda z: z * z, lambda z: 2.0 * z,
+                                                  name="square")
+
+    z and y are float64 NumPy arrays (CuPy arrays on the cuda backend: NumPy's functions
+    such as `np.tanh` work on both). Register it with `mlpx.register_activation("square",
+    forward, derivative)` so that saved models can be loaded.
+    """
+
+    def __init__(self, forward: Callable[..., Any], derivative: Callable[..., Any],
+                 name: str | None = None):
+        if not (callable(forward) and callable(derivative)):
+            raise TypeError(
+                "FunctionActivation takes two functions: forward(z) and derivative(z) (f'(z)),"
+                f" got {forward!r} and {derivative!r}"
+            )
+        self.forward, self._derivative = forward, derivative
+        self._with_y = _positional_count(derivative) >= 2
+        fn_name = getattr(forward, "__name__", "")
+        # a lambda has no name worth saving: a saved model then needs custom_objects
+        self.name = name or (fn_name if fn_name.isidentifier() else "custom_activation")
+
+    def formula(self, ops: Any, z: Any) -> Any:
+        return self.forward(z)
+
+    def derivative(self, ops: Any, dy: Any, z: Any, y: Any) -> Any:
+        d = self._derivative(z, y) if self._with_y else self._derivative(z)
+        return dy * d
+
+    def __repr__(self) -> str:
+        return f"FunctionActivation(name={self.name!r})"
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: f(z)
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(1 for p in params if p.kind in kinds)
+
+
 _ALIASES = {"linear": "identity", "none": "identity", "swish": "silu", "heaviside": "step"}
+#: user activations registered by name: a class or a factory returning an Activation
+_REGISTERED: dict[str, Callable[..., Activation]] = {}
+
+
+def builtins() -> list[type[Activation]]:
+    """The built-in declarations, in kernel-id order (the tests iterate this)."""
+    return sorted(_BUILTINS.values(), key=lambda c: c.code)
 
 
 def names() -> list[str]:
-    """Valid activation names."""
-    return sorted(_BY_NAME)
+    """Valid activation names: the built-ins and the registered ones."""
+    return sorted([*_BUILTINS, *_REGISTERED])
 
 
-def get(spec: str | Activation | None) -> Activation:
-    """Resolve a name (defaults) or an `Activation` object; None means identity."""
+def kernel_code(act: Activation) -> int | None:
+    """The fused-kernel id of `act` when it is exactly a built-in declaration, else None.
+
+    A subclass, or a user class that copies a built-in's `code`, runs its own formula on
+    the reference path: a kernel of another function never silently replaces it."""
+    cls = _BUILTINS.get(act.name)
+    return act.code if cls is not None and type(act) is cls else None
+
+
+def scalar_kernel(act: Activation) -> int | None:
+    """The id of the elementwise kernels (Numba `act_scalar`, CUDA `act_scalar`) for `act`,
+    or None: row-wise, parametrised and user activations have none."""
+    code = kernel_code(act)
+    return code if code is not None and code < _ROWWISE_BASE else None
+
+
+def is_identity(act: Activation) -> bool:
+    return kernel_code(act) == Identity.code
+
+
+def register_activation(
+    name: str, forward: Callable[..., Any] | None = None,
+    derivative: Callable[..., Any] | None = None,
+) -> Any:
+    """Register a user activation under `name`, so that `activation="name"` finds it and saved
+    models restore it.
+
+        @mlpx.register_activation("square")        # a subclass of Activation
+        class Square(mlpx.activations.Activation): ...
+
+        mlpx.register_activation("square", lambda z: z * z, lambda z: 2.0 * z)  # functions
+
+    Registering a name again replaces the earlier entry; built-in names are refused.
+    """
+    key = _check_name(name)
+    if forward is not None or derivative is not None:
+        act = FunctionActivation(forward, derivative, name=key)  # checks both are callable
+        _REGISTERED[key] = lambda: FunctionActivation(act.forward, act._derivative, name=key)
+        return act
+
+    def decorator(cls: type[Activation]) -> type[Activation]:
+        if not (isinstance(cls, type) and issubclass(cls, Activation)):
+            raise TypeError(
+                f"@register_activation({key!r}) decorates an Activation subclass, got {cls!r};"
+                " for functions call register_activation(name, forward, derivative)"
+            )
+        _check_defines(cls)
+        cls.name = key
+        _REGISTERED[key] = cls
+        return cls
+
+    return decorator
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"an activation name is a non-empty string, got {name!r}")
+    key = name.strip().lower()
+    if key in _BUILTINS or key in _ALIASES:
+        raise ValueError(f"{name!r} is a built-in activation name; choose another name")
+    return key
+
+
+def _check_defines(cls: type[Activation]) -> None:
+    if cls.formula is Activation.formula:
+        raise TypeError(f"activation {cls.__name__} must define formula(self, ops, z)")
+
+
+def get(spec: Any) -> Activation:
+    """Resolve an activation: a name (built-in defaults, or registered), an `Activation`
+    object or subclass, a (forward, derivative) pair of functions; None means identity."""
     if spec is None:
         return Identity()
     if isinstance(spec, Activation):
+        _check_defines(type(spec))
         return spec
+    if isinstance(spec, type) and issubclass(spec, Activation):
+        _check_defines(spec)
+        return spec()
+    if isinstance(spec, (tuple, list)) and len(spec) == 2 and all(map(callable, spec)):
+        return FunctionActivation(spec[0], spec[1])
+    if callable(spec):
+        raise TypeError(
+            f"activation {spec!r} is a single function: training also needs its derivative; "
+            "pass (forward, derivative), or subclass mlpx.activations.Activation"
+        )
     if isinstance(spec, str):
         key = _ALIASES.get(spec.lower(), spec.lower())
-        if key in _BY_NAME:
-            return _BY_NAME[key]()
+        if key in _BUILTINS:
+            return _BUILTINS[key]()
+        if key in _REGISTERED:
+            return _REGISTERED[key]()
     raise ValueError(
         f"unknown activation {spec!r}; valid names are {', '.join(names())} "
-        "(or pass an object such as mlpx.activations.LeakyReLU(0.1))"
+        "(or pass an object such as mlpx.activations.LeakyReLU(0.1), or register your own "
+        "with @mlpx.register_activation)"
     )
 
 
 def from_config(cfg: dict) -> Activation:
+    """The activation a saved `config()` describes, looked up by its name: the load's
+    `custom_objects` first, then the built-ins, then the registered activations."""
+    from .custom_objects import find
+
     cfg = dict(cfg)
-    cls = _BY_NAME[cfg.pop("name")]
-    return cls(**cfg)
+    name = cfg.pop("name", None)
+    found = find(name, Activation)
+    if found is None and isinstance(name, str):
+        found = _BUILTINS.get(name) or _REGISTERED.get(name)
+    if found is None:
+        raise ValueError(
+            f"unknown activation {name!r}: it is neither built in nor registered; define it "
+            f"and decorate it with @mlpx.register_activation({name!r}) before loading, or "
+            f"pass mlpx.load(path, custom_objects={{{name!r}: ...}})"
+        )
+    if isinstance(found, Activation):
+        return found
+    if isinstance(found, (tuple, list)):
+        return FunctionActivation(found[0], found[1], name=name)
+    return found(**cfg)

@@ -42,90 +42,6 @@ CPU_BATCHES = (256, 1024, 4096, 16384)
 GPU_BATCHES = (256, 1024, 4096, 16384, 65536)
 QUICK_BATCHES = (256, 1024)
 EPOCH_SAMPLES = 16384
-DEFAULT_SIZES = (784, 1024, 1024, 10)
-
-
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{what} must be comma-separated integers such as 256,1024; got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{what} must be positive integers; got {text!r}")
-    return values
-
-
-def _sizes(text: str) -> list[int]:
-    v = _int_list(text, "--sizes")
-    if len(v) < 2:
-        raise argparse.ArgumentTypeError(
-            f"--sizes needs at least an input and an output width, e.g. 784,1024,10; got {text!r}"
-        )
-    return v
-
-
-def _batches(text: str) -> list[int]:
-    return _int_list(text, "--batches")
-
-
-def _peer_list(text: str) -> list[str]:
-    from .peers import PEERS
-
-    names = [v for v in str(text).replace(" ", "").lower().split(",") if v]
-    if names in (["none"], []):
-        return []
-    unknown = [v for v in names if v not in PEERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)} (comma-separated), "
-            "or none"
-        )
-    return list(dict.fromkeys(names))
-
-
-def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "bench",
-        help="throughput sweep over backends and batch sizes, against PyTorch and JAX",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--backend", action="append", default=None,
-                   help="backend to measure (repeatable); default: every available backend")
-    p.add_argument("--dtype", default="float32", help="float32, float64 or both: float32,float64")
-    p.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES),
-                   help="layer widths, input first (default 784,1024,1024,10)")
-    p.add_argument("--activation", default="relu", help="hidden activation (default relu)")
-    p.add_argument("--batches", type=_batches, default=None,
-                   help=f"batch sizes (default CPU {','.join(map(str, CPU_BATCHES))}; GPU up "
-                        f"to {GPU_BATCHES[-1]} or the largest that fits; --profile "
-                        f"{','.join(map(str, QUICK_BATCHES))})")
-    p.add_argument("--peers", type=_peer_list, default=None,
-                   help="peer frameworks, comma-separated: torch, jax, or none (default: torch "
-                        "when installed); a peer that is not installed is reported as skipped")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="alternated mlpx/peer rounds per batch size (default 5; --profile 1)")
-    p.add_argument("--min-time", type=float, default=1.0,
-                   help="seconds of timed training per measurement, at least 3 epochs "
-                        "(default 1.0)")
-    p.add_argument("--epoch-samples", type=int, default=EPOCH_SAMPLES,
-                   help=f"samples per epoch, rounded up to whole batches (default "
-                        f"{EPOCH_SAMPLES})")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="CPU threads for BLAS and the peers (default: all cores)")
-    p.add_argument("--no-torch", action="store_true", help="same as --peers none")
-    p.add_argument("--profile", action="store_true",
-                   help="per-op breakdown of mlpx's training step against the GEMMs alone "
-                        "and the peers' steps")
-    p.add_argument("--out", default=None,
-                   help="results directory (default benchmarks/results/<date>-<host>)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: batches 256,1024, 1 round, short timings")
-    p.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
-    p.set_defaults(func=_cmd_bench)
-    return p
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -258,6 +174,14 @@ def run_peer(peer: str, backend: str, dtype: str, sizes: list[int], activation: 
     device = "cuda" + backend[4:] if backend.startswith("cuda") else "cpu"
     cmd = [sys.executable, str(script_path(peer)), "--device", device,
            *_common_args(dtype, sizes, activation, batch, min_time, threads, epoch_samples)]
+    if peer == "torch":  # the module the activation's declaration names: one source of truth
+        from . import activations as A
+
+        twin = A.get(activation).torch_module()
+        if twin is None:
+            return {"error": f"activation {activation!r} has no PyTorch counterpart",
+                    "oom": False, "unavailable": True}
+        cmd += ["--torch-module", json.dumps(list(twin))]
     return _run_json(cmd, threads)
 
 
@@ -778,29 +702,13 @@ def default_out_dir() -> Path:
     return Path("benchmarks") / "results" / f"{stamp}-{socket.gethostname()}"
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from .backends import VALID_NAMES, available_backends
+def run_command(args: argparse.Namespace) -> int:
+    """`mlpx bench` with arguments the command line has already checked (mlpx.cli)."""
+    from .backends import available_backends
 
     backends = args.backend or available_backends()
-    for b in backends:
-        if b not in available_backends() and not b.startswith("cuda:"):
-            raise SystemExit(
-                f"mlpx bench: backend {b!r} is not available here (available: "
-                f"{', '.join(available_backends())}; valid names: {', '.join(VALID_NAMES)})"
-            )
-    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-    bad = [d for d in dtypes if d not in ("float32", "float64")]
-    if bad or not dtypes:
-        raise SystemExit(f"mlpx bench: --dtype must be float32, float64 or both; got {args.dtype}")
+    dtypes = args.dtype
     rounds = args.rounds if args.rounds is not None else (1 if args.profile else 5)
-    if rounds < 1 or args.min_time < 0 or args.threads < 1 or args.epoch_samples < 1:
-        raise SystemExit("mlpx bench: --rounds, --threads and --epoch-samples must be >= 1, "
-                         "--min-time >= 0")
-    from .check import activation_error
-
-    problem = activation_error(args.activation)
-    if problem:  # else every measurement fails in its worker process
-        raise SystemExit(f"mlpx bench: --activation: {problem}")
     peers = [] if args.no_torch else args.peers
     batches, min_time, epoch_samples = args.batches, args.min_time, args.epoch_samples
     if args.profile:

@@ -27,18 +27,18 @@ the values themselves. TF32 GEMMs (eps 2**-10) do not meet it, by design.
 from __future__ import annotations
 
 import argparse
-import re
-import sys
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .cli import DEFAULT_SIZES
+
 F64_TOL = 1e-10
 C32 = 1.0
 EPS32 = float(np.finfo(np.float32).eps)
-DEFAULT_SIZES = (784, 1024, 1024, 10)
 
 
 @dataclass
@@ -70,6 +70,8 @@ class Comparison:
 @dataclass
 class CheckReport:
     comparisons: list[Comparison]
+    #: what was left out of the comparison, and why
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,13 +112,31 @@ def diff(name: str, x: np.ndarray, ref: np.ndarray, dtype: str, k: int) -> Tenso
 # ----------------------------------------------------------------------------- runners
 # Each runner returns (layer outputs, loss, gradients aligned with `names`).
 Result = tuple[list[np.ndarray], float, list[np.ndarray]]
+#: builds the model's layers afresh (a list of unbuilt mlpx layers)
+LayersFn = Callable[[], list[Any]]
 
 
-def run_mlpx(backend: str, dtype: str, sizes: Sequence[int], activation: str,
-             weights: list[np.ndarray], X: np.ndarray, y: np.ndarray) -> Result:
+def mlp_layers(sizes: Sequence[int], activation: Any) -> LayersFn:
+    """The default model of `mlpx check`: Dense layers between `sizes`, hidden `activation`."""
     import mlpx
 
-    model = mlpx.MLP(sizes, activation=activation, backend=backend, dtype=dtype, seed=0)
+    def build() -> list[Any]:
+        hidden = [mlpx.Dense(s, activation=activation) for s in sizes[1:-1]]
+        return [*hidden, mlpx.Dense(sizes[-1])]
+
+    return build
+
+
+def _model(layers: LayersFn, input_dim: int, backend: str, dtype: str, seed: int = 0) -> Any:
+    import mlpx
+
+    return mlpx.Sequential(layers(), input_dim=input_dim, backend=backend, dtype=dtype,
+                           seed=seed)
+
+
+def run_mlpx(backend: str, dtype: str, layers: LayersFn, input_dim: int,
+             weights: list[np.ndarray], X: np.ndarray, y: np.ndarray, loss: Any) -> Result:
+    model = _model(layers, input_dim, backend, dtype)
     model.set_weights([w.astype(dtype) for w in weights])
     ops = model.ops
     h = ops.asarray(X.astype(dtype))
@@ -124,27 +144,40 @@ def run_mlpx(backend: str, dtype: str, sizes: Sequence[int], activation: str,
     for layer in model.layers:
         h = layer.forward(h, training=False)
         outs.append(ops.to_numpy(h).copy())
-    loss, grads = model.loss_and_grad(X.astype(dtype), y, loss="cross_entropy")
-    return outs, float(loss), grads
+    value, grads = model.loss_and_grad(X.astype(dtype), y, loss=loss)
+    return outs, float(value), grads
 
 
-def run_torch(dtype: str, sizes: Sequence[int], activation: str, weights: list[np.ndarray],
-              X: np.ndarray, y: np.ndarray) -> Result:
+def torch_unavailable_reason(sizes: Sequence[int], activation: Any, loss: Any,
+                             custom_model: bool) -> str | None:
+    """Why PyTorch cannot run the same model, or None when it can."""
+    from . import activations as A
+    from . import losses as L
+
+    if custom_model:
+        return "the model is user-defined, and PyTorch builds the default Dense stack only"
+    if len(sizes) > 2 and A.get(activation).torch_module() is None:
+        return f"activation {A.get(activation).name!r} declares no PyTorch counterpart"
+    if L.get(loss).torch_module() is None:
+        return f"loss {L.get(loss).name!r} declares no PyTorch counterpart"
+    return None
+
+
+def run_torch(dtype: str, sizes: Sequence[int], activation: Any, weights: list[np.ndarray],
+              X: np.ndarray, y: np.ndarray, loss: Any = "cross_entropy") -> Result:
     import torch
-    import torch.nn.functional as F
 
     from . import activations as A
+    from . import losses as L
 
     act = A.get(activation)
-    fns: dict[str, Callable[[Any], Any]] = {
-        "relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-        "gelu": lambda z: F.gelu(z, approximate="none"), "silu": F.silu,
-        "elu": lambda z: F.elu(z, alpha=act.alpha),
-        "leaky_relu": lambda z: F.leaky_relu(z, negative_slope=act.alpha),
-        "softplus": lambda z: F.softplus(z, threshold=1e30), "identity": lambda z: z,
-    }
-    if act.name not in fns:
-        raise ValueError(f"no PyTorch counterpart for activation {act.name!r} in mlpx check")
+    twin = act.torch_module()
+    if twin is None:
+        raise ValueError(f"activation {act.name!r} declares no PyTorch counterpart "
+                         "(Activation.torch_module)")
+    module = getattr(torch.nn, twin[0])(**twin[1])
+    loss_fn = L.get(loss)
+    loss_name, loss_kwargs = loss_fn.torch_module()
     tdt = {"float32": torch.float32, "float64": torch.float64}[dtype]
     params = [torch.tensor(w.astype(dtype), dtype=tdt, requires_grad=True) for w in weights]
     h = torch.tensor(X.astype(dtype), dtype=tdt)
@@ -154,78 +187,158 @@ def run_torch(dtype: str, sizes: Sequence[int], activation: str, weights: list[n
         W, b = params[2 * i], params[2 * i + 1]
         h = torch.addmm(b, h, W)
         if i < n_layers - 1:
-            h = fns[act.name](h)
+            h = module(h)
         outs.append(h.detach().numpy().copy())
-    loss = F.cross_entropy(h, torch.as_tensor(y, dtype=torch.int64))
-    loss.backward()
-    return outs, float(loss.detach()), [p.grad.numpy().copy() for p in params]
+    target = loss_fn.prepare_target(y, sizes[-1], dtype)
+    t = torch.as_tensor(target) if target.dtype.kind == "i" else torch.tensor(target, dtype=tdt)
+    value = getattr(torch.nn, loss_name)(**loss_kwargs)(h, t)
+    value.backward()
+    return outs, float(value.detach()), [p.grad.numpy().copy() for p in params]
 
 
-def compare(label: str, dtype: str, got: Result, ref: Result, sizes: Sequence[int],
-            batch: int, names: list[str]) -> Comparison:
+def compare(label: str, dtype: str, got: Result, ref: Result, fan_ins: Sequence[int],
+            k_grad: int, names: list[str]) -> Comparison:
+    """Every output, the loss and every gradient of `got` against `ref`; `fan_ins[i]` is
+    the largest GEMM inner dimension up to layer i, `k_grad` that of the gradients."""
     outs, loss, grads = got
     r_outs, r_loss, r_grads = ref
     comp = Comparison(label, dtype)
-    fan_ins = list(sizes[:-1])
     for i, (o, ro) in enumerate(zip(outs, r_outs, strict=True)):
         comp.diffs.append(diff(f"L{i} output", o, ro, dtype, max(fan_ins[: i + 1])))
     comp.diffs.append(diff("loss", np.array([loss]), np.array([r_loss]), dtype, max(fan_ins)))
-    k_grad = max(batch, *sizes)
     for name, g, rg in zip(names, grads, r_grads, strict=True):
         comp.diffs.append(diff(f"{name} grad", g, rg, dtype, k_grad))
     return comp
 
 
+#: relative agreement of a central difference with the analytic directional derivative
+FD_TOL = 1e-6
+
+
+def finite_difference_check(layers: LayersFn, input_dim: int, weights: list[np.ndarray],
+                            X: np.ndarray, y: np.ndarray, loss: Any, directions: int = 3,
+                            seed: int = 0) -> Comparison:
+    """The reference backend's gradients against float64 central differences of its loss
+    (independent of every backward pass): along random directions v, (L(w + hv) - L(w - hv))
+    / 2h against sum(grad * v). Needs nothing but the forward pass."""
+    model = _model(layers, input_dim, "reference", "float64")
+    model.set_weights(weights)
+    _, grads = model.loss_and_grad(X, y, loss=loss)
+    rng = np.random.default_rng(seed + 1)
+    comp = Comparison("finite differences", "float64")
+    for d in range(directions):
+        v = [rng.standard_normal(w.shape) for w in weights]
+        norm = math.sqrt(sum(float((a * a).sum()) for a in v))
+        v = [a / norm for a in v]
+        h = 1e-5 * max(1.0, max(float(np.abs(w).max()) for w in weights))
+        values = []
+        for sign in (1.0, -1.0):
+            model.set_weights([w + sign * h * a for w, a in zip(weights, v, strict=True)])
+            values.append(float(model.loss_and_grad(X, y, loss=loss)[0]))
+        fd = (values[0] - values[1]) / (2 * h)
+        analytic = sum(float((g * a).sum()) for g, a in zip(grads, v, strict=True))
+        scale = max(abs(fd), abs(analytic), 1e-300)
+        err = abs(fd - analytic)
+        comp.diffs.append(TensorDiff(f"direction {d}", None, err, err / scale, FD_TOL))
+    return comp
+
+
+def _targets(loss: Any, n_out: int, batch: int, rng: np.random.Generator) -> np.ndarray:
+    from . import losses as L
+
+    name = L.get(loss).name
+    if name in ("cross_entropy", "nll"):
+        return rng.integers(0, n_out, size=batch)
+    if name == "bce":
+        return rng.integers(0, 2, size=(batch, n_out)).astype(np.float64)
+    return rng.standard_normal((batch, n_out))
+
+
 def run_check(
     sizes: Sequence[int] = DEFAULT_SIZES,
     batch: int = 256,
-    activation: str = "relu",
+    activation: Any = "relu",
     dtypes: Sequence[str] = ("float64", "float32"),
     backends: Sequence[str] | None = None,
     torch: bool = True,
     seed: int = 0,
+    loss: Any = "cross_entropy",
+    model: LayersFn | None = None,
 ) -> CheckReport:
-    """Compare every backend (and PyTorch) against the float64 reference; see the module doc."""
+    """Compare every backend (and PyTorch) against the float64 reference; see the module doc.
+
+    `activation` and `loss` may be names (built-in or registered) or objects; `model`, a
+    function returning a fresh list of layers (user-defined ones included), replaces the
+    Dense stack of `sizes` (then `sizes[0]` is its input width)."""
     import mlpx
     from mlpx._compat import has_module
 
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"sizes must be at least two positive widths, got {sizes}")
-    if sizes[-1] < 2:
-        raise ValueError("mlpx check uses softmax cross-entropy: the output width must be >= 2")
+    layers = model or mlp_layers(sizes, activation)
+    base = _model(layers, sizes[0], "reference", "float64", seed)
+    n_out = base.output_dim
+    if mlpx.losses.get(loss).name in ("cross_entropy", "nll") and n_out < 2:
+        raise ValueError(f"loss {mlpx.losses.get(loss).name!r} needs an output width >= 2")
     backends = list(backends) if backends is not None else mlpx.available_backends()
     rng = np.random.default_rng(seed)
-    # Inputs of unit scale; logits of O(1) so that the softmax is not saturated.
+    # Inputs of unit scale; outputs of O(1) so that a softmax is not saturated.
     X = rng.standard_normal((batch, sizes[0]))
-    y = rng.integers(0, sizes[-1], size=batch)
-    base = mlpx.MLP(sizes, activation=activation, backend="reference", dtype="float64", seed=seed)
+    y = _targets(loss, n_out, batch, rng)
     weights64 = base.get_weights()
     names = [f"L{i} {p.name}" for i, layer in enumerate(base.layers) for p in layer.parameters()]
+    fan_ins = [max(layer.input_dim for layer in base.layers[: i + 1])
+               for i in range(len(base.layers))]
+    k_grad = max(batch, sizes[0], *(layer.output_dim for layer in base.layers))
 
+    notes = []
+    no_torch = torch_unavailable_reason(sizes, activation, loss, model is not None)
+    use_torch = torch and has_module("torch") and no_torch is None
+    if torch and no_torch is not None:
+        notes.append(f"PyTorch left out: {no_torch}")
+    elif torch and not has_module("torch"):
+        notes.append("PyTorch left out: it is not installed (pip install torch)")
     comparisons = []
     for dtype in dtypes:
         # The reference sees exactly the weights and inputs the dtype under test stores.
         w = [a.astype(dtype).astype(np.float64) for a in weights64]
         x = X.astype(dtype).astype(np.float64)
-        ref = run_mlpx("reference", "float64", sizes, activation, w, x, y)
-        labels = list(backends) + (["pytorch"] if torch and has_module("torch") else [])
+        ref = run_mlpx("reference", "float64", layers, sizes[0], w, x, y, loss)
+        labels = list(backends) + (["pytorch"] if use_torch else [])
         for label in labels:
             try:
                 if label == "pytorch":
-                    got = run_torch(dtype, sizes, activation, w, x, y)
+                    got = run_torch(dtype, sizes, activation, w, x, y, loss)
                 else:
-                    got = run_mlpx(label, dtype, sizes, activation, w, x, y)
+                    got = run_mlpx(label, dtype, layers, sizes[0], w, x, y, loss)
             except Exception as e:  # a backend that crashes is a failed check, not a crash
                 comparisons.append(Comparison(label, dtype, error=f"{type(e).__name__}: {e}"))
                 continue
-            comparisons.append(compare(label, dtype, got, ref, sizes, batch, names))
-    return CheckReport(comparisons)
+            comparisons.append(compare(label, dtype, got, ref, fan_ins, k_grad, names))
+    if any(b.strip().lower() in ("reference", "numpy") for b in backends):
+        # The reference against itself proves nothing: its gradients meet an independent
+        # check, central differences of its own loss; its outputs meet PyTorch's, if any.
+        comparisons.append(finite_difference_check(layers, sizes[0], weights64, X, y, loss,
+                                                    seed=seed))
+        notes.append(
+            "reference: its float64 outputs are the definition the others are compared with; "
+            "independently, its gradients are checked against central finite differences"
+            + (" and everything against PyTorch" if use_torch else
+               " (outputs only against PyTorch, which is left out here)")
+        )
+    return CheckReport(comparisons, notes)
 
 
 def format_report(report: CheckReport) -> str:
     lines = []
     for c in report.comparisons:
+        if c.label == "finite differences":
+            lines.append(f"reference float64 gradients vs central finite differences: "
+                         f"{'ok' if c.ok else 'FAILED'}")
+            lines.extend(f"  {d.name:<14}{'':>7}{d.max_abs:>12.3g}{d.max_rel:>12.3g}"
+                         f"{d.tol:>12.3g}  {'ok' if d.ok else 'EXCEEDS'}" for d in c.diffs)
+            continue
         lines.append(f"{c.label} {c.dtype} vs reference float64: {'ok' if c.ok else 'FAILED'}")
         if c.error:
             lines.append(f"  error: {c.error}")
@@ -235,40 +348,8 @@ def format_report(report: CheckReport) -> str:
             k = "-" if c.dtype == "float64" else str(d.k)
             lines.append(f"  {d.name:<14}{k:>7}{d.max_abs:>12.3g}{d.max_rel:>12.3g}"
                          f"{d.tol:>12.3g}  {'ok' if d.ok else 'EXCEEDS'}")
+    lines.extend(f"note: {n}" for n in report.notes)
     return "\n".join(lines)
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        v = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--sizes must be comma-separated integers such as 784,256,10; got {text!r}"
-        ) from None
-    if len(v) < 2 or min(v) < 1:
-        raise argparse.ArgumentTypeError(f"--sizes needs at least two positive widths: {text!r}")
-    return v
-
-
-def add_check_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "check",
-        help="compare outputs and gradients of every backend (and PyTorch) with a float64 "
-             "reference; non-zero exit on any difference above tolerance",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES),
-                   help="layer widths, input first (default 784,1024,1024,10)")
-    p.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
-    p.add_argument("--activation", default="relu", help="hidden activation (default relu)")
-    p.add_argument("--dtype", default="float64,float32", help="dtypes to check")
-    p.add_argument("--backend", action="append", default=None,
-                   help="backend to check (repeatable); default every available backend")
-    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_check)
-    return p
 
 
 def activation_error(name: str) -> str | None:
@@ -285,32 +366,15 @@ def activation_error(name: str) -> str | None:
     return None
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-    if not dtypes or any(d not in ("float32", "float64") for d in dtypes):
-        print(f"mlpx check: --dtype must be float32, float64 or both; got {args.dtype!r}",
-              file=sys.stderr)
-        return 2
-    if args.batch < 1:
-        print("mlpx check: --batch must be >= 1", file=sys.stderr)
-        return 2
-    from .backends import VALID_NAMES
-
-    for b in args.backend or []:
-        if b.lower() not in ("cpu", "cuda", "auto", "reference") and not re.fullmatch(
-                r"cuda:\d+", b.lower()):
-            print(f"mlpx check: unknown --backend {b!r}; valid names are "
-                  f"{', '.join(VALID_NAMES)}", file=sys.stderr)
-            return 2
-    problem = activation_error(args.activation)
-    if problem:  # else a traceback from deep inside the first backend's run
-        print(f"mlpx check: --activation: {problem}", file=sys.stderr)
-        return 2
-    report = run_check(args.sizes, args.batch, args.activation, dtypes, args.backend,
-                       torch=not args.no_torch, seed=args.seed)
-    print(f"model {'-'.join(map(str, args.sizes))} {args.activation}, batch {args.batch}, "
-          f"softmax cross-entropy; float64 tolerance {F64_TOL:g}, float32 tolerance "
-          f"{C32:g}*K*eps32 (eps32 = {EPS32:.3g})")
+def run_command(args: argparse.Namespace) -> int:
+    """`mlpx check` with arguments the command line has already checked (mlpx.cli)."""
+    report = run_check(args.sizes, args.batch, args.activation, args.dtype, args.backend,
+                       torch=not args.no_torch, seed=args.seed, loss=args.loss,
+                       model=args.model)
+    what = "user-defined model" if args.model else (
+        f"model {'-'.join(map(str, args.sizes))} {args.activation}")
+    print(f"{what}, batch {args.batch}, loss {args.loss}; float64 tolerance {F64_TOL:g}, "
+          f"float32 tolerance {C32:g}*K*eps32 (eps32 = {EPS32:.3g})")
     print(format_report(report))
     failures = report.failures()
     if failures:

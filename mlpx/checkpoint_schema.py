@@ -337,8 +337,13 @@ def _overrides(layer: Any, method: str) -> bool:
 
 def _declares(layer: Any, spec_method: str, state_method: str) -> bool:
     """Whether a layer's `spec_method` describes its `state_method` without building it:
-    it overrides the declaration, or keeps the base class's empty state."""
-    return _overrides(layer, spec_method) or not _overrides(layer, state_method)
+    it overrides the declaration, or keeps the base class's empty state. A layer whose build
+    may create parameters with `add_parameter` (it overrides `build` or `_build`) without
+    declaring them is only known once built."""
+    if _overrides(layer, spec_method):
+        return True
+    makers = (state_method, "build", "_build") if state_method == "parameters" else (state_method,)
+    return not any(_overrides(layer, m) for m in makers)
 
 
 class Declared:
@@ -403,6 +408,11 @@ def check_declared(record: Any, path: str) -> None:
     from . import losses, optim
     from .layers.registry import layer_from_spec
 
+    arch = record.architecture
+    layers = []
+    for i, spec in enumerate(arch["layers"]):  # the model first, then its loss and optimiser
+        with entry_errors(path, f"model.layers[{i}]"):
+            layers.append(layer_from_spec(spec))  # configs only: nothing allocated
     if record.loss is not None:
         with entry_errors(path, "loss"):
             losses.get(record.loss)
@@ -414,11 +424,6 @@ def check_declared(record: Any, path: str) -> None:
             if sorted(slots) != sorted(optimizer.state_names):
                 raise _fail(path, f"optimizer.state[{i}]", f"holds {sorted(slots)}; "
                             f"{optimizer!r} keeps {sorted(optimizer.state_names)}")
-    arch = record.architecture
-    layers = []
-    for i, spec in enumerate(arch["layers"]):
-        with entry_errors(path, f"model.layers[{i}]"):
-            layers.append(layer_from_spec(spec))  # configs only: nothing allocated
     dtype = np.dtype(arch["dtype"])
     declared = Declared()
     width = declared.walk(layers, arch["input_dim"], dtype, "layers", path)

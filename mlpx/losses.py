@@ -10,10 +10,28 @@
 
 Targets are validated and converted once per `fit`/`evaluate` call (`prepare_target`), never
 inside the training step.
+
+Each built-in loss is declared once, here: its name, what the network must output, its
+PyTorch twin (`torch_module()`, used by `mlpx check`) and the backend op that computes it.
+The op's reference formula lives in `mlpx/backends/base.py` (plain array code), its fused
+twins in `mlpx/backends/numba_losses.py` and `kernels/losses.cu`.
+
+A user loss is a subclass with `compute(ops, out, target) -> (loss, dloss/dout)`, or a
+function of `(out, target)` returning the same pair; register it with
+`@mlpx.register_loss("name")` so that saved models restore it:
+
+    @mlpx.register_loss("huber")
+    def huber(out, target):
+        d = out - target
+        small = abs(d) <= 1.0
+        loss = np.where(small, 0.5 * d * d, abs(d) - 0.5).mean()
+        return loss, np.where(small, d, np.sign(d)) / d.size
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,17 +41,47 @@ from .backends.base import Array, Backend
 
 
 class Loss:
+    """Base class. A user loss defines `compute` (and, for other targets than a value per
+    output, `prepare_target`); built-ins override `__call__` with their fused backend op."""
+
     name: str = ""
     #: what the network's output must be: "logits", "log_probs" or "values"
     expects: str = "values"
     #: True where accuracy is a meaningful metric
     classification: bool = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("name") and not cls.name:  # the name a saved model records
+            cls.name = cls.__name__
+
+    def compute(self, ops: Backend, out: Array, target: Array) -> tuple[Any, Array]:
+        """(mean loss, dLoss/dout) for a batch: `out` and `target` are float64 arrays of the
+        backend (`ops.xp` is NumPy or CuPy); the gradient has `out`'s shape."""
+        raise NotImplementedError(
+            f"loss {type(self).__name__} defines neither compute(self, ops, out, target) "
+            "returning (loss, gradient) nor __call__(self, ops, out, target, grad)"
+        )
+
     def __call__(
         self, ops: Backend, out: Array, target: Array, grad: Array | None = None
     ) -> Array:
         """Mean loss (0-d device value); writes dLoss/dout into `grad` when given."""
-        raise NotImplementedError  # pragma: no cover
+        value, g = self.compute(ops, ops._f64(out), ops._f64(target))
+        if grad is not None:
+            g = ops.xp.asarray(g, dtype=ops.xp.float64)
+            if g.shape != tuple(out.shape):
+                raise ValueError(
+                    f"loss {self.name!r} returned a gradient of shape {tuple(g.shape)} for "
+                    f"outputs of shape {tuple(out.shape)}; they must match"
+                )
+            grad[...] = g
+        return ops.xp.asarray(value, dtype=ops.xp.float64).reshape(())
+
+    def torch_module(self) -> tuple[str, dict[str, Any]] | None:
+        """(name of a `torch.nn` loss module, its keyword arguments) computing the same mean
+        loss, or None when PyTorch has none."""
+        return None
 
     def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         """Validate `y` (host array) and return it in the layout the loss consumes."""
@@ -118,6 +166,9 @@ def _labels(y: np.ndarray, n_classes: int, loss: str) -> np.ndarray:
 class MSELoss(Loss):
     name = "mse"
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "MSELoss", {}
+
     def __call__(
         self, ops: Backend, out: Array, target: Array, grad: Array | None = None
     ) -> Array:
@@ -130,6 +181,9 @@ class MSELoss(Loss):
 
 class L1Loss(Loss):
     name = "l1"
+
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "L1Loss", {}
 
     def __call__(
         self, ops: Backend, out: Array, target: Array, grad: Array | None = None
@@ -146,6 +200,9 @@ _COLUMN_HINT = "; for labels in a column pass y.ravel()"
 
 class CrossEntropyLoss(Loss):
     name, expects, classification = "cross_entropy", "logits", True
+
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "CrossEntropyLoss", {}
 
     def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         y = _numeric(y)
@@ -192,6 +249,9 @@ class CrossEntropyLoss(Loss):
 class NLLLoss(CrossEntropyLoss):
     name, expects = "nll", "log_probs"
 
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "NLLLoss", {}
+
     def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         y = _numeric(y)
         if y.ndim != 1:
@@ -213,6 +273,9 @@ class NLLLoss(CrossEntropyLoss):
 
 class BCEWithLogitsLoss(Loss):
     name, expects, classification = "bce", "logits", True
+
+    def torch_module(self) -> tuple[str, dict[str, Any]]:
+        return "BCEWithLogitsLoss", {}
 
     def prepare_target(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         y = super().prepare_target(y, n_outputs, dtype)
@@ -242,7 +305,32 @@ class BCEWithLogitsLoss(Loss):
         return int(target.size)
 
 
-_BY_NAME = {
+class FunctionLoss(Loss):
+    """A loss from a function `fn(out, target) -> (mean loss, dLoss/dout)` on float64 arrays
+    (NumPy, or CuPy on the cuda backend; NumPy's functions work on both)."""
+
+    def __init__(self, fn: Callable[[Any, Any], tuple[Any, Any]], name: str | None = None):
+        if not callable(fn):
+            raise TypeError(f"FunctionLoss takes a function (out, target) -> (loss, grad), "
+                            f"got {fn!r}")
+        self.fn = fn
+        fn_name = getattr(fn, "__name__", "")
+        self.name = name or (fn_name if fn_name.isidentifier() else "custom_loss")
+
+    def compute(self, ops: Backend, out: Array, target: Array) -> tuple[Any, Array]:
+        result = self.fn(out, target)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(
+                f"loss function {self.name!r} must return (loss, gradient), got "
+                f"{type(result).__name__}"
+            )
+        return result
+
+    def __repr__(self) -> str:
+        return f"FunctionLoss(name={self.name!r})"
+
+
+_BY_NAME: dict[str, type[Loss]] = {
     "mse": MSELoss,
     "l1": L1Loss,
     "cross_entropy": CrossEntropyLoss,
@@ -254,17 +342,81 @@ _ALIASES = {
     "crossentropy": "cross_entropy", "categorical_crossentropy": "cross_entropy",
     "binary_cross_entropy": "bce", "binary_crossentropy": "bce", "bce_with_logits": "bce",
 }
+#: user losses registered by name: a Loss subclass or a factory returning a Loss
+_REGISTERED: dict[str, Callable[[], Loss]] = {}
+
+
+def builtins() -> list[type[Loss]]:
+    """The built-in declarations (the tests iterate this)."""
+    return list(_BY_NAME.values())
 
 
 def names() -> list[str]:
-    return sorted(_BY_NAME)
+    """Valid loss names: the built-ins and the registered ones."""
+    return sorted([*_BY_NAME, *_REGISTERED])
 
 
-def get(spec: str | Loss) -> Loss:
+def register_loss(name: str) -> Callable[[Any], Any]:
+    """Register a user loss under `name` (a decorator), so that `loss="name"` finds it and
+    saved models restore it. Decorates a Loss subclass, or a function
+    `(out, target) -> (loss, gradient)`. Built-in names are refused."""
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"a loss name is a non-empty string, got {name!r}")
+    key = name.strip().lower()
+    if key in _BY_NAME or key in _ALIASES:
+        raise ValueError(f"{name!r} is a built-in loss name; choose another name")
+
+    def decorator(obj: Any) -> Any:
+        if isinstance(obj, type) and issubclass(obj, Loss):
+            obj.name = key
+            _REGISTERED[key] = obj
+        elif callable(obj) and not isinstance(obj, type):
+            _REGISTERED[key] = lambda: FunctionLoss(obj, name=key)
+        else:
+            raise TypeError(
+                f"@register_loss({key!r}) decorates a Loss subclass or a function "
+                f"(out, target) -> (loss, gradient), got {obj!r}"
+            )
+        return obj
+
+    return decorator
+
+
+def get(spec: Any) -> Loss:
+    """Resolve a loss: a name (built-in, registered, or in the load's `custom_objects`), a
+    `Loss` object or subclass, or a function `(out, target) -> (loss, gradient)`."""
+    from .custom_objects import find
+
     if isinstance(spec, Loss):
         return spec
+    if isinstance(spec, type) and issubclass(spec, Loss):
+        return spec()
+    if callable(spec) and not isinstance(spec, type):
+        _check_arity(spec)
+        return FunctionLoss(spec)
     if isinstance(spec, str):
         key = _ALIASES.get(spec.lower(), spec.lower())
+        found = find(spec, Loss)
+        if found is not None:
+            return get(found) if not isinstance(found, Loss) else found
         if key in _BY_NAME:
             return _BY_NAME[key]()
-    raise ValueError(f"unknown loss {spec!r}; valid names are {', '.join(names())}")
+        if key in _REGISTERED:
+            return _REGISTERED[key]()
+    raise ValueError(
+        f"unknown loss {spec!r}; valid names are {', '.join(names())} (a saved model's own "
+        "loss must be registered with @mlpx.register_loss(name) before loading, or given as "
+        "mlpx.load(path, custom_objects={name: ...}))"
+    )
+
+
+def _check_arity(fn: Callable[..., Any]) -> None:
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        raise TypeError(
+            f"a loss function takes (out, target) and returns (loss, gradient); {fn!r} "
+            "does not accept two arguments"
+        ) from None
+    except ValueError:  # no signature (a builtin): let the call decide
+        pass

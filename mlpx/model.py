@@ -55,6 +55,16 @@ class LoadResult(NamedTuple):
     unexpected_keys: list[str]
 
 
+class ParameterList(list):
+    """`model.parameters()`: a list of Parameters that knows its model, so that an optimiser
+    built on it (`mlpx.optim.SGD(model.parameters(), lr=0.1)`) finds the backend and can
+    tell a forgotten step from a finished one."""
+
+    def __init__(self, params: Sequence[Parameter], model: Sequential):
+        super().__init__(params)
+        self.model = model
+
+
 class Sequential:
     """A feed-forward stack of layers.
 
@@ -94,6 +104,10 @@ class Sequential:
         self.compiled_metrics: list | None = None
         # inference reads, training steps and state loads write (see mlpx.concurrency)
         self._lock = StateLock()
+        #: gradients written by backward() and not yet used by an optimiser step (or zeroed)
+        self._grads_pending = False
+        #: an optimiser was built on model.parameters(): check the manual loop's order
+        self._manual_loop = False
         for layer in layers or []:
             self.add(layer)
         if input_dim is not None:
@@ -167,9 +181,9 @@ class Sequential:
                 "build(n_features), or call fit() first"
             )
 
-    def parameters(self) -> list[Parameter]:
+    def parameters(self) -> ParameterList:
         """Trainable parameters in layer order (the order of get_weights)."""
-        return [p for layer in self.layers for p in layer.parameters()]
+        return ParameterList([p for layer in self.layers for p in layer.parameters()], self)
 
     # ------------------------------------------------------------------------------ state
     def walk(self):
@@ -249,13 +263,33 @@ class Sequential:
 
     # --------------------------------------------------------------------- forward/backward
     def forward(self, x: Any, training: bool = False) -> Any:
-        """Raw outputs for a backend array `x` (no validation; the arrays are reused buffers)."""
+        """Raw outputs for a batch `x` of shape (batch, input_dim): a backend array (used as
+        is) or anything array-like (copied to the backend). Builds an unbuilt model for x's
+        width. The result is a work array of the model, valid until the next forward."""
+        if not self.built and getattr(x, "ndim", 0) == 2:
+            self.build(int(x.shape[1]))
+        self._require_built()
+        if not (hasattr(x, "shape") and len(x.shape) == 2 and x.shape[1] == self.input_dim):
+            shape = tuple(np.shape(x))
+            raise ValueError(
+                f"forward takes a batch of shape (batch, {self.input_dim}) for this model's "
+                f"{self.input_dim} input features, got shape {shape}"
+                + ("; reshape a single sample with x.reshape(1, -1)" if len(shape) == 1 else "")
+            )
+        if x.dtype != self.dtype or not isinstance(x, self.ops.xp.ndarray):
+            x = self._to_backend(x)
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
 
     def backward(self, grad: Any) -> None:
         """Backpropagate dL/d(output) through every layer, writing parameter gradients."""
+        if self._manual_loop and self._grads_pending:
+            raise RuntimeError(
+                "backward() was called again, but the gradients of the previous backward() "
+                "were never used: call opt.step() after each backward() (then "
+                "opt.zero_grad()), or opt.zero_grad() to discard them"
+            )
         last = len(self.layers) - 1
         scratch = False  # the caller's array is never overwritten
         for i in range(last, -1, -1):
@@ -265,6 +299,25 @@ class Sequential:
             layer._dy_scratch = scratch
             grad = layer.backward(grad, need_input_grad=i > 0)
             scratch = layer.returns_work_grad
+        self._grads_pending = True
+
+    def compute_loss(self, out: Any, y: Any, loss: str | L.Loss | None = None
+                     ) -> tuple[float, Any]:
+        """(loss, dLoss/d(out)) for outputs `out` of `forward` and targets `y` (validated
+        and converted like fit's): the loss step of a hand-written training loop. The
+        gradient is a new backend array, to hand to `backward`."""
+        loss_fn = self._loss_or(loss)
+        n_out = int(out.shape[1]) if getattr(out, "ndim", 0) == 2 else self.output_dim
+        if getattr(y, "shape", (None,))[0] != out.shape[0]:
+            raise ValueError(
+                f"compute_loss got {out.shape[0]} outputs but {len(y)} targets; pass the "
+                "targets of the batch given to forward"
+            )
+        target = self.ops.asarray(loss_fn.prepare_target(self.ops.to_numpy(y), n_out,
+                                                         self.dtype))
+        grad = self.ops.empty(out.shape, self.dtype)
+        value = loss_fn(self.ops, out, target, grad)
+        return self.ops.to_float(value), grad
 
     # ---------------------------------------------------------------------- loss/optimiser
     def compile(
@@ -532,6 +585,7 @@ class Sequential:
             self.backward(grad)
             self.add_penalty_grads()
             grads = [self.ops.to_numpy(p.grad).copy() for p in self.parameters()]
+            self._grads_pending = False  # handed to the caller
         return self.ops.to_float(value), grads
 
     def _regularized(self) -> list[tuple[Parameter, Any]]:
@@ -814,11 +868,23 @@ class MLP(Sequential):
         self.sizes = sizes
 
 
-def load(path: str | os.PathLike, backend: str | Backend = "cpu") -> Sequential:
+def load(path: str | os.PathLike, backend: str | Backend = "cpu",
+         custom_objects: dict[str, Any] | None = None) -> Sequential:
     """Rebuild the model saved at `path` on `backend` (weights bitwise, optimiser state,
     buffers, loss, epoch count and history). Never unpickles: only arrays and JSON are read,
     and everything is checked (see mlpx.checkpoint_schema) before it is built or assigned.
+
+    User-defined activations, losses and layers are found by the names the file records:
+    in `custom_objects` ({name: class or function}, as in Keras) first, then among the parts
+    registered with `mlpx.register_activation` / `register_loss` / `register_layer`.
     """
+    from .custom_objects import custom_object_scope
+
+    with custom_object_scope(custom_objects):
+        return _load(path, backend)
+
+
+def _load(path: str | os.PathLike, backend: str | Backend) -> Sequential:
     from .checkpoint_schema import entry_errors
 
     p = os.fspath(path)
@@ -838,7 +904,8 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu") -> Sequential:
             if "state" in record.optimizer:
                 optimizer.bind(model.parameters(), model.ops)
                 optimizer.load_state_dict(record.optimizer)
-    model.loss_ = L.get(record.loss) if record.loss else None
+    with entry_errors(p, "loss"):
+        model.loss_ = L.get(record.loss) if record.loss else None
     model.optimizer_ = optimizer
     model.epoch_ = record.run.epoch
     model.history_ = record.run.history

@@ -3,12 +3,16 @@ on the model's backend) and then updates every parameter in place with one fused
 parameter per step.
 
 Names and hyperparameters follow PyTorch: `mlpx.optim.SGD(lr=0.01)`; by name,
-`fit(optimizer="sgd", lr=0.01)`.
+`fit(optimizer="sgd", lr=0.01)`. For a hand-written training loop, build the optimiser on the
+model's parameters as in PyTorch, `mlpx.optim.SGD(model.parameters(), lr=0.1)`, and call
+`step()` after each `model.backward(...)`, then `zero_grad()` (see docs/training-loop.md).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from typing import Any
 
 import numpy as np
@@ -16,6 +20,13 @@ import numpy as np
 from .backends.base import Backend
 from .layers.base import Parameter
 from .validation import as_float, check_float
+
+
+def _is_param_list(value: Any) -> bool:
+    """A first positional argument that is a collection (not a learning rate): parameters,
+    checked when attached."""
+    return isinstance(value, (list, tuple)) or (
+        hasattr(value, "__iter__") and not isinstance(value, (str, bytes)))
 
 
 def check_lr(lr: Any) -> float:
@@ -29,9 +40,30 @@ class Optimizer:
     """Base class: subclasses implement `_update(i, param)` and declare `state_names`."""
 
     name = ""
+    #: the torch.optim class with the same update and hyperparameter names (tests compare)
+    torch_name: str | None = None
     #: per-parameter state arrays allocated at bind time (e.g. ("momentum",))
     state_names: tuple[str, ...] = ()
     default_lr = 0.01
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        # PyTorch's call: SGD(model.parameters(), lr=0.1) binds at once; SGD(lr=0.1) (or
+        # SGD(0.1)) stays unbound until fit() or compile() binds it
+        @functools.wraps(init)
+        def init_with_params(self: Optimizer, *args: Any, **kw: Any) -> None:
+            params = kw.pop("params", None)
+            if params is None and args and _is_param_list(args[0]):
+                params, args = args[0], args[1:]
+            init(self, *args, **kw)
+            if params is not None:
+                self._attach(params)
+
+        cls.__init__ = init_with_params
 
     def __init__(self, lr: float | None = None):
         self.lr = check_lr(self.default_lr if lr is None else lr)
@@ -39,9 +71,26 @@ class Optimizer:
         self.params: list[Parameter] = []
         self.state: list[dict[str, Any]] = []
         self.step_count = 0
+        self._model: Any = None  # weak reference to the model the parameters belong to
+        self._manual = False
+
+    def _attach(self, params: Any) -> None:
+        params = list(params) if not isinstance(params, list) else params
+        model = getattr(params, "model", None)
+        if model is None or not all(isinstance(p, Parameter) for p in params):
+            raise TypeError(
+                f"{type(self).__name__} takes a model's parameters, as in "
+                f"{type(self).__name__}(model.parameters(), lr=0.1); got {type(params).__name__}"
+            )
+        model._require_built()
+        self.bind(params, model.ops)
+        self._manual = True
+        model._manual_loop = True
 
     def bind(self, params: list[Parameter], ops: Backend) -> None:
         """Attach to parameters; keeps existing state when the shapes still match."""
+        model = getattr(params, "model", None)
+        self._model = weakref.ref(model) if model is not None else None
         shapes = [p.shape for p in params]
         same = self.state and [p.shape for p in self.params] == shapes and self.ops is ops
         self.params, self.ops = list(params), ops
@@ -51,10 +100,38 @@ class Optimizer:
             ]
             self.step_count = 0  # fresh state: bias corrections and momentum start over
 
+    def _bound_model(self) -> Any:
+        return self._model() if self._model is not None else None
+
     def step(self) -> None:
+        """Update every parameter from its gradient (written by the model's backward)."""
+        if self.ops is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.step(): the optimiser has no parameters; build it on "
+                f"the model's, {type(self).__name__}(model.parameters(), lr=...), or pass it "
+                "to fit()"
+            )
+        model = self._bound_model()
+        if self._manual and model is not None and not model._grads_pending:
+            raise RuntimeError(
+                "step() found no new gradients: call model.backward(grad) before each "
+                "opt.step(); if backward() did run, this optimiser was built on another "
+                "model's parameters"
+            )
         self.step_count += 1
         for i, p in enumerate(self.params):
             self._update(i, p)
+        if model is not None:
+            model._grads_pending = False
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to zero (PyTorch's zero_grad): what backward()
+        wrote is discarded."""
+        for p in self.params:
+            p.grad[...] = 0
+        model = self._bound_model()
+        if model is not None:
+            model._grads_pending = False
 
     def _update(self, i: int, p: Parameter) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -160,6 +237,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    torch_name = "SGD"
 
     def __init__(
         self,
@@ -209,6 +287,7 @@ class Adagrad(Optimizer):
     """
 
     name = "adagrad"
+    torch_name = "Adagrad"
     state_names = ("sum",)
     default_lr = 0.01
 
@@ -259,6 +338,7 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    torch_name = "RMSprop"
     default_lr = 0.01
 
     def __init__(
@@ -308,6 +388,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    torch_name = "Adam"
     state_names = ("exp_avg", "exp_avg_sq")
     default_lr = 1e-3
     decoupled = False
@@ -353,6 +434,7 @@ class AdamW(Adam):
     """
 
     name = "adamw"
+    torch_name = "AdamW"
     decoupled = True
 
     def __init__(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -107,7 +109,7 @@ def test_fit_announces_exactly_the_values_it_records(tmp_path):
         assert seen["begin"] == seen["end"]
 
 
-def test_demo_checks_out_before_training(tmp_path, monkeypatch):
+def test_demo_checks_out_before_training(tmp_path, monkeypatch, capsys):
     from mlpx import demo
     from mlpx.cli import main
 
@@ -117,10 +119,12 @@ def test_demo_checks_out_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "load_digits_split", no_training)
     existing = tmp_path / "existing_file"
     existing.write_text("keep me")
-    with pytest.raises(SystemExit, match=r"--out.*existing_file.*is a file"):
-        main(["demo", "--out", str(existing)])
-    with pytest.raises(SystemExit, match=r"existing_file' is a file"):
-        main(["demo", "--out", str(existing / "sub")])
+    assert main(["demo", "--backend", "cpu", "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"--out.*existing_file.*is a file", err[0]), err
+    assert main(["demo", "--backend", "cpu", "--out", str(existing / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"existing_file' is a file", err[0]), err
     with pytest.raises(NotADirectoryError):
         demo.run_demo(existing)
     assert existing.read_text() == "keep me"

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 DTYPES = [np.float32, np.float64]
-ACTS = [
-    "identity", "step", "sigmoid", "tanh", "relu", A.LeakyReLU(0.1), A.ELU(0.7), "gelu",
-    "silu", "softplus",
-]
+# every built-in with scalar kernels (from the registry), parametrised ones off their defaults
+_NON_DEFAULT = {"leaky_relu": A.LeakyReLU(0.1), "elu": A.ELU(0.7)}
+ACTS = [_NON_DEFAULT.get(c.name, c.name) for c in A.builtins()
+        if A.scalar_kernel(c()) is not None]
 
 
 @pytest.fixture(scope="module")
@@ -467,3 +467,27 @@ def test_warmup_loads_every_kernel_of_every_file(emu, monkeypatch):
     assert len(loaded) == sum(len(K.kernel_names(f)) for f in K.KERNEL_FILES)
     with pytest.raises(ValueError, match="float32 and float64"):
         CUDABackend.warmup(emu, dtypes=(np.float16,))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_bias_free_activations_take_kernels_bitwise(emu, cpu, rng, dtype):
+    """Dense(use_bias=False) and the PReLU layer: act_fwd / prelu_fwd, never the reference,
+    bit for bit the cpu backend's twins; every built-in with a scalar kernel, from the
+    registry."""
+    sfx = "f32" if dtype == np.float32 else "f64"
+    z0 = _data(rng, (37, 19), dtype)
+    slopes = rng.uniform(0.0, 0.5, 19).astype(dtype)
+    acts = [c() for c in A.builtins() if A.scalar_kernel(c()) is not None] + [A.PReLU()]
+    for act in acts:
+        s = slopes if act.has_parameters else None
+        emu.launches.clear()
+        outs = []
+        for ops in (emu, cpu):
+            y = np.empty_like(z0)
+            ops.bias_act(z0.copy(), None, act, out=y, slopes=s)
+            outs.append(y)
+        _same(outs[0], outs[1])
+        if act.has_parameters:
+            assert emu.launches == [f"prelu_fwd_{sfx}"], act
+        elif not A.is_identity(act):
+            assert emu.launches == [f"act_fwd_{sfx}"], act

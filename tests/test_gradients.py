@@ -11,28 +11,25 @@ import numpy as np
 import pytest
 
 import mlpx
+from mlpx import activations as A
 
 torch = pytest.importorskip("torch", reason="PyTorch is the independent reference here")
 F = torch.nn.functional
 
-HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "silu",
-          "softplus"]
+# every trainable elementwise built-in, from the registry
+HIDDEN = [c.name for c in A.builtins() if c.differentiable and not c.rowwise]
 LOSSES = ["mse", "l1", "cross_entropy", "bce", "nll"]
 KINKED = {"relu", "leaky_relu", "prelu", "elu"}  # f' (or f'') jumps at z = 0
 N, D_IN, H1, H2 = 6, 3, 5, 4
 
-TORCH_ACT = {
-    "identity": lambda z, a: z,
-    "sigmoid": lambda z, a: torch.sigmoid(z),
-    "tanh": lambda z, a: torch.tanh(z),
-    "relu": lambda z, a: torch.relu(z),
-    "leaky_relu": lambda z, a: F.leaky_relu(z, 0.01),
-    "prelu": lambda z, a: F.prelu(z, a),
-    "elu": lambda z, a: F.elu(z),
-    "gelu": lambda z, a: F.gelu(z),
-    "silu": lambda z, a: F.silu(z),
-    "softplus": lambda z, a: F.softplus(z),
-}
+
+
+def _torch_act(name: str):
+    if name == "prelu":
+        return lambda z, a: F.prelu(z, a)
+    twin, kwargs = A.get(name).torch_module()
+    module = getattr(torch.nn, twin)(**kwargs)
+    return lambda z, a: module(z)
 
 
 def _build(act: str, loss: str, backend: str, dtype: str, seed: int):
@@ -95,7 +92,7 @@ def _torch_grads(model, X, y, loss: str, act: str):
             if act == "prelu":
                 a = ws[k]
                 k += 1
-            x = TORCH_ACT[act](x, a)
+            x = _torch_act(act)(x, a)
     if loss == "nll":
         value = F.nll_loss(torch.log_softmax(x, dim=1), torch.tensor(y))
     elif loss == "cross_entropy":

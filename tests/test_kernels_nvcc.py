@@ -62,19 +62,54 @@ def _source(name: str) -> str:
     return (REPO / "kernels" / name).read_text()
 
 
-def test_activation_codes_match_python():
-    defined = dict(re.findall(r"#define (ACT_\w+) (\d+)", _source("activations.cu")))
-    assert defined, "no ACT_* codes in activations.cu"
-    for name, value in defined.items():
-        assert getattr(A, name) == int(value), f"{name} differs from mlpx.activations"
-    elementwise = {n for n in dir(A) if n.startswith("ACT_") and getattr(A, n) < 100}
-    assert elementwise == set(defined)
+def test_activation_codes_match_the_declarations():
+    """The ids (and cases) of activations.cu are those of the Python declarations; the same
+    check runs whenever the backend loads the file."""
+    defined = K.activation_ids(_source("activations.cu"))
+    declared = {c.name: c.code for c in A.builtins() if A.scalar_kernel(c()) is not None}
+    assert defined == declared
+    K.check_activation_ids(_source("activations.cu"))
 
 
-def test_block_size_matches_loader():
-    for name in ("losses.cu", "optim.cu"):
-        m = re.search(r"#define MLPX_BLOCK (\d+)", _source(name))
-        assert m and int(m.group(1)) == K.BLOCK, name
+@pytest.mark.parametrize("edit", [
+    ("#define ACT_TANH 3", "#define ACT_TANH 33"),  # an id retyped wrong
+    ("        case ACT_GELU: return", "        case 99: return"),  # a forward case missing
+    ("#define ACT_SOFTPLUS 9", "#define ACT_SOFTPLUS 9\n#define ACT_CUBE 10"),  # CUDA only
+])
+def test_mismatched_activation_ids_are_refused(edit):
+    src = _source("activations.cu")
+    assert edit[0] in src
+    with pytest.raises(RuntimeError, match="does not match the activations declared"):
+        K.check_activation_ids(src.replace(edit[0], edit[1], 1))
+
+
+def test_shared_helpers_exist_once():
+    """common.cuh holds the grid loop, block size, sigmoid and block sums; no kernel file
+    redefines them, every kernel file includes it, and NVRTC gets it joined in."""
+    common = _source(K.COMMON_HEADER)
+    m = re.search(r"#define MLPX_BLOCK (\d+)", common)
+    assert m and int(m.group(1)) == K.BLOCK
+    for helper in ("#define MLPX_GRID_LOOP", "double mlpx_sigmoid(", "double mlpx_block_total(",
+                   "void mlpx_block_sum(", "#define MLPX_BLOCK "):
+        assert helper in common
+        for name in K.KERNEL_FILES:
+            assert helper not in _source(name), f"{name} redefines {helper}"
+    for name in K.KERNEL_FILES:
+        assert '#include "common.cuh"' in _source(name)
+        joined = K.kernel_source(name)
+        assert not re.search(r"^#include", joined, re.M) and "#define MLPX_GRID_LOOP" in joined
+
+
+def test_numba_and_cuda_files_pair_one_to_one():
+    """kernels/<x>.cu and mlpx/backends/numba_<x>.py name each other in their headers."""
+    backends = REPO / "mlpx" / "backends"
+    numba_files = {p.name for p in backends.glob("numba_*.py")}
+    cuda_files = {*K.KERNEL_FILES, K.COMMON_HEADER}
+    assert numba_files == {f"numba_{f.split('.')[0]}.py" for f in cuda_files}
+    for cu in cuda_files:
+        py = f"numba_{cu.split('.')[0]}.py"
+        assert f"mlpx/backends/{py}" in _source(cu), cu
+        assert f"CUDA twin: kernels/{cu}" in (backends / py).read_text(), py
 
 
 def test_launched_kernels_exist_in_sources():
@@ -93,25 +128,26 @@ def test_twin_references_in_both_directions():
     numba_src = "\n".join(
         p.read_text() for p in sorted((REPO / "mlpx" / "backends").glob("numba_*.py"))
     )
-    numba_funcs = set(re.findall(r"^def (\w+)\(", numba_src, re.M))
-    for name in K.KERNEL_FILES:
+    for name in (*K.KERNEL_FILES, K.COMMON_HEADER):
+        twin_file = REPO / "mlpx" / "backends" / f"numba_{name.split('.')[0]}.py"
+        numba_funcs = set(re.findall(r"^def (\w+)\(", twin_file.read_text(), re.M))
         twins = re.findall(r"// Numba twin: (\w+)", _source(name))
         assert twins, f"{name} names no Numba twins"
         for twin in twins:
-            assert twin in numba_funcs, f"{name} names {twin}, which no Numba kernel defines"
+            assert twin in numba_funcs, f"{name} names {twin}, not defined in {twin_file.name}"
     assert "CUDA twin" in numba_src
-    for file_ref in re.findall(r"kernels/(\w+\.cu)", numba_src):
-        assert file_ref in K.KERNEL_FILES
+    for file_ref in re.findall(r"kernels/(\w+\.cuh?)\b", numba_src):
+        assert file_ref in (*K.KERNEL_FILES, K.COMMON_HEADER)
 
 
 def test_chunk_and_width_constants_agree():
     """PReLU's chunk size and softmax's wide-row threshold: one value in every source."""
-    from mlpx.backends import base, numba_kernels
+    from mlpx.backends import base, numba_activations
 
     chunk = re.search(r"#define PRELU_CHUNK (\d+)", _source("activations.cu"))
     wide = re.search(r"#define SOFTMAX_WIDE (\d+)", _source("losses.cu"))
     assert chunk and int(chunk.group(1)) == K.PRELU_CHUNK == base.PRELU_CHUNK
-    assert numba_kernels.PRELU_CHUNK == K.PRELU_CHUNK
+    assert numba_activations.PRELU_CHUNK == K.PRELU_CHUNK
     assert wide and int(wide.group(1)) == K.SOFTMAX_WIDE
     assert K.BLOCK % K.SOFTMAX_WIDE == 0
 
@@ -135,7 +171,7 @@ _FTZ = re.compile(r"[\w.]*\.ftz[\w.]*")
 
 
 def _ptx(name: str, options: tuple[str, ...]) -> str:
-    return K.nvrtc_compile(_source(name), name, "compute_90", options).decode()
+    return K.nvrtc_compile(K.kernel_source(name), name, "compute_90", options).decode()
 
 
 @pytest.fixture(scope="module")

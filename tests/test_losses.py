@@ -130,3 +130,27 @@ def test_target_validation_messages():
         L.get("hinge")
     assert isinstance(L.get("categorical_crossentropy"), L.CrossEntropyLoss)
     assert mlpx.losses.names() == ["bce", "cross_entropy", "l1", "mse", "nll"]
+
+
+def test_every_builtin_loss_matches_its_declared_torch_twin(rng):
+    torch = pytest.importorskip("torch")
+    ops = mlpx.get_backend("reference")
+    out = rng.standard_normal((12, 4))
+    for cls in L.builtins():
+        loss = cls()
+        name, kwargs = loss.torch_module()
+        if loss.name in ("cross_entropy", "nll"):
+            y = rng.integers(0, 4, 12)
+        elif loss.name == "bce":
+            y = rng.integers(0, 2, (12, 4)).astype(np.float64)
+        else:
+            y = rng.standard_normal((12, 4))
+        o = out if loss.expects != "log_probs" else out - np.log(np.exp(out).sum(1, keepdims=True))
+        target = loss.prepare_target(y, 4, np.float64)
+        grad = np.empty_like(o)
+        value = float(loss(ops, o, target, grad))
+        t_out = torch.tensor(o, requires_grad=True)
+        t_val = getattr(torch.nn, name)(**kwargs)(t_out, torch.as_tensor(target))
+        t_val.backward()
+        assert value == pytest.approx(float(t_val.detach()), rel=1e-12), loss.name
+        np.testing.assert_allclose(grad, t_out.grad.numpy(), rtol=1e-10, atol=1e-15)

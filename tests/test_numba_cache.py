@@ -21,7 +21,7 @@ X = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
 y = np.array([0, 1] * 4)
 model = mlpx.MLP([3, 4, 2], activation="relu", seed=0)
 model.fit(X, y, loss="cross_entropy", lr=0.1, epochs=1, batch_size=8, verbose=0)
-import mlpx.backends.numba_kernels as k
+import mlpx.backends.numba_losses as k
 assert k.softmax_xent.signatures, "the Numba kernels did not run"
 print(mlpx.__file__)
 """
@@ -63,7 +63,7 @@ def test_kernel_cache_goes_to_the_user_cache_on_a_read_only_install(tmp_path):
                 first = cached
                 index = [f for f in cached if f.endswith(".nbi")]
                 data = [f for f in cached if f.endswith(".nbc")]
-                assert any("numba_kernels" in f for f in index), sorted(cached)
+                assert any("numba_losses" in f for f in index), sorted(cached)
                 assert data, "no compiled code was written"
             else:
                 assert cached == first  # the second process loaded the cache, compiled nothing

@@ -43,10 +43,6 @@ CASES = {
     "adamw": (O.AdamW, {"lr": 0.01}),
     "adamw_wd": (O.AdamW, {"lr": 0.01, "betas": (0.85, 0.995), "weight_decay": 0.3}),
 }
-TORCH = {
-    O.SGD: "SGD", O.Adagrad: "Adagrad", O.RMSprop: "RMSprop", O.Adam: "Adam",
-    O.AdamW: "AdamW",
-}
 
 
 def _problem(dtype, seed=0):
@@ -74,7 +70,7 @@ def _run_mlpx(ops, cls, kwargs, w0, grads):
 
 def _run_torch(cls, kwargs, w0, grads):
     tparams = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in w0]
-    topt = getattr(torch.optim, TORCH[cls])(tparams, **kwargs)
+    topt = getattr(torch.optim, cls.torch_name)(tparams, **kwargs)  # the declared twin
     traj = []
     for step_grads in grads:
         for p, g in zip(tparams, step_grads, strict=True):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-KERNELS = sorted(p.name for p in (REPO / "kernels").glob("*.cu"))
+KERNELS = sorted(p.name for p in (REPO / "kernels").glob("*.cu*"))  # .cu and common.cuh
 
 
 def _have(module: str) -> bool:
@@ -94,7 +94,7 @@ print(json.dumps({{
     info = json.loads(run.stdout.strip().splitlines()[-1])
     assert Path(info["mlpx"]).resolve().is_relative_to(target.resolve()), info["mlpx"]
     assert Path(info["kernel_dir"]) == (target / "mlpx" / "kernels").resolve()
-    assert sorted(info["sources"]) == KERNELS
+    assert sorted(info["sources"]) == [k for k in KERNELS if k.endswith(".cu")]
     for name, path in info["sources"].items():
         assert Path(path).read_bytes() == (REPO / "kernels" / name).read_bytes()
         assert not Path(path).resolve().is_relative_to(REPO)

@@ -42,13 +42,25 @@ def _cuda_unavailable_reason(device: int) -> str | None:
     return None
 
 
+def check_backend_name(name: str) -> str:
+    """`name` normalised if it names a backend (cpu, cuda, cuda:N, auto, reference), else
+    ValueError listing the valid names. Whether the backend is usable here is not checked."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a name or a Backend, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key in ("cpu", "auto", "reference", "numpy") or _CUDA_RE.match(key):
+        return key
+    raise ValueError(
+        f"unknown backend {name!r}; valid names are {', '.join(VALID_NAMES)} "
+        "(cuda:N picks GPU number N)"
+    )
+
+
 def get_backend(name: str | Backend = "cpu") -> Backend:
     """Return the backend object for `name` (an existing Backend is returned as is)."""
     if isinstance(name, Backend):
         return name
-    if not isinstance(name, str):
-        raise TypeError(f"backend must be a name or a Backend, got {type(name).__name__}")
-    key = name.strip().lower()
+    key = check_backend_name(name)
     if key == "auto":
         key = "cuda" if gpu_count() > 0 else "cpu"
     if key in _INSTANCES:
@@ -59,11 +71,6 @@ def get_backend(name: str | Backend = "cpu") -> Backend:
         backend = Backend()
     else:
         m = _CUDA_RE.match(key)
-        if not m:
-            raise ValueError(
-                f"unknown backend {name!r}; valid names are {', '.join(VALID_NAMES)} "
-                "(cuda:N picks GPU number N)"
-            )
         device = int(m.group(1) or 0)
         key = f"cuda:{device}"
         if key in _INSTANCES:
@@ -80,5 +87,5 @@ def get_backend(name: str | Backend = "cpu") -> Backend:
 
 __all__ = [
     "Backend", "CPUBackend", "available_backends", "get_backend", "BackendUnavailableError",
-    "VALID_NAMES",
+    "VALID_NAMES", "check_backend_name",
 ]

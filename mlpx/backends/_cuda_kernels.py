@@ -32,6 +32,9 @@ import numpy as np
 
 #: Kernel source files, one module each.
 KERNEL_FILES: tuple[str, ...] = ("activations.cu", "losses.cu", "optim.cu", "random.cu")
+#: Helpers every kernel file includes; joined into each source before NVRTC compiles it.
+COMMON_HEADER = "common.cuh"
+_INCLUDE = re.compile(r'^#include "common\.cuh"[ \t]*$', re.M)
 
 #: Options NVRTC gets at run time; the nvcc test compiles with the same ones. No FMA
 #: contraction and no flush-to-zero: the kernels must round exactly like their Numba twins,
@@ -69,11 +72,12 @@ def _candidate_dirs() -> list[Path]:
 def kernel_dir() -> Path:
     """The directory that holds the kernel sources (installed copy first, then the checkout)."""
     for d in _candidate_dirs():
-        if all((d / name).is_file() for name in KERNEL_FILES):
+        if all((d / name).is_file() for name in (*KERNEL_FILES, COMMON_HEADER)):
             return d
     searched = ", ".join(str(d) for d in _candidate_dirs())
     raise FileNotFoundError(
-        f"the CUDA kernel sources ({', '.join(KERNEL_FILES)}) were not found in {searched}; "
+        f"the CUDA kernel sources ({', '.join(KERNEL_FILES)}, {COMMON_HEADER}) were not found "
+        f"in {searched}; "
         "the installation is incomplete: reinstall mlpx (pip install --force-reinstall mlpx)"
     )
 
@@ -82,6 +86,49 @@ def kernel_sources() -> dict[str, Path]:
     """{file name: path} of every kernel source file."""
     d = kernel_dir()
     return {name: d / name for name in KERNEL_FILES}
+
+
+def kernel_source(filename: str) -> str:
+    """The source NVRTC compiles for `filename`: the file with common.cuh joined in place of
+    its #include (nvcc reads the same text through the #include). The activation ids of
+    activations.cu are checked against the Python declarations first."""
+    d = kernel_dir()
+    text = (d / filename).read_text(encoding="utf-8")
+    if filename == "activations.cu":
+        check_activation_ids(text)
+    common = (d / COMMON_HEADER).read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda _: common, text, count=1)
+
+
+def activation_ids(text: str) -> dict[str, int]:
+    """{name: id} of the `#define ACT_<NAME> <id>` lines of an activations.cu source."""
+    return {k.lower(): int(v) for k, v in re.findall(r"^#define ACT_(\w+) (\d+)", text, re.M)}
+
+
+def check_activation_ids(text: str) -> None:
+    """Raise RuntimeError unless activations.cu defines exactly the scalar-kernel ids of the
+    built-in declarations (mlpx.activations) and has a case for each in act_scalar and
+    dact_scalar: a kernel must never run another activation's formula."""
+    from .. import activations as A
+
+    decls = [c for c in A.builtins() if A.scalar_kernel(c()) is not None]
+    want = {c.name: c.code for c in decls}
+    trainable = {c.name for c in decls if c.differentiable}
+    got = activation_ids(text)
+    problems = [f"{n}: Python id {want[n]}, CUDA id {got.get(n)}"
+                for n in sorted(want) if got.get(n) != want[n]]
+    problems += [f"{n}: defined in CUDA only" for n in sorted(set(got) - set(want))]
+    for fn in ("act_scalar", "dact_scalar"):
+        m = re.search(rf"__device__ double {fn}\(.*?\n}}\n", text, re.S)
+        body = m.group(0) if m else ""
+        needed = want if fn == "act_scalar" else trainable
+        problems += [f"{n}: no case in {fn}" for n in sorted(needed)
+                     if f"case ACT_{n.upper()}:" not in body]
+    if problems:
+        raise RuntimeError(
+            "kernels/activations.cu does not match the activations declared in "
+            "mlpx/activations.py: " + "; ".join(problems)
+        )
 
 
 def nvcc_command(source: Path | str, arch: str, output: Path | str) -> list[str]:
@@ -151,7 +198,7 @@ def cache_dir() -> Path:
 
 def compiled_path(filename: str, target: str) -> Path:
     """The cached binary of `filename` for `target`, compiled now unless it exists."""
-    source = (kernel_dir() / filename).read_text(encoding="utf-8")
+    source = kernel_source(filename)
     key = "\0".join([source, *NVRTC_OPTIONS, target, repr(nvrtc_version())])
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     ext = "cubin" if target.startswith("sm_") else "ptx"

@@ -127,12 +127,12 @@ class Backend:
         """
         if b is not None:
             z += b
-        if act.code == A.ACT_IDENTITY:
+        if A.is_identity(act):
             if out is not z:
                 out[...] = z
             return out
         zz = self._f64(z)
-        if act.code == A.ACT_PRELU:
+        if act.has_parameters and slopes is not None:
             out[...] = act.formula(self, zz, self._f64(slopes))
         else:
             out[...] = act.formula(self, zz)
@@ -148,12 +148,12 @@ class Backend:
         slopes: Array | None = None,
     ) -> Array:
         """out = dL/dz = dy * f'(z) (row-wise Jacobian product for softmax/log_softmax)."""
-        if act.code == A.ACT_IDENTITY:
+        if A.is_identity(act):
             if out is not dy:
                 out[...] = dy
             return out
         args = (self, self._f64(dy), self._f64(z), self._f64(y))
-        if act.code == A.ACT_PRELU:
+        if act.has_parameters and slopes is not None:
             out[...] = act.derivative(*args, slopes=self._f64(slopes))
         else:
             out[...] = act.derivative(*args)

@@ -13,16 +13,17 @@ import numpy as np
 from .. import activations as A
 from .base import Array, Backend
 
-_FUSED_CODES = frozenset(
-    {A.ACT_IDENTITY, A.ACT_STEP, A.ACT_SIGMOID, A.ACT_TANH, A.ACT_RELU, A.ACT_LEAKY_RELU,
-     A.ACT_ELU, A.ACT_GELU, A.ACT_SILU, A.ACT_SOFTPLUS}
-)
-
 
 def _kernels() -> Any:
-    from . import numba_kernels
+    from . import numba_activations
 
-    return numba_kernels
+    return numba_activations
+
+
+def _loss_kernels() -> Any:
+    from . import numba_losses
+
+    return numba_losses
 
 
 def _optim_kernels() -> Any:
@@ -101,8 +102,6 @@ class CPUBackend(Backend):
     def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
         """Compile (or load from the disk cache) the kernels for `dtypes` ahead of use."""
         k = _kernels()
-        from . import numba_inplace as ki
-
         for dt in dtypes:
             z = np.zeros((2, 3), dt)
             b = np.zeros(3, dt)
@@ -111,51 +110,72 @@ class CPUBackend(Backend):
             k.relu_backward(out, z, out)
             k.bias_act(z, b, A.ACT_SIGMOID, 0.0, out)
             k.act_backward(out, z, out, A.ACT_SIGMOID, 0.0, out)
-            k.softmax_xent(z, np.zeros(2, np.int64), out, True)
-            k.sgd_update(z, out, 0.1)
-            ki.bias_relu_(z, b)
-            ki.relu_backward_(out, z)
-            ki.bias_act_(z, b, A.ACT_SIGMOID, 0.0)
-            ki.act_backward_(out, z, z, A.ACT_SIGMOID, 0.0)
+            _loss_kernels().softmax_xent(z, np.zeros(2, np.int64), out, True)
+            _optim_kernels().sgd_update(z, out, 0.1)
+            k.act_forward(z, A.ACT_SIGMOID, 0.0, out)
+            k.bias_relu_(z, b)
+            k.relu_backward_(out, z)
+            k.bias_act_(z, b, A.ACT_SIGMOID, 0.0)
+            k.act_forward_(z, A.ACT_SIGMOID, 0.0)
+            k.relu_forward(z, out)
+            k.relu_forward_(z)
+            k.act_backward_(out, z, z, A.ACT_SIGMOID, 0.0)
 
     # activations ------------------------------------------------------------------------
+    # Only built-in declarations have kernels (A.scalar_kernel / A.kernel_code); any other
+    # activation runs its own formula on the reference path.
     def bias_act(self, z, b, act, out, slopes=None):
-        code = act.code
-        if b is None or not _contig(z, out) or code not in _FUSED_CODES | {A.ACT_PRELU}:
+        if A.kernel_code(act) == A.ACT_PRELU:
+            return self._bias_prelu(z, b, act, out, slopes)
+        code = A.scalar_kernel(act)
+        if code is None or not _contig(z, out) or (b is not None and not _contig(b)):
             return super().bias_act(z, b, act, out, slopes)
-        if out is z and code != A.ACT_PRELU:  # aliased arguments would stop vectorisation
-            from . import numba_inplace as ki
-
-            if code == A.ACT_RELU:
-                ki.bias_relu_(z, b)
-            else:
-                ki.bias_act_(z, b, code, act.alpha)
-            return out
         k = _kernels()
-        if code == A.ACT_RELU:
+        if b is None:  # a Dense layer without bias: f(z) alone
+            if code == A.ACT_IDENTITY:
+                if out is not z:
+                    out[...] = z
+            elif code == A.ACT_RELU:  # branch-free: vectorises, unlike the generic switch
+                k.relu_forward_(z) if out is z else k.relu_forward(z, out)
+            elif out is z:  # aliased arguments would stop vectorisation
+                k.act_forward_(z, code, act.alpha)
+            else:
+                k.act_forward(z, code, act.alpha, out)
+            return out
+        if out is z:
+            if code == A.ACT_RELU:
+                k.bias_relu_(z, b)
+            else:
+                k.bias_act_(z, b, code, act.alpha)
+        elif code == A.ACT_RELU:
             k.bias_relu(z, b, out)
-        elif code == A.ACT_PRELU:
-            k.bias_prelu(z, b, slopes, out)
         else:
             k.bias_act(z, b, code, act.alpha, out)
         return out
 
-    def act_backward(self, dy, z, y, act, out, slopes=None):
-        code = act.code
-        if code == A.ACT_IDENTITY or code not in _FUSED_CODES or not _contig(dy, z, y, out):
-            return super().act_backward(dy, z, y, act, out, slopes)
-        if code == A.ACT_STEP:
-            act.derivative(self, dy, z, y)  # raises the explanatory error
-        if out is dy:  # Dense writes delta over dy: the in-place twins vectorise
-            from . import numba_inplace as ki
+    def _bias_prelu(self, z, b, act, out, slopes):
+        if slopes is None or not _contig(z, out, slopes) or (
+                b is not None and not _contig(b)):
+            return super().bias_act(z, b, act, out, slopes)
+        if b is None:  # the PReLU layer, or a Dense layer without bias
+            _kernels().prelu_forward(z, slopes, out)
+        else:
+            _kernels().bias_prelu(z, b, slopes, out)
+        return out
 
-            if code == A.ACT_RELU:
-                ki.relu_backward_(dy, z)
-            else:
-                ki.act_backward_(dy, z, y, code, act.alpha)
-            return out
+    def act_backward(self, dy, z, y, act, out, slopes=None):
+        code = A.scalar_kernel(act)
+        if code is None or code == A.ACT_IDENTITY or not _contig(dy, z, y, out):
+            return super().act_backward(dy, z, y, act, out, slopes)
+        if not act.differentiable:
+            act.derivative(self, dy, z, y)  # raises the explanatory error
         k = _kernels()
-        if code == A.ACT_RELU:
+        if out is dy:  # Dense writes delta over dy: the in-place twins vectorise
+            if code == A.ACT_RELU:
+                k.relu_backward_(dy, z)
+            else:
+                k.act_backward_(dy, z, y, code, act.alpha)
+        elif code == A.ACT_RELU:
             k.relu_backward(dy, z, out)
         else:
             k.act_backward(dy, z, y, code, act.alpha, out)
@@ -194,7 +214,7 @@ class CPUBackend(Backend):
         if not _contig(logits):
             return super().softmax_cross_entropy(logits, labels, grad)
         g = grad if grad is not None else logits  # never written when write_grad is False
-        return np.float64(_kernels().softmax_xent(logits, labels, g, grad is not None))
+        return np.float64(_loss_kernels().softmax_xent(logits, labels, g, grad is not None))
 
     def _elementwise_loss(self, kernel, y, t, grad, fallback):
         if not _contig(y, t) or y.shape != t.shape:
@@ -204,20 +224,20 @@ class CPUBackend(Backend):
 
     def bce_with_logits(self, logits, targets, grad=None):
         return self._elementwise_loss(
-            _kernels().bce_logits, logits, targets, grad, super().bce_with_logits
+            _loss_kernels().bce_logits, logits, targets, grad, super().bce_with_logits
         )
 
     def mse(self, y, t, grad=None):
-        return self._elementwise_loss(_kernels().mse, y, t, grad, super().mse)
+        return self._elementwise_loss(_loss_kernels().mse, y, t, grad, super().mse)
 
     def l1(self, y, t, grad=None):
-        return self._elementwise_loss(_kernels().l1, y, t, grad, super().l1)
+        return self._elementwise_loss(_loss_kernels().l1, y, t, grad, super().l1)
 
     # optimisers ---------------------------------------------------------------------------
     def sgd_update(self, param, grad, lr):
         if not _contig(param, grad):
             return super().sgd_update(param, grad, lr)
-        _kernels().sgd_update(param, grad, float(lr))
+        _optim_kernels().sgd_update(param, grad, float(lr))
         return param
 
     # Stateful optimisers, penalties, clipping: Numba kernels in numba_optim.py (one pass).

@@ -31,10 +31,6 @@ from ..errors import BackendUnavailableError
 from . import _cuda_kernels as K
 from .base import Array, Backend
 
-_ELEMENTWISE_CODES = frozenset(
-    {A.ACT_IDENTITY, A.ACT_STEP, A.ACT_SIGMOID, A.ACT_TANH, A.ACT_RELU, A.ACT_LEAKY_RELU,
-     A.ACT_ELU, A.ACT_GELU, A.ACT_SILU, A.ACT_SOFTPLUS}
-)
 _MAX_SCRATCH = 16
 
 
@@ -286,20 +282,36 @@ class CUDABackend(Backend):
         return arr
 
     # ------------------------------------------------------------------------ activations
+    # Only built-in declarations have kernels (A.scalar_kernel / A.kernel_code); any other
+    # activation runs its own formula on the reference path.
     def bias_act(self, z, b, act, out, slopes=None):
-        code = act.code
-        prelu = code == A.ACT_PRELU
-        if b is None or z.ndim != 2 or (code not in _ELEMENTWISE_CODES and not prelu):
+        prelu = A.kernel_code(act) == A.ACT_PRELU
+        code = A.scalar_kernel(act)
+        if z.ndim != 2 or (code is None and not (prelu and slopes is not None)):
             return super().bias_act(z, b, act, out, slopes)
-        sfx = self._fusable(z, b, out, *((slopes,) if prelu else ()))
         n, m = z.shape
-        if sfx is None or out.shape != z.shape or b.size != m or (prelu and slopes.size != m):
+        extra = (slopes,) if prelu else ()
+        sfx = self._fusable(z, out, *extra, *((b,) if b is not None else ()))
+        if sfx is None or out.shape != z.shape or (b is not None and b.size != m) or (
+                prelu and slopes.size != m):
             return super().bias_act(z, b, act, out, slopes)
         if n * m == 0:
             return out
         blocks = K.grid(n * m)
         nn, mm = np.int64(n), np.int64(m)
-        if code == A.ACT_RELU:
+        if b is None:  # the PReLU layer, or a Dense layer without bias: f(z) alone
+            if prelu:
+                self._launch("activations.cu", f"prelu_fwd_{sfx}", blocks,
+                             (z, slopes, out, nn, mm))
+            elif code == A.ACT_IDENTITY:
+                if out is not z:
+                    out[...] = z
+            else:
+                self._launch(
+                    "activations.cu", f"act_fwd_{sfx}", blocks,
+                    (z, out, np.int64(n * m), np.int32(code), np.float64(act.alpha)),
+                )
+        elif code == A.ACT_RELU:
             self._launch("activations.cu", f"bias_relu_{sfx}", blocks, (z, b, out, nn, mm))
         elif prelu:
             self._launch(
@@ -313,13 +325,13 @@ class CUDABackend(Backend):
         return out
 
     def act_backward(self, dy, z, y, act, out, slopes=None):
-        code = act.code
-        if code == A.ACT_IDENTITY or code not in _ELEMENTWISE_CODES:
+        code = A.scalar_kernel(act)
+        if code is None or code == A.ACT_IDENTITY:
             return super().act_backward(dy, z, y, act, out, slopes)
         sfx = self._fusable(dy, z, y, out)
         if sfx is None or not (dy.shape == z.shape == y.shape == out.shape):
             return super().act_backward(dy, z, y, act, out, slopes)
-        if code == A.ACT_STEP:
+        if not act.differentiable:
             act.derivative(self, dy, z, y)  # raises the explanatory error
         size = np.int64(z.size)
         if z.size == 0:

@@ -1,27 +1,32 @@
-"""Numba kernels of the cpu backend for optimiser steps, penalties and gradient clipping.
+"""Numba optimiser, penalty and clipping kernels of the cpu backend.
+
+CUDA twin: kernels/optim.cu.
 
 Each kernel is the one-pass form of the reference op of the same name in `base.py`: values
 are loaded as float64, the new state is used unrounded in the same step's update, and every
 store rounds once to the array's dtype. Arrays are C-contiguous and of the parameter's shape
-(the cpu backend checks). CUDA twins: the functions of the same names in kernels/optim.cu.
-No `fastmath`: NaN and inf must propagate exactly as in the reference.
+(the cpu backend checks). Each CUDA twin has the same name.
 """
 
 from __future__ import annotations
 
-from .._numba_cache import configure_cache
+import math
 
-configure_cache()
+import numpy as np
 
-import math  # noqa: E402
-
-import numba as nb  # noqa: E402
-import numpy as np  # noqa: E402
-
-_jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+from .numba_common import jit
 
 
-@_jit
+@jit
+def sgd_update(p, g, lr):
+    """p = p - lr g (float64, rounded once). CUDA twin: sgd_update."""
+    pf = p.ravel()
+    gf = g.ravel()
+    for k in range(pf.size):
+        pf[k] = np.float64(pf[k]) - lr * np.float64(gf[k])
+
+
+@jit
 def sgd_momentum_update(p, g, buf, lr, momentum, dampening, nesterov, weight_decay):
     """SGD with weight decay and (Nesterov) momentum. `buf` is untouched when momentum == 0."""
     pf = p.ravel()
@@ -42,7 +47,7 @@ def sgd_momentum_update(p, g, buf, lr, momentum, dampening, nesterov, weight_dec
         pf[k] = w - lr * d
 
 
-@_jit
+@jit
 def adagrad_update(p, g, sum_sq, clr, weight_decay, eps):
     """AdaGrad: sum_sq += g^2; p -= clr g / (sqrt(sum_sq) + eps)."""
     pf = p.ravel()
@@ -58,7 +63,7 @@ def adagrad_update(p, g, sum_sq, clr, weight_decay, eps):
         pf[k] = w - clr * d / (math.sqrt(s) + eps)
 
 
-@_jit
+@jit
 def rmsprop_update(p, g, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay, momentum,
                    centered):
     """RMSProp (optionally centered, with momentum). Unused state arrays are untouched."""
@@ -99,7 +104,7 @@ def rmsprop_update(p, g, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay
         pf[k] = w - lr * step
 
 
-@_jit
+@jit
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
     """Adam (L2 added to the gradient) or AdamW (decoupled decay), bias-corrected."""
     pf = p.ravel()
@@ -123,7 +128,7 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled
         pf[k] = w - step_size * mm / (math.sqrt(vv) / bc2_sqrt + eps)
 
 
-@_jit
+@jit
 def sum_abs(x):
     """sum(|x|) in float64."""
     xf = x.ravel()
@@ -133,7 +138,7 @@ def sum_abs(x):
     return total
 
 
-@_jit
+@jit
 def add_penalty_grad(p, g, l1, l2):
     """g += l1 sign(p) + l2 p (sign(0) = 0)."""
     pf = p.ravel()
@@ -150,7 +155,7 @@ def add_penalty_grad(p, g, l1, l2):
         gf[k] = np.float64(gf[k]) + l1 * s + l2 * w
 
 
-@_jit
+@jit
 def scale_(x, factor):
     """x *= factor (float64, rounded once)."""
     xf = x.ravel()
@@ -158,7 +163,7 @@ def scale_(x, factor):
         xf[k] = np.float64(xf[k]) * factor
 
 
-@_jit
+@jit
 def clip_(x, lo, hi):
     """x = min(max(x, lo), hi); NaN stays NaN."""
     xf = x.ravel()
@@ -170,7 +175,7 @@ def clip_(x, lo, hi):
             xf[k] = hi
 
 
-@_jit
+@jit
 def sum_squares(x):
     """sum(x^2) in float64, four interleaved partial sums (a fixed order: deterministic)."""
     xf = x.ravel()

@@ -1,4 +1,4 @@
-"""Numba kernels for the layers' randomness and normalisation on the cpu backend.
+"""Numba dropout kernels of the cpu backend. CUDA twin: kernels/random.cu.
 
 `dropout_mask` computes Philox-4x32-10 exactly as `mlpx.random.philox4x32` does (same counter
 and key layout), in one compiled loop instead of ~100 NumPy calls per mask; the masks are
@@ -8,14 +8,9 @@ uint64 mixed with a signed integer would be promoted to float64, so every consta
 
 from __future__ import annotations
 
-from .._numba_cache import configure_cache
+import numpy as np
 
-configure_cache()
-
-import numba as nb  # noqa: E402
-import numpy as np  # noqa: E402
-
-_jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+from .numba_common import jit
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
@@ -25,7 +20,7 @@ _LO = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-@_jit
+@jit
 def dropout_mask(key0, key1, stream, step_lo, step_hi, threshold, offset, mask):
     """mask[k] = word_(offset + k) >= threshold for the flattened uint8 `mask` (1 = kept).
 
@@ -58,7 +53,7 @@ def dropout_mask(key0, key1, stream, step_lo, step_hi, threshold, offset, mask):
             mask[base + 3] = 1 if c3 >= threshold else 0
 
 
-@_jit
+@jit
 def dropout_apply(x, mask, scale, out):
     """out = x * scale where mask else 0, in float64, rounded once. Reference: dropout_apply."""
     xf = x.reshape(-1)

@@ -16,6 +16,12 @@ The layer contract (built-in and user-defined layers alike):
   step: forward may keep what backward needs (inputs, pre-activations) and reuse its work
   arrays from `_buffer`, which allocates once per (name, shape), so steady-state steps
   allocate nothing. Only one step runs at a time (the model serialises them).
+- **User layers** subclass `Layer` and define `build(self, input_dim, rng)` (create
+  parameters with `self.add_parameter(name, initial_value)`, return the output width; `self.ops`
+  and `self.dtype` are set), `forward(self, x, training=False)` and
+  `backward(self, dy, need_input_grad=True)` (write each `param.grad`, return dL/dx), with
+  array code on `self.ops.xp`. Their parameters, `param_spec` and `get_config` come from the
+  base class; register the class (`@mlpx.register_layer`) so that saved models rebuild it.
 - **Inference is re-entrant.** `infer(x)` computes the inference output without writing
   anything to the layer: no caches, no shared work arrays (its outputs are new arrays), so any
   number of threads may call it at once, also while another thread trains. The default
@@ -25,6 +31,7 @@ The layer contract (built-in and user-defined layers alike):
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -72,9 +79,18 @@ class Layer:
     #: training step mixes rows (BatchNorm) or draws per row (Dropout) read it
     batch_shard: Any = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a user layer's build(self, input_dim, rng) is the hook the framework's build calls
+        user_build = cls.__dict__.get("build")
+        if user_build is not None and "ops" not in inspect.signature(user_build).parameters:
+            cls._build = user_build
+            cls.build = Layer.build
+
     def __init__(self, name: str | None = None):
         self.name = name
         self.built = False
+        self._own_params: list[Parameter] = []
         self.ops: Backend | None = None
         self.dtype: Any = None
         self.input_dim: int | None = None
@@ -86,12 +102,23 @@ class Layer:
     def build(self, input_dim: int, ops: Backend, dtype: Any, rng: np.random.Generator) -> int:
         """Create parameters for inputs of width `input_dim`; return the output width."""
         self.ops, self.dtype, self.input_dim = ops, np.dtype(dtype), int(input_dim)
-        self.output_dim = self._build(self.input_dim, rng)
+        self._own_params = []
+        width = self._build(self.input_dim, rng)
+        self.output_dim = self.input_dim if width is None else int(width)
         self.built = True
         return self.output_dim
 
     def _build(self, input_dim: int, rng: np.random.Generator) -> int:
         return input_dim
+
+    def add_parameter(self, name: str, value: Any) -> Parameter:
+        """A new trainable parameter holding `value` (cast to the layer's dtype, on its
+        backend), listed by the default `parameters()` in the order of creation."""
+        if not self.__dict__.get("_infer_lock"):
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__()")
+        param = self._new_param(name, value)
+        self._own_params.append(param)
+        return param
 
     def forward(self, x: Array, training: bool = False) -> Array:  # pragma: no cover
         raise NotImplementedError
@@ -183,8 +210,9 @@ class Layer:
 
     # parameters and state ----------------------------------------------------------------
     def parameters(self) -> list[Parameter]:
-        """Trainable parameters in the public order (Dense: W, b, then PReLU slopes)."""
-        return []
+        """Trainable parameters in the public order (Dense: W, b, then PReLU slopes); by
+        default those made with `add_parameter`."""
+        return list(getattr(self, "_own_params", []))
 
     def buffers(self) -> dict[str, Array]:
         """Non-trainable state saved in checkpoints (not returned by get_weights)."""

@@ -9,8 +9,10 @@ from .. import initializers as I
 from .. import regularizers as R
 from ..backends.base import Array
 from .base import Layer, Parameter
+from .registry import register_layer
 
 
+@register_layer
 class Dense(Layer):
     """`Dense(units, activation=None, init=None)`: one GEMM and one fused bias+activation.
 
@@ -20,8 +22,8 @@ class Dense(Layer):
         dL/db = sum over the batch of delta
         dL/dx = delta W^T             (GEMM; skipped for the first layer)
 
-    Memory: for activations whose derivative reads only y, or whose sign test gives the same
-    answer on y as on z (`_ACT_IN_PLACE`), y overwrites z; and delta overwrites dy when the
+    Memory: for activations whose derivative can be computed from y
+    (`Activation.derivative_from_output`), y overwrites z; and delta overwrites dy when the
     container says dy is a work array nobody reads afterwards (`_dy_scratch`). A 784-1024-
     1024-10 ReLU network then keeps 4 batch-sized arrays instead of 8.
     """
@@ -110,7 +112,7 @@ class Dense(Layer):
         slopes = self.slopes.data if self.slopes is not None else None
         if self.b is not None:
             ops.bias_act(z, self.b.data, act, out=y, slopes=slopes)
-        elif act.code != A.ACT_IDENTITY:
+        elif not A.is_identity(act):
             ops.bias_act(z, None, act, out=y, slopes=slopes)
         return y
 
@@ -119,7 +121,7 @@ class Dense(Layer):
         scratch, self._dy_scratch = self._dy_scratch, False  # a permission for this call only
         if not act.differentiable:
             act.derivative(ops, dy, self._z, self._y)  # raises the explanatory error
-        if act.code == A.ACT_IDENTITY:
+        if A.is_identity(act):
             delta = dy
         elif self.slopes is not None:
             delta = self._buffer("delta", dy.shape)
@@ -141,6 +143,19 @@ class Dense(Layer):
         act_s = repr(act.name) if act.config() == {"name": act.name} else repr(act)
         return f"Dense({self.units}, activation={act_s}, init={I.spec_name(self.init)!r})"
 
+    @classmethod
+    def from_config(cls, config: dict) -> Dense:
+        cfg = dict(config)
+        act = cfg.pop("activation", None)
+        if isinstance(act, dict):
+            act = A.from_config(act)
+        init = cfg.pop("init", None)
+        try:
+            I.get(init)
+        except (ValueError, TypeError):
+            init = None  # a custom callable: the checkpoint's weights replace the initial ones
+        return cls(activation=act, init=init, **cfg)
+
     def get_config(self) -> dict:
         return {
             "units": self.units,
@@ -153,16 +168,9 @@ class Dense(Layer):
         }
 
 
-# y = f(z) may overwrite z: f' is computed from y alone (sigmoid, tanh), or the derivative's
-# test `z > 0` has the same answer on y (relu; leaky relu with a slope >= 0; elu, whose alpha
-# is > 0 and whose derivative for z <= 0 is y + alpha), NaN included.
-_ACT_IN_PLACE = frozenset({A.ACT_IDENTITY, A.ACT_RELU, A.ACT_SIGMOID, A.ACT_TANH, A.ACT_ELU})
-
-
 def _act_in_place(act: A.Activation) -> bool:
-    if act.code == A.ACT_LEAKY_RELU:
-        return act.alpha >= 0.0
-    return act.code in _ACT_IN_PLACE and not act.has_parameters
+    """y = f(z) may overwrite z: the declaration says f' can be computed from y."""
+    return bool(act.derivative_from_output) and not act.has_parameters
 
 
 def _reg_config(reg: R.Regularizer | None) -> dict | None:

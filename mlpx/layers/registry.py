@@ -1,27 +1,40 @@
 """Layer registry: rebuild layers from their `get_config()` (checkpoints store only JSON).
 
-A layer's spec is `{"class": "Dense", "config": layer.get_config()}`. Every built-in layer is
-registered; register your own with `@mlpx.layers.register_layer` (the class needs a
-constructor that accepts its `get_config()` as keyword arguments, or a `from_config`
-classmethod).
+A layer's spec is `{"class": name, "config": layer.get_config()}`. Every layer class registers
+itself where it is defined, built-in or not:
+
+    @mlpx.register_layer                 # under its class name
+    class Scale(mlpx.Layer): ...
+
+    @mlpx.register_layer("my_scale")     # or under a chosen name
+
+The class needs a constructor that accepts its `get_config()` as keyword arguments, or a
+`from_config` classmethod. This module imports no layer module: the layers import it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import activations as A
-from .. import initializers as I
 from .base import Layer
 
 _REGISTRY: dict[str, type[Layer]] = {}
 
 
-def register_layer(cls: type[Layer]) -> type[Layer]:
-    """Register a Layer subclass under its class name (usable as a decorator)."""
+def register_layer(cls: type[Layer] | str | None = None, *, name: str | None = None) -> Any:
+    """Register a Layer subclass under `name` (default: its class name). Usable as
+    `@register_layer`, `@register_layer("name")` or `register_layer(cls)`."""
+    if isinstance(cls, str):
+        cls, name = None, cls
+    if cls is None:
+        return lambda c: register_layer(c, name=name)
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise TypeError(f"register_layer takes a Layer subclass, got {cls!r}")
-    _REGISTRY[cls.__name__] = cls
+    key = name or cls.__name__
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"a layer name is a non-empty string, got {key!r}")
+    _REGISTRY[key] = cls
+    cls._registered_name = key
     return cls
 
 
@@ -30,59 +43,35 @@ def registered_layers() -> list[str]:
 
 
 def layer_spec(layer: Layer) -> dict[str, Any]:
-    """{"class": name, "config": get_config()} for a registered layer."""
-    name = type(layer).__name__
-    if _REGISTRY.get(name) is not type(layer):
+    """{"class": registered name, "config": get_config()} for a registered layer."""
+    cls = type(layer)
+    key = cls.__dict__.get("_registered_name")
+    if key is None or _REGISTRY.get(key) is not cls:
         raise TypeError(
-            f"layer class {name} is not registered, so a checkpoint could not rebuild it; "
-            "decorate the class with @mlpx.layers.register_layer"
+            f"layer class {cls.__name__} is not registered, so a checkpoint could not rebuild "
+            "it; decorate the class with @mlpx.register_layer"
         )
-    return {"class": name, "config": layer.get_config()}
-
-
-def _dense_from_config(cls: type[Layer], cfg: dict[str, Any]) -> Layer:
-    cfg = dict(cfg)
-    act = cfg.pop("activation", None)
-    if isinstance(act, dict):
-        act = A.from_config(act)
-    init = cfg.pop("init", None)
-    try:
-        I.get(init)
-    except (ValueError, TypeError):
-        init = None  # a custom callable: the checkpoint's weights replace the initial ones
-    return cls(activation=act, init=init, **cfg)
+    return {"class": key, "config": layer.get_config()}
 
 
 def layer_from_spec(spec: dict[str, Any]) -> Layer:
-    """A new (unbuilt) layer from `layer_spec(...)` output."""
+    """A new (unbuilt) layer from `layer_spec(...)` output; the load's `custom_objects`
+    are looked up first, then the registry."""
+    from ..custom_objects import find
+
     if not isinstance(spec, dict) or "class" not in spec:
         raise ValueError(f"a layer spec is a dict with 'class' and 'config', got {spec!r}")
     name = spec["class"]
-    cls = _REGISTRY.get(name)
-    if cls is None:
+    cls = find(name, Layer) or _REGISTRY.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise ValueError(
-            f"unknown layer class {name!r}; registered: {', '.join(registered_layers())}. "
-            "Import the module that defines it and decorate it with "
-            "@mlpx.layers.register_layer before loading"
+            f"unknown layer class {name!r}: it is not registered (registered: "
+            f"{', '.join(registered_layers())}); define it and decorate it "
+            f"with @mlpx.register_layer before loading, or pass "
+            f"mlpx.load(path, custom_objects={{{name!r}: {name}}})"
         )
     cfg = dict(spec.get("config") or {})
     from_config = getattr(cls, "from_config", None)
     if from_config is not None:
         return from_config(cfg)
-    if name == "Dense" or "activation" in cfg and isinstance(cfg["activation"], dict):
-        return _dense_from_config(cls, cfg)
     return cls(**cfg)
-
-
-def _register_builtins() -> None:
-    from .dense import Dense
-    from .dropout import Dropout
-    from .norm import BatchNorm, LayerNorm
-    from .prelu import PReLU
-    from .residual import Residual
-
-    for cls in (Dense, Dropout, BatchNorm, LayerNorm, PReLU, Residual):
-        register_layer(cls)
-
-
-_register_builtins()

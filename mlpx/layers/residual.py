@@ -8,8 +8,10 @@ import numpy as np
 
 from ..backends.base import Array, Backend
 from .base import Layer, Parameter
+from .registry import layer_from_spec, layer_spec, register_layer
 
 
+@register_layer
 class Residual(Layer):
     """`Residual([Dense(64, activation="relu"), Dense(64)])`: y = x + f(x).
 
@@ -106,14 +108,10 @@ class Residual(Layer):
             layer.release_buffers()
 
     def get_config(self) -> dict:
-        from .registry import layer_spec
-
         return {"layers": [layer_spec(layer) for layer in self.layers], "name": self.name}
 
     @classmethod
     def from_config(cls, config: dict) -> Residual:
-        from .registry import layer_from_spec
-
         config = dict(config)
         layers = [layer_from_spec(spec) for spec in config.pop("layers")]
         return cls(layers, **config)

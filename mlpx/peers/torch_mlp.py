@@ -30,10 +30,6 @@ import time
 
 import numpy as np
 
-ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU",
-               "silu": "SiLU", "elu": "ELU", "softplus": "Softplus", "leaky_relu": "LeakyReLU",
-               "identity": "Identity"}
-
 
 def make_data(n: int, sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Standard-normal float32 inputs and uniform integer labels, as mlpx's worker draws."""
@@ -52,7 +48,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m mlpx.peers.torch_mlp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="784,1024,1024,10", help="layer widths, input first")
-    p.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
+    p.add_argument("--activation", default="relu", help="the activation's name (for the report)")
+    p.add_argument("--torch-module", default='["ReLU", {}]',
+                   help="the hidden activation as JSON [torch.nn class name, keyword arguments]; "
+                        "mlpx bench passes the one its activation declares")
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
@@ -66,6 +65,12 @@ def parse_args(argv=None):
     p.add_argument("--no-infer", action="store_true", help="skip the inference timings")
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        name, kwargs = json.loads(args.torch_module)
+        args.torch_module = (str(name), dict(kwargs))
+    except (ValueError, TypeError):
+        p.error(f'--torch-module must be JSON such as ["LeakyReLU", {{"negative_slope": 0.1}}], '
+                f"got {args.torch_module!r}")
     if len(args.sizes) < 2 or min(args.sizes) < 1 or args.batch < 1 or args.epochs < 1:
         p.error("--sizes needs two or more positive widths; --batch and --epochs must be >= 1")
     return args
@@ -89,7 +94,8 @@ def main(argv=None) -> int:
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(torch.nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
-            layers.append(getattr(torch.nn, ACTIVATIONS[args.activation])())
+            name, kwargs = args.torch_module
+            layers.append(getattr(torch.nn, name)(**kwargs))
     torch.manual_seed(args.seed)
     model = torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
     loss_fn = torch.nn.CrossEntropyLoss()

@@ -1,0 +1,103 @@
+"""The command line: every usage error is one line on stderr and exit status 2, before any
+work starts, in a real process (no traceback); `mlpx --version`; a subcommand whose module
+cannot be imported is listed and says why."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import mlpx
+from mlpx import cli
+
+USAGE_ERRORS = [
+    (["demo", "--epochs", "-1"], "--epochs must be >= 1"),
+    (["demo", "--epochs", "x"], "--epochs must be an integer"),
+    (["demo", "--backend", "bogus"], "unknown backend 'bogus'"),
+    (["demo", "--seed", "-1"], "--seed must be >= 0"),
+    (["check", "--seed", "-1"], "--seed must be >= 0"),
+    (["check", "--sizes", "8,8,1"], "needs at least 2 outputs"),
+    (["check", "--batch", "0"], "--batch must be >= 1"),
+    (["check", "--loss", "nope"], "unknown loss 'nope'"),
+    (["check", "--import", "mlpx_no_such_module"], "No module named"),
+    (["check", "--model", "nocolon"], "MODULE:FUNCTION"),
+    (["bench", "--min-time", "-2"], "--min-time must be >= 0"),
+    (["bench", "--rounds", "0"], "--rounds must be >= 1"),
+    (["bench", "--dtype", "int8"], "float32, float64 or both"),
+    (["nosuchcommand"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv, message", USAGE_ERRORS, ids=lambda a: " ".join(a)
+                         if isinstance(a, list) else "")
+def test_usage_errors_exit_2_with_one_line(argv, message, capsys, tmp_path):
+    assert cli.main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "demo" else [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert err[0].startswith("mlpx")
+    assert not (tmp_path / "o").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("argv", [["demo", "--epochs", "-1"], ["check", "--sizes", "8,8,1"],
+                                  ["demo", "--backend", "cuda:7"]])
+def test_usage_errors_in_a_process_have_no_traceback(argv, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mlpx", *argv], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mlpx {mlpx.__version__}"
+
+
+def test_backend_names_come_from_the_backend_registry():
+    from mlpx.backends import VALID_NAMES, check_backend_name
+
+    assert check_backend_name(" CUDA:1 ") == "cuda:1"
+    for name in ("cpu", "cuda", "auto", "reference"):
+        assert cli.backend_name(name) == name
+    with pytest.raises(Exception, match="valid names are " + ", ".join(VALID_NAMES)):
+        cli.backend_name("tpu")
+
+
+def test_a_subcommand_that_cannot_be_imported_is_reported(monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 1 and fromlist and "bench" in fromlist:
+            raise ImportError("simulated: a dependency is missing")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    parser = cli.build_parser()
+    assert "bench" in parser.format_help()  # still listed
+    assert cli.main(["bench", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert "mlpx bench: cannot import mlpx.bench: simulated: a dependency is missing" in err
+
+
+def test_check_reference_compares_with_something_independent(capsys):
+    assert cli.main(["check", "--sizes", "6,8,3", "--batch", "8", "--backend", "reference",
+                     "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert "reference float64 gradients vs central finite differences: ok" in out
+    assert "note: reference:" in out and "finite differences" in out
+
+
+def test_check_finite_differences_catch_a_wrong_reference_gradient(monkeypatch):
+    from mlpx import activations as A
+    from mlpx.check import run_check
+
+    monkeypatch.setattr(A.Tanh, "derivative", lambda self, ops, dy, z, y: dy * (1.0 - y * y)
+                        * 1.01)
+    report = run_check([6, 8, 3], batch=8, activation="tanh", backends=["reference"],
+                       torch=False)
+    fd = [c for c in report.comparisons if c.label == "finite differences"]
+    assert fd and not fd[0].ok

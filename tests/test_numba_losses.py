@@ -1,0 +1,125 @@
+"""The Numba loss kernels of the cpu backend against the reference backend (plain NumPy).
+
+Gradients are bitwise where both sides do the same float64 arithmetic and round once (mse,
+l1); where exp/log are involved the platforms' functions differ by a few ULP. Loss values
+are sums in a different order: relative 1e-13.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx.backends import numba_losses as K
+
+CPU = mlpx.get_backend("cpu")
+REF = mlpx.get_backend("reference")
+DTYPES = [np.float32, np.float64]
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Number of representable values between a and b (same dtype; +0 == -0)."""
+    assert a.dtype == b.dtype
+    itype = np.int64 if a.dtype == np.float64 else np.int32
+    mask = np.iinfo(itype).max
+
+    def ordered(x):
+        i = x.view(itype).astype(np.int64)
+        return np.where(i < 0, -(i & mask), i)
+
+    return np.abs(ordered(a) - ordered(b))
+
+
+def assert_ulp(a, b, max_ulp: int, scale: np.ndarray | None = None) -> None:
+    assert np.isfinite(a).all() == np.isfinite(b).all()
+    if scale is None:
+        d = ulp_distance(a, b)
+        assert d.max() <= max_ulp, f"{d.max()} ULP apart (allowed {max_ulp})"
+    else:  # cancellation: the error is relative to the terms, not to the small result
+        bound = max_ulp * np.spacing(np.maximum(np.abs(scale), np.abs(b)).astype(a.dtype))
+        excess = np.abs(a.astype(np.float64) - b.astype(np.float64)) - bound
+        assert excess.max() <= 0
+
+
+def _data(rng, dtype, shape=(64, 33)):
+    z = (rng.standard_normal(shape) * 4).astype(dtype)
+    z[0, :5] = [0.0, -0.0, 1e-30, -1e-30, 30.0]  # zero, signed zero, tiny, saturating
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    return z, b, dy
+
+
+def _both_forward(act, z, b, slopes=None):
+    out = {}
+    for name, ops in (("cpu", CPU), ("ref", REF)):
+        zz = z.copy()
+        y = np.empty_like(z)
+        ops.bias_act(zz, b, act, y, slopes=slopes)
+        out[name] = (zz, y)
+    return out
+
+
+def _loss_pair(method: str, out, target):
+    gc, gr = np.empty_like(out), np.empty_like(out)
+    vc = float(getattr(CPU, method)(out, target, gc))
+    vr = float(getattr(REF, method)(out, target, gr))
+    vc_only = float(getattr(CPU, method)(out, target))  # without a gradient: same value
+    assert vc_only == vc
+    return vc, vr, gc, gr
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_and_l1_kernels(dtype, rng):
+    y = rng.standard_normal((50, 7)).astype(dtype)
+    t = rng.standard_normal((50, 7)).astype(dtype)
+    t[0, 0] = y[0, 0]  # l1's sign(0) = 0
+    for method in ("mse", "l1"):
+        vc, vr, gc, gr = _loss_pair(method, y, t)
+        np.testing.assert_array_equal(gc, gr)  # same arithmetic, one rounding
+        assert vc == pytest.approx(vr, rel=1e-13)  # sums in a different order
+    assert gc[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_kernel(dtype, rng):
+    x = (rng.standard_normal((40, 5)) * 6).astype(dtype)
+    x[0, :2] = [1e4, -1e4]
+    t = rng.integers(0, 2, size=x.shape).astype(dtype)
+    vc, vr, gc, gr = _loss_pair("bce_with_logits", x, t)
+    assert vc == pytest.approx(vr, rel=1e-13)
+    # sigmoid(x) - t: sigmoid's exp differs by <= 2 ULP; the subtraction of t = 1 can cancel,
+    # so the bound is 2 ULP of the terms (magnitude <= 1) divided by the mean's denominator
+    assert_ulp(gc, gr, 2, np.full(x.shape, 1.0 / x.size))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy_kernel(dtype, rng):
+    z = (rng.standard_normal((40, 10)) * 5).astype(dtype)
+    z[0] = 1e4  # saturating row: log-sum-exp keeps it finite
+    z[1, 3] = -1e4
+    labels = rng.integers(0, 10, size=40)
+    gc, gr = np.empty_like(z), np.empty_like(z)
+    vc = float(CPU.softmax_cross_entropy(z, labels, gc))
+    vr = float(REF.softmax_cross_entropy(z, labels, gr))
+    assert np.isfinite(vc) and vc == pytest.approx(vr, rel=1e-13)
+    # p = exp(z - lse): lse is summed in a different order with a different exp/log, so it
+    # carries a few ULP of |lse| (~ the row's largest |z|), which z - lse passes on to p;
+    # p - 1 at the label can cancel. Bound: 4 ULP of max(1, |z|_row) / n.
+    row = np.maximum(1.0, np.abs(z.astype(np.float64)).max(axis=1, keepdims=True))
+    assert_ulp(gc, gr, 4, np.broadcast_to(row / z.shape[0], z.shape))
+
+
+def test_cpu_backend_dispatches_to_the_loss_kernels(monkeypatch, rng):
+    """The comparisons above would be vacuous if the cpu backend fell back to the reference."""
+    calls: list[str] = []
+    for name in ("softmax_xent", "bce_logits", "mse", "l1"):
+        fn = getattr(K, name)
+        monkeypatch.setattr(K, name, lambda *a, _f=fn, _n=name: (calls.append(_n), _f(*a))[1])
+    z = rng.standard_normal((8, 5)).astype(np.float32)
+    t = rng.standard_normal((8, 5)).astype(np.float32)
+    g = np.empty_like(z)
+    CPU.softmax_cross_entropy(z, np.zeros(z.shape[0], np.int64), g)
+    for m in ("bce_with_logits", "mse", "l1"):
+        getattr(CPU, m)(z, t, g)
+    assert calls == ["softmax_xent", "bce_logits", "mse", "l1"]
