@@ -392,6 +392,8 @@ class ModelCheckpoint(_MonitorState, Callback):
             return
         if self.save_best_only and skipped(logs, self.monitor):
             return
+        if any(skipped(logs, name) for name, _ in self._pattern_fields()):
+            return  # the file name needs a value this epoch leaves out (validation_freq)
         logs = dict(logs or {})
         if self.save_best_only:
             value = _monitored(logs, self.monitor, "ModelCheckpoint")

@@ -222,3 +222,16 @@ def test_validation_split_of_shuffled_classes_does_not_warn():
         # regression targets are not classes
         mlpx.MLP([10, 8, 1], seed=0).fit(X, y.astype(np.float32), loss="mse", epochs=1,
                                          verbose=0, validation_split=0.2)
+
+
+def test_model_checkpoint_path_with_a_validation_value_skips_unvalidated_epochs(tmp_path):
+    """validation_freq=2 leaves val_loss out of epochs 1 and 3: those epochs cannot name a
+    file "{val_loss}", so they are not saved (instead of failing the fit)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)), rng.integers(0, 3, 64)
+    model = mlpx.MLP([4, 8, 3], seed=0)
+    cb = mlpx.ModelCheckpoint(str(tmp_path / "m-{epoch}-{val_loss:.4f}.safetensors"))
+    model.fit(X, y, loss="cross_entropy", epochs=4, batch_size=16, verbose=0,
+              validation_split=0.25, validation_freq=2, callbacks=[cb])
+    saved = sorted(p.name for p in tmp_path.iterdir())
+    assert [name.split("-")[1] for name in saved] == ["2", "4"], saved
