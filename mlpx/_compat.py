@@ -33,3 +33,18 @@ def gpu_count() -> int:
 
 def has_gpu() -> bool:
     return gpu_count() > 0
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo, else what `platform` knows): what a
+    measured choice of GEMM library and the benchmark records depend on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -38,6 +38,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._compat import cpu_model
+
 CPU_BATCHES = (256, 1024, 4096, 16384)
 GPU_BATCHES = (256, 1024, 4096, 16384, 65536)
 QUICK_BATCHES = (256, 1024)
@@ -52,17 +54,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(threads: int) -> dict[str, Any]:
     """Host, CPU, library versions and BLAS of the process that runs mlpx's CPU backend."""
     import numpy as np
@@ -70,7 +61,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     info: dict[str, Any] = {
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "python": platform.python_version(),

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .._compat import cpu_model
+
 # CBLAS enums
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _LIB_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.dylib",
@@ -210,24 +212,11 @@ _AUTO_BATCHES = (256, 1024)
 _AUTO_MARGIN = 0.97  # MKL must be at least 3 % faster: ties keep the default, NumPy's BLAS
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def choice_key() -> str:
     """What the measured choice depends on: processor, threads and both libraries."""
     import platform
 
-    return (f"{_cpu_model()} | {platform.machine()} | threads {_default_threads()} | "
+    return (f"{cpu_model()} | {platform.machine()} | threads {_default_threads()} | "
             f"mkl {version()} | numpy {np.__version__}")
 
 
