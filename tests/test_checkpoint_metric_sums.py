@@ -8,11 +8,10 @@ test reaches the schema checks rather than the checksum.
 
 from __future__ import annotations
 
-import copy
-import json
-
 import numpy as np
 import pytest
+from _crafted import craft
+from _crafted import refused as _refused
 
 import mlpx
 from mlpx import checkpoint
@@ -98,24 +97,7 @@ def test_histories_with_validation_every_second_epoch_round_trip(tmp_path):
 
 # ------------------------------------------------------------------ crafted documents
 def _craft(tmp_path, original, edit=None):
-    tensors, meta = copy.deepcopy(original[0]), copy.deepcopy(original[1])
-    if edit:
-        edit(tensors, meta)
-    path = tmp_path / "crafted.safetensors"
-    path.write_bytes(checkpoint.encode(tensors, {
-        "format": "mlpx", "format_version": str(checkpoint.FORMAT_VERSION),
-        "mlpx": json.dumps(meta, separators=(",", ":"), allow_nan=True)}))
-    return path
-
-
-def _refused(path, *fragments):
-    with pytest.raises(CheckpointError) as info:
-        mlpx.load(path)
-    msg = str(info.value)
-    assert path.name in msg
-    for f in fragments:
-        assert f in msg, msg
-    return msg
+    return craft(tmp_path, original, edit=edit)
 
 
 def _sums(m):

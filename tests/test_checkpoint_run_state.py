@@ -15,6 +15,8 @@ import math
 import numpy as np
 import pytest
 from _checkpoint_v1 import write_v1
+from _crafted import craft as _craft
+from _crafted import refused as _refused
 
 import mlpx
 from mlpx import checkpoint
@@ -131,27 +133,8 @@ def original(tmp_path_factory):
     return checkpoint.read_file(path)
 
 
-def _craft(tmp_path, original, edit_meta=None, edit_tensors=None):
-    tensors, meta = copy.deepcopy(original[0]), copy.deepcopy(original[1])
-    if edit_meta:
-        edit_meta(meta)
-    if edit_tensors:
-        edit_tensors(tensors)
-    path = tmp_path / "crafted.safetensors"
-    path.write_bytes(checkpoint.encode(tensors, {
-        "format": "mlpx", "format_version": str(checkpoint.FORMAT_VERSION),
-        "mlpx": json.dumps(meta, separators=(",", ":"), allow_nan=True)}))
-    return path
 
 
-def _refused(path, *fragments):
-    with pytest.raises(CheckpointError) as info:
-        mlpx.load(path)
-    msg = str(info.value)
-    assert path.name in msg
-    for f in fragments:
-        assert f in msg, msg
-    return msg
 
 
 def test_the_crafted_copy_itself_loads(tmp_path, original):

@@ -6,14 +6,14 @@ would), so each test reaches the schema checks rather than the checksum.
 
 from __future__ import annotations
 
-import copy
-import json
 import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 from _checkpoint_v1 import v1_checkpoint, write_v1
+from _crafted import craft as _craft
+from _crafted import refused as _refused
 
 import mlpx
 from mlpx import checkpoint_file as cf
@@ -41,17 +41,6 @@ def original(tmp_path_factory):
     return tensors, meta
 
 
-def _craft(tmp_path, original, edit_meta=None, edit_tensors=None):
-    tensors, meta = copy.deepcopy(original[0]), copy.deepcopy(original[1])
-    if edit_meta:
-        edit_meta(meta)
-    if edit_tensors:
-        edit_tensors(tensors)
-    path = tmp_path / "crafted.safetensors"
-    path.write_bytes(cf.encode(tensors, {
-        "format": "mlpx", "format_version": "2",
-        "mlpx": json.dumps(meta, separators=(",", ":"), allow_nan=True)}))
-    return path
 
 
 def _resume(model, path):
@@ -61,14 +50,6 @@ def _resume(model, path):
               resume_from=path)
 
 
-def _refused(path, *fragments):
-    with pytest.raises(CheckpointError) as info:
-        mlpx.load(path)
-    msg = str(info.value)
-    assert path.name in msg
-    for f in fragments:
-        assert f in msg, msg
-    return msg
 
 
 def test_an_untouched_crafted_copy_loads(tmp_path, original):
