@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import assert_ulp
 
 import mlpx
 from mlpx import activations as A
@@ -44,30 +45,6 @@ FWD64 = {"sigmoid": (2, None), "tanh": (4, None), "elu": (2, None), "softplus": 
 BWD64 = {"sigmoid": (0, None), "tanh": (0, None), "elu": (0, None), "softplus": (4, None),
          "silu": (4, "gz"), "gelu": (4, "gz")}
 LOOSEST = (4, "z")  # an activation whose bounds were not measured yet
-
-
-def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Number of representable values between a and b (same dtype; +0 == -0)."""
-    assert a.dtype == b.dtype
-    itype = np.int64 if a.dtype == np.float64 else np.int32
-    mask = np.iinfo(itype).max
-
-    def ordered(x):
-        i = x.view(itype).astype(np.int64)
-        return np.where(i < 0, -(i & mask), i)
-
-    return np.abs(ordered(a) - ordered(b))
-
-
-def assert_ulp(a, b, max_ulp: int, scale: np.ndarray | None = None) -> None:
-    assert np.isfinite(a).all() == np.isfinite(b).all()
-    if scale is None:
-        d = ulp_distance(a, b)
-        assert d.max() <= max_ulp, f"{d.max()} ULP apart (allowed {max_ulp})"
-    else:  # cancellation: the error is relative to the terms, not to the small result
-        bound = max_ulp * np.spacing(np.maximum(np.abs(scale), np.abs(b)).astype(a.dtype))
-        excess = np.abs(a.astype(np.float64) - b.astype(np.float64)) - bound
-        assert excess.max() <= 0
 
 
 def _data(rng, dtype, shape=(64, 33)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import assert_ulp
 
 import mlpx
 from mlpx.backends import numba_losses as K
@@ -16,48 +17,6 @@ from mlpx.backends import numba_losses as K
 CPU = mlpx.get_backend("cpu")
 REF = mlpx.get_backend("reference")
 DTYPES = [np.float32, np.float64]
-
-
-def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Number of representable values between a and b (same dtype; +0 == -0)."""
-    assert a.dtype == b.dtype
-    itype = np.int64 if a.dtype == np.float64 else np.int32
-    mask = np.iinfo(itype).max
-
-    def ordered(x):
-        i = x.view(itype).astype(np.int64)
-        return np.where(i < 0, -(i & mask), i)
-
-    return np.abs(ordered(a) - ordered(b))
-
-
-def assert_ulp(a, b, max_ulp: int, scale: np.ndarray | None = None) -> None:
-    assert np.isfinite(a).all() == np.isfinite(b).all()
-    if scale is None:
-        d = ulp_distance(a, b)
-        assert d.max() <= max_ulp, f"{d.max()} ULP apart (allowed {max_ulp})"
-    else:  # cancellation: the error is relative to the terms, not to the small result
-        bound = max_ulp * np.spacing(np.maximum(np.abs(scale), np.abs(b)).astype(a.dtype))
-        excess = np.abs(a.astype(np.float64) - b.astype(np.float64)) - bound
-        assert excess.max() <= 0
-
-
-def _data(rng, dtype, shape=(64, 33)):
-    z = (rng.standard_normal(shape) * 4).astype(dtype)
-    z[0, :5] = [0.0, -0.0, 1e-30, -1e-30, 30.0]  # zero, signed zero, tiny, saturating
-    b = rng.standard_normal(shape[1]).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    return z, b, dy
-
-
-def _both_forward(act, z, b, slopes=None):
-    out = {}
-    for name, ops in (("cpu", CPU), ("ref", REF)):
-        zz = z.copy()
-        y = np.empty_like(z)
-        ops.bias_act(zz, b, act, y, slopes=slopes)
-        out[name] = (zz, y)
-    return out
 
 
 def _loss_pair(method: str, out, target):
