@@ -87,6 +87,16 @@ def _exact_keys(obj: Any, keys: tuple[str, ...], path: str, field: str,
     return obj
 
 
+def _class_entry(entry: Any, body: str, what: str, path: str, field: str) -> None:
+    """{"class": name, body: {...}}: exactly these keys, a class name, a JSON object."""
+    _exact_keys(entry, ("class", body), path, field)
+    if not isinstance(entry["class"], str) or not 0 < len(entry["class"]) <= _MAX_NAME:
+        raise _fail(path, f"{field}.class", f"must be {what} class name, got "
+                                            f"{_short(entry['class'])}")
+    if not isinstance(entry[body], dict):
+        raise _fail(path, f"{field}.{body}", "must be a JSON object")
+
+
 @contextlib.contextmanager
 def entry_errors(path: str, field: str) -> Iterator[None]:
     """Turn the errors a constructor or setter raises on a bad entry into a CheckpointError
@@ -139,12 +149,7 @@ def _check_model(model: Any, path: str) -> None:
     stack = [(s, f"model.layers[{i}]") for i, s in enumerate(layers)]
     while stack:  # every spec, nested blocks included: {"class": name, "config": {...}}
         spec, field = stack.pop()
-        _exact_keys(spec, ("class", "config"), path, field)
-        if not isinstance(spec["class"], str) or not 0 < len(spec["class"]) <= _MAX_NAME:
-            raise _fail(path, f"{field}.class", f"must be a layer class name, got "
-                                                f"{_short(spec['class'])}")
-        if not isinstance(spec["config"], dict):
-            raise _fail(path, f"{field}.config", "must be a JSON object")
+        _class_entry(spec, "config", "a layer", path, field)
         inner = spec["config"].get("layers")
         if isinstance(inner, list):
             stack.extend((s, f"{field}.config.layers[{j}]") for j, s in enumerate(inner))
@@ -288,13 +293,7 @@ def _check_training(train: Any, version: int, path: str, refs: dict[str, str]) -
     if not isinstance(callbacks, list):
         raise _fail(path, "training.callbacks", "must be a list of {class, state} objects")
     for i, entry in enumerate(callbacks):
-        field = f"training.callbacks[{i}]"
-        _exact_keys(entry, ("class", "state"), path, field)
-        if not isinstance(entry["class"], str) or not 0 < len(entry["class"]) <= _MAX_NAME:
-            raise _fail(path, f"{field}.class", f"must be a callback class name, got "
-                                                f"{_short(entry['class'])}")
-        if not isinstance(entry["state"], dict):
-            raise _fail(path, f"{field}.state", "must be a JSON object")
+        _class_entry(entry, "state", "a callback", path, f"training.callbacks[{i}]")
     _tensor_refs(callbacks, "callbacks", path, refs)
     _check_metric_sums(train, path, refs)
 
