@@ -5,8 +5,9 @@ shadowing the class's, removed afterwards), runs a few epochs of `fit`, and adds
 time of every outermost op call (an op that calls another counts once) under a label:
 
 - GEMMs by layer and pass (`L1 fwd`, `L1 dW`, `L1 dX`), from the operands' shapes;
-- elementwise kernels by layer (`bias_act L0`, `act_backward L0`, `sum_rows L0`): a forward
-  kernel belongs to the layer of the GEMM before it, `act_backward` to the layer below the
+- elementwise kernels by layer (`bias_act L0`, `act_backward_bias_grad L0`, `sum_rows L2`): a
+  forward kernel belongs to the layer of the GEMM before it, `act_backward` (with or without
+  the bias gradient in the same pass) to the layer below the
   `dX` GEMM before it, the bias gradient to the layer of its `dW`;
 - the batch gather (`take_rows`), the loss, the optimiser update, and any other op.
 
@@ -30,8 +31,8 @@ _LOSS_OPS = ("softmax_cross_entropy", "softmax_cross_entropy_soft", "bce_with_lo
 _UPDATE_OPS = ("sgd_update", "sgd_momentum_update", "adam_update", "adagrad_update",
                "rmsprop_update", "global_norm", "scale_", "clip_", "clip_scale",
                "add_penalty_grad")
-_ELEMENTWISE_OPS = ("bias_act", "act_backward", "sum_rows", "prelu_backward", "dropout_mask",
-                    "dropout_apply")
+_ELEMENTWISE_OPS = ("bias_act", "act_backward", "act_backward_bias_grad", "sum_rows",
+                    "prelu_backward", "dropout_mask", "dropout_apply")
 _NOT_OPS = ("synchronize",)
 
 
@@ -68,7 +69,7 @@ class OpTimer:
             self._last_gemm = (layer, kind)
             return f"GEMM L{layer} {kind}", GEMM
         layer, kind = self._last_gemm
-        if name in ("act_backward", "prelu_backward"):
+        if name in ("act_backward", "act_backward_bias_grad", "prelu_backward"):
             return f"{name} L{layer - 1 if kind == 'dX' else layer}", ELEMENTWISE
         if name in _ELEMENTWISE_OPS:
             return f"{name} L{layer}", ELEMENTWISE

@@ -31,10 +31,12 @@ def test_profile_labels_every_gemm_by_layer_and_pass():
                      "GEMM L2 fwd", "GEMM L2 dW", "GEMM L2 dX"}
     assert all(ops[g]["calls_per_step"] == 1 for g in gemms)
     # elementwise kernels by layer: bias+activation forward, derivative of the hidden layers
-    for label in ("bias_act L0", "bias_act L1", "bias_act L2", "act_backward L0",
-                  "act_backward L1", "sum_rows L0", "sum_rows L2"):
+    # with their bias gradient in the same pass, the logits' bias gradient alone
+    for label in ("bias_act L0", "bias_act L1", "bias_act L2", "act_backward_bias_grad L0",
+                  "act_backward_bias_grad L1", "sum_rows L2"):
         assert ops[label]["kind"] == "elementwise" and ops[label]["calls_per_step"] == 1
-    assert "act_backward L2" not in ops  # logits: no activation
+    assert "act_backward_bias_grad L2" not in ops  # logits: no activation
+    assert "sum_rows L0" not in ops and "sum_rows L1" not in ops
     assert ops["gather (take_rows)"]["calls_per_step"] == 2  # X and y
     assert ops["loss (softmax_cross_entropy)"]["calls_per_step"] == 1
     assert ops["update (sgd_update)"]["calls_per_step"] == 6  # W and b of three layers

@@ -41,9 +41,23 @@ def _perturbed(original, scale):
     return act_backward
 
 
+def _perturbed_fused(original, scale):
+    def act_backward_bias_grad(self, dy, z, y, act, out, bias_grad):
+        result = original(self, dy, z, y, act, out, bias_grad)
+        out[0] *= scale
+        return result
+
+    return act_backward_bias_grad
+
+
 def test_check_fails_when_a_gradient_is_wrong(monkeypatch, capsys):
+    # Dense layers with a bias take the fused derivative + bias-gradient op, others act_backward
     monkeypatch.setattr(
         CPUBackend, "act_backward", _perturbed(CPUBackend.act_backward, 1.05)
+    )
+    monkeypatch.setattr(
+        CPUBackend, "act_backward_bias_grad",
+        _perturbed_fused(CPUBackend.act_backward_bias_grad, 1.05),
     )
     assert main(["check", *SMALL, "--no-torch"]) == 1
     out = capsys.readouterr().out

@@ -228,3 +228,51 @@ def test_user_activations_never_take_a_kernel(rng):
         zc = z.copy()
         CPU.bias_act(zc, b, act, y)
         np.testing.assert_allclose(y, f(z + b), rtol=1e-12)
+
+
+# --- the derivative fused with the bias gradient -------------------------------------------
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("shape", [(64, 33), (1, 7), (0, 5), (257, 1024)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(ACTS))
+def test_act_backward_bias_grad_is_the_two_ops_bit_for_bit(name, dtype, shape, in_place, rng):
+    """One pass gives the delta of act_backward and the column sums of NumPy's
+    `sum(axis=0)` (row after row in the array's dtype): the fused path changes no bit."""
+    act = ACTS[name]
+    z, b, dy = _data(rng, dtype, shape) if shape[0] else (
+        np.zeros(shape, dtype), np.zeros(shape[1], dtype), np.zeros(shape, dtype))
+    if shape[0] > 1:
+        dy[:, 0] = -0.0  # NumPy's sums start from +0.0: a column of -0.0 sums to +0.0
+        dy[1, 1] = np.finfo(dtype).max
+        dy[2 % shape[0], 1] = np.finfo(dtype).max  # overflow to inf in the running sum
+    y = np.empty_like(z)
+    CPU.bias_act(z, b, act, y)
+    if not act.differentiable:  # the same explanatory error as act_backward's
+        with pytest.raises(ValueError, match="cannot be trained by backpropagation"):
+            CPU.act_backward_bias_grad(dy, z, y, act, dy.copy(), np.empty(shape[1], dtype))
+        return
+    want_delta = np.empty_like(dy)
+    CPU.act_backward(dy, z, y, act, want_delta)
+    want_bias = want_delta.sum(axis=0)
+    got_bias = np.full(shape[1], np.nan, dtype)
+    d = dy.copy()
+    out = d if in_place else np.empty_like(d)
+    assert CPU.act_backward_bias_grad(d, z, y, act, out, got_bias) is out
+    np.testing.assert_array_equal(out, want_delta)
+    assert got_bias.tobytes() == want_bias.tobytes()  # signed zeros included
+    if not in_place:
+        np.testing.assert_array_equal(d, dy)  # dy is only read
+
+
+def test_act_backward_bias_grad_default_is_act_backward_then_sum_rows(rng):
+    """Backends without a fused kernel (reference, cuda) run the two ops."""
+    z, b, dy = _data(rng, np.float64)
+    act = ACTS["tanh"]
+    y = np.empty_like(z)
+    REF.bias_act(z, b, act, y)
+    delta, bias = np.empty_like(dy), np.empty(z.shape[1])
+    REF.act_backward_bias_grad(dy, z, y, act, delta, bias)
+    want = np.empty_like(dy)
+    REF.act_backward(dy, z, y, act, want)
+    np.testing.assert_array_equal(delta, want)
+    np.testing.assert_array_equal(bias, want.sum(axis=0))

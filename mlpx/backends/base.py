@@ -159,6 +159,18 @@ class Backend:
             out[...] = act.derivative(*args)
         return out
 
+    def act_backward_bias_grad(
+        self, dy: Array, z: Array, y: Array, act: A.Activation, out: Array, bias_grad: Array
+    ) -> Array:
+        """`act_backward`, then bias_grad = `sum_rows(out)`: a Dense layer's delta and dL/db.
+
+        Backends may fuse the two into one pass over the batch (the cpu backend does, with
+        the very sums of `sum_rows`); this is the two-op form.
+        """
+        self.act_backward(dy, z, y, act, out)
+        self.sum_rows(out, bias_grad)
+        return out
+
     def prelu_backward(
         self, dy: Array, z: Array, slopes: Array, out: Array, dslopes: Array
     ) -> Array:

@@ -48,10 +48,47 @@ def _blas_choice(value: str | None) -> str:
     return choice
 
 
+#: byte alignment of the arrays the backend allocates: a cache line (and an AVX-512
+#: register). NumPy's allocator gives 16; OpenBLAS ran the 784-1024-1024-10 step's GEMMs
+#: 2-6 % faster on 64-byte aligned operands (benchmarks/test_aligned_gemm.py).
+ALIGNMENT = 64
+# Below this size alignment buys nothing measurable and the padding would be most of the array.
+_ALIGN_MIN_BYTES = 4096
+
+
+def aligned_empty(shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ALIGNMENT-byte boundary.
+
+    A view into a slightly larger byte buffer: NumPy has no aligned allocation of its own.
+    """
+    dt = np.dtype(dtype)
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+    if nbytes < _ALIGN_MIN_BYTES:
+        return np.empty(shape, dt)
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dt).reshape(shape)
+
+
 class CPUBackend(Backend):
     name = "cpu"
     xp = np
     _blas: str | None = None  # "mkl" or "numpy", resolved on first use
+
+    # arrays -----------------------------------------------------------------------------
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        return aligned_empty(shape, dtype)
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        out = aligned_empty(shape, dtype)
+        out.fill(0)
+        return out
+
+    def copy(self, x: Array) -> Array:
+        out = aligned_empty(x.shape, x.dtype)
+        np.copyto(out, x)
+        return out
 
     # GEMM -------------------------------------------------------------------------------
     @property
@@ -120,6 +157,10 @@ class CPUBackend(Backend):
             k.relu_forward(z, out)
             k.relu_forward_(z)
             k.act_backward_(out, z, z, A.ACT_SIGMOID, 0.0)
+            k.relu_backward_bias(out, z, z, b)
+            k.relu_backward_bias_(out, z, b)
+            k.act_backward_bias(out, z, z, A.ACT_SIGMOID, 0.0, out, b)
+            k.act_backward_bias_(out, z, z, A.ACT_SIGMOID, 0.0, b)
 
     # activations ------------------------------------------------------------------------
     # Only built-in declarations have kernels (A.scalar_kernel / A.kernel_code); any other
@@ -179,6 +220,26 @@ class CPUBackend(Backend):
             k.relu_backward(dy, z, out)
         else:
             k.act_backward(dy, z, y, code, act.alpha, out)
+        return out
+
+    def act_backward_bias_grad(self, dy, z, y, act, out, bias_grad):
+        """One pass for delta and the bias gradient (sums in `sum_rows`' order and dtype)."""
+        code = A.scalar_kernel(act)
+        if (code is None or code == A.ACT_IDENTITY
+                or bias_grad.dtype != out.dtype or not _contig(dy, z, y, out, bias_grad)):
+            return super().act_backward_bias_grad(dy, z, y, act, out, bias_grad)
+        if not act.differentiable:
+            act.derivative(self, dy, z, y)  # raises the explanatory error
+        k = _kernels()
+        if out is dy:
+            if code == A.ACT_RELU:
+                k.relu_backward_bias_(dy, z, bias_grad)
+            else:
+                k.act_backward_bias_(dy, z, y, code, act.alpha, bias_grad)
+        elif code == A.ACT_RELU:
+            k.relu_backward_bias(dy, z, out, bias_grad)
+        else:
+            k.act_backward_bias(dy, z, y, code, act.alpha, out, bias_grad)
         return out
 
     def prelu_backward(self, dy, z, slopes, out, dslopes):

@@ -266,3 +266,55 @@ def act_backward_(dy, z, y, code, alpha):
         for j in range(m):
             dy[i, j] = dact_scalar(code, np.float64(dy[i, j]), np.float64(z[i, j]),
                                    np.float64(y[i, j]), alpha)
+
+
+# --- activation derivative fused with the bias gradient ------------------------------------
+# Dense's backward needs delta = dy * f'(z) and the bias gradient sum_i delta[i, :]. One pass
+# does both. The sums start from +0.0 and add row after row in the array's dtype: the order
+# and rounding of NumPy's `delta.sum(axis=0)`, so the fused and separate paths agree bit for
+# bit (signed zeros included). CUDA has no twin: it runs act_backward and sum_rows.
+
+@jit
+def relu_backward_bias(dy, z, out, bgrad):
+    """out = z > 0 ? dy : 0; bgrad = column sums of out."""
+    n, m = z.shape
+    bgrad[:] = 0.0
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = dy[i, j] if z[i, j] > 0 else 0.0
+            bgrad[j] = bgrad[j] + out[i, j]
+
+
+@jit
+def relu_backward_bias_(dy, z, bgrad):
+    """dy = z > 0 ? dy : 0 in place; bgrad = column sums of the result."""
+    n, m = z.shape
+    bgrad[:] = 0.0
+    for i in range(n):
+        for j in range(m):
+            dy[i, j] = dy[i, j] if z[i, j] > 0 else 0.0
+            bgrad[j] = bgrad[j] + dy[i, j]
+
+
+@jit
+def act_backward_bias(dy, z, y, code, alpha, out, bgrad):
+    """out = dy * f'(z); bgrad = column sums of out."""
+    n, m = z.shape
+    bgrad[:] = 0.0
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = dact_scalar(code, np.float64(dy[i, j]), np.float64(z[i, j]),
+                                    np.float64(y[i, j]), alpha)
+            bgrad[j] = bgrad[j] + out[i, j]
+
+
+@jit
+def act_backward_bias_(dy, z, y, code, alpha, bgrad):
+    """dy = dy * f'(z) in place; bgrad = column sums of the result."""
+    n, m = z.shape
+    bgrad[:] = 0.0
+    for i in range(n):
+        for j in range(m):
+            dy[i, j] = dact_scalar(code, np.float64(dy[i, j]), np.float64(z[i, j]),
+                                   np.float64(y[i, j]), alpha)
+            bgrad[j] = bgrad[j] + dy[i, j]

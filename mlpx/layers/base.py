@@ -223,14 +223,17 @@ class Layer:
 
     def _new_param(self, name: str, value: np.ndarray) -> Parameter:
         ops = self.ops
-        data = ops.asarray(np.asarray(value, dtype=self.dtype))
+        value = np.asarray(value, dtype=self.dtype)
+        data = ops.empty(value.shape, self.dtype)  # the backend's own (aligned) storage
+        ops.copy_into(data, ops.asarray(value))
         return Parameter(name, data, ops.zeros(data.shape, self.dtype))
 
     def to_backend(self, ops: Backend) -> None:
         """Move parameters and buffers to another backend (values are kept bit for bit)."""
         for p in self.parameters():
             host = self.ops.to_numpy(p.data)
-            p.data = ops.asarray(host)
+            p.data = ops.empty(host.shape, host.dtype)
+            ops.copy_into(p.data, ops.asarray(host))
             p.grad = ops.zeros(p.data.shape, self.dtype)
         for key, value in self.buffers().items():
             self._set_buffer(key, ops.asarray(self.ops.to_numpy(value)))

@@ -119,6 +119,7 @@ class Dense(Layer):
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         ops, act = self.ops, self.activation
         scratch, self._dy_scratch = self._dy_scratch, False  # a permission for this call only
+        bias_done = False
         if not act.differentiable:
             act.derivative(ops, dy, self._z, self._y)  # raises the explanatory error
         if A.is_identity(act):
@@ -129,9 +130,13 @@ class Dense(Layer):
         else:
             # elementwise, each element read before it is written: delta may be dy itself
             delta = dy if scratch else self._buffer("delta", dy.shape)
-            ops.act_backward(dy, self._z, self._y, act, out=delta)
+            if self.b is not None:  # delta and dL/db in one pass where the backend can
+                ops.act_backward_bias_grad(dy, self._z, self._y, act, delta, self.b.grad)
+                bias_done = True
+            else:
+                ops.act_backward(dy, self._z, self._y, act, out=delta)
         ops.matmul(self._x, delta, out=self.W.grad, trans_a=True)
-        if self.b is not None:
+        if self.b is not None and not bias_done:
             ops.sum_rows(delta, out=self.b.grad)
         if not need_input_grad:
             return None
