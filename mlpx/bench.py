@@ -67,7 +67,8 @@ def machine_info(threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {
             d: _version(d) for d in ("mlpx", "numpy", "numba", "llvmlite", "torch", "cupy-cuda12x",
-                                     "cupy-cuda13x", "threadpoolctl", "mkl")
+                                     "cupy-cuda13x", "threadpoolctl", "mkl",
+                                     "onednn-cpu-gomp")
         },
         "numpy_config": _numpy_blas(np),
         # MLPX_BLAS=auto's measured answer for this processor and thread count, if any

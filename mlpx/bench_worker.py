@@ -172,7 +172,7 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         "final_loss": final_loss,
         "peak_rss_bytes": peak_rss,
         "traced_peak_bytes": traced_peak,
-        "blas": getattr(ops, "blas", None),  # the cpu backend's GEMM path: mkl or numpy
+        "blas": getattr(ops, "blas", None),  # the cpu backend's GEMM path: onednn, mkl, numpy
     }
 
     if not args.no_infer:
@@ -198,6 +198,10 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
 
         result["mkl_threads"] = _mkl.get_num_threads()
         result["mkl_version"] = _mkl.version()
+    elif result["blas"] == "onednn":
+        from mlpx.backends import _onednn
+
+        result["onednn_version"] = _onednn.version()
     if ops.name != "cpu":
         import cupy
 

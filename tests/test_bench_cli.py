@@ -74,7 +74,7 @@ def test_bench_quick_end_to_end(tmp_path):
     assert doc["machine"]["threads"] >= 1 and doc["machine"]["versions"]["numpy"]
     from mlpx.backends.cpu import CPUBackend
 
-    # the GEMM path (MLPX_BLAS, default numpy) is recorded and shown in the table
+    # the GEMM path (MLPX_BLAS, default auto) is recorded and shown in the table
     assert row["blas"] == CPUBackend().blas
     assert doc["flags"]["mlpx_blas"] == row["blas"] and "blas" in proc.stdout
     assert doc["command"].startswith("mlpx bench --quick")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import _mkl
+from mlpx.backends import _mkl, _onednn
 from mlpx.backends.cpu import CPUBackend
 
 needs_mkl = pytest.mark.skipif(
@@ -145,6 +145,8 @@ def test_training_with_mkl_matches_numpy_blas_within_float32_rounding():
 
 def test_blas_choice_follows_mlpx_blas_and_rejects_unknown_values(tmp_path, monkeypatch):
     monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))  # auto measures into a fresh cache
+    # without oneDNN (which auto prefers; tests/test_onednn.py): auto is MKL vs NumPy's BLAS
+    monkeypatch.setattr(_onednn, "available", lambda: False)
     ops = CPUBackend()
     ops.blas = "numpy"
     assert ops.blas == "numpy"
@@ -153,23 +155,25 @@ def test_blas_choice_follows_mlpx_blas_and_rejects_unknown_values(tmp_path, monk
     assert ops.blas == auto and auto in ("mkl", "numpy")
     if _mkl.available():
         assert _mkl.cached_choice()["choice"] == auto
-    with pytest.raises(ValueError, match="use one of auto, mkl, numpy"):
+    with pytest.raises(ValueError, match="use one of auto, onednn, mkl, numpy"):
         ops.blas = "openblas"
     code = "import mlpx, sys; print(mlpx.get_backend('cpu').blas); " \
            "print('mlpx.backends._mkl' in sys.modules)"
-    # unset or empty: NumPy's BLAS (the faster one on the benchmark machines), MKL untouched
-    for choice, expect in (("numpy", "numpy"), ("", "numpy"), ("auto", auto), ("MKL ", "mkl")):
+    # unset or empty: auto; numpy: NumPy's BLAS, MKL untouched
+    for choice, expect in (("numpy", "numpy"), ("", auto), ("auto", auto), ("MKL ", "mkl")):
         if choice == "MKL " and not _mkl.available():
             continue
-        env = dict(os.environ, MLPX_BLAS=choice, MLPX_CACHE_DIR=str(tmp_path))
+        env = dict(os.environ, MLPX_BLAS=choice, MLPX_CACHE_DIR=str(tmp_path),
+                   MLPX_ONEDNN_LIB=str(tmp_path / "no-libdnnl.so"))
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout.split()
         assert out[0] == expect, choice
-        assert out[1] == ("True" if choice.strip() in ("auto", "MKL") else "False"), choice
+        assert out[1] == ("False" if choice == "numpy" else "True"), choice
 
 
 def test_mlpx_blas_mkl_without_the_library_says_how_to_install(monkeypatch):
     monkeypatch.setattr(_mkl, "available", lambda: False)
+    monkeypatch.setattr(_onednn, "available", lambda: False)
     ops = CPUBackend()
     with pytest.raises(RuntimeError, match=r"pip install mlpx\[mkl\]"):
         ops.blas = "mkl"
@@ -218,6 +222,7 @@ def test_auto_measures_once_per_machine_and_setting(fake_timings, monkeypatch, t
     assert _mkl.measured_choice() == "mkl"
     fake_timings.update(mkl=2.0)  # a second process on the same machine reads the cache
     assert _mkl.measured_choice() == "mkl" and fake_timings["calls"] == 1
+    monkeypatch.setattr(_onednn, "available", lambda: False)
     ops = CPUBackend()
     ops.blas = "auto"
     assert ops.blas == "mkl" and fake_timings["calls"] == 1

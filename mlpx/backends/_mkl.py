@@ -6,16 +6,16 @@ the caller's preallocated `out`. Nothing here is imported or loaded by `import m
 library is opened on the first GEMM of the cpu backend (or when `ops.blas` is read).
 
 Which GEMMs run where is chosen by `MLPX_BLAS` (or `ops.blas = ...`):
-  numpy (default) NumPy's BLAS (OpenBLAS in the PyPI wheels);
-  mkl   MKL, and an error saying how to install it when it is missing;
-  auto  the faster of the two on this machine: measured once (the GEMMs of a
+  auto  (default) oneDNN where its wheel is installed (see mlpx.backends._onednn); else the
+        faster of MKL and NumPy's BLAS on this machine: measured once (the GEMMs of a
         784-1024-1024-10 training step at batches 256 and 1024, alternated, best of 3) and
         cached per processor, thread count and library versions in
         <cache dir>/blas_choice.json (see mlpx._numba_cache); NumPy's BLAS without MKL, or
-        unless MKL is at least 3 % faster.
-OpenBLAS is the default because it won on the 2-core AMD EPYC benchmark machines (MKL ran
-the 784-1024-1024-10 step's GEMMs 6-19 % slower, its width-10 ones 3-5x slower); MKL may win
-on Intel CPUs (15-24 % faster at batch <= 1024 on one Xeon): `MLPX_BLAS=auto` finds out.
+        unless MKL is at least 3 % faster;
+  onednn, mkl, numpy  that library (an error saying how to install it when it is missing).
+On the 2-core AMD EPYC benchmark machines MKL ran the 784-1024-1024-10 step's GEMMs 6-19 %
+slower than OpenBLAS (its width-10 ones 3-5x slower); it may win on Intel CPUs (15-24 %
+faster at batch <= 1024 on one Xeon).
 
 Threads: MKL's pool is sized like NumPy's (MKL_NUM_THREADS, else OMP_NUM_THREADS, else
 OPENBLAS_NUM_THREADS, else the CPUs this process may run on), and `set_num_threads` changes it

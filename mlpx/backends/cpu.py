@@ -6,6 +6,7 @@ kernel does not handle (row-wise activations, unusual layouts) fall back to the 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -14,18 +15,21 @@ from .. import activations as A
 from .base import Array, Backend
 
 
+@functools.cache  # the import machinery once, not on every op
 def _kernels() -> Any:
     from . import numba_activations
 
     return numba_activations
 
 
+@functools.cache  # the import machinery once, not on every op
 def _loss_kernels() -> Any:
     from . import numba_losses
 
     return numba_losses
 
 
+@functools.cache  # the import machinery once, not on every op
 def _optim_kernels() -> Any:
     from . import numba_optim
 
@@ -33,14 +37,17 @@ def _optim_kernels() -> Any:
 
 
 def _contig(*arrays: Array) -> bool:
-    return all(a.flags.c_contiguous for a in arrays)
+    for a in arrays:  # a loop, not all(generator): this runs several times per op
+        if not a.flags.c_contiguous:
+            return False
+    return True
 
 
-_BLAS_CHOICES = ("auto", "mkl", "numpy")
+_BLAS_CHOICES = ("auto", "onednn", "mkl", "numpy")
 
 
 def _blas_choice(value: str | None) -> str:
-    choice = (value or "numpy").strip().lower()
+    choice = (value or "auto").strip().lower()
     if choice not in _BLAS_CHOICES:
         raise ValueError(
             f"MLPX_BLAS={value!r} is not a GEMM path; use one of {', '.join(_BLAS_CHOICES)}"
@@ -93,13 +100,15 @@ class CPUBackend(Backend):
     # GEMM -------------------------------------------------------------------------------
     @property
     def blas(self) -> str:
-        """The GEMM path in use: "mkl" (optional `mkl` wheel) or "numpy" (NumPy's BLAS).
+        """The float32 GEMM path in use: "onednn", "mkl" or "numpy" (NumPy's BLAS).
 
-        Chosen on first use from MLPX_BLAS: numpy (the default), mkl, or auto (the faster
-        of the two on this machine, measured once and cached; see mlpx.backends._mkl).
-        NumPy's OpenBLAS is the default because it measured faster than MKL on the AMD EPYC
-        machines the benchmarks run on (see the README); assigning "auto", "mkl" or "numpy"
-        changes it.
+        Chosen on first use from MLPX_BLAS: auto (the default), onednn, mkl or numpy.
+        auto takes oneDNN where its wheel is installed (a dependency on x86-64 Linux; see
+        mlpx.backends._onednn for the measurements), else the faster of MKL and NumPy's BLAS
+        on this machine when MKL is installed (measured once and cached; see
+        mlpx.backends._mkl), else NumPy's BLAS. float64 GEMMs run on MKL when it is the
+        path, else on NumPy's BLAS (oneDNN has no float64 GEMM). Assigning "auto",
+        "onednn", "mkl" or "numpy" changes the path.
         """
         if self._blas is None:
             import os
@@ -116,20 +125,36 @@ class CPUBackend(Backend):
         if choice == "numpy":
             self._blas = "numpy"
             return
-        from . import _mkl
+        from . import _mkl, _onednn
 
+        if choice == "onednn" and not _onednn.available():
+            why = _onednn.error()
+            raise RuntimeError(
+                "MLPX_BLAS=onednn but oneDNN "
+                + (f"could not be opened ({why})" if why else "(libdnnl) was not found")
+                + "; install it with `pip install onednn-cpu-gomp` (x86-64 Linux), or set "
+                "MLPX_BLAS=auto"
+            )
         if choice == "mkl" and not _mkl.available():
             raise RuntimeError(
                 "MLPX_BLAS=mkl but Intel MKL (libmkl_rt) was not found; install it with "
                 "`pip install mlpx[mkl]` (or `pip install mkl`), or set MLPX_BLAS=numpy"
             )
-        if choice == "mkl":
-            self._blas = "mkl"
-        else:  # auto: whichever measured faster on this machine (cached after the first time)
+        if choice in ("onednn", "mkl"):
+            self._blas = choice
+        elif _onednn.available():  # auto
+            self._blas = "onednn"
+        else:  # auto without oneDNN: whichever measured faster (cached after the first time)
             self._blas = _mkl.measured_choice()
 
     def matmul(self, a, b, out, trans_a=False, trans_b=False):
-        if (self._blas or self.blas) == "mkl":
+        path = self._blas or self.blas
+        if path == "onednn":
+            from ._onednn import gemm
+
+            if gemm(a, b, out, trans_a, trans_b):
+                return out
+        elif path == "mkl":
             from ._mkl import gemm
 
             if gemm(a, b, out, trans_a, trans_b):
