@@ -196,3 +196,48 @@ def test_concurrent_gemms_from_threads(rng):
     for t in threads:
         t.join()
     assert not bad  # same inputs, same thread count: the same bits every time
+
+
+@needs_onednn
+@pytest.mark.parametrize("layout", ["c", "fortran"])
+def test_transposed_operand_with_page_strided_rows_is_padded(layout, rng):
+    """b's rows 4 KiB apart (1024 float32): multiplied from a padded copy, same product."""
+    a = rng.standard_normal((64, 1024)).astype(np.float32)
+    b = rng.standard_normal((96, 1024)).astype(np.float32)  # used as b.T: (1024, 96)
+    out = np.empty((64, 96), np.float32)
+    if layout == "fortran":  # b.T given as a column-major array: the same operand for BLAS
+        assert _onednn.gemm(a, np.asfortranarray(b.T), out, False, False)
+    else:
+        assert _onednn.gemm(a, b, out, False, True)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b.T, rtol=1e-4, atol=1e-3)
+    scratch = dict(_onednn._local.scratch)
+    assert any(buf.shape[1] == 1024 + _onednn._PAD // 4 for buf in scratch.values())
+    b2 = rng.standard_normal((96, 1024)).astype(np.float32)
+    assert _onednn.gemm(a, b2, out, False, True)  # the scratch is reused, with new values
+    assert all(_onednn._local.scratch[k] is v for k, v in scratch.items())
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b2.T, rtol=1e-4, atol=1e-3)
+    assert np.array_equal(b2, b2.copy())  # the operand itself is only read
+
+
+@needs_onednn
+def test_padded_products_from_threads_use_their_own_scratch(rng):
+    ops = CPUBackend()
+    ops.blas = "onednn"
+    a = rng.standard_normal((32, 1024)).astype(np.float32)
+    bs = [rng.standard_normal((48, 1024)).astype(np.float32) for _ in range(4)]
+    wants = [a.astype(np.float64) @ b.T for b in bs]
+    bad = []
+
+    def work(i):
+        out = np.empty((32, 48), np.float32)
+        for _ in range(25):
+            ops.matmul(a, bs[i], out, trans_b=True)
+            if not np.allclose(out, wants[i], rtol=1e-4, atol=1e-3):
+                bad.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,17 @@ _SUCCESS = 0
 MIN_MNK = 65536 * 4
 
 _state: dict[str, Any] = {}
+# A transposed right-hand operand whose rows lie a multiple of 4 KiB apart (e.g. a 1024-wide
+# float32 weight matrix in dX = delta W^T) is copied to rows 64 bytes longer first: those
+# strides map its rows onto the same cache sets, and oneDNN ran that product 30 % slower
+# (256x1024x1024: 3.7 ms, against 2.65 ms on padded rows plus ~0.1 ms for the copy). In the
+# 784-1024-1024-10 step: 3.8 % faster at batch 256, 2.6 % at 512, no change at 1024 (in-process
+# A/B, alternated), so only below 1024 rows of output. One scratch per thread and shape.
+_PAGE = 4096
+_PAD = 64
+_PAD_MAX_ROWS = 1024
+_MAX_SCRATCH = 8
+_local = threading.local()
 
 
 class _Version(ctypes.Structure):
@@ -108,6 +120,24 @@ def version() -> str | None:
     return f"{v.major}.{v.minor}.{v.patch}"
 
 
+def _padded_copy(b: np.ndarray) -> np.ndarray:
+    """`b` copied into this thread's scratch, whose rows are _PAD bytes longer: a view of the
+    first b.shape[1] columns (C-contiguous `b` only: the caller checked its leading dim)."""
+    cache = getattr(_local, "scratch", None)
+    if cache is None:
+        cache = _local.scratch = {}
+    buf = cache.get(b.shape)
+    if buf is None:
+        if len(cache) >= _MAX_SCRATCH:
+            cache.clear()
+        from .cpu import aligned_empty
+
+        buf = cache[b.shape] = aligned_empty((b.shape[0], b.shape[1] + _PAD // 4), np.float32)
+    view = buf[:, : b.shape[1]]
+    np.copyto(view, b)
+    return view
+
+
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
          trans_b: bool = False) -> bool:
     """out = op(a) @ op(b) with oneDNN; False (caller falls back) when it does not apply.
@@ -135,6 +165,9 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
     if pa is None or pb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
     (aa, fa, lda), (bb, fb, ldb) = pa, pb
+    if fb == _TRANS and m < _PAD_MAX_ROWS and (ldb * 4) % _PAGE == 0:
+        bb = _padded_copy(bb)
+        ldb = bb.strides[0] // 4
     status = lib.dnnl_sgemm(_FLAG[fa], _FLAG[fb], m, n, k, 1.0, aa.ctypes.data, lda,
                             bb.ctypes.data, ldb, 0.0, out.ctypes.data, n)
     return status == _SUCCESS
