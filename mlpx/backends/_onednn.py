@@ -146,11 +146,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
     `b` row- or column-major with any leading dimension, no operand overlapping `out`. A failed call
     (oneDNN's status) also returns False; the fallback then writes all of `out`.
     """
-    lib = _state.get("lib") or load()
-    if (lib is None or _state.get("forked") or out.dtype != np.float32
-            or a.dtype != np.float32 or b.dtype != np.float32 or a.ndim != 2
-            or b.ndim != 2 or out.ndim != 2 or not out.flags.c_contiguous
-            or not out.flags.writeable):
+    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
         return False
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
@@ -159,8 +155,13 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
             f"matmul shapes do not match: op(a) is {(m, k)}, op(b) is {(kb, n)}, "
             f"out is {out.shape}; out must be ({m}, {n}) and the inner sizes equal"
         )
-    if m * n * k <= MIN_MNK:
+    if m * n * k <= MIN_MNK:  # first: the cheapest test, and small products are common
         return False  # small or empty: NumPy's BLAS, in this thread (see MIN_MNK)
+    lib = _state.get("lib") or load()
+    if (lib is None or _state.get("forked") or out.dtype != np.float32
+            or a.dtype != np.float32 or b.dtype != np.float32
+            or not out.flags.c_contiguous or not out.flags.writeable):
+        return False
     pa, pb = _operand(a, trans_a), _operand(b, trans_b)
     if pa is None or pb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
