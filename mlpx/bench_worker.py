@@ -172,7 +172,7 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         "final_loss": final_loss,
         "peak_rss_bytes": peak_rss,
         "traced_peak_bytes": traced_peak,
-        "blas": getattr(ops, "blas", None),  # the cpu backend's GEMM path: onednn, mkl, numpy
+        "blas": _gemm_path(ops, dtype),  # the cpu backend's GEMM library for this dtype
     }
 
     if not args.no_infer:
@@ -207,6 +207,15 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
 
         result["gpu_pool_bytes"] = int(cupy.get_default_memory_pool().total_bytes())
     return result
+
+
+def _gemm_path(ops: Any, dtype: Any) -> str | None:
+    """The library that ran this dtype's GEMMs: oneDNN has float32 products only, so a
+    float64 run on the onednn path used NumPy's BLAS."""
+    path = getattr(ops, "blas", None)
+    if path == "onednn" and np.dtype(dtype) != np.float32:
+        return "numpy"
+    return path
 
 
 def time_gemms(ops: Any, sizes: list[int], batch: int, dtype: Any,

@@ -241,3 +241,15 @@ def test_padded_products_from_threads_use_their_own_scratch(rng):
     for t in threads:
         t.join()
     assert not bad
+
+
+def test_bench_records_the_library_of_each_dtype():
+    from mlpx.bench_worker import _gemm_path
+
+    ops = CPUBackend()
+    ops.blas = "numpy"
+    assert _gemm_path(ops, np.float32) == _gemm_path(ops, np.float64) == "numpy"
+    if _onednn.available():
+        ops.blas = "onednn"
+        assert _gemm_path(ops, np.float32) == "onednn"
+        assert _gemm_path(ops, np.float64) == "numpy"  # oneDNN has no float64 GEMM
