@@ -56,17 +56,23 @@ def _candidate_dirs() -> list[str]:
     return seen
 
 
-def find_library() -> str | None:
-    """Path of libmkl_rt from an installed `mkl` wheel (or MLPX_MKL_LIB), else None."""
-    explicit = os.environ.get("MLPX_MKL_LIB")
+def find_wheel_library(env_var: str, names: tuple[str, ...]) -> str | None:
+    """Path of a shared library a wheel installed in `<prefix>/lib` (the first of `names`
+    found), or the path in `env_var` when that is set; None when neither."""
+    explicit = os.environ.get(env_var)
     if explicit:
         return explicit
     for d in _candidate_dirs():
-        for name in _LIB_NAMES:
+        for name in names:
             path = os.path.join(d, name)
             if os.path.exists(path):
                 return path
     return None
+
+
+def find_library() -> str | None:
+    """Path of libmkl_rt from an installed `mkl` wheel (or MLPX_MKL_LIB), else None."""
+    return find_wheel_library("MLPX_MKL_LIB", _LIB_NAMES)
 
 
 def _default_threads() -> int:
@@ -165,6 +171,19 @@ def _operand(a: np.ndarray, trans: bool) -> tuple[np.ndarray, int, int] | None:
     return None
 
 
+def gemm_dims(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool,
+              trans_b: bool) -> tuple[int, int, int]:
+    """(m, n, k) of out = op(a) @ op(b) for 2-D operands; ValueError when they don't fit."""
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != kb or out.shape != (m, n):
+        raise ValueError(
+            f"matmul shapes do not match: op(a) is {(m, k)}, op(b) is {(kb, n)}, "
+            f"out is {out.shape}; out must be ({m}, {n}) and the inner sizes equal"
+        )
+    return m, n, k
+
+
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
          trans_b: bool = False) -> bool:
     """out = op(a) @ op(b) with MKL; False (nothing written) when the arrays don't fit.
@@ -185,13 +204,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
         fn, scalar = lib.cblas_dgemm, ctypes.c_double
     else:
         return False
-    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if k != kb or out.shape != (m, n):
-        raise ValueError(
-            f"matmul shapes do not match: op(a) is {(m, k)}, op(b) is {(kb, n)}, "
-            f"out is {out.shape}; out must be ({m}, {n}) and the inner sizes equal"
-        )
+    m, n, k = gemm_dims(a, b, out, trans_a, trans_b)
     if m == 0 or n == 0:
         return True
     if k == 0:

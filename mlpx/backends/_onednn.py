@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ._mkl import _candidate_dirs, _operand
+from ._mkl import _NO_TRANS, _TRANS, _operand, find_wheel_library, gemm_dims
 
 _LIB_NAMES = ("libdnnl.so.3", "libdnnl.so")
-_NO_TRANS, _TRANS = 111, 112  # the flags _mkl._operand returns (CBLAS values)
-_FLAG = {_NO_TRANS: b"N", _TRANS: b"T"}
+_FLAG = {_NO_TRANS: b"N", _TRANS: b"T"}  # _operand's CBLAS flags as dnnl_sgemm's
 _SUCCESS = 0
 # Below this m*n*k a oneDNN call costs more than the product (~8 us to enter its OpenMP
 # region against ~1 us for NumPy), and OpenBLAS runs such a GEMM in the calling thread
@@ -61,15 +60,7 @@ class _Version(ctypes.Structure):
 
 def find_library() -> str | None:
     """Path of libdnnl from an installed oneDNN wheel (or MLPX_ONEDNN_LIB), else None."""
-    explicit = os.environ.get("MLPX_ONEDNN_LIB")
-    if explicit:
-        return explicit
-    for d in _candidate_dirs():
-        for name in _LIB_NAMES:
-            path = os.path.join(d, name)
-            if os.path.exists(path):
-                return path
-    return None
+    return find_wheel_library("MLPX_ONEDNN_LIB", _LIB_NAMES)
 
 
 def _forked() -> None:
@@ -143,18 +134,12 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
     """out = op(a) @ op(b) with oneDNN; False (caller falls back) when it does not apply.
 
     Handled: float32, 2-D, m*n*k above MIN_MNK, `out` C-contiguous and writeable, `a` and
-    `b` row- or column-major with any leading dimension, no operand overlapping `out`. A failed call
-    (oneDNN's status) also returns False; the fallback then writes all of `out`.
+    `b` row- or column-major with any leading dimension, no operand overlapping `out`. A
+    failed call (oneDNN's status) also returns False; the fallback then writes all of `out`.
     """
     if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
         return False
-    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if k != kb or out.shape != (m, n):
-        raise ValueError(
-            f"matmul shapes do not match: op(a) is {(m, k)}, op(b) is {(kb, n)}, "
-            f"out is {out.shape}; out must be ({m}, {n}) and the inner sizes equal"
-        )
+    m, n, k = gemm_dims(a, b, out, trans_a, trans_b)
     if m * n * k <= MIN_MNK:  # first: the cheapest test, and small products are common
         return False  # small or empty: NumPy's BLAS, in this thread (see MIN_MNK)
     lib = _state.get("lib") or load()

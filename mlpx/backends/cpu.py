@@ -98,7 +98,7 @@ def aligned_empty(shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
 class CPUBackend(Backend):
     name = "cpu"
     xp = np
-    _blas: str | None = None  # "mkl" or "numpy", resolved on first use
+    _blas: str | None = None  # "onednn", "mkl" or "numpy", resolved on first use
 
     # arrays -----------------------------------------------------------------------------
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Array:
