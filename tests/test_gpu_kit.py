@@ -240,6 +240,25 @@ def test_the_last_test_stage_cut_by_the_budget_is_partial_not_failed(tmp_path):
     assert kit.stage_status(_PYTEST_STAGE, rc, 10, log) == "timeout after 10 s"
 
 
+def test_a_session_timeout_reads_as_cut_short(tmp_path):
+    """pytest-timeout's --session-timeout ends the session between tests (exit 1, nothing
+    failed); a test stopped by the per-test timeout is a failure."""
+    log = tmp_path / "log"
+    log.write_text("collected 90 items / 10 deselected / 80 selected\n"
+                   "tests/test_a.py ....\n"
+                   "!!!!!!!! session-timeout: 95.0 sec exceeded !!!!!!!!\n"
+                   "============ 4 passed, 80 deselected in 96.1s ============\n")
+    fig = kit.pytest_figures(log)
+    assert fig["interrupted"] and fig["counts"] == {"passed": 4, "deselected": 80,
+                                                   "not run": 76}
+    assert kit.stage_status(_FILLER, 1, 100, log) == "partial: 76 not run, time ran out"
+    assert kit.stage_status(_PYTEST_STAGE, 1, 100, log) == "timeout after 100 s"
+    log.write_text("collected 2 items\n"
+                   "FAILED tests/test_a.py::test_x - Failed: Timeout >60.0s\n"
+                   "============ 1 failed, 1 passed in 61.0s ============\n")
+    assert kit.stage_status(_FILLER, 1, 100, log) == "FAILED (1 failed)"
+
+
 def test_pytest_stages_get_timeouts_where_pytest_timeout_is_installed(monkeypatch):
     monkeypatch.setattr(kit.importlib.util, "find_spec", lambda name: None)
     assert kit.timeout_flags(100) == []

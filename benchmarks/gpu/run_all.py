@@ -205,7 +205,8 @@ def pytest_figures(log: Path) -> dict[str, Any]:
     failing = [ln.split(" - ")[0] for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
     return {"result": summary[-1].strip("= ") if summary else "no summary line",
             "counts": counts, "failing": failing,
-            "interrupted": "KeyboardInterrupt" in text or "Timeout >" in text}
+            # stopped by SIGINT, or by pytest-timeout's --session-timeout between two tests
+            "interrupted": "KeyboardInterrupt" in text or "session-timeout:" in text}
 
 
 def _key_figures(stage: Stage, findings: dict[str, Any] | None, log: Path) -> Any:
