@@ -155,7 +155,7 @@ def test_without_a_gpu_every_gpu_stage_reports_skipped(tmp_path):
     if has_cupy() and gpu_count() > 0:
         pytest.skip("a GPU is present: run benchmarks/gpu/run_all.py --out DIR for real")
     out = tmp_path / "run"
-    r = _run_kit(out=out)
+    r = _run_kit("--cache", str(tmp_path / "cache"), out=out)
     assert r.returncode == 0, r.stdout + r.stderr
     files = sorted(p.name for p in out.iterdir())
     assert all(p.is_file() for p in out.iterdir()) and len(files) <= 8
@@ -172,6 +172,24 @@ def test_without_a_gpu_every_gpu_stage_reports_skipped(tmp_path):
     assert env["numpy"] == np.__version__ and results["stages"][0]["findings"]["gpu"] is False
     with gzip.open(out / "logs.txt.gz", "rt") as f:
         assert "===== env: ok" in f.read()
+    assert "Skipped (rerun them with `--stages NAMES --budget S`):" in summary
+    assert f"Kernel cache: `{tmp_path / 'cache'}`" in summary
+
+
+def test_every_stage_script_starts_and_says_no_gpu(tmp_path):
+    """Each GPU stage as run_all runs it (a script in its own process): imports resolve,
+    the arguments parse, and without a GPU it exits 3 (skipped) rather than failing."""
+    from mlpx._compat import gpu_count, has_cupy
+
+    if has_cupy() and gpu_count() > 0:
+        pytest.skip("a GPU is present: the stages would run for real")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for stage in kit.PLAN:
+        if stage.name == "env" or stage.name in kit.PYTEST_STAGES:
+            continue
+        cmd = kit.stage_command(stage, tmp_path, tmp_path)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 3 and "no GPU" in r.stdout, (stage.name, r.stdout, r.stderr)
 
 
 def test_stage_failures_and_timeouts_do_not_stop_the_run(tmp_path, monkeypatch):
