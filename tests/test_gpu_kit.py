@@ -357,3 +357,23 @@ def test_greedy_cover_keeps_the_fewest_tests_reaching_every_path():
     assert chosen == ["b", "a"]
     assert set().union(*(paths[t] for t in chosen)) == {1, 2, 3, 4}
     assert select.greedy_cover({}) == []
+
+
+def test_recording_a_cpu_test_gives_its_code_paths():
+    """select_cuda_tests records the backend calls a cpu test makes (in its own process,
+    as `--write` runs it)."""
+    script = (
+        "import json, sys; sys.path.insert(0, 'benchmarks/gpu'); import select_cuda_tests as S;"
+        "paths, outcomes = S.record(sys.argv[1:]);"
+        "print('RESULT', json.dumps({k: sorted(v) for k, v in paths.items()}))"
+    )
+    test_id = "tests/test_parity.py::test_optimiser_kernels_vs_reference[cpu-f32]"
+    r = subprocess.run([sys.executable, "-c", script, test_id], capture_output=True, text=True,
+                       cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, r.stdout + r.stderr
+    paths = json.loads(line[0][len("RESULT "):])[test_id]
+    assert any(p.startswith("adam_update(float32/") for p in paths), paths
+    from mlpx.backends.cuda import CUDABackend
+
+    assert all(hasattr(CUDABackend, p.split("(")[0]) for p in paths)  # cuda's ops only
