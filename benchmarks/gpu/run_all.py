@@ -77,7 +77,7 @@ class Stage:
 
 #: The plan, in order: GPU-specific work first, the CUDA-marked tests beyond the core set last.
 PLAN: tuple[Stage, ...] = (
-    Stage("env", 20, "GPU, driver, CUDA, CuPy, PyTorch, JAX versions; is a GPU usable",
+    Stage("env", 30, "GPU, driver, CUDA, CuPy, PyTorch, JAX versions; is a GPU usable",
           needs_gpu=False),
     Stage("compile", 40, "compile every .cu file as the loader does, load every kernel, PTX FTZ"),
     Stage("cuda-core", 120, "pytest: the CUDA-marked tests that reach every code path once"),
@@ -87,7 +87,7 @@ PLAN: tuple[Stage, ...] = (
     Stage("check", 35, "mlpx check --backend cuda (gradients vs reference and PyTorch)"),
     Stage("kernels", 20, "PReLU backward and softmax cross-entropy kernel timings"),
     Stage("bench", 75, "mlpx bench vs PyTorch CUDA and JAX, batches 1024 and 65536, 1 round"),
-    Stage("cuda-rest", 80, "pytest: every other CUDA-marked test, in the time that is left",
+    Stage("cuda-rest", 70, "pytest: every other CUDA-marked test, in the time that is left",
           fills_budget=True),
 )
 PYTEST_STAGES = ("cuda-core", "cuda-rest")

@@ -172,11 +172,6 @@ def write_core(result: dict[str, Any], path: Path = CORE_FILE) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
-def read_core(path: Path = CORE_FILE) -> dict[str, Any]:
-    """cuda_tests.json: {"core": [test ids, in order], "files": [test files], ...}."""
-    return json.loads(path.read_text())
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--write", action="store_true", help=f"rewrite {CORE_FILE.name}")

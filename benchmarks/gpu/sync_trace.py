@@ -57,17 +57,23 @@ def environment(dev: Any = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "numpy": np.__version__,
     }
-    for mod in ("numba", "cupy", "torch", "mlpx"):
+    try:
+        import mlpx
+
+        env["mlpx"] = mlpx.__version__
+    except Exception as e:  # noqa: BLE001 - a broken checkout is recorded, not fatal
+        env["mlpx"] = f"unavailable: {type(e).__name__}: {e}"
+    # versions from the installed metadata, without importing the packages: importing torch
+    # takes seconds, and importing JAX would start its GPU client
+    providers = metadata.packages_distributions()
+    for module in ("numba", "cupy", "torch", "jax", "jaxlib"):
+        dists = providers.get(module, [])
         try:
-            env[mod] = __import__(mod).__version__
-        except Exception as e:  # noqa: BLE001 - a missing or broken module is recorded
-            env[mod] = f"unavailable: {type(e).__name__}: {e}"
-    # JAX's version without importing it (an import would start its GPU client)
-    for dist in ("jax", "jaxlib", *_jax_plugins()):
-        try:
-            env[dist] = metadata.version(dist)
+            env[module] = metadata.version(dists[0] if dists else module)
         except metadata.PackageNotFoundError:
-            env[dist] = "unavailable: not installed"
+            env[module] = "unavailable: not installed"
+    for dist in _jax_plugins():
+        env[dist] = metadata.version(dist)
     if dev is None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from device import Device
