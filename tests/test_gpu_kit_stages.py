@@ -210,7 +210,8 @@ def test_check_stage():
 def test_bench_stage(tmp_path):
     dev = FakeDevice()
     out = tmp_path / "bench.json"
-    res = stages.stage_bench(dev, out, batches="32", extra=(
+    # no peers: their programs start a process each; tests/test_peers.py covers them
+    res = stages.stage_bench(dev, out, batches="32", peers="none", extra=(
         "--sizes", "8,6,3", "--epoch-samples", "64", "--min-time", "0.01", "--dtype",
         "float32"))
     assert res["ok"], res

@@ -307,14 +307,14 @@ def stage_check(dev: Device, extra: tuple[str, ...] = (), timeout_s: float = 600
             "command": cmd[1:], "returncode": proc.returncode}
 
 
-def stage_bench(dev: Device, out: Path, batches: str = "1024,65536",
+def stage_bench(dev: Device, out: Path, batches: str = "1024,65536", peers: str = "torch,jax",
                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """mlpx bench on the GPU against PyTorch CUDA and JAX (where the peer programs exist),
     one round, written to `out` (bench.json). JAX gets the GPU here, so the stage lets it
     take its memory only as it needs it."""
     _gpu_ops(dev)
     cmd = [sys.executable, "-m", "mlpx", "bench", "--backend", dev.backend_name, "--batches",
-           batches, "--rounds", "1", "--no-plot", "--peers", "torch,jax", *extra]
+           batches, "--rounds", "1", "--no-plot", "--peers", peers, *extra]
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     env.pop("JAX_PLATFORMS", None)
     with tempfile.TemporaryDirectory() as tmp:
