@@ -49,12 +49,17 @@ def test_pytorch_cpu_tensors_are_read_in_place_and_train_like_numpy():
 
 
 def test_jax_cpu_arrays_are_read_in_place_and_train_like_numpy():
-    jnp = pytest.importorskip("jax.numpy")
+    jax = pytest.importorskip("jax")
+    # placed on JAX's CPU device explicitly: with its CUDA plugin, JAX puts new arrays on
+    # the GPU by default
+    cpu = jax.devices("cpu")[0]
     X, y, w = _data()
-    j = jnp.asarray(X)
+    j = jax.device_put(X, cpu)
+    assert j.devices() == {cpu}
     host = as_host_or_device(j, "X")
     assert isinstance(host, np.ndarray) and np.shares_memory(host, np.from_dlpack(j))
-    _same_training(X, y, w, j, jnp.asarray(y.astype(np.int32)), jnp.asarray(w, jnp.float32))
+    _same_training(X, y, w, j, jax.device_put(y.astype(np.int32), cpu),
+                   jax.device_put(w.astype(np.float32), cpu))
 
 
 def test_outputs_reach_pytorch_and_jax_without_a_copy():

@@ -4,6 +4,7 @@ Real multi-process runs: tests/test_distributed_mpi.py."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import warnings
@@ -281,6 +282,8 @@ def test_nccl_fit_on_one_gpu():
         from cupy.cuda import nccl
     except ImportError as e:
         pytest.skip(f"CuPy has no NCCL here: {e}")
+    if not getattr(nccl, "available", True):  # CuPy imports the module without the library
+        pytest.skip("CuPy found no NCCL library here: pip install nvidia-nccl-cu<CUDA major>")
     X, y = _data()
     comm = NCCLCommunicator(Loopback(), nccl=nccl)
     a = _model("float64", None)
@@ -296,3 +299,18 @@ def test_nccl_fit_on_one_gpu():
 
 
 test_nccl_fit_on_one_gpu = pytest.mark.cuda(test_nccl_fit_on_one_gpu)
+
+
+@pytest.mark.parametrize("major", [12, 13])
+def test_a_missing_nccl_names_the_wheel_for_cupys_cuda_version(monkeypatch, major):
+    from mlpx.distributed import comm as C
+
+    fake_cupy = SimpleNamespace(cuda=SimpleNamespace(
+        nccl=SimpleNamespace(available=False),
+        runtime=SimpleNamespace(runtimeGetVersion=lambda: major * 1000 + 20)))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", fake_cupy.cuda)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", fake_cupy.cuda.nccl)
+    with pytest.raises(dist.DistributedError, match=rf"pip install nvidia-nccl-cu{major},"):
+        C.communicator_for(SimpleNamespace(name="cuda", device_id=7), Loopback())
+    assert C.nccl_install_hint(None).startswith("pip install nvidia-nccl-cu<CUDA major>")

@@ -125,9 +125,10 @@ def test_plan_fits_the_window():
     assert kit.plan_budget() <= 480 == kit.BUDGET_S
     assert len(kit.FILES) <= kit.MAX_FILES <= 8
     names = [s.name for s in kit.PLAN]
-    assert names == ["env", "compile", "cuda-tests", "reductions", "ftz", "trace", "check",
-                     "bench", "kernels", "rest"]
+    assert names == ["env", "compile", "cuda-core", "reductions", "ftz", "trace", "check",
+                     "kernels", "bench", "cuda-rest"]
     assert all(s.needs_gpu for s in kit.PLAN[1:])
+    assert [s.name for s in kit.PLAN if s.fills_budget] == ["cuda-rest"]  # last, what is left
 
 
 def test_dry_run_prints_the_plan_in_seconds(tmp_path):
@@ -139,7 +140,9 @@ def test_dry_run_prints_the_plan_in_seconds(tmp_path):
     assert int(files.group(2)) <= 8 and int(files.group(3)) == 8
     for s in kit.PLAN:
         assert re.search(rf"^{re.escape(s.name)} +{s.limit_s}s", d.stdout, re.M), s.name
-    assert "-m cuda tests" in d.stdout and "--batch 65536" in d.stdout
+    assert "-rfE --tb=short --durations=15" in d.stdout and "-m cuda" in d.stdout
+    assert "tests/test_activations.py" in d.stdout  # cuda-rest: the files, not the suite
+    assert "--trace-out" in d.stdout and "kernel cache" in d.stdout
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
     bad = _run_kit("--stages", "tset", out=tmp_path)
     assert bad.returncode == 2 and "unknown stage" in bad.stderr
@@ -152,7 +155,7 @@ def test_without_a_gpu_every_gpu_stage_reports_skipped(tmp_path):
     if has_cupy() and gpu_count() > 0:
         pytest.skip("a GPU is present: run benchmarks/gpu/run_all.py --out DIR for real")
     out = tmp_path / "run"
-    r = _run_kit(out=out)
+    r = _run_kit("--cache", str(tmp_path / "cache"), out=out)
     assert r.returncode == 0, r.stdout + r.stderr
     files = sorted(p.name for p in out.iterdir())
     assert all(p.is_file() for p in out.iterdir()) and len(files) <= 8
@@ -169,6 +172,24 @@ def test_without_a_gpu_every_gpu_stage_reports_skipped(tmp_path):
     assert env["numpy"] == np.__version__ and results["stages"][0]["findings"]["gpu"] is False
     with gzip.open(out / "logs.txt.gz", "rt") as f:
         assert "===== env: ok" in f.read()
+    assert "Skipped (rerun them with `--stages NAMES --budget S`):" in summary
+    assert f"Kernel cache: `{tmp_path / 'cache'}`" in summary
+
+
+def test_every_stage_script_starts_and_says_no_gpu(tmp_path):
+    """Each GPU stage as run_all runs it (a script in its own process): imports resolve,
+    the arguments parse, and without a GPU it exits 3 (skipped) rather than failing."""
+    from mlpx._compat import gpu_count, has_cupy
+
+    if has_cupy() and gpu_count() > 0:
+        pytest.skip("a GPU is present: the stages would run for real")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for stage in kit.PLAN:
+        if stage.name == "env" or stage.name in kit.PYTEST_STAGES:
+            continue
+        cmd = kit.stage_command(stage, tmp_path, tmp_path)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 3 and "no GPU" in r.stdout, (stage.name, r.stdout, r.stderr)
 
 
 def test_stage_failures_and_timeouts_do_not_stop_the_run(tmp_path, monkeypatch):
@@ -184,10 +205,10 @@ def test_stage_failures_and_timeouts_do_not_stop_the_run(tmp_path, monkeypatch):
     }
     plan = [kit.Stage("slow", 6, ""), kit.Stage("bad", 20, ""), kit.Stage("good", 20, ""),
             kit.Stage("late", 20, "")]
-    monkeypatch.setattr(kit, "stage_command", lambda s, out, work: cmds[s.name])
+    monkeypatch.setattr(kit, "stage_command", lambda s, *a: cmds[s.name])
     t0 = time.monotonic()
-    # 6 s for slow, 3 for good, the kill grace, and less than the 5 s minimum for late
-    rc = kit.run(plan, tmp_path, budget=kit.KILL_GRACE_S + 6 + 6)
+    # 6 s for slow, 3 for good, the stop reserve, and less than the 5 s minimum for late
+    rc = kit.run(plan, tmp_path, budget=kit.STOP_RESERVE_S + 6 + 6, cache=tmp_path / "c")
     assert time.monotonic() - t0 < 30
     rows = json.loads((tmp_path / "results.json").read_text())["stages"]
     status = {r["stage"]: r["status"] for r in rows}
@@ -198,26 +219,161 @@ def test_stage_failures_and_timeouts_do_not_stop_the_run(tmp_path, monkeypatch):
     assert rows[1]["key"] == {"last line": "broken"}
 
 
+_PYTEST_STAGE = kit.Stage("cuda-core", 120, "")
+_FILLER = kit.Stage("cuda-rest", 80, "", fills_budget=True)
 
 
-def test_gpu_stage_checks_run_on_the_host_emulated_backend(tmp_path):
-    """The reductions, FTZ and kernel-timing stages, small sizes, on the emulated cuda
-    backend: every check passes, so on a GPU a failure points at the GPU, not the kit."""
-    cuda_host = pytest.importorskip("cuda_host")
-    if not cuda_host.have_compiler():
-        pytest.skip("g++ not found: cannot build the kernels for the host")
-    stages = _load("stages")
-    emu = cuda_host.HostEmulatedCUDABackend(cuda_host.build(tmp_path))
-    red = stages.stage_reductions(emu, sizes=(1, 255, 256, 257), wide=((9, 10), (5, 40)),
-                                  prelu=(130, 3))
-    assert red["ok"], red
-    assert red["key"]["prelu dslopes vs cpu"] == "bitwise" and red["key"]["failed"] == 0
-    assert {c["op"] for c in red["checks"]} >= {"sum_squares", "mse", "softmax_xent 40 classes"}
-    ftz = stages.stage_ftz(emu)
-    assert ftz["ok"] and ftz["key"]["float32 subnormals"] == "kept", ftz
-    kern = stages.stage_kernels(emu, prelu=(64, 8), softmax=((16, 10), (4, 64)))
-    assert kern["ok"] and len(kern["timings"]) == 3
-    assert all(t["fused_ms"] > 0 for t in kern["timings"].values())
-    json.dumps([red, ftz, kern])
-    assert stages.main(["env", "--json", str(tmp_path / "env.json")]) == 0
-    assert json.loads((tmp_path / "env.json").read_text())["environment"]["numpy"]
+def _pytest_run(tmp_path, body, limit):
+    f = tmp_path / "test_stopped.py"
+    f.write_text("import time\n\n" + body)
+    log = tmp_path / "pytest.log"
+    rc, _ = kit._run([sys.executable, "-m", "pytest", *kit.PYTEST_FLAGS, str(f)], limit, log,
+                     dict(os.environ))
+    return rc, log
+
+
+def test_a_stopped_pytest_stage_still_names_its_failing_tests(tmp_path):
+    """Stopped at its limit with SIGINT, pytest prints its short summary: the failure is
+    named and counted, the stage reported failed and cut."""
+    body = ("def test_fails():\n    assert 1 == 2\n\n"
+            "def test_passes():\n    pass\n\n"
+            "def test_hangs():\n    time.sleep(120)\n")
+    rc, log = _pytest_run(tmp_path, body, limit=10)
+    assert rc is None
+    fig = kit.pytest_figures(log)
+    assert len(fig["failing"]) == 1 and fig["failing"][0].startswith("FAILED ")
+    assert fig["failing"][0].endswith("test_stopped.py::test_fails")
+    assert fig["counts"]["failed"] == 1 and fig["counts"]["passed"] == 1
+    assert fig["interrupted"] and fig["counts"]["not run"] == 1
+    status = kit.stage_status(_PYTEST_STAGE, rc, 10, log)
+    assert status == "FAILED (1 failed, cut at the time limit)" and kit.is_failure(status)
+    assert kit.stage_status(_FILLER, rc, 10, log).startswith("FAILED")
+
+
+def test_the_last_test_stage_cut_by_the_budget_is_partial_not_failed(tmp_path):
+    body = "def test_passes():\n    pass\n\ndef test_hangs():\n    time.sleep(120)\n"
+    rc, log = _pytest_run(tmp_path, body, limit=10)
+    status = kit.stage_status(_FILLER, rc, 10, log)
+    assert status == "partial: 1 not run, time ran out" and not kit.is_failure(status)
+    assert kit.stage_status(_PYTEST_STAGE, rc, 10, log) == "timeout after 10 s"
+
+
+def test_a_session_timeout_reads_as_cut_short(tmp_path):
+    """pytest-timeout's --session-timeout ends the session between tests (exit 1, nothing
+    failed); a test stopped by the per-test timeout is a failure."""
+    log = tmp_path / "log"
+    log.write_text("collected 90 items / 10 deselected / 80 selected\n"
+                   "tests/test_a.py ....\n"
+                   "!!!!!!!! session-timeout: 95.0 sec exceeded !!!!!!!!\n"
+                   "============ 4 passed, 80 deselected in 96.1s ============\n")
+    fig = kit.pytest_figures(log)
+    assert fig["interrupted"] and fig["counts"] == {"passed": 4, "deselected": 80,
+                                                   "not run": 76}
+    assert kit.stage_status(_FILLER, 1, 100, log) == "partial: 76 not run, time ran out"
+    assert kit.stage_status(_PYTEST_STAGE, 1, 100, log) == "timeout after 100 s"
+    log.write_text("collected 2 items\n"
+                   "FAILED tests/test_a.py::test_x - Failed: Timeout >60.0s\n"
+                   "============ 1 failed, 1 passed in 61.0s ============\n")
+    assert kit.stage_status(_FILLER, 1, 100, log) == "FAILED (1 failed)"
+
+
+def test_pytest_stages_get_timeouts_where_pytest_timeout_is_installed(monkeypatch):
+    monkeypatch.setattr(kit.importlib.util, "find_spec", lambda name: None)
+    assert kit.timeout_flags(100) == []
+    monkeypatch.setattr(kit.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(kit.metadata, "version", lambda name: "2.4.0")
+    assert kit.timeout_flags(100) == [f"--timeout={kit.TEST_TIMEOUT_S}",
+                                      f"--session-timeout={100 - kit.SESSION_MARGIN_S}"]
+    monkeypatch.setattr(kit.metadata, "version", lambda name: "2.1.0")
+    assert kit.timeout_flags(100) == [f"--timeout={kit.TEST_TIMEOUT_S}"]
+    cmd = kit.stage_command(_PYTEST_STAGE, Path("o"), Path("w"), 100)
+    assert cmd[cmd.index("-m", 3) + 1] == "cuda" and "--durations=15" in cmd
+
+
+def test_stage_environment(tmp_path):
+    base = {"PATH": "/bin", "PYTHONPATH": "/x"}
+    env = kit.stage_env(base, _PYTEST_STAGE, tmp_path)
+    assert env["JAX_PLATFORMS"] == "cpu" and env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert env["CUPY_CACHE_DIR"] == str(tmp_path / "cupy")
+    assert env["MLPX_CACHE_DIR"] == str(tmp_path / "mlpx")
+    assert env["PYTHONPATH"] == f"{kit.REPO}{os.pathsep}/x"
+    bench = kit.stage_env(base, kit.Stage("bench", 80, ""), tmp_path)
+    assert "JAX_PLATFORMS" not in bench and bench["CUPY_CACHE_DIR"] == env["CUPY_CACHE_DIR"]
+
+
+def test_the_core_set_names_collected_cuda_tests():
+    """Every id of cuda_tests.json is a CUDA-marked test pytest collects (a renamed test
+    would silently drop out of the first stage)."""
+    tests = kit.read_core()
+    assert 0 < len(tests["core"]) < tests["cuda_marked"]
+    assert all((REPO / f).is_file() for f in tests["files"])
+    assert {t.split("::")[0] for t in tests["core"]} <= set(tests["files"])
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                          "-p", "no:cacheprovider", "-m", "cuda", *tests["core"]],
+                         capture_output=True, text=True, cwd=REPO, timeout=600).stdout
+    collected = [ln.strip() for ln in out.splitlines() if "::" in ln]
+    assert sorted(collected) == sorted(tests["core"])
+
+
+def test_results_without_out_go_to_an_ignored_folder():
+    assert kit.DEFAULT_OUT.is_relative_to(kit.REPO)
+    probe = kit.DEFAULT_OUT / "20260101-000000" / "summary.md"
+    r = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=REPO)
+    if r.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert r.returncode == 0, f"{kit.DEFAULT_OUT} is not ignored by git"
+
+
+select = _load("select_cuda_tests")
+
+
+def test_cuda_ids_map_to_their_cpu_twins():
+    assert select.cpu_twin("tests/a.py::test_x[cuda-float32]") == "tests/a.py::test_x[cpu-float32]"
+    assert select.cpu_twin("tests/a.py::test_x[relu-cuda]") == "tests/a.py::test_x[relu-cpu]"
+    assert select.cpu_twin("tests/a.py::test_x[cuda]") == "tests/a.py::test_x[cpu]"
+    assert select.cpu_twin("tests/a.py::test_cuda_only") is None
+    assert select.cpu_twin("tests/a.py::test_x[cudax]") is None
+
+
+def test_code_paths_tell_kernels_apart():
+    from mlpx import activations as A
+
+    z32, z64 = np.zeros((4, 40), np.float32), np.zeros((4, 3))
+    relu = A.get("relu")
+    assert select.code_path("bias_act", (z32, z32[0], relu, z32), {}) == \
+        "bias_act(float32/2d, float32/1d, act:relu, float32/2d)"
+    assert select.code_path("bias_act", (z64, z64[0], relu, z64), {}) != \
+        select.code_path("bias_act", (z32, z32[0], relu, z32), {})
+    wide = select.code_path("softmax_cross_entropy", (z32, np.zeros(4, np.int64)), {})
+    narrow = select.code_path("softmax_cross_entropy", (z64, np.zeros(4, np.int64)), {})
+    assert wide.endswith("wide)") and narrow.endswith("narrow)")
+    assert select.code_path("sgd_update", (z32, z32, 0.1), {}) == \
+        select.code_path("sgd_update", (z32, z32, 0.5), {})  # numbers pick no path
+
+
+def test_greedy_cover_keeps_the_fewest_tests_reaching_every_path():
+    paths = {"a": {1, 2}, "b": {2, 3, 4}, "c": {4}, "d": {1}, "e": set()}
+    chosen = select.greedy_cover(paths)
+    assert chosen == ["b", "a"]
+    assert set().union(*(paths[t] for t in chosen)) == {1, 2, 3, 4}
+    assert select.greedy_cover({}) == []
+
+
+def test_recording_a_cpu_test_gives_its_code_paths():
+    """select_cuda_tests records the backend calls a cpu test makes (in its own process,
+    as `--write` runs it)."""
+    script = (
+        "import json, sys; sys.path.insert(0, 'benchmarks/gpu'); import select_cuda_tests as S;"
+        "paths, outcomes = S.record(sys.argv[1:]);"
+        "print('RESULT', json.dumps({k: sorted(v) for k, v in paths.items()}))"
+    )
+    test_id = "tests/test_parity.py::test_optimiser_kernels_vs_reference[cpu-f32]"
+    r = subprocess.run([sys.executable, "-c", script, test_id], capture_output=True, text=True,
+                       cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, r.stdout + r.stderr
+    paths = json.loads(line[0][len("RESULT "):])[test_id]
+    assert any(p.startswith("adam_update(float32/") for p in paths), paths
+    from mlpx.backends.cuda import CUDABackend
+
+    assert all(hasattr(CUDABackend, p.split("(")[0]) for p in paths)  # cuda's ops only

@@ -131,6 +131,44 @@ def test_prelu_kernels_bitwise(dtype, rng):
     np.testing.assert_allclose(dsc, dsr, rtol=2e-7 if dtype == np.float32 else 1e-13)
 
 
+class _ParallelScanNumPy:
+    """NumPy whose cumsum is a parallel scan (recursive doubling, as on a GPU): the same
+    sums, added in another order, so rounded differently."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def cumsum(a, axis=0):
+        a = np.moveaxis(np.array(a, dtype=np.float64), axis, 0)
+        step = 1
+        while step < a.shape[0]:
+            a[step:] = a[step:] + a[:-step].copy()
+            step *= 2
+        return np.moveaxis(a, 0, axis)
+
+
+def test_reference_prelu_slope_sum_keeps_its_order_on_any_array_module(rng):
+    """The reference's fixed summation order does not rest on the array module's cumsum
+    (CuPy's is a parallel scan): the reference on such a module stays bitwise equal to the
+    reference on NumPy and to the cpu kernels."""
+    from mlpx.backends.base import Backend
+
+    class ParallelScanReference(Backend):
+        xp = _ParallelScanNumPy()
+
+    n, m = 1000, 7  # 16 chunks of 64 rows: enough terms for the order to show (in float64)
+    dy, z = rng.standard_normal((n, m)), rng.standard_normal((n, m)) * 1e3
+    slopes = np.full(m, 0.25)
+    got = {}
+    for label, ops in (("ref", REF), ("scan", ParallelScanReference()), ("cpu", CPU)):
+        out, ds = np.empty_like(z), np.empty(m)
+        ops.prelu_backward(dy, z, slopes, out, ds)
+        got[label] = ds
+    np.testing.assert_array_equal(got["scan"], got["ref"])
+    np.testing.assert_array_equal(got["cpu"], got["ref"])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_fast_path_bitwise(dtype, rng):
     z, b, dy = _data(rng, dtype)

@@ -1,16 +1,20 @@
 """The GPU-specific checks of the verification kit, one subcommand per stage of run_all.py.
 
-    python benchmarks/gpu/stages.py env|compile|reductions|ftz|kernels|bench --json FILE
+    python benchmarks/gpu/stages.py env|compile|reductions|ftz|trace|check|kernels|bench \
+        --json FILE
 
 Each writes its findings as JSON to FILE (key figures under "key", pass/fail under "ok")
 and exits 0 when everything it checked holds, 1 when something did not, 3 when it could not
-run here (no GPU). run_all.py runs each under its own time limit.
+run here (no GPU). run_all.py runs each under its own time limit. Every stage reaches the GPU
+only through a `device.Device` (the tests hand it a fake that records the calls).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +27,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))  # device.py and sync_trace.py, when run as a script
+
+from device import Device  # noqa: E402
+
 NO_GPU = 3
 #: Sizes of the reduction checks (elements); 2**28 float32 is 1 GiB on the GPU.
 REDUCTION_SIZES = (1, 255, 256, 257, 262145, 2**28)
@@ -30,13 +38,15 @@ REDUCTION_SIZES = (1, 255, 256, 257, 262145, 2**28)
 SUBNORMALS = np.array([1e-40, -1e-40, 3e-39, -5e-42, 1.4e-45, 1e-38], np.float32)
 
 
-def _gpu_ops() -> Any:
-    import mlpx
+class NoGPU(Exception):
+    """The stage cannot run here: the cuda backend is unavailable."""
 
-    if "cuda" not in mlpx.available_backends():
-        print("no GPU: CuPy is missing or found no device")
-        sys.exit(NO_GPU)
-    return mlpx.get_backend("cuda")
+
+def _gpu_ops(dev: Device) -> Any:
+    reason = dev.unavailable_reason()
+    if reason:
+        raise NoGPU(reason)
+    return dev.backend()
 
 
 def _events_ms(ops: Any, fn, repeat: int = 10) -> float:
@@ -65,13 +75,12 @@ def _normal(ops: Any, rng: np.random.Generator, shape: Any, scale: float = 1.0) 
     return ops.asarray(rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
 
 
-def stage_env() -> dict[str, Any]:
-    sys.path.insert(0, str(HERE))
+def stage_env(dev: Device) -> dict[str, Any]:
     from sync_trace import environment
 
     import mlpx
 
-    env = environment()
+    env = environment(dev)
     env["available_backends"] = mlpx.available_backends()
     smi = shutil.which("nvidia-smi")
     if smi:
@@ -79,55 +88,63 @@ def stage_env() -> dict[str, Any]:
                             "--format=csv,noheader"], capture_output=True, text=True,
                            timeout=20)
         env["nvidia_smi"] = (q.stdout or q.stderr).strip()
-    gpu = "cuda" in env["available_backends"]
+    gpu = dev.unavailable_reason() is None
     key = {"gpu": env.get("gpu"), "cuda runtime": env.get("cuda_runtime"),
-           "cupy": env.get("cupy"), "torch": env.get("torch")}
+           "cupy": env.get("cupy"), "torch": env.get("torch"), "jax": env.get("jax")}
     return {"ok": True, "gpu": gpu, "key": key, "environment": env}
 
 
-def stage_compile() -> dict[str, Any]:
-    """Compile every kernel file with the backend's NVRTC call, load every kernel, and read
-    the PTX's flush-to-zero state."""
-    import re
-
-    ops = _gpu_ops()
-    import cupy
-
+def stage_compile(dev: Device) -> dict[str, Any]:
+    """Compile every kernel file as the loader does (`compiled_path`: the source with
+    common.cuh joined in, the loader's NVRTC options and target, its disk cache), load each
+    binary on the GPU, look up every kernel the file defines, and read the PTX's
+    flush-to-zero state."""
+    _gpu_ops(dev)
     from mlpx.backends import _cuda_kernels as K
 
-    cc = cupy.cuda.Device(ops.device_id).compute_capability
+    cc = dev.compute_capability()
     target = K.nvrtc_target(cc)
     files, ok = {}, True
     ftz = re.compile(r"[\w.]*\.ftz[\w.]*")
+    cached_before = set(K.cache_dir().glob("*")) if K.cache_dir().is_dir() else set()
     for name in K.KERNEL_FILES:
         t0 = time.perf_counter()
         path = K.compiled_path(name, target)
         t1 = time.perf_counter()
+        module = dev.load_module(path)
         kernels = K.kernel_names(name)
-        loaded = [k for k in kernels if K.get_kernel(ops.device_id, name, k) is not None]
-        ptx = K.nvrtc_compile((K.kernel_dir() / name).read_text(), name,
-                              f"compute_{cc}" if target.startswith("sm_") else target).decode()
+        missing = []
+        for k in kernels:
+            try:
+                module.get_function(k)
+            except Exception as e:  # noqa: BLE001 - a kernel that does not load is a finding
+                missing.append(f"{k}: {type(e).__name__}: {e}")
+        ptx_target = f"compute_{cc}" if target.startswith("sm_") else target
+        ptx = K.nvrtc_compile(K.kernel_source(name), name, ptx_target).decode()
         flushing = sorted(set(ftz.findall(ptx)) - set(K.FTZ_ONLY_INSTRUCTIONS))
         files[name] = {"compile_s": round(t1 - t0, 3), "binary": path.name,
-                       "kernels": len(kernels), "loaded": len(loaded),
-                       "ptx_flushing_instructions": flushing}
-        ok = ok and len(loaded) == len(kernels) and not flushing
+                       "cached": path in cached_before,
+                       "kernels": len(kernels), "loaded": len(kernels) - len(missing),
+                       "missing": missing, "ptx_flushing_instructions": flushing}
+        ok = ok and not missing and not flushing
     total = sum(f["loaded"] for f in files.values())
+    wanted = sum(f["kernels"] for f in files.values())
     key = {"target": target, "nvrtc": ".".join(map(str, K.nvrtc_version())),
-           "kernels loaded": total,
+           "kernels loaded": f"{total} of {wanted}",
            "compile s": round(sum(f["compile_s"] for f in files.values()), 2),
+           "from cache": f"{sum(f['cached'] for f in files.values())} of {len(files)} files",
            "ptx ftz": "none" if all(not f["ptx_flushing_instructions"]
                                     for f in files.values()) else "FLUSHES"}
-    return {"ok": ok, "key": key, "files": files}
+    return {"ok": ok and total > 0, "key": key, "files": files}
 
 
-def stage_reductions(ops: Any = None, sizes: tuple[int, ...] = REDUCTION_SIZES,
+def stage_reductions(dev: Device, sizes: tuple[int, ...] = REDUCTION_SIZES,
                      wide: tuple[tuple[int, int], ...] = ((262145, 10), (4097, 1000)),
                      prelu: tuple[int, int] = (4097, 1024)) -> dict[str, Any]:
     """Block reductions (sum of squares, sum of |x|, global norm, MSE, cross-entropy) on the
     GPU against float64 NumPy, at sizes around the block and grid size and at 2**28; each
     repeated once to show it is deterministic. PReLU's slope gradient bitwise vs the cpu."""
-    ops = ops or _gpu_ops()
+    ops = _gpu_ops(dev)
     import mlpx
 
     cpu = mlpx.get_backend("cpu")
@@ -182,10 +199,10 @@ def stage_reductions(ops: Any = None, sizes: tuple[int, ...] = REDUCTION_SIZES,
     return {"ok": ok, "key": key, "checks": checks, "prelu_bitwise": prelu_same}
 
 
-def stage_ftz(ops: Any = None) -> dict[str, Any]:
+def stage_ftz(dev: Device) -> dict[str, Any]:
     """float32 updates on values near 1e-40 on the GPU and on the cpu backend: kept
     subnormals give bitwise-equal results, flushed ones give zeros where the cpu has none."""
-    ops = ops or _gpu_ops()
+    ops = _gpu_ops(dev)
     import mlpx
     from mlpx import activations as A
 
@@ -217,13 +234,13 @@ def stage_ftz(ops: Any = None) -> dict[str, Any]:
     return {"ok": kept, "key": key, "cases": results}
 
 
-def stage_kernels(ops: Any = None, prelu: tuple[int, int] = (65536, 1024),
+def stage_kernels(dev: Device, prelu: tuple[int, int] = (65536, 1024),
                   softmax: tuple[tuple[int, int], ...] = (
                       (65536, 10), (65536, 100), (16384, 1000), (2048, 32768)),
                   ) -> dict[str, Any]:
     """GPU times of the fused PReLU backward and softmax cross-entropy kernels against the
     reference expressions they replace (the base Backend's, run on CuPy)."""
-    ops = ops or _gpu_ops()
+    ops = _gpu_ops(dev)
     from mlpx.backends.base import Backend
 
     rng = np.random.default_rng(0)
@@ -253,44 +270,96 @@ def stage_kernels(ops: Any = None, prelu: tuple[int, int] = (65536, 1024),
     return {"ok": True, "key": key, "timings": rows}
 
 
-def stage_bench(out: Path) -> dict[str, Any]:
+def stage_trace(dev: Device, out: Path, batch: int = 65536, batches_per_epoch: int = 4,
+                epochs: int = 2, sizes: tuple[int, ...] = (784, 1024, 1024, 10)) -> dict[str, Any]:
+    """The no-sync training trace (sync_trace.py) at a large batch, resident and streamed,
+    written to `out` (trace.json)."""
+    ops = _gpu_ops(dev)
+    from sync_trace import environment, trace_runs
+
+    runs = trace_runs(ops, sizes, batch=batch, batches_per_epoch=batches_per_epoch,
+                      epochs=epochs)
+    out.write_text(json.dumps({"environment": environment(dev), "sizes": list(sizes),
+                               "runs": runs, "ok": all(r["ok"] for r in runs.values())},
+                              indent=2, default=str) + "\n")
+    key = {label: {k: run["summary"][k] for k in
+                   ("syncs_inside_steps", "pageable_copies_inside_steps", "copy_waits",
+                    "gpu_ms_total", "gather_ms_total")}
+           for label, run in runs.items()}
+    return {"ok": all(r["ok"] for r in runs.values()), "key": key, "trace": out.name}
+
+
+def _tail(text: str, lines: int = 1) -> str:
+    kept = [ln for ln in text.splitlines() if ln.strip()]
+    return " / ".join(kept[-lines:])[:300]
+
+
+def stage_check(dev: Device, extra: tuple[str, ...] = (), timeout_s: float = 600
+                ) -> dict[str, Any]:
+    """`mlpx check` on the GPU: every layer's gradients against the reference backend and
+    PyTorch (`extra`: more `mlpx check` options)."""
+    _gpu_ops(dev)
+    cmd = [sys.executable, "-m", "mlpx", "check", "--backend", dev.backend_name, *extra]
+    print(" ".join(cmd[1:]), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+    print(proc.stdout + proc.stderr, flush=True)
+    return {"ok": proc.returncode == 0, "key": {"result": _tail(proc.stdout + proc.stderr)},
+            "command": cmd[1:], "returncode": proc.returncode}
+
+
+def stage_bench(dev: Device, out: Path, batches: str = "1024,65536", peers: str = "torch,jax",
+                extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """mlpx bench on the GPU against PyTorch CUDA and JAX (where the peer programs exist),
-    batches 1024 and 65536, one round."""
-    _gpu_ops()
-    helptext = subprocess.run([sys.executable, "-m", "mlpx", "bench", "--help"],
-                              capture_output=True, text=True, timeout=60).stdout
-    cmd = [sys.executable, "-m", "mlpx", "bench", "--backend", "cuda", "--batches",
-           "1024,65536", "--rounds", "1", "--no-plot"]
-    peers = "--peers" in helptext
-    if peers:
-        cmd += ["--peers", "torch,jax"]
-    elif "--min-time" in helptext:
-        cmd += ["--min-time", "0.5"]
+    one round, written to `out` (bench.json). JAX gets the GPU here, so the stage lets it
+    take its memory only as it needs it."""
+    _gpu_ops(dev)
+    cmd = [sys.executable, "-m", "mlpx", "bench", "--backend", dev.backend_name, "--batches",
+           batches, "--rounds", "1", "--no-plot", "--peers", peers, *extra]
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    env.pop("JAX_PLATFORMS", None)
     with tempfile.TemporaryDirectory() as tmp:
         cmd += ["--out", tmp]
-        print(" ".join(cmd), flush=True)
-        proc = subprocess.run(cmd, text=True)
+        print(" ".join(cmd[1:]), flush=True)
+        proc = subprocess.run(cmd, text=True, env=env, cwd=REPO)
         found = sorted(Path(tmp).glob("*.json"))
         if found:
             shutil.copy(found[0], out)
     data = json.loads(out.read_text()) if out.is_file() else None
-    key = {"peers": "torch,jax" if peers else "PyTorch only (mlpx bench has no --peers)",
-           "bench.json": "written" if data is not None else "missing"}
+    key = {"bench.json": "written" if data is not None else "missing"}
     return {"ok": proc.returncode == 0 and data is not None, "key": key,
-            "command": cmd[1:], "returncode": proc.returncode}
+            "command": cmd[1:-2], "returncode": proc.returncode}
 
 
-def main(argv: list[str] | None = None) -> int:
+STAGES = ("env", "compile", "reductions", "ftz", "trace", "check", "kernels", "bench")
+
+
+def run_stage(name: str, dev: Device, json_path: Path, trace_out: Path | None = None,
+              bench_out: Path | None = None) -> dict[str, Any]:
+    """Run stage `name` on `dev`; its findings (also written to json_path)."""
+    if name == "trace":
+        result = stage_trace(dev, trace_out or json_path.with_name("trace.json"))
+    elif name == "bench":
+        result = stage_bench(dev, bench_out or json_path.with_name("bench.json"))
+    else:
+        result = globals()[f"stage_{name}"](dev)
+    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None, dev: Device | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("stage", choices=["env", "compile", "reductions", "ftz", "kernels", "bench"])
+    p.add_argument("stage", choices=STAGES)
     p.add_argument("--json", required=True, help="where to write the stage's findings")
+    p.add_argument("--trace-out", default=None, help="trace: where to write trace.json")
     p.add_argument("--bench-out", default=None, help="bench: where to copy bench.json")
     args = p.parse_args(argv)
-    if args.stage == "bench":
-        result = stage_bench(Path(args.bench_out or Path(args.json).with_name("bench.json")))
-    else:
-        result = globals()[f"stage_{args.stage}"]()
-    Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    try:
+        result = run_stage(args.stage, dev or Device(), Path(args.json),
+                           trace_out=Path(args.trace_out) if args.trace_out else None,
+                           bench_out=Path(args.bench_out) if args.bench_out else None)
+    except NoGPU as e:
+        print(f"no GPU: {e}")
+        return NO_GPU
     print(json.dumps(result.get("key", {}), default=str))
     return 0 if result.get("ok") else 1
 

@@ -15,9 +15,11 @@ no host synchronisation happens inside a training step:
   (`to_float`, `to_numpy`, `all_finite`, `synchronize`) and CuPy's Python-level waits
   (`cupy.asnumpy`, `Stream.synchronize`, `Event.synchronize`, `cupy.cuda.runtime.*Synchronize`,
   where CuPy lets them be wrapped: the JSON lists which were). The count inside each step must
-  be 0. The one wait the streamed path is designed to make, on the copy event of a pinned
-  buffer before the host refills it (issued a whole step earlier), is counted apart as
-  `copy_waits`;
+  be 0. Copies of NumPy arrays to the GPU (`cupy.asarray` / `cupy.array` of host memory, which
+  is pageable: the host waits while the driver stages it) are counted apart, per step, as
+  `pageable_copies` (e.g. the batch order uploaded at an epoch's first step). The one wait
+  the streamed path is designed to make, on the copy event of a pinned buffer before the host
+  refills it (issued a whole step earlier), is counted apart as `copy_waits`;
 - a CUDA event is recorded at each window's start and end: the GPU time of a step is the time
   between them, and the host's time in the window and in the gather are measured alongside.
   Right after a window closes its end event is queried (without waiting):
@@ -37,6 +39,7 @@ import json
 import platform
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,38 +48,49 @@ import numpy as np
 SYNC_OPS = ("to_float", "to_numpy", "all_finite", "synchronize")
 
 
-def environment() -> dict[str, Any]:
-    """GPU, driver, CUDA runtime and library versions, and the date (what a run records)."""
+def environment(dev: Any = None) -> dict[str, Any]:
+    """GPU, driver, CUDA runtime and library versions, and the date (what a run records).
+    `dev` is the kit's `device.Device` (a fake in the tests); by default GPU 0."""
     env: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "numpy": np.__version__,
     }
-    for mod in ("numba", "cupy", "torch", "mlpx"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except Exception as e:  # noqa: BLE001 - a missing or broken module is recorded
-            env[mod] = f"unavailable: {type(e).__name__}: {e}"
     try:
-        import cupy
+        import mlpx
 
-        rt = cupy.cuda.runtime
-        props = rt.getDeviceProperties(0)
-        name = props["name"]
-        env["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
-        env["gpu_count"] = int(rt.getDeviceCount())
-        env["gpu_memory_gib"] = round(props["totalGlobalMem"] / 2**30, 1)
-        env["compute_capability"] = f"{props['major']}.{props['minor']}"
-        env["cuda_driver"] = _cuda_version(rt.driverGetVersion())
-        env["cuda_runtime"] = _cuda_version(rt.runtimeGetVersion())
+        env["mlpx"] = mlpx.__version__
+    except Exception as e:  # noqa: BLE001 - a broken checkout is recorded, not fatal
+        env["mlpx"] = f"unavailable: {type(e).__name__}: {e}"
+    # versions from the installed metadata, without importing the packages: importing torch
+    # takes seconds, and importing JAX would start its GPU client
+    providers = metadata.packages_distributions()
+    for module in ("numba", "cupy", "torch", "jax", "jaxlib"):
+        dists = providers.get(module, [])
+        try:
+            env[module] = metadata.version(dists[0] if dists else module)
+        except metadata.PackageNotFoundError:
+            env[module] = "unavailable: not installed"
+    for dist in _jax_plugins():
+        env[dist] = metadata.version(dist)
+    if dev is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from device import Device
+
+        dev = Device()
+    try:
+        env.update(dev.properties())
     except Exception as e:  # noqa: BLE001
         env["gpu"] = f"unavailable: {type(e).__name__}: {e}"
     return env
 
 
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{(v % 1000) // 10}"
+def _jax_plugins() -> list[str]:
+    """Installed JAX CUDA plugins (jax-cuda13-plugin, jax-cuda13-pjrt, ...)."""
+    names = {(d.metadata["Name"] or "").lower().replace("_", "-")
+             for d in metadata.distributions()}
+    return sorted(n for n in names if n.startswith("jax-cuda"))
 
 
 class SyncCounter:
@@ -88,6 +102,8 @@ class SyncCounter:
         self.inside_calls: list[str] = []
         self.copy_waits = 0
         self.outside = 0
+        self.pageable_inside: list[str] = []
+        self.pageable_outside = 0
         self.patched: list[str] = []
         self._undo: list[Any] = []
 
@@ -98,6 +114,12 @@ class SyncCounter:
             self.inside_calls.append(name)
         else:
             self.outside += 1
+
+    def _upload(self, name: str) -> None:
+        if self.inside:
+            self.pageable_inside.append(name)
+        else:
+            self.pageable_outside += 1
 
     def wrap(self, owner: Any, attr: str, label: str, counted: Any = None) -> None:
         """Replace owner.attr by `counted` (default: count the call, then make it); silently
@@ -128,17 +150,41 @@ class SyncCounter:
         self._undo.clear()
 
 
-def _patch_cupy(counter: SyncCounter) -> None:
-    try:
-        import cupy
-    except ImportError:
-        return
+def _patch_cupy(counter: SyncCounter, cupy: Any = None) -> None:
+    """Count CuPy's host waits and its copies of NumPy arrays to the GPU (`cupy` defaults
+    to the installed module; the tests pass a fake)."""
+    if cupy is None:
+        try:
+            import cupy
+        except ImportError:
+            return
+    for fn in ("asarray", "array"):
+        _count_uploads(counter, cupy, fn)
+    cuda = getattr(cupy, "cuda", None)
     counter.wrap(cupy, "asnumpy", "cupy.asnumpy")
-    counter.wrap(cupy.cuda.Stream, "synchronize", "cupy.cuda.Stream.synchronize")
-    counter.wrap(cupy.cuda.Event, "synchronize", "cupy.cuda.Event.synchronize")
+    counter.wrap(getattr(cuda, "Stream", None), "synchronize", "cupy.cuda.Stream.synchronize")
+    counter.wrap(getattr(cuda, "Event", None), "synchronize", "cupy.cuda.Event.synchronize")
     for fn in ("deviceSynchronize", "streamSynchronize", "eventSynchronize"):
-        counter.wrap(cupy.cuda.runtime, fn, f"cupy.cuda.runtime.{fn}")
-    counter.wrap(cupy.ndarray, "get", "cupy.ndarray.get")  # a C type: usually not patchable
+        counter.wrap(getattr(cuda, "runtime", None), fn, f"cupy.cuda.runtime.{fn}")
+    # a C type: usually not patchable
+    counter.wrap(getattr(cupy, "ndarray", None), "get", "cupy.ndarray.get")
+
+
+def _count_uploads(counter: SyncCounter, cupy: Any, fn: str) -> None:
+    """cupy.asarray / cupy.array of a NumPy array copies it from pageable host memory: the
+    host waits until the data is staged. Counted apart from the syncs (it does not wait for
+    the GPU's queue), per step."""
+    orig = getattr(cupy, fn, None)
+    if orig is None:
+        return
+    label = f"cupy.{fn}(numpy array)"
+
+    def counted(obj, *a, **k):
+        if isinstance(obj, np.ndarray):
+            counter._upload(label)
+        return orig(obj, *a, **k)
+
+    counter.wrap(cupy, fn, label, counted)
 
 
 class _Clock:
@@ -174,6 +220,7 @@ def warm_up(ops: Any) -> None:
 def trace_fit(
     model: Any, X: Any, y: Any, *, epochs: int = 2, batch_size: int = 65536,
     stream_data: bool | None = None, loss: str = "cross_entropy", optimizer: str = "adam",
+    cupy: Any = None,
 ) -> dict[str, Any]:
     """Run model.fit(X, y) and return the per-step trace (see the module doc)."""
     ops = model.ops
@@ -188,7 +235,8 @@ def trace_fit(
     def open_window() -> None:
         counter.inside = True
         window.clear()
-        window.update(calls=len(counter.inside_calls), host0=time.perf_counter(),
+        window.update(calls=len(counter.inside_calls),
+                      uploads=len(counter.pageable_inside), host0=time.perf_counter(),
                       start=clock.mark(), gather_ms=0.0)
 
     def close_window(rows: int | None) -> None:
@@ -196,9 +244,11 @@ def trace_fit(
         host1 = time.perf_counter()
         counter.inside = False
         calls = counter.inside_calls[window["calls"]:]
+        uploads = counter.pageable_inside[window["uploads"]:]
         if rows is None:  # the epoch's tail after its last batch: charged to the last step
             if steps:
                 steps[-1]["syncs_inside"] += calls
+                steps[-1]["pageable_copies"] += uploads
             return
         marks.append((window["start"], end))
         steps.append({
@@ -206,6 +256,7 @@ def trace_fit(
             "host_ms": (host1 - window["host0"]) * 1e3,
             "gather_ms": window["gather_ms"],
             "syncs_inside": calls,
+            "pageable_copies": uploads,
             "gpu_busy_after_enqueue": clock.busy(end),
         })
 
@@ -253,7 +304,7 @@ def trace_fit(
     counter.wrap(ops, "batch_source", "", traced_batch_source)
     for name in SYNC_OPS:
         counter.wrap(ops, name, f"ops.{name}")
-    _patch_cupy(counter)
+    _patch_cupy(counter, cupy)
     t0 = time.perf_counter()
     try:
         history = model.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0,
@@ -279,6 +330,8 @@ def trace_fit(
             "steps": len(steps),
             "syncs_inside_steps": inside,
             "copy_waits": counter.copy_waits,
+            "pageable_copies_inside_steps": sum(len(s["pageable_copies"]) for s in steps),
+            "pageable_copies_outside_steps": counter.pageable_outside,
             "syncs_outside_steps": counter.outside,
             "host_ms_total": sum(s["host_ms"] for s in steps),
             "gather_ms_total": sum(s["gather_ms"] for s in steps),
@@ -299,33 +352,47 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_trace(args: argparse.Namespace) -> int:
+MODES = {"resident": False, "streamed": True}
+
+
+def trace_runs(backend: Any, sizes: Any, *, batch: int = 65536, batches_per_epoch: int = 4,
+               epochs: int = 2, modes: tuple[str, ...] = tuple(MODES)) -> dict[str, Any]:
+    """{mode: trace_fit result} for models of `sizes` on `backend` (a name or a backend
+    object), each after a warm-up fit of the same shapes."""
     import mlpx
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in sizes]
     rng = np.random.default_rng(0)
-    n = args.batch * args.batches_per_epoch
+    n = batch * batches_per_epoch
     X = rng.standard_normal((n, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], n)
     runs = {}
-    modes = {"resident": False, "streamed": True}
-    for label in args.modes.split(","):
-        model = mlpx.MLP(sizes, activation="relu", backend=args.backend, seed=0)
+    for label in modes:
+        model = mlpx.MLP(sizes, activation="relu", backend=backend, seed=0)
         warm_up(model.ops)
         # one untraced fit of the same shapes: cuBLAS handles, memory pool, pinned buffers
-        spare = mlpx.MLP(sizes, activation="relu", backend=args.backend, seed=1)
-        spare.fit(X[: args.batch], y[: args.batch], loss="cross_entropy", optimizer="adam",
-                  epochs=1, batch_size=args.batch, verbose=0, stream_data=modes[label])
+        spare = mlpx.MLP(sizes, activation="relu", backend=backend, seed=1)
+        spare.fit(X[:batch], y[:batch], loss="cross_entropy", optimizer="adam",
+                  epochs=1, batch_size=batch, verbose=0, stream_data=MODES[label])
         del spare
-        runs[label] = trace_fit(model, X, y, epochs=args.epochs, batch_size=args.batch,
-                                stream_data=modes[label])
+        runs[label] = trace_fit(model, X, y, epochs=epochs, batch_size=batch,
+                                stream_data=MODES[label])
         s = runs[label]["summary"]
         print(f"{label}: {s['steps']} steps, syncs inside steps {s['syncs_inside_steps']}, "
+              f"pageable copies inside steps {s['pageable_copies_inside_steps']}, "
               f"GPU {s['gpu_ms_total']:.1f} ms, host {s['host_ms_total']:.1f} ms (gather "
               f"{s['gather_ms_total']:.1f}), copy waits {s['copy_waits']},"
-              f" GPU still busy after enqueue in {s['steps_gpu_busy_after_enqueue']} steps")
-    result = {"environment": environment(), "sizes": sizes, "runs": runs,
-              "ok": all(r["ok"] for r in runs.values())}
+              f" GPU still busy after enqueue in {s['steps_gpu_busy_after_enqueue']} steps",
+              flush=True)
+    return runs
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    runs = trace_runs(args.backend, args.sizes.split(","), batch=args.batch,
+                      batches_per_epoch=args.batches_per_epoch, epochs=args.epochs,
+                      modes=tuple(args.modes.split(",")))
+    result = {"environment": environment(), "sizes": [int(s) for s in args.sizes.split(",")],
+              "runs": runs, "ok": all(r["ok"] for r in runs.values())}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"trace written to {args.out}; ok={result['ok']}")
     return 0 if result["ok"] else 1

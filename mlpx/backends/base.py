@@ -178,7 +178,9 @@ class Backend:
 
         The slope gradient is summed in a fixed order that every backend shares (so it is
         bitwise the same everywhere): each chunk of PRELU_CHUNK rows from 0.0 in row order,
-        then the chunks' sums from 0.0 in chunk order. `cumsum` is the sequential sum."""
+        then the chunks' sums from 0.0 in chunk order. The order is written out as one
+        elementwise add per row and per chunk rather than left to `xp.cumsum`, which is a
+        parallel scan on CuPy (another order, other rounding)."""
         xp = self.xp
         g, zz = self._f64(dy), self._f64(z)
         out[...] = xp.where(zz > 0, g, self._f64(slopes) * g)
@@ -186,12 +188,14 @@ class Backend:
         chunks = max(1, -(-n // PRELU_CHUNK))
         rows = xp.zeros((chunks * PRELU_CHUNK, m))
         rows[:n] = g * xp.where(zz > 0, 0.0, zz)
-        terms = xp.concatenate(  # a leading 0.0 row per chunk: each sum starts from 0.0
-            [xp.zeros((chunks, 1, m)), rows.reshape(chunks, PRELU_CHUNK, m)], axis=1
-        )
-        parts = xp.zeros((chunks + 1, m))
-        parts[1:] = xp.cumsum(terms, axis=1)[:, -1]
-        dslopes[...] = xp.cumsum(parts, axis=0)[-1]
+        rows = rows.reshape(chunks, PRELU_CHUNK, m)
+        parts = xp.zeros((chunks, m))
+        for i in range(PRELU_CHUNK):  # every chunk's i-th row at once
+            parts += rows[:, i]
+        total = xp.zeros(m)
+        for c in range(chunks):
+            total += parts[c]
+        dslopes[...] = total
         return out
 
     # ----------------------------------------------------------------------------- losses

@@ -237,6 +237,23 @@ def _abort_on_uncaught_exceptions(comm: MPICommunicator) -> None:
     sys.excepthook = hook
 
 
+def nccl_install_hint(cuda_major: int | None) -> str:
+    """How to install NCCL for CuPy built against CUDA `cuda_major` (the NCCL wheels are
+    per CUDA major version)."""
+    wheel = f"nvidia-nccl-cu{cuda_major}" if cuda_major else "nvidia-nccl-cu<CUDA major>"
+    return f"pip install {wheel}, or python -m cupyx.tools.install_library --library nccl"
+
+
+def _cuda_major() -> int | None:
+    """The CUDA major version of CuPy's runtime, None where it cannot be read."""
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:  # noqa: BLE001 - only a hint depends on it
+        return None
+
+
 def communicator_for(ops: Any, mpi: MPICommunicator) -> Communicator:
     """The engine for a backend: NCCL for the CUDA backend (one communicator per device,
     kept for later fits), MPI for host backends."""
@@ -245,13 +262,17 @@ def communicator_for(ops: Any, mpi: MPICommunicator) -> Communicator:
     key = ("nccl", getattr(ops, "device_id", 0))
     if key not in _WORLD:
         try:
-            from cupy.cuda import nccl  # noqa: F401
+            from cupy.cuda import nccl
+
+            # CuPy imports its NCCL module without the library and only flags it
+            missing = None if getattr(nccl, "available", True) else "libnccl was not found"
         except ImportError as e:
+            missing = str(e)
+        if missing:
             raise DistributedError(
                 "distributed training on the cuda backend reduces gradients with NCCL, which "
-                f"CuPy could not load here ({e}); install NCCL for CuPy (pip install "
-                "nvidia-nccl-cu12, or python -m cupyx.tools.install_library --library nccl) "
-                "or train on backend='cpu'") from None
+                f"CuPy could not load here ({missing}); install NCCL for CuPy "
+                f"({nccl_install_hint(_cuda_major())}) or train on backend='cpu'")
         import cupy
 
         with cupy.cuda.Device(key[1]):  # NCCL binds the communicator to the current device
