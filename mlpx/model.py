@@ -11,16 +11,16 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import activations as A
-from . import checkpoint
 from . import losses as L
 from . import optim as O
-from . import state as S
 from .backends import Backend, get_backend
 from .concurrency import StateLock
 from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
 from .layers.registry import layer_from_spec, layer_spec
+from .saving import arrays as checkpoint
+from .saving import records as S
 from .validation import (
     check_features,
     check_positive_int,
@@ -826,7 +826,7 @@ class Sequential:
         all checked before anything is assigned; floating-point weights are converted to the
         model's dtype. Raises CheckpointError naming the file and the entry.
         """
-        from .checkpoint_schema import check_weights
+        from .saving.schema import check_weights
 
         self._require_built()
         p = os.fspath(path)
@@ -885,7 +885,7 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu",
 
 
 def _load(path: str | os.PathLike, backend: str | Backend) -> Sequential:
-    from .checkpoint_schema import entry_errors
+    from .saving.schema import entry_errors
 
     p = os.fspath(path)
     record = S.read_record(*checkpoint.read_file(p), p)

@@ -41,17 +41,17 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint
 from . import losses as L
 from . import metrics as M
 from . import optim as O
-from . import state as S
 from .callbacks import Callback, EpochLogs
-from .checkpoint import CheckpointError
-from .checkpoint_schema import check_metric_sums
 from .errors import NonFiniteLossError
 from .history import History
 from .input_scale import warn_if_unscaled
+from .saving import arrays as checkpoint
+from .saving import records as S
+from .saving.container import CheckpointError
+from .saving.schema import check_metric_sums
 from .validation import check_positive_int
 from .weighting import check_sample_weight, combined
 

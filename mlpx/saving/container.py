@@ -381,7 +381,7 @@ def _caller_level() -> int:
     points at the user's load/fit line however deep inside mlpx the file was read."""
     import sys
 
-    root = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # mlpx/
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root):
         frame, level = frame.f_back, level + 1

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint_file import (  # noqa: F401  (re-exported: mlpx.checkpoint.CheckpointError)
+from .container import (  # noqa: F401  (re-exported: mlpx.checkpoint.CheckpointError)
     FORMAT,
     FORMAT_VERSION,
     OLDEST_READABLE_VERSION,

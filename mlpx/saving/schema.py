@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint_file import FORMAT, FORMAT_VERSION, OLDEST_READABLE_VERSION, CheckpointError
+from .container import FORMAT, FORMAT_VERSION, OLDEST_READABLE_VERSION, CheckpointError
 
 #: top-level entries of the `mlpx` document
 DOCUMENT_KEYS = ("format", "format_version", "mlpx_version", "model", "params", "buffers",
@@ -329,7 +329,7 @@ def check_document(meta: dict, tensors: dict[str, np.ndarray], path: str) -> Non
 
 # ------------------------------------------------------- what the architecture declares
 def _overrides(layer: Any, method: str) -> bool:
-    from .layers.base import Layer
+    from ..layers.base import Layer
 
     return getattr(type(layer), method) is not getattr(Layer, method)
 
@@ -361,7 +361,7 @@ class Declared:
         return all(p is not None and b is not None for p, b in self.own.values())
 
     def walk(self, layers: list, width: int, dtype: np.dtype, prefix: str, path: str) -> int:
-        from .layers import Residual
+        from ..layers import Residual
 
         for i, layer in enumerate(layers):
             lpath = f"{prefix}.{i}"
@@ -404,8 +404,8 @@ def _width(value: Any, where: str) -> int:
 def check_declared(record: Any, path: str) -> None:
     """Parse loss, optimiser and layer configs (nothing allocated) and check the file's
     tensors against the state the architecture declares (see the module docstring)."""
-    from . import losses, optim
-    from .layers.registry import layer_from_spec
+    from .. import losses, optim
+    from ..layers.registry import layer_from_spec
 
     arch = record.architecture
     layers = []
@@ -435,7 +435,7 @@ def check_declared(record: Any, path: str) -> None:
 def _check_builtin_metric_sums(record: Any, width: int, path: str) -> None:
     """The sums of mlpx's own metrics against their declared state (and the loss they need);
     those of a user's metric are checked when a fit that records it resumes the run."""
-    from . import losses, metrics
+    from .. import losses, metrics
 
     loss = None if record.loss is None else losses.get(record.loss)
     for name, arrays in record.run.metric_sums.items():
@@ -509,7 +509,7 @@ def _check_listed(record: Any, declared: Declared, path: str) -> None:
 # ----------------------------------------------------------------------- tensor checks
 def _describe(dtype: np.dtype, shape: tuple) -> str:
     """"F32 [4, 6]": the safetensors dtype code (as in the file's table) and the shape."""
-    from .checkpoint_file import dtype_code
+    from .container import dtype_code
 
     try:
         code = dtype_code(np.empty(0, dtype))
@@ -542,7 +542,7 @@ def _check_state_dict(state: dict, spec: dict, path: str, field: str, complete: 
 
 def _callback_classes() -> dict[str, type]:
     """mlpx's own callbacks by class name: their state format is known before fit."""
-    from . import callbacks, schedules
+    from .. import callbacks, schedules
 
     out = {}
     for module in (callbacks, schedules):
@@ -601,7 +601,7 @@ def check_weights(tensors: dict[str, np.ndarray], spec: dict, params: list[str],
     """The state dict of a plain weights file for a model of `spec` (`load_weights`): every
     parameter present, nothing the model lacks, shapes equal, floating-point weights converted
     to the model's dtype, counters kept integers; all checked before anything is assigned."""
-    from .checkpoint_file import dtype_code
+    from .container import dtype_code
 
     missing = [n for n in params if n not in tensors]
     unexpected = sorted(set(tensors) - set(spec))

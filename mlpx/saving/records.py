@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .history import History
+from ..history import History
 
 Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
@@ -155,8 +155,8 @@ def read_record(tensors: dict[str, np.ndarray], meta: dict, path: str) -> Checkp
     (`check_declared`); any problem raises CheckpointError naming the file and the field.
     Nothing is built or allocated on the file's word.
     """
-    from .checkpoint import join_arrays
-    from .checkpoint_schema import check_declared, check_document
+    from .arrays import join_arrays
+    from .schema import check_declared, check_document
 
     check_document(meta, tensors, path)
     buffers = meta["buffers"]
@@ -183,6 +183,6 @@ def check_record(record: CheckpointRecord, spec: Spec, params: list[str], dtype:
                  path: str) -> None:
     """Check a record against a (built) model's `state_spec()` and parameter names before
     anything is assigned: every state entry, optimiser slot and callback state dict."""
-    from .checkpoint_schema import check_state
+    from .schema import check_state
 
     check_state(record, spec, params, np.dtype(dtype), path)

@@ -1,0 +1,1 @@
+"""The checkpoint format: a model's and a training run's state <-> one safetensors file."""
