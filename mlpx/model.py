@@ -19,8 +19,7 @@ from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
 from .layers.registry import layer_from_spec, layer_spec
-from .saving import arrays as checkpoint
-from .saving import records as S
+from .saving.records import CheckpointRecord, RunRecord, as_host_array, check_state_dict
 from .validation import (
     check_features,
     check_positive_int,
@@ -235,11 +234,11 @@ class Sequential:
         against the layers' declarations (shape, numbers, finite) before anything changes;
         with `strict` (default), missing or unexpected keys raise KeyError."""
         self._require_built()
-        missing, unexpected = S.check_state(self.state_spec(), state, strict)
+        missing, unexpected = check_state_dict(self.state_spec(), state, strict)
         with self._lock.writing():
             for path, layer in _walk(self.layers):
                 prefix = f"{path}."
-                given = {k: S._host(state[prefix + k]) for k in layer.state_arrays()
+                given = {k: as_host_array(state[prefix + k]) for k in layer.state_arrays()
                          if prefix + k in state}
                 if given:
                     layer.load_state_arrays(given)
@@ -760,49 +759,20 @@ class Sequential:
     def save(self, path: str | os.PathLike, epoch: int | None = None) -> Path:
         """Write the model's state dict, architecture, loss and the training run's state
         (optimiser, position, callbacks, History) to one safetensors file, atomically (see
-        mlpx.checkpoint). Load it with `mlpx.load(path, backend=...)`, or continue the run
-        with `fit(..., resume_from=path)`.
+        mlpx.saving). Load it with `mlpx.load(path, backend=...)`, or continue the run
+        with `fit(..., resume_from=path)`. `epoch` overrides the epoch count recorded.
         """
-        from . import __version__
+        from .saving.writer import write_checkpoint
+        from .training import Trainer
 
         self._require_built()
-        tensors = self.state_dict()
-        params = self.parameter_names()
-        buffers: dict[str, list[str]] = {}
-        for key in tensors:
-            if key not in params:
-                layer_path, name = key.rsplit(".", 1)
-                buffers.setdefault(layer_path, []).append(name)
-        if self.trainer_ is not None:
-            run = self.trainer_.state_dict()
-        else:
-            opt = self.optimizer_
-            run = {"epoch": self.epoch_, "run": 0, "step": 0, "loss_sum": 0.0, "stopped": False,
-                   "callbacks": [], "optimizer": None if opt is None else
-                   (opt.state_dict() if opt.ops is not None and opt.params
-                    else {"config": opt.get_config()})}
+        trainer = self.trainer_
+        if trainer is None:  # never trained here: a run that has not started
+            trainer = Trainer.from_run(self, RunRecord(epoch=self.epoch_))
+        run = trainer.state_dict()
         if epoch is not None:
             run["epoch"] = int(epoch)
-        meta = {
-            "format": checkpoint.FORMAT,
-            "format_version": checkpoint.FORMAT_VERSION,
-            "mlpx_version": __version__,
-            "model": self.get_config(),
-            "params": params,
-            "buffers": buffers,
-            "loss": self.loss_.name if self.loss_ is not None else None,
-            "optimizer": checkpoint.split_arrays(run["optimizer"], "optimizer", tensors),
-            "training": {
-                "epoch": int(run["epoch"]), "fit_index": int(run["run"]),
-                "step": int(run["step"]), "loss_sum": float(run["loss_sum"]),
-                "stopped": bool(run["stopped"]),
-                "history": S.history_to_dict(self.history_),
-                "callbacks": checkpoint.split_arrays(run["callbacks"], "callbacks", tensors),
-                "metric_sums": checkpoint.split_arrays(run.get("metric_sums") or {},
-                                                       "metric_sums", tensors),
-            },
-        }
-        return checkpoint.write(path, tensors, meta)
+        return write_checkpoint(path, self, run)
 
     def parameter_names(self) -> list[str]:
         """State keys of the trainable parameters, in get_weights() order."""
@@ -826,14 +796,12 @@ class Sequential:
         all checked before anything is assigned; floating-point weights are converted to the
         model's dtype. Raises CheckpointError naming the file and the entry.
         """
+        from .saving.reader import read_weights
         from .saving.schema import check_weights
 
         self._require_built()
         p = os.fspath(path)
-        tensors, metadata = checkpoint.read_safetensors(p)
-        if checkpoint.is_mlpx_metadata(metadata):
-            tensors = S.read_record(*checkpoint.read_file(p), p).state
-        state = check_weights(tensors, self.state_spec(), self.parameter_names(), p)
+        state = check_weights(read_weights(p), self.state_spec(), self.parameter_names(), p)
         self.load_state_dict(state, strict=False)
 
 
@@ -872,31 +840,36 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu",
          custom_objects: dict[str, Any] | None = None) -> Sequential:
     """Rebuild the model saved at `path` on `backend` (weights bitwise, optimiser state,
     buffers, loss, epoch count and history). Never unpickles: only arrays and JSON are read,
-    and everything is checked (see mlpx.checkpoint_schema) before it is built or assigned.
+    and everything is checked (see mlpx.saving.schema) before it is built or assigned.
 
     User-defined activations, losses and layers are found by the names the file records:
     in `custom_objects` ({name: class or function}, as in Keras) first, then among the parts
     registered with `mlpx.register_activation` / `register_loss` / `register_layer`.
     """
     from .custom_objects import custom_object_scope
-
-    with custom_object_scope(custom_objects):
-        return _load(path, backend)
-
-
-def _load(path: str | os.PathLike, backend: str | Backend) -> Sequential:
-    from .saving.schema import entry_errors
+    from .saving.reader import read_checkpoint
 
     p = os.fspath(path)
-    record = S.read_record(*checkpoint.read_file(p), p)
+    with custom_object_scope(custom_objects):
+        return from_record(read_checkpoint(p), backend, p)
+
+
+def from_record(record: CheckpointRecord, backend: str | Backend = "cpu",
+                path: str = "<checkpoint>") -> Sequential:
+    """The model of a checkpoint's record (`mlpx.saving.reader.read_checkpoint`), checked
+    against the built model before anything is assigned; its trainer holds the saved run."""
+    from .saving.reader import check_fits_model
+    from .saving.schema import entry_errors
+    from .training import Trainer
+
     arch = record.architecture
-    with entry_errors(p, "model"):
+    with entry_errors(path, "model"):
         model = Sequential([layer_from_spec(s) for s in arch["layers"]],
                            input_dim=arch["input_dim"], backend=backend, dtype=arch["dtype"],
                            seed=arch["seed"])
     # layers that declare nothing are known now: check everything against the built model
-    S.check_record(record, model.state_spec(), model.parameter_names(), model.dtype, p)
-    with entry_errors(p, "a restored entry"):
+    check_fits_model(record, model, path)
+    with entry_errors(path, "a restored entry"):
         model.load_state_dict(record.state)
         optimizer = None
         if record.optimizer is not None:
@@ -904,22 +877,10 @@ def _load(path: str | os.PathLike, backend: str | Backend) -> Sequential:
             if "state" in record.optimizer:
                 optimizer.bind(model.parameters(), model.ops)
                 optimizer.load_state_dict(record.optimizer)
-    with entry_errors(p, "loss"):
+    with entry_errors(path, "loss"):
         model.loss_ = L.get(record.loss) if record.loss else None
     model.optimizer_ = optimizer
     model.epoch_ = record.run.epoch
     model.history_ = record.run.history
-    model.trainer_ = _restored_trainer(model, record.run)
+    model.trainer_ = Trainer.from_run(model, record.run)
     return model
-
-
-def _restored_trainer(model: Sequential, run: S.RunRecord) -> Any:
-    """A trainer holding a loaded run's position, so that save() writes it back and the next
-    fit counts runs on from it (its batch orders differ from the saved run's)."""
-    from .training import Trainer
-
-    trainer = Trainer(model)
-    trainer.run, trainer.epoch, trainer.step = run.run, run.epoch, run.step
-    trainer.loss_sum, trainer.stopped = run.loss_sum, run.stopped
-    trainer.saved_metric_sums = run.metric_sums
-    return trainer

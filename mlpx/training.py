@@ -13,7 +13,7 @@
                 `validation_freq` epochs), History, callbacks
 
 The trainer talks to the model through public methods only. The run's own state (optimiser,
-run index, position: epoch, step and the epoch's partial loss sum, callbacks' state) is
+fit index, position: epoch, step and the epoch's partial loss sum, callbacks' state) is
 `Trainer.state_dict()`; the model's parameters and buffers are `model.state_dict()`.
 Checkpoints hold both, and the rollbacks (a diverged epoch, an interrupted step) restore both.
 
@@ -48,9 +48,9 @@ from .callbacks import Callback, EpochLogs
 from .errors import NonFiniteLossError
 from .history import History
 from .input_scale import warn_if_unscaled
-from .saving import arrays as checkpoint
-from .saving import records as S
 from .saving.container import CheckpointError
+from .saving.reader import check_resumable, read_checkpoint
+from .saving.records import CheckpointRecord, RunRecord, nonfinite_entries
 from .saving.schema import check_metric_sums
 from .validation import check_positive_int
 from .weighting import check_sample_weight, combined
@@ -95,7 +95,7 @@ class _Plan:
     opt_state: dict | None
     build_dim: int | None
     model_state: dict | None
-    run: int
+    fit_index: int
     epoch: int
     step: int
     loss_sum: float
@@ -180,7 +180,7 @@ class Trainer:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.run = 0
+        self.fit_index = 0  # which fit of the model this run is: it seeds the batch orders
         self.epoch = 0  # epochs completed = the epoch in progress
         self.step = 0  # steps completed in the epoch in progress
         self.loss_sum = 0.0  # their summed loss (times each batch's size or total weight)
@@ -199,16 +199,21 @@ class Trainer:
         self._agreed_stop: bool | None = None  # the processes' decision at the last step
 
     # ------------------------------------------------------------------------------ state
+    @classmethod
+    def from_run(cls, model: Any, run: RunRecord) -> Trainer:
+        """The trainer of a saved run (a loaded checkpoint's), holding its position, so that
+        `save` writes it back and the next fit counts `fit_index` on from it (its batch
+        orders differ from the saved run's)."""
+        trainer = cls(model)
+        trainer.fit_index, trainer.epoch, trainer.step = run.fit_index, run.epoch, run.step
+        trainer.loss_sum, trainer.stopped = run.loss_sum, run.stopped
+        trainer.saved_metric_sums = run.metric_sums
+        return trainer
+
     def state_dict(self) -> dict[str, Any]:
-        """The run: index, position, stop flag, optimiser state and each callback's state
+        """The run: fit index, position, stop flag, optimiser state and each callback's state
         (class and state, in callback order). NumPy arrays and plain values."""
-        opt = self.model.optimizer_
-        if opt is None:
-            opt_state = None
-        elif opt.ops is not None and opt.params:
-            opt_state = opt.state_dict()
-        else:
-            opt_state = {"config": opt.get_config()}
+        opt_state = optimizer_snapshot(self.model.optimizer_)
         cbs = [{"class": type(cb).__name__, "state": cb.state_dict()}
                for cb in self.callbacks if callable(getattr(cb, "state_dict", None))]
         metrics = getattr(self.model, "metrics_", None) or []
@@ -216,7 +221,7 @@ class Trainer:
                 for m, s in zip(metrics, self.metric_sums, strict=False) if s is not None}
         if not sums and self.step:
             sums = dict(self.saved_metric_sums)
-        return {"run": self.run, "epoch": self.epoch, "step": self.step,
+        return {"fit_index": self.fit_index, "epoch": self.epoch, "step": self.step,
                 "loss_sum": self.loss_sum, "stopped": bool(self.stopped),
                 "optimizer": opt_state, "callbacks": cbs, "metric_sums": sums}
 
@@ -332,7 +337,7 @@ class Trainer:
             plan.optimizer.bind(model.parameters(), model.ops)
             if plan.opt_state is not None:
                 plan.optimizer.load_state_dict(plan.opt_state)
-        self.run, self.epoch, self.step = plan.run, plan.epoch, plan.step
+        self.fit_index, self.epoch, self.step = plan.fit_index, plan.epoch, plan.step
         self.loss_sum, self.stopped, self.callbacks = plan.loss_sum, plan.stopped, plan.callbacks
         self.metric_sums = _restore_metric_sums(model.ops, plan.metrics, plan.metric_sums,
                                                 plan.step)
@@ -385,7 +390,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_begin(epoch, {})
         bar.set_description(f"epoch {epoch + 1}/{plan.epochs}")
-        order = batch_order(model.seed, self.run, epoch, source.n) if plan.shuffle else None
+        order = batch_order(model.seed, self.fit_index, epoch, source.n) if plan.shuffle else None
         total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
         carried = done  # steps of a resumed epoch already summed in loss_sum and metric_sums
         params, bs = model.parameters(), source.batch_size
@@ -498,7 +503,7 @@ class Trainer:
         self.metric_sums = self.parallel.merge_metric_sums(ops, plan.metrics, self.metric_sums)
         bad = [] if math.isfinite(epoch_loss) else [f"the training loss became {epoch_loss}"]
         bad += [f"{k} overflowed to NaN/inf" for k in
-                S.nonfinite_entries(model.state_arrays(), ops)]
+                nonfinite_entries(model.state_arrays(), ops)]
         if bad:
             self._diverged(epoch, bad, snapshot)
         logs = EpochLogs(loss=epoch_loss)
@@ -602,6 +607,16 @@ def _is_counter(value: Any) -> bool:
 
 
 # -------------------------------------------------------------------------------- helpers
+def optimizer_snapshot(opt: Any) -> dict | None:
+    """The optimiser's part of a run's state: its state dict once bound to parameters, its
+    config alone before (None: no optimiser)."""
+    if opt is None:
+        return None
+    if opt.ops is not None and opt.params:
+        return opt.state_dict()
+    return {"config": opt.get_config()}
+
+
 def batch_order(seed: int, run: int, epoch: int, n: int) -> np.ndarray:
     """The shuffled sample order of an epoch: a pure function of (seed, run, epoch)."""
     return np.random.default_rng(np.random.SeedSequence([seed, run, epoch])).permutation(n)
@@ -757,17 +772,17 @@ def _plan_data(model: Any, X: Any, y: Any, validation_data: Any, loss: L.Loss,
     return data, val, val_w
 
 
-def _plan_position(model: Any, run: S.RunRecord | None, epochs: int) -> dict[str, Any]:
+def _plan_position(model: Any, run: RunRecord | None, epochs: int) -> dict[str, Any]:
     """Where the run starts: a resumed run where it was saved, a new run at its start (with
-    the next run index, so its batch orders differ from the previous run's)."""
+    the next fit index, so its batch orders differ from the previous run's)."""
     if run is None:
         prev = model.trainer_
-        return {"run": prev.run + 1 if prev is not None else 0, "epoch": 0, "step": 0,
-                "loss_sum": 0.0, "stopped": False, "history": History()}
+        return {"fit_index": prev.fit_index + 1 if prev is not None else 0, "epoch": 0,
+                "step": 0, "loss_sum": 0.0, "stopped": False, "history": History()}
     inside = run.epoch < epochs  # else there is nothing left to train
-    return {"run": run.run, "epoch": min(run.epoch, epochs), "step": run.step if inside else 0,
-            "loss_sum": run.loss_sum if inside else 0.0, "stopped": run.stopped,
-            "history": run.history or History()}
+    return {"fit_index": run.fit_index, "epoch": min(run.epoch, epochs),
+            "step": run.step if inside else 0, "loss_sum": run.loss_sum if inside else 0.0,
+            "stopped": run.stopped, "history": run.history or History()}
 
 
 def _plan_loss(model: Any, loss: Any, record: Any) -> L.Loss:
@@ -782,24 +797,11 @@ def _plan_loss(model: Any, loss: Any, record: Any) -> L.Loss:
     return model.loss_
 
 
-def _read_resume(model: Any, path: Any) -> S.CheckpointRecord:
+def _read_resume(model: Any, path: Any) -> CheckpointRecord:
     """The checkpoint's record, checked against the model (architecture, dtype, every array
     against the layers' declarations) without changing the model."""
-    p = os.fspath(path)
-    record = S.read_record(*checkpoint.read_file(p), p)
-    arch = record.architecture
-    diff = S.architecture_difference(arch, model.input_dim, model.get_config()["layers"])
-    if diff is not None:
-        raise CheckpointError(f"checkpoint {p!r} holds a different architecture than this "
-                              f"model ({diff}); load it with mlpx.load")
-    if model.dtype.name != arch["dtype"]:
-        raise CheckpointError(
-            f"checkpoint {p!r} holds {arch['dtype']} weights, this model is "
-            f"{model.dtype.name}; build the model with dtype={arch['dtype']!r}"
-        )
-    dim = arch["input_dim"]
-    S.check_record(record, model.state_spec(dim), list(model.state_spec(dim, buffers=False)),
-                   model.dtype, p)
+    record = read_checkpoint(path)
+    check_resumable(record, model, path)
     return record
 
 

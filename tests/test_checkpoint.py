@@ -167,7 +167,7 @@ def test_run_killed_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_
             raise KeyboardInterrupt("killed")
         real_write(p, blob)
 
-    monkeypatch.setattr("mlpx.saving.arrays.write_atomic", dying_write)
+    monkeypatch.setattr("mlpx.saving.writer.write_atomic", dying_write)
     crashed = _model()
     with pytest.raises(KeyboardInterrupt):
         _fit(crashed, 4, callbacks=[ModelCheckpoint(path, every_n_epochs=1)])

@@ -83,7 +83,7 @@ def _state(model) -> dict:
     run = model.trainer_
     return {
         "state": {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in model.state_dict().items()},
-        "run": (run.run, run.epoch, run.step, run.loss_sum, run.stopped),
+        "run": (run.fit_index, run.epoch, run.step, run.loss_sum, run.stopped),
         "optimizer": model.optimizer_.state_dict()["config"],
         "slots": [{k: mlpx.to_numpy(v).tobytes() for k, v in s.items()}
                   for s in model.optimizer_.state],

@@ -177,7 +177,7 @@ def test_interrupt_records_the_position_of_the_run():
         _fit(model, 4, validation_split=0.25, callbacks=[_Interrupt(7)])
     pos = model.trainer_.state_dict()
     assert (pos["epoch"], pos["step"]) == (1, 2)
-    assert pos["run"] == 0 and pos["loss_sum"] > 0
+    assert pos["fit_index"] == 0 and pos["loss_sum"] > 0
     assert model.epoch_ == 1 and len(model.history_) == 1
 
 

@@ -309,7 +309,7 @@ def fingerprint(model: Any, plan: Any) -> dict[str, Any]:
         "optimizer": plan.optimizer.get_config(),
         "epochs": plan.epochs, "batch_size": plan.batch_size, "shuffle": plan.shuffle,
         "clipping": (plan.clipper.clip_norm, plan.clipper.clip_value),
-        "run position": (plan.run, plan.epoch, plan.step, plan.resumed),
+        "run position": (plan.fit_index, plan.epoch, plan.step, plan.resumed),
         "metrics": [m.name for m in plan.metrics],
         "sample weights": None if plan.weights is None else _summary(plan.weights),
         "validation sample weights": None if plan.val_weights is None else

@@ -1,6 +1,8 @@
-"""Model state <-> checkpoint records: checks against the layers' declarations, architecture
-comparison, History as JSON. Pure functions of arrays and dicts: nothing here imports the
-model or the training loop, and nothing writes files (mlpx.checkpoint does).
+"""What a checkpoint holds, as records (`CheckpointRecord`, `RunRecord`), and the checks of a
+state dict against a model's declaration (`check_state_dict`) and of an architecture against
+another (`architecture_difference`). Pure functions of arrays and dicts: nothing here imports
+the model or the training loop, and nothing reads or writes files (mlpx.saving.reader and
+mlpx.saving.writer do).
 """
 
 from __future__ import annotations
@@ -11,17 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from ..history import History
+from ..history import History, history_from_dict
 
 Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
 
-def _host(value: Any) -> np.ndarray:
+def as_host_array(value: Any) -> np.ndarray:
+    """A NumPy view or copy of a host or device array."""
     return np.asarray(value.get() if hasattr(value, "get") else value)
 
 
-def check_state(spec: Spec, state: Mapping[str, Any], strict: bool = True,
-                what: str = "state_dict") -> tuple[list[str], list[str]]:
+def check_state_dict(spec: Spec, state: Mapping[str, Any], strict: bool = True,
+                     what: str = "state_dict") -> tuple[list[str], list[str]]:
     """Check `state` against a declaration `spec`; return (missing, unexpected) keys.
 
     Raises KeyError for missing/unexpected keys when `strict`, and ValueError for an entry of
@@ -39,7 +42,7 @@ def check_state(spec: Spec, state: Mapping[str, Any], strict: bool = True,
     for key, (shape, dtype) in spec.items():
         if key not in state:
             continue
-        value = _host(state[key])
+        value = as_host_array(state[key])
         if value.dtype.kind not in "biuf":
             raise ValueError(f"{what} entry {key!r} must hold numbers, got dtype {value.dtype}")
         if tuple(value.shape) != tuple(shape):
@@ -87,43 +90,15 @@ def architecture_difference(saved: dict, input_dim: Any, ours: list[dict]) -> st
     return None
 
 
-# --------------------------------------------------------------------------------- History
-def history_to_dict(history: History | None) -> dict | None:
-    if history is None:
-        return None
-    out = {"epoch": [int(e) for e in history.epoch],
-           "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
-    # keys recorded on some epochs only (validation_freq): the epochs they belong to
-    partial = {k: [int(e) for e in history.epochs_of(k)] for k, vs in history.history.items()
-               if len(vs) != len(history.epoch)}
-    if partial:
-        out["epochs_of"] = partial
-    return out
-
-
-def history_from_dict(data: dict | None) -> History | None:
-    if data is None:
-        return None
-    h = History()
-    partial = data.get("epochs_of") or {}
-    position = {k: {int(e): j for j, e in enumerate(es)} for k, es in partial.items()}
-    for i, e in enumerate(data["epoch"]):
-        logs = {}
-        for k, v in data["history"].items():
-            j = position[k].get(int(e)) if k in position else i
-            if j is not None and j < len(v):
-                logs[k] = v[j]
-        h.append(int(e), logs)
-    return h
-
-
 # ---------------------------------------------------------------------------------- record
 @dataclass
 class RunRecord:
     """A training run's position and state as read from a checkpoint."""
 
     epoch: int = 0
-    run: int = 0
+    #: the index of the `fit` call that made the run (0 for the model's first): it seeds the
+    #: batch order, so that a later fit's order differs from the saved run's
+    fit_index: int = 0
     step: int = 0
     loss_sum: float = 0.0
     stopped: bool = False
@@ -136,7 +111,7 @@ class RunRecord:
 @dataclass
 class CheckpointRecord:
     """What a checkpoint holds, parsed and checked against the state its architecture
-    declares (`mlpx.checkpoint_schema`); not yet checked against a particular model."""
+    declares (`mlpx.saving.schema`); not yet checked against a particular model."""
 
     architecture: dict
     state: dict[str, np.ndarray]
@@ -148,9 +123,9 @@ class CheckpointRecord:
 
 
 def read_record(tensors: dict[str, np.ndarray], meta: dict, path: str) -> CheckpointRecord:
-    """Parse a checkpoint's arrays and document (`checkpoint.read_file`) into a record.
+    """Parse a checkpoint's arrays and document (`container.read_file`) into a record.
 
-    Everything is checked first (`checkpoint_schema.check_document`: keys, types, ranges,
+    Everything is checked first (`schema.check_document`: keys, types, ranges,
     the tensor table), then the tensors are compared with what the architecture declares
     (`check_declared`); any problem raises CheckpointError naming the file and the field.
     Nothing is built or allocated on the file's word.
@@ -163,7 +138,7 @@ def read_record(tensors: dict[str, np.ndarray], meta: dict, path: str) -> Checkp
     names = list(meta["params"]) + [f"{p}.{k}" for p, keys in buffers.items() for k in keys]
     train = meta["training"]
     run = RunRecord(
-        epoch=train["epoch"], run=train["fit_index"], step=train.get("step", 0),
+        epoch=train["epoch"], fit_index=train["fit_index"], step=train.get("step", 0),
         loss_sum=float(train.get("loss_sum", 0.0)), stopped=train.get("stopped", False),
         history=history_from_dict(train["history"]),
         callbacks=join_arrays(train.get("callbacks", []), tensors, path),
@@ -177,12 +152,3 @@ def read_record(tensors: dict[str, np.ndarray], meta: dict, path: str) -> Checkp
     )
     check_declared(record, path)
     return record
-
-
-def check_record(record: CheckpointRecord, spec: Spec, params: list[str], dtype: Any,
-                 path: str) -> None:
-    """Check a record against a (built) model's `state_spec()` and parameter names before
-    anything is assigned: every state entry, optimiser slot and callback state dict."""
-    from .schema import check_state
-
-    check_state(record, spec, params, np.dtype(dtype), path)

@@ -14,10 +14,10 @@ Three stages, each before anything it guards against happens:
   layers alike): so a small file cannot make mlpx allocate a large model, and buffer names are
   limited to each layer's declared buffers. A custom layer that declares nothing (relying on
   the defaults, which describe a built layer) has those parts checked at the next stage.
-- `check_state(record, spec, params, dtype, path)`, against a model's `state_spec()` before
-  anything is assigned: names, dtypes and shapes of every state tensor, optimiser slot and
-  callback state dict (EarlyStopping's best state); floats finite, counters non-negative;
-  built-in callbacks' state entries and types (`Callback.state_format`).
+- `check_record_fits_model(record, spec, params, dtype, path)`, against a model's
+  `state_spec()` before anything is assigned: names, dtypes and shapes of every state
+  tensor, optimiser slot and callback state dict (EarlyStopping's best state); floats finite,
+  counters non-negative; built-in callbacks' state entries and types (`Callback.state_format`).
 """
 
 from __future__ import annotations
@@ -427,8 +427,8 @@ def check_declared(record: Any, path: str) -> None:
     declared = Declared()
     width = declared.walk(layers, arch["input_dim"], dtype, "layers", path)
     _check_listed(record, declared, path)
-    check_state(record, declared.spec, declared.params, dtype, path,
-                complete=declared.complete)
+    check_record_fits_model(record, declared.spec, declared.params, dtype, path,
+                            complete=declared.complete)
     _check_builtin_metric_sums(record, width, path)
 
 
@@ -553,8 +553,8 @@ def _callback_classes() -> dict[str, type]:
     return out
 
 
-def check_state(record: Any, spec: dict, params: list[str], dtype: np.dtype, path: str,
-                complete: bool = True) -> None:
+def check_record_fits_model(record: Any, spec: dict, params: list[str], dtype: np.dtype,
+                            path: str, complete: bool = True) -> None:
     """Check every array of `record` against a state spec before anything is assigned:
     the state dict, the optimiser slots (the parameters' shapes, the model's dtype) and the
     callbacks' state (see the module docstring). With `complete=False` (parts of the model
@@ -628,6 +628,6 @@ def check_weights(tensors: dict[str, np.ndarray], spec: dict, params: list[str],
     return state
 
 
-__all__ = ["check_document", "check_declared", "check_state", "check_weights", "entry_errors",
-           "check_metric_sums", "check_metric_state",
+__all__ = ["check_document", "check_declared", "check_record_fits_model", "check_weights",
+           "entry_errors", "check_metric_sums", "check_metric_state",
            "Declared", "DOCUMENT_KEYS", "MODEL_KEYS", "TRAINING_KEYS", "OPTIMIZER_KEYS"]
