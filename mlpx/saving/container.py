@@ -46,7 +46,7 @@ import numpy as np
 
 FORMAT = "mlpx"
 #: version 2: the SHA-256 covers metadata, tensor table and data, and is required; the
-#: document holds the whole run's state (mlpx.checkpoint_schema.TRAINING_KEYS)
+#: document holds the whole run's state (mlpx.saving.schema.TRAINING_KEYS)
 FORMAT_VERSION = 2
 #: version 1 files (checksum over the tensor bytes only; the run's position and callback
 #: states optional) still load, with a warning to re-save
