@@ -77,9 +77,14 @@ def gather_rows(src: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray
     return np.take(src, idx, axis=0, out=out, mode="clip")
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """The number of batches an epoch of `n` samples is cut into (the last holds the rest)."""
+    return -(-n // batch_size)
+
+
 def _steps(n: int, batch_size: int) -> tuple[int, int]:
     bs = min(batch_size, n)
-    return bs, -(-n // bs)
+    return bs, steps_per_epoch(n, bs)
 
 
 def _batch_rows(s: int, bs: int, n: int, part: Any) -> tuple[int, int]:
