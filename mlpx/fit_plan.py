@@ -57,7 +57,7 @@ class FitPlan:
     data: tuple
     val: tuple | None
     epochs: int
-    batch_size: int
+    batch_size: int  # as asked: the batch source cuts the epochs (mlpx.backends.batches)
     shuffle: bool
     verbose: int
     clipper: Any
@@ -69,6 +69,7 @@ class FitPlan:
     val_weights: np.ndarray | None = None
     validation_freq: Any = 1
     metric_sums: dict | None = None  # a resumed epoch's partial metric sums
+    validation_batch_size: int = 1024  # the batches validation is evaluated in
 
 
 def plan_fit(model: Any, X: Any, y: Any, *, loss: Any = None, optimizer: Any = None,
@@ -81,18 +82,9 @@ def plan_fit(model: Any, X: Any, y: Any, *, loss: Any = None, optimizer: Any = N
              validation_freq: Any = 1) -> FitPlan:
     """Check everything and plan the run of `model.fit(X, y, ...)`; the model does not
     change. The keywords are `Sequential.fit`'s."""
-    from .backends.batches import check_stream_data
-    from .clipping import GradientClipper
-
-    epochs = check_positive_int(epochs, "epochs", minimum=0)
-    batch_size = check_positive_int(batch_size, "batch_size")
-    _check_verbose(verbose)
-    if lr is not None:
-        optim.check_lr(lr)
-    clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
-    stream = check_stream_data(stream_data)
-    callbacks = _check_callbacks(callbacks)
-    validation_freq = _check_validation_freq(validation_freq)
+    epochs, batch_size, clipper, stream, callbacks, validation_freq = _check_options(
+        epochs, batch_size, verbose, lr, clip_norm, clip_value, stream_data, callbacks,
+        validation_freq)
     if validation_data is not None and validation_split:
         raise ValueError(
             "give either validation_data=(X_val, y_val) or validation_split=, not both")
@@ -132,7 +124,26 @@ def plan_fit(model: Any, X: Any, y: Any, *, loss: Any = None, optimizer: Any = N
         seed=int(record.architecture["seed"]) if record else None,
         metrics=chosen, weights=weights, val_weights=val_w, validation_freq=validation_freq,
         metric_sums=run.metric_sums if run else None,
+        validation_batch_size=max(batch_size, 1024),
     )
+
+
+def _check_options(epochs: Any, batch_size: Any, verbose: Any, lr: Any, clip_norm: Any,
+                   clip_value: Any, stream_data: Any, callbacks: Any,
+                   validation_freq: Any) -> tuple[int, int, Any, bool | None, list, Any]:
+    """The options that need neither the data nor the model, checked: epochs, batch_size,
+    the gradient clipper, stream_data, the callbacks and validation_freq."""
+    from .backends.batches import check_stream_data
+    from .clipping import GradientClipper
+
+    epochs = check_positive_int(epochs, "epochs", minimum=0)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    _check_verbose(verbose)
+    if lr is not None:
+        optim.check_lr(lr)
+    clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
+    return (epochs, batch_size, clipper, check_stream_data(stream_data),
+            _check_callbacks(callbacks), _check_validation_freq(validation_freq))
 
 
 def _check_resumed_position(record: CheckpointRecord, step: int, n: int, batch_size: int,

@@ -35,7 +35,7 @@ import signal
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -72,6 +72,17 @@ class _DeferredInterrupt:
 
 class _StepBoundaryInterrupt(KeyboardInterrupt):
     """Ctrl-C acted on between two steps: the state is that of the last completed step."""
+
+
+class _EpochInputs(NamedTuple):
+    """What one epoch's steps read besides the plan (`Trainer._epoch_inputs`)."""
+
+    order: np.ndarray | None  # the epoch's batch order (None: unshuffled)
+    batches: Any  # the source's (x, y) batches in that order
+    weights: Any  # the sample weights in that order, on the device (None: unweighted)
+    host_weights: np.ndarray | None  # the same on the host, for data-parallel scaling
+    begin_hooks: list
+    end_hooks: list
 
 
 @dataclass
@@ -253,9 +264,8 @@ class Trainer:
         model, ops = self.model, self.model.ops
         source = ops.batch_source(*plan.data, plan.batch_size, model.dtype, stream=plan.stream)
         plan.data = ()  # the source holds what it needs (a device copy, or the host arrays)
-        n, bs, steps = source.n, source.batch_size, source.steps
         self._gbuf = {m: ops.empty((m, model.output_dim), model.dtype)
-                      for m in {bs, n - (steps - 1) * bs}}
+                      for m in {source.batch_size, source.last_rows}}
         self._guard, self._phase = _BufferGuard(model), "between"
         # device copies of the weights, gathered per batch like X and y
         self._weights = None if plan.weights is None else ops.asarray(plan.weights)
@@ -268,7 +278,7 @@ class Trainer:
         for cb, saved in zip(self.callbacks, plan.callback_states, strict=True):
             if saved is not None:
                 cb.load_state_dict(saved)
-        left = 0 if self.stopped else (plan.epochs - self.epoch) * steps - self.step
+        left = 0 if self.stopped else (plan.epochs - self.epoch) * source.steps - self.step
         bar = self._bar = _progress(left, plan.verbose, "training")
         try:
             with _DeferredInterrupt() as interrupt:
@@ -284,6 +294,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ epoch
     def run_epoch(self, plan: FitPlan, source: Any, bar: Any, interrupt: Any) -> None:
+        """One epoch from the run's position: the source's batches, each step with the batch
+        hooks around it, then end_epoch. Ctrl-C leaves a consistent position."""
         model, epoch = self.model, self.epoch
         if self.step == 0:
             self.metric_sums = [None] * len(plan.metrics)
@@ -291,41 +303,28 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_begin(epoch, {})
         bar.set_description(f"epoch {epoch + 1}/{plan.epochs}")
-        order = batch_order(model.seed, self.fit_index, epoch, source.n) if plan.shuffle else None
+        part = self.parallel.rows  # a process's shard of every batch (None: all rows)
+        run = self._epoch_inputs(plan, source, part)
         total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
         carried = done  # steps of a resumed epoch already summed in loss_sum and metric_sums
-        params, bs = model.parameters(), source.batch_size
-        part = self.parallel.rows  # a process's shard of every batch (None: all rows)
-        batches = source.epoch(order) if part is None else source.epoch(order, part)
-        weights = self._epoch_weights(order, source)
-        host_weights = None  # the epoch's weights in batch order, for data-parallel scaling
-        if part is not None and plan.weights is not None:
-            host_weights = plan.weights if order is None else plan.weights[order]
-        begin_hooks = _batch_hooks(self.callbacks, "on_train_batch_begin")
-        end_hooks = _batch_hooks(self.callbacks, "on_train_batch_end")
+        params = model.parameters()
         try:
-            for s, (xb, yb) in enumerate(batches):
+            for s, (xb, yb) in enumerate(run.batches):
                 if s < done:  # resumed inside this epoch: these batches are done
                     continue
-                lo, hi = s * bs, min((s + 1) * bs, source.n)
-                self.parallel.begin_step(lo, hi, host_weights)
-                for hook in begin_hooks:
+                self.parallel.begin_step(*source.rows(s), run.host_weights)
+                for hook in run.begin_hooks:
                     hook(s, {})
-                if weights is not None:
-                    a, b = (lo, hi) if part is None else part(lo, hi)
-                    wb = weights[a:b]
-                else:
-                    wb = None
+                wb = None if run.weights is None else run.weights[slice(*source.rows(s, part))]
                 with model.step_lock():
                     total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1,
                                                   weight=wb)
                 done = s + 1
                 last_norm = last_norm if norm is None else norm
                 bar.update(1)
-                if end_hooks:
-                    logs = BatchLogs(self, plan, total, order, bs, done, source.n, part,
-                                     carried)
-                    for hook in end_hooks:
+                if run.end_hooks:
+                    logs = BatchLogs(self, plan, total, run.order, source, done, part, carried)
+                    for hook in run.end_hooks:
                         hook(s, logs)
                     # a batch hook stops the run (data parallel: when it does on any process)
                     model.stop_training = self.parallel.any(model.stop_training)
@@ -338,8 +337,7 @@ class Trainer:
                     self.metric_sums = self.parallel.merge_metric_sums(
                         model.ops, plan.metrics, self.metric_sums)
                     raise _StepBoundaryInterrupt
-            self.end_epoch(plan, total, last_norm, snapshot,
-                           _seen(plan, order, source.batch_size, done, source.n))
+            self.end_epoch(plan, total, last_norm, snapshot, _seen(plan, run.order, source, done))
         except _StepBoundaryInterrupt:
             raise
         except KeyboardInterrupt:
@@ -348,6 +346,18 @@ class Trainer:
             raise
         if self._stop_requested(interrupt):
             raise _StepBoundaryInterrupt
+
+    def _epoch_inputs(self, plan: FitPlan, source: Any, part: Any) -> _EpochInputs:
+        """The epoch's batch order, batches, sample weights and batch hooks."""
+        order = batch_order(self.model.seed, self.fit_index, self.epoch,
+                            source.n) if plan.shuffle else None
+        batches = source.epoch(order) if part is None else source.epoch(order, part)
+        host_weights = None  # the epoch's weights in batch order, for data-parallel scaling
+        if part is not None and plan.weights is not None:
+            host_weights = plan.weights if order is None else plan.weights[order]
+        return _EpochInputs(order, batches, self._epoch_weights(order, source), host_weights,
+                            _batch_hooks(self.callbacks, "on_train_batch_begin"),
+                            _batch_hooks(self.callbacks, "on_train_batch_end"))
 
     def _epoch_weights(self, order: np.ndarray | None, source: Any) -> Any:
         """The sample weights in the epoch's batch order, on the device (None: unweighted)."""
@@ -414,7 +424,7 @@ class Trainer:
             keys = ["val_loss", *(f"val_{m.name}" for m in plan.metrics)]
             if _validation_due(plan.validation_freq, epoch + 1):
                 v = model.evaluate_batches(plan.val[0], plan.val[1], plan.loss,
-                                           max(plan.batch_size, 1024), plan.metrics,
+                                           plan.validation_batch_size, plan.metrics,
                                            plan.val_weights)
                 logs.update({f"val_{k}": value for k, value in v.items()})
             else:
@@ -529,18 +539,18 @@ class BatchLogs(Mapping):
     costs no host synchronisation. In a data-parallel fit they are this process's own: the
     rows of its shards (and, on rank 0 of a run resumed inside the epoch, the saved part)."""
 
-    def __init__(self, trainer: Trainer, plan: FitPlan, total: Any, order: Any, batch_size: int,
-                 done: int, n: int, part: Any = None, carried: int = 0) -> None:
+    def __init__(self, trainer: Trainer, plan: FitPlan, total: Any, order: Any, cuts: Any,
+                 done: int, part: Any = None, carried: int = 0) -> None:
         self._ops = trainer.model.ops
         self._plan, self._total, self._order = plan, total, order
-        self._bs, self._done, self._n = batch_size, done, n
+        self._cuts, self._done = cuts, done
         self._part, self._carried, self._lead = part, carried, trainer.parallel.lead
         self._sums = dict(zip((m.name for m in plan.metrics), trainer.metric_sums, strict=True))
         self._metrics = {m.name: m for m in plan.metrics}
 
     def __getitem__(self, key: str) -> float:
         if key == "loss":
-            seen = _seen(self._plan, self._order, self._bs, self._done, self._n, self._part,
+            seen = _seen(self._plan, self._order, self._cuts, self._done, self._part,
                          self._carried, self._lead)
             return self._ops.to_float(self._total) / seen if seen > 0 else math.nan
         return self._metrics[key].result(self._ops, self._sums[key])
@@ -566,19 +576,18 @@ def _batch_hooks(callbacks: list, name: str) -> list:
     return hooks
 
 
-def _seen(plan: FitPlan, order: Any, batch_size: int, done: int, n: int, part: Any = None,
+def _seen(plan: FitPlan, order: Any, cuts: Any, done: int, part: Any = None,
           carried: int = 0, lead: bool = True) -> float:
     """The number (or, weighted, the total weight) of samples in the epoch's first `done`
-    batches: what the epoch's loss sum is divided by. With `part` (a data-parallel process's
-    share of each batch), those of its shards only, except the first `carried` batches of a
-    resumed epoch, whose saved sums the lead process holds whole and the others not at all."""
-    stop = min(done * batch_size, n)
+    batches (as `cuts`, the batch source, cuts the epoch): what the epoch's loss sum is divided
+    by. With `part` (a data-parallel process's share of each batch), those of its shards only,
+    except the first `carried` batches of a resumed epoch, whose saved sums the lead process
+    holds whole and the others not at all."""
     if part is None:
-        spans = [(0, stop)]
+        spans = [(0, cuts.rows_before(done))]
     else:
-        start = min(carried * batch_size, stop)
-        spans = [(0, start)] if lead else []
-        spans += [part(lo, min(lo + batch_size, n)) for lo in range(start, stop, batch_size)]
+        spans = [(0, cuts.rows_before(min(carried, done)))] if lead else []
+        spans += [cuts.rows(s, part) for s in range(carried, done)]
     if plan.weights is None:
         return float(sum(b - a for a, b in spans))
     w = plan.weights if order is None else plan.weights[order]
