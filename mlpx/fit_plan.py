@@ -72,7 +72,7 @@ class FitPlan:
     validation_batch_size: int = 1024  # the batches validation is evaluated in
 
 
-def plan_fit(model: Any, X: Any, y: Any, *, loss: Any = None, optimizer: Any = None,
+def plan_fit(model: Any, X: Any, y: Any, loss: Any = None, optimizer: Any = None,
              lr: float | None = None, epochs: int = 1, batch_size: int = 32,
              shuffle: bool = True, validation_data: Any = None, verbose: int = 1,
              callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,

@@ -741,7 +741,8 @@ class Sequential:
         """
         from .training import Trainer
 
-        return Trainer(self).fit(
+        trainer: Trainer = Trainer(self)
+        return trainer.fit(
             X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
             batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
             verbose=verbose, callbacks=callbacks, validation_split=validation_split,

@@ -29,7 +29,6 @@ how to total a number over the processes, and whether this process prints and wr
 
 from __future__ import annotations
 
-import functools
 import math
 import signal
 import threading
@@ -191,7 +190,7 @@ class Trainer:
                 "optimizer": opt_state, "callbacks": cbs, "metric_sums": sums}
 
     # -------------------------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any, *, loss: Any = None, optimizer: Any = None,
+    def fit(self, X: Any, y: Any, loss: Any = None, optimizer: Any = None,
             lr: float | None = None, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, verbose: int = 1,
             callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,
@@ -201,25 +200,41 @@ class Trainer:
             validation_freq: Any = 1, distributed: Any = False) -> History:
         """`Sequential.fit` (its keywords): plan the run (mlpx.fit_plan), apply the plan,
         train; with `distributed`, every process agrees on the plan first."""
-        # a partial adds no Python frame: the plan's warnings still point at model.fit's caller
-        plan_run = functools.partial(
-            plan_fit, self.model, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
-            batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
-            verbose=verbose, callbacks=callbacks, validation_split=validation_split,
-            resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
-            stream_data=stream_data, sample_weight=sample_weight, class_weight=class_weight,
-            metrics=metrics, validation_freq=validation_freq)
         parallel = None
         if distributed is not False and distributed is not None:
             from .distributed.data_parallel import start
 
             parallel = start(distributed, self.model, stacklevel=3)  # the caller of model.fit
+        failed: BaseException | None = None
+        try:
+            plan = plan_fit(
+                self.model, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
+                batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
+                verbose=verbose, callbacks=callbacks, validation_split=validation_split,
+                resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
+                stream_data=stream_data, sample_weight=sample_weight,
+                class_weight=class_weight, metrics=metrics, validation_freq=validation_freq)
+        except BaseException as e:
+            if parallel is None:
+                raise
+            plan, failed = None, e  # every process learns of it when they agree
         if parallel is None:  # one process (distributed alone has warned)
-            plan = plan_run()
             self.begin(plan)
             return self.train(plan)
+        return self._fit_together(parallel, plan, failed)
+
+    def _fit_together(self, parallel: Any, plan: FitPlan | None,
+                      failed: BaseException | None) -> History:
+        """A data-parallel fit: the processes agree on their plans (or on one's failure to
+        plan), then train in step."""
+
+        def planned() -> FitPlan | None:
+            if failed is not None:
+                raise failed
+            return plan
+
         try:
-            plan = parallel.agree(plan_run)
+            plan = parallel.agree(planned)
             self.begin(plan)
             self.parallel = parallel
             parallel.begin(self, plan)
@@ -232,7 +247,7 @@ class Trainer:
             self.parallel = Alone()
 
     def begin(self, plan: FitPlan) -> None:
-        """Apply the plan; nothing here can fail on bad input (setup checked it all)."""
+        """Apply the plan; nothing here can fail on bad input (plan_fit checked it all)."""
         model = self.model
         self._prior = None if plan.resumed else _Prior(
             model.loss_, model.optimizer_, model.history_, model.epoch_, model.trainer_)

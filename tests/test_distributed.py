@@ -134,6 +134,20 @@ def test_a_metric_the_processes_cannot_merge_is_refused_at_start():
     model.fit(X, y, **dict(FIT, metrics=[Median()], epochs=1))  # alone, it is fine
 
 
+def test_a_bad_argument_of_a_data_parallel_fit_is_shared_before_it_is_raised():
+    """Planning fails on this process: the others learn of it at the agreement (one
+    exchange), then every process raises the error, and the model is unchanged."""
+    X, y = _data()
+    model, comm = _model(), Loopback()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        model.fit(X, y, distributed=dist.DataParallel(comm=comm), **dict(FIT, batch_size=0))
+    assert comm.calls == [("allgather", ())]
+    assert model.trainer_ is None
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("lead", [True, False])
 def test_batch_logs_count_the_rows_of_this_process_only(lead):
     """A data-parallel process's running loss is over its shards: rows part(lo, hi) of each

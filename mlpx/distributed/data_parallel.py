@@ -2,7 +2,7 @@
 
 What every process does (the trainer calls these hooks; see mlpx.training):
 
-- start: run the fit's checks (`Trainer.setup`) and compare what each process was given (data
+- start: run the fit's checks (`fit_plan.plan_fit`) and compare what each process was given (data
   shapes, dtypes and a checksum of sampled rows, architecture, dtype, seed, loss, optimiser,
   epochs, batch size, run position) with rank 0's; a process that failed or differs is named
   in the error every process raises. Then rank 0's parameters, buffers and optimiser state are
