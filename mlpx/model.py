@@ -697,47 +697,94 @@ class Sequential:
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
 
-        `validation_split` holds out the last fraction of (X, y), before shuffling (Keras);
-        it warns when the classes of the two parts differ strongly (sorted labels).
-        `resume_from` continues the run saved in a checkpoint: weights, buffers, optimiser
-        state, callback state, epoch counter, position inside an interrupted epoch and
-        history; `epochs` is then the run's total, so re-running the same call after a crash
-        trains only what is missing. Everything (file, data, arguments) is checked before the
-        model changes.
-
-        `optimizer` is a name (then `lr` sets its learning rate) or an `mlpx.optim` object.
-        The model keeps the loss and optimiser for later evaluate/predict_proba/fit calls.
-        `clip_norm` / `clip_value` clip the gradients after backpropagation, before the
-        optimiser step (see mlpx.clipping); History "grad_norm" is the global gradient norm
-        (before clipping) of each epoch's last step.
-        `stream_data` (cuda backend): None copies X and y to the GPU once when they take at
-        most half its free memory and otherwise streams batches from pinned host memory;
-        True / False force streaming / a single copy (host backends ignore it).
-
-        Keras' options: `metrics` (names such as "accuracy", "top_k_accuracy", "mae", "r2",
-        mlpx.metrics objects or functions fn(y_true, y_pred); see mlpx.metrics) are computed
-        on the device and recorded for training and validation ("mae", "val_mae");
-        classification losses always record "accuracy". `sample_weight` (one weight per
-        sample) and `class_weight` ({class: weight} or "balanced") make the loss a weighted
-        mean (see mlpx.weighting); `validation_data` may carry validation weights as a third
-        element. `validation_freq`: validate every N epochs, or at the listed epochs
-        (counted from 1); other epochs record no val_* values. Callbacks may also define
-        on_train_batch_begin / on_train_batch_end (see mlpx.callbacks). Inputs that look
-        unscaled raise an mlpx.UnscaledInputWarning.
-
-        `distributed=True` (a script started with `mpirun -n N`, every process passing the
-        same X and y) trains one model data-parallel: `batch_size` is the global batch, split
-        across the processes, and every process ends with the weights one process would have
-        reached (see mlpx.distributed; `distributed=mlpx.distributed.DataParallel(...)` sets
-        options). Without an MPI launcher it warns and trains alone. The options above work
-        with it as in one process: metric sums are merged across the processes each epoch,
-        weighted shards are scaled by their share of the batch's weight, and batch hooks run
-        on every process with that process's own running values.
+        Everything (file, data, arguments) is checked before the model changes. The model
+        keeps the loss and optimiser for later evaluate/predict_proba/fit calls. Callbacks
+        may also define on_train_batch_begin / on_train_batch_end (see mlpx.callbacks).
+        Inputs that look unscaled raise an mlpx.UnscaledInputWarning.
 
         A loss or state that becomes NaN/inf raises NonFiniteLossError and leaves the model
         as after its last finite epoch. Ctrl-C stops after the current step: the model keeps
         that step's weights and `trainer_` records the position, so `save` + `resume_from`
         continues exactly where the run stopped.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs: NumPy, CuPy, or anything with `__array__` or DLPack.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets: integer labels, one-hot or probability rows (classification losses),
+            or values (regression losses).
+        loss : str or mlpx.losses.Loss, default None
+            A loss name ("cross_entropy", "mse", ...) or object; None keeps the loss set by
+            `compile` or an earlier fit (or a resumed checkpoint's).
+        optimizer : str or mlpx.optim.Optimizer, default None
+            An optimiser name (then `lr` sets its learning rate) or object; None keeps the
+            model's optimiser (SGD for a model that has none).
+        lr : float, default None
+            Learning rate of the optimiser named by `optimizer`; alone, the model's current
+            optimiser with this rate (its kind and settings, fresh state). None: the
+            optimiser's default or current rate.
+        epochs : int, default 1
+            Epochs to train; with `resume_from`, the run's total, so re-running the same call
+            after a crash trains only what is missing.
+        batch_size : int, default 32
+            Samples per step; the last batch of an epoch holds the rest. With
+            `distributed`, the global batch, split across the processes.
+        shuffle : bool, default True
+            Shuffle the samples each epoch (the order is a function of the model's seed, the
+            fit's index and the epoch, so a resumed run replays it).
+        validation_data : tuple, default None
+            `(X_val, y_val)` or `(X_val, y_val, sample_weight_val)`, evaluated after each
+            epoch (see `validation_freq`) and recorded as "val_loss", "val_accuracy", ...
+        verbose : int, default 1
+            0 silent, 1 a progress bar, 2 one line per epoch.
+        callbacks : list of mlpx.callbacks.Callback, default None
+            Objects whose hooks run at the start and end of the run, of each epoch and, if
+            defined, of each batch.
+        validation_split : float, default 0.0
+            Hold out the last fraction of (X, y), before shuffling (Keras); warns when the
+            classes of the two parts differ strongly (sorted labels). Not with
+            `validation_data`.
+        resume_from : str or os.PathLike, default None
+            A checkpoint (`save`, ModelCheckpoint) whose run this fit continues: weights,
+            buffers, optimiser state, callback state, epoch counter, position inside an
+            interrupted epoch and history.
+        clip_norm : float, default None
+            Rescale the gradients so that their global L2 norm is at most this, after
+            backpropagation and before the optimiser step (see mlpx.clipping). History's
+            "grad_norm" is the norm before clipping of each epoch's last step.
+        clip_value : float, default None
+            Clip every gradient element to [-clip_value, clip_value].
+        stream_data : bool, default None
+            cuda backend: None copies X and y to the GPU once when they take at most half
+            its free memory and otherwise streams batches from pinned host memory; True /
+            False force streaming / a single copy. Host backends ignore it.
+        sample_weight : array-like of shape (n_samples,), default None
+            One weight per sample: the loss becomes a weighted mean (see mlpx.weighting).
+        class_weight : dict or "balanced", default None
+            `{class: weight}`, or "balanced" for weights inversely proportional to the class
+            frequencies; multiplies `sample_weight`.
+        metrics : list, default None
+            Names such as "accuracy", "top_k_accuracy", "mae", "r2", mlpx.metrics objects or
+            functions fn(y_true, y_pred), computed on the device for training and
+            validation; None keeps those of `compile` or an earlier fit. Classification
+            losses always record "accuracy".
+        validation_freq : int or list of int, default 1
+            Validate every N epochs, or at the listed epochs (counted from 1); other epochs
+            record no val_* values.
+        distributed : bool or mlpx.distributed.DataParallel, default False
+            True in a script started with `mpirun -n N` (every process passing the same X
+            and y): one model trained data-parallel, every process ending with the weights
+            one process would have reached (see mlpx.distributed; a DataParallel object sets
+            options). Without an MPI launcher it warns and trains alone. The options above
+            work with it as in one process: metric sums are merged across the processes
+            each epoch, weighted shards are scaled by their share of the batch's weight, and
+            batch hooks run on every process with that process's own running values.
+
+        Returns
+        -------
+        History
+            Per-epoch lists: "loss", the metrics, "lr", "grad_norm" and the val_* values.
         """
         from .training import Trainer
 
