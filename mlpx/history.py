@@ -2,6 +2,8 @@
 
 A key recorded on some epochs only (validation keys with `validation_freq`) has a shorter
 list, as in Keras; `epochs_of(key)` gives the epochs its values belong to.
+`history_to_dict` / `history_from_dict` convert a History to and from JSON-able dicts (how
+checkpoints store it).
 """
 
 from __future__ import annotations

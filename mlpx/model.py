@@ -1,4 +1,10 @@
-"""Sequential: a stack of layers on one backend, and the MLP shorthand."""
+"""Sequential: a stack of layers on one backend, and the MLP shorthand.
+
+The model owns its layers, their state (`state_dict`, declared by the layers: `state_spec`)
+and inference; `fit` hands its keywords to the training loop (mlpx.training), and
+`save` / `load` / `load_weights` are thin calls into the checkpoint format (mlpx.saving),
+which never imports the model: `from_record` builds a model from a checked record.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import activations as A
-from . import losses as L
-from . import optim as O
+from . import activations, losses, optim
 from .backends import Backend, get_backend
 from .concurrency import StateLock
 from .history import History
@@ -88,8 +92,8 @@ class Sequential:
         self.seed = check_positive_int(seed, "seed", minimum=0)
         self.layers: list[Layer] = []
         self.input_dim: int | None = None
-        self.loss_: L.Loss | None = None
-        self.optimizer_: O.Optimizer | None = None
+        self.loss_: losses.Loss | None = None
+        self.optimizer_: optim.Optimizer | None = None
         self.history_: History | None = None
         self.stop_training = False
         #: epochs completed by the current (or last) training run; checkpoints save it
@@ -300,7 +304,7 @@ class Sequential:
             scratch = layer.returns_work_grad
         self._grads_pending = True
 
-    def compute_loss(self, out: Any, y: Any, loss: str | L.Loss | None = None
+    def compute_loss(self, out: Any, y: Any, loss: str | losses.Loss | None = None
                      ) -> tuple[float, Any]:
         """(loss, dLoss/d(out)) for outputs `out` of `forward` and targets `y` (validated
         and converted like fit's): the loss step of a hand-written training loop. The
@@ -321,8 +325,8 @@ class Sequential:
     # ---------------------------------------------------------------------- loss/optimiser
     def compile(
         self,
-        loss: str | L.Loss | None = None,
-        optimizer: str | O.Optimizer | None = None,
+        loss: str | losses.Loss | None = None,
+        optimizer: str | optim.Optimizer | None = None,
         lr: float | None = None,
         metrics: Sequence[Any] | None = None,
     ) -> Sequential:
@@ -332,21 +336,22 @@ class Sequential:
 
         `lr` alone keeps the optimiser's kind and hyperparameters with a new learning rate
         (and fresh state); an optimiser object is used as it is, state included."""
-        from . import metrics as M
+        from .metrics import get as get_metric
+        from .metrics import resolve as resolve_metrics
 
         new_loss = self.check_loss(loss, stacklevel=2) if loss is not None else None
         new_metrics = None
         if metrics is not None:
-            new_metrics = [M.get(m) for m in ([metrics] if isinstance(metrics, str)
+            new_metrics = [get_metric(m) for m in ([metrics] if isinstance(metrics, str)
                                               or not isinstance(metrics, (list, tuple))
                                               else metrics)]
             target_loss = new_loss or self.loss_
             if target_loss is not None:
                 width = self.output_dim if self.built else 2
-                M.resolve(new_metrics, target_loss, width)  # a metric unfit for the loss
+                resolve_metrics(new_metrics, target_loss, width)  # a metric unfit for the loss
         new_opt = None
         if optimizer is not None or lr is not None:
-            new_opt = O.resolve(self.optimizer_, optimizer, lr)
+            new_opt = optim.resolve(self.optimizer_, optimizer, lr)
         if new_loss is not None:
             self.loss_ = new_loss
         if new_metrics is not None:
@@ -357,13 +362,13 @@ class Sequential:
                 new_opt.bind(self.parameters(), self.ops)
         return self
 
-    def check_loss(self, loss: str | L.Loss, stacklevel: int = 1) -> L.Loss:
+    def check_loss(self, loss: str | losses.Loss, stacklevel: int = 1) -> losses.Loss:
         """The loss object for `loss`, warning when the output layer does not fit it
         (`stacklevel` as in warnings.warn, counted from the caller of check_loss)."""
-        loss_fn = L.get(loss)
+        loss_fn = losses.get(loss)
         last_act = getattr(self.layers[-1], "activation", None) if self.layers else None
-        code = last_act.code if last_act is not None else A.ACT_IDENTITY
-        squashing = (A.ACT_SOFTMAX, A.ACT_SIGMOID, A.ACT_LOG_SOFTMAX)
+        code = last_act.code if last_act is not None else activations.ACT_IDENTITY
+        squashing = (activations.ACT_SOFTMAX, activations.ACT_SIGMOID, activations.ACT_LOG_SOFTMAX)
         if loss_fn.expects == "logits" and code in squashing:
             warnings.warn(
                 f"loss {loss_fn.name!r} expects logits (raw scores), but the output layer "
@@ -372,7 +377,7 @@ class Sequential:
                 UserWarning,
                 stacklevel=stacklevel + 1,
             )
-        if loss_fn.expects == "log_probs" and code != A.ACT_LOG_SOFTMAX:
+        if loss_fn.expects == "log_probs" and code != activations.ACT_LOG_SOFTMAX:
             warnings.warn(
                 "loss 'nll' expects log-probabilities; give the output layer "
                 "activation='log_softmax', or use loss='cross_entropy' on logits",
@@ -381,13 +386,13 @@ class Sequential:
             )
         return loss_fn
 
-    def _loss_or(self, loss: str | L.Loss | None) -> L.Loss:
+    def _loss_or(self, loss: str | losses.Loss | None) -> losses.Loss:
         if loss is not None:
-            return L.get(loss)
+            return losses.get(loss)
         if self.loss_ is None:
             raise ValueError(
                 f"no loss given and none set by fit/compile; pass loss= (one of "
-                f"{', '.join(L.names())})"
+                f"{', '.join(losses.names())})"
             )
         return self.loss_
 
@@ -421,7 +426,7 @@ class Sequential:
             X = self.ops.to_numpy(X.get() if hasattr(X, "get") else X)
         return self.ops.asarray(X, dtype=self.dtype)
 
-    def prepare_data(self, X: Any, y: Any, loss: L.Loss, xname: str = "X", yname: str = "y",
+    def prepare_data(self, X: Any, y: Any, loss: losses.Loss, xname: str = "X", yname: str = "y",
                      to_device: bool | None = True, input_dim: int | None = None):
         """Validate X and y once, changing nothing; return both as backend arrays
         (`to_device=True`), as they are (False: a batch source moves them), or on the device
@@ -487,7 +492,7 @@ class Sequential:
         loss = self.loss_
         if loss is None:
             code = getattr(getattr(self.layers[-1], "activation", None), "code", None)
-            if code in (A.ACT_SOFTMAX, A.ACT_SIGMOID):
+            if code in (activations.ACT_SOFTMAX, activations.ACT_SIGMOID):
                 return self.predict(X, batch_size, device=device)
             raise ValueError(
                 "predict_proba needs to know the loss to turn outputs into probabilities: "
@@ -498,13 +503,13 @@ class Sequential:
         return proba if device else self.ops.to_numpy(proba)
 
     def evaluate(
-        self, X: Any, y: Any, loss: str | L.Loss | None = None, batch_size: int | None = None,
+        self, X: Any, y: Any, loss: str | losses.Loss | None = None, batch_size: int | None = None,
         sample_weight: Any = None, metrics: Sequence[Any] | None = None,
     ) -> dict[str, float]:
         """Mean loss over (X, y), in batches, with accuracy for classification losses and
         the metrics of compile/fit (or `metrics`). `sample_weight` makes every mean a
         weighted one, as in fit."""
-        from . import metrics as M
+        from .metrics import resolve as resolve_metrics
         from .weighting import check_sample_weight
 
         loss_fn = self._loss_or(loss)
@@ -515,22 +520,22 @@ class Sequential:
         bs = check_positive_int(default, "batch_size")
         if metrics is None and loss is None:
             metrics = self.compiled_metrics
-        chosen = M.resolve(metrics, loss_fn, self.output_dim)
+        chosen = resolve_metrics(metrics, loss_fn, self.output_dim)
         w = None if sample_weight is None else check_sample_weight(sample_weight, Xd.shape[0])
         return self.evaluate_batches(Xd, yd, loss_fn, bs, chosen, w)
 
-    def evaluate_batches(self, Xd: Any, yd: Any, loss_fn: L.Loss, bs: int,
+    def evaluate_batches(self, Xd: Any, yd: Any, loss_fn: losses.Loss, bs: int,
                          metrics: Sequence[Any] | None = None,
                          weights: np.ndarray | None = None) -> dict[str, float]:
         """evaluate() on data already checked by prepare_data (the trainer's validation):
         the loss and `metrics` (mlpx.metrics objects; None: accuracy for classification
         losses), weighted by `weights` (one per sample) when given."""
-        from . import metrics as M
+        from .metrics import resolve as resolve_metrics
 
         ops = self.ops
         n = Xd.shape[0]
         if metrics is None:
-            metrics = M.resolve(None, loss_fn, self.output_dim)
+            metrics = resolve_metrics(None, loss_fn, self.output_dim)
         total: Any = 0.0
         sums: list = [None] * len(metrics)
         wd = None if weights is None else ops.asarray(weights)
@@ -556,7 +561,7 @@ class Sequential:
 
     # ------------------------------------------------------------------------- gradients
     def loss_and_grad(
-        self, X: Any, y: Any, loss: str | L.Loss | None = None, training: bool = False,
+        self, X: Any, y: Any, loss: str | losses.Loss | None = None, training: bool = False,
         sample_weight: Any = None,
     ) -> tuple[float, list[np.ndarray]]:
         """Full-batch loss and gradients (NumPy, aligned with get_weights()).
@@ -675,8 +680,8 @@ class Sequential:
         self,
         X: Any,
         y: Any,
-        loss: str | L.Loss | None = None,
-        optimizer: str | O.Optimizer | None = None,
+        loss: str | losses.Loss | None = None,
+        optimizer: str | optim.Optimizer | None = None,
         lr: float | None = None,
         epochs: int = 1,
         batch_size: int = 32,
@@ -863,8 +868,8 @@ class MLP(Sequential):
     def __init__(
         self,
         sizes: Sequence[int],
-        activation: str | A.Activation = "relu",
-        output_activation: str | A.Activation | None = None,
+        activation: str | activations.Activation = "relu",
+        output_activation: str | activations.Activation | None = None,
         init: str | None = None,
         backend: str | Backend = "cpu",
         dtype: Any = "float32",
@@ -877,7 +882,7 @@ class MLP(Sequential):
             )
         for s in sizes:
             check_positive_int(s, "every MLP size")
-        A.get(activation)  # an unknown name is an error even without hidden layers
+        activations.get(activation)  # an unknown name is an error even without hidden layers
         layers: list[Layer] = [Dense(s, activation=activation, init=init) for s in sizes[1:-1]]
         layers.append(Dense(sizes[-1], activation=output_activation, init=init))
         super().__init__(layers, input_dim=sizes[0], backend=backend, dtype=dtype, seed=seed)
@@ -921,12 +926,12 @@ def from_record(record: CheckpointRecord, backend: str | Backend = "cpu",
         model.load_state_dict(record.state)
         optimizer = None
         if record.optimizer is not None:
-            optimizer = O.from_config(dict(record.optimizer["config"]))
+            optimizer = optim.from_config(dict(record.optimizer["config"]))
             if "state" in record.optimizer:
                 optimizer.bind(model.parameters(), model.ops)
                 optimizer.load_state_dict(record.optimizer)
     with entry_errors(path, "loss"):
-        model.loss_ = L.get(record.loss) if record.loss else None
+        model.loss_ = losses.get(record.loss) if record.loss else None
     model.optimizer_ = optimizer
     model.epoch_ = record.run.epoch
     model.history_ = record.run.history

@@ -38,11 +38,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import metrics as M
 from .callbacks import Callback, EpochLogs
 from .errors import NonFiniteLossError
 from .fit_plan import FitPlan, plan_fit
 from .history import History
+from .metrics import state_to_device, state_to_host
 from .saving.records import RunRecord, nonfinite_entries
 
 
@@ -181,7 +181,7 @@ class Trainer:
         cbs = [{"class": type(cb).__name__, "state": cb.state_dict()}
                for cb in self.callbacks if callable(getattr(cb, "state_dict", None))]
         metrics = getattr(self.model, "metrics_", None) or []
-        sums = {m.name: M.state_to_host(self.model.ops, s)
+        sums = {m.name: state_to_host(self.model.ops, s)
                 for m, s in zip(metrics, self.metric_sums, strict=False) if s is not None}
         if not sums and self.step:
             sums = dict(self.saved_metric_sums)
@@ -618,7 +618,7 @@ def _restore_metric_sums(ops: Any, metrics: list, saved: dict | None, step: int)
     empty and cover the epoch's remaining batches)."""
     if not saved or step == 0:
         return [None] * len(metrics)
-    return [M.state_to_device(ops, saved.get(m.name)) for m in metrics]
+    return [state_to_device(ops, saved.get(m.name)) for m in metrics]
 
 
 def _progress(total: int, verbose: int, desc: str):
