@@ -28,7 +28,6 @@ from . import (
 from .activations import register_activation
 from .backends import available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
-from .checkpoint import CheckpointError
 from .custom_objects import custom_object_scope
 from .data import Standardizer, minibatches, one_hot, train_test_split
 from .errors import BackendUnavailableError, NonFiniteLossError, UnscaledInputWarning
@@ -47,6 +46,7 @@ from .layers import (
 from .losses import register_loss
 from .model import MLP, Sequential, load
 from .perceptron import Perceptron
+from .saving.container import CheckpointError
 
 __version__ = "0.1.0"
 

@@ -348,7 +348,7 @@ class ModelCheckpoint(_MonitorState, Callback):
                 for _, name, spec, _ in parsed if name is not None]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        from .checkpoint_file import check_writable
+        from .saving.container import check_writable
 
         # a new run: its best starts afresh (a resumed run's comes back in load_state_dict,
         # which fit calls after this)

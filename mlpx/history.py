@@ -2,6 +2,8 @@
 
 A key recorded on some epochs only (validation keys with `validation_freq`) has a shorter
 list, as in Keras; `epochs_of(key)` gives the epochs its values belong to.
+`history_to_dict` / `history_from_dict` convert a History to and from JSON-able dicts (how
+checkpoints store it).
 """
 
 from __future__ import annotations
@@ -125,3 +127,35 @@ class History:
             fig.savefig(path)
             plt.close(fig)
         return ax
+
+
+# ------------------------------------------------------------------------------- as JSON
+def history_to_dict(history: History | None) -> dict | None:
+    """The history as a JSON-able dict (how checkpoints store it); None stays None."""
+    if history is None:
+        return None
+    out = {"epoch": [int(e) for e in history.epoch],
+           "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
+    # keys recorded on some epochs only (validation_freq): the epochs they belong to
+    partial = {k: [int(e) for e in history.epochs_of(k)] for k, vs in history.history.items()
+               if len(vs) != len(history.epoch)}
+    if partial:
+        out["epochs_of"] = partial
+    return out
+
+
+def history_from_dict(data: dict | None) -> History | None:
+    """The inverse of `history_to_dict`."""
+    if data is None:
+        return None
+    h = History()
+    partial = data.get("epochs_of") or {}
+    position = {k: {int(e): j for j, e in enumerate(es)} for k, es in partial.items()}
+    for i, e in enumerate(data["epoch"]):
+        logs = {}
+        for k, v in data["history"].items():
+            j = position[k].get(int(e)) if k in position else i
+            if j is not None and j < len(v):
+                logs[k] = v[j]
+        h.append(int(e), logs)
+    return h

@@ -1,4 +1,10 @@
-"""Sequential: a stack of layers on one backend, and the MLP shorthand."""
+"""Sequential: a stack of layers on one backend, and the MLP shorthand.
+
+The model owns its layers, their state (`state_dict`, declared by the layers: `state_spec`)
+and inference; `fit` hands its keywords to the training loop (mlpx.training), and
+`save` / `load` / `load_weights` are thin calls into the checkpoint format (mlpx.saving),
+which never imports the model: `from_record` builds a model from a checked record.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import activations as A
-from . import checkpoint
-from . import losses as L
-from . import optim as O
-from . import state as S
+from . import activations, losses, optim
 from .backends import Backend, get_backend
 from .concurrency import StateLock
 from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
 from .layers.registry import layer_from_spec, layer_spec
+from .saving.records import CheckpointRecord, RunRecord, as_host_array, check_state_dict
 from .validation import (
     check_features,
     check_positive_int,
@@ -89,8 +92,8 @@ class Sequential:
         self.seed = check_positive_int(seed, "seed", minimum=0)
         self.layers: list[Layer] = []
         self.input_dim: int | None = None
-        self.loss_: L.Loss | None = None
-        self.optimizer_: O.Optimizer | None = None
+        self.loss_: losses.Loss | None = None
+        self.optimizer_: optim.Optimizer | None = None
         self.history_: History | None = None
         self.stop_training = False
         #: epochs completed by the current (or last) training run; checkpoints save it
@@ -235,11 +238,11 @@ class Sequential:
         against the layers' declarations (shape, numbers, finite) before anything changes;
         with `strict` (default), missing or unexpected keys raise KeyError."""
         self._require_built()
-        missing, unexpected = S.check_state(self.state_spec(), state, strict)
+        missing, unexpected = check_state_dict(self.state_spec(), state, strict)
         with self._lock.writing():
             for path, layer in _walk(self.layers):
                 prefix = f"{path}."
-                given = {k: S._host(state[prefix + k]) for k in layer.state_arrays()
+                given = {k: as_host_array(state[prefix + k]) for k in layer.state_arrays()
                          if prefix + k in state}
                 if given:
                     layer.load_state_arrays(given)
@@ -301,7 +304,7 @@ class Sequential:
             scratch = layer.returns_work_grad
         self._grads_pending = True
 
-    def compute_loss(self, out: Any, y: Any, loss: str | L.Loss | None = None
+    def compute_loss(self, out: Any, y: Any, loss: str | losses.Loss | None = None
                      ) -> tuple[float, Any]:
         """(loss, dLoss/d(out)) for outputs `out` of `forward` and targets `y` (validated
         and converted like fit's): the loss step of a hand-written training loop. The
@@ -322,8 +325,8 @@ class Sequential:
     # ---------------------------------------------------------------------- loss/optimiser
     def compile(
         self,
-        loss: str | L.Loss | None = None,
-        optimizer: str | O.Optimizer | None = None,
+        loss: str | losses.Loss | None = None,
+        optimizer: str | optim.Optimizer | None = None,
         lr: float | None = None,
         metrics: Sequence[Any] | None = None,
     ) -> Sequential:
@@ -333,21 +336,22 @@ class Sequential:
 
         `lr` alone keeps the optimiser's kind and hyperparameters with a new learning rate
         (and fresh state); an optimiser object is used as it is, state included."""
-        from . import metrics as M
+        from .metrics import get as get_metric
+        from .metrics import resolve as resolve_metrics
 
         new_loss = self.check_loss(loss, stacklevel=2) if loss is not None else None
         new_metrics = None
         if metrics is not None:
-            new_metrics = [M.get(m) for m in ([metrics] if isinstance(metrics, str)
+            new_metrics = [get_metric(m) for m in ([metrics] if isinstance(metrics, str)
                                               or not isinstance(metrics, (list, tuple))
                                               else metrics)]
             target_loss = new_loss or self.loss_
             if target_loss is not None:
                 width = self.output_dim if self.built else 2
-                M.resolve(new_metrics, target_loss, width)  # a metric unfit for the loss
+                resolve_metrics(new_metrics, target_loss, width)  # a metric unfit for the loss
         new_opt = None
         if optimizer is not None or lr is not None:
-            new_opt = O.resolve(self.optimizer_, optimizer, lr)
+            new_opt = optim.resolve(self.optimizer_, optimizer, lr)
         if new_loss is not None:
             self.loss_ = new_loss
         if new_metrics is not None:
@@ -358,13 +362,13 @@ class Sequential:
                 new_opt.bind(self.parameters(), self.ops)
         return self
 
-    def check_loss(self, loss: str | L.Loss, stacklevel: int = 1) -> L.Loss:
+    def check_loss(self, loss: str | losses.Loss, stacklevel: int = 1) -> losses.Loss:
         """The loss object for `loss`, warning when the output layer does not fit it
         (`stacklevel` as in warnings.warn, counted from the caller of check_loss)."""
-        loss_fn = L.get(loss)
+        loss_fn = losses.get(loss)
         last_act = getattr(self.layers[-1], "activation", None) if self.layers else None
-        code = last_act.code if last_act is not None else A.ACT_IDENTITY
-        squashing = (A.ACT_SOFTMAX, A.ACT_SIGMOID, A.ACT_LOG_SOFTMAX)
+        code = last_act.code if last_act is not None else activations.ACT_IDENTITY
+        squashing = (activations.ACT_SOFTMAX, activations.ACT_SIGMOID, activations.ACT_LOG_SOFTMAX)
         if loss_fn.expects == "logits" and code in squashing:
             warnings.warn(
                 f"loss {loss_fn.name!r} expects logits (raw scores), but the output layer "
@@ -373,7 +377,7 @@ class Sequential:
                 UserWarning,
                 stacklevel=stacklevel + 1,
             )
-        if loss_fn.expects == "log_probs" and code != A.ACT_LOG_SOFTMAX:
+        if loss_fn.expects == "log_probs" and code != activations.ACT_LOG_SOFTMAX:
             warnings.warn(
                 "loss 'nll' expects log-probabilities; give the output layer "
                 "activation='log_softmax', or use loss='cross_entropy' on logits",
@@ -382,13 +386,13 @@ class Sequential:
             )
         return loss_fn
 
-    def _loss_or(self, loss: str | L.Loss | None) -> L.Loss:
+    def _loss_or(self, loss: str | losses.Loss | None) -> losses.Loss:
         if loss is not None:
-            return L.get(loss)
+            return losses.get(loss)
         if self.loss_ is None:
             raise ValueError(
                 f"no loss given and none set by fit/compile; pass loss= (one of "
-                f"{', '.join(L.names())})"
+                f"{', '.join(losses.names())})"
             )
         return self.loss_
 
@@ -422,7 +426,7 @@ class Sequential:
             X = self.ops.to_numpy(X.get() if hasattr(X, "get") else X)
         return self.ops.asarray(X, dtype=self.dtype)
 
-    def prepare_data(self, X: Any, y: Any, loss: L.Loss, xname: str = "X", yname: str = "y",
+    def prepare_data(self, X: Any, y: Any, loss: losses.Loss, xname: str = "X", yname: str = "y",
                      to_device: bool | None = True, input_dim: int | None = None):
         """Validate X and y once, changing nothing; return both as backend arrays
         (`to_device=True`), as they are (False: a batch source moves them), or on the device
@@ -488,7 +492,7 @@ class Sequential:
         loss = self.loss_
         if loss is None:
             code = getattr(getattr(self.layers[-1], "activation", None), "code", None)
-            if code in (A.ACT_SOFTMAX, A.ACT_SIGMOID):
+            if code in (activations.ACT_SOFTMAX, activations.ACT_SIGMOID):
                 return self.predict(X, batch_size, device=device)
             raise ValueError(
                 "predict_proba needs to know the loss to turn outputs into probabilities: "
@@ -499,13 +503,13 @@ class Sequential:
         return proba if device else self.ops.to_numpy(proba)
 
     def evaluate(
-        self, X: Any, y: Any, loss: str | L.Loss | None = None, batch_size: int | None = None,
+        self, X: Any, y: Any, loss: str | losses.Loss | None = None, batch_size: int | None = None,
         sample_weight: Any = None, metrics: Sequence[Any] | None = None,
     ) -> dict[str, float]:
         """Mean loss over (X, y), in batches, with accuracy for classification losses and
         the metrics of compile/fit (or `metrics`). `sample_weight` makes every mean a
         weighted one, as in fit."""
-        from . import metrics as M
+        from .metrics import resolve as resolve_metrics
         from .weighting import check_sample_weight
 
         loss_fn = self._loss_or(loss)
@@ -516,22 +520,22 @@ class Sequential:
         bs = check_positive_int(default, "batch_size")
         if metrics is None and loss is None:
             metrics = self.compiled_metrics
-        chosen = M.resolve(metrics, loss_fn, self.output_dim)
+        chosen = resolve_metrics(metrics, loss_fn, self.output_dim)
         w = None if sample_weight is None else check_sample_weight(sample_weight, Xd.shape[0])
         return self.evaluate_batches(Xd, yd, loss_fn, bs, chosen, w)
 
-    def evaluate_batches(self, Xd: Any, yd: Any, loss_fn: L.Loss, bs: int,
+    def evaluate_batches(self, Xd: Any, yd: Any, loss_fn: losses.Loss, bs: int,
                          metrics: Sequence[Any] | None = None,
                          weights: np.ndarray | None = None) -> dict[str, float]:
         """evaluate() on data already checked by prepare_data (the trainer's validation):
         the loss and `metrics` (mlpx.metrics objects; None: accuracy for classification
         losses), weighted by `weights` (one per sample) when given."""
-        from . import metrics as M
+        from .metrics import resolve as resolve_metrics
 
         ops = self.ops
         n = Xd.shape[0]
         if metrics is None:
-            metrics = M.resolve(None, loss_fn, self.output_dim)
+            metrics = resolve_metrics(None, loss_fn, self.output_dim)
         total: Any = 0.0
         sums: list = [None] * len(metrics)
         wd = None if weights is None else ops.asarray(weights)
@@ -557,7 +561,7 @@ class Sequential:
 
     # ------------------------------------------------------------------------- gradients
     def loss_and_grad(
-        self, X: Any, y: Any, loss: str | L.Loss | None = None, training: bool = False,
+        self, X: Any, y: Any, loss: str | losses.Loss | None = None, training: bool = False,
         sample_weight: Any = None,
     ) -> tuple[float, list[np.ndarray]]:
         """Full-batch loss and gradients (NumPy, aligned with get_weights()).
@@ -676,8 +680,8 @@ class Sequential:
         self,
         X: Any,
         y: Any,
-        loss: str | L.Loss | None = None,
-        optimizer: str | O.Optimizer | None = None,
+        loss: str | losses.Loss | None = None,
+        optimizer: str | optim.Optimizer | None = None,
         lr: float | None = None,
         epochs: int = 1,
         batch_size: int = 32,
@@ -698,51 +702,99 @@ class Sequential:
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
 
-        `validation_split` holds out the last fraction of (X, y), before shuffling (Keras);
-        it warns when the classes of the two parts differ strongly (sorted labels).
-        `resume_from` continues the run saved in a checkpoint: weights, buffers, optimiser
-        state, callback state, epoch counter, position inside an interrupted epoch and
-        history; `epochs` is then the run's total, so re-running the same call after a crash
-        trains only what is missing. Everything (file, data, arguments) is checked before the
-        model changes.
-
-        `optimizer` is a name (then `lr` sets its learning rate) or an `mlpx.optim` object.
-        The model keeps the loss and optimiser for later evaluate/predict_proba/fit calls.
-        `clip_norm` / `clip_value` clip the gradients after backpropagation, before the
-        optimiser step (see mlpx.clipping); History "grad_norm" is the global gradient norm
-        (before clipping) of each epoch's last step.
-        `stream_data` (cuda backend): None copies X and y to the GPU once when they take at
-        most half its free memory and otherwise streams batches from pinned host memory;
-        True / False force streaming / a single copy (host backends ignore it).
-
-        Keras' options: `metrics` (names such as "accuracy", "top_k_accuracy", "mae", "r2",
-        mlpx.metrics objects or functions fn(y_true, y_pred); see mlpx.metrics) are computed
-        on the device and recorded for training and validation ("mae", "val_mae");
-        classification losses always record "accuracy". `sample_weight` (one weight per
-        sample) and `class_weight` ({class: weight} or "balanced") make the loss a weighted
-        mean (see mlpx.weighting); `validation_data` may carry validation weights as a third
-        element. `validation_freq`: validate every N epochs, or at the listed epochs
-        (counted from 1); other epochs record no val_* values. Callbacks may also define
-        on_train_batch_begin / on_train_batch_end (see mlpx.callbacks). Inputs that look
-        unscaled raise an mlpx.UnscaledInputWarning.
-
-        `distributed=True` (a script started with `mpirun -n N`, every process passing the
-        same X and y) trains one model data-parallel: `batch_size` is the global batch, split
-        across the processes, and every process ends with the weights one process would have
-        reached (see mlpx.distributed; `distributed=mlpx.distributed.DataParallel(...)` sets
-        options). Without an MPI launcher it warns and trains alone. The options above work
-        with it as in one process: metric sums are merged across the processes each epoch,
-        weighted shards are scaled by their share of the batch's weight, and batch hooks run
-        on every process with that process's own running values.
+        Everything (file, data, arguments) is checked before the model changes. The model
+        keeps the loss and optimiser for later evaluate/predict_proba/fit calls. Callbacks
+        may also define on_train_batch_begin / on_train_batch_end (see mlpx.callbacks).
+        Inputs that look unscaled raise an mlpx.UnscaledInputWarning.
 
         A loss or state that becomes NaN/inf raises NonFiniteLossError and leaves the model
         as after its last finite epoch. Ctrl-C stops after the current step: the model keeps
         that step's weights and `trainer_` records the position, so `save` + `resume_from`
         continues exactly where the run stopped.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs: NumPy, CuPy, or anything with `__array__` or DLPack.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets: integer labels, one-hot or probability rows (classification losses),
+            or values (regression losses).
+        loss : str or mlpx.losses.Loss, default None
+            A loss name ("cross_entropy", "mse", ...) or object; None keeps the loss set by
+            `compile` or an earlier fit (or a resumed checkpoint's).
+        optimizer : str or mlpx.optim.Optimizer, default None
+            An optimiser name (then `lr` sets its learning rate) or object; None keeps the
+            model's optimiser (SGD for a model that has none).
+        lr : float, default None
+            Learning rate of the optimiser named by `optimizer`; alone, the model's current
+            optimiser with this rate (its kind and settings, fresh state). None: the
+            optimiser's default or current rate.
+        epochs : int, default 1
+            Epochs to train; with `resume_from`, the run's total, so re-running the same call
+            after a crash trains only what is missing.
+        batch_size : int, default 32
+            Samples per step; the last batch of an epoch holds the rest. With
+            `distributed`, the global batch, split across the processes.
+        shuffle : bool, default True
+            Shuffle the samples each epoch (the order is a function of the model's seed, the
+            fit's index and the epoch, so a resumed run replays it).
+        validation_data : tuple, default None
+            `(X_val, y_val)` or `(X_val, y_val, sample_weight_val)`, evaluated after each
+            epoch (see `validation_freq`) and recorded as "val_loss", "val_accuracy", ...
+        verbose : int, default 1
+            0 silent, 1 a progress bar, 2 one line per epoch.
+        callbacks : list of mlpx.callbacks.Callback, default None
+            Objects whose hooks run at the start and end of the run, of each epoch and, if
+            defined, of each batch.
+        validation_split : float, default 0.0
+            Hold out the last fraction of (X, y), before shuffling (Keras); warns when the
+            classes of the two parts differ strongly (sorted labels). Not with
+            `validation_data`.
+        resume_from : str or os.PathLike, default None
+            A checkpoint (`save`, ModelCheckpoint) whose run this fit continues: weights,
+            buffers, optimiser state, callback state, epoch counter, position inside an
+            interrupted epoch and history.
+        clip_norm : float, default None
+            Rescale the gradients so that their global L2 norm is at most this, after
+            backpropagation and before the optimiser step (see mlpx.clipping). History's
+            "grad_norm" is the norm before clipping of each epoch's last step.
+        clip_value : float, default None
+            Clip every gradient element to [-clip_value, clip_value].
+        stream_data : bool, default None
+            cuda backend: None copies X and y to the GPU once when they take at most half
+            its free memory and otherwise streams batches from pinned host memory; True /
+            False force streaming / a single copy. Host backends ignore it.
+        sample_weight : array-like of shape (n_samples,), default None
+            One weight per sample: the loss becomes a weighted mean (see mlpx.weighting).
+        class_weight : dict or "balanced", default None
+            `{class: weight}`, or "balanced" for weights inversely proportional to the class
+            frequencies; multiplies `sample_weight`.
+        metrics : list, default None
+            Names such as "accuracy", "top_k_accuracy", "mae", "r2", mlpx.metrics objects or
+            functions fn(y_true, y_pred), computed on the device for training and
+            validation; None keeps those of `compile` or an earlier fit. Classification
+            losses always record "accuracy".
+        validation_freq : int or list of int, default 1
+            Validate every N epochs, or at the listed epochs (counted from 1); other epochs
+            record no val_* values.
+        distributed : bool or mlpx.distributed.DataParallel, default False
+            True in a script started with `mpirun -n N` (every process passing the same X
+            and y): one model trained data-parallel, every process ending with the weights
+            one process would have reached (see mlpx.distributed; a DataParallel object sets
+            options). Without an MPI launcher it warns and trains alone. The options above
+            work with it as in one process: metric sums are merged across the processes
+            each epoch, weighted shards are scaled by their share of the batch's weight, and
+            batch hooks run on every process with that process's own running values.
+
+        Returns
+        -------
+        History
+            Per-epoch lists: "loss", the metrics, "lr", "grad_norm" and the val_* values.
         """
         from .training import Trainer
 
-        return Trainer(self).fit(
+        trainer: Trainer = Trainer(self)
+        return trainer.fit(
             X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
             batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
             verbose=verbose, callbacks=callbacks, validation_split=validation_split,
@@ -760,49 +812,20 @@ class Sequential:
     def save(self, path: str | os.PathLike, epoch: int | None = None) -> Path:
         """Write the model's state dict, architecture, loss and the training run's state
         (optimiser, position, callbacks, History) to one safetensors file, atomically (see
-        mlpx.checkpoint). Load it with `mlpx.load(path, backend=...)`, or continue the run
-        with `fit(..., resume_from=path)`.
+        mlpx.saving). Load it with `mlpx.load(path, backend=...)`, or continue the run
+        with `fit(..., resume_from=path)`. `epoch` overrides the epoch count recorded.
         """
-        from . import __version__
+        from .saving.writer import write_checkpoint
+        from .training import Trainer
 
         self._require_built()
-        tensors = self.state_dict()
-        params = self.parameter_names()
-        buffers: dict[str, list[str]] = {}
-        for key in tensors:
-            if key not in params:
-                layer_path, name = key.rsplit(".", 1)
-                buffers.setdefault(layer_path, []).append(name)
-        if self.trainer_ is not None:
-            run = self.trainer_.state_dict()
-        else:
-            opt = self.optimizer_
-            run = {"epoch": self.epoch_, "run": 0, "step": 0, "loss_sum": 0.0, "stopped": False,
-                   "callbacks": [], "optimizer": None if opt is None else
-                   (opt.state_dict() if opt.ops is not None and opt.params
-                    else {"config": opt.get_config()})}
+        trainer = self.trainer_
+        if trainer is None:  # never trained here: a run that has not started
+            trainer = Trainer.from_run(self, RunRecord(epoch=self.epoch_))
+        run = trainer.state_dict()
         if epoch is not None:
             run["epoch"] = int(epoch)
-        meta = {
-            "format": checkpoint.FORMAT,
-            "format_version": checkpoint.FORMAT_VERSION,
-            "mlpx_version": __version__,
-            "model": self.get_config(),
-            "params": params,
-            "buffers": buffers,
-            "loss": self.loss_.name if self.loss_ is not None else None,
-            "optimizer": checkpoint.split_arrays(run["optimizer"], "optimizer", tensors),
-            "training": {
-                "epoch": int(run["epoch"]), "fit_index": int(run["run"]),
-                "step": int(run["step"]), "loss_sum": float(run["loss_sum"]),
-                "stopped": bool(run["stopped"]),
-                "history": S.history_to_dict(self.history_),
-                "callbacks": checkpoint.split_arrays(run["callbacks"], "callbacks", tensors),
-                "metric_sums": checkpoint.split_arrays(run.get("metric_sums") or {},
-                                                       "metric_sums", tensors),
-            },
-        }
-        return checkpoint.write(path, tensors, meta)
+        return write_checkpoint(path, self, run)
 
     def parameter_names(self) -> list[str]:
         """State keys of the trainable parameters, in get_weights() order."""
@@ -826,14 +849,12 @@ class Sequential:
         all checked before anything is assigned; floating-point weights are converted to the
         model's dtype. Raises CheckpointError naming the file and the entry.
         """
-        from .checkpoint_schema import check_weights
+        from .saving.reader import read_weights
+        from .saving.schema import check_weights
 
         self._require_built()
         p = os.fspath(path)
-        tensors, metadata = checkpoint.read_safetensors(p)
-        if checkpoint.is_mlpx_metadata(metadata):
-            tensors = S.read_record(*checkpoint.read_file(p), p).state
-        state = check_weights(tensors, self.state_spec(), self.parameter_names(), p)
+        state = check_weights(read_weights(p), self.state_spec(), self.parameter_names(), p)
         self.load_state_dict(state, strict=False)
 
 
@@ -847,8 +868,8 @@ class MLP(Sequential):
     def __init__(
         self,
         sizes: Sequence[int],
-        activation: str | A.Activation = "relu",
-        output_activation: str | A.Activation | None = None,
+        activation: str | activations.Activation = "relu",
+        output_activation: str | activations.Activation | None = None,
         init: str | None = None,
         backend: str | Backend = "cpu",
         dtype: Any = "float32",
@@ -861,7 +882,7 @@ class MLP(Sequential):
             )
         for s in sizes:
             check_positive_int(s, "every MLP size")
-        A.get(activation)  # an unknown name is an error even without hidden layers
+        activations.get(activation)  # an unknown name is an error even without hidden layers
         layers: list[Layer] = [Dense(s, activation=activation, init=init) for s in sizes[1:-1]]
         layers.append(Dense(sizes[-1], activation=output_activation, init=init))
         super().__init__(layers, input_dim=sizes[0], backend=backend, dtype=dtype, seed=seed)
@@ -872,54 +893,47 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu",
          custom_objects: dict[str, Any] | None = None) -> Sequential:
     """Rebuild the model saved at `path` on `backend` (weights bitwise, optimiser state,
     buffers, loss, epoch count and history). Never unpickles: only arrays and JSON are read,
-    and everything is checked (see mlpx.checkpoint_schema) before it is built or assigned.
+    and everything is checked (see mlpx.saving.schema) before it is built or assigned.
 
     User-defined activations, losses and layers are found by the names the file records:
     in `custom_objects` ({name: class or function}, as in Keras) first, then among the parts
     registered with `mlpx.register_activation` / `register_loss` / `register_layer`.
     """
     from .custom_objects import custom_object_scope
-
-    with custom_object_scope(custom_objects):
-        return _load(path, backend)
-
-
-def _load(path: str | os.PathLike, backend: str | Backend) -> Sequential:
-    from .checkpoint_schema import entry_errors
+    from .saving.reader import read_checkpoint
 
     p = os.fspath(path)
-    record = S.read_record(*checkpoint.read_file(p), p)
+    with custom_object_scope(custom_objects):
+        return from_record(read_checkpoint(p), backend, p)
+
+
+def from_record(record: CheckpointRecord, backend: str | Backend = "cpu",
+                path: str = "<checkpoint>") -> Sequential:
+    """The model of a checkpoint's record (`mlpx.saving.reader.read_checkpoint`), checked
+    against the built model before anything is assigned; its trainer holds the saved run."""
+    from .saving.reader import check_fits_model
+    from .saving.schema import entry_errors
+    from .training import Trainer
+
     arch = record.architecture
-    with entry_errors(p, "model"):
+    with entry_errors(path, "model"):
         model = Sequential([layer_from_spec(s) for s in arch["layers"]],
                            input_dim=arch["input_dim"], backend=backend, dtype=arch["dtype"],
                            seed=arch["seed"])
     # layers that declare nothing are known now: check everything against the built model
-    S.check_record(record, model.state_spec(), model.parameter_names(), model.dtype, p)
-    with entry_errors(p, "a restored entry"):
+    check_fits_model(record, model, path)
+    with entry_errors(path, "a restored entry"):
         model.load_state_dict(record.state)
         optimizer = None
         if record.optimizer is not None:
-            optimizer = O.from_config(dict(record.optimizer["config"]))
+            optimizer = optim.from_config(dict(record.optimizer["config"]))
             if "state" in record.optimizer:
                 optimizer.bind(model.parameters(), model.ops)
                 optimizer.load_state_dict(record.optimizer)
-    with entry_errors(p, "loss"):
-        model.loss_ = L.get(record.loss) if record.loss else None
+    with entry_errors(path, "loss"):
+        model.loss_ = losses.get(record.loss) if record.loss else None
     model.optimizer_ = optimizer
     model.epoch_ = record.run.epoch
     model.history_ = record.run.history
-    model.trainer_ = _restored_trainer(model, record.run)
+    model.trainer_ = Trainer.from_run(model, record.run)
     return model
-
-
-def _restored_trainer(model: Sequential, run: S.RunRecord) -> Any:
-    """A trainer holding a loaded run's position, so that save() writes it back and the next
-    fit counts runs on from it (its batch orders differ from the saved run's)."""
-    from .training import Trainer
-
-    trainer = Trainer(model)
-    trainer.run, trainer.epoch, trainer.step = run.run, run.epoch, run.step
-    trainer.loss_sum, trainer.stopped = run.loss_sum, run.stopped
-    trainer.saved_metric_sums = run.metric_sums
-    return trainer

@@ -195,7 +195,7 @@ def prepare_predict(model: str, data: str, proba: bool = False,
                     backend: str = "cpu") -> PredictJob:
     """Load the model and its preprocessing, read and encode the file. Raises TabularError."""
     from . import load
-    from .checkpoint_file import CheckpointError
+    from .saving.container import CheckpointError
 
     path, side = model_paths(model)
     pre = Preprocessing.from_json(side.read_text(encoding="utf-8"), str(side))

@@ -1,8 +1,8 @@
 """The training loop behind `Sequential.fit`: a small object with named phases (Keras' Trainer).
 
-    setup       check every argument, the data, the callbacks and a checkpoint to resume
-                from, and plan the run; nothing changes yet, so any error leaves the model
-                exactly as it was
+    plan        (mlpx.fit_plan.plan_fit) check every argument, the data, the callbacks and
+                a checkpoint to resume from, and plan the run; nothing changes yet, so any
+                error leaves the model exactly as it was
     begin       apply the plan: build, load the checkpoint's state, install loss and
                 optimiser, set the run's position
     run_epoch   the shuffled batches of one epoch, from the run's position, with the
@@ -13,11 +13,11 @@
                 `validation_freq` epochs), History, callbacks
 
 The trainer talks to the model through public methods only. The run's own state (optimiser,
-run index, position: epoch, step and the epoch's partial loss sum, callbacks' state) is
+fit index, position: epoch, step and the epoch's partial loss sum, callbacks' state) is
 `Trainer.state_dict()`; the model's parameters and buffers are `model.state_dict()`.
 Checkpoints hold both, and the rollbacks (a diverged epoch, an interrupted step) restore both.
 
-The batch order of an epoch is a pure function of (model seed, run, epoch), and Dropout masks
+The batch order of an epoch is a pure function of (model seed, fit index, epoch), and Dropout masks
 of (seed, layer, step): a run resumed from any saved position replays the uninterrupted run
 bit for bit. Nothing inside a step reads a value back to the host.
 
@@ -29,34 +29,21 @@ how to total a number over the processes, and whether this process prints and wr
 
 from __future__ import annotations
 
-import collections
 import math
-import os
 import signal
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import checkpoint
-from . import losses as L
-from . import metrics as M
-from . import optim as O
-from . import state as S
 from .callbacks import Callback, EpochLogs
-from .checkpoint import CheckpointError
-from .checkpoint_schema import check_metric_sums
 from .errors import NonFiniteLossError
+from .fit_plan import FitPlan, plan_fit
 from .history import History
-from .input_scale import warn_if_unscaled
-from .validation import check_positive_int
-from .weighting import check_sample_weight, combined
-
-#: the hooks fit calls on every callback
-_CALLBACK_HOOKS = ("set_model", "on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
+from .metrics import state_to_device, state_to_host
+from .saving.records import RunRecord, nonfinite_entries
 
 
 class _DeferredInterrupt:
@@ -86,38 +73,15 @@ class _StepBoundaryInterrupt(KeyboardInterrupt):
     """Ctrl-C acted on between two steps: the state is that of the last completed step."""
 
 
-@dataclass
-class _Plan:
-    """Everything `setup` checked, ready for `begin` to apply."""
+class _EpochInputs(NamedTuple):
+    """What one epoch's steps read besides the plan (`Trainer._epoch_inputs`)."""
 
-    loss: L.Loss
-    optimizer: O.Optimizer
-    opt_state: dict | None
-    build_dim: int | None
-    model_state: dict | None
-    run: int
-    epoch: int
-    step: int
-    loss_sum: float
-    stopped: bool
-    history: History
-    callbacks: list
-    callback_states: list
-    data: tuple
-    val: tuple | None
-    epochs: int
-    batch_size: int
-    shuffle: bool
-    verbose: int
-    clipper: Any
-    stream: bool | None
-    resumed: bool
-    seed: int | None
-    metrics: list = ()
-    weights: np.ndarray | None = None  # one per training sample (sample and class weights)
-    val_weights: np.ndarray | None = None
-    validation_freq: Any = 1
-    metric_sums: dict | None = None  # a resumed epoch's partial metric sums
+    order: np.ndarray | None  # the epoch's batch order (None: unshuffled)
+    batches: Any  # the source's (x, y) batches in that order
+    weights: Any  # the sample weights in that order, on the device (None: unweighted)
+    host_weights: np.ndarray | None  # the same on the host, for data-parallel scaling
+    begin_hooks: list
+    end_hooks: list
 
 
 @dataclass
@@ -180,7 +144,7 @@ class Trainer:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.run = 0
+        self.fit_index = 0  # which fit of the model this run is: it seeds the batch orders
         self.epoch = 0  # epochs completed = the epoch in progress
         self.step = 0  # steps completed in the epoch in progress
         self.loss_sum = 0.0  # their summed loss (times each batch's size or total weight)
@@ -199,40 +163,78 @@ class Trainer:
         self._agreed_stop: bool | None = None  # the processes' decision at the last step
 
     # ------------------------------------------------------------------------------ state
+    @classmethod
+    def from_run(cls, model: Any, run: RunRecord) -> Trainer:
+        """The trainer of a saved run (a loaded checkpoint's), holding its position, so that
+        `save` writes it back and the next fit counts `fit_index` on from it (its batch
+        orders differ from the saved run's)."""
+        trainer = cls(model)
+        trainer.fit_index, trainer.epoch, trainer.step = run.fit_index, run.epoch, run.step
+        trainer.loss_sum, trainer.stopped = run.loss_sum, run.stopped
+        trainer.saved_metric_sums = run.metric_sums
+        return trainer
+
     def state_dict(self) -> dict[str, Any]:
-        """The run: index, position, stop flag, optimiser state and each callback's state
+        """The run: fit index, position, stop flag, optimiser state and each callback's state
         (class and state, in callback order). NumPy arrays and plain values."""
-        opt = self.model.optimizer_
-        if opt is None:
-            opt_state = None
-        elif opt.ops is not None and opt.params:
-            opt_state = opt.state_dict()
-        else:
-            opt_state = {"config": opt.get_config()}
+        opt_state = optimizer_snapshot(self.model.optimizer_)
         cbs = [{"class": type(cb).__name__, "state": cb.state_dict()}
                for cb in self.callbacks if callable(getattr(cb, "state_dict", None))]
         metrics = getattr(self.model, "metrics_", None) or []
-        sums = {m.name: M.state_to_host(self.model.ops, s)
+        sums = {m.name: state_to_host(self.model.ops, s)
                 for m, s in zip(metrics, self.metric_sums, strict=False) if s is not None}
         if not sums and self.step:
             sums = dict(self.saved_metric_sums)
-        return {"run": self.run, "epoch": self.epoch, "step": self.step,
+        return {"fit_index": self.fit_index, "epoch": self.epoch, "step": self.step,
                 "loss_sum": self.loss_sum, "stopped": bool(self.stopped),
                 "optimizer": opt_state, "callbacks": cbs, "metric_sums": sums}
 
     # -------------------------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any, distributed: Any = False, **kwargs: Any) -> History:
-        if distributed is False or distributed is None:
-            plan = self.setup(X, y, **kwargs)
+    def fit(self, X: Any, y: Any, loss: Any = None, optimizer: Any = None,
+            lr: float | None = None, epochs: int = 1, batch_size: int = 32,
+            shuffle: bool = True, validation_data: Any = None, verbose: int = 1,
+            callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,
+            resume_from: Any = None, clip_norm: float | None = None,
+            clip_value: float | None = None, stream_data: bool | None = None,
+            sample_weight: Any = None, class_weight: Any = None, metrics: Any = None,
+            validation_freq: Any = 1, distributed: Any = False) -> History:
+        """`Sequential.fit` (its keywords): plan the run (mlpx.fit_plan), apply the plan,
+        train; with `distributed`, every process agrees on the plan first."""
+        parallel = None
+        if distributed is not False and distributed is not None:
+            from .distributed.data_parallel import start
+
+            parallel = start(distributed, self.model, stacklevel=3)  # the caller of model.fit
+        failed: BaseException | None = None
+        try:
+            plan = plan_fit(
+                self.model, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
+                batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
+                verbose=verbose, callbacks=callbacks, validation_split=validation_split,
+                resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
+                stream_data=stream_data, sample_weight=sample_weight,
+                class_weight=class_weight, metrics=metrics, validation_freq=validation_freq)
+        except BaseException as e:
+            if parallel is None:
+                raise
+            plan, failed = None, e  # every process learns of it when they agree
+        if parallel is None:  # one process (distributed alone has warned)
             self.begin(plan)
             return self.train(plan)
-        from .distributed.data_parallel import start
+        return self._fit_together(parallel, plan, failed)
 
-        parallel = start(distributed, self.model, stacklevel=3)  # the caller of model.fit
-        if parallel is None:  # alone (warned): an ordinary fit
-            return self.fit(X, y, **kwargs)
+    def _fit_together(self, parallel: Any, plan: FitPlan | None,
+                      failed: BaseException | None) -> History:
+        """A data-parallel fit: the processes agree on their plans (or on one's failure to
+        plan), then train in step."""
+
+        def planned() -> FitPlan | None:
+            if failed is not None:
+                raise failed
+            return plan
+
         try:
-            plan = parallel.agree(lambda: self.setup(X, y, **kwargs))
+            plan = parallel.agree(planned)
             self.begin(plan)
             self.parallel = parallel
             parallel.begin(self, plan)
@@ -244,78 +246,8 @@ class Trainer:
             parallel.end()
             self.parallel = Alone()
 
-    def setup(self, X: Any, y: Any, *, loss: Any = None, optimizer: Any = None,
-              lr: float | None = None, epochs: int = 1, batch_size: int = 32,
-              shuffle: bool = True, validation_data: Any = None, verbose: int = 1,
-              callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,
-              resume_from: Any = None, clip_norm: float | None = None,
-              clip_value: float | None = None, stream_data: bool | None = None,
-              sample_weight: Any = None, class_weight: Any = None, metrics: Any = None,
-              validation_freq: Any = 1) -> _Plan:
-        """Check everything and plan the run; the model does not change."""
-        from .backends.batches import check_stream_data
-        from .clipping import GradientClipper
-
-        model = self.model
-        epochs = check_positive_int(epochs, "epochs", minimum=0)
-        batch_size = check_positive_int(batch_size, "batch_size")
-        _check_verbose(verbose)
-        if lr is not None:
-            O.check_lr(lr)
-        clipper = GradientClipper(clip_norm, clip_value)  # validates both limits
-        stream = check_stream_data(stream_data)
-        callbacks = _check_callbacks(callbacks)
-        validation_freq = _check_validation_freq(validation_freq)
-        if validation_data is not None and validation_split:
-            raise ValueError(
-                "give either validation_data=(X_val, y_val) or validation_split=, not both")
-        if validation_split:
-            X, y, validation_data, sample_weight = _split_validation(X, y, validation_split,
-                                                                     sample_weight)
-        record = _read_resume(model, resume_from) if resume_from is not None else None
-        loss_fn = _plan_loss(model, loss, record)
-        if validation_split:
-            _warn_if_classes_differ(y, validation_data[1], loss_fn, validation_split)
-        dim = model.input_dim if model.built else (
-            record.architecture["input_dim"] if record else None)
-        data, val, val_w = _plan_data(model, X, y, validation_data, loss_fn, dim, stream)
-        dim = dim or data[0].shape[1]
-        out_dim = model.output_dim if model.built else model.compute_output_dim(dim)
-        weights = combined(sample_weight, class_weight, data[1], loss_fn, out_dim)
-        if metrics is None:
-            metrics = getattr(model, "compiled_metrics", None)  # of compile or an earlier fit
-        chosen = M.resolve(metrics, loss_fn, out_dim)
-        model.check_trainable()
-        warn_if_unscaled(data[0], stacklevel=4)  # the user's model.fit call
-        opt, opt_state = _plan_optimizer(model, optimizer, lr, record, dim)
-        run = record.run if record else None
-        position = _plan_position(model, run, epochs)
-        steps = -(-int(data[0].shape[0]) // batch_size)
-        if position["step"] >= steps:
-            raise CheckpointError(
-                f"checkpoint {os.fspath(resume_from)!r} stopped after step {position['step']} "
-                f"of epoch {position['epoch'] + 1}, but with these data and batch_size "
-                f"{batch_size} an epoch has {steps} steps; resume with the data and "
-                "batch_size of the saved run"
-            )
-        if position["step"]:  # inside an epoch: its metric sums go on with this fit's metrics
-            check_metric_sums(record, chosen, out_dim, os.fspath(resume_from))
-        return _Plan(
-            loss=loss_fn, optimizer=opt, opt_state=opt_state,
-            build_dim=None if model.built else dim,
-            model_state=record.state if record else None,
-            **position, callbacks=callbacks,
-            callback_states=_match_callback_states(callbacks, run.callbacks if run else [],
-                                                   resume_from),
-            data=data, val=val, epochs=epochs, batch_size=batch_size, shuffle=bool(shuffle),
-            verbose=verbose, clipper=clipper, stream=stream, resumed=record is not None,
-            seed=int(record.architecture["seed"]) if record else None,
-            metrics=chosen, weights=weights, val_weights=val_w, validation_freq=validation_freq,
-            metric_sums=run.metric_sums if run else None,
-        )
-
-    def begin(self, plan: _Plan) -> None:
-        """Apply the plan; nothing here can fail on bad input (setup checked it all)."""
+    def begin(self, plan: FitPlan) -> None:
+        """Apply the plan; nothing here can fail on bad input (plan_fit checked it all)."""
         model = self.model
         self._prior = None if plan.resumed else _Prior(
             model.loss_, model.optimizer_, model.history_, model.epoch_, model.trainer_)
@@ -332,7 +264,7 @@ class Trainer:
             plan.optimizer.bind(model.parameters(), model.ops)
             if plan.opt_state is not None:
                 plan.optimizer.load_state_dict(plan.opt_state)
-        self.run, self.epoch, self.step = plan.run, plan.epoch, plan.step
+        self.fit_index, self.epoch, self.step = plan.fit_index, plan.epoch, plan.step
         self.loss_sum, self.stopped, self.callbacks = plan.loss_sum, plan.stopped, plan.callbacks
         self.metric_sums = _restore_metric_sums(model.ops, plan.metrics, plan.metric_sums,
                                                 plan.step)
@@ -342,14 +274,13 @@ class Trainer:
         for cb in self.callbacks:
             cb.set_model(model)
 
-    def train(self, plan: _Plan) -> History:
+    def train(self, plan: FitPlan) -> History:
         """The epochs from the run's position to `plan.epochs`, then on_train_end."""
         model, ops = self.model, self.model.ops
         source = ops.batch_source(*plan.data, plan.batch_size, model.dtype, stream=plan.stream)
         plan.data = ()  # the source holds what it needs (a device copy, or the host arrays)
-        n, bs, steps = source.n, source.batch_size, source.steps
         self._gbuf = {m: ops.empty((m, model.output_dim), model.dtype)
-                      for m in {bs, n - (steps - 1) * bs}}
+                      for m in {source.batch_size, source.last_rows}}
         self._guard, self._phase = _BufferGuard(model), "between"
         # device copies of the weights, gathered per batch like X and y
         self._weights = None if plan.weights is None else ops.asarray(plan.weights)
@@ -362,7 +293,7 @@ class Trainer:
         for cb, saved in zip(self.callbacks, plan.callback_states, strict=True):
             if saved is not None:
                 cb.load_state_dict(saved)
-        left = 0 if self.stopped else (plan.epochs - self.epoch) * steps - self.step
+        left = 0 if self.stopped else (plan.epochs - self.epoch) * source.steps - self.step
         bar = self._bar = _progress(left, plan.verbose, "training")
         try:
             with _DeferredInterrupt() as interrupt:
@@ -377,7 +308,9 @@ class Trainer:
         return model.history_
 
     # ------------------------------------------------------------------------------ epoch
-    def run_epoch(self, plan: _Plan, source: Any, bar: Any, interrupt: Any) -> None:
+    def run_epoch(self, plan: FitPlan, source: Any, bar: Any, interrupt: Any) -> None:
+        """One epoch from the run's position: the source's batches, each step with the batch
+        hooks around it, then end_epoch. Ctrl-C leaves a consistent position."""
         model, epoch = self.model, self.epoch
         if self.step == 0:
             self.metric_sums = [None] * len(plan.metrics)
@@ -385,41 +318,28 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_begin(epoch, {})
         bar.set_description(f"epoch {epoch + 1}/{plan.epochs}")
-        order = batch_order(model.seed, self.run, epoch, source.n) if plan.shuffle else None
+        part = self.parallel.rows  # a process's shard of every batch (None: all rows)
+        run = self._epoch_inputs(plan, source, part)
         total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
         carried = done  # steps of a resumed epoch already summed in loss_sum and metric_sums
-        params, bs = model.parameters(), source.batch_size
-        part = self.parallel.rows  # a process's shard of every batch (None: all rows)
-        batches = source.epoch(order) if part is None else source.epoch(order, part)
-        weights = self._epoch_weights(order, source)
-        host_weights = None  # the epoch's weights in batch order, for data-parallel scaling
-        if part is not None and plan.weights is not None:
-            host_weights = plan.weights if order is None else plan.weights[order]
-        begin_hooks = _batch_hooks(self.callbacks, "on_train_batch_begin")
-        end_hooks = _batch_hooks(self.callbacks, "on_train_batch_end")
+        params = model.parameters()
         try:
-            for s, (xb, yb) in enumerate(batches):
+            for s, (xb, yb) in enumerate(run.batches):
                 if s < done:  # resumed inside this epoch: these batches are done
                     continue
-                lo, hi = s * bs, min((s + 1) * bs, source.n)
-                self.parallel.begin_step(lo, hi, host_weights)
-                for hook in begin_hooks:
+                self.parallel.begin_step(*source.rows(s), run.host_weights)
+                for hook in run.begin_hooks:
                     hook(s, {})
-                if weights is not None:
-                    a, b = (lo, hi) if part is None else part(lo, hi)
-                    wb = weights[a:b]
-                else:
-                    wb = None
+                wb = None if run.weights is None else run.weights[slice(*source.rows(s, part))]
                 with model.step_lock():
                     total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1,
                                                   weight=wb)
                 done = s + 1
                 last_norm = last_norm if norm is None else norm
                 bar.update(1)
-                if end_hooks:
-                    logs = BatchLogs(self, plan, total, order, bs, done, source.n, part,
-                                     carried)
-                    for hook in end_hooks:
+                if run.end_hooks:
+                    logs = BatchLogs(self, plan, total, run.order, source, done, part, carried)
+                    for hook in run.end_hooks:
                         hook(s, logs)
                     # a batch hook stops the run (data parallel: when it does on any process)
                     model.stop_training = self.parallel.any(model.stop_training)
@@ -432,8 +352,7 @@ class Trainer:
                     self.metric_sums = self.parallel.merge_metric_sums(
                         model.ops, plan.metrics, self.metric_sums)
                     raise _StepBoundaryInterrupt
-            self.end_epoch(plan, total, last_norm, snapshot,
-                           _seen(plan, order, source.batch_size, done, source.n))
+            self.end_epoch(plan, total, last_norm, snapshot, _seen(plan, run.order, source, done))
         except _StepBoundaryInterrupt:
             raise
         except KeyboardInterrupt:
@@ -442,6 +361,18 @@ class Trainer:
             raise
         if self._stop_requested(interrupt):
             raise _StepBoundaryInterrupt
+
+    def _epoch_inputs(self, plan: FitPlan, source: Any, part: Any) -> _EpochInputs:
+        """The epoch's batch order, batches, sample weights and batch hooks."""
+        order = batch_order(self.model.seed, self.fit_index, self.epoch,
+                            source.n) if plan.shuffle else None
+        batches = source.epoch(order) if part is None else source.epoch(order, part)
+        host_weights = None  # the epoch's weights in batch order, for data-parallel scaling
+        if part is not None and plan.weights is not None:
+            host_weights = plan.weights if order is None else plan.weights[order]
+        return _EpochInputs(order, batches, self._epoch_weights(order, source), host_weights,
+                            _batch_hooks(self.callbacks, "on_train_batch_begin"),
+                            _batch_hooks(self.callbacks, "on_train_batch_end"))
 
     def _epoch_weights(self, order: np.ndarray | None, source: Any) -> Any:
         """The sample weights in the epoch's batch order, on the device (None: unweighted)."""
@@ -452,7 +383,7 @@ class Trainer:
         out = ops.empty(w.shape, w.dtype)
         return ops.take_rows(w, ops.asarray(order), out)
 
-    def train_step(self, xb: Any, yb: Any, plan: _Plan, params: list, total: Any,
+    def train_step(self, xb: Any, yb: Any, plan: FitPlan, params: list, total: Any,
                    last: bool, weight: Any = None) -> tuple[Any, Any]:
         """One update; returns the running loss sum and the pre-clip gradient norm (only
         computed on the epoch's last step unless clip_norm needs it every step). `weight`:
@@ -488,7 +419,7 @@ class Trainer:
         self._phase = "between"
         return total + step_sum, norm
 
-    def end_epoch(self, plan: _Plan, total: Any, last_norm: Any, snapshot: tuple,
+    def end_epoch(self, plan: FitPlan, total: Any, last_norm: Any, snapshot: tuple,
                   n: float) -> None:
         model, ops, epoch = self.model, self.model.ops, self.epoch
         # the loss is summed in float64, so float32 weights or running statistics can
@@ -498,7 +429,7 @@ class Trainer:
         self.metric_sums = self.parallel.merge_metric_sums(ops, plan.metrics, self.metric_sums)
         bad = [] if math.isfinite(epoch_loss) else [f"the training loss became {epoch_loss}"]
         bad += [f"{k} overflowed to NaN/inf" for k in
-                S.nonfinite_entries(model.state_arrays(), ops)]
+                nonfinite_entries(model.state_arrays(), ops)]
         if bad:
             self._diverged(epoch, bad, snapshot)
         logs = EpochLogs(loss=epoch_loss)
@@ -508,7 +439,7 @@ class Trainer:
             keys = ["val_loss", *(f"val_{m.name}" for m in plan.metrics)]
             if _validation_due(plan.validation_freq, epoch + 1):
                 v = model.evaluate_batches(plan.val[0], plan.val[1], plan.loss,
-                                           max(plan.batch_size, 1024), plan.metrics,
+                                           plan.validation_batch_size, plan.metrics,
                                            plan.val_weights)
                 logs.update({f"val_{k}": value for k, value in v.items()})
             else:
@@ -602,6 +533,16 @@ def _is_counter(value: Any) -> bool:
 
 
 # -------------------------------------------------------------------------------- helpers
+def optimizer_snapshot(opt: Any) -> dict | None:
+    """The optimiser's part of a run's state: its state dict once bound to parameters, its
+    config alone before (None: no optimiser)."""
+    if opt is None:
+        return None
+    if opt.ops is not None and opt.params:
+        return opt.state_dict()
+    return {"config": opt.get_config()}
+
+
 def batch_order(seed: int, run: int, epoch: int, n: int) -> np.ndarray:
     """The shuffled sample order of an epoch: a pure function of (seed, run, epoch)."""
     return np.random.default_rng(np.random.SeedSequence([seed, run, epoch])).permutation(n)
@@ -613,18 +554,18 @@ class BatchLogs(Mapping):
     costs no host synchronisation. In a data-parallel fit they are this process's own: the
     rows of its shards (and, on rank 0 of a run resumed inside the epoch, the saved part)."""
 
-    def __init__(self, trainer: Trainer, plan: _Plan, total: Any, order: Any, batch_size: int,
-                 done: int, n: int, part: Any = None, carried: int = 0) -> None:
+    def __init__(self, trainer: Trainer, plan: FitPlan, total: Any, order: Any, cuts: Any,
+                 done: int, part: Any = None, carried: int = 0) -> None:
         self._ops = trainer.model.ops
         self._plan, self._total, self._order = plan, total, order
-        self._bs, self._done, self._n = batch_size, done, n
+        self._cuts, self._done = cuts, done
         self._part, self._carried, self._lead = part, carried, trainer.parallel.lead
         self._sums = dict(zip((m.name for m in plan.metrics), trainer.metric_sums, strict=True))
         self._metrics = {m.name: m for m in plan.metrics}
 
     def __getitem__(self, key: str) -> float:
         if key == "loss":
-            seen = _seen(self._plan, self._order, self._bs, self._done, self._n, self._part,
+            seen = _seen(self._plan, self._order, self._cuts, self._done, self._part,
                          self._carried, self._lead)
             return self._ops.to_float(self._total) / seen if seen > 0 else math.nan
         return self._metrics[key].result(self._ops, self._sums[key])
@@ -650,37 +591,22 @@ def _batch_hooks(callbacks: list, name: str) -> list:
     return hooks
 
 
-def _seen(plan: _Plan, order: Any, batch_size: int, done: int, n: int, part: Any = None,
+def _seen(plan: FitPlan, order: Any, cuts: Any, done: int, part: Any = None,
           carried: int = 0, lead: bool = True) -> float:
     """The number (or, weighted, the total weight) of samples in the epoch's first `done`
-    batches: what the epoch's loss sum is divided by. With `part` (a data-parallel process's
-    share of each batch), those of its shards only, except the first `carried` batches of a
-    resumed epoch, whose saved sums the lead process holds whole and the others not at all."""
-    stop = min(done * batch_size, n)
+    batches (as `cuts`, the batch source, cuts the epoch): what the epoch's loss sum is divided
+    by. With `part` (a data-parallel process's share of each batch), those of its shards only,
+    except the first `carried` batches of a resumed epoch, whose saved sums the lead process
+    holds whole and the others not at all."""
     if part is None:
-        spans = [(0, stop)]
+        spans = [(0, cuts.rows_before(done))]
     else:
-        start = min(carried * batch_size, stop)
-        spans = [(0, start)] if lead else []
-        spans += [part(lo, min(lo + batch_size, n)) for lo in range(start, stop, batch_size)]
+        spans = [(0, cuts.rows_before(min(carried, done)))] if lead else []
+        spans += [cuts.rows(s, part) for s in range(carried, done)]
     if plan.weights is None:
         return float(sum(b - a for a, b in spans))
     w = plan.weights if order is None else plan.weights[order]
     return float(sum(w[a:b].sum() for a, b in spans))
-
-
-def _check_validation_freq(freq: Any) -> Any:
-    """An int (validate every `freq` epochs) or a collection of 1-based epoch numbers."""
-    if isinstance(freq, (int, np.integer)) and not isinstance(freq, bool):
-        return check_positive_int(freq, "validation_freq")
-    if isinstance(freq, (list, tuple, set, frozenset, range)) and all(
-            isinstance(e, (int, np.integer)) and not isinstance(e, bool) and e >= 1
-            for e in freq):
-        return frozenset(int(e) for e in freq)
-    raise TypeError(
-        "validation_freq must be a positive integer (validate every N epochs) or a list of "
-        f"epoch numbers counted from 1, e.g. [1, 5, 10]; got {freq!r}"
-    )
 
 
 def _validation_due(freq: Any, epoch: int) -> bool:
@@ -692,32 +618,7 @@ def _restore_metric_sums(ops: Any, metrics: list, saved: dict | None, step: int)
     empty and cover the epoch's remaining batches)."""
     if not saved or step == 0:
         return [None] * len(metrics)
-    return [M.state_to_device(ops, saved.get(m.name)) for m in metrics]
-
-
-def _check_verbose(verbose: Any) -> None:
-    if verbose not in (0, 1, 2):
-        raise ValueError(
-            "verbose must be 0 (silent), 1 (progress bar) or 2 (one line per epoch), "
-            f"got {verbose!r}"
-        )
-
-
-def _check_callbacks(callbacks: Any) -> list:
-    if isinstance(callbacks, Callback):
-        name = type(callbacks).__name__
-        raise TypeError(f"callbacks must be a list; pass callbacks=[{name}(...)]")
-    callbacks = list(callbacks or [])
-    for cb in callbacks:
-        # duck-typed callbacks are fine; a bare function would fail later with an AttributeError
-        missing = [h for h in _CALLBACK_HOOKS if not hasattr(cb, h)]
-        if missing:
-            raise TypeError(
-                f"callbacks must be mlpx.callbacks.Callback objects; {cb!r} has no "
-                f"{', '.join(missing)}; subclass mlpx.callbacks.Callback and override "
-                "on_epoch_end(epoch, logs) (or another hook)"
-            )
-    return callbacks
+    return [state_to_device(ops, saved.get(m.name)) for m in metrics]
 
 
 def _progress(total: int, verbose: int, desc: str):
@@ -729,7 +630,7 @@ def _progress(total: int, verbose: int, desc: str):
     )
 
 
-def _report(plan: _Plan, epoch: int, logs: dict, bar: Any) -> None:
+def _report(plan: FitPlan, epoch: int, logs: dict, bar: Any) -> None:
     shown = {k: f"{v:.4g}" for k, v in logs.items() if k != "lr"}
     bar.set_postfix(shown)
     if plan.verbose == 2:
@@ -737,210 +638,3 @@ def _report(plan: _Plan, epoch: int, logs: dict, bar: Any) -> None:
         print(f"epoch {epoch + 1}/{plan.epochs} {line}")
 
 
-def _plan_data(model: Any, X: Any, y: Any, validation_data: Any, loss: L.Loss,
-               dim: int | None, stream: bool | None) -> tuple[tuple, tuple | None, Any]:
-    """Training data (as given: the batch source moves it), validation data and validation
-    sample weights (Keras' optional third element), checked."""
-    data = model.prepare_data(X, y, loss, to_device=False, input_dim=dim)
-    if validation_data is None:
-        return data, None, None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-        raise ValueError("validation_data must be a tuple (X_val, y_val) or "
-                         "(X_val, y_val, sample_weight_val)")
-    val = model.prepare_data(
-        validation_data[0], validation_data[1], loss, "X_val", "y_val",
-        to_device=None if stream is None else not stream, input_dim=dim or data[0].shape[1])
-    val_w = None
-    if len(validation_data) == 3 and validation_data[2] is not None:
-        val_w = check_sample_weight(validation_data[2], val[0].shape[0],
-                                    "validation_data's sample weights")
-    return data, val, val_w
-
-
-def _plan_position(model: Any, run: S.RunRecord | None, epochs: int) -> dict[str, Any]:
-    """Where the run starts: a resumed run where it was saved, a new run at its start (with
-    the next run index, so its batch orders differ from the previous run's)."""
-    if run is None:
-        prev = model.trainer_
-        return {"run": prev.run + 1 if prev is not None else 0, "epoch": 0, "step": 0,
-                "loss_sum": 0.0, "stopped": False, "history": History()}
-    inside = run.epoch < epochs  # else there is nothing left to train
-    return {"run": run.run, "epoch": min(run.epoch, epochs), "step": run.step if inside else 0,
-            "loss_sum": run.loss_sum if inside else 0.0, "stopped": run.stopped,
-            "history": run.history or History()}
-
-
-def _plan_loss(model: Any, loss: Any, record: Any) -> L.Loss:
-    if loss is not None:
-        return model.check_loss(loss, stacklevel=5)  # the user's model.fit call
-    if record is not None and record.loss:
-        return L.get(record.loss)
-    if model.loss_ is None:
-        raise ValueError(
-            f"no loss given and none set by fit/compile; pass loss= (one of {', '.join(L.names())})"
-        )
-    return model.loss_
-
-
-def _read_resume(model: Any, path: Any) -> S.CheckpointRecord:
-    """The checkpoint's record, checked against the model (architecture, dtype, every array
-    against the layers' declarations) without changing the model."""
-    p = os.fspath(path)
-    record = S.read_record(*checkpoint.read_file(p), p)
-    arch = record.architecture
-    diff = S.architecture_difference(arch, model.input_dim, model.get_config()["layers"])
-    if diff is not None:
-        raise CheckpointError(f"checkpoint {p!r} holds a different architecture than this "
-                              f"model ({diff}); load it with mlpx.load")
-    if model.dtype.name != arch["dtype"]:
-        raise CheckpointError(
-            f"checkpoint {p!r} holds {arch['dtype']} weights, this model is "
-            f"{model.dtype.name}; build the model with dtype={arch['dtype']!r}"
-        )
-    dim = arch["input_dim"]
-    S.check_record(record, model.state_spec(dim), list(model.state_spec(dim, buffers=False)),
-                   model.dtype, p)
-    return record
-
-
-def _plan_optimizer(model: Any, optimizer: Any, lr: float | None, record: Any,
-                    dim: int) -> tuple[O.Optimizer, dict | None]:
-    """The optimiser of this fit and the state to load into it (resume), both checked.
-
-    Resuming with `optimizer=`/`lr=` uses the new hyperparameters and keeps the saved state
-    when the optimiser is of the same kind (a warning says it starts afresh otherwise)."""
-    if record is None or record.optimizer is None:
-        return O.resolve(model.optimizer_, optimizer, lr), None
-    saved = record.optimizer
-    shapes = [shape for shape, _ in model.state_spec(dim, buffers=False).values()]
-    try:
-        base = O.from_config(dict(saved["config"]))
-        if "state" in saved:
-            base.check_state_dict(saved, shapes)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"the checkpoint's optimiser entry is unusable: {e}") from None
-    state = saved if "state" in saved else None
-    if optimizer is None and lr is None:
-        return base, state
-    new = O.resolve(base, optimizer, lr)
-    if state is None:
-        return new, None
-    carried = {**state, "config": new.get_config()}  # this call's hyperparameters win
-    try:
-        new.check_state_dict(carried, shapes)
-        return new, carried
-    except ValueError:
-        warnings.warn(
-            f"resume_from: the checkpoint's optimiser is {saved['config'].get('name')!r} "
-            f"({saved['config']}), this fit uses {new!r}; its state starts afresh",
-            UserWarning, stacklevel=5,
-        )
-        return new, None
-
-
-def _match_callback_states(callbacks: list, saved: list, path: Any) -> list:
-    """For each callback the saved state of the same class and rank among that class's
-    callbacks (None: it starts afresh), checked by the callback's validate_state_dict.
-    The entries' structure was checked when the checkpoint was read."""
-    by_class: dict[str, list] = collections.defaultdict(list)
-    for i, entry in enumerate(saved):
-        by_class[entry["class"]].append((i, entry["state"]))
-    seen: collections.Counter = collections.Counter()
-    out = []
-    for cb in callbacks:
-        name = type(cb).__name__
-        states = by_class.get(name, [])
-        rank = seen[name]
-        seen[name] += 1
-        i, state = states[rank] if rank < len(states) else (None, None)
-        check = getattr(cb, "validate_state_dict", None)
-        if state is not None and check is not None:
-            try:
-                check(state)
-            except (ValueError, TypeError, KeyError) as e:
-                raise CheckpointError(
-                    f"checkpoint {os.fspath(path)!r}: training.callbacks[{i}].state cannot be "
-                    f"given to this {name}: {e}") from None
-        out.append(state)
-    return out
-
-
-def _split_validation(X: Any, y: Any, fraction: Any, sample_weight: Any = None,
-                      ) -> tuple[Any, Any, tuple, Any]:
-    """Keras semantics: the last `fraction` of the samples, taken before any shuffling (and
-    of the sample weights, which then weight the validation loss and metrics too)."""
-    from .validation import as_host_or_device, check_same_length
-
-    try:
-        f = float(fraction)
-    except (TypeError, ValueError):
-        raise TypeError(f"validation_split must be a number in (0, 1), got {fraction!r}") from None
-    if not (0.0 < f < 1.0):
-        raise ValueError(
-            f"validation_split is the fraction of samples held out and must be in (0, 1), "
-            f"got {fraction!r}"
-        )
-    X = as_host_or_device(X, "X")
-    y = as_host_or_device(y, "y")
-    check_same_length(X, y, "X", "y")
-    n = X.shape[0] if X.ndim else 0
-    split_at = int(math.floor(n * (1.0 - f)))
-    if split_at < 1 or split_at >= n:
-        raise ValueError(
-            f"validation_split={fraction} of {n} samples leaves "
-            f"{split_at} for training and {n - split_at} for validation; both need at least one"
-        )
-    if sample_weight is None:
-        return X[:split_at], y[:split_at], (X[split_at:], y[split_at:]), None
-    w = check_sample_weight(sample_weight, n)
-    return X[:split_at], y[:split_at], (X[split_at:], y[split_at:], w[split_at:]), w[:split_at]
-
-
-def _class_labels(y: Any) -> np.ndarray | None:
-    """Integer class labels of a target (labels, one-hot or probability rows), else None."""
-    y = np.asarray(y.get() if hasattr(y, "get") else y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    elif y.ndim == 2:
-        if y.dtype.kind not in "biuf" or not np.allclose(y.sum(axis=1), 1.0):
-            return None  # multi-label targets: no single class per sample
-        y = y.argmax(axis=1)
-    if y.ndim != 1 or y.dtype.kind not in "biuf" or not np.all(np.isfinite(y)) \
-            or not np.array_equal(y, np.round(y)):
-        return None
-    return y.astype(np.int64)
-
-
-def _warn_if_classes_differ(y_train: Any, y_val: Any, loss: L.Loss, fraction: Any) -> None:
-    """Warn when a class is absent from one part of a validation_split although a random
-    split of that many samples would almost surely (p > 0.999) have put some there."""
-    if not loss.classification:
-        return
-    a, b = _class_labels(y_train), _class_labels(y_val)
-    if a is None or b is None:
-        return
-    f = float(fraction)
-    classes, total = np.unique(np.concatenate([a, b]), return_counts=True)
-    in_train = dict(zip(*np.unique(a, return_counts=True), strict=True))
-    in_val = dict(zip(*np.unique(b, return_counts=True), strict=True))
-    gone_val = [int(c) for c, t in zip(classes, total, strict=True)
-                if c not in in_val and (1 - f) ** t < 1e-3]
-    gone_train = [int(c) for c, t in zip(classes, total, strict=True)
-                  if c not in in_train and f ** t < 1e-3]
-    if not (gone_val or gone_train):
-        return
-    parts = []
-    if gone_val:
-        parts.append(f"class(es) {gone_val} are missing from the validation part")
-    if gone_train:
-        parts.append(f"class(es) {gone_train} are missing from the training part")
-    warnings.warn(
-        f"validation_split={fraction} holds out the last {len(b)} samples, and their classes "
-        f"differ strongly from the training part's: {'; '.join(parts)} (training counts "
-        f"{ {int(k): int(v) for k, v in in_train.items()} }, validation counts "
-        f"{ {int(k): int(v) for k, v in in_val.items()} }). The data looks sorted by class, "
-        "so validation metrics and EarlyStopping would measure the wrong thing: shuffle X "
-        "and y first (e.g. with a permutation or mlpx.train_test_split), or pass "
-        "validation_data=(X_val, y_val)",
-        UserWarning, stacklevel=5,
-    )

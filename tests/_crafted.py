@@ -9,7 +9,7 @@ import json
 import pytest
 
 import mlpx
-from mlpx import checkpoint_file as cf
+from mlpx.saving import container
 
 
 def craft(tmp_path, original, edit_meta=None, edit_tensors=None, edit=None):
@@ -23,15 +23,15 @@ def craft(tmp_path, original, edit_meta=None, edit_tensors=None, edit=None):
     if edit:
         edit(tensors, meta)
     path = tmp_path / "crafted.safetensors"
-    path.write_bytes(cf.encode(tensors, {
-        "format": "mlpx", "format_version": str(cf.FORMAT_VERSION),
+    path.write_bytes(container.encode(tensors, {
+        "format": "mlpx", "format_version": str(container.FORMAT_VERSION),
         "mlpx": json.dumps(meta, separators=(",", ":"), allow_nan=True)}))
     return path
 
 
 def refused(path, *fragments):
     """mlpx.load(path) raises a CheckpointError naming the file and every fragment."""
-    with pytest.raises(cf.CheckpointError) as info:
+    with pytest.raises(container.CheckpointError) as info:
         mlpx.load(path)
     msg = str(info.value)
     assert path.name in msg

@@ -1,11 +1,13 @@
-"""The streamed batches' host gather: indices checked once per epoch, rows gathered in place."""
+"""The batch sources: how an epoch is cut (EpochCuts), and the streamed batches' host gather
+(indices checked once per epoch, rows gathered in place)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mlpx.backends.batches import checked_order, gather_rows
+import mlpx
+from mlpx.backends.batches import EpochCuts, checked_order, gather_rows, steps_per_epoch
 
 
 def test_gather_rows_writes_the_rows_in_place(rng):
@@ -53,3 +55,30 @@ class _HostOps:
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype)
+
+
+@pytest.mark.parametrize("n, batch_size", [(50, 16), (48, 16), (5, 16), (7, 1), (1, 3)])
+def test_epoch_cuts_cover_the_epoch_once(n, batch_size):
+    cuts = EpochCuts(n, batch_size)
+    rows = [cuts.rows(s) for s in range(cuts.steps)]
+    assert cuts.batch_size == min(batch_size, n)
+    assert cuts.steps == steps_per_epoch(n, batch_size) == len(rows)
+    assert rows[0][0] == 0 and rows[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))
+    assert all(hi - lo == cuts.batch_size for lo, hi in rows[:-1])
+    assert rows[-1][1] - rows[-1][0] == cuts.last_rows
+    assert [cuts.rows_before(s) for s in range(cuts.steps + 1)] == [0] + [hi for _, hi in rows]
+
+
+def test_epoch_cuts_narrow_each_batch_to_a_part():
+    cuts = EpochCuts(50, 16)
+    assert cuts.rows(3, part=lambda lo, hi: (lo + 1, hi)) == (49, 50)
+
+
+def test_the_resident_source_is_cut_as_its_epoch_cuts_say(rng):
+    X = rng.standard_normal((50, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 50)
+    source = mlpx.get_backend("cpu").batch_source(X, y, 16, np.float32)
+    sizes = [xb.shape[0] for xb, _ in source.epoch(None)]
+    assert sizes == [hi - lo for lo, hi in (source.rows(s) for s in range(source.steps))]
+    assert sizes[-1] == source.last_rows == 2

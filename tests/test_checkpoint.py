@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import checkpoint
 from mlpx.callbacks import Callback, ModelCheckpoint
-from mlpx.checkpoint import CheckpointError
 from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm, PReLU, Residual
+from mlpx.saving import container
+from mlpx.saving.container import CheckpointError
 
 
 def _data(n=96, d=6, seed=0):
@@ -113,7 +113,7 @@ def test_file_is_plain_safetensors(tmp_path):
     # and the reader accepts files written by the safetensors library
     other = tmp_path / "other.safetensors"
     save_file({"a": np.arange(6, dtype=np.float32).reshape(2, 3)}, str(other))
-    tensors, _ = checkpoint.decode(other.read_bytes(), other)
+    tensors, _ = container.decode(other.read_bytes(), other)
     np.testing.assert_array_equal(tensors["a"], np.arange(6, dtype=np.float32).reshape(2, 3))
     with pytest.raises(CheckpointError, match="not an mlpx checkpoint"):
         mlpx.load(other)
@@ -139,7 +139,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def crash(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", crash)  # dies after writing, before the rename
+    monkeypatch.setattr(container.os, "fsync", crash)  # dies after writing, before the rename
     with pytest.raises(OSError, match="No space"):
         model.save(path)
     monkeypatch.undo()
@@ -156,7 +156,7 @@ def test_run_killed_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_
     straight = _model()
     _fit(straight, 4)
 
-    real_write = checkpoint.write_atomic
+    real_write = container.write_atomic
     calls = []
 
     def dying_write(p, blob):
@@ -167,7 +167,7 @@ def test_run_killed_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_
             raise KeyboardInterrupt("killed")
         real_write(p, blob)
 
-    monkeypatch.setattr(checkpoint, "write_atomic", dying_write)
+    monkeypatch.setattr("mlpx.saving.writer.write_atomic", dying_write)
     crashed = _model()
     with pytest.raises(KeyboardInterrupt):
         _fit(crashed, 4, callbacks=[ModelCheckpoint(path, every_n_epochs=1)])
@@ -257,8 +257,8 @@ def test_corrupted_file_names_the_file(saved, where):
 def test_missing_file_and_newer_format(tmp_path, saved):
     with pytest.raises(CheckpointError, match="nope.safetensors.*does not exist"):
         mlpx.load(tmp_path / "nope.safetensors")
-    tensors, meta = checkpoint.read_file(saved)
-    blob = checkpoint.encode(tensors, {"format": "mlpx", "format_version": "99",
+    tensors, meta = container.read_file(saved)
+    blob = container.encode(tensors, {"format": "mlpx", "format_version": "99",
                                        "mlpx": json.dumps(meta)})
     saved.write_bytes(blob)
     with pytest.raises(CheckpointError, match="format version 99.*upgrade"):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import checkpoint_file as cf
-from mlpx.checkpoint_file import CheckpointError
 from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm
+from mlpx.saving import container
+from mlpx.saving.container import CheckpointError
 
 
 def _model():
@@ -69,14 +69,14 @@ def test_encode_decode_round_trip_of_every_dtype_and_shape():
         "strided": np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::2],
     }
     meta = {"format": "mlpx", "format_version": "2", "mlpx": "{}"}
-    blob = cf.encode(tensors, meta)
-    back, got_meta = cf.decode(blob, "x.safetensors")
+    blob = container.encode(tensors, meta)
+    back, got_meta = container.decode(blob, "x.safetensors")
     assert set(back) == set(tensors)
     for name, arr in tensors.items():
         assert back[name].shape == arr.shape and back[name].dtype == arr.dtype.newbyteorder("=")
         np.testing.assert_array_equal(back[name], arr)
         assert back[name].flags.writeable
-    assert got_meta["sha256"] == cf.checksum(meta, tensors)
+    assert got_meta["sha256"] == container.checksum(meta, tensors)
     # written by the safetensors library, so any of its readers opens it
     from safetensors.numpy import load
 
@@ -86,13 +86,13 @@ def test_encode_decode_round_trip_of_every_dtype_and_shape():
 def test_checksum_does_not_depend_on_layout_but_on_every_entry():
     t = {"a": np.arange(3, dtype=np.float32), "b": np.ones((2, 2))}
     m = {"format": "mlpx", "format_version": "2", "mlpx": "{}"}
-    base = cf.checksum(m, t)
-    assert cf.checksum(m, dict(reversed(t.items()))) == base
-    assert cf.checksum({**m, "sha256": "anything"}, t) == base  # cannot cover itself
-    assert cf.checksum({**m, "mlpx": "{ }"}, t) != base
-    assert cf.checksum(m, {"a": t["a"].view(np.int32), "b": t["b"]}) != base  # same bytes
-    assert cf.checksum(m, {"a": t["a"].reshape(3, 1), "b": t["b"]}) != base
-    assert cf.checksum(m, {"a2": t["a"], "b": t["b"]}) != base
+    base = container.checksum(m, t)
+    assert container.checksum(m, dict(reversed(t.items()))) == base
+    assert container.checksum({**m, "sha256": "anything"}, t) == base  # cannot cover itself
+    assert container.checksum({**m, "mlpx": "{ }"}, t) != base
+    assert container.checksum(m, {"a": t["a"].view(np.int32), "b": t["b"]}) != base  # same bytes
+    assert container.checksum(m, {"a": t["a"].reshape(3, 1), "b": t["b"]}) != base
+    assert container.checksum(m, {"a2": t["a"], "b": t["b"]}) != base
 
 
 # ------------------------------------------------ every bit of the file is covered
@@ -174,7 +174,7 @@ def test_crafted_headers_are_refused_naming_the_field(tmp_path, header, data, fi
     path = tmp_path / "crafted.safetensors"
     path.write_bytes(_join(header, data))
     with pytest.raises(CheckpointError, match="crafted.safetensors") as info:
-        cf.read_safetensors(path)
+        container.read_safetensors(path)
     assert field in str(info.value)
 
 
@@ -190,7 +190,7 @@ def test_impossible_header_sizes_allocate_nothing(tmp_path, prefix):
 def test_deeply_nested_document_is_a_checkpoint_error(tmp_path):
     deep = "[" * 50_000 + "]" * 50_000
     path = tmp_path / "deep.safetensors"
-    path.write_bytes(cf.encode({}, {"format": "mlpx", "format_version": "2", "mlpx": deep}))
+    path.write_bytes(container.encode({}, {"format": "mlpx", "format_version": "2", "mlpx": deep}))
     assert "nested" in _load_error(path)
 
 

@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import mlpx  # noqa: E402
-from mlpx import checkpoint_file as cf  # noqa: E402
 from mlpx.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
-from mlpx.checkpoint_file import CheckpointError  # noqa: E402
 from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm, PReLU, Residual  # noqa: E402
+from mlpx.saving import container  # noqa: E402
+from mlpx.saving.container import CheckpointError  # noqa: E402
 from mlpx.schedules import ReduceLROnPlateau  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MLPX_FUZZ_EXAMPLES", "120"))
@@ -83,7 +83,7 @@ def _state(model) -> dict:
     run = model.trainer_
     return {
         "state": {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in model.state_dict().items()},
-        "run": (run.run, run.epoch, run.step, run.loss_sum, run.stopped),
+        "run": (run.fit_index, run.epoch, run.step, run.loss_sum, run.stopped),
         "optimizer": model.optimizer_.state_dict()["config"],
         "slots": [{k: mlpx.to_numpy(v).tobytes() for k, v in s.items()}
                   for s in model.optimizer_.state],
@@ -191,8 +191,8 @@ def _rewrite(doc=None, header=None, reseal=False) -> bytes:
     if doc is not None:
         header["__metadata__"]["mlpx"] = json.dumps(doc, allow_nan=True)
     if reseal:  # as someone editing the file on purpose: a valid checksum
-        tensors, meta = cf.decode(BLOB)
-        return cf.encode(tensors, {**meta, "mlpx": header["__metadata__"]["mlpx"]})
+        tensors, meta = container.decode(BLOB)
+        return container.encode(tensors, {**meta, "mlpx": header["__metadata__"]["mlpx"]})
     return _encode_header(header) + DATA
 
 

@@ -14,10 +14,10 @@ from _crafted import craft
 from _crafted import refused as _refused
 
 import mlpx
-from mlpx import checkpoint
-from mlpx import state as S
 from mlpx.callbacks import Callback
-from mlpx.checkpoint import CheckpointError
+from mlpx.saving import container
+from mlpx.saving.container import CheckpointError
+from mlpx.saving.reader import read_checkpoint
 
 
 def _data():
@@ -54,7 +54,7 @@ def mid_epoch(tmp_path_factory):
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y, callbacks=[Interrupt()], **FIT)
     path = model.save(tmp_path_factory.mktemp("mid") / "mid.safetensors")
-    return model, path, checkpoint.read_file(path)
+    return model, path, container.read_file(path)
 
 
 def test_a_mid_epoch_run_resumes_to_the_metrics_of_an_uninterrupted_one(mid_epoch):
@@ -78,8 +78,8 @@ def test_metric_sums_and_partial_history_round_trip_bitwise(mid_epoch, tmp_path)
     for name in want:
         for a, b in zip(want[name], got[name], strict=True):
             assert (a.dtype, a.shape, a.tobytes()) == (b.dtype, b.shape, b.tobytes())
-    again = checkpoint.read_file(loaded.save(tmp_path / "again.safetensors"))[1]["training"]
-    first = checkpoint.read_file(path)[1]["training"]
+    again = container.read_file(loaded.save(tmp_path / "again.safetensors"))[1]["training"]
+    first = container.read_file(path)[1]["training"]
     for key in ("step", "loss_sum", "history", "metric_sums"):
         assert again[key] == first[key], key
 
@@ -91,7 +91,7 @@ def test_histories_with_validation_every_second_epoch_round_trip(tmp_path):
     loaded = mlpx.load(model.save(tmp_path / "m.safetensors"))
     assert loaded.history_.history == h.history
     assert loaded.history_.epochs_of("val_r2") == [1, 3] and len(h.val_r2) == 2
-    meta = checkpoint.read_file(tmp_path / "m.safetensors")[1]
+    meta = container.read_file(tmp_path / "m.safetensors")[1]
     assert meta["training"]["history"]["epochs_of"]["val_loss"] == [1, 3]
 
 
@@ -219,7 +219,7 @@ def test_files_without_metric_sums_still_load_and_resume(tmp_path, mid_epoch):
                 del t[f"metric_sums.{name}.{i}"]
 
     path = _craft(tmp_path, mid_epoch[2], drop)
-    record = S.read_record(*checkpoint.read_file(path), str(path))
+    record = read_checkpoint(path)
     assert record.run.metric_sums == {} and record.run.step == 2
     h = _resume(_model(), path)
     assert len(h.loss) == 3 and np.isfinite(h.mae).all()

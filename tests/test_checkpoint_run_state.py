@@ -19,14 +19,14 @@ from _crafted import craft as _craft
 from _crafted import refused as _refused
 
 import mlpx
-from mlpx import checkpoint
-from mlpx import state as S
 from mlpx.activations import LeakyReLU
 from mlpx.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from mlpx.checkpoint import CheckpointError, OldCheckpointWarning
 from mlpx.layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, PReLU, Residual
 from mlpx.layers.registry import register_layer
 from mlpx.optim import AdamW, RMSprop
+from mlpx.saving import container
+from mlpx.saving.container import CheckpointError, OldCheckpointWarning
+from mlpx.saving.reader import read_checkpoint
 from mlpx.schedules import CosineAnnealing, ExponentialLR, ReduceLROnPlateau, StepLR
 
 
@@ -106,11 +106,11 @@ def test_round_trip_of_the_whole_run_is_bitwise(tmp_path, optimizer, schedule, d
     _same(cbs[-1].state, loaded.state_dict())
     _same(cbs[-1].optimizer, loaded.optimizer_.state_dict(), "optimizer")
     run, again = model.trainer_.state_dict(), loaded.trainer_.state_dict()
-    for key in ("run", "epoch", "step", "loss_sum", "stopped"):
+    for key in ("fit_index", "epoch", "step", "loss_sum", "stopped"):
         _same(run[key], again[key], key)
     _same(model.history_.history, loaded.history_.history, "history")
     # every callback's state, schedules included, as the file holds it
-    record = S.read_record(*checkpoint.read_file(path), str(path))
+    record = read_checkpoint(path)
     _same([{"class": type(cb).__name__, "state": cb.state_dict()} for cb in cbs],
           record.run.callbacks, "callbacks")
     assert record.run.callbacks[0]["state"]["best_state"] is not None
@@ -130,7 +130,7 @@ def test_round_trip_of_the_whole_run_is_bitwise(tmp_path, optimizer, schedule, d
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
     _, _, path = _run(tmp_path_factory.mktemp("run"), "adam", StepLR(step_size=1, gamma=0.5))
-    return checkpoint.read_file(path)
+    return container.read_file(path)
 
 
 
@@ -390,7 +390,7 @@ def test_custom_layers_round_trip_bitwise(tmp_path):
 
 def test_a_declared_custom_layer_is_checked_before_anything_is_built(tmp_path):
     _, path = _custom(tmp_path)
-    original = checkpoint.read_file(path)
+    original = container.read_file(path)
 
     def huge(m):
         m["model"]["layers"][0]["config"]["units"] = 100_000
@@ -412,7 +412,7 @@ def test_a_declared_custom_layer_is_checked_before_anything_is_built(tmp_path):
 
 def test_an_undeclared_custom_layer_is_checked_once_built_before_assignment(tmp_path):
     _, path = _custom(tmp_path)
-    original = checkpoint.read_file(path)
+    original = container.read_file(path)
 
     def narrow(t):
         t["layers.1.s"] = t["layers.1.s"][:3].copy()
@@ -454,7 +454,7 @@ def test_version_1_files_with_the_run_state_load_and_resume_with_a_warning(tmp_p
     """Files the state-dict code wrote before the whole-file checksum (format version 1,
     with the run's position and callback states) load, warn, and give the callbacks back."""
     model, cbs, path = _run(tmp_path, "adam", StepLR(step_size=1, gamma=0.5))
-    tensors, meta = checkpoint.read_file(path)
+    tensors, meta = container.read_file(path)
     meta["format_version"] = 1
     old = tmp_path / "v1.safetensors"
     write_v1(old, tensors, meta)
@@ -481,6 +481,6 @@ def test_version_1_files_with_the_run_state_load_and_resume_with_a_warning(tmp_p
 
 def test_the_current_version_is_the_one_written(tmp_path):
     model = mlpx.MLP([3, 2], seed=0)
-    tensors, metadata = checkpoint.read_safetensors(model.save(tmp_path / "m.safetensors"))
-    assert metadata["format_version"] == str(checkpoint.FORMAT_VERSION) == "2"
+    tensors, metadata = container.read_safetensors(model.save(tmp_path / "m.safetensors"))
+    assert metadata["format_version"] == str(container.FORMAT_VERSION) == "2"
     assert json.loads(metadata["mlpx"])["format_version"] == 2

@@ -16,9 +16,9 @@ from _crafted import craft as _craft
 from _crafted import refused as _refused
 
 import mlpx
-from mlpx import checkpoint_file as cf
-from mlpx.checkpoint_file import CheckpointError, OldCheckpointWarning
 from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm, Residual
+from mlpx.saving import container
+from mlpx.saving.container import CheckpointError, OldCheckpointWarning
 
 
 def _model():
@@ -37,7 +37,7 @@ def _model():
 def original(tmp_path_factory):
     path = tmp_path_factory.mktemp("schema") / "orig.safetensors"
     _model().save(path)
-    tensors, meta = cf.read_file(path)
+    tensors, meta = container.read_file(path)
     return tensors, meta
 
 

@@ -8,8 +8,8 @@ import pytest
 from safetensors.numpy import save_file
 
 import mlpx
-from mlpx.checkpoint_file import CheckpointError
 from mlpx.layers import BatchNorm, Dense
+from mlpx.saving.container import CheckpointError
 
 
 def _model(seed=0, dtype="float32"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import checkpoint_file as cf
+from mlpx.saving import container
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes and signals")
 
@@ -24,7 +24,7 @@ def _model(seed=0):
 
 
 def _tmp_name(target: Path, pid: int, host: str | None = None) -> str:
-    return f".{target.name}.{pid}.{host or cf._host_tag()}.abcd1234{cf._TMP_SUFFIX}"
+    return f".{target.name}.{pid}.{host or container._host_tag()}.abcd1234{container._TMP_SUFFIX}"
 
 
 def _dead_pid() -> int:
@@ -34,7 +34,7 @@ def _dead_pid() -> int:
 
 
 def _strays(directory: Path) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if n.endswith(cf._TMP_SUFFIX))
+    return sorted(n for n in os.listdir(directory) if n.endswith(container._TMP_SUFFIX))
 
 
 @posix_only
@@ -154,23 +154,23 @@ def test_write_errors_name_the_users_path_not_the_temporary_file(tmp_path, monke
     real_open = os.open
 
     def refuse(path, flags, *args):
-        if str(path).endswith(cf._TMP_SUFFIX):
+        if str(path).endswith(container._TMP_SUFFIX):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(cf.os, "open", refuse)
+    monkeypatch.setattr(container.os, "open", refuse)
     with pytest.raises(PermissionError) as info:
         _model().save(target)
     monkeypatch.undo()
-    assert "m.safetensors" in str(info.value) and cf._TMP_SUFFIX not in str(info.value)
+    assert "m.safetensors" in str(info.value) and container._TMP_SUFFIX not in str(info.value)
     assert "Permission denied" in str(info.value)
 
     def full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cf.os, "fsync", full)
+    monkeypatch.setattr(container.os, "fsync", full)
     with pytest.raises(OSError, match=r"m\.safetensors'.*No space") as info:
         _model().save(target)
-    assert cf._TMP_SUFFIX not in str(info.value)
+    assert container._TMP_SUFFIX not in str(info.value)
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []

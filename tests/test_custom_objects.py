@@ -12,7 +12,7 @@ import mlpx
 from mlpx import activations as A
 from mlpx import losses as L
 from mlpx.check import run_check
-from mlpx.checkpoint import CheckpointError
+from mlpx.saving.container import CheckpointError
 
 
 # --- the parts, as docs/extending.md writes them (registered by the fixture below) ---------

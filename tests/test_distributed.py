@@ -135,23 +135,39 @@ def test_a_metric_the_processes_cannot_merge_is_refused_at_start():
     model.fit(X, y, **dict(FIT, metrics=[Median()], epochs=1))  # alone, it is fine
 
 
+def test_a_bad_argument_of_a_data_parallel_fit_is_shared_before_it_is_raised():
+    """Planning fails on this process: the others learn of it at the agreement (one
+    exchange), then every process raises the error, and the model is unchanged."""
+    X, y = _data()
+    model, comm = _model(), Loopback()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        model.fit(X, y, distributed=dist.DataParallel(comm=comm), **dict(FIT, batch_size=0))
+    assert comm.calls == [("allgather", ())]
+    assert model.trainer_ is None
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("lead", [True, False])
 def test_batch_logs_count_the_rows_of_this_process_only(lead):
     """A data-parallel process's running loss is over its shards: rows part(lo, hi) of each
     batch (of a resumed epoch's first `carried` batches, rank 0 holds the saved sums whole)."""
+    from mlpx.backends.batches import EpochCuts
     from mlpx.training import _seen
 
     plan = SimpleNamespace(weights=None)
     run = ParallelRun(Loopback(1, 3), None)
     # 50 rows, batches of 16: 16, 16, 16, 2 rows; rank 1 of 3 takes 5, 5, 5 and 1 of them
-    assert _seen(plan, None, 16, 4, 50, run.rows) == 16
-    assert _seen(plan, None, 16, 4, 50) == 50
-    assert _seen(plan, None, 16, 3, 50, run.rows, carried=2, lead=lead) == (
+    cuts = EpochCuts(50, 16)
+    assert _seen(plan, None, cuts, 4, run.rows) == 16
+    assert _seen(plan, None, cuts, 4) == 50
+    assert _seen(plan, None, cuts, 3, run.rows, carried=2, lead=lead) == (
         32 + 5 if lead else 5)
     order = np.arange(50)[::-1]
     plan.weights = np.arange(50, dtype=np.float64)
     rows = [order[a:b] for a, b in (run.rows(0, 16), run.rows(16, 32))]
-    assert _seen(plan, order, 16, 2, 50, run.rows) == sum(plan.weights[r].sum() for r in rows)
+    assert _seen(plan, order, cuts, 2, run.rows) == sum(plan.weights[r].sum() for r in rows)
 
 
 def test_a_shard_weighs_its_share_of_the_batch():

@@ -211,3 +211,25 @@ def test_loss_and_grad_is_aligned_with_get_weights(model, data):
     # a small step against the gradient lowers the loss
     model.set_weights([w - 0.1 * g for w, g in zip(model.get_weights(), grads, strict=True)])
     assert model.loss_and_grad(X, y, loss="cross_entropy")[0] < value
+
+
+def test_fit_documents_every_parameter_with_its_type_and_default():
+    """Sequential.fit's numpy-style Parameters section names each parameter of its signature,
+    with a type and (keywords) the signature's default, in order."""
+    import inspect
+    import pydoc
+    import re
+
+    fit = mlpx.Sequential.fit
+    doc = inspect.getdoc(fit)
+    section = doc.split("Parameters\n----------\n", 1)[1].split("\n\nReturns\n", 1)[0]
+    entries = re.findall(r"^(\w+) : (.+)$", section, flags=re.M)
+    params = [p for p in inspect.signature(fit).parameters.values() if p.name != "self"]
+    assert [name for name, _ in entries] == [p.name for p in params]
+    for (name, kind), p in zip(entries, params, strict=True):
+        if p.default is inspect.Parameter.empty:
+            assert "default" not in kind, name
+        else:
+            assert kind.endswith(f", default {p.default!r}"), (name, kind)
+    shown = pydoc.render_doc(fit, renderer=pydoc.plaintext)
+    assert "batch_size: 'int' = 32" in shown and "batch_size : int, default 32" in shown

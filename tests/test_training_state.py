@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import checkpoint
 from mlpx.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from mlpx.checkpoint import CheckpointError
 from mlpx.layers import BatchNorm, Dense, Dropout
+from mlpx.saving import container
+from mlpx.saving.container import CheckpointError
 from mlpx.schedules import ReduceLROnPlateau, StepLR
 
 OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -177,7 +177,7 @@ def test_interrupt_records_the_position_of_the_run():
         _fit(model, 4, validation_split=0.25, callbacks=[_Interrupt(7)])
     pos = model.trainer_.state_dict()
     assert (pos["epoch"], pos["step"]) == (1, 2)
-    assert pos["run"] == 0 and pos["loss_sum"] > 0
+    assert pos["fit_index"] == 0 and pos["loss_sum"] > 0
     assert model.epoch_ == 1 and len(model.history_) == 1
 
 
@@ -189,10 +189,10 @@ def good(tmp_path):
     return model.save(tmp_path / "good.safetensors")
 
 
-def _rewrite(path, tmp_path, change, version=checkpoint.FORMAT_VERSION):
+def _rewrite(path, tmp_path, change, version=container.FORMAT_VERSION):
     """A copy of the checkpoint at `path` with `change` applied, with a valid checksum of the
     given format version."""
-    tensors, meta = checkpoint.read_file(path)
+    tensors, meta = container.read_file(path)
     change(tensors, meta)
     import json
 
@@ -203,7 +203,7 @@ def _rewrite(path, tmp_path, change, version=checkpoint.FORMAT_VERSION):
     if version == 1:
         write_v1(out, tensors, meta)
     else:
-        out.write_bytes(checkpoint.encode(tensors, {"format": "mlpx", "format_version":
+        out.write_bytes(container.encode(tensors, {"format": "mlpx", "format_version":
                                                     str(version), "mlpx": json.dumps(meta)}))
     return out
 
@@ -392,10 +392,10 @@ def test_files_without_run_position_or_callback_state_still_resume(tmp_path, goo
     _fit(straight, 3, validation_split=0.25)
     resumed = _model()
     stop = EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=False)
-    with pytest.warns(checkpoint.OldCheckpointWarning, match="re-save"):
+    with pytest.warns(container.OldCheckpointWarning, match="re-save"):
         _fit(resumed, 3, validation_split=0.25, resume_from=old, callbacks=[stop])
     _assert_same(_snapshot(straight), _snapshot(resumed))
-    with pytest.warns(checkpoint.OldCheckpointWarning):
+    with pytest.warns(container.OldCheckpointWarning):
         assert mlpx.load(old).epoch_ == 2
     # the current version requires them
     with pytest.raises(CheckpointError, match=r"training must hold.*missing \['step'"):

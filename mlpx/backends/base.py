@@ -74,7 +74,8 @@ class Backend:
     def batch_source(
         self, X: Any, y: Any, batch_size: int, dtype: Any, stream: bool | None = None
     ) -> Any:
-        """The training batches of (X, y): an object with `n`, `steps`, `batch_size`,
+        """The training batches of (X, y): an object with the epoch's cuts (`n`, `steps`,
+        `batch_size`, `last_rows`, `rows(s, part)`: mlpx.backends.batches.EpochCuts),
         `streamed`, `epoch(order)` (yields (x, y) batches of rows `order`, or in order when
         None) and `close()`. See mlpx.backends.batches. Host backends ignore `stream`."""
         from .batches import ResidentBatches

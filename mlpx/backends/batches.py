@@ -16,7 +16,9 @@ loop only iterates `source.epoch(order)` and never asks which one it got:
   overwrites a pinned buffer, on the event of that buffer's previous copy (issued a whole
   step earlier, so normally long finished).
 
-Both sources produce the same batches from the same `order`, so a streamed fit gives the same
+Both sources are cut the same way (`EpochCuts`: the batch size in use, steps per epoch, each
+batch's rows, the last batch's size), and the fit loop reads that arithmetic from the source
+it got. Both produce the same batches from the same `order`, so a streamed fit gives the same
 weights, bit for bit, as a resident one. `epoch(order, part)` takes an optional `part(lo, hi)`
 that narrows each batch's rows `lo:hi` of the order to a sub-range: a data-parallel process
 gathers (and, streamed, copies) only its shard of every global batch.
@@ -77,9 +79,14 @@ def gather_rows(src: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray
     return np.take(src, idx, axis=0, out=out, mode="clip")
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """The number of batches an epoch of `n` samples is cut into (the last holds the rest)."""
+    return -(-n // batch_size)
+
+
 def _steps(n: int, batch_size: int) -> tuple[int, int]:
     bs = min(batch_size, n)
-    return bs, -(-n // bs)
+    return bs, steps_per_epoch(n, bs)
 
 
 def _batch_rows(s: int, bs: int, n: int, part: Any) -> tuple[int, int]:
@@ -88,7 +95,28 @@ def _batch_rows(s: int, bs: int, n: int, part: Any) -> tuple[int, int]:
     return (lo, hi) if part is None else part(lo, hi)
 
 
-class ResidentBatches:
+class EpochCuts:
+    """How an epoch of `n` samples is cut into batches: both sources are cut so, and the
+    training loop reads the batch size, the number of steps and each batch's rows here."""
+
+    def __init__(self, n: int, batch_size: int) -> None:
+        self.n = n
+        #: the batch size in use: the one asked for, at most n
+        self.batch_size, self.steps = _steps(n, batch_size)
+        #: the rows of the epoch's last batch (the rest of n after the full batches)
+        self.last_rows = n - (self.steps - 1) * self.batch_size
+
+    def rows(self, s: int, part: Any = None) -> tuple[int, int]:
+        """Rows `lo:hi` of the epoch's order that batch `s` takes; with `part(lo, hi)` (a
+        data-parallel process's share) the sub-range of them this process takes."""
+        return _batch_rows(s, self.batch_size, self.n, part)
+
+    def rows_before(self, step: int) -> int:
+        """How many rows of the order the first `step` batches take."""
+        return min(step * self.batch_size, self.n)
+
+
+class ResidentBatches(EpochCuts):
     """Batches gathered on the device from X and y copied there once."""
 
     streamed = False
@@ -97,11 +125,10 @@ class ResidentBatches:
         self.ops = ops
         self.X = ops.asarray(X, dtype=dtype)
         self.y = ops.asarray(y)
-        self.n = int(self.X.shape[0])
-        self.batch_size, self.steps = _steps(self.n, batch_size)
+        super().__init__(int(self.X.shape[0]), batch_size)
         self._xbuf: dict[int, Any] = {}
         self._ybuf: dict[int, Any] = {}
-        for m in {self.batch_size, self.n - (self.steps - 1) * self.batch_size}:
+        for m in {self.batch_size, self.last_rows}:
             self._xbuf[m] = ops.empty((m,) + tuple(self.X.shape[1:]), self.X.dtype)
             self._ybuf[m] = ops.empty((m,) + tuple(self.y.shape[1:]), self.y.dtype)
 
@@ -110,7 +137,7 @@ class ResidentBatches:
         `part`, the sub-range `part(lo, hi)` of each batch's `lo:hi`."""
         idx_all = None if order is None else self.ops.asarray(order)
         for s in range(self.steps):
-            lo, hi = _batch_rows(s, self.batch_size, self.n, part)
+            lo, hi = self.rows(s, part)
             if idx_all is None:
                 yield self.X[lo:hi], self.y[lo:hi]
                 continue
@@ -154,7 +181,7 @@ class CupyStreamRuntime:
         dst.set(src, stream=stream)  # cudaMemcpyAsync: asynchronous because src is pinned
 
 
-class StreamedBatches:
+class StreamedBatches(EpochCuts):
     """Batches streamed from host memory through two pinned and two device buffers."""
 
     streamed = True
@@ -167,8 +194,7 @@ class StreamedBatches:
         # one host copy in the model's dtype (none when X already is one), gathered from
         self.X = np.ascontiguousarray(X, dtype=dtype)
         self.y = np.ascontiguousarray(y)
-        self.n = int(self.X.shape[0])
-        self.batch_size, self.steps = _steps(self.n, batch_size)
+        super().__init__(int(self.X.shape[0]), batch_size)
         bs = self.batch_size
         xshape, yshape = (bs,) + self.X.shape[1:], (bs,) + self.y.shape[1:]
         self.pinned_x = [runtime.pinned_empty(xshape, self.X.dtype) for _ in range(2)]
@@ -184,7 +210,7 @@ class StreamedBatches:
 
     def _prefetch(self, order: np.ndarray | None, s: int, slot: int, part: Any = None) -> int:
         """Gather batch `s` into pinned[slot] and queue its copy to the device; its rows."""
-        start, stop = _batch_rows(s, self.batch_size, self.n, part)
+        start, stop = self.rows(s, part)
         m = stop - start
         px, py = self.pinned_x[slot][:m], self.pinned_y[slot][:m]
         if self._copy_pending[slot]:

@@ -2,7 +2,7 @@
 
 What every process does (the trainer calls these hooks; see mlpx.training):
 
-- start: run the fit's checks (`Trainer.setup`) and compare what each process was given (data
+- start: run the fit's checks (`fit_plan.plan_fit`) and compare what each process was given (data
   shapes, dtypes and a checksum of sampled rows, architecture, dtype, seed, loss, optimiser,
   epochs, batch size, run position) with rank 0's; a process that failed or differs is named
   in the error every process raises. Then rank 0's parameters, buffers and optimiser state are
@@ -309,7 +309,7 @@ def fingerprint(model: Any, plan: Any) -> dict[str, Any]:
         "optimizer": plan.optimizer.get_config(),
         "epochs": plan.epochs, "batch_size": plan.batch_size, "shuffle": plan.shuffle,
         "clipping": (plan.clipper.clip_norm, plan.clipper.clip_value),
-        "run position": (plan.run, plan.epoch, plan.step, plan.resumed),
+        "run position": (plan.fit_index, plan.epoch, plan.step, plan.resumed),
         "metrics": [m.name for m in plan.metrics],
         "sample weights": None if plan.weights is None else _summary(plan.weights),
         "validation sample weights": None if plan.val_weights is None else
