@@ -9,10 +9,11 @@ import sys
 import pytest
 
 import mlpx
-from mlpx import bench, peers
-from mlpx.bench import format_profile, format_table, resolve_peers, run_bench, summarise
-from mlpx.bench_worker import step_flops, step_gemms
-from mlpx.cli import main
+from mlpx import peers
+from mlpx.commands import bench
+from mlpx.commands.bench import format_profile, format_table, resolve_peers, run_bench, summarise
+from mlpx.commands.bench_worker import step_flops, step_gemms
+from mlpx.commands.cli import main
 
 
 def test_step_flops_counts_every_gemm_once():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mlpx.backends.cpu import CPUBackend
-from mlpx.check import EPS32, F64_TOL, diff, run_check, tolerance
-from mlpx.cli import main
+from mlpx.commands.check import EPS32, F64_TOL, diff, run_check, tolerance
+from mlpx.commands.cli import main
 
 SMALL = ["--sizes", "20,32,16,4", "--batch", "24"]
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import mlpx
-from mlpx import cli
+from mlpx.commands import cli
 
 USAGE_ERRORS = [
     (["demo", "--epochs", "-1"], "--epochs must be >= 1"),
@@ -80,7 +80,8 @@ def test_a_subcommand_that_cannot_be_imported_is_reported(monkeypatch, capsys):
     assert "bench" in parser.format_help()  # still listed
     assert cli.main(["bench", "--quick"]) == 1
     err = capsys.readouterr().err
-    assert "mlpx bench: cannot import mlpx.bench: simulated: a dependency is missing" in err
+    assert ("mlpx bench: cannot import mlpx.commands.bench: simulated: a dependency is "
+            "missing") in err
 
 
 def test_check_reference_compares_with_something_independent(capsys):
@@ -93,7 +94,7 @@ def test_check_reference_compares_with_something_independent(capsys):
 
 def test_check_finite_differences_catch_a_wrong_reference_gradient(monkeypatch):
     from mlpx import activations as A
-    from mlpx.check import run_check
+    from mlpx.commands.check import run_check
 
     monkeypatch.setattr(A.Tanh, "derivative", lambda self, ops, dy, z, y: dy * (1.0 - y * y)
                         * 1.01)

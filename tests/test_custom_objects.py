@@ -11,8 +11,8 @@ import pytest
 import mlpx
 from mlpx import activations as A
 from mlpx import losses as L
-from mlpx.check import run_check
 from mlpx.checkpoint import CheckpointError
+from mlpx.commands.check import run_check
 
 
 # --- the parts, as docs/extending.md writes them (registered by the fixture below) ---------

@@ -1,7 +1,7 @@
 """`mlpx bench`: training and inference throughput per backend, dtype and batch size,
 against peer frameworks (`--peers torch,jax`).
 
-Every measurement runs in its own process: mlpx (`python -m mlpx.bench_worker`), then each
+Every measurement runs in its own process: mlpx (`python -m mlpx.commands.bench_worker`), then each
 peer's standalone script (`mlpx/peers/*.py`, run as a file: no mlpx in its process) on the
 same device, model, data and batch, then mlpx again, and so on for `--rounds` rounds, so that
 drift of the machine (clock, neighbours) hits all alike. A peer's ratio is the median of the
@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._compat import cpu_model
+from .._compat import cpu_model
 
 CPU_BATCHES = (256, 1024, 4096, 16384)
 GPU_BATCHES = (256, 1024, 4096, 16384, 65536)
@@ -88,7 +88,7 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 
 def _blas_auto() -> dict[str, Any] | None:
-    from .backends import _mkl
+    from ..backends import _mkl
 
     if _mkl.find_library() is None:
         return None
@@ -127,7 +127,7 @@ def _run_json(cmd: list[str], threads: int) -> dict[str, Any]:
         msg = " | ".join(tail) or f"exit status {proc.returncode}"
         oom = any(s in msg for s in ("OutOfMemory", "out of memory", "MemoryError",
                                      "RESOURCE_EXHAUSTED"))
-        from .peers import EXIT_UNAVAILABLE
+        from ..peers import EXIT_UNAVAILABLE
 
         return {"error": msg, "oom": oom, "unavailable": proc.returncode == EXIT_UNAVAILABLE,
                 "loadavg_1min": load}
@@ -151,7 +151,7 @@ def run_worker(backend: str, dtype: str, sizes: list[int], activation: str, batc
                min_time: float, threads: int, epoch_samples: int = EPOCH_SAMPLES,
                profile: bool = False) -> dict[str, Any]:
     """Measure mlpx in a fresh process; returns its JSON, or {"error": ...}."""
-    cmd = [sys.executable, "-m", "mlpx.bench_worker", "--backend", backend,
+    cmd = [sys.executable, "-m", "mlpx.commands.bench_worker", "--backend", backend,
            *_common_args(dtype, sizes, activation, batch, min_time, threads, epoch_samples)]
     return _run_json(cmd + (["--profile"] if profile else []), threads)
 
@@ -161,13 +161,13 @@ def run_peer(peer: str, backend: str, dtype: str, sizes: list[int], activation: 
              epoch_samples: int = EPOCH_SAMPLES) -> dict[str, Any]:
     """Measure a peer framework with its standalone script, run as a file in a fresh
     process (no mlpx imported beside it); returns its JSON, or {"error": ...}."""
-    from .peers import script_path
+    from ..peers import script_path
 
     device = "cuda" + backend[4:] if backend.startswith("cuda") else "cpu"
     cmd = [sys.executable, str(script_path(peer)), "--device", device,
            *_common_args(dtype, sizes, activation, batch, min_time, threads, epoch_samples)]
     if peer == "torch":  # the module the activation's declaration names: one source of truth
-        from . import activations as A
+        from .. import activations as A
 
         twin = A.get(activation).torch_module()
         if twin is None:
@@ -292,7 +292,7 @@ def summarise(mlpx_runs: list[dict], peer_runs: dict[str, list[dict]] | list[dic
 
 def resolve_peers(requested: list[str] | None) -> tuple[list[str], dict[str, str]]:
     """(peers to run, {peer: why skipped}). None means the default: torch when installed."""
-    from .peers import installed
+    from ..peers import installed
 
     if requested is None:
         return (["torch"], {}) if installed("torch") else ([], {})
@@ -695,8 +695,8 @@ def default_out_dir() -> Path:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`mlpx bench` with arguments the command line has already checked (mlpx.cli)."""
-    from .backends import available_backends
+    """`mlpx bench` with arguments the command line has already checked (mlpx.commands.cli)."""
+    from ..backends import available_backends
 
     backends = args.backend or available_backends()
     dtypes = args.dtype

@@ -4,7 +4,7 @@
 script (`mlpx/peers/`) in processes of its own, so that two libraries' thread pools never
 share a process.
 
-    python -m mlpx.bench_worker --backend cpu --dtype float32 --sizes 784,1024,1024,10 \
+    python -m mlpx.commands.bench_worker --backend cpu --dtype float32 --sizes 784,1024,1024,10 \
         --batch 1024
 
 The rules are those of the peer scripts: standard-normal inputs and uniform labels from
@@ -14,7 +14,7 @@ timed epochs and `--min-time` seconds of `Sequential.fit` (gather, forward, fuse
 backward, SGD update; the loss read once per epoch); samples/s = samples / time. Then
 `predict` latency at batch 1 and throughput at `--infer-batch`, and the step's GEMMs alone
 with the backend's own `matmul` on preallocated outputs (the framework-free bound).
-`--profile` adds the time of every backend op of the step (see mlpx.bench_profile).
+`--profile` adds the time of every backend op of the step (see mlpx.commands.bench_profile).
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
     result["best_gemm_gflops"] = max(gemm_times["gflops"].values())
 
     if args.profile:
-        from mlpx.bench_profile import profile_fit
+        from mlpx.commands.bench_profile import profile_fit
 
         result["profile"] = profile_fit(model, X, y, sizes, B, steps, args.epochs)
     if result["blas"] == "mkl":
@@ -247,7 +247,7 @@ def time_gemms(ops: Any, sizes: list[int], batch: int, dtype: Any,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mlpx.bench_worker", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mlpx.commands.bench_worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -266,7 +266,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tracemalloc", action="store_true",
                    help="record tracemalloc's peak of the warm-up epoch (slows it down)")
     p.add_argument("--profile", action="store_true",
-                   help="time every backend op of the step (mlpx.bench_profile)")
+                   help="time every backend op of the step (mlpx.commands.bench_profile)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in str(args.sizes).split(",")]

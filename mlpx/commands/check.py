@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import DEFAULT_SIZES
+from .arguments import DEFAULT_SIZES
 
 F64_TOL = 1e-10
 C32 = 1.0
@@ -151,8 +151,8 @@ def run_mlpx(backend: str, dtype: str, layers: LayersFn, input_dim: int,
 def torch_unavailable_reason(sizes: Sequence[int], activation: Any, loss: Any,
                              custom_model: bool) -> str | None:
     """Why PyTorch cannot run the same model, or None when it can."""
-    from . import activations as A
-    from . import losses as L
+    from .. import activations as A
+    from .. import losses as L
 
     if custom_model:
         return "the model is user-defined, and PyTorch builds the default Dense stack only"
@@ -167,8 +167,8 @@ def run_torch(dtype: str, sizes: Sequence[int], activation: Any, weights: list[n
               X: np.ndarray, y: np.ndarray, loss: Any = "cross_entropy") -> Result:
     import torch
 
-    from . import activations as A
-    from . import losses as L
+    from .. import activations as A
+    from .. import losses as L
 
     act = A.get(activation)
     twin = act.torch_module()
@@ -244,7 +244,7 @@ def finite_difference_check(layers: LayersFn, input_dim: int, weights: list[np.n
 
 
 def _targets(loss: Any, n_out: int, batch: int, rng: np.random.Generator) -> np.ndarray:
-    from . import losses as L
+    from .. import losses as L
 
     name = L.get(loss).name
     if name in ("cross_entropy", "nll"):
@@ -352,22 +352,8 @@ def format_report(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
-def activation_error(name: str) -> str | None:
-    """Why `name` cannot be the hidden activation of a trained MLP, or None if it can."""
-    from . import activations as A
-
-    try:
-        act = A.get(name)
-    except (ValueError, TypeError) as e:
-        return str(e)
-    if not act.differentiable:
-        return (f"the {act.name!r} activation has no gradient, so there is no training step to "
-                "measure or check; choose a differentiable one such as relu or tanh")
-    return None
-
-
 def run_command(args: argparse.Namespace) -> int:
-    """`mlpx check` with arguments the command line has already checked (mlpx.cli)."""
+    """`mlpx check` with arguments the command line has already checked (mlpx.commands.cli)."""
     report = run_check(args.sizes, args.batch, args.activation, args.dtype, args.backend,
                        torch=not args.no_torch, seed=args.seed, loss=args.loss,
                        model=args.model)

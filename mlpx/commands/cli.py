@@ -1,8 +1,9 @@
 """The `mlpx` command line: `mlpx train`, `mlpx predict`, `mlpx demo`, `mlpx bench`,
 `mlpx check`, `mlpx info`.
 
-Every subcommand's arguments are declared here, with shared argument types (sizes, dtypes,
-backend names checked by the backend registry, counts, seeds). Every usage error, also those
+Every subcommand's arguments are declared here, with the shared argument types of
+`mlpx.commands.arguments` (sizes, dtypes, backend names checked by the backend registry,
+counts, seeds). Every usage error, also those
 that depend on several arguments or on this machine, goes through the parser before any work
 starts: one line on stderr, exit status 2, no traceback. The subcommands' modules are
 imported when they run; one that fails to import is reported, never dropped from the list.
@@ -13,158 +14,30 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-DEFAULT_SIZES = (784, 1024, 1024, 10)
-DTYPES = ("float32", "float64")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `mlpx check: --seed must be >= 0, got -1`, exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        # "argument --seed: --seed must be ..." says the name once
-        message = re.sub(r"^argument (\S+): \1 ", r"\1 ", message)
-        self.exit(2, f"{self.prog}: {message}\n")
-
-
-# --------------------------------------------------------------------------- argument types
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-
-
-def positive_int(what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        v = _int(text, what)
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{what} must be >= 1, got {v}")
-        return v
-
-    return parse
-
-
-def non_negative_int(what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        v = _int(text, what)
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {v}")
-        return v
-
-    return parse
-
-
-def non_negative_float(what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not v >= 0:  # NaN too
-            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {text}")
-        return v
-
-    return parse
-
-
-def int_list(what: str, min_len: int = 1) -> Callable[[str], list[int]]:
-    """Comma-separated positive integers, at least `min_len` of them."""
-
-    def parse(text: str) -> list[int]:
-        try:
-            values = [int(v) for v in str(text).replace(" ", "").split(",") if v]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{what} must be comma-separated integers such as 256,1024; got {text!r}"
-            ) from None
-        if not values or min(values) < 1:
-            raise argparse.ArgumentTypeError(f"{what} must be positive integers; got {text!r}")
-        if len(values) < min_len:
-            raise argparse.ArgumentTypeError(
-                f"{what} needs at least an input and an output width, e.g. 784,1024,10; "
-                f"got {text!r}"
-            )
-        return values
-
-    return parse
-
-
-sizes_type = int_list("--sizes", min_len=2)
-
-
-def dtype_list(text: str) -> list[str]:
-    """float32, float64 or both, comma-separated."""
-    dtypes = [d.strip() for d in str(text).split(",") if d.strip()]
-    if not dtypes or any(d not in DTYPES for d in dtypes):
-        raise argparse.ArgumentTypeError(
-            f"--dtype must be float32, float64 or both (float32,float64); got {text!r}"
-        )
-    return list(dict.fromkeys(dtypes))
-
-
-def backend_name(text: str) -> str:
-    """A backend name the backend registry knows (availability is checked separately)."""
-    from .backends import check_backend_name
-
-    try:
-        return check_backend_name(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def peer_list(text: str) -> list[str]:
-    from .peers import PEERS
-
-    names = [v for v in str(text).replace(" ", "").lower().split(",") if v]
-    if names in (["none"], []):
-        return []
-    unknown = [v for v in names if v not in PEERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)} (comma-separated), "
-            "or none"
-        )
-    return list(dict.fromkeys(names))
-
-
-# ---------------------------------------------------------------- checks across arguments
-def import_modules(parser: argparse.ArgumentParser, modules: Sequence[str]) -> None:
-    """Import the modules that register user-defined parts (--import)."""
-    for name in modules or ():
-        try:
-            importlib.import_module(name)
-        except Exception as e:  # noqa: BLE001 - any failure is the user's module's
-            parser.error(f"--import {name}: {type(e).__name__}: {e}")
-
-
-def trainable_activation(parser: argparse.ArgumentParser, name: str) -> None:
-    from .check import activation_error
-
-    problem = activation_error(name)
-    if problem:
-        parser.error(f"--activation: {problem}")
-
-
-def available_backend(parser: argparse.ArgumentParser, name: str) -> None:
-    """Build the backend now, so that a missing GPU is a usage error, not a traceback."""
-    from . import backends
-    from .errors import BackendUnavailableError
-
-    try:
-        backends.get_backend(name)
-    except (BackendUnavailableError, ValueError) as e:
-        parser.error(str(e))
+from .arguments import (
+    DEFAULT_SIZES,
+    Parser,
+    available_backend,
+    backend_name,
+    dtype_list,
+    import_modules,
+    int_list,
+    non_negative_float,
+    non_negative_int,
+    peer_list,
+    positive_int,
+    sizes_type,
+    trainable_activation,
+)
+from .outdir import check_out_dir
 
 
 def _validate_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from .demo import check_out_dir
-
     available_backend(parser, args.backend)
     try:  # before the data loads and the training runs
         check_out_dir(args.out)
@@ -173,7 +46,7 @@ def _validate_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _validate_bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from .backends import VALID_NAMES, available_backends
+    from ..backends import VALID_NAMES, available_backends
 
     for b in args.backend or []:
         if b not in available_backends() and not b.startswith("cuda:"):
@@ -186,7 +59,7 @@ def _validate_bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     import_modules(parser, args.imports)
-    from . import losses as L
+    from .. import losses as L
 
     trainable_activation(parser, args.activation)
     try:
@@ -205,9 +78,9 @@ def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def _validate_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Read and encode the data now: a bad file or column is a usage error, not a crash
     after training."""
-    from . import optim
-    from .tabular import TabularError
-    from .tabular_commands import check_out_dir, prepare_train
+    from .. import optim
+    from ..tabular import TabularError
+    from ..tabular_commands import prepare_train
 
     trainable_activation(parser, args.activation)
     if args.optimizer.lower() not in optim.names():
@@ -216,6 +89,9 @@ def _validate_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     available_backend(parser, args.backend)
     try:
         check_out_dir(args.out)
+    except OSError as e:
+        parser.error(f"--out: {e}")
+    try:
         args.job = prepare_train(args.data, args.target, args.task, args.drop,
                                  args.val_fraction, args.test_fraction, args.seed)
     except TabularError as e:
@@ -223,8 +99,8 @@ def _validate_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def _validate_predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from .tabular import TabularError
-    from .tabular_commands import prepare_predict
+    from ..tabular import TabularError
+    from ..tabular_commands import prepare_predict
 
     available_backend(parser, args.backend)
     if args.out != "-":
@@ -264,7 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import __version__, available_backends
+    from .. import __version__, available_backends
 
     print(f"mlpx {__version__}, numpy {np.__version__}")
     print(f"available backends: {', '.join(available_backends())}")
@@ -272,7 +148,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .tabular_commands import run_train
+    from ..tabular_commands import run_train
 
     run_train(args.job, args.out, args.hidden, activation=args.activation, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -281,7 +157,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .tabular_commands import run_predict
+    from ..tabular_commands import run_predict
 
     run_predict(args.job, args.out, proba=args.proba)
     return 0
@@ -417,7 +293,7 @@ def _unimportable(sub: Any, command: str, help: str, error: ImportError) -> None
     """A subcommand whose module cannot be imported: listed, and it says why when run."""
 
     def report(args: argparse.Namespace) -> int:
-        print(f"mlpx {command}: cannot import mlpx.{command}: {error}", file=sys.stderr)
+        print(f"mlpx {command}: cannot import mlpx.commands.{command}: {error}", file=sys.stderr)
         return 1
 
     # "+" as the option prefix: every argument is taken as given, then the error is reported
@@ -508,7 +384,7 @@ def _add_check(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = Parser(prog="mlpx", description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .outdir import check_out_dir
 
 
 def load_digits_split(
@@ -19,7 +20,7 @@ def load_digits_split(
         raise ImportError(
             'the digits data set ships with scikit-learn: pip install "mlpx[demo]"'
         ) from None
-    from .data import Standardizer, train_test_split
+    from ..data import Standardizer, train_test_split
 
     X, y = load_digits(return_X_y=True)
     X_tr, X_te, y_tr, y_te = train_test_split(
@@ -32,22 +33,6 @@ def load_digits_split(
     )
 
 
-def check_out_dir(out_dir: str | Path) -> Path:
-    """Check before any work that `out_dir` is, or can be created as, a writable directory."""
-    out = Path(out_dir)
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        where = "it is" if existing == out else f"{str(existing)!r} is"
-        raise NotADirectoryError(f"cannot write the demo's output to {str(out)!r}: {where} a "
-                                 "file, not a directory; choose another --out")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write the demo's output to {str(out)!r}: no permission "
-                              f"to create files in {str(existing)!r}")
-    return out
-
-
 def run_demo(
     out_dir: str | Path = "demo_output",
     backend: str = "auto",
@@ -55,7 +40,7 @@ def run_demo(
     seed: int = 0,
     verbose: int = 1,
 ) -> dict:
-    from . import MLP
+    from .. import MLP
 
     out = check_out_dir(out_dir)  # before training, not after
     X_tr, X_te, y_tr, y_te = load_digits_split(seed)
