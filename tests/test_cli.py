@@ -102,3 +102,14 @@ def test_check_finite_differences_catch_a_wrong_reference_gradient(monkeypatch):
                        torch=False)
     fd = [c for c in report.comparisons if c.label == "finite differences"]
     assert fd and not fd[0].ok
+
+
+@pytest.mark.parametrize("command", [["train", "data.csv", "--target", "y"], ["demo"]])
+def test_an_out_directory_that_is_a_file_is_a_usage_error(command, tmp_path, capsys):
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    assert cli.main([*command, "--backend", "cpu", "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mlpx {command[0]}: --out: "), err
+    assert "existing_file': it is a file, not a directory" in err[0]
+    assert existing.read_text() == "keep me"
