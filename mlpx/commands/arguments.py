@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 #: the model that `mlpx bench` and `mlpx check` measure unless --sizes says otherwise
 DEFAULT_SIZES = (784, 1024, 1024, 10)
@@ -128,13 +130,37 @@ def peer_list(text: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- checks across arguments
+def import_user_module(name: str) -> Any:
+    """Import a module of the user's, found in the working directory as `python -m` finds
+    it (an installed `mlpx` script does not put that directory on the path by itself)."""
+    cwd = os.getcwd()
+    if not any(entry in ("", ".", cwd) for entry in sys.path):
+        sys.path.insert(0, cwd)
+    return importlib.import_module(name)
+
+
 def import_modules(parser: argparse.ArgumentParser, modules: Sequence[str]) -> None:
     """Import the modules that register user-defined parts (--import)."""
     for name in modules or ():
         try:
-            importlib.import_module(name)
+            import_user_module(name)
         except Exception as e:  # noqa: BLE001 - any failure is the user's module's
             parser.error(f"--import {name}: {type(e).__name__}: {e}")
+
+
+def model_function(parser: argparse.ArgumentParser, spec: str) -> Callable[[], list[Any]]:
+    """--model MODULE:FUNCTION: the user's function that returns a model's layers."""
+    module, _, attr = spec.partition(":")
+    if not (module and attr):
+        parser.error(f"--model must be MODULE:FUNCTION (a function returning a list of "
+                     f"layers), got {spec!r}")
+    try:
+        fn = getattr(import_user_module(module), attr)
+    except Exception as e:  # noqa: BLE001 - the user's module
+        parser.error(f"--model {spec}: {type(e).__name__}: {e}")
+    if not callable(fn):
+        parser.error(f"--model {spec}: {attr} is not a function")
+    return fn
 
 
 def trainable_activation(parser: argparse.ArgumentParser, name: str) -> None:

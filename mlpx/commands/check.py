@@ -30,11 +30,15 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .arguments import DEFAULT_SIZES
+
+if TYPE_CHECKING:
+    from ..activations import Activation
+    from ..losses import Loss
 
 F64_TOL = 1e-10
 C32 = 1.0
@@ -127,6 +131,11 @@ def mlp_layers(sizes: Sequence[int], activation: Any) -> LayersFn:
     return build
 
 
+def model_output_width(layers: LayersFn, input_dim: int) -> int:
+    """The output width of the model that `layers` builds (on the reference backend)."""
+    return _model(layers, input_dim, "reference", "float64").output_dim
+
+
 def _model(layers: LayersFn, input_dim: int, backend: str, dtype: str, seed: int = 0) -> Any:
     import mlpx
 
@@ -135,7 +144,7 @@ def _model(layers: LayersFn, input_dim: int, backend: str, dtype: str, seed: int
 
 
 def run_mlpx(backend: str, dtype: str, layers: LayersFn, input_dim: int,
-             weights: list[np.ndarray], X: np.ndarray, y: np.ndarray, loss: Any) -> Result:
+             weights: list[np.ndarray], X: np.ndarray, y: np.ndarray, loss_fn: Loss) -> Result:
     model = _model(layers, input_dim, backend, dtype)
     model.set_weights([w.astype(dtype) for w in weights])
     ops = model.ops
@@ -144,39 +153,31 @@ def run_mlpx(backend: str, dtype: str, layers: LayersFn, input_dim: int,
     for layer in model.layers:
         h = layer.forward(h, training=False)
         outs.append(ops.to_numpy(h).copy())
-    value, grads = model.loss_and_grad(X.astype(dtype), y, loss=loss)
+    value, grads = model.loss_and_grad(X.astype(dtype), y, loss=loss_fn)
     return outs, float(value), grads
 
 
-def torch_unavailable_reason(sizes: Sequence[int], activation: Any, loss: Any,
+def torch_unavailable_reason(sizes: Sequence[int], act: Activation, loss_fn: Loss,
                              custom_model: bool) -> str | None:
     """Why PyTorch cannot run the same model, or None when it can."""
-    from .. import activations as A
-    from .. import losses as L
-
     if custom_model:
         return "the model is user-defined, and PyTorch builds the default Dense stack only"
-    if len(sizes) > 2 and A.get(activation).torch_module() is None:
-        return f"activation {A.get(activation).name!r} declares no PyTorch counterpart"
-    if L.get(loss).torch_module() is None:
-        return f"loss {L.get(loss).name!r} declares no PyTorch counterpart"
+    if len(sizes) > 2 and act.torch_module() is None:
+        return f"activation {act.name!r} declares no PyTorch counterpart"
+    if loss_fn.torch_module() is None:
+        return f"loss {loss_fn.name!r} declares no PyTorch counterpart"
     return None
 
 
-def run_torch(dtype: str, sizes: Sequence[int], activation: Any, weights: list[np.ndarray],
-              X: np.ndarray, y: np.ndarray, loss: Any = "cross_entropy") -> Result:
+def run_torch(dtype: str, sizes: Sequence[int], act: Activation, weights: list[np.ndarray],
+              X: np.ndarray, y: np.ndarray, loss_fn: Loss) -> Result:
     import torch
 
-    from .. import activations as A
-    from .. import losses as L
-
-    act = A.get(activation)
     twin = act.torch_module()
     if twin is None:
         raise ValueError(f"activation {act.name!r} declares no PyTorch counterpart "
                          "(Activation.torch_module)")
     module = getattr(torch.nn, twin[0])(**twin[1])
-    loss_fn = L.get(loss)
     loss_name, loss_kwargs = loss_fn.torch_module()
     tdt = {"float32": torch.float32, "float64": torch.float64}[dtype]
     params = [torch.tensor(w.astype(dtype), dtype=tdt, requires_grad=True) for w in weights]
@@ -216,14 +217,14 @@ FD_TOL = 1e-6
 
 
 def finite_difference_check(layers: LayersFn, input_dim: int, weights: list[np.ndarray],
-                            X: np.ndarray, y: np.ndarray, loss: Any, directions: int = 3,
+                            X: np.ndarray, y: np.ndarray, loss_fn: Loss, directions: int = 3,
                             seed: int = 0) -> Comparison:
     """The reference backend's gradients against float64 central differences of its loss
     (independent of every backward pass): along random directions v, (L(w + hv) - L(w - hv))
     / 2h against sum(grad * v). Needs nothing but the forward pass."""
     model = _model(layers, input_dim, "reference", "float64")
     model.set_weights(weights)
-    _, grads = model.loss_and_grad(X, y, loss=loss)
+    _, grads = model.loss_and_grad(X, y, loss=loss_fn)
     rng = np.random.default_rng(seed + 1)
     comp = Comparison("finite differences", "float64")
     for d in range(directions):
@@ -234,7 +235,7 @@ def finite_difference_check(layers: LayersFn, input_dim: int, weights: list[np.n
         values = []
         for sign in (1.0, -1.0):
             model.set_weights([w + sign * h * a for w, a in zip(weights, v, strict=True)])
-            values.append(float(model.loss_and_grad(X, y, loss=loss)[0]))
+            values.append(float(model.loss_and_grad(X, y, loss=loss_fn)[0]))
         fd = (values[0] - values[1]) / (2 * h)
         analytic = sum(float((g * a).sum()) for g, a in zip(grads, v, strict=True))
         scale = max(abs(fd), abs(analytic), 1e-300)
@@ -243,11 +244,22 @@ def finite_difference_check(layers: LayersFn, input_dim: int, weights: list[np.n
     return comp
 
 
-def _targets(loss: Any, n_out: int, batch: int, rng: np.random.Generator) -> np.ndarray:
-    from .. import losses as L
+def needs_classes(loss_fn: Loss) -> bool:
+    """Whether the loss takes integer class labels (and so needs two outputs or more)."""
+    return loss_fn.name in ("cross_entropy", "nll")
 
-    name = L.get(loss).name
-    if name in ("cross_entropy", "nll"):
+
+def output_width_problem(loss_fn: Loss, n_outputs: int) -> str | None:
+    """Why a model with `n_outputs` outputs cannot be checked with this loss, or None."""
+    if needs_classes(loss_fn) and n_outputs < 2:
+        return (f"loss {loss_fn.name!r} needs at least 2 outputs (one per class), got "
+                f"{n_outputs}")
+    return None
+
+
+def _targets(loss_fn: Loss, n_out: int, batch: int, rng: np.random.Generator) -> np.ndarray:
+    name = loss_fn.name
+    if needs_classes(loss_fn):
         return rng.integers(0, n_out, size=batch)
     if name == "bce":
         return rng.integers(0, 2, size=(batch, n_out)).astype(np.float64)
@@ -274,18 +286,23 @@ def run_check(
     from mlpx._compat import has_module
 
     sizes = [int(s) for s in sizes]
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes must be at least two positive widths, got {sizes}")
+    if min(sizes, default=0) < 1 or len(sizes) < (1 if model else 2):
+        raise ValueError(f"sizes must be positive widths, an input and an output width at "
+                         f"least (with model=, the input width alone); got {sizes}")
+    loss_fn = mlpx.losses.get(loss)  # looked up once; every runner takes the object
+    act = mlpx.activations.get(activation)
     layers = model or mlp_layers(sizes, activation)
     base = _model(layers, sizes[0], "reference", "float64", seed)
     n_out = base.output_dim
-    if mlpx.losses.get(loss).name in ("cross_entropy", "nll") and n_out < 2:
-        raise ValueError(f"loss {mlpx.losses.get(loss).name!r} needs an output width >= 2")
+    problem = output_width_problem(loss_fn, n_out)
+    if problem:
+        raise ValueError(f"{problem}; make the last width the number of classes, or use a "
+                         "loss for values such as mse")
     backends = list(backends) if backends is not None else mlpx.available_backends()
     rng = np.random.default_rng(seed)
     # Inputs of unit scale; outputs of O(1) so that a softmax is not saturated.
     X = rng.standard_normal((batch, sizes[0]))
-    y = _targets(loss, n_out, batch, rng)
+    y = _targets(loss_fn, n_out, batch, rng)
     weights64 = base.get_weights()
     names = [f"L{i} {p.name}" for i, layer in enumerate(base.layers) for p in layer.parameters()]
     fan_ins = [max(layer.input_dim for layer in base.layers[: i + 1])
@@ -293,7 +310,7 @@ def run_check(
     k_grad = max(batch, sizes[0], *(layer.output_dim for layer in base.layers))
 
     notes = []
-    no_torch = torch_unavailable_reason(sizes, activation, loss, model is not None)
+    no_torch = torch_unavailable_reason(sizes, act, loss_fn, model is not None)
     use_torch = torch and has_module("torch") and no_torch is None
     if torch and no_torch is not None:
         notes.append(f"PyTorch left out: {no_torch}")
@@ -304,14 +321,14 @@ def run_check(
         # The reference sees exactly the weights and inputs the dtype under test stores.
         w = [a.astype(dtype).astype(np.float64) for a in weights64]
         x = X.astype(dtype).astype(np.float64)
-        ref = run_mlpx("reference", "float64", layers, sizes[0], w, x, y, loss)
+        ref = run_mlpx("reference", "float64", layers, sizes[0], w, x, y, loss_fn)
         labels = list(backends) + (["pytorch"] if use_torch else [])
         for label in labels:
             try:
                 if label == "pytorch":
-                    got = run_torch(dtype, sizes, activation, w, x, y, loss)
+                    got = run_torch(dtype, sizes, act, w, x, y, loss_fn)
                 else:
-                    got = run_mlpx(label, dtype, layers, sizes[0], w, x, y, loss)
+                    got = run_mlpx(label, dtype, layers, sizes[0], w, x, y, loss_fn)
             except Exception as e:  # a backend that crashes is a failed check, not a crash
                 comparisons.append(Comparison(label, dtype, error=f"{type(e).__name__}: {e}"))
                 continue
@@ -319,7 +336,7 @@ def run_check(
     if any(b.strip().lower() in ("reference", "numpy") for b in backends):
         # The reference against itself proves nothing: its gradients meet an independent
         # check, central differences of its own loss; its outputs meet PyTorch's, if any.
-        comparisons.append(finite_difference_check(layers, sizes[0], weights64, X, y, loss,
+        comparisons.append(finite_difference_check(layers, sizes[0], weights64, X, y, loss_fn,
                                                     seed=seed))
         notes.append(
             "reference: its float64 outputs are the definition the others are compared with; "
@@ -355,7 +372,7 @@ def format_report(report: CheckReport) -> str:
 def run_command(args: argparse.Namespace) -> int:
     """`mlpx check` with arguments the command line has already checked (mlpx.commands.cli)."""
     report = run_check(args.sizes, args.batch, args.activation, args.dtype, args.backend,
-                       torch=not args.no_torch, seed=args.seed, loss=args.loss,
+                       torch=not args.no_torch, seed=args.seed, loss=args.loss_fn,
                        model=args.model)
     what = "user-defined model" if args.model else (
         f"model {'-'.join(map(str, args.sizes))} {args.activation}")

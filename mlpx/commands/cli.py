@@ -12,7 +12,6 @@ imported when they run; one that fails to import is reported, never dropped from
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from .arguments import (
     dtype_list,
     import_modules,
     int_list,
+    model_function,
     non_negative_float,
     non_negative_int,
     peer_list,
@@ -58,21 +58,34 @@ def _validate_bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    import_modules(parser, args.imports)
-    from .. import losses as L
+    from .. import losses
+    from .check import model_output_width, output_width_problem
 
+    import_modules(parser, args.imports)
     trainable_activation(parser, args.activation)
     try:
-        loss = L.get(args.loss)
+        args.loss_fn = losses.get(args.loss)  # the one lookup: run_check takes the object
     except (TypeError, ValueError) as e:
         parser.error(f"--loss: {e}")
     if args.model:
-        args.model = _model_function(parser, args.model)
-    elif loss.name in ("cross_entropy", "nll") and args.sizes[-1] < 2:
-        parser.error(
-            f"--sizes: loss {loss.name!r} needs at least 2 outputs (one per class), got "
-            f"{args.sizes[-1]}; end the sizes with the number of classes, or use --loss mse"
-        )
+        spec = args.model
+        args.model = model_function(parser, spec)
+        try:
+            width = model_output_width(args.model, args.sizes[0])
+        except Exception as e:  # noqa: BLE001 - the user's function or layers
+            parser.error(f"--model {spec}: cannot build the model: {type(e).__name__}: {e}")
+        problem = output_width_problem(args.loss_fn, width)
+        if problem:
+            parser.error(f"--model {spec}: {problem}; make its last layer as wide as the "
+                         "number of classes, or use --loss mse")
+        return
+    if len(args.sizes) < 2:
+        parser.error(f"--sizes needs an input and an output width, e.g. 784,1024,10 (the input "
+                     f"width alone only with --model); got {args.sizes[0]}")
+    problem = output_width_problem(args.loss_fn, args.sizes[-1])
+    if problem:
+        parser.error(f"--sizes: {problem}; end the sizes with the number of classes, or use "
+                     "--loss mse")
 
 
 def _validate_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -112,20 +125,6 @@ def _validate_predict(parser: argparse.ArgumentParser, args: argparse.Namespace)
         args.job = prepare_predict(args.model, args.data, args.proba, args.backend)
     except TabularError as e:
         parser.error(str(e))
-
-
-def _model_function(parser: argparse.ArgumentParser, spec: str) -> Callable[[], list[Any]]:
-    module, _, attr = spec.partition(":")
-    if not (module and attr):
-        parser.error(f"--model must be MODULE:FUNCTION (a function returning a list of "
-                     f"layers), got {spec!r}")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except Exception as e:  # noqa: BLE001 - the user's module
-        parser.error(f"--model {spec}: {type(e).__name__}: {e}")
-    if not callable(fn):
-        parser.error(f"--model {spec}: {attr} is not a function")
-    return fn
 
 
 # ------------------------------------------------------------------------------- commands
@@ -359,8 +358,9 @@ def _add_check(sub: Any) -> None:
         return _unimportable(sub, "check", help, e)
     p = sub.add_parser("check", help=help, description=check.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=sizes_type, default=list(DEFAULT_SIZES),
-                   help="layer widths, input first (default 784,1024,1024,10)")
+    p.add_argument("--sizes", type=int_list("--sizes"), default=list(DEFAULT_SIZES),
+                   help="layer widths, input first (default 784,1024,1024,10); with --model "
+                        "the input width alone")
     p.add_argument("--batch", type=positive_int("--batch"), default=256,
                    help="batch size (default 256)")
     p.add_argument("--activation", default="relu",
