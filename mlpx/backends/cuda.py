@@ -68,9 +68,9 @@ class CUDABackend(Backend):
     def __init__(self, device: int = 0, allow_tf32: bool = False) -> None:
         if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or device < 0:
             raise ValueError(f"device must be a GPU number >= 0, got {device!r}")
-        from . import _cuda_unavailable_reason  # the registry's messages, one wording
+        from . import cuda_unavailable_reason  # the registry's messages, one wording
 
-        reason = _cuda_unavailable_reason(int(device))
+        reason = cuda_unavailable_reason(int(device))
         if reason:
             raise BackendUnavailableError(reason)
         import cupy

@@ -143,7 +143,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     print(f"mlpx {__version__}, numpy {np.__version__}")
     print(f"available backends: {', '.join(available_backends())}")
+    print(f"cuda: {cuda_status()}")
     return 0
+
+
+def cuda_status() -> str:
+    """How many GPUs the cuda backend sees, or why it cannot run here and the fix."""
+    from .._compat import gpu_count
+    from ..backends import cuda_unavailable_reason
+
+    reason = cuda_unavailable_reason()
+    return f"not available: {reason}" if reason else f"{gpu_count()} GPU(s)"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -389,11 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mlpx", description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mlpx {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
     _add_train(sub)
     _add_predict(sub)
     _add_demo(sub)
-    info = sub.add_parser("info", help="versions and available backends")
+    info = sub.add_parser("info", help="versions, the available backends, and why cuda is "
+                                          "missing where it is")
     info.set_defaults(func=_cmd_info, validate=None)
     _add_bench(sub)
     _add_check(sub)
@@ -405,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command is None:  # bare `mlpx`: what it can do, not a usage error
+            parser.print_help()
+            return 0
         if args.validate is not None:
             sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore
             args.validate(sub, args)
