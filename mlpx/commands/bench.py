@@ -689,9 +689,14 @@ def write_plot(doc: dict[str, Any], path: Path) -> bool:
     return True
 
 
+#: where results go without --out: under the working directory, and git-ignored in mlpx's own
+#: checkout, so that a run never adds untracked files to the source tree
+DEFAULT_RESULTS_DIR = "bench_results"
+
+
 def default_out_dir() -> Path:
     stamp = _dt.date.today().isoformat()
-    return Path("benchmarks") / "results" / f"{stamp}-{socket.gethostname()}"
+    return Path(DEFAULT_RESULTS_DIR) / f"{stamp}-{socket.gethostname()}"
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -352,7 +352,8 @@ def _add_bench(sub: Any) -> None:
                    help="per-op breakdown of mlpx's training step against the GEMMs alone "
                         "and the peers' steps")
     p.add_argument("--out", default=None,
-                   help="results directory (default benchmarks/results/<date>-<host>)")
+                   help=f"results directory (default {bench.DEFAULT_RESULTS_DIR}/<date>-<host> "
+                        "in the working directory)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: batches 256,1024, 1 round, short timings")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
