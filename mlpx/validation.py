@@ -165,12 +165,3 @@ def check_float(
         raise ValueError(f"{name} must be a finite number >= {lo:g}{upper}, got {value!r}")
     return v
 
-
-def check_fraction(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number between 0 and 1, got {value!r}") from None
-    if not (math.isfinite(v) and 0.0 < v < 1.0):
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
-    return v

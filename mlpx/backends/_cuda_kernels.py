@@ -230,12 +230,6 @@ def _module(device_id: int, filename: str) -> Any:
     return mod
 
 
-def load_module(device_id: int, filename: str) -> Any:
-    """The compiled module of `filename` on GPU `device_id` (compiled or read from the disk
-    cache on first use). The caller must have made `device_id` the current device."""
-    return _module(device_id, filename)
-
-
 def get_kernel(device_id: int, filename: str, name: str) -> Any:
     """The compiled kernel `name` (e.g. "bias_act_f32") of `filename` on GPU `device_id`.
 
