@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backends.base import Backend
-from .validation import as_float
+from .preconditions import as_float
 
 
 def _limit(value: Any, name: str) -> float | None:

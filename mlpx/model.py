@@ -21,7 +21,7 @@ from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
 from .layers.registry import layer_from_spec, layer_spec
-from .validation import (
+from .preconditions import (
     check_features,
     check_positive_int,
     check_same_length,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import losses as L
-from .validation import to_host
+from .preconditions import to_host
 
 
 def check_sample_weight(sample_weight: Any, n: int, name: str = "sample_weight") -> np.ndarray:

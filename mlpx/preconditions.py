@@ -1,4 +1,5 @@
-"""Input checks that run before any kernel, each naming the problem and the fix."""
+"""Preconditions on arguments, checked before any kernel: each error names the problem and
+the fix."""
 
 from __future__ import annotations
 
