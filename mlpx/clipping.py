@@ -7,7 +7,7 @@
 With both, the norm is clipped first. `fit` records the global gradient norm before
 clipping of each epoch's last step as History "grad_norm" (computed on the device, read once
 per epoch; without clip_norm it is computed on that step only, since a norm costs a pass
-over every gradient: about 70 us per step for 235k parameters on the cpu backend).
+over every gradient: its cost is in docs/benchmarks.md).
 """
 
 from __future__ import annotations

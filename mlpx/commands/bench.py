@@ -167,9 +167,9 @@ def run_peer(peer: str, backend: str, dtype: str, sizes: list[int], activation: 
     cmd = [sys.executable, str(script_path(peer)), "--device", device,
            *_common_args(dtype, sizes, activation, batch, min_time, threads, epoch_samples)]
     if peer == "torch":  # the module the activation's declaration names: one source of truth
-        from .. import activations as A
+        from .. import activations
 
-        twin = A.get(activation).torch_module()
+        twin = activations.get(activation).torch_module()
         if twin is None:
             return {"error": f"activation {activation!r} has no PyTorch counterpart",
                     "oom": False, "unavailable": True}
