@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import re
 import sys
@@ -29,44 +30,42 @@ class Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------- argument types
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+def number(what: str, kind: Callable[[str], Any], holds: Callable[[Any], bool],
+           bound: str) -> Callable[[str], Any]:
+    """An argument type: `text` converted by `kind` (int or float) for which `holds` is
+    true, else "`what` must be `bound`, got ..." (a NaN fails every bound)."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be {noun}, got {text!r}") from None
+        if not holds(v):
+            raise argparse.ArgumentTypeError(f"{what} must be {bound}, got {text.strip()}")
+        return v
+
+    return parse
 
 
 def positive_int(what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        v = _int(text, what)
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{what} must be >= 1, got {v}")
-        return v
-
-    return parse
+    return number(what, int, lambda v: v >= 1, ">= 1")
 
 
 def non_negative_int(what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        v = _int(text, what)
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {v}")
-        return v
-
-    return parse
+    return number(what, int, lambda v: v >= 0, ">= 0")
 
 
 def non_negative_float(what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not v >= 0:  # NaN too
-            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {text}")
-        return v
+    return number(what, float, lambda v: v >= 0, ">= 0")
 
-    return parse
+
+def positive_float(what: str) -> Callable[[str], float]:
+    return number(what, float, lambda v: 0 < v < math.inf, "> 0")
+
+
+def fraction(what: str) -> Callable[[str], float]:
+    return number(what, float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def int_list(what: str, min_len: int = 1) -> Callable[[str], list[int]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,14 @@ from .arguments import (
     available_backend,
     backend_name,
     dtype_list,
+    fraction,
     import_modules,
     int_list,
     model_function,
     non_negative_float,
     non_negative_int,
     peer_list,
+    positive_float,
     positive_int,
     sizes_type,
     trainable_activation,
@@ -178,32 +179,6 @@ def column_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
     return names
-
-
-def fraction(what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not 0 <= v < 1:  # NaN too
-            raise argparse.ArgumentTypeError(f"{what} must be in [0, 1), got {text}")
-        return v
-
-    return parse
-
-
-def positive_float(what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not (v > 0 and v < float("inf")):
-            raise argparse.ArgumentTypeError(f"{what} must be > 0, got {text}")
-        return v
-
-    return parse
 
 
 TRAIN_EPILOG = """\
