@@ -101,11 +101,11 @@ def test_check_reference_compares_with_something_independent(capsys):
 
 
 def test_check_finite_differences_catch_a_wrong_reference_gradient(monkeypatch):
-    from mlpx import activations as A
+    from mlpx import activations
     from mlpx.commands.check import run_check
 
-    monkeypatch.setattr(A.Tanh, "derivative", lambda self, ops, dy, z, y: dy * (1.0 - y * y)
-                        * 1.01)
+    monkeypatch.setattr(activations.Tanh, "derivative",
+                        lambda self, ops, dy, z, y: dy * (1.0 - y * y) * 1.01)
     report = run_check([6, 8, 3], batch=8, activation="tanh", backends=["reference"],
                        torch=False)
     fd = [c for c in report.comparisons if c.label == "finite differences"]

@@ -93,27 +93,27 @@ def stage_compile() -> dict[str, Any]:
     ops = _gpu_ops()
     import cupy
 
-    from mlpx.backends import _cuda_kernels as K
+    from mlpx.backends import _cuda_kernels as cuda_kernels
 
     cc = cupy.cuda.Device(ops.device_id).compute_capability
-    target = K.nvrtc_target(cc)
+    target = cuda_kernels.nvrtc_target(cc)
     files, ok = {}, True
     ftz = re.compile(r"[\w.]*\.ftz[\w.]*")
-    for name in K.KERNEL_FILES:
+    for name in cuda_kernels.KERNEL_FILES:
         t0 = time.perf_counter()
-        path = K.compiled_path(name, target)
+        path = cuda_kernels.compiled_path(name, target)
         t1 = time.perf_counter()
-        kernels = K.kernel_names(name)
-        loaded = [k for k in kernels if K.get_kernel(ops.device_id, name, k) is not None]
-        ptx = K.nvrtc_compile((K.kernel_dir() / name).read_text(), name,
+        kernels = cuda_kernels.kernel_names(name)
+        loaded = [k for k in kernels if cuda_kernels.get_kernel(ops.device_id, name, k) is not None]
+        ptx = cuda_kernels.nvrtc_compile((cuda_kernels.kernel_dir() / name).read_text(), name,
                               f"compute_{cc}" if target.startswith("sm_") else target).decode()
-        flushing = sorted(set(ftz.findall(ptx)) - set(K.FTZ_ONLY_INSTRUCTIONS))
+        flushing = sorted(set(ftz.findall(ptx)) - set(cuda_kernels.FTZ_ONLY_INSTRUCTIONS))
         files[name] = {"compile_s": round(t1 - t0, 3), "binary": path.name,
                        "kernels": len(kernels), "loaded": len(loaded),
                        "ptx_flushing_instructions": flushing}
         ok = ok and len(loaded) == len(kernels) and not flushing
     total = sum(f["loaded"] for f in files.values())
-    key = {"target": target, "nvrtc": ".".join(map(str, K.nvrtc_version())),
+    key = {"target": target, "nvrtc": ".".join(map(str, cuda_kernels.nvrtc_version())),
            "kernels loaded": total,
            "compile s": round(sum(f["compile_s"] for f in files.values()), 2),
            "ptx ftz": "none" if all(not f["ptx_flushing_instructions"]
@@ -187,7 +187,7 @@ def stage_ftz(ops: Any = None) -> dict[str, Any]:
     subnormals give bitwise-equal results, flushed ones give zeros where the cpu has none."""
     ops = ops or _gpu_ops()
     import mlpx
-    from mlpx import activations as A
+    from mlpx import activations
 
     cpu = mlpx.get_backend("cpu")
     x = np.tile(SUBNORMALS, 64).reshape(8, -1)  # 2-D: the activation kernels want rows
@@ -197,9 +197,9 @@ def stage_ftz(ops: Any = None) -> dict[str, Any]:
         "adam_update": lambda o, p, g: o.adam_update(p, g, o.zeros(p.shape, p.dtype),
                                                      o.zeros(p.shape, p.dtype), 1e-3, 0.9,
                                                      0.999, 1e-8, 0.0, 1, False),
-        "relu_backward": lambda o, p, g: o.act_backward(g, p, p, A.get("relu"), p),
+        "relu_backward": lambda o, p, g: o.act_backward(g, p, p, activations.get("relu"), p),
         "bias_identity": lambda o, p, g: o.bias_act(p, o.zeros((p.shape[1],), p.dtype),
-                                                    A.get("identity"), g),
+                                                    activations.get("identity"), g),
     }
     results = {}
     for name, fn in cases.items():
