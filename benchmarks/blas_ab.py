@@ -5,10 +5,10 @@ paths:
     python benchmarks/blas_ab.py --rounds 6 --batch 32 --sizes 784,256,128,10 \\
         MLPX_BLAS=numpy MLPX_BLAS=auto
 
-Each round runs `python -m mlpx.bench_worker` once per setting, each in its own process (the
-order alternates between rounds), with the thread count pinned; prints each round and the
-median of the paired ratios B/A (above 1: B is faster). Pairing cancels the drift of a shared
-machine, which moves single runs here by 10-30 %.
+Each round runs `python -m mlpx.commands.bench_worker` once per setting, each in its own
+process (the order alternates between rounds), with the thread count pinned; prints each round
+and the median of the paired ratios B/A (above 1: B is faster). Pairing cancels the drift of
+a shared machine, which moves single runs here by 10-30 %.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def run(setting: str, args: argparse.Namespace) -> float:
         env[var] = str(args.threads)
     key, _, value = setting.partition("=")
     env[key] = value
-    cmd = [sys.executable, "-m", "mlpx.bench_worker", "--batch", str(args.batch),
+    cmd = [sys.executable, "-m", "mlpx.commands.bench_worker", "--batch", str(args.batch),
            "--sizes", args.sizes, "--threads", str(args.threads), "--no-infer"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return float(json.loads(out)["train_samples_per_s"])

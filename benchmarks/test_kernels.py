@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import numba_activations as K
-from mlpx.backends import numba_optim
+from mlpx.backends import numba_activations, numba_optim
 
 from .conftest import full_run
 
@@ -40,7 +39,7 @@ def test_bias_relu(benchmark, arrays, impl):
     if impl == "fused":
         def run():
             z[...] = z0
-            K.bias_relu(z, b, out)
+            numba_activations.bias_relu(z, b, out)
     else:
         def run():
             z[...] = z0
@@ -55,7 +54,7 @@ def test_relu_backward(benchmark, arrays, impl):
     z, dy, _ = arrays
     out = np.empty_like(z)
     if impl == "fused":
-        benchmark(K.relu_backward, dy, z, out)
+        benchmark(numba_activations.relu_backward, dy, z, out)
     else:
         benchmark(lambda: np.multiply(dy, z > 0, out=out))
     np.testing.assert_array_equal(out, np.where(z > 0, dy, 0))

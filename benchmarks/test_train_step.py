@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 import mlpx
-from mlpx.bench_worker import step_flops, step_gemms
+from mlpx.commands.bench_worker import step_flops, step_gemms
 
 STEPS = 4  # steps per timed fit() call: the per-epoch work is amortised as in real training
 

@@ -54,7 +54,7 @@ __version__ = "0.1.0"
 def to_numpy(a: Any) -> np.ndarray:
     """Any array (NumPy, CuPy, PyTorch, JAX, anything with DLPack or __array__) as a NumPy
     array: host data without a copy where the layout allows, GPU data copied to the host."""
-    from .validation import to_host
+    from .preconditions import to_host
 
     return to_host(a, "the array")
 

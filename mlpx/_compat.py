@@ -19,20 +19,24 @@ def has_cupy() -> bool:
 
 
 @lru_cache(maxsize=1)
-def gpu_count() -> int:
-    """Number of CUDA devices CuPy can see (0 without CuPy, driver or GPU)."""
+def gpu_probe() -> tuple[int, str | None]:
+    """(number of CUDA devices CuPy can see, what went wrong when asking, or None). No
+    CuPy, a CuPy that cannot load, no driver or no device all mean no GPU."""
     if not has_cupy():
-        return 0
+        return 0, None
     try:
         import cupy
+    except Exception as e:  # e.g. CUDA libraries missing: the install, not the machine
+        return 0, f"CuPy is installed but cannot be imported ({type(e).__name__}: {e})"
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount()), None
+    except Exception as e:  # no driver, a driver too old for CuPy's CUDA, no device
+        return 0, f"{type(e).__name__}: {e}"
 
-        return int(cupy.cuda.runtime.getDeviceCount())
-    except Exception:  # no driver, no device, broken install: all mean "no GPU"
-        return 0
 
-
-def has_gpu() -> bool:
-    return gpu_count() > 0
+def gpu_count() -> int:
+    """Number of CUDA devices CuPy can see (0 without CuPy, driver or GPU)."""
+    return gpu_probe()[0]
 
 
 def cpu_model() -> str:

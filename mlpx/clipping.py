@@ -7,7 +7,7 @@
 With both, the norm is clipped first. `fit` records the global gradient norm before
 clipping of each epoch's last step as History "grad_norm" (computed on the device, read once
 per epoch; without clip_norm it is computed on that step only, since a norm costs a pass
-over every gradient: about 70 us per step for 235k parameters on the cpu backend).
+over every gradient: its cost is in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backends.base import Backend
-from .validation import as_float
+from .preconditions import as_float
 
 
 def _limit(value: Any, name: str) -> float | None:

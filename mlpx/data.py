@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .validation import (
+from .preconditions import (
     check_features,
     check_positive_int,
     check_same_length,

@@ -26,11 +26,11 @@ from .callbacks import Callback
 from .history import History
 from .input_scale import warn_if_unscaled
 from .metrics import resolve as resolve_metrics
+from .preconditions import check_positive_int
 from .saving.container import CheckpointError
 from .saving.reader import check_resumable, read_checkpoint
 from .saving.records import CheckpointRecord, RunRecord
 from .saving.schema import check_metric_sums
-from .validation import check_positive_int
 from .weighting import check_sample_weight, combined
 
 #: the hooks fit calls on every callback
@@ -321,7 +321,7 @@ def _split_validation(X: Any, y: Any, fraction: Any, sample_weight: Any = None,
                       ) -> tuple[Any, Any, tuple, Any]:
     """Keras semantics: the last `fraction` of the samples, taken before any shuffling (and
     of the sample weights, which then weight the validation loss and metrics too)."""
-    from .validation import as_host_or_device, check_same_length
+    from .preconditions import as_host_or_device, check_same_length
 
     try:
         f = float(fraction)

@@ -30,34 +30,36 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import activations as A
+from . import activations
 
-Initializer = Callable[[tuple[int, int], np.random.Generator, A.Activation], np.ndarray]
+Initializer = Callable[[tuple[int, int], np.random.Generator, activations.Activation], np.ndarray]
 
 
-def activation_gain(act: A.Activation) -> float:
+def activation_gain(act: activations.Activation) -> float:
     """The per-activation Xavier gain table (module docstring) used by the *_gain Xaviers."""
-    if act.code == A.ACT_SIGMOID:
+    if act.code == activations.ACT_SIGMOID:
         return 4.0
     return _relu_gain(act) if act.family == "relu" else 1.0
 
 
-def kaiming_gain(act: A.Activation) -> float:
-    if act.code == A.ACT_TANH:
+def kaiming_gain(act: activations.Activation) -> float:
+    if act.code == activations.ACT_TANH:
         return 5.0 / 3.0
     return _relu_gain(act) if act.family == "relu" else 1.0
 
 
-def _relu_gain(act: A.Activation) -> float:
-    slope = act.alpha if act.code == A.ACT_LEAKY_RELU else 0.0
+def _relu_gain(act: activations.Activation) -> float:
+    slope = act.alpha if act.code == activations.ACT_LEAKY_RELU else 0.0
     return math.sqrt(2.0 / (1.0 + slope * slope))
 
 
-def zeros(shape: tuple[int, int], rng: np.random.Generator, act: A.Activation) -> np.ndarray:
+def zeros(shape: tuple[int, int], rng: np.random.Generator,
+          act: activations.Activation) -> np.ndarray:
     return np.zeros(shape)
 
 
-def ones(shape: tuple[int, int], rng: np.random.Generator, act: A.Activation) -> np.ndarray:
+def ones(shape: tuple[int, int], rng: np.random.Generator,
+         act: activations.Activation) -> np.ndarray:
     return np.ones(shape)
 
 
@@ -94,7 +96,7 @@ def uniform(a: float = -0.05, b: float = 0.05) -> Initializer:
 
 
 def xavier_uniform(
-    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+    shape: tuple[int, int], rng: np.random.Generator, act: activations.Activation
 ) -> np.ndarray:
     """U(-b, b), b = sqrt(6 / (fan_in + fan_out)): gain 1 whatever the activation."""
     fan_in, fan_out = shape
@@ -103,7 +105,7 @@ def xavier_uniform(
 
 
 def xavier_normal(
-    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+    shape: tuple[int, int], rng: np.random.Generator, act: activations.Activation
 ) -> np.ndarray:
     """N(0, s^2), s = sqrt(2 / (fan_in + fan_out)): gain 1 whatever the activation."""
     fan_in, fan_out = shape
@@ -112,7 +114,7 @@ def xavier_normal(
 
 
 def xavier_uniform_gain(
-    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+    shape: tuple[int, int], rng: np.random.Generator, act: activations.Activation
 ) -> np.ndarray:
     """xavier_uniform's bound times `activation_gain(act)` (4 for sigmoid, sqrt(2) for ReLU)."""
     fan_in, fan_out = shape
@@ -121,7 +123,7 @@ def xavier_uniform_gain(
 
 
 def xavier_normal_gain(
-    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+    shape: tuple[int, int], rng: np.random.Generator, act: activations.Activation
 ) -> np.ndarray:
     """xavier_normal's std times `activation_gain(act)`."""
     fan_in, fan_out = shape
@@ -130,21 +132,21 @@ def xavier_normal_gain(
 
 
 def kaiming_uniform(
-    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+    shape: tuple[int, int], rng: np.random.Generator, act: activations.Activation
 ) -> np.ndarray:
     bound = kaiming_gain(act) * math.sqrt(3.0 / shape[0])
     return rng.uniform(-bound, bound, size=shape)
 
 
 def kaiming_normal(
-    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+    shape: tuple[int, int], rng: np.random.Generator, act: activations.Activation
 ) -> np.ndarray:
     std = kaiming_gain(act) / math.sqrt(shape[0])
     return rng.normal(0.0, std, size=shape)
 
 
 def uniform_fan_in(
-    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+    shape: tuple[int, int], rng: np.random.Generator, act: activations.Activation
 ) -> np.ndarray:
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's nn.Linear default weight init
     (kaiming_uniform_ with a=sqrt(5)); mlpx's default for sigmoid layers."""
@@ -153,13 +155,14 @@ def uniform_fan_in(
 
 
 def lecun_uniform(
-    shape: tuple[int, int], rng: np.random.Generator, act: A.Activation
+    shape: tuple[int, int], rng: np.random.Generator, act: activations.Activation
 ) -> np.ndarray:
     bound = math.sqrt(3.0 / shape[0])
     return rng.uniform(-bound, bound, size=shape)
 
 
-def lecun_normal(shape: tuple[int, int], rng: np.random.Generator, act: A.Activation) -> np.ndarray:
+def lecun_normal(shape: tuple[int, int], rng: np.random.Generator,
+                 act: activations.Activation) -> np.ndarray:
     return rng.normal(0.0, 1.0 / math.sqrt(shape[0]), size=shape)
 
 
@@ -190,17 +193,17 @@ def names() -> list[str]:
     return sorted(_BY_NAME)
 
 
-def default_for(act: A.Activation) -> str:
+def default_for(act: activations.Activation) -> str:
     """He for the ReLU family; PyTorch's nn.Linear scheme (`uniform_fan_in`) for sigmoid;
     Xavier/Glorot (gain 1) otherwise.
 
-    Sigmoid: on the 2-2-1 XOR recipe (zero biases, MSE, full-batch SGD lr 2, 5000 epochs,
-    200 seeds) xavier_uniform solves 73% of seeds, U(+-1/sqrt(fan_in)) 89%, like PyTorch's
-    own default (90%); the gain-4 Xavier 41.5%. See the README.
+    Sigmoid: on the 2-2-1 XOR recipe (`benchmarks/xor_solve_rate.py`) U(+-1/sqrt(fan_in))
+    solves as many seeds as PyTorch's own default, clearly more than xavier_uniform and the
+    gain-4 Xavier (the rates: docs/benchmarks.md).
     """
     if act.family == "relu":
         return "he_normal"
-    return "uniform_fan_in" if act.code == A.ACT_SIGMOID else "xavier_uniform"
+    return "uniform_fan_in" if act.code == activations.ACT_SIGMOID else "xavier_uniform"
 
 
 def get(spec: str | Initializer) -> Initializer:

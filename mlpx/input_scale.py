@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnscaledInputWarning
-from .validation import is_device_array
+from .preconditions import is_device_array
 
 #: a feature whose root mean square exceeds this is far from unit scale
 RMS_LIMIT = 20.0

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from . import activations as A
+from . import activations
 from .backends.base import Array, Backend
 
 
@@ -239,7 +239,7 @@ class CrossEntropyLoss(Loss):
         return (ops._f64(target) * (lse - z)).sum(axis=1)
 
     def proba(self, ops: Backend, out: Array) -> Array:
-        return A.Softmax().formula(ops, ops._f64(out)).astype(out.dtype)
+        return activations.Softmax().formula(ops, ops._f64(out)).astype(out.dtype)
 
     def correct(self, ops: Backend, out: Array, target: Array) -> Array:
         labels = target if target.ndim == 1 else target.argmax(axis=1)
@@ -296,7 +296,7 @@ class BCEWithLogitsLoss(Loss):
         return (xp.maximum(x, 0.0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))).mean(axis=1)
 
     def proba(self, ops: Backend, out: Array) -> Array:
-        return A.Sigmoid().formula(ops, ops._f64(out)).astype(out.dtype)
+        return activations.Sigmoid().formula(ops, ops._f64(out)).astype(out.dtype)
 
     def correct(self, ops: Backend, out: Array, target: Array) -> Array:
         return ((out > 0) == (target > 0.5)).sum()

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import losses as L
+from . import losses
 
 
 class Metric:
@@ -50,7 +50,7 @@ class Metric:
     #: added by mlpx itself (accuracy for classification losses), not asked for
     implicit: bool = False
 
-    def check(self, loss: L.Loss, n_outputs: int) -> None:
+    def check(self, loss: losses.Loss, n_outputs: int) -> None:
         """Raise ValueError when the metric means nothing for this loss and output width."""
 
     def update(self, ops: Any, state: Any, out: Any, target: Any, weight: Any) -> Any:
@@ -135,7 +135,7 @@ class Accuracy(MeanMetric):
 
     name = "accuracy"
 
-    def check(self, loss: L.Loss, n_outputs: int) -> None:
+    def check(self, loss: losses.Loss, n_outputs: int) -> None:
         if not loss.classification:
             raise ValueError(
                 f"metric 'accuracy' needs a classification loss (cross_entropy, bce, nll); "
@@ -165,7 +165,7 @@ class TopKAccuracy(MeanMetric):
         self.k = int(k)
         self.name = f"top_{self.k}_accuracy"
 
-    def check(self, loss: L.Loss, n_outputs: int) -> None:
+    def check(self, loss: losses.Loss, n_outputs: int) -> None:
         if not (loss.classification and loss.name != "bce"):
             raise ValueError(
                 f"metric {self.name!r} ranks one class per sample: it needs loss "
@@ -183,7 +183,7 @@ class TopKAccuracy(MeanMetric):
 
 
 class _Regression(MeanMetric):
-    def check(self, loss: L.Loss, n_outputs: int) -> None:
+    def check(self, loss: losses.Loss, n_outputs: int) -> None:
         if loss.expects != "values":
             raise ValueError(
                 f"metric {self.name!r} compares outputs with targets of the same shape; with "
@@ -349,7 +349,7 @@ def get(spec: Any) -> Metric:
     )
 
 
-def resolve(specs: Any, loss: L.Loss, n_outputs: int) -> list[Metric]:
+def resolve(specs: Any, loss: losses.Loss, n_outputs: int) -> list[Metric]:
     """The metrics of a fit or evaluation: `specs` checked against the loss, with accuracy
     first for classification losses (reported whether asked for or not). Names are unique
     and never clash with the loss's own key."""

@@ -23,14 +23,14 @@ from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
 from .layers.registry import layer_from_spec, layer_spec
-from .saving.records import CheckpointRecord, RunRecord, as_host_array, check_state_dict
-from .validation import (
+from .preconditions import (
     check_features,
     check_positive_int,
     check_same_length,
     is_device_array,
     to_host,
 )
+from .saving.records import CheckpointRecord, RunRecord, as_host_array, check_state_dict
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_PREDICT_BATCH = 4096

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import activations as A
+from . import activations
 from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, PReLU, Residual
 
 #: LayerNormalization needs opset 17; every other operator used is older
@@ -187,18 +187,21 @@ class _GraphBuilder:
         slopes = self.host(layer.slopes.data) if layer.slopes is not None else None
         return self.activation(layer.activation, z, slopes)
 
-    def activation(self, act: A.Activation, z: str, slopes: np.ndarray | None = None) -> str:
+    def activation(self, act: activations.Activation, z: str,
+                   slopes: np.ndarray | None = None) -> str:
         code = act.code
-        if code == A.ACT_IDENTITY:
+        if code == activations.ACT_IDENTITY:
             return z
         if slopes is not None:  # prelu: learned per-unit slopes
             return self.node("PRelu", [z, self.const(slopes, "slopes")])
-        simple = {A.ACT_SIGMOID: "Sigmoid", A.ACT_TANH: "Tanh", A.ACT_RELU: "Relu"}
+        simple = {activations.ACT_SIGMOID: "Sigmoid", activations.ACT_TANH: "Tanh",
+                  activations.ACT_RELU: "Relu"}
         if code in simple:
             return self.node(simple[code], [z])
-        if code == A.ACT_LEAKY_RELU:  # PRelu with one slope: exact in float64 too (LeakyRelu's
-            return self.node("PRelu", [z, self.const(act.alpha, "slope")], "leaky_relu")  # is f32)
-        if code == A.ACT_ELU:
+        if code == activations.ACT_LEAKY_RELU:  # PRelu with one slope: exact in float64 too
+            # (ONNX's LeakyRelu computes in float32)
+            return self.node("PRelu", [z, self.const(act.alpha, "slope")], "leaky_relu")
+        if code == activations.ACT_ELU:
             if self.dtype == np.float32:
                 return self.node("Elu", [z], alpha=float(act.alpha))
             # ONNX Runtime has no float64 Elu: relu(z) + alpha * (exp(min(z, 0)) - 1)
@@ -206,21 +209,21 @@ class _GraphBuilder:
             neg = self.node("Mul", [self.node("Sub", [neg, self.const(1.0, "c")]),
                                     self.const(act.alpha, "alpha")])
             return self.node("Add", [self.node("Relu", [z]), neg], "elu")
-        if code == A.ACT_GELU:  # exact form: 0.5 z (1 + erf(z / sqrt 2))
+        if code == activations.ACT_GELU:  # exact form: 0.5 z (1 + erf(z / sqrt 2))
             erf = self.erf(self.node("Mul", [z, self.const(_SQRT_HALF, "c")]))
             half = self.node("Mul", [z, self.const(0.5, "c")])
             return self.node("Mul", [half, self.node("Add", [erf, self.const(1.0, "c")])], "gelu")
-        if code == A.ACT_SILU:
+        if code == activations.ACT_SILU:
             return self.node("Mul", [z, self.node("Sigmoid", [z])], "silu")
-        if code == A.ACT_SOFTPLUS:  # max(z, 0) + log(1 + exp(-|z|)): no overflow for large z
+        if code == activations.ACT_SOFTPLUS:  # max(z, 0) + log(1 + exp(-|z|)): no overflow
             tail = self.node("Exp", [self.node("Neg", [self.node("Abs", [z])])])
             log = self.node("Log", [self.node("Add", [tail, self.const(1.0, "c")])])
             return self.node("Add", [self.node("Relu", [z]), log], "softplus")
-        if code == A.ACT_SOFTMAX:
+        if code == activations.ACT_SOFTMAX:
             return self.node("Softmax", [z], axis=-1)
-        if code == A.ACT_LOG_SOFTMAX:
+        if code == activations.ACT_LOG_SOFTMAX:
             return self.node("LogSoftmax", [z], axis=-1)
-        if code == A.ACT_STEP:  # 1 where z >= 0, else 0
+        if code == activations.ACT_STEP:  # 1 where z >= 0, else 0
             ge = self.node("GreaterOrEqual", [z, self.const(0.0, "c")])
             return self.node("Cast", [ge], "step", to=self.elem_type)
         raise NotImplementedError(f"ONNX export does not know the activation {act!r}")
@@ -228,7 +231,7 @@ class _GraphBuilder:
 
 def _foldable(layer: Dense) -> bool:
     """BatchNorm after a Dense layer folds into its weights when nothing sits between."""
-    return layer.activation.code == A.ACT_IDENTITY and layer.slopes is None
+    return layer.activation.code == activations.ACT_IDENTITY and layer.slopes is None
 
 
 def _batchnorm_affine(graph: _GraphBuilder, bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .backends.base import Backend
 from .layers.base import Parameter
-from .validation import as_float, check_float
+from .preconditions import as_float, check_float
 
 
 def _is_param_list(value: Any) -> bool:

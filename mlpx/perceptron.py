@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .validation import check_features, check_positive_int, check_same_length
+from .preconditions import check_features, check_positive_int, check_same_length
 
 
 class Perceptron:

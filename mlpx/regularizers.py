@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .validation import check_float
+from .preconditions import check_float
 
 if TYPE_CHECKING:
     from .backends.base import Array, Backend

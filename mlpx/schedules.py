@@ -22,7 +22,7 @@ from typing import Any
 
 from .callbacks import Callback, _MonitorState, skipped
 from .optim import Optimizer
-from .validation import as_float, check_float, check_positive_int
+from .preconditions import as_float, check_float, check_positive_int
 
 
 def _check_factor(value: Any, name: str, *, upper_open: bool = False) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .commands.outdir import check_out_dir
 from .tabular import Preprocessing, Table, TabularError, describe_task, read_table
 
 MODEL_FILE = "model.safetensors"
@@ -46,19 +47,6 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
     if val_fraction + test_fraction >= 1:
         raise TabularError(f"--val-fraction + --test-fraction must be below 1 (some rows must "
                            f"be left for training), got {val_fraction + test_fraction:g}")
-
-
-def check_out_dir(out: str | os.PathLike) -> Path:
-    """`out` is, or can be made, a writable directory (checked before training)."""
-    path = Path(out)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise TabularError(f"--out: {str(existing)!r} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise TabularError(f"--out: no permission to create files in {str(existing)!r}")
-    return path
 
 
 def prepare_train(data: str, target: str, task: str = "auto", drop: list[str] | None = None,

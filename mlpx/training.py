@@ -22,7 +22,7 @@ of (seed, layer, step): a run resumed from any saved position replays the uninte
 bit for bit. Nothing inside a step reads a value back to the host.
 
 Data parallelism (`fit(distributed=True)`, mlpx.distributed) plugs in through `parallel`, an
-object with a few hooks whose single-process versions (`Alone`) do nothing: which rows of each
+object with a few hooks whose single-process versions (`SingleProcess`) do nothing: which rows of each
 batch this process takes, what to do before backward and after it (the gradient all-reduce),
 how to total a number over the processes, and whether this process prints and writes files.
 """
@@ -99,7 +99,7 @@ class _Prior:
         model.epoch_, model.trainer_ = self.epoch, self.trainer
 
 
-class Alone:
+class SingleProcess:
     """The data-parallel hooks of a single process: every row, nothing to exchange."""
 
     #: this process prints progress and writes files (callbacks' after_epoch)
@@ -158,7 +158,7 @@ class Trainer:
         self._bar: Any = None
         self._phase = "between"  # of the step in progress: forward, update, between steps
         self._guard: _BufferGuard | None = None
-        self.parallel: Any = Alone()
+        self.parallel: Any = SingleProcess()
         self._interrupt: Any = None
         self._agreed_stop: bool | None = None  # the processes' decision at the last step
 
@@ -244,7 +244,7 @@ class Trainer:
             raise
         finally:
             parallel.end()
-            self.parallel = Alone()
+            self.parallel = SingleProcess()
 
     def begin(self, plan: FitPlan) -> None:
         """Apply the plan; nothing here can fail on bad input (plan_fit checked it all)."""

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from . import losses as L
-from .validation import to_host
+from . import losses
+from .preconditions import to_host
 
 
 def check_sample_weight(sample_weight: Any, n: int, name: str = "sample_weight") -> np.ndarray:
@@ -41,7 +41,7 @@ def check_sample_weight(sample_weight: Any, n: int, name: str = "sample_weight")
     return w
 
 
-def _class_of_each_sample(target: np.ndarray, loss: L.Loss) -> np.ndarray:
+def _class_of_each_sample(target: np.ndarray, loss: losses.Loss) -> np.ndarray:
     if target.ndim == 1:
         return target.astype(np.int64)
     if loss.name == "bce":
@@ -54,7 +54,7 @@ def _class_of_each_sample(target: np.ndarray, loss: L.Loss) -> np.ndarray:
     return target.argmax(axis=1).astype(np.int64)
 
 
-def class_weights(class_weight: Any, target: np.ndarray, loss: L.Loss,
+def class_weights(class_weight: Any, target: np.ndarray, loss: losses.Loss,
                   n_outputs: int) -> np.ndarray:
     """One weight per sample from `class_weight` ({class index: weight} or "balanced") and
     the prepared target of a classification loss."""
@@ -96,7 +96,7 @@ def class_weights(class_weight: Any, target: np.ndarray, loss: L.Loss,
     return table[classes]
 
 
-def combined(sample_weight: Any, class_weight: Any, target: np.ndarray, loss: L.Loss,
+def combined(sample_weight: Any, class_weight: Any, target: np.ndarray, loss: losses.Loss,
              n_outputs: int, what: str = "sample_weight") -> np.ndarray | None:
     """The per-sample weights of a fit (None without any), checked."""
     n = target.shape[0]

@@ -2,7 +2,7 @@
 
 Each .cu file is compiled as C++ with g++ after a prelude that maps the CUDA keywords to plain
 C++ and runs a launch the way a GPU does, at the real block size: every block has
-`blockDim.x == 256` (`K.BLOCK`, `MLPX_BLOCK` in the sources) threads, run as 256 real OS
+`blockDim.x == 256` (`cuda_kernels.BLOCK`, `MLPX_BLOCK` in the sources) threads, run as 256 real OS
 threads (a pool kept per kernel file) with `threadIdx`/`blockIdx` thread-local,
 `__syncthreads()` a barrier across the block's threads and `__shared__` memory shared by
 them. Blocks run one after the other (a barrier ends each block that used one, so the next
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpx.backends import _cuda_kernels as K
+from mlpx.backends import _cuda_kernels as cuda_kernels
 from mlpx.backends.base import Backend
 from mlpx.backends.cuda import CUDABackend
 
@@ -226,7 +226,7 @@ def build(outdir: Path) -> dict[str, tuple[ctypes.CDLL, dict[str, list[str]]]]:
     prelude = outdir / "prelude.h"
     prelude.write_text(PRELUDE)
     jobs = {}
-    for name, path in K.kernel_sources().items():
+    for name, path in cuda_kernels.kernel_sources().items():
         sigs = parse_signatures(path.read_text())
         unit = outdir / (name + ".host.cpp")
         unit.write_text(f'#include "{path}"\n\n{launcher_source(sigs)}')
@@ -281,7 +281,7 @@ class HostEmulatedCUDABackend(CUDABackend):
         self._compute_types = None
         self._libs = libs
         self.launches: list[str] = []
-        self.threads = K.BLOCK  # threads per block, as on the GPU
+        self.threads = cuda_kernels.BLOCK  # threads per block, as on the GPU
         self.free_bytes = 80 * 1024**3  # what fits_on_device sees as free GPU memory
         self.runtime: FakeStreamRuntime | None = None  # the last streamed fit's runtime
 

@@ -7,7 +7,7 @@ import pytest
 from _helpers import central_differences
 
 import mlpx
-from mlpx import activations as A
+from mlpx import activations
 
 torch = pytest.importorskip("torch", reason="PyTorch is the independent reference here")
 F = torch.nn.functional
@@ -22,16 +22,17 @@ def _twin(act):
 
 # (activation object, torch function of (x, slopes)); slopes only used by prelu. Every built-in
 # with a PyTorch twin comes from the registry, through the twin its declaration names.
-CASES = {c.name: (c(), _twin(c())) for c in A.builtins() if c().torch_module() is not None}
+CASES = {c.name: (c(), _twin(c())) for c in activations.builtins()
+         if c().torch_module() is not None}
 CASES.update({
-    "leaky_relu_0.1": (A.LeakyReLU(0.1), _twin(A.LeakyReLU(0.1))),
-    "elu_0.5": (A.ELU(alpha=0.5), _twin(A.ELU(alpha=0.5))),
-    "prelu": (A.PReLU(), lambda x, a: F.prelu(x, a)),
+    "leaky_relu_0.1": (activations.LeakyReLU(0.1), _twin(activations.LeakyReLU(0.1))),
+    "elu_0.5": (activations.ELU(alpha=0.5), _twin(activations.ELU(alpha=0.5))),
+    "prelu": (activations.PReLU(), lambda x, a: F.prelu(x, a)),
 })
 
 
 def test_every_trainable_builtin_is_compared_with_torch():
-    missing = {c.name for c in A.builtins() if c.differentiable} - set(CASES)
+    missing = {c.name for c in activations.builtins() if c.differentiable} - set(CASES)
     assert not missing, f"declare torch_module() for {sorted(missing)}"
 
 
@@ -113,7 +114,7 @@ def test_derivative_matches_central_differences(name, rng):
 
 
 def test_step_forward_and_no_gradient(ops):
-    act = A.Step()
+    act = activations.Step()
     z = np.array([[-1.0, 0.0, 2.0]])
     _, y, _ = _forward(ops, act, z, np.float64)
     np.testing.assert_array_equal(ops.to_numpy(y), [[0.0, 1.0, 1.0]])  # H(0) = 1
@@ -125,7 +126,7 @@ def test_prelu_slope_gradient_matches_torch(ops, rng):
     z = _inputs(rng)
     dy = rng.normal(size=z.shape)
     slopes = _slopes(z.shape[1])
-    act = A.PReLU()
+    act = activations.PReLU()
     zd = ops.asarray(z)
     s = ops.asarray(slopes)
     out = ops.empty(z.shape, np.float64)
@@ -140,7 +141,7 @@ def test_prelu_slope_gradient_matches_torch(ops, rng):
 def test_saturating_inputs_stay_finite(ops):
     """Huge |z| must not overflow: stable sigmoid/softplus/silu and log-sum-exp."""
     z = np.array([[-1e4, -800.0, 0.0, 800.0, 1e4]])
-    for name in [c.name for c in A.builtins()
+    for name in [c.name for c in activations.builtins()
                  if c.differentiable and not c.has_parameters and c.name in CASES]:
         act = CASES[name][0]
         with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow
@@ -152,16 +153,16 @@ def test_saturating_inputs_stay_finite(ops):
 
 
 def test_names_and_aliases():
-    assert A.get("swish") == A.SiLU()
-    assert A.get(None) == A.Identity()
-    assert A.get("LeakY_ReLU").negative_slope == 0.01
-    assert A.LeakyReLU(0.1) != A.LeakyReLU(0.01)
-    assert A.from_config(A.ELU(0.3).config()) == A.ELU(0.3)
-    assert set(A.names()) >= {
+    assert activations.get("swish") == activations.SiLU()
+    assert activations.get(None) == activations.Identity()
+    assert activations.get("LeakY_ReLU").negative_slope == 0.01
+    assert activations.LeakyReLU(0.1) != activations.LeakyReLU(0.01)
+    assert activations.from_config(activations.ELU(0.3).config()) == activations.ELU(0.3)
+    assert set(activations.names()) >= {
         "identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu",
         "silu", "softplus", "softmax", "log_softmax",
     }
     with pytest.raises(ValueError, match="unknown activation 'relu6'.*valid names.*sigmoid"):
-        A.get("relu6")
+        activations.get("relu6")
     with pytest.raises(ValueError, match="alpha"):
-        A.ELU(alpha=-1.0)
+        activations.ELU(alpha=-1.0)

@@ -8,7 +8,7 @@ import pytest
 from conftest import cuda_skip_reason
 
 import mlpx
-from mlpx.validation import as_host_or_device
+from mlpx.preconditions import as_host_or_device
 
 
 def _data(n=32):

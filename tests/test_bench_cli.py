@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import mlpx
-from mlpx import bench, peers
-from mlpx.bench import format_profile, format_table, resolve_peers, run_bench, summarise
-from mlpx.bench_worker import step_flops, step_gemms
-from mlpx.cli import main
+from mlpx import peers
+from mlpx.commands import bench
+from mlpx.commands.bench import format_profile, format_table, resolve_peers, run_bench, summarise
+from mlpx.commands.bench_worker import step_flops, step_gemms
+from mlpx.commands.cli import main
 
 
 def test_step_flops_counts_every_gemm_once():
@@ -57,12 +59,14 @@ def test_summary_pairs_each_peer_by_round_and_leaves_out_failed_runs():
 
 
 def test_bench_quick_end_to_end(tmp_path):
-    out = tmp_path / "res"
+    # without --out the results go under the working directory, in a git-ignored folder
     cmd = [sys.executable, "-m", "mlpx", "bench", "--quick", "--sizes", "32,16,4",
-           "--batches", "64", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+           "--batches", "64"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert f"results: {out / 'bench.json'}" in proc.stdout
+    (out,) = (tmp_path / bench.DEFAULT_RESULTS_DIR).iterdir()
+    assert out.name == bench.default_out_dir().name  # <date>-<host>
+    assert f"results: {bench.default_out_dir() / 'bench.json'}" in proc.stdout
     doc = json.loads((out / "bench.json").read_text())
     (row,) = doc["results"]
     assert row["backend"] == "cpu" and row["batch"] == 64 and row["dtype"] == "float32"
@@ -178,3 +182,11 @@ def test_bench_with_both_peers_and_profile(tmp_path):
     assert text in proc.stdout
     assert "GEMM-only bound" in text and "Python (outside every op)" in text
     assert "jax: step" in text and "torch: step" in text
+
+
+def test_default_results_folder_is_git_ignored():
+    gitignore = Path(__file__).resolve().parents[1] / ".gitignore"
+    if not gitignore.exists():
+        pytest.skip("not a checkout: no .gitignore")
+    assert f"{bench.DEFAULT_RESULTS_DIR}/" in gitignore.read_text().splitlines()
+    assert bench.default_out_dir().parts[0] == bench.DEFAULT_RESULTS_DIR

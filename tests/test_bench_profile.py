@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.bench_profile import OpTimer, profile_fit
+from mlpx.commands.bench_profile import OpTimer, profile_fit
 
 SIZES = [6, 8, 5, 3]
 

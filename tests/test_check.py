@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mlpx.backends.cpu import CPUBackend
-from mlpx.check import EPS32, F64_TOL, diff, run_check, tolerance
-from mlpx.cli import main
+from mlpx.commands.check import EPS32, F64_TOL, diff, run_check, tolerance
+from mlpx.commands.cli import main
 
 SMALL = ["--sizes", "20,32,16,4", "--batch", "24"]
 
@@ -108,3 +108,63 @@ def test_check_rejects_bad_arguments(capsys):
     assert "unknown activation 'relux'" in capsys.readouterr().err
     assert main(["check", *SMALL, "--backend", "tpu"]) == 2
     assert "unknown backend 'tpu'; valid names are cpu" in capsys.readouterr().err
+
+
+USER_MODULE = """
+import mlpx
+
+def layers():
+    return [mlpx.Dense(5, activation="tanh"), mlpx.Dense(3)]
+
+def one_output():
+    return [mlpx.Dense(5, activation="tanh"), mlpx.Dense(1)]
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A module of the user's in the working directory, which is not on sys.path (as under
+    an installed `mlpx` script); its name is unique so that no other test imports it."""
+    import sys
+
+    name = "mlpx_check_user_parts"
+    (tmp_path / f"{name}.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_import_and_model_find_modules_in_the_working_directory(user_module, capsys):
+    argv = ["check", "--import", user_module, "--model", f"{user_module}:layers",
+            "--sizes", "8", "--batch", "6", "--backend", "reference", "--no-torch"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "mlpx check passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sizes", "8,1"], "--sizes: loss 'cross_entropy' needs at least 2 outputs (one per "
+                         "class), got 1; end the sizes with the number of classes"),
+    (["--sizes", "8"], "--sizes needs an input and an output width"),
+    (["--model", "{m}:one_output", "--sizes", "8"],
+     "--model {m}:one_output: loss 'cross_entropy' needs at least 2 outputs"),
+    (["--model", "{m}:missing", "--sizes", "8"], "AttributeError"),
+])
+def test_an_output_width_the_loss_cannot_take_is_one_line_and_exit_2(argv, message, user_module,
+                                                                     capsys):
+    argv = [a.format(m=user_module) for a in argv]
+    assert main(["check", *argv, "--batch", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mlpx check: "), err
+    assert message.format(m=user_module) in err[0]
+
+
+def test_run_check_looks_the_loss_up_once(monkeypatch):
+    from mlpx import losses
+
+    calls = []
+    real_get = losses.get
+    monkeypatch.setattr(losses, "get", lambda spec: calls.append(spec) or real_get(spec))
+    run_check([6, 8, 3], batch=4, backends=["reference"], torch=False, loss="mse",
+              dtypes=["float64"])
+    assert calls.count("mse") == 1, calls

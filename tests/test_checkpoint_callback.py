@@ -110,8 +110,8 @@ def test_fit_announces_exactly_the_values_it_records(tmp_path):
 
 
 def test_demo_checks_out_before_training(tmp_path, monkeypatch, capsys):
-    from mlpx import demo
-    from mlpx.cli import main
+    from mlpx.commands import demo
+    from mlpx.commands.cli import main
 
     def no_training(*a, **k):
         raise AssertionError("the demo started working before checking --out")

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import mlpx
-from mlpx import cli
+from mlpx.commands import cli
 
 USAGE_ERRORS = [
     (["demo", "--epochs", "-1"], "--epochs must be >= 1"),
@@ -50,6 +50,14 @@ def test_usage_errors_in_a_process_have_no_traceback(argv, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_bare_mlpx_prints_the_help(capsys):
+    assert cli.main([]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: mlpx") and err == ""
+    for command in ("train", "predict", "demo", "info", "bench", "check"):
+        assert f"\n    {command} " in out, command
+
+
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"mlpx {mlpx.__version__}"
@@ -80,7 +88,8 @@ def test_a_subcommand_that_cannot_be_imported_is_reported(monkeypatch, capsys):
     assert "bench" in parser.format_help()  # still listed
     assert cli.main(["bench", "--quick"]) == 1
     err = capsys.readouterr().err
-    assert "mlpx bench: cannot import mlpx.bench: simulated: a dependency is missing" in err
+    assert ("mlpx bench: cannot import mlpx.commands.bench: simulated: a dependency is "
+            "missing") in err
 
 
 def test_check_reference_compares_with_something_independent(capsys):
@@ -92,12 +101,46 @@ def test_check_reference_compares_with_something_independent(capsys):
 
 
 def test_check_finite_differences_catch_a_wrong_reference_gradient(monkeypatch):
-    from mlpx import activations as A
-    from mlpx.check import run_check
+    from mlpx import activations
+    from mlpx.commands.check import run_check
 
-    monkeypatch.setattr(A.Tanh, "derivative", lambda self, ops, dy, z, y: dy * (1.0 - y * y)
-                        * 1.01)
+    monkeypatch.setattr(activations.Tanh, "derivative",
+                        lambda self, ops, dy, z, y: dy * (1.0 - y * y) * 1.01)
     report = run_check([6, 8, 3], batch=8, activation="tanh", backends=["reference"],
                        torch=False)
     fd = [c for c in report.comparisons if c.label == "finite differences"]
     assert fd and not fd[0].ok
+
+
+@pytest.mark.parametrize("command", [["train", "data.csv", "--target", "y"], ["demo"]])
+def test_an_out_directory_that_is_a_file_is_a_usage_error(command, tmp_path, capsys):
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    assert cli.main([*command, "--backend", "cpu", "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mlpx {command[0]}: --out: "), err
+    assert "existing_file': it is a file, not a directory" in err[0]
+    assert existing.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("cupy, probe, says", [
+    (False, (0, None), ['needs CuPy, which is not installed', 'pip install "mlpx[cuda12]"']),
+    (True, (0, "CuPy is installed but cannot be imported (ImportError: libcudart.so.12)"),
+     ["cannot be imported (ImportError: libcudart.so.12)", "reinstall it", "mlpx[cuda13]"]),
+    (True, (0, "CUDARuntimeError: cudaErrorInsufficientDriver: CUDA driver version is "
+               "insufficient"), ["could not reach one: CUDARuntimeError: "
+                                 "cudaErrorInsufficientDriver", "nvidia-smi"]),
+    (True, (0, None), ["CuPy is installed and found none", "backend='cpu'"]),
+    (True, (2, None), ["cuda: 2 GPU(s)"]),
+], ids=["no cupy", "cupy broken", "driver", "no gpu", "two gpus"])
+def test_info_says_why_cuda_is_missing(cupy, probe, says, monkeypatch, capsys):
+    from mlpx import backends
+
+    monkeypatch.setattr(backends, "has_cupy", lambda: cupy)
+    monkeypatch.setattr(backends, "gpu_probe", lambda: probe)
+    monkeypatch.setattr("mlpx._compat.gpu_probe", lambda: probe)
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    [line] = [v for v in out.splitlines() if v.startswith("cuda: ")]
+    for text in says:
+        assert text in line, line

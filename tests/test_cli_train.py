@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlpx import cli
+from mlpx.commands import cli
 from mlpx.tabular import Preprocessing, TabularError, infer_task, read_table
 
 SPECIES = ("setosa", "versicolor", "virginica")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import activations as A
+from mlpx import activations
 
 cuda_host = pytest.importorskip("cuda_host")
 
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.skipif(
 
 DTYPES = [np.float32, np.float64]
 # every built-in with scalar kernels (from the registry), parametrised ones off their defaults
-_NON_DEFAULT = {"leaky_relu": A.LeakyReLU(0.1), "elu": A.ELU(0.7)}
-ACTS = [_NON_DEFAULT.get(c.name, c.name) for c in A.builtins()
-        if A.scalar_kernel(c()) is not None]
+_NON_DEFAULT = {"leaky_relu": activations.LeakyReLU(0.1), "elu": activations.ELU(0.7)}
+ACTS = [_NON_DEFAULT.get(c.name, c.name) for c in activations.builtins()
+        if activations.scalar_kernel(c()) is not None]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def _same(a, b):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("act", ACTS, ids=str)
 def test_bias_act_and_backward_bitwise(emu, cpu, rng, act, dtype):
-    act = A.get(act)
+    act = activations.get(act)
     z0 = _data(rng, (37, 19), dtype)
     b = _data(rng, (19,), dtype, 1.0)
     outs = {}
@@ -87,7 +87,7 @@ def test_bias_act_and_backward_bitwise(emu, cpu, rng, act, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_prelu_bitwise(emu, cpu, rng, dtype):
-    act = A.PReLU(0.2)
+    act = activations.PReLU(0.2)
     z0 = _data(rng, (300, 7), dtype)
     b = _data(rng, (7,), dtype, 1.0)
     slopes = rng.uniform(0.0, 0.5, 7).astype(dtype)
@@ -191,7 +191,7 @@ def test_scale_by_device_scalar(emu, rng):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("act", ["tanh", "gelu", A.PReLU(0.1)], ids=str)
+@pytest.mark.parametrize("act", ["tanh", "gelu", activations.PReLU(0.1)], ids=str)
 def test_network_training_bitwise(emu, dtype, act, rng, numpy_gemms):
     """Same network on the emulated cuda backend and on cpu: identical weights after fit."""
     X = rng.standard_normal((150, 6))
@@ -368,14 +368,14 @@ def _tree_partials(terms: np.ndarray, blocks: int) -> np.ndarray:
     """The kernels' order, modelled in NumPy: thread t of the grid adds terms t, t + stride,
     ... from 0.0 in order (cumsum is sequential), then each block adds its 256 threads'
     sums in a tree (sh[i] += sh[i + s], s = 128, 64, ..., 1)."""
-    from mlpx.backends import _cuda_kernels as K
+    from mlpx.backends import _cuda_kernels as cuda_kernels
 
-    stride = blocks * K.BLOCK
+    stride = blocks * cuda_kernels.BLOCK
     rows = -(-terms.size // stride)
     t = np.zeros((rows + 1, stride))
     t[1:].reshape(-1)[: terms.size] = terms
-    sh = np.cumsum(t, axis=0)[-1].reshape(blocks, K.BLOCK)
-    s = K.BLOCK // 2
+    sh = np.cumsum(t, axis=0)[-1].reshape(blocks, cuda_kernels.BLOCK)
+    s = cuda_kernels.BLOCK // 2
     while s:
         sh[:, :s] = sh[:, :s] + sh[:, s : 2 * s]
         s //= 2
@@ -389,13 +389,13 @@ def test_block_reductions_run_the_tree_with_256_threads(emu, rng, monkeypatch, s
     with float64 NumPy within rounding. The grid is capped at 8 blocks here, so the last two
     sizes wrap around the grid-stride loop as 262145 elements do on the GPU's 1024 blocks
     (the GPU kit runs those sizes and 2**28)."""
-    from mlpx.backends import _cuda_kernels as K
+    from mlpx.backends import _cuda_kernels as cuda_kernels
 
-    monkeypatch.setattr(K, "MAX_BLOCKS", 8)
-    assert emu.threads == K.BLOCK == 256
+    monkeypatch.setattr(cuda_kernels, "MAX_BLOCKS", 8)
+    assert emu.threads == cuda_kernels.BLOCK == 256
     x = rng.standard_normal(size).astype(np.float32)
     x64 = x.astype(np.float64)
-    blocks = K.grid(size)
+    blocks = cuda_kernels.grid(size)
     total = emu.sum_squares(x)
     partials = _tree_partials(x64 * x64, blocks)
     _same(emu._scratch[("sumsq", blocks)][:blocks], partials)
@@ -456,15 +456,15 @@ def test_prelu_two_stage_slope_gradient_bitwise(emu, cpu, rng, shape):
 
 
 def test_warmup_loads_every_kernel_of_every_file(emu, monkeypatch):
-    from mlpx.backends import _cuda_kernels as K
+    from mlpx.backends import _cuda_kernels as cuda_kernels
     from mlpx.backends.cuda import CUDABackend
 
     loaded = []
-    monkeypatch.setattr(K, "get_kernel", lambda dev, f, name: loaded.append((f, name)))
+    monkeypatch.setattr(cuda_kernels, "get_kernel", lambda dev, f, name: loaded.append((f, name)))
     CUDABackend.warmup(emu)
-    assert {f for f, _ in loaded} == set(K.KERNEL_FILES)
+    assert {f for f, _ in loaded} == set(cuda_kernels.KERNEL_FILES)
     assert ("random.cu", "dropout_mask") in loaded and ("optim.cu", "sum_partials") in loaded
-    assert len(loaded) == sum(len(K.kernel_names(f)) for f in K.KERNEL_FILES)
+    assert len(loaded) == sum(len(cuda_kernels.kernel_names(f)) for f in cuda_kernels.KERNEL_FILES)
     with pytest.raises(ValueError, match="float32 and float64"):
         CUDABackend.warmup(emu, dtypes=(np.float16,))
 
@@ -477,7 +477,8 @@ def test_bias_free_activations_take_kernels_bitwise(emu, cpu, rng, dtype):
     sfx = "f32" if dtype == np.float32 else "f64"
     z0 = _data(rng, (37, 19), dtype)
     slopes = rng.uniform(0.0, 0.5, 19).astype(dtype)
-    acts = [c() for c in A.builtins() if A.scalar_kernel(c()) is not None] + [A.PReLU()]
+    acts = [c() for c in activations.builtins() if activations.scalar_kernel(c()) is not None]
+    acts.append(activations.PReLU())
     for act in acts:
         s = slopes if act.has_parameters else None
         emu.launches.clear()
@@ -489,5 +490,5 @@ def test_bias_free_activations_take_kernels_bitwise(emu, cpu, rng, dtype):
         _same(outs[0], outs[1])
         if act.has_parameters:
             assert emu.launches == [f"prelu_fwd_{sfx}"], act
-        elif not A.is_identity(act):
+        elif not activations.is_identity(act):
             assert emu.launches == [f"act_fwd_{sfx}"], act

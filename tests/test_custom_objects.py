@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import activations as A
-from mlpx import losses as L
-from mlpx.check import run_check
+from mlpx import activations, losses
+from mlpx.commands.check import run_check
 from mlpx.saving.container import CheckpointError
 
 
@@ -64,9 +63,9 @@ def registered():
     mlpx.register_layer(Scale)
     yield
     for name in ("test_square",):
-        A._REGISTERED.pop(name, None)
+        activations._REGISTERED.pop(name, None)
     for name in ("test_huber", "test_mse_subclass"):
-        L._REGISTERED.pop(name, None)
+        losses._REGISTERED.pop(name, None)
     for name in ("Scale", "Offset"):
         registry._REGISTRY.pop(name, None)
 
@@ -99,8 +98,8 @@ def test_a_subclass_without_code_runs_its_formula_not_the_identity(backend):
 
 
 def test_a_copied_kernel_id_is_ignored(backend):
-    class Cube(A.Activation):
-        code = A.ReLU.code  # a kernel id copied from a built-in must not pick its kernel
+    class Cube(activations.Activation):
+        code = activations.ReLU.code  # a kernel id copied from a built-in must not pick its kernel
 
         def formula(self, ops, z):
             return z * z * z
@@ -117,7 +116,7 @@ def test_a_copied_kernel_id_is_ignored(backend):
 
 @pytest.mark.parametrize("spec", [
     "test_square", Square(), Square, (lambda z: z * z, lambda z: 2.0 * z),
-    A.FunctionActivation(lambda z: z * z, lambda z, y: 2.0 * z, name="sq"),
+    activations.FunctionActivation(lambda z: z * z, lambda z, y: 2.0 * z, name="sq"),
 ], ids=["name", "object", "class", "pair", "function-activation"])
 def test_custom_activations_train_and_match_the_reference(backend, spec):
     X, y = _data()
@@ -135,7 +134,7 @@ def test_custom_activations_train_and_match_the_reference(backend, spec):
 
 
 def test_function_pair_gradient_matches_finite_differences():
-    act = A.get((np.tanh, lambda z, y: 1.0 - y * y))
+    act = activations.get((np.tanh, lambda z, y: 1.0 - y * y))
     model = _model("reference", act)
     model.to("reference")
     X, y = _data(n=8)
@@ -158,7 +157,7 @@ def test_a_lone_function_is_refused_with_the_fix():
 
 
 def test_a_subclass_without_formula_is_refused():
-    class Empty(A.Activation):
+    class Empty(activations.Activation):
         pass
 
     with pytest.raises(TypeError, match="must define formula"):
@@ -170,8 +169,8 @@ def test_registration_rejects_builtin_names_and_non_activations():
         mlpx.register_activation("relu")
     with pytest.raises(TypeError, match="Activation subclass"):
         mlpx.register_activation("test_bad")(int)
-    assert "test_square" in A.names()
-    assert A.get("test_square").name == "test_square"
+    assert "test_square" in activations.names()
+    assert activations.get("test_square").name == "test_square"
 
 
 # --- losses ---------------------------------------------------------------------------------
@@ -239,7 +238,7 @@ def test_registered_parts_save_and_load(tmp_path, backend):
 
 
 def test_unregistered_parts_load_through_custom_objects(tmp_path):
-    class Cube(A.Activation):
+    class Cube(activations.Activation):
         def formula(self, ops, z):
             return z * z * z
 
@@ -279,7 +278,7 @@ def test_unregistered_parts_load_through_custom_objects(tmp_path):
     back = mlpx.load(path, custom_objects={"Offset": Offset, "Cube": Cube, "my_loss": my_loss})
     np.testing.assert_array_equal(back.predict(X), model.predict(X))
     assert back.loss_.name == "my_loss"
-    assert "Cube" not in A.names()  # custom_objects registers nothing for later loads
+    assert "Cube" not in activations.names()  # custom_objects registers nothing for later loads
 
 
 def test_custom_objects_must_be_a_dict(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mlpx.backends
-from mlpx.cli import main
+from mlpx.commands.cli import main
 from mlpx.errors import BackendUnavailableError
 
 

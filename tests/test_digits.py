@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import mlpx
-from mlpx.demo import load_digits_split
+from mlpx.commands.demo import load_digits_split
 
 
 def test_digits_reaches_95_percent_with_sgd(backend):

@@ -14,7 +14,7 @@ pytest.importorskip("sklearn")
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_digits_two_hidden_layers_adam(backend, seed):
-    from mlpx.demo import load_digits_split
+    from mlpx.commands.demo import load_digits_split
 
     X_tr, X_te, y_tr, y_te = load_digits_split(seed=0)
     model = mlpx.MLP([64, 128, 64, 10], activation="relu", backend=backend, seed=seed)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-import distributed_worker as W
+import distributed_worker as worker
 import numpy as np
 import pytest
 
@@ -54,15 +54,15 @@ def results(out: Path, n: int) -> list[dict]:
 
 
 def single(dtype: str, batch_size: int, epochs: int = 3, batchnorm: bool = True):
-    X, y = W.data()
-    m = W.model(dtype, batchnorm=batchnorm)
-    h = m.fit(X, y, epochs=epochs, batch_size=batch_size, **W.FIT)
+    X, y = worker.data()
+    m = worker.model(dtype, batchnorm=batchnorm)
+    h = m.fit(X, y, epochs=epochs, batch_size=batch_size, **worker.FIT)
     return m, h
 
 
 def check_same_as_single(got: list[dict], m, h, tol: float) -> None:
     want = {f"state/{k}": v for k, v in m.state_dict().items()}
-    X, y = W.data()
+    X, y = worker.data()
     for r, res in enumerate(got):
         # every rank holds the very same model: one all-reduce result, the same updates
         for k in want:
@@ -124,9 +124,10 @@ def test_fit_options_end_with_the_history_of_one_process(tmp_path, n, kind, weig
     proc, _ = launch(n, "options", tmp_path, kind=kind, weighted=weighted,
                      batch_size=batch_size, stop_at=stop_at)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    X, y = W.data() if kind == "classification" else W.regression_data()
-    m = W.model(batchnorm=kind == "classification", outputs=3 if kind == "classification" else 2)
-    kw = W.options_fit(kind, weighted, stop_at and [*stop_at[:2], 0])
+    X, y = worker.data() if kind == "classification" else worker.regression_data()
+    m = worker.model(batchnorm=kind == "classification",
+                     outputs=3 if kind == "classification" else 2)
+    kw = worker.options_fit(kind, weighted, stop_at and [*stop_at[:2], 0])
     h = m.fit(X, y, batch_size=batch_size, verbose=0, **kw)
     steps = -(-len(X[: int(len(X) * 0.8)]) // batch_size)
     want_steps = 3 * steps if stop_at is None else stop_at[0] * steps + stop_at[1] + 1
@@ -159,9 +160,9 @@ def test_ctrl_c_on_one_rank_saves_merged_sums_that_resume_on_other_ranks(tmp_pat
     proc, _ = launch(3, "options", tmp_path, kind="classification", weighted=True,
                      batch_size=50, resume_from=str(tmp_path / "mid.safetensors"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    X, y = W.data()
-    m = W.model()
-    h = m.fit(X, y, batch_size=50, verbose=0, **W.options_fit("classification", True, None))
+    X, y = worker.data()
+    m = worker.model()
+    h = m.fit(X, y, batch_size=50, verbose=0, **worker.options_fit("classification", True, None))
     for r in range(3):
         got = json.loads((tmp_path / f"rank{r}.json").read_text())["history"]
         assert sorted(got) == sorted(h.history)

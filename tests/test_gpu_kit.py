@@ -336,10 +336,10 @@ def test_cuda_ids_map_to_their_cpu_twins():
 
 
 def test_code_paths_tell_kernels_apart():
-    from mlpx import activations as A
+    from mlpx import activations
 
     z32, z64 = np.zeros((4, 40), np.float32), np.zeros((4, 3))
-    relu = A.get("relu")
+    relu = activations.get("relu")
     assert select.code_path("bias_act", (z32, z32[0], relu, z32), {}) == \
         "bias_act(float32/2d, float32/1d, act:relu, float32/2d)"
     assert select.code_path("bias_act", (z64, z64[0], relu, z64), {}) != \

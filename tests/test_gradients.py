@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import activations as A
+from mlpx import activations
 
 torch = pytest.importorskip("torch", reason="PyTorch is the independent reference here")
 F = torch.nn.functional
 
 # every trainable elementwise built-in, from the registry
-HIDDEN = [c.name for c in A.builtins() if c.differentiable and not c.rowwise]
+HIDDEN = [c.name for c in activations.builtins() if c.differentiable and not c.rowwise]
 LOSSES = ["mse", "l1", "cross_entropy", "bce", "nll"]
 KINKED = {"relu", "leaky_relu", "prelu", "elu"}  # f' (or f'') jumps at z = 0
 N, D_IN, H1, H2 = 6, 3, 5, 4
@@ -27,7 +27,7 @@ N, D_IN, H1, H2 = 6, 3, 5, 4
 def _torch_act(name: str):
     if name == "prelu":
         return lambda z, a: F.prelu(z, a)
-    twin, kwargs = A.get(name).torch_module()
+    twin, kwargs = activations.get(name).torch_module()
     module = getattr(torch.nn, twin)(**kwargs)
     return lambda z, a: module(z)
 

@@ -8,38 +8,37 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import activations as A
-from mlpx import initializers as I
+from mlpx import activations, initializers
 
 FAN_IN, FAN_OUT = 400, 600
 SHAPE = (FAN_IN, FAN_OUT)  # 240 000 draws: sample std within ~0.3 % of the target
 
 
 def _draw(name, act):
-    return I.get(name)(SHAPE, np.random.default_rng(0), act)
+    return initializers.get(name)(SHAPE, np.random.default_rng(0), act)
 
 
 GAINS = [  # (activation, the gain table's Xavier gain, Kaiming gain)
-    (A.Identity(), 1.0, 1.0),
-    (A.Tanh(), 1.0, 5.0 / 3.0),
-    (A.Sigmoid(), 4.0, 1.0),  # Glorot & Bengio: the logistic's bound is 4x tanh's
-    (A.ReLU(), math.sqrt(2.0), math.sqrt(2.0)),
-    (A.PReLU(), math.sqrt(2.0), math.sqrt(2.0)),
-    (A.LeakyReLU(0.1), math.sqrt(2.0 / 1.01), math.sqrt(2.0 / 1.01)),
+    (activations.Identity(), 1.0, 1.0),
+    (activations.Tanh(), 1.0, 5.0 / 3.0),
+    (activations.Sigmoid(), 4.0, 1.0),  # Glorot & Bengio: the logistic's bound is 4x tanh's
+    (activations.ReLU(), math.sqrt(2.0), math.sqrt(2.0)),
+    (activations.PReLU(), math.sqrt(2.0), math.sqrt(2.0)),
+    (activations.LeakyReLU(0.1), math.sqrt(2.0 / 1.01), math.sqrt(2.0 / 1.01)),
 ]
 
 
 @pytest.mark.parametrize("act,xavier,kaiming", GAINS, ids=lambda v: getattr(v, "name", ""))
 def test_gain_table(act, xavier, kaiming):
-    assert I.activation_gain(act) == pytest.approx(xavier)
-    assert I.kaiming_gain(act) == pytest.approx(kaiming)
+    assert initializers.activation_gain(act) == pytest.approx(xavier)
+    assert initializers.kaiming_gain(act) == pytest.approx(kaiming)
 
 
 @pytest.mark.parametrize("act", [g[0] for g in GAINS], ids=lambda a: a.name)
 def test_statistics_match_formulas(act):
     """xavier_*/glorot_* have gain 1 for every activation (Keras' glorot_uniform, PyTorch's
     xavier_uniform_); the *_gain variants apply the per-activation table."""
-    gx, gk = I.activation_gain(act), I.kaiming_gain(act)
+    gx, gk = initializers.activation_gain(act), initializers.kaiming_gain(act)
     expected = {
         # name: (std for normal, bound for uniform)
         "xavier_uniform": (None, math.sqrt(6.0 / (FAN_IN + FAN_OUT))),
@@ -69,30 +68,31 @@ def test_statistics_match_formulas(act):
 def test_xavier_matches_torch_for_every_activation():
     torch = pytest.importorskip("torch")
     for act in ("sigmoid", "tanh", "relu", "identity"):
-        w = I.get("xavier_uniform")(SHAPE, np.random.default_rng(0), A.get(act))
+        rng = np.random.default_rng(0)
+        w = initializers.get("xavier_uniform")(SHAPE, rng, activations.get(act))
         t = torch.empty(FAN_OUT, FAN_IN, dtype=torch.float64)
         torch.nn.init.xavier_uniform_(t)  # gain=1 is PyTorch's default
         assert w.std() == pytest.approx(float(t.std()), rel=0.01)
 
 
 def test_aliases_are_the_same_functions():
-    assert I.get("glorot_uniform") is I.get("xavier_uniform")
-    assert I.get("glorot_normal_gain") is I.get("xavier_normal_gain")
-    assert I.get("he_normal") is I.get("kaiming_normal")
+    assert initializers.get("glorot_uniform") is initializers.get("xavier_uniform")
+    assert initializers.get("glorot_normal_gain") is initializers.get("xavier_normal_gain")
+    assert initializers.get("he_normal") is initializers.get("kaiming_normal")
 
 
 def test_simple_initialisers():
     rng = np.random.default_rng(0)
-    assert (I.get("zeros")((3, 4), rng, A.ReLU()) == 0).all()
-    assert (I.constant(0.7)((3, 4), rng, A.ReLU()) == 0.7).all()
-    w = I.normal(std=0.2, mean=1.0)(SHAPE, rng, A.ReLU())
+    assert (initializers.get("zeros")((3, 4), rng, activations.ReLU()) == 0).all()
+    assert (initializers.constant(0.7)((3, 4), rng, activations.ReLU()) == 0.7).all()
+    w = initializers.normal(std=0.2, mean=1.0)(SHAPE, rng, activations.ReLU())
     assert w.std() == pytest.approx(0.2, rel=0.01) and w.mean() == pytest.approx(1.0, abs=0.01)
-    u = I.uniform(-0.3, 0.1)(SHAPE, rng, A.ReLU())
+    u = initializers.uniform(-0.3, 0.1)(SHAPE, rng, activations.ReLU())
     assert u.min() >= -0.3 and u.max() < 0.1 and u.mean() == pytest.approx(-0.1, abs=0.01)
     with pytest.raises(ValueError, match="std > 0"):
-        I.normal(std=0.0)
+        initializers.normal(std=0.0)
     with pytest.raises(ValueError, match="a < b"):
-        I.uniform(1.0, 0.0)
+        initializers.uniform(1.0, 0.0)
 
 
 @pytest.mark.parametrize("act,default", [
@@ -104,7 +104,7 @@ def test_defaults(act, default):
     assert mlpx.Dense(4, activation=act).init == default
     model = mlpx.Sequential([mlpx.Dense(300, activation=act)], input_dim=500, seed=0)
     W = model.get_weights()[0]
-    expected = I.get(default)((500, 300), np.random.default_rng(1), A.get(act))
+    expected = initializers.get(default)((500, 300), np.random.default_rng(1), activations.get(act))
     assert W.std() == pytest.approx(expected.std(), rel=0.02)
     assert (model.get_weights()[1] == 0).all()  # biases start at zero
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mlpx import activations as A
-from mlpx.backends import _cuda_kernels as K
+from mlpx import activations
+from mlpx.backends import _cuda_kernels as cuda_kernels
 
 ARCHS = ["sm_80", "sm_90"]
 REPO = Path(__file__).resolve().parent.parent
@@ -26,14 +26,14 @@ NVCC = shutil.which("nvcc")
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found: install the CUDA toolkit to run")
 def test_every_kernel_file_compiles_with_nvcc(tmp_path):
-    sources = K.kernel_sources()
+    sources = cuda_kernels.kernel_sources()
     assert set(sources) == {p.name for p in (REPO / "kernels").glob("*.cu")}
     jobs = [(name, path, arch) for name, path in sources.items() for arch in ARCHS]
 
     def compile_one(job):
         name, path, arch = job
         # -Werror all-warnings: a warning in a kernel is a bug waiting for a GPU to show it
-        cmd = K.nvcc_command(path, arch, tmp_path / f"{name}.{arch}.cubin")
+        cmd = cuda_kernels.nvcc_command(path, arch, tmp_path / f"{name}.{arch}.cubin")
         cmd.insert(1, "-Werror")
         cmd.insert(2, "all-warnings")
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -51,11 +51,11 @@ def test_every_kernel_file_compiles_with_nvcc(tmp_path):
 
 
 def test_nvcc_command_uses_the_nvrtc_options():
-    cmd = K.nvcc_command("x.cu", "sm_90", "x.cubin")
+    cmd = cuda_kernels.nvcc_command("x.cu", "sm_90", "x.cubin")
     assert cmd[0] == "nvcc" and "-arch=sm_90" in cmd and "-cubin" in cmd
-    for opt in K.NVRTC_OPTIONS:
+    for opt in cuda_kernels.NVRTC_OPTIONS:
         assert opt in cmd
-    assert "-fmad=false" in K.NVRTC_OPTIONS  # parity with the Numba kernels needs it
+    assert "-fmad=false" in cuda_kernels.NVRTC_OPTIONS  # parity with the Numba kernels needs it
 
 
 def _source(name: str) -> str:
@@ -65,10 +65,11 @@ def _source(name: str) -> str:
 def test_activation_codes_match_the_declarations():
     """The ids (and cases) of activations.cu are those of the Python declarations; the same
     check runs whenever the backend loads the file."""
-    defined = K.activation_ids(_source("activations.cu"))
-    declared = {c.name: c.code for c in A.builtins() if A.scalar_kernel(c()) is not None}
+    defined = cuda_kernels.activation_ids(_source("activations.cu"))
+    declared = {c.name: c.code for c in activations.builtins()
+                if activations.scalar_kernel(c()) is not None}
     assert defined == declared
-    K.check_activation_ids(_source("activations.cu"))
+    cuda_kernels.check_activation_ids(_source("activations.cu"))
 
 
 @pytest.mark.parametrize("edit", [
@@ -80,23 +81,23 @@ def test_mismatched_activation_ids_are_refused(edit):
     src = _source("activations.cu")
     assert edit[0] in src
     with pytest.raises(RuntimeError, match="does not match the activations declared"):
-        K.check_activation_ids(src.replace(edit[0], edit[1], 1))
+        cuda_kernels.check_activation_ids(src.replace(edit[0], edit[1], 1))
 
 
 def test_shared_helpers_exist_once():
     """common.cuh holds the grid loop, block size, sigmoid and block sums; no kernel file
     redefines them, every kernel file includes it, and NVRTC gets it joined in."""
-    common = _source(K.COMMON_HEADER)
+    common = _source(cuda_kernels.COMMON_HEADER)
     m = re.search(r"#define MLPX_BLOCK (\d+)", common)
-    assert m and int(m.group(1)) == K.BLOCK
+    assert m and int(m.group(1)) == cuda_kernels.BLOCK
     for helper in ("#define MLPX_GRID_LOOP", "double mlpx_sigmoid(", "double mlpx_block_total(",
                    "void mlpx_block_sum(", "#define MLPX_BLOCK "):
         assert helper in common
-        for name in K.KERNEL_FILES:
+        for name in cuda_kernels.KERNEL_FILES:
             assert helper not in _source(name), f"{name} redefines {helper}"
-    for name in K.KERNEL_FILES:
+    for name in cuda_kernels.KERNEL_FILES:
         assert '#include "common.cuh"' in _source(name)
-        joined = K.kernel_source(name)
+        joined = cuda_kernels.kernel_source(name)
         assert not re.search(r"^#include", joined, re.M) and "#define MLPX_GRID_LOOP" in joined
 
 
@@ -104,7 +105,7 @@ def test_numba_and_cuda_files_pair_one_to_one():
     """kernels/<x>.cu and mlpx/backends/numba_<x>.py name each other in their headers."""
     backends = REPO / "mlpx" / "backends"
     numba_files = {p.name for p in backends.glob("numba_*.py")}
-    cuda_files = {*K.KERNEL_FILES, K.COMMON_HEADER}
+    cuda_files = {*cuda_kernels.KERNEL_FILES, cuda_kernels.COMMON_HEADER}
     assert numba_files == {f"numba_{f.split('.')[0]}.py" for f in cuda_files}
     for cu in cuda_files:
         py = f"numba_{cu.split('.')[0]}.py"
@@ -128,7 +129,7 @@ def test_twin_references_in_both_directions():
     numba_src = "\n".join(
         p.read_text() for p in sorted((REPO / "mlpx" / "backends").glob("numba_*.py"))
     )
-    for name in (*K.KERNEL_FILES, K.COMMON_HEADER):
+    for name in (*cuda_kernels.KERNEL_FILES, cuda_kernels.COMMON_HEADER):
         twin_file = REPO / "mlpx" / "backends" / f"numba_{name.split('.')[0]}.py"
         numba_funcs = set(re.findall(r"^def (\w+)\(", twin_file.read_text(), re.M))
         twins = re.findall(r"// Numba twin: (\w+)", _source(name))
@@ -137,7 +138,7 @@ def test_twin_references_in_both_directions():
             assert twin in numba_funcs, f"{name} names {twin}, not defined in {twin_file.name}"
     assert "CUDA twin" in numba_src
     for file_ref in re.findall(r"kernels/(\w+\.cuh?)\b", numba_src):
-        assert file_ref in (*K.KERNEL_FILES, K.COMMON_HEADER)
+        assert file_ref in (*cuda_kernels.KERNEL_FILES, cuda_kernels.COMMON_HEADER)
 
 
 def test_chunk_and_width_constants_agree():
@@ -146,14 +147,14 @@ def test_chunk_and_width_constants_agree():
 
     chunk = re.search(r"#define PRELU_CHUNK (\d+)", _source("activations.cu"))
     wide = re.search(r"#define SOFTMAX_WIDE (\d+)", _source("losses.cu"))
-    assert chunk and int(chunk.group(1)) == K.PRELU_CHUNK == base.PRELU_CHUNK
-    assert numba_activations.PRELU_CHUNK == K.PRELU_CHUNK
-    assert wide and int(wide.group(1)) == K.SOFTMAX_WIDE
-    assert K.BLOCK % K.SOFTMAX_WIDE == 0
+    assert chunk and int(chunk.group(1)) == cuda_kernels.PRELU_CHUNK == base.PRELU_CHUNK
+    assert numba_activations.PRELU_CHUNK == cuda_kernels.PRELU_CHUNK
+    assert wide and int(wide.group(1)) == cuda_kernels.SOFTMAX_WIDE
+    assert cuda_kernels.BLOCK % cuda_kernels.SOFTMAX_WIDE == 0
 
 
 def test_kernel_names_lists_every_kernel():
-    names = {f: K.kernel_names(f) for f in K.KERNEL_FILES}
+    names = {f: cuda_kernels.kernel_names(f) for f in cuda_kernels.KERNEL_FILES}
     assert {"prelu_bwd_f32", "prelu_dslopes_f64", "bias_act_f32"} <= set(names["activations.cu"])
     assert {"softmax_xent_wide_f32", "mse_f64"} <= set(names["losses.cu"])
     assert {"sum_partials", "clip_scale", "adam_update_f32"} <= set(names["optim.cu"])
@@ -171,7 +172,8 @@ _FTZ = re.compile(r"[\w.]*\.ftz[\w.]*")
 
 
 def _ptx(name: str, options: tuple[str, ...]) -> str:
-    return K.nvrtc_compile(K.kernel_source(name), name, "compute_90", options).decode()
+    source = cuda_kernels.kernel_source(name)
+    return cuda_kernels.nvrtc_compile(source, name, "compute_90", options).decode()
 
 
 @pytest.fixture(scope="module")
@@ -189,37 +191,38 @@ def nvrtc():
     return nvrtc
 
 
-@pytest.mark.parametrize("name", K.KERNEL_FILES)
+@pytest.mark.parametrize("name", cuda_kernels.KERNEL_FILES)
 def test_ptx_keeps_float32_subnormals(nvrtc, name):
     """Compiled with the backend's own NVRTC call and options, no instruction flushes
     subnormals except the libdevice float64 seeds that exist only in a .ftz form."""
-    ptx = _ptx(name, K.NVRTC_OPTIONS)
+    ptx = _ptx(name, cuda_kernels.NVRTC_OPTIONS)
     assert ".entry" in ptx
-    flushing = sorted(set(_FTZ.findall(ptx)) - set(K.FTZ_ONLY_INSTRUCTIONS))
+    flushing = sorted(set(_FTZ.findall(ptx)) - set(cuda_kernels.FTZ_ONLY_INSTRUCTIONS))
     assert not flushing, f"{name} flushes float32 subnormals: {flushing}"
 
 
 def test_cupy_default_options_would_flush(nvrtc):
     """The probe sees FTZ: CuPy's RawModule appends -ftz=true after the caller's options, and
     NVRTC keeps the last one; optim.cu then has hundreds of flushing instructions."""
-    cupy_like = (*K.NVRTC_OPTIONS, "-ftz=true")
+    cupy_like = (*cuda_kernels.NVRTC_OPTIONS, "-ftz=true")
     flushing = [i for i in _FTZ.findall(_ptx("optim.cu", cupy_like))
-                if i not in K.FTZ_ONLY_INSTRUCTIONS]
+                if i not in cuda_kernels.FTZ_ONLY_INSTRUCTIONS]
     assert len(flushing) > 100 and any(i.startswith("cvt.") for i in flushing)
-    assert "-ftz=false" in K.NVRTC_OPTIONS
+    assert "-ftz=false" in cuda_kernels.NVRTC_OPTIONS
 
 
 def test_cubin_target_and_disk_cache(nvrtc, tmp_path, monkeypatch):
     """A cubin for a known architecture, PTX for an unknown newer one; compiled once, then
     read from the cache (keyed by the source, options, target and NVRTC version)."""
     monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
-    assert K.nvrtc_target("90") == "sm_90"
+    assert cuda_kernels.nvrtc_target("90") == "sm_90"
     known = max(int(a) for a in nvrtc.getSupportedArchs())
-    assert K.nvrtc_target(str(known + 1)) == f"compute_{known}"
-    path = K.compiled_path("random.cu", "sm_90")
+    assert cuda_kernels.nvrtc_target(str(known + 1)) == f"compute_{known}"
+    path = cuda_kernels.compiled_path("random.cu", "sm_90")
     assert path.parent == tmp_path / "cuda" and path.suffix == ".cubin"
     assert path.read_bytes()[:4] == b"\x7fELF"
     mtime = path.stat().st_mtime_ns
-    assert K.compiled_path("random.cu", "sm_90") == path and path.stat().st_mtime_ns == mtime
-    ptx = K.compiled_path("random.cu", "compute_90")
+    assert cuda_kernels.compiled_path("random.cu", "sm_90") == path
+    assert path.stat().st_mtime_ns == mtime
+    ptx = cuda_kernels.compiled_path("random.cu", "compute_90")
     assert ptx.suffix == ".ptx" and b".entry dropout_mask" in ptx.read_bytes()

@@ -7,7 +7,7 @@ import pytest
 from _helpers import central_differences
 
 import mlpx
-from mlpx import losses as L
+from mlpx import losses
 
 torch = pytest.importorskip("torch", reason="PyTorch is the independent reference here")
 F = torch.nn.functional
@@ -49,7 +49,7 @@ def _torch_loss(name: str, out: torch.Tensor, t: np.ndarray) -> torch.Tensor:
 
 
 def _ours(ops, name: str, out: np.ndarray, t: np.ndarray, dtype):
-    loss = L.get("cross_entropy" if name == "cross_entropy_soft" else name)
+    loss = losses.get("cross_entropy" if name == "cross_entropy_soft" else name)
     target = ops.asarray(loss.prepare_target(t, C, dtype))
     outd = ops.asarray(out, dtype=dtype)
     grad = ops.empty(out.shape, dtype)
@@ -106,29 +106,29 @@ def test_perfect_prediction_gives_zero_cross_entropy(ops):
 
 
 def test_mse_accepts_1d_target_for_single_output():
-    loss = L.get("mse")
+    loss = losses.get("mse")
     y = loss.prepare_target(np.arange(3.0), 1, np.float32)
     assert y.shape == (3, 1) and y.dtype == np.float32
 
 
 def test_target_validation_messages():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
-        L.get("cross_entropy").prepare_target(np.array([0, 4]), 4, np.float32)
+        losses.get("cross_entropy").prepare_target(np.array([0, 4]), 4, np.float32)
     with pytest.raises(ValueError, match="integer class labels"):
-        L.get("cross_entropy").prepare_target(np.array([0.5, 1.0]), 4, np.float32)
+        losses.get("cross_entropy").prepare_target(np.array([0.5, 1.0]), 4, np.float32)
     with pytest.raises(ValueError, match="at least 2 outputs"):
-        L.get("cross_entropy").prepare_target(np.array([0, 1]), 1, np.float32)
+        losses.get("cross_entropy").prepare_target(np.array([0, 1]), 1, np.float32)
     # labels as a (n, 1) column: the message says how to fix it
     for name in ("cross_entropy", "nll"):
         with pytest.raises(ValueError, match=r"got \(2, 1\); for labels in a column pass y.ravel"):
-            L.get(name).prepare_target(np.array([[0], [2]]), 3, np.float32)
+            losses.get(name).prepare_target(np.array([[0], [2]]), 3, np.float32)
     with pytest.raises(ValueError, match=r"bce targets must lie in \[0, 1\]"):
-        L.get("bce").prepare_target(np.array([[2.0]]), 1, np.float32)
+        losses.get("bce").prepare_target(np.array([[2.0]]), 1, np.float32)
     with pytest.raises(ValueError, match="shape"):
-        L.get("mse").prepare_target(np.zeros((3, 2)), 3, np.float32)
+        losses.get("mse").prepare_target(np.zeros((3, 2)), 3, np.float32)
     with pytest.raises(ValueError, match="unknown loss 'hinge'.*valid names.*cross_entropy"):
-        L.get("hinge")
-    assert isinstance(L.get("categorical_crossentropy"), L.CrossEntropyLoss)
+        losses.get("hinge")
+    assert isinstance(losses.get("categorical_crossentropy"), losses.CrossEntropyLoss)
     assert mlpx.losses.names() == ["bce", "cross_entropy", "l1", "mse", "nll"]
 
 
@@ -136,7 +136,7 @@ def test_every_builtin_loss_matches_its_declared_torch_twin(rng):
     torch = pytest.importorskip("torch")
     ops = mlpx.get_backend("reference")
     out = rng.standard_normal((12, 4))
-    for cls in L.builtins():
+    for cls in losses.builtins():
         loss = cls()
         name, kwargs = loss.torch_module()
         if loss.name in ("cross_entropy", "nll"):

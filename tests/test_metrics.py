@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import losses as L
-from mlpx import metrics as M
+from mlpx import losses, metrics
 
 sk = pytest.importorskip("sklearn.metrics")
 
@@ -27,12 +26,12 @@ def test_classification_metrics_match_scikit_learn(ops, weighted):
     rng = np.random.default_rng(0)
     out, y = rng.normal(size=(50, 6)), rng.integers(0, 6, size=50)
     w = rng.random(50) if weighted else None
-    acc = M.get("accuracy")
-    acc.check(L.get("cross_entropy"), 6)
+    acc = metrics.get("accuracy")
+    acc.check(losses.get("cross_entropy"), 6)
     assert _run(ops, acc, out, y, w) == pytest.approx(
         sk.accuracy_score(y, out.argmax(axis=1), sample_weight=w), rel=1e-12)
     for k in (1, 3, 5):
-        top = M.get(f"top_{k}_accuracy")
+        top = metrics.get(f"top_{k}_accuracy")
         assert top.name == f"top_{k}_accuracy"
         assert _run(ops, top, out, y, w) == pytest.approx(
             sk.top_k_accuracy_score(y, out, k=k, labels=np.arange(6), sample_weight=w),
@@ -44,8 +43,8 @@ def test_classification_metrics_match_scikit_learn(ops, weighted):
 def test_binary_and_multilabel_accuracy(ops):
     rng = np.random.default_rng(1)
     out, t = rng.normal(size=(30, 3)), (rng.random((30, 3)) < 0.5).astype(float)
-    acc = M.get("binary_accuracy")
-    acc.check(L.get("bce"), 3)
+    acc = metrics.get("binary_accuracy")
+    acc.check(losses.get("bce"), 3)
     assert _run(ops, acc, out, t) == pytest.approx(((out > 0) == (t > 0.5)).mean())
 
 
@@ -55,18 +54,18 @@ def test_regression_metrics_match_scikit_learn(ops, weighted):
     t = rng.normal(size=(40, 2)) * [1.0, 5.0] + [1e6, -3.0]  # a large offset on one output
     out = t + rng.normal(size=t.shape)
     w = rng.random(40) if weighted else None
-    assert _run(ops, M.get("mae"), out, t, w) == pytest.approx(
+    assert _run(ops, metrics.get("mae"), out, t, w) == pytest.approx(
         sk.mean_absolute_error(t, out, sample_weight=w), rel=1e-12)
-    assert _run(ops, M.get("mean_squared_error"), out, t, w) == pytest.approx(
+    assert _run(ops, metrics.get("mean_squared_error"), out, t, w) == pytest.approx(
         sk.mean_squared_error(t, out, sample_weight=w), rel=1e-12)
-    assert _run(ops, M.get("r2"), out, t, w) == pytest.approx(
+    assert _run(ops, metrics.get("r2"), out, t, w) == pytest.approx(
         sk.r2_score(t, out, sample_weight=w), rel=1e-9)
 
 
 def test_r2_of_a_constant_target_follows_scikit_learn(ops):
     t = np.full((6, 1), 2.0)
-    assert _run(ops, M.get("r2"), t.copy(), t) == 1.0
-    assert _run(ops, M.get("r2"), t + 1, t) == 0.0
+    assert _run(ops, metrics.get("r2"), t.copy(), t) == 1.0
+    assert _run(ops, metrics.get("r2"), t + 1, t) == 0.0
 
 
 def test_function_metrics_per_sample_or_per_batch(ops):
@@ -80,13 +79,13 @@ def test_function_metrics_per_sample_or_per_batch(ops):
     def mean_bias(y_true, y_pred):  # one value for the batch
         return (y_pred - y_true).mean()
 
-    per = M.get(max_error)
+    per = metrics.get(max_error)
     assert per.name == "max_error"
     assert _run(ops, per, out, t, w) == pytest.approx(
         np.average(np.abs(out - t).max(axis=1), weights=w))
-    assert _run(ops, M.get(mean_bias), out, t, batch=5) == pytest.approx((out - t).mean())
+    assert _run(ops, metrics.get(mean_bias), out, t, batch=5) == pytest.approx((out - t).mean())
     with pytest.raises(ValueError, match="give it one"):
-        M.get(lambda a, b: a)
+        metrics.get(lambda a, b: a)
 
 
 def test_bad_metrics_are_refused_before_training():
@@ -155,12 +154,12 @@ def _builtins():
     rng = np.random.default_rng(5)
     out, labels = rng.normal(size=(45, 4)), rng.integers(0, 4, size=45)
     t = rng.normal(size=(45, 4)) * 3 + [1e5, 0.0, -2.0, 7.0]
-    classify, regress = L.get("cross_entropy"), L.get("mse")
+    classify, regress = losses.get("cross_entropy"), losses.get("mse")
     cases = []
     for name, loss, target in [("accuracy", classify, labels), ("top_2_accuracy", classify,
                                                                   labels),
                                ("mae", regress, t), ("mse", regress, t), ("r2", regress, t)]:
-        metric = M.builtin(name)
+        metric = metrics.builtin(name)
         metric.check(loss, 4)
         cases.append((metric, out if loss is classify else t + rng.normal(size=t.shape),
                       target))
@@ -181,34 +180,35 @@ def test_merged_states_of_disjoint_rows_give_the_result_of_all_rows(ops, weighte
                                                None if w is None else w[a:b])
             merged = metric.merge(ops, merged, part)
         assert metric.result(ops, merged) == pytest.approx(whole, rel=1e-12), metric.name
-        assert M.mergeable(metric)
+        assert metrics.mergeable(metric)
 
 
 def test_state_spec_declares_the_state_update_builds(ops):
     """The declaration a checkpoint's metric sums are checked against is the real state."""
     for metric, out, target in _builtins():
-        host = M.state_to_host(ops, _state(ops, metric, out, target))
+        host = metrics.state_to_host(ops, _state(ops, metric, out, target))
         spec = metric.state_spec(4)
         assert [a.shape for a in host] == [shape for shape, _ in spec], metric.name
         assert all(a.dtype == np.float64 for a in host)
         assert all((a >= 0).all() for a, (_, nonneg) in zip(host, spec, strict=True) if nonneg)
-        again = M.state_to_device(ops, host)
+        again = metrics.state_to_device(ops, host)
         assert metric.result(ops, again) == metric.result(ops, _state(ops, metric, out, target))
 
 
 def test_builtin_names_are_the_history_keys_of_mlpx_metrics():
-    assert type(M.builtin("r2")) is M.R2Score and M.builtin("top_3_accuracy").k == 3
+    assert type(metrics.builtin("r2")) is metrics.R2Score
+    assert metrics.builtin("top_3_accuracy").k == 3
     for key in ("acc", "top_k_accuracy", "top_0_accuracy", "top_03_accuracy", "val_mae",
                 "my_metric"):
-        assert M.builtin(key) is None, key
+        assert metrics.builtin(key) is None, key
 
 
 def test_a_custom_metric_without_merge_is_not_mergeable():
-    class Median(M.Metric):
+    class Median(metrics.Metric):
         name = "median"
 
-    assert not M.mergeable(Median())
+    assert not metrics.mergeable(Median())
     with pytest.raises(NotImplementedError, match="merge"):
         Median().merge(None, None, None)
     assert Median().state_spec(3) is None
-    assert M.mergeable(M.FunctionMetric(lambda t, o: t, name="f"))
+    assert metrics.mergeable(metrics.FunctionMetric(lambda t, o: t, name="f"))

@@ -25,17 +25,17 @@ import pytest
 from _helpers import assert_ulp
 
 import mlpx
-from mlpx import activations as A
-from mlpx.backends import numba_activations as K
+from mlpx import activations
+from mlpx.backends import numba_activations
 
 CPU = mlpx.get_backend("cpu")
 REF = mlpx.get_backend("reference")
 DTYPES = [np.float32, np.float64]
 
 #: every built-in with elementwise kernels, parametrised ones away from their defaults
-NON_DEFAULT = {"leaky_relu": A.LeakyReLU(0.1), "elu": A.ELU(0.7)}
-ACTS = {c.name: NON_DEFAULT.get(c.name) or c() for c in A.builtins()
-        if A.scalar_kernel(c()) is not None}
+NON_DEFAULT = {"leaky_relu": activations.LeakyReLU(0.1), "elu": activations.ELU(0.7)}
+ACTS = {c.name: NON_DEFAULT.get(c.name) or c() for c in activations.builtins()
+        if activations.scalar_kernel(c()) is not None}
 #: pure arithmetic, no library function: bitwise on every backend
 BITWISE = {"identity", "relu", "leaky_relu", "step"}
 # forward: (max ULP, measured against the magnitude of |z| (cancellation) or of the result)
@@ -102,9 +102,9 @@ def test_act_forward_kernel_without_bias(name, dtype, rng):
     act = ACTS[name]
     z, _, _ = _data(rng, dtype)
     out = np.empty_like(z)
-    K.act_forward(z, act.code, act.alpha, out)
+    numba_activations.act_forward(z, act.code, act.alpha, out)
     inplace = z.copy()
-    K.act_forward_(inplace, act.code, act.alpha)
+    numba_activations.act_forward_(inplace, act.code, act.alpha)
     np.testing.assert_array_equal(inplace, out)
     expected = act.formula(REF, z.astype(np.float64)).astype(dtype)
     if name in BITWISE or dtype == np.float32:
@@ -118,7 +118,7 @@ def test_act_forward_kernel_without_bias(name, dtype, rng):
 def test_prelu_kernels_bitwise(dtype, rng):
     z, b, dy = _data(rng, dtype)
     slopes = rng.uniform(0.0, 0.5, z.shape[1]).astype(dtype)
-    r = _both_forward(A.PReLU(), z, b, slopes)
+    r = _both_forward(activations.PReLU(), z, b, slopes)
     np.testing.assert_array_equal(r["cpu"][0], r["ref"][0])
     np.testing.assert_array_equal(r["cpu"][1], r["ref"][1])
     zr = r["ref"][0]
@@ -173,14 +173,14 @@ def test_reference_prelu_slope_sum_keeps_its_order_on_any_array_module(rng):
 def test_relu_fast_path_bitwise(dtype, rng):
     z, b, dy = _data(rng, dtype)
     zc, yc = z.copy(), np.empty_like(z)
-    K.bias_relu(zc, b, yc)
+    numba_activations.bias_relu(zc, b, yc)
     zr, yr = z.copy(), np.empty_like(z)
-    REF.bias_act(zr, b, A.ReLU(), yr)
+    REF.bias_act(zr, b, activations.ReLU(), yr)
     np.testing.assert_array_equal(zc, zr)
     np.testing.assert_array_equal(yc, yr)
     gc, gr = np.empty_like(z), np.empty_like(z)
-    K.relu_backward(dy, zr, gc)
-    REF.act_backward(dy, zr, yr, A.ReLU(), gr)
+    numba_activations.relu_backward(dy, zr, gc)
+    REF.act_backward(dy, zr, yr, activations.ReLU(), gr)
     np.testing.assert_array_equal(gc, gr)
 
 
@@ -190,22 +190,23 @@ def test_cpu_backend_dispatches_to_the_kernels(monkeypatch, rng):
     for name in ("bias_relu", "relu_backward", "bias_act", "act_backward", "bias_prelu",
                  "prelu_backward", "relu_forward", "act_forward_", "prelu_forward",
                  "relu_forward_"):
-        fn = getattr(K, name)
-        monkeypatch.setattr(K, name, lambda *a, _f=fn, _n=name: (calls.append(_n), _f(*a))[1])
+        fn = getattr(numba_activations, name)
+        monkeypatch.setattr(numba_activations, name,
+                            lambda *a, _f=fn, _n=name: (calls.append(_n), _f(*a))[1])
     z, b, dy = _data(rng, np.float32)
     y = np.empty_like(z)
-    CPU.bias_act(z, b, A.ReLU(), y)
-    CPU.act_backward(dy, z, y, A.ReLU(), y)
-    CPU.bias_act(z, b, A.Tanh(), y)
-    CPU.act_backward(dy, z, y, A.Tanh(), y)
+    CPU.bias_act(z, b, activations.ReLU(), y)
+    CPU.act_backward(dy, z, y, activations.ReLU(), y)
+    CPU.bias_act(z, b, activations.Tanh(), y)
+    CPU.act_backward(dy, z, y, activations.Tanh(), y)
     s = np.full(z.shape[1], 0.25, np.float32)
-    CPU.bias_act(z, b, A.PReLU(), y, slopes=s)
+    CPU.bias_act(z, b, activations.PReLU(), y, slopes=s)
     CPU.prelu_backward(dy, z, s, y, s.copy())
     # without a bias (Dense(use_bias=False), the PReLU layer): kernels too, not the reference
-    CPU.bias_act(z, None, A.ReLU(), y)
-    CPU.bias_act(y, None, A.Tanh(), y)
-    CPU.bias_act(z, None, A.PReLU(), y, slopes=s)
-    CPU.bias_act(y, None, A.ReLU(), y)
+    CPU.bias_act(z, None, activations.ReLU(), y)
+    CPU.bias_act(y, None, activations.Tanh(), y)
+    CPU.bias_act(z, None, activations.PReLU(), y, slopes=s)
+    CPU.bias_act(y, None, activations.ReLU(), y)
     assert calls == ["bias_relu", "relu_backward", "bias_act", "act_backward", "bias_prelu",
                      "prelu_backward", "relu_forward", "act_forward_", "prelu_forward",
                      "relu_forward_"]
@@ -215,8 +216,8 @@ def test_non_contiguous_inputs_fall_back_to_the_reference(rng):
     z = rng.standard_normal((8, 6))
     view = z[:, ::2]  # not C-contiguous: the kernels assume row-major rows
     yc, yr = np.empty_like(view), np.empty_like(view)
-    CPU.bias_act(view.copy(order="F"), np.zeros(3), A.Sigmoid(), yc)
-    REF.bias_act(view.copy(), np.zeros(3), A.Sigmoid(), yr)
+    CPU.bias_act(view.copy(order="F"), np.zeros(3), activations.Sigmoid(), yc)
+    REF.bias_act(view.copy(), np.zeros(3), activations.Sigmoid(), yr)
     np.testing.assert_array_equal(yc, yr)
 
 
@@ -224,7 +225,7 @@ def test_non_contiguous_inputs_fall_back_to_the_reference(rng):
 def test_bias_free_paths_match_the_reference(dtype, rng):
     z, _, _ = _data(rng, dtype)
     slopes = rng.uniform(0.0, 0.5, z.shape[1]).astype(dtype)
-    for act in [*ACTS.values(), A.PReLU()]:
+    for act in [*ACTS.values(), activations.PReLU()]:
         s = slopes if act.has_parameters else None
         yc, yr = np.empty_like(z), np.empty_like(z)
         zc = z.copy()
@@ -246,8 +247,8 @@ def test_user_activations_never_take_a_kernel(rng):
     """A subclass of a built-in, or a class that copies a built-in's code, runs its own
     formula: no kernel of another function silently replaces it."""
 
-    class Cube(A.Activation):
-        code = A.ReLU.code  # copied by mistake: must be ignored
+    class Cube(activations.Activation):
+        code = activations.ReLU.code  # copied by mistake: must be ignored
 
         def formula(self, ops, z):
             return z * z * z
@@ -255,13 +256,13 @@ def test_user_activations_never_take_a_kernel(rng):
         def derivative(self, ops, dy, z, y):
             return dy * 3.0 * z * z
 
-    class ShiftedReLU(A.ReLU):
+    class ShiftedReLU(activations.ReLU):
         def formula(self, ops, z):
             return ops.xp.where(z > 1.0, z, 0.0)
 
     z, b, dy = _data(rng, np.float64)
     for act, f in ((Cube(), lambda v: v ** 3), (ShiftedReLU(), lambda v: np.where(v > 1, v, 0))):
-        assert A.kernel_code(act) is None
+        assert activations.kernel_code(act) is None
         y = np.empty_like(z)
         zc = z.copy()
         CPU.bias_act(zc, b, act, y)

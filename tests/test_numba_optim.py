@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import numba_optim as K
+from mlpx.backends import numba_optim
 
 CPU = mlpx.get_backend("cpu")
 REF = mlpx.get_backend("reference")
@@ -26,8 +26,9 @@ def test_sgd_update_bitwise(dtype, rng):
 
 def test_cpu_backend_dispatches_to_the_sgd_kernel(monkeypatch, rng):
     calls: list[str] = []
-    fn = K.sgd_update
-    monkeypatch.setattr(K, "sgd_update", lambda *a: (calls.append("sgd_update"), fn(*a))[1])
+    fn = numba_optim.sgd_update
+    monkeypatch.setattr(numba_optim, "sgd_update",
+                        lambda *a: (calls.append("sgd_update"), fn(*a))[1])
     p = rng.standard_normal((4, 3)).astype(np.float32)
     CPU.sgd_update(p, p.copy(), 0.1)
     assert calls == ["sgd_update"]

@@ -244,7 +244,7 @@ def test_padded_products_from_threads_use_their_own_scratch(rng):
 
 
 def test_bench_records_the_library_of_each_dtype():
-    from mlpx.bench_worker import _gemm_path
+    from mlpx.commands.bench_worker import _gemm_path
 
     ops = CPUBackend()
     ops.blas = "numpy"

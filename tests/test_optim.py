@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import optim as O
+from mlpx import optim
 from mlpx.layers.base import Parameter
 
 torch = pytest.importorskip("torch")
@@ -17,31 +17,31 @@ STEPS = 6
 
 # (mlpx class, kwargs, torch class, torch kwargs); the kwargs are PyTorch's own names
 CASES = {
-    "sgd": (O.SGD, {"lr": 0.1}),
-    "sgd_wd": (O.SGD, {"lr": 0.1, "weight_decay": 0.05}),
-    "momentum": (O.SGD, {"lr": 0.05, "momentum": 0.9}),
+    "sgd": (optim.SGD, {"lr": 0.1}),
+    "sgd_wd": (optim.SGD, {"lr": 0.1, "weight_decay": 0.05}),
+    "momentum": (optim.SGD, {"lr": 0.05, "momentum": 0.9}),
     "momentum_dampening_wd": (
-        O.SGD, {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.01}
+        optim.SGD, {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.01}
     ),
-    "nesterov": (O.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.02}),
-    "adagrad": (O.Adagrad, {"lr": 0.1}),
+    "nesterov": (optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.02}),
+    "adagrad": (optim.Adagrad, {"lr": 0.1}),
     "adagrad_all": (
-        O.Adagrad,
+        optim.Adagrad,
         {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.01, "initial_accumulator_value": 0.2,
          "eps": 1e-6},
     ),
-    "rmsprop": (O.RMSprop, {"lr": 0.01}),
+    "rmsprop": (optim.RMSprop, {"lr": 0.01}),
     "rmsprop_centered_momentum": (
-        O.RMSprop,
+        optim.RMSprop,
         {"lr": 0.01, "alpha": 0.9, "eps": 1e-6, "weight_decay": 0.01, "momentum": 0.7,
          "centered": True},
     ),
-    "rmsprop_momentum": (O.RMSprop, {"lr": 0.01, "momentum": 0.5}),
-    "rmsprop_centered": (O.RMSprop, {"lr": 0.01, "centered": True}),
-    "adam": (O.Adam, {"lr": 0.01}),
-    "adam_l2": (O.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
-    "adamw": (O.AdamW, {"lr": 0.01}),
-    "adamw_wd": (O.AdamW, {"lr": 0.01, "betas": (0.85, 0.995), "weight_decay": 0.3}),
+    "rmsprop_momentum": (optim.RMSprop, {"lr": 0.01, "momentum": 0.5}),
+    "rmsprop_centered": (optim.RMSprop, {"lr": 0.01, "centered": True}),
+    "adam": (optim.Adam, {"lr": 0.01}),
+    "adam_l2": (optim.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
+    "adamw": (optim.AdamW, {"lr": 0.01}),
+    "adamw_wd": (optim.AdamW, {"lr": 0.01, "betas": (0.85, 0.995), "weight_decay": 0.3}),
 }
 
 
@@ -104,27 +104,27 @@ def _hand_steps(case, w, grads):
     cls, kw = CASES[case]
     w = w.astype(np.float64)
     lr = kw["lr"]
-    wd = kw.get("weight_decay", 0.01 if cls is O.AdamW else 0.0)
+    wd = kw.get("weight_decay", 0.01 if cls is optim.AdamW else 0.0)
     s1 = np.zeros_like(w)
     s2 = np.zeros_like(w)
     s3 = np.zeros_like(w)
     for t, g in enumerate(grads, start=1):
         g = g.astype(np.float64)
-        if cls is O.SGD:
+        if cls is optim.SGD:
             g = g + wd * w
             mu, damp = kw.get("momentum", 0.0), kw.get("dampening", 0.0)
             if mu:
                 s1 = g.copy() if t == 1 else mu * s1 + (1 - damp) * g
                 g = g + mu * s1 if kw.get("nesterov") else s1
             w = w - lr * g
-        elif cls is O.Adagrad:
+        elif cls is optim.Adagrad:
             if t == 1:
                 s1 = s1 + kw.get("initial_accumulator_value", 0.0)
             g = g + wd * w
             s1 = s1 + g**2
             clr = lr / (1 + (t - 1) * kw.get("lr_decay", 0.0))
             w = w - clr * g / (np.sqrt(s1) + kw.get("eps", 1e-10))
-        elif cls is O.RMSprop:
+        elif cls is optim.RMSprop:
             a, eps, mu = kw.get("alpha", 0.99), kw.get("eps", 1e-8), kw.get("momentum", 0.0)
             g = g + wd * w
             s1 = a * s1 + (1 - a) * g**2
@@ -141,7 +141,7 @@ def _hand_steps(case, w, grads):
         else:  # Adam / AdamW
             b1, b2 = kw.get("betas", (0.9, 0.999))
             eps = kw.get("eps", 1e-8)
-            if cls is O.AdamW:
+            if cls is optim.AdamW:
                 w = w - lr * wd * w
             else:
                 g = g + wd * w
@@ -194,7 +194,7 @@ def test_state_dict_round_trip(backend, case):
     sd = opt.state_dict()
     assert sd["step_count"] == 3 and sd["config"]["name"] == cls.name
     assert all(isinstance(v, np.ndarray) for s in sd["state"] for v in s.values())
-    resumed = O.from_config(sd["config"])
+    resumed = optim.from_config(sd["config"])
     params = [
         Parameter(f"p{i}", ops.asarray(w), ops.zeros(w.shape, w.dtype))
         for i, w in enumerate(part[-1])
@@ -212,11 +212,11 @@ def test_state_dict_round_trip(backend, case):
 def test_load_state_dict_rejects_mismatch():
     ops = mlpx.get_backend("cpu")
     w0, grads = _problem(np.float64)
-    _, adam = _run_mlpx(ops, O.Adam, {"lr": 0.01}, w0, grads[:1])
-    _, sgd = _run_mlpx(ops, O.SGD, {"lr": 0.1, "momentum": 0.9}, w0, grads[:1])
+    _, adam = _run_mlpx(ops, optim.Adam, {"lr": 0.01}, w0, grads[:1])
+    _, sgd = _run_mlpx(ops, optim.SGD, {"lr": 0.1, "momentum": 0.9}, w0, grads[:1])
     with pytest.raises(ValueError, match="cannot load 'adam'"):
         sgd.load_state_dict(adam.state_dict())
-    plain = O.SGD(lr=0.1)
+    plain = optim.SGD(lr=0.1)
     plain.bind(sgd.params, ops)
     with pytest.raises(ValueError, match="momentum_buffer"):
         plain.load_state_dict(sgd.state_dict())
@@ -230,31 +230,31 @@ def test_load_state_dict_rejects_mismatch():
 
 def test_names_and_presets():
     assert {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"} <= set(
-        O.names()
+        optim.names()
     )
-    nest = O.get("nesterov", lr=0.05)
-    assert isinstance(nest, O.SGD) and nest.nesterov and nest.momentum == 0.9
+    nest = optim.get("nesterov", lr=0.05)
+    assert isinstance(nest, optim.SGD) and nest.nesterov and nest.momentum == 0.9
     assert nest.lr == 0.05
-    assert isinstance(O.get("AdamW"), O.AdamW) and O.get("adamw").weight_decay == 0.01
-    assert O.get("adam").lr == 1e-3
+    assert isinstance(optim.get("AdamW"), optim.AdamW) and optim.get("adamw").weight_decay == 0.01
+    assert optim.get("adam").lr == 1e-3
     for name in ("sgd", "adagrad", "rmsprop", "adam", "adamw"):
-        opt = O.get(name, lr=0.2)
-        again = O.from_config(opt.get_config())
+        opt = optim.get(name, lr=0.2)
+        again = optim.from_config(opt.get_config())
         assert type(again) is type(opt) and again.get_config() == opt.get_config()
     with pytest.raises(ValueError, match="unknown optimizer 'adamax'.*adam"):
-        O.get("adamax")
+        optim.get("adamax")
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: O.SGD(lr=0.1, nesterov=True), "Nesterov momentum requires momentum > 0"),
-        (lambda: O.SGD(lr=0.1, momentum=-0.5), "momentum must be a finite number >= 0"),
-        (lambda: O.Adam(betas=(0.9, 1.0)), r"betas\[1\] must be .* < 1"),
-        (lambda: O.Adam(betas=0.9), "betas must be a pair"),
-        (lambda: O.RMSprop(alpha=1.5), "alpha must be"),
-        (lambda: O.Adagrad(eps="small"), "eps must be a number"),
-        (lambda: O.AdamW(lr=0.0), "learning rate must be a positive"),
+        (lambda: optim.SGD(lr=0.1, nesterov=True), "Nesterov momentum requires momentum > 0"),
+        (lambda: optim.SGD(lr=0.1, momentum=-0.5), "momentum must be a finite number >= 0"),
+        (lambda: optim.Adam(betas=(0.9, 1.0)), r"betas\[1\] must be .* < 1"),
+        (lambda: optim.Adam(betas=0.9), "betas must be a pair"),
+        (lambda: optim.RMSprop(alpha=1.5), "alpha must be"),
+        (lambda: optim.Adagrad(eps="small"), "eps must be a number"),
+        (lambda: optim.AdamW(lr=0.0), "learning rate must be a positive"),
     ],
 )
 def test_bad_hyperparameters_are_explained(make, message):
@@ -269,10 +269,10 @@ def test_fit_by_name_and_object(backend):
     model = mlpx.MLP([6, 16, 2], backend=backend, seed=0)
     hist = model.fit(X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=8,
                      batch_size=32, verbose=0)
-    assert isinstance(model.optimizer_, O.Adam) and model.optimizer_.lr == 0.01
+    assert isinstance(model.optimizer_, optim.Adam) and model.optimizer_.lr == 0.01
     assert model.optimizer_.step_count == 8 * 8
     assert hist.loss[-1] < 0.5 * hist.loss[0]
-    opt = O.SGD(lr=0.05, momentum=0.9, nesterov=True)
+    opt = optim.SGD(lr=0.05, momentum=0.9, nesterov=True)
     with pytest.raises(ValueError, match="either to the optimiser object or as lr="):
         model.fit(X, y, optimizer=opt, lr=0.1, verbose=0)
     model.fit(X, y, optimizer=opt, epochs=1, verbose=0)
@@ -280,5 +280,5 @@ def test_fit_by_name_and_object(backend):
     # a later fit(lr=...) keeps the optimiser's kind and hyperparameters
     model.fit(X, y, lr=0.01, epochs=1, verbose=0)
     kept = model.optimizer_
-    assert isinstance(kept, O.SGD) and kept.nesterov and kept.momentum == 0.9
+    assert isinstance(kept, optim.SGD) and kept.nesterov and kept.momentum == 0.9
     assert kept.lr == 0.01

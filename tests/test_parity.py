@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import activations as A
+from mlpx import activations
 
 EPS32 = float(np.finfo(np.float32).eps)
 C32 = 4.0
@@ -33,8 +33,8 @@ BATCH = 64
 K_MAX = max(BATCH, *SIZES)
 TOL32 = C32 * K_MAX * EPS32
 
-ACTS = ["relu", "tanh", "sigmoid", "gelu", "silu", "softplus", A.ELU(0.5), A.LeakyReLU(0.1),
-        A.PReLU(0.2)]
+ACTS = ["relu", "tanh", "sigmoid", "gelu", "silu", "softplus", activations.ELU(0.5),
+        activations.LeakyReLU(0.1), activations.PReLU(0.2)]
 LOSSES = ["cross_entropy", "bce", "mse", "l1"]
 
 
@@ -129,10 +129,10 @@ def _arrays(rng, dtype, *shapes, scale=2.0):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize(
-    "act", ["identity", "step", *ACTS[:-1], A.PReLU(0.3)], ids=str
+    "act", ["identity", "step", *ACTS[:-1], activations.PReLU(0.3)], ids=str
 )
 def test_activation_kernels_vs_reference(ops, reference, rng, act, dtype):
-    act = A.get(act)
+    act = activations.get(act)
     z0, b, dy = _arrays(rng, dtype, (129, 33), (33,), (129, 33))
     slopes = rng.uniform(0, 0.5, 33).astype(dtype) if act.has_parameters else None
     res = {}

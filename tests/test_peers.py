@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from mlpx import bench_worker, peers
+from mlpx import peers
+from mlpx.commands import bench_worker
 
 SMALL = ["--sizes", "12,8,3", "--batch", "16", "--epoch-samples", "64", "--epochs", "2"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.demo import load_digits_split
+from mlpx.commands.demo import load_digits_split
 
 torch = pytest.importorskip("torch")
 

@@ -9,7 +9,7 @@ import pytest
 from _helpers import central_differences
 
 import mlpx
-from mlpx import regularizers as R
+from mlpx import regularizers
 from mlpx.clipping import GradientClipper
 from mlpx.layers.base import Parameter
 
@@ -35,8 +35,8 @@ def _model(backend, kernel=None, bias=None, out_kernel=None, dtype="float64"):
 
 @pytest.mark.parametrize(
     "kernel, bias",
-    [(R.L2(0.3), None), (R.L1(0.2), None), (R.L1L2(l1=0.05, l2=0.4), R.L2(0.7)),
-     ("l2", "l1")],
+    [(regularizers.L2(0.3), None), (regularizers.L1(0.2), None),
+     (regularizers.L1L2(l1=0.05, l2=0.4), regularizers.L2(0.7)), ("l2", "l1")],
     ids=["l2", "l1", "l1l2_bias_l2", "names"],
 )
 def test_penalty_adds_lambda_terms_to_loss_and_gradient(backend, kernel, bias):
@@ -47,7 +47,7 @@ def test_penalty_adds_lambda_terms_to_loss_and_gradient(backend, kernel, bias):
     loss_r, grads_r = reg.loss_and_grad(X, y, loss="cross_entropy")
     loss_p, grads_p = plain.loss_and_grad(X, y, loss="cross_entropy")
     W1, b1, W2, b2 = reg.get_weights()
-    kr, br = R.get(kernel), R.get(bias)
+    kr, br = regularizers.get(kernel), regularizers.get(bias)
 
     def pen(r, w):
         return r.l1 * np.abs(w).sum() + r.l2 / 2 * (w**2).sum() if r else 0.0
@@ -67,7 +67,8 @@ def test_penalty_adds_lambda_terms_to_loss_and_gradient(backend, kernel, bias):
 
 def test_penalty_gradients_match_finite_differences(backend):
     X, y = _data(1)
-    model = _model(backend, R.L1L2(l1=0.03, l2=0.5), R.L2(0.2), out_kernel=R.L1(0.1))
+    model = _model(backend, regularizers.L1L2(l1=0.03, l2=0.5), regularizers.L2(0.2),
+                   out_kernel=regularizers.L1(0.1))
     rng = np.random.default_rng(0)
     # nonzero biases too, away from the L1 kink at 0
     model.set_weights([w + 0.1 * np.sign(rng.normal(size=w.shape)) for w in model.get_weights()])
@@ -94,7 +95,7 @@ def test_reported_training_loss_includes_the_penalty(backend):
     plus the penalty at the end-of-epoch weights."""
     X, y = _data(2)
     lam = 0.8
-    model = _model(backend, kernel=R.L2(lam))
+    model = _model(backend, kernel=regularizers.L2(lam))
     w0 = model.get_weights()
     with_pen, _ = model.loss_and_grad(X, y, loss="cross_entropy")
     data0 = with_pen - lam / 2 * ((w0[0] ** 2).sum())
@@ -121,7 +122,7 @@ def test_penalties_inside_residual_blocks_are_applied(backend):
             input_dim=D, backend=backend, dtype="float64", seed=2,
         )
 
-    reg, plain = build(R.L2(0.4)), build(None)
+    reg, plain = build(regularizers.L2(0.4)), build(None)
     plain.set_weights(reg.get_weights())
     loss_r, g_r = reg.loss_and_grad(X, y, loss="cross_entropy")
     loss_p, g_p = plain.loss_and_grad(X, y, loss="cross_entropy")
@@ -132,16 +133,17 @@ def test_penalties_inside_residual_blocks_are_applied(backend):
 
 
 def test_regularizer_config_round_trip_and_errors():
-    layer = mlpx.Dense(4, kernel_regularizer=R.L1L2(0.1, 0.2), bias_regularizer=R.L1(0.3))
+    layer = mlpx.Dense(4, kernel_regularizer=regularizers.L1L2(0.1, 0.2),
+                       bias_regularizer=regularizers.L1(0.3))
     cfg = layer.get_config()
-    assert R.get(cfg["kernel_regularizer"]) == R.L1L2(0.1, 0.2)
-    assert R.get(cfg["bias_regularizer"]) == R.L1(0.3)
+    assert regularizers.get(cfg["kernel_regularizer"]) == regularizers.L1L2(0.1, 0.2)
+    assert regularizers.get(cfg["bias_regularizer"]) == regularizers.L1(0.3)
     assert mlpx.Dense(4).get_config()["kernel_regularizer"] is None
-    assert R.get("l2") == R.L2(0.01)
+    assert regularizers.get("l2") == regularizers.L2(0.01)
     with pytest.raises(ValueError, match="unknown regularizer 'l3'"):
         mlpx.Dense(4, kernel_regularizer="l3")
     with pytest.raises(ValueError, match="l2 must be a finite number >= 0"):
-        R.L2(-1.0)
+        regularizers.L2(-1.0)
 
 
 def test_penalty_kernels_match_reference():
@@ -215,7 +217,7 @@ def test_clip_value_matches_torch(backend):
 
 def test_fit_clips_and_records_pre_clip_grad_norm(backend):
     X, y = _data(5)
-    model = _model(backend, kernel=R.L2(0.1))
+    model = _model(backend, kernel=regularizers.L2(0.1))
     w0 = model.get_weights()
     _, g = model.loss_and_grad(X, y, loss="cross_entropy")  # includes the penalty gradient
     full_norm = np.sqrt(sum((a**2).sum() for a in g))
@@ -237,8 +239,8 @@ def test_grad_norm_is_the_last_steps_pre_clip_norm(backend):
     """Replaying an unshuffled SGD epoch by hand: History's grad_norm is the global norm of
     the last batch's gradients (penalty included), before clip_value clamps them."""
     X, y = _data(6)
-    model = _model(backend, kernel=R.L2(0.2))
-    replay = _model(backend, kernel=R.L2(0.2))
+    model = _model(backend, kernel=regularizers.L2(0.2))
+    replay = _model(backend, kernel=regularizers.L2(0.2))
     replay.set_weights(model.get_weights())
     hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.05, epochs=1,
                      batch_size=8, shuffle=False, verbose=0, clip_value=0.05)

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import optim as O
-from mlpx import schedules as S
+from mlpx import optim, schedules
 
 torch = pytest.importorskip("torch")
 
@@ -37,7 +36,7 @@ def _our_lrs(schedule, epochs=EPOCHS, metrics=None):
     """Drive a schedule through the callback protocol as fit() does."""
 
     class _Model:
-        optimizer_ = O.SGD(lr=BASE_LR)
+        optimizer_ = optim.SGD(lr=BASE_LR)
 
     model = _Model()
     schedule.set_model(model)
@@ -57,14 +56,14 @@ LR = torch.optim.lr_scheduler
 @pytest.mark.parametrize(
     "ours, theirs",
     [
-        (lambda: S.StepLR(step_size=4, gamma=0.5), lambda o: LR.StepLR(o, 4, gamma=0.5)),
-        (lambda: S.StepLR(step_size=1), lambda o: LR.StepLR(o, 1)),
-        (lambda: S.ExponentialLR(gamma=0.9), lambda o: LR.ExponentialLR(o, gamma=0.9)),
-        (lambda: S.CosineAnnealing(T_max=EPOCHS - 1),
+        (lambda: schedules.StepLR(step_size=4, gamma=0.5), lambda o: LR.StepLR(o, 4, gamma=0.5)),
+        (lambda: schedules.StepLR(step_size=1), lambda o: LR.StepLR(o, 1)),
+        (lambda: schedules.ExponentialLR(gamma=0.9), lambda o: LR.ExponentialLR(o, gamma=0.9)),
+        (lambda: schedules.CosineAnnealing(T_max=EPOCHS - 1),
          lambda o: LR.CosineAnnealingLR(o, T_max=EPOCHS - 1)),
-        (lambda: S.CosineAnnealing(T_max=10, eta_min=0.01),
+        (lambda: schedules.CosineAnnealing(T_max=10, eta_min=0.01),
          lambda o: LR.CosineAnnealingLR(o, T_max=10, eta_min=0.01)),
-        (lambda: S.LambdaLR(lambda e: 1.0 / (1 + e)),
+        (lambda: schedules.LambdaLR(lambda e: 1.0 / (1 + e)),
          lambda o: LR.LambdaLR(o, lambda e: 1.0 / (1 + e))),
     ],
     ids=["step", "step1", "exponential", "cosine", "cosine_eta_min", "lambda"],
@@ -72,7 +71,7 @@ LR = torch.optim.lr_scheduler
 def test_closed_form_schedules_match_torch(ours, theirs):
     sched = ours()
     # torch's cosine rises again after T_max; ours stays at eta_min, so compare up to T_max
-    n = sched.T_max + 1 if isinstance(sched, S.CosineAnnealing) else EPOCHS
+    n = sched.T_max + 1 if isinstance(sched, schedules.CosineAnnealing) else EPOCHS
     np.testing.assert_allclose(_our_lrs(sched, n), _torch_lrs(theirs, n), rtol=1e-12,
                                atol=1e-15)
 
@@ -80,7 +79,7 @@ def test_closed_form_schedules_match_torch(ours, theirs):
 @pytest.mark.parametrize("warmup, start", [(3, None), (5, 0.1), (1, 0.5)])
 def test_cosine_with_warmup_matches_torch_sequential(warmup, start):
     t_max = 12
-    sched = S.CosineAnnealing(T_max=t_max, eta_min=0.001, warmup_epochs=warmup,
+    sched = schedules.CosineAnnealing(T_max=t_max, eta_min=0.001, warmup_epochs=warmup,
                               warmup_start_factor=start)
     s = sched.warmup_start_factor
     if start is None:
@@ -117,7 +116,7 @@ PLATEAU_METRICS = [1.0, 0.9, 0.9, 0.95, 0.91, 0.9, 0.89999, 0.7, 0.7, 0.7, 0.7, 
     ],
 )
 def test_reduce_on_plateau_matches_torch(kwargs):
-    ours = _our_lrs(S.ReduceLROnPlateau(monitor="loss", **kwargs), metrics=PLATEAU_METRICS)
+    ours = _our_lrs(schedules.ReduceLROnPlateau(monitor="loss", **kwargs), metrics=PLATEAU_METRICS)
     theirs = _torch_lrs(lambda o: LR.ReduceLROnPlateau(o, **kwargs), metrics=PLATEAU_METRICS)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
     assert min(ours) < BASE_LR  # the sequence does trigger reductions
@@ -125,7 +124,7 @@ def test_reduce_on_plateau_matches_torch(kwargs):
 
 def test_reduce_on_plateau_max_mode_and_min_delta():
     accs = [0.5, 0.6, 0.6, 0.6, 0.61, 0.7]
-    ours = _our_lrs(S.ReduceLROnPlateau(monitor="loss", mode="max", patience=1,
+    ours = _our_lrs(schedules.ReduceLROnPlateau(monitor="loss", mode="max", patience=1,
                                         min_delta=0.05), len(accs), metrics=accs)
     theirs = _torch_lrs(lambda o: LR.ReduceLROnPlateau(
         o, mode="max", patience=1, threshold=0.05, threshold_mode="abs"), len(accs), accs)
@@ -144,12 +143,12 @@ def test_history_records_the_lr_used_in_each_epoch(backend):
     X, y = _data()
     model = mlpx.MLP([5, 8, 2], backend=backend, seed=1)
     hist = model.fit(X, y, loss="cross_entropy", optimizer="momentum", lr=0.2, epochs=7,
-                     batch_size=64, verbose=0, callbacks=[S.StepLR(step_size=3, gamma=0.1)])
+                     batch_size=64, verbose=0, callbacks=[schedules.StepLR(step_size=3, gamma=0.1)])
     np.testing.assert_allclose(hist.lr, [0.2] * 3 + [0.02] * 3 + [0.002], rtol=1e-12)
     # the schedule scales the lr the optimiser started with, also in a second fit
     assert model.optimizer_.initial_lr == 0.2
     hist2 = model.fit(X, y, epochs=2, batch_size=64, verbose=0,
-                      callbacks=[S.ExponentialLR(gamma=0.5)])
+                      callbacks=[schedules.ExponentialLR(gamma=0.5)])
     np.testing.assert_allclose(hist2.lr, [0.2, 0.1], rtol=1e-12)
     sd = model.optimizer_.state_dict()
     assert sd["initial_lr"] == 0.2 and sd["config"]["lr"] == 0.1
@@ -160,7 +159,7 @@ def test_reduce_on_plateau_in_fit_uses_lr_from_next_epoch(backend):
     model = mlpx.MLP([5, 8, 2], backend=backend, seed=1)
     # a validation loss that never improves enough after epoch 0 (a huge relative threshold):
     # epochs 1 and 2 are bad, 2 > patience, so the lr halves from epoch 3, again from 5
-    sched = S.ReduceLROnPlateau(factor=0.5, patience=1, threshold=0.9)
+    sched = schedules.ReduceLROnPlateau(factor=0.5, patience=1, threshold=0.9)
     yv = np.random.default_rng(1).integers(0, 2, size=len(y))
     hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=6,
                      batch_size=64, verbose=0, validation_data=(X, yv), callbacks=[sched])
@@ -170,12 +169,12 @@ def test_reduce_on_plateau_in_fit_uses_lr_from_next_epoch(backend):
 def test_reduce_on_plateau_falls_back_to_training_loss():
     X, y = _data()
     model = mlpx.MLP([5, 8, 2], seed=1)
-    sched = S.ReduceLROnPlateau(patience=0, threshold=0.9)
+    sched = schedules.ReduceLROnPlateau(patience=0, threshold=0.9)
     with pytest.warns(UserWarning, match="using the training 'loss'"):
         hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=3,
                          verbose=0, callbacks=[sched])
     assert hist.lr == pytest.approx([0.1, 0.1, 0.01])
-    bad = S.ReduceLROnPlateau(monitor="val_accuracy")
+    bad = schedules.ReduceLROnPlateau(monitor="val_accuracy")
     with pytest.raises(ValueError, match="'val_accuracy', which this fit does not record"):
         model.fit(X, y, epochs=1, verbose=0, callbacks=[bad])
 
@@ -184,21 +183,21 @@ def test_cosine_reaches_eta_min_zero_and_state_dict_still_loads():
     X, y = _data()
     model = mlpx.MLP([5, 8, 2], seed=1)
     hist = model.fit(X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=4,
-                     verbose=0, callbacks=[S.CosineAnnealing(T_max=3)])
+                     verbose=0, callbacks=[schedules.CosineAnnealing(T_max=3)])
     assert hist.lr[-1] == 0.0 and math.isclose(hist.lr[0], 0.01)
-    again = O.from_config(model.optimizer_.get_config())
+    again = optim.from_config(model.optimizer_.get_config())
     assert again.lr == 0.0
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: S.StepLR(0), "step_size"),
-        (lambda: S.ExponentialLR(gamma=1.5), "gamma must be > 0 and <= 1"),
-        (lambda: S.CosineAnnealing(T_max=10, warmup_epochs=-1), "warmup_epochs"),
-        (lambda: S.ReduceLROnPlateau(factor=1.0), "factor must be > 0 and < 1"),
-        (lambda: S.ReduceLROnPlateau(mode="down"), "mode must be 'min' or 'max'"),
-        (lambda: S.LambdaLR(0.5), "lr_lambda must be a function"),
+        (lambda: schedules.StepLR(0), "step_size"),
+        (lambda: schedules.ExponentialLR(gamma=1.5), "gamma must be > 0 and <= 1"),
+        (lambda: schedules.CosineAnnealing(T_max=10, warmup_epochs=-1), "warmup_epochs"),
+        (lambda: schedules.ReduceLROnPlateau(factor=1.0), "factor must be > 0 and < 1"),
+        (lambda: schedules.ReduceLROnPlateau(mode="down"), "mode must be 'min' or 'max'"),
+        (lambda: schedules.LambdaLR(0.5), "lr_lambda must be a function"),
     ],
 )
 def test_bad_schedule_arguments_are_explained(make, message):
@@ -213,8 +212,8 @@ def test_checkpoint_keeps_optimizer_state_schedule_base_and_regularizers(tmp_pat
          mlpx.Dense(2)],
         input_dim=5, seed=0,
     )
-    model.fit(X, y, loss="cross_entropy", optimizer=O.AdamW(lr=0.01, weight_decay=0.05),
-              epochs=3, verbose=0, callbacks=[S.StepLR(2, 0.5)])
+    model.fit(X, y, loss="cross_entropy", optimizer=optim.AdamW(lr=0.01, weight_decay=0.05),
+              epochs=3, verbose=0, callbacks=[schedules.StepLR(2, 0.5)])
     path = model.save(tmp_path / "run.safetensors")
     loaded = mlpx.load(path)
     assert loaded.layers[0].kernel_regularizer == mlpx.regularizers.L2(1e-3)
@@ -225,8 +224,8 @@ def test_checkpoint_keeps_optimizer_state_schedule_base_and_regularizers(tmp_pat
         for k in sa:
             np.testing.assert_array_equal(sa[k], sb[k])
     # both continue identically, the schedule scaling the same base lr
-    h1 = model.fit(X, y, epochs=3, verbose=0, callbacks=[S.StepLR(2, 0.5)])
-    h2 = loaded.fit(X, y, epochs=3, verbose=0, callbacks=[S.StepLR(2, 0.5)])
+    h1 = model.fit(X, y, epochs=3, verbose=0, callbacks=[schedules.StepLR(2, 0.5)])
+    h2 = loaded.fit(X, y, epochs=3, verbose=0, callbacks=[schedules.StepLR(2, 0.5)])
     assert h1.lr == h2.lr == [0.01, 0.01, 0.005]
     for w1, w2 in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(w1, w2)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import losses as L
+from mlpx import losses
 from mlpx.weighting import check_sample_weight, class_weights
 
 
@@ -56,7 +56,7 @@ def test_weighted_loss_and_gradient_match_pytorch(ops, name):
     out, target = _case(name, rng)
     w = rng.random(out.shape[0]) * 3
     w[2] = 0.0  # a sample that does not count
-    loss = L.get("cross_entropy" if name == "cross_entropy_soft" else name)
+    loss = losses.get("cross_entropy" if name == "cross_entropy_soft" else name)
     grad = ops.empty(out.shape, np.float64)
     value = loss.weighted(ops, ops.asarray(out), ops.asarray(target), ops.asarray(w), grad)
     expected, expected_grad = _torch_loss(name, out, target, w)
@@ -68,7 +68,7 @@ def test_weighted_loss_and_gradient_match_pytorch(ops, name):
 def test_unit_weights_give_the_plain_mean(ops, name):
     rng = np.random.default_rng(2)
     out, target = _case(name, rng)
-    loss = L.get(name)
+    loss = losses.get(name)
     g1, g2 = ops.empty(out.shape, np.float64), ops.empty(out.shape, np.float64)
     o, t = ops.asarray(out), ops.asarray(target)
     plain = loss(ops, o, t, g1)
@@ -147,15 +147,15 @@ def test_class_weight_is_a_per_class_sample_weight(backend):
 def test_balanced_class_weight_matches_scikit_learn():
     sklearn_utils = pytest.importorskip("sklearn.utils")
     y = np.array([0, 0, 0, 0, 1, 2, 2, 0])
-    ours = class_weights("balanced", y, L.get("cross_entropy"), 3)
+    ours = class_weights("balanced", y, losses.get("cross_entropy"), 3)
     table = sklearn_utils.compute_class_weight("balanced", classes=np.arange(3), y=y)
     np.testing.assert_allclose(ours, table[y])
 
 
 def test_class_weight_of_a_binary_bce_target_and_one_hot_rows():
-    bce = class_weights({1: 5.0}, np.array([[0.0], [1.0], [1.0]]), L.get("bce"), 1)
+    bce = class_weights({1: 5.0}, np.array([[0.0], [1.0], [1.0]]), losses.get("bce"), 1)
     np.testing.assert_array_equal(bce, [1.0, 5.0, 5.0])
-    onehot = class_weights({2: 3.0}, np.eye(3)[[0, 2, 1]], L.get("cross_entropy"), 3)
+    onehot = class_weights({2: 3.0}, np.eye(3)[[0, 2, 1]], losses.get("cross_entropy"), 3)
     np.testing.assert_array_equal(onehot, [1.0, 3.0, 1.0])
 
 

@@ -77,12 +77,12 @@ import json, sys
 sys.path.insert(0, {str(target)!r})
 sys.path.append({deps!r})  # dependencies only: -S means its .pth files are not processed
 import mlpx
-from mlpx.backends import _cuda_kernels as K
+from mlpx.backends import _cuda_kernels as cuda_kernels
 import mlpx.backends.cuda
 print(json.dumps({{
     "mlpx": mlpx.__file__,
-    "kernel_dir": str(K.kernel_dir()),
-    "sources": {{k: str(v) for k, v in K.kernel_sources().items()}},
+    "kernel_dir": str(cuda_kernels.kernel_dir()),
+    "sources": {{k: str(v) for k, v in cuda_kernels.kernel_sources().items()}},
     "cupy_imported": "cupy" in sys.modules,
 }}))
 """

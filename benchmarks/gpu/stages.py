@@ -100,19 +100,20 @@ def stage_compile(dev: Device) -> dict[str, Any]:
     binary on the GPU, look up every kernel the file defines, and read the PTX's
     flush-to-zero state."""
     _gpu_ops(dev)
-    from mlpx.backends import _cuda_kernels as K
+    from mlpx.backends import _cuda_kernels as cuda_kernels
 
     cc = dev.compute_capability()
-    target = K.nvrtc_target(cc)
+    target = cuda_kernels.nvrtc_target(cc)
     files, ok = {}, True
     ftz = re.compile(r"[\w.]*\.ftz[\w.]*")
-    cached_before = set(K.cache_dir().glob("*")) if K.cache_dir().is_dir() else set()
-    for name in K.KERNEL_FILES:
+    cache = cuda_kernels.cache_dir()
+    cached_before = set(cache.glob("*")) if cache.is_dir() else set()
+    for name in cuda_kernels.KERNEL_FILES:
         t0 = time.perf_counter()
-        path = K.compiled_path(name, target)
+        path = cuda_kernels.compiled_path(name, target)
         t1 = time.perf_counter()
         module = dev.load_module(path)
-        kernels = K.kernel_names(name)
+        kernels = cuda_kernels.kernel_names(name)
         missing = []
         for k in kernels:
             try:
@@ -120,8 +121,9 @@ def stage_compile(dev: Device) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001 - a kernel that does not load is a finding
                 missing.append(f"{k}: {type(e).__name__}: {e}")
         ptx_target = f"compute_{cc}" if target.startswith("sm_") else target
-        ptx = K.nvrtc_compile(K.kernel_source(name), name, ptx_target).decode()
-        flushing = sorted(set(ftz.findall(ptx)) - set(K.FTZ_ONLY_INSTRUCTIONS))
+        source = cuda_kernels.kernel_source(name)
+        ptx = cuda_kernels.nvrtc_compile(source, name, ptx_target).decode()
+        flushing = sorted(set(ftz.findall(ptx)) - set(cuda_kernels.FTZ_ONLY_INSTRUCTIONS))
         files[name] = {"compile_s": round(t1 - t0, 3), "binary": path.name,
                        "cached": path in cached_before,
                        "kernels": len(kernels), "loaded": len(kernels) - len(missing),
@@ -129,7 +131,7 @@ def stage_compile(dev: Device) -> dict[str, Any]:
         ok = ok and not missing and not flushing
     total = sum(f["loaded"] for f in files.values())
     wanted = sum(f["kernels"] for f in files.values())
-    key = {"target": target, "nvrtc": ".".join(map(str, K.nvrtc_version())),
+    key = {"target": target, "nvrtc": ".".join(map(str, cuda_kernels.nvrtc_version())),
            "kernels loaded": f"{total} of {wanted}",
            "compile s": round(sum(f["compile_s"] for f in files.values()), 2),
            "from cache": f"{sum(f['cached'] for f in files.values())} of {len(files)} files",
@@ -204,7 +206,7 @@ def stage_ftz(dev: Device) -> dict[str, Any]:
     subnormals give bitwise-equal results, flushed ones give zeros where the cpu has none."""
     ops = _gpu_ops(dev)
     import mlpx
-    from mlpx import activations as A
+    from mlpx import activations
 
     cpu = mlpx.get_backend("cpu")
     x = np.tile(SUBNORMALS, 64).reshape(8, -1)  # 2-D: the activation kernels want rows
@@ -214,9 +216,9 @@ def stage_ftz(dev: Device) -> dict[str, Any]:
         "adam_update": lambda o, p, g: o.adam_update(p, g, o.zeros(p.shape, p.dtype),
                                                      o.zeros(p.shape, p.dtype), 1e-3, 0.9,
                                                      0.999, 1e-8, 0.0, 1, False),
-        "relu_backward": lambda o, p, g: o.act_backward(g, p, p, A.get("relu"), p),
+        "relu_backward": lambda o, p, g: o.act_backward(g, p, p, activations.get("relu"), p),
         "bias_identity": lambda o, p, g: o.bias_act(p, o.zeros((p.shape[1],), p.dtype),
-                                                    A.get("identity"), g),
+                                                    activations.get("identity"), g),
     }
     results = {}
     for name, fn in cases.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .._compat import gpu_count, has_cupy
+from .._compat import gpu_count, gpu_probe, has_cupy
 from ..errors import BackendUnavailableError
 from .base import Backend
 from .cpu import CPUBackend
@@ -28,15 +28,21 @@ def available_backends() -> list[str]:
     return ["cpu", "cuda"] if gpu_count() > 0 else ["cpu"]
 
 
-def _cuda_unavailable_reason(device: int) -> str | None:
+def cuda_unavailable_reason(device: int = 0) -> str | None:
+    """Why backend 'cuda:<device>' cannot run here (what is missing, and the fix), or None."""
     if not has_cupy():
         return f"backend 'cuda' needs CuPy, which is not installed; {CUDA_INSTALL_HINT}"
-    count = gpu_count()
+    count, error = gpu_probe()
     if count == 0:
-        return (
-            "backend 'cuda' needs a CUDA GPU, but CuPy is installed and found no usable GPU "
-            "(no device, or no NVIDIA driver); use backend='cpu' on this machine"
-        )
+        if error is None:
+            return ("backend 'cuda' needs a CUDA GPU, but CuPy is installed and found none; "
+                    "use backend='cpu' on this machine")
+        if error.startswith("CuPy is installed"):
+            return (f"backend 'cuda' needs CuPy to reach a GPU, but {error}; reinstall it: "
+                    f"{CUDA_INSTALL_HINT}; or use backend='cpu' on this machine")
+        return (f"backend 'cuda' needs a CUDA GPU, but CuPy could not reach one: {error} (no "
+                "device, no NVIDIA driver, or a driver older than the CUDA of CuPy's build: "
+                "see nvidia-smi); use backend='cpu' on this machine")
     if device >= count:
         return f"backend 'cuda:{device}' asked for GPU {device}, but only {count} GPU(s) exist"
     return None
@@ -75,7 +81,7 @@ def get_backend(name: str | Backend = "cpu") -> Backend:
         key = f"cuda:{device}"
         if key in _INSTANCES:
             return _INSTANCES[key]
-        reason = _cuda_unavailable_reason(device)
+        reason = cuda_unavailable_reason(device)
         if reason:
             raise BackendUnavailableError(reason)
         from .cuda import CUDABackend
@@ -87,5 +93,5 @@ def get_backend(name: str | Backend = "cpu") -> Backend:
 
 __all__ = [
     "Backend", "CPUBackend", "available_backends", "get_backend", "BackendUnavailableError",
-    "VALID_NAMES", "check_backend_name",
+    "VALID_NAMES", "check_backend_name", "cuda_unavailable_reason",
 ]

@@ -109,9 +109,9 @@ def check_activation_ids(text: str) -> None:
     """Raise RuntimeError unless activations.cu defines exactly the scalar-kernel ids of the
     built-in declarations (mlpx.activations) and has a case for each in act_scalar and
     dact_scalar: a kernel must never run another activation's formula."""
-    from .. import activations as A
+    from .. import activations
 
-    decls = [c for c in A.builtins() if A.scalar_kernel(c()) is not None]
+    decls = [c for c in activations.builtins() if activations.scalar_kernel(c()) is not None]
     want = {c.name: c.code for c in decls}
     trainable = {c.name for c in decls if c.differentiable}
     got = activation_ids(text)
@@ -228,12 +228,6 @@ def _module(device_id: int, filename: str) -> Any:
                 mod = cupy.RawModule(path=str(path))
                 _modules[key] = mod
     return mod
-
-
-def load_module(device_id: int, filename: str) -> Any:
-    """The compiled module of `filename` on GPU `device_id` (compiled or read from the disk
-    cache on first use). The caller must have made `device_id` the current device."""
-    return _module(device_id, filename)
 
 
 def get_kernel(device_id: int, filename: str, name: str) -> Any:

@@ -13,9 +13,8 @@ Which GEMMs run where is chosen by `MLPX_BLAS` (or `ops.blas = ...`):
         <cache dir>/blas_choice.json (see mlpx._numba_cache); NumPy's BLAS without MKL, or
         unless MKL is at least 3 % faster;
   onednn, mkl, numpy  that library (an error saying how to install it when it is missing).
-On the 2-core AMD EPYC benchmark machines MKL ran the 784-1024-1024-10 step's GEMMs 6-19 %
-slower than OpenBLAS (its width-10 ones 3-5x slower); it may win on Intel CPUs (15-24 %
-faster at batch <= 1024 on one Xeon).
+Which library wins depends on the processor: MKL lost to OpenBLAS on the AMD EPYC benchmark
+machines and won on an Intel Xeon (the figures: docs/benchmarks.md), hence the measurement.
 
 Threads: MKL's pool is sized like NumPy's (MKL_NUM_THREADS, else OMP_NUM_THREADS, else
 OPENBLAS_NUM_THREADS, else the CPUs this process may run on), and `set_num_threads` changes it

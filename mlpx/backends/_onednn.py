@@ -6,11 +6,11 @@ preallocated `out`. Nothing is loaded by `import mlpx`; the library is opened on
 GEMM of the cpu backend (or when `ops.blas` is read).
 
 Why: on the 2-core AMD EPYC benchmark machines oneDNN's JIT kernels ran the 784-1024-1024-10
-training step 3-8 % faster than NumPy's OpenBLAS at batches 256-1024 (its weight-gradient and
-width-10 GEMMs are faster), and with far less spread between runs: its threads split a GEMM
-into independent parts and meet once, where OpenBLAS's threads wait on each other inside it,
-which costs most when a virtual CPU is briefly descheduled. oneDNN has no float64 GEMM:
-float64 stays on NumPy's BLAS.
+training step faster than NumPy's OpenBLAS at batches 256-1024 (its weight-gradient and
+width-10 GEMMs are faster; the figures: docs/benchmarks.md), and with far less spread between
+runs: its threads split a GEMM into independent parts and meet once, where OpenBLAS's threads
+wait on each other inside it, which costs most when a virtual CPU is briefly descheduled.
+oneDNN has no float64 GEMM: float64 stays on NumPy's BLAS.
 
 Threads: an OpenMP pool (GNU libgomp, the system's), sized by OMP_NUM_THREADS or all CPUs;
 threadpoolctl sees it as "openmp". GNU OpenMP cannot run a parallel region in a process
@@ -32,19 +32,19 @@ from ._mkl import _NO_TRANS, _TRANS, _operand, find_wheel_library, gemm_dims
 _LIB_NAMES = ("libdnnl.so.3", "libdnnl.so")
 _FLAG = {_NO_TRANS: b"N", _TRANS: b"T"}  # _operand's CBLAS flags as dnnl_sgemm's
 _SUCCESS = 0
-# Below this m*n*k a oneDNN call costs more than the product (~8 us to enter its OpenMP
-# region against ~1 us for NumPy), and OpenBLAS runs such a GEMM in the calling thread
-# (its own single-thread limit: 65536 * GEMM_MULTITHREAD_THRESHOLD = 4), so small products go
-# to NumPy's BLAS without waking a second thread pool.
+# Below this m*n*k a oneDNN call costs more than the product (entering its OpenMP region
+# costs several times a NumPy call: docs/benchmarks.md), and OpenBLAS runs such a GEMM in the
+# calling thread (its own single-thread limit: 65536 * GEMM_MULTITHREAD_THRESHOLD = 4), so
+# small products go to NumPy's BLAS without waking a second thread pool.
 MIN_MNK = 65536 * 4
 
 _state: dict[str, Any] = {}
 # A transposed right-hand operand whose rows lie a multiple of 4 KiB apart (e.g. a 1024-wide
 # float32 weight matrix in dX = delta W^T) is copied to rows 64 bytes longer first: those
-# strides map its rows onto the same cache sets, and oneDNN ran that product 30 % slower
-# (256x1024x1024: 3.7 ms, against 2.65 ms on padded rows plus ~0.1 ms for the copy). In the
-# 784-1024-1024-10 step: 3.8 % faster at batch 256, 2.6 % at 512, no change at 1024 (in-process
-# A/B, alternated), so only below 1024 rows of output. One scratch per thread and shape.
+# strides map its rows onto the same cache sets, and oneDNN runs that product markedly
+# slower. The copy paid off below 1024 rows of output and not at 1024 (in-process A/B,
+# alternated; the figures: docs/benchmarks.md), hence _PAD_MAX_ROWS. One scratch per thread
+# and shape.
 _PAGE = 4096
 _PAD = 64
 _PAD_MAX_ROWS = 1024

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import activations as A
+from .. import activations
 
 #: Rows per partial sum of the PReLU slope gradient (see Backend.prelu_backward); the Numba and
 #: CUDA kernels use the same constant.
@@ -120,7 +120,8 @@ class Backend:
         return x.astype(self.xp.float64, copy=False)
 
     def bias_act(
-        self, z: Array, b: Array | None, act: A.Activation, out: Array, slopes: Array | None = None
+        self, z: Array, b: Array | None, act: activations.Activation, out: Array,
+        slopes: Array | None = None
     ) -> Array:
         """z += b (in place, z is kept for the backward pass), then out = act(z).
 
@@ -128,7 +129,7 @@ class Backend:
         """
         if b is not None:
             z += b
-        if A.is_identity(act):
+        if activations.is_identity(act):
             if out is not z:
                 out[...] = z
             return out
@@ -144,12 +145,12 @@ class Backend:
         dy: Array,
         z: Array,
         y: Array,
-        act: A.Activation,
+        act: activations.Activation,
         out: Array,
         slopes: Array | None = None,
     ) -> Array:
         """out = dL/dz = dy * f'(z) (row-wise Jacobian product for softmax/log_softmax)."""
-        if A.is_identity(act):
+        if activations.is_identity(act):
             if out is not dy:
                 out[...] = dy
             return out
@@ -161,7 +162,8 @@ class Backend:
         return out
 
     def act_backward_bias_grad(
-        self, dy: Array, z: Array, y: Array, act: A.Activation, out: Array, bias_grad: Array
+        self, dy: Array, z: Array, y: Array, act: activations.Activation, out: Array,
+        bias_grad: Array
     ) -> Array:
         """`act_backward`, then bias_grad = `sum_rows(out)`: a Dense layer's delta and dL/db.
 
@@ -244,7 +246,7 @@ class Backend:
         t = self._f64(targets)
         loss = (xp.maximum(x, 0.0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))).sum() / x.size
         if grad is not None:
-            grad[...] = (A.Sigmoid().formula(self, x) - t) / x.size
+            grad[...] = (activations.Sigmoid().formula(self, x) - t) / x.size
         return loss
 
     def mse(self, y: Array, t: Array, grad: Array | None = None) -> Array:

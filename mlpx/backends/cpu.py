@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import activations as A
+from .. import activations
 from .base import Array, Backend
 
 
@@ -71,8 +71,8 @@ def _blas_choice(value: str | None) -> str:
 
 
 #: byte alignment of the arrays the backend allocates: a cache line (and an AVX-512
-#: register). NumPy's allocator gives 16; OpenBLAS ran the 784-1024-1024-10 step's GEMMs
-#: 2-6 % faster on 64-byte aligned operands (benchmarks/test_aligned_gemm.py).
+#: register). NumPy's allocator gives 16; OpenBLAS packs aligned panels faster (the step's
+#: figures: docs/benchmarks.md, "Figures behind choices in the code").
 ALIGNMENT = 64
 # Below this size alignment buys nothing measurable and the padding would be most of the array.
 _ALIGN_MIN_BYTES = 4096
@@ -179,38 +179,38 @@ class CPUBackend(Backend):
             out = np.zeros((2, 3), dt)
             k.bias_relu(z, b, out)
             k.relu_backward(out, z, out)
-            k.bias_act(z, b, A.ACT_SIGMOID, 0.0, out)
-            k.act_backward(out, z, out, A.ACT_SIGMOID, 0.0, out)
+            k.bias_act(z, b, activations.ACT_SIGMOID, 0.0, out)
+            k.act_backward(out, z, out, activations.ACT_SIGMOID, 0.0, out)
             _loss_kernels().softmax_xent(z, np.zeros(2, np.int64), out, True)
             _optim_kernels().sgd_update(z, out, 0.1)
-            k.act_forward(z, A.ACT_SIGMOID, 0.0, out)
+            k.act_forward(z, activations.ACT_SIGMOID, 0.0, out)
             k.bias_relu_(z, b)
             k.relu_backward_(out, z)
-            k.bias_act_(z, b, A.ACT_SIGMOID, 0.0)
-            k.act_forward_(z, A.ACT_SIGMOID, 0.0)
+            k.bias_act_(z, b, activations.ACT_SIGMOID, 0.0)
+            k.act_forward_(z, activations.ACT_SIGMOID, 0.0)
             k.relu_forward(z, out)
             k.relu_forward_(z)
-            k.act_backward_(out, z, z, A.ACT_SIGMOID, 0.0)
+            k.act_backward_(out, z, z, activations.ACT_SIGMOID, 0.0)
             k.relu_backward_bias(out, z, z, b)
             k.relu_backward_bias_(out, z, b)
-            k.act_backward_bias(out, z, z, A.ACT_SIGMOID, 0.0, out, b)
-            k.act_backward_bias_(out, z, z, A.ACT_SIGMOID, 0.0, b)
+            k.act_backward_bias(out, z, z, activations.ACT_SIGMOID, 0.0, out, b)
+            k.act_backward_bias_(out, z, z, activations.ACT_SIGMOID, 0.0, b)
 
     # activations ------------------------------------------------------------------------
-    # Only built-in declarations have kernels (A.scalar_kernel / A.kernel_code); any other
-    # activation runs its own formula on the reference path.
+    # Only built-in declarations have kernels (activations.scalar_kernel /
+    # activations.kernel_code); any other activation runs its own formula on the reference path.
     def bias_act(self, z, b, act, out, slopes=None):
-        if A.kernel_code(act) == A.ACT_PRELU:
+        if activations.kernel_code(act) == activations.ACT_PRELU:
             return self._bias_prelu(z, b, act, out, slopes)
-        code = A.scalar_kernel(act)
+        code = activations.scalar_kernel(act)
         if code is None or not _contig(z, out) or (b is not None and not _contig(b)):
             return super().bias_act(z, b, act, out, slopes)
         k = _kernels()
         if b is None:  # a Dense layer without bias: f(z) alone
-            if code == A.ACT_IDENTITY:
+            if code == activations.ACT_IDENTITY:
                 if out is not z:
                     out[...] = z
-            elif code == A.ACT_RELU:  # branch-free: vectorises, unlike the generic switch
+            elif code == activations.ACT_RELU:  # branch-free: vectorises, unlike the generic switch
                 k.relu_forward_(z) if out is z else k.relu_forward(z, out)
             elif out is z:  # aliased arguments would stop vectorisation
                 k.act_forward_(z, code, act.alpha)
@@ -218,11 +218,11 @@ class CPUBackend(Backend):
                 k.act_forward(z, code, act.alpha, out)
             return out
         if out is z:
-            if code == A.ACT_RELU:
+            if code == activations.ACT_RELU:
                 k.bias_relu_(z, b)
             else:
                 k.bias_act_(z, b, code, act.alpha)
-        elif code == A.ACT_RELU:
+        elif code == activations.ACT_RELU:
             k.bias_relu(z, b, out)
         else:
             k.bias_act(z, b, code, act.alpha, out)
@@ -239,18 +239,18 @@ class CPUBackend(Backend):
         return out
 
     def act_backward(self, dy, z, y, act, out, slopes=None):
-        code = A.scalar_kernel(act)
-        if code is None or code == A.ACT_IDENTITY or not _contig(dy, z, y, out):
+        code = activations.scalar_kernel(act)
+        if code is None or code == activations.ACT_IDENTITY or not _contig(dy, z, y, out):
             return super().act_backward(dy, z, y, act, out, slopes)
         if not act.differentiable:
             act.derivative(self, dy, z, y)  # raises the explanatory error
         k = _kernels()
         if out is dy:  # Dense writes delta over dy: the in-place twins vectorise
-            if code == A.ACT_RELU:
+            if code == activations.ACT_RELU:
                 k.relu_backward_(dy, z)
             else:
                 k.act_backward_(dy, z, y, code, act.alpha)
-        elif code == A.ACT_RELU:
+        elif code == activations.ACT_RELU:
             k.relu_backward(dy, z, out)
         else:
             k.act_backward(dy, z, y, code, act.alpha, out)
@@ -258,19 +258,19 @@ class CPUBackend(Backend):
 
     def act_backward_bias_grad(self, dy, z, y, act, out, bias_grad):
         """One pass for delta and the bias gradient (sums in `sum_rows`' order and dtype)."""
-        code = A.scalar_kernel(act)
-        if (code is None or code == A.ACT_IDENTITY
+        code = activations.scalar_kernel(act)
+        if (code is None or code == activations.ACT_IDENTITY
                 or bias_grad.dtype != out.dtype or not _contig(dy, z, y, out, bias_grad)):
             return super().act_backward_bias_grad(dy, z, y, act, out, bias_grad)
         if not act.differentiable:
             act.derivative(self, dy, z, y)  # raises the explanatory error
         k = _kernels()
         if out is dy:
-            if code == A.ACT_RELU:
+            if code == activations.ACT_RELU:
                 k.relu_backward_bias_(dy, z, bias_grad)
             else:
                 k.act_backward_bias_(dy, z, y, code, act.alpha, bias_grad)
-        elif code == A.ACT_RELU:
+        elif code == activations.ACT_RELU:
             k.relu_backward_bias(dy, z, out, bias_grad)
         else:
             k.act_backward_bias(dy, z, y, code, act.alpha, out, bias_grad)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import activations as A
+from .. import activations
 from ..errors import BackendUnavailableError
-from . import _cuda_kernels as K
+from . import _cuda_kernels as kernels
 from .base import Array, Backend
 
 _MAX_SCRATCH = 16
@@ -68,9 +68,9 @@ class CUDABackend(Backend):
     def __init__(self, device: int = 0, allow_tf32: bool = False) -> None:
         if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or device < 0:
             raise ValueError(f"device must be a GPU number >= 0, got {device!r}")
-        from . import _cuda_unavailable_reason  # the registry's messages, one wording
+        from . import cuda_unavailable_reason  # the registry's messages, one wording
 
-        reason = _cuda_unavailable_reason(int(device))
+        reason = cuda_unavailable_reason(int(device))
         if reason:
             raise BackendUnavailableError(reason)
         import cupy
@@ -229,11 +229,11 @@ class CUDABackend(Backend):
         the first training step does not pay for compilation. `dtypes` must be kernel dtypes
         (float32, float64); each file holds the kernels of both."""
         for dt in dtypes:
-            if K.suffix(dt) is None:
+            if kernels.suffix(dt) is None:
                 raise ValueError(f"the CUDA kernels exist for float32 and float64, not {dt}")
-        for filename in K.KERNEL_FILES:
-            for name in K.kernel_names(filename):
-                K.get_kernel(self.device_id, filename, name)
+        for filename in kernels.KERNEL_FILES:
+            for name in kernels.kernel_names(filename):
+                kernels.get_kernel(self.device_id, filename, name)
 
     def erf(self, x: Array) -> Array:
         from cupyx.scipy.special import erf
@@ -257,7 +257,7 @@ class CUDABackend(Backend):
         """The kernel suffix ("f32"/"f64") when every array is a C-contiguous CuPy array of
         one supported dtype; None means: use the reference implementation."""
         first = arrays[0]
-        sfx = K.suffix(first.dtype) if isinstance(first, self.xp.ndarray) else None
+        sfx = kernels.suffix(first.dtype) if isinstance(first, self.xp.ndarray) else None
         if sfx is None:
             return None
         for a in arrays:
@@ -268,7 +268,7 @@ class CUDABackend(Backend):
         return sfx
 
     def _launch(self, filename: str, name: str, blocks: int, args: tuple) -> None:
-        K.get_kernel(self.device_id, filename, name)((blocks,), (K.BLOCK,), args)
+        kernels.get_kernel(self.device_id, filename, name)((blocks,), (kernels.BLOCK,), args)
 
     def _scratch_f64(self, tag: str, size: int) -> Array:
         """A reused float64 work vector (partial sums); stream order makes reuse safe."""
@@ -282,11 +282,11 @@ class CUDABackend(Backend):
         return arr
 
     # ------------------------------------------------------------------------ activations
-    # Only built-in declarations have kernels (A.scalar_kernel / A.kernel_code); any other
-    # activation runs its own formula on the reference path.
+    # Only built-in declarations have kernels (activations.scalar_kernel /
+    # activations.kernel_code); any other activation runs its own formula on the reference path.
     def bias_act(self, z, b, act, out, slopes=None):
-        prelu = A.kernel_code(act) == A.ACT_PRELU
-        code = A.scalar_kernel(act)
+        prelu = activations.kernel_code(act) == activations.ACT_PRELU
+        code = activations.scalar_kernel(act)
         if z.ndim != 2 or (code is None and not (prelu and slopes is not None)):
             return super().bias_act(z, b, act, out, slopes)
         n, m = z.shape
@@ -297,13 +297,13 @@ class CUDABackend(Backend):
             return super().bias_act(z, b, act, out, slopes)
         if n * m == 0:
             return out
-        blocks = K.grid(n * m)
+        blocks = kernels.grid(n * m)
         nn, mm = np.int64(n), np.int64(m)
         if b is None:  # the PReLU layer, or a Dense layer without bias: f(z) alone
             if prelu:
                 self._launch("activations.cu", f"prelu_fwd_{sfx}", blocks,
                              (z, slopes, out, nn, mm))
-            elif code == A.ACT_IDENTITY:
+            elif code == activations.ACT_IDENTITY:
                 if out is not z:
                     out[...] = z
             else:
@@ -311,7 +311,7 @@ class CUDABackend(Backend):
                     "activations.cu", f"act_fwd_{sfx}", blocks,
                     (z, out, np.int64(n * m), np.int32(code), np.float64(act.alpha)),
                 )
-        elif code == A.ACT_RELU:
+        elif code == activations.ACT_RELU:
             self._launch("activations.cu", f"bias_relu_{sfx}", blocks, (z, b, out, nn, mm))
         elif prelu:
             self._launch(
@@ -325,8 +325,8 @@ class CUDABackend(Backend):
         return out
 
     def act_backward(self, dy, z, y, act, out, slopes=None):
-        code = A.scalar_kernel(act)
-        if code is None or code == A.ACT_IDENTITY:
+        code = activations.scalar_kernel(act)
+        if code is None or code == activations.ACT_IDENTITY:
             return super().act_backward(dy, z, y, act, out, slopes)
         sfx = self._fusable(dy, z, y, out)
         if sfx is None or not (dy.shape == z.shape == y.shape == out.shape):
@@ -336,8 +336,8 @@ class CUDABackend(Backend):
         size = np.int64(z.size)
         if z.size == 0:
             return out
-        blocks = K.grid(z.size)
-        if code == A.ACT_RELU:
+        blocks = kernels.grid(z.size)
+        if code == activations.ACT_RELU:
             self._launch("activations.cu", f"relu_bwd_{sfx}", blocks, (dy, z, out, size))
         else:
             self._launch(
@@ -356,14 +356,14 @@ class CUDABackend(Backend):
         n, m = z.shape
         if slopes.size != m or dslopes.size != m or n * m == 0:
             return super().prelu_backward(dy, z, slopes, out, dslopes)
-        chunks = -(-n // K.PRELU_CHUNK)
+        chunks = -(-n // kernels.PRELU_CHUNK)
         partial = self._scratch_f64("prelu", chunks * m)
         self._launch(
-            "activations.cu", f"prelu_bwd_{sfx}", K.grid(chunks * m),
+            "activations.cu", f"prelu_bwd_{sfx}", kernels.grid(chunks * m),
             (dy, z, slopes, out, partial, np.int64(n), np.int64(m)),
         )
         self._launch(
-            "activations.cu", f"prelu_dslopes_{sfx}", K.grid(m),
+            "activations.cu", f"prelu_dslopes_{sfx}", kernels.grid(m),
             (partial, dslopes, np.int64(chunks), np.int64(m)),
         )
         return out
@@ -384,12 +384,12 @@ class CUDABackend(Backend):
         rows = self._scratch_f64("rows", n)
         g = grad if grad is not None else logits  # never written when write_grad is 0
         args = (logits, labels, g, rows, np.int64(n), np.int64(m), np.int32(grad is not None))
-        if m > K.SOFTMAX_WIDE:  # a group of SOFTMAX_WIDE threads per row
-            per_block = K.BLOCK // K.SOFTMAX_WIDE
-            blocks = max(1, min(-(-n // per_block), K.MAX_BLOCKS))
+        if m > kernels.SOFTMAX_WIDE:  # a group of SOFTMAX_WIDE threads per row
+            per_block = kernels.BLOCK // kernels.SOFTMAX_WIDE
+            blocks = max(1, min(-(-n // per_block), kernels.MAX_BLOCKS))
             self._launch("losses.cu", f"softmax_xent_wide_{sfx}", blocks, args)
         else:  # one thread per row
-            self._launch("losses.cu", f"softmax_xent_{sfx}", K.grid(n), args)
+            self._launch("losses.cu", f"softmax_xent_{sfx}", kernels.grid(n), args)
         return rows.sum() * (1.0 / n)
 
     def _elementwise_loss(self, kernel: str, y, t, grad, fallback):
@@ -398,7 +398,7 @@ class CUDABackend(Backend):
             grad is not None and grad.shape != y.shape
         ):
             return fallback(y, t, grad)
-        blocks = K.grid(y.size)
+        blocks = kernels.grid(y.size)
         partial = self._scratch_f64("partial", blocks)
         g = grad if grad is not None else y
         self._launch(
@@ -427,7 +427,7 @@ class CUDABackend(Backend):
             return super().sgd_update(param, grad, lr)
         if param.size:
             self._launch(
-                "optim.cu", f"sgd_update_{sfx}", K.grid(param.size),
+                "optim.cu", f"sgd_update_{sfx}", kernels.grid(param.size),
                 (param, grad, np.int64(param.size), np.float64(lr)),
             )
         return param
@@ -442,7 +442,7 @@ class CUDABackend(Backend):
             )
         if param.size:
             self._launch(
-                "optim.cu", f"sgd_momentum_update_{sfx}", K.grid(param.size),
+                "optim.cu", f"sgd_momentum_update_{sfx}", kernels.grid(param.size),
                 (param, grad, b, np.int64(param.size), np.float64(lr), np.float64(momentum),
                  np.float64(dampening), np.int32(bool(nesterov)), np.float64(weight_decay)),
             )
@@ -454,7 +454,7 @@ class CUDABackend(Backend):
             return super().adagrad_update(param, grad, sum_sq, clr, weight_decay, eps)
         if param.size:
             self._launch(
-                "optim.cu", f"adagrad_update_{sfx}", K.grid(param.size),
+                "optim.cu", f"adagrad_update_{sfx}", kernels.grid(param.size),
                 (param, grad, sum_sq, np.int64(param.size), np.float64(clr),
                  np.float64(weight_decay), np.float64(eps)),
             )
@@ -473,7 +473,7 @@ class CUDABackend(Backend):
             )
         if param.size:
             self._launch(
-                "optim.cu", f"rmsprop_update_{sfx}", K.grid(param.size),
+                "optim.cu", f"rmsprop_update_{sfx}", kernels.grid(param.size),
                 (param, grad, square_avg, ga, b, np.int64(param.size), np.float64(lr),
                  np.float64(alpha), np.float64(eps), np.float64(weight_decay),
                  np.float64(momentum), np.int32(bool(centered))),
@@ -492,7 +492,7 @@ class CUDABackend(Backend):
         bc2_sqrt = math.sqrt(1.0 - beta2**step)
         if param.size:
             self._launch(
-                "optim.cu", f"adam_update_{sfx}", K.grid(param.size),
+                "optim.cu", f"adam_update_{sfx}", kernels.grid(param.size),
                 (param, grad, m, v, np.int64(param.size), np.float64(lr), np.float64(beta1),
                  np.float64(beta2), np.float64(eps), np.float64(weight_decay),
                  np.float64(step_size), np.float64(bc2_sqrt), np.int32(bool(decoupled))),
@@ -504,7 +504,7 @@ class CUDABackend(Backend):
         sfx = self._fusable(x)
         if sfx is None or x.size == 0:
             return super().sum_abs(x)
-        blocks = K.grid(x.size)
+        blocks = kernels.grid(x.size)
         partial = self._scratch_f64("abs", blocks)
         self._launch("optim.cu", f"sum_abs_{sfx}", blocks, (x, partial, np.int64(x.size)))
         return partial.sum()
@@ -512,7 +512,7 @@ class CUDABackend(Backend):
     def _sum_squares_into(self, arrays, sfx: str, take_sqrt: bool):
         """One sum_squares launch per array into a shared partials vector, then one
         sum_partials launch: a fresh 0-d float64 device array, no host read."""
-        blocks = [K.grid(a.size) for a in arrays]
+        blocks = [kernels.grid(a.size) for a in arrays]
         partial = self._scratch_f64("sumsq", max(1, sum(blocks)))
         offset = 0
         for a, nb in zip(arrays, blocks, strict=True):
@@ -559,7 +559,7 @@ class CUDABackend(Backend):
             return super().add_penalty_grad(param, grad, l1, l2)
         if param.size:
             self._launch(
-                "optim.cu", f"add_penalty_grad_{sfx}", K.grid(param.size),
+                "optim.cu", f"add_penalty_grad_{sfx}", kernels.grid(param.size),
                 (param, grad, np.int64(param.size), np.float64(l1), np.float64(l2)),
             )
         return grad
@@ -580,11 +580,11 @@ class CUDABackend(Backend):
                     or on_this_gpu != self.device_id):
                 f = self.asarray(f, dtype=np.float64)  # only then a copy on this GPU
             self._launch(
-                "optim.cu", f"scale_dev_{sfx}", K.grid(x.size), (x, np.int64(x.size), f)
+                "optim.cu", f"scale_dev_{sfx}", kernels.grid(x.size), (x, np.int64(x.size), f)
             )
         else:
             self._launch(
-                "optim.cu", f"scale_{sfx}", K.grid(x.size),
+                "optim.cu", f"scale_{sfx}", kernels.grid(x.size),
                 (x, np.int64(x.size), np.float64(factor)),
             )
         return x
@@ -595,7 +595,7 @@ class CUDABackend(Backend):
             return super().clip_(x, lo, hi)
         if x.size:
             self._launch(
-                "optim.cu", f"clip_{sfx}", K.grid(x.size),
+                "optim.cu", f"clip_{sfx}", kernels.grid(x.size),
                 (x, np.int64(x.size), np.float64(lo), np.float64(hi)),
             )
         return x
@@ -614,7 +614,7 @@ class CUDABackend(Backend):
         m32, u = 0xFFFFFFFF, np.uint32
         seed, step = int(seed), int(step)
         self._launch(
-            "random.cu", "dropout_mask", K.grid(end - offset // 4),
+            "random.cu", "dropout_mask", kernels.grid(end - offset // 4),
             (mask, np.int64(n), np.int64(offset), u(seed & m32), u((seed >> 32) & m32),
              u(int(stream) & m32), u(step & m32), u((step >> 32) & m32), u(drop_threshold(p))),
         )
@@ -628,7 +628,7 @@ class CUDABackend(Backend):
             return super().dropout_apply(x, mask, scale, out)
         if x.size:
             self._launch(
-                "random.cu", f"dropout_apply_{sfx}", K.grid(x.size),
+                "random.cu", f"dropout_apply_{sfx}", kernels.grid(x.size),
                 (x, mask, out, np.int64(x.size), np.float64(scale)),
             )
         return out

@@ -125,7 +125,7 @@ class _Shard:
 
 
 class ParallelRun:
-    """The trainer's hooks (mlpx.training.Alone) for one data-parallel fit."""
+    """The trainer's hooks (mlpx.training.SingleProcess) for one data-parallel fit."""
 
     def __init__(self, comm: Communicator, model: Any) -> None:
         self.comm, self.model = comm, model

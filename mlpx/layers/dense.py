@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import activations as A
-from .. import initializers as I
-from .. import regularizers as R
+from .. import activations, initializers, regularizers
 from ..backends.base import Array
 from .base import Layer, Parameter
 from .registry import register_layer
@@ -35,27 +33,27 @@ class Dense(Layer):
     def __init__(
         self,
         units: int,
-        activation: str | A.Activation | None = None,
-        init: str | I.Initializer | None = None,
-        bias_init: str | I.Initializer = "zeros",
+        activation: str | activations.Activation | None = None,
+        init: str | initializers.Initializer | None = None,
+        bias_init: str | initializers.Initializer = "zeros",
         use_bias: bool = True,
         name: str | None = None,
-        kernel_regularizer: R.Regularizer | str | dict | None = None,
-        bias_regularizer: R.Regularizer | str | dict | None = None,
+        kernel_regularizer: regularizers.Regularizer | str | dict | None = None,
+        bias_regularizer: regularizers.Regularizer | str | dict | None = None,
     ):
         super().__init__(name)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"Dense units must be a positive integer, got {units!r}")
         self.units = int(units)
-        self.activation = A.get(activation)
-        self.init = init if init is not None else I.default_for(self.activation)
-        self._init_fn = I.get(self.init)
-        self._bias_init_fn = I.get(bias_init)
+        self.activation = activations.get(activation)
+        self.init = init if init is not None else initializers.default_for(self.activation)
+        self._init_fn = initializers.get(self.init)
+        self._bias_init_fn = initializers.get(bias_init)
         self.bias_init = bias_init
         self.use_bias = bool(use_bias)
         # penalties in the objective (mlpx.regularizers); biases are free unless asked
-        self.kernel_regularizer = R.get(kernel_regularizer)
-        self.bias_regularizer = R.get(bias_regularizer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
         self.W: Parameter | None = None
         self.b: Parameter | None = None
         self.slopes: Parameter | None = None
@@ -72,7 +70,7 @@ class Dense(Layer):
             self.slopes = self._new_param("slopes", np.full(self.units, self.activation.alpha))
         return self.units
 
-    def regularized(self) -> list[tuple[Parameter, R.Regularizer]]:
+    def regularized(self) -> list[tuple[Parameter, regularizers.Regularizer]]:
         pairs = [(self.W, self.kernel_regularizer), (self.b, self.bias_regularizer)]
         return [(p, r) for p, r in pairs if p is not None and r is not None]
 
@@ -112,7 +110,7 @@ class Dense(Layer):
         slopes = self.slopes.data if self.slopes is not None else None
         if self.b is not None:
             ops.bias_act(z, self.b.data, act, out=y, slopes=slopes)
-        elif not A.is_identity(act):
+        elif not activations.is_identity(act):
             ops.bias_act(z, None, act, out=y, slopes=slopes)
         return y
 
@@ -122,7 +120,7 @@ class Dense(Layer):
         bias_done = False
         if not act.differentiable:
             act.derivative(ops, dy, self._z, self._y)  # raises the explanatory error
-        if A.is_identity(act):
+        if activations.is_identity(act):
             delta = dy
         elif self.slopes is not None:
             delta = self._buffer("delta", dy.shape)
@@ -146,17 +144,18 @@ class Dense(Layer):
     def __repr__(self) -> str:
         act = self.activation
         act_s = repr(act.name) if act.config() == {"name": act.name} else repr(act)
-        return f"Dense({self.units}, activation={act_s}, init={I.spec_name(self.init)!r})"
+        init = initializers.spec_name(self.init)
+        return f"Dense({self.units}, activation={act_s}, init={init!r})"
 
     @classmethod
     def from_config(cls, config: dict) -> Dense:
         cfg = dict(config)
         act = cfg.pop("activation", None)
         if isinstance(act, dict):
-            act = A.from_config(act)
+            act = activations.from_config(act)
         init = cfg.pop("init", None)
         try:
-            I.get(init)
+            initializers.get(init)
         except (ValueError, TypeError):
             init = None  # a custom callable: the checkpoint's weights replace the initial ones
         return cls(activation=act, init=init, **cfg)
@@ -165,7 +164,7 @@ class Dense(Layer):
         return {
             "units": self.units,
             "activation": self.activation.config(),
-            "init": I.spec_name(self.init),
+            "init": initializers.spec_name(self.init),
             "use_bias": self.use_bias,
             "kernel_regularizer": _reg_config(self.kernel_regularizer),
             "bias_regularizer": _reg_config(self.bias_regularizer),
@@ -173,10 +172,10 @@ class Dense(Layer):
         }
 
 
-def _act_in_place(act: A.Activation) -> bool:
+def _act_in_place(act: activations.Activation) -> bool:
     """y = f(z) may overwrite z: the declaration says f' can be computed from y."""
     return bool(act.derivative_from_output) and not act.has_parameters
 
 
-def _reg_config(reg: R.Regularizer | None) -> dict | None:
+def _reg_config(reg: regularizers.Regularizer | None) -> dict | None:
     return None if reg is None else reg.get_config()

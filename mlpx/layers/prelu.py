@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .. import activations as A
+from .. import activations
 from ..backends.base import Array
 from .base import Layer, Parameter
 from .registry import register_layer
@@ -25,7 +25,7 @@ class PReLU(Layer):
         if not (isinstance(init, (int, float)) and math.isfinite(init)):
             raise ValueError(f"PReLU init must be a finite number, got {init!r}")
         self.init = float(init)
-        self._act = A.PReLU(self.init)
+        self._act = activations.PReLU(self.init)
         self.slopes: Parameter | None = None
 
     def _build(self, input_dim: int, rng: np.random.Generator) -> int:

@@ -3,7 +3,7 @@
 Each peer is one standalone script in this folder (it imports its framework and NumPy, never
 mlpx), run by `mlpx bench --peers ...` as a file in a process of its own, and also runnable
 by hand: `python -m mlpx.peers.torch_mlp --help`. Every peer follows the rules of mlpx's own
-measurement (`mlpx.bench_worker`) and prints one JSON line.
+measurement (`mlpx.commands.bench_worker`) and prints one JSON line.
 """
 
 from __future__ import annotations

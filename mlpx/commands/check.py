@@ -1,0 +1,390 @@
+"""`mlpx check`: the same network, weights and batch on every backend, compared tensor by tensor.
+
+One MLP is built once (seeded); its weights are copied into a model on every available
+backend in each dtype, into the float64 NumPy reference backend and, when PyTorch is
+installed, into a PyTorch autograd graph. The same batch runs through each; every layer's
+output, the loss and every parameter gradient are compared against the float64 reference.
+A float32 run is compared against the reference fed the *same* float32-rounded weights and
+inputs, so only the arithmetic is under test.
+
+Tolerances, on max|x - ref| / max|ref| per tensor (relative to the tensor's largest magnitude,
+so that entries that cancel to ~0 do not dominate):
+
+| dtype   | tolerance                  | K                                                      |
+|---------|----------------------------|--------------------------------------------------------|
+| float64 | 1e-10                      | -                                                      |
+| float32 | C32 * K * eps32 (C32 = 1)  | largest GEMM inner dimension the tensor depends on     |
+
+eps32 = 2**-23. For a layer's output (and the loss) K is the largest fan-in up to that layer;
+for gradients K is the largest of the batch size and every layer width (dW sums over the
+batch, dX over the next layer's width). A float32 GEMM's worst-case error grows like K*eps;
+the observed errors are far below it (about 0.005 K eps32 on the default model, for mlpx
+and PyTorch alike), so C32 = 1 leaves room for the error carried from layer to layer and for
+other BLAS libraries while still catching any wrong formula, whose error is of the order of
+the values themselves. TF32 GEMMs (eps 2**-10) do not meet it, by design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .arguments import DEFAULT_SIZES
+
+if TYPE_CHECKING:
+    from ..activations import Activation
+    from ..losses import Loss
+
+F64_TOL = 1e-10
+C32 = 1.0
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+@dataclass
+class TensorDiff:
+    name: str
+    k: int | None
+    max_abs: float
+    max_rel: float
+    tol: float
+
+    @property
+    def ok(self) -> bool:
+        # NaN differences fail too (comparisons with NaN are False)
+        return bool(self.max_rel <= self.tol)
+
+
+@dataclass
+class Comparison:
+    label: str
+    dtype: str
+    diffs: list[TensorDiff] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(d.ok for d in self.diffs)
+
+
+@dataclass
+class CheckReport:
+    comparisons: list[Comparison]
+    #: what was left out of the comparison, and why
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.comparisons)
+
+    def failures(self) -> list[str]:
+        out = []
+        for c in self.comparisons:
+            if c.error is not None:
+                out.append(f"{c.label} {c.dtype}: {c.error}")
+            for d in c.diffs:
+                if not d.ok:
+                    out.append(
+                        f"{c.label} {c.dtype}: {d.name} differs from the float64 reference by "
+                        f"{d.max_rel:.3g} (relative to its largest value; tolerance {d.tol:.3g})"
+                    )
+        return out
+
+
+def tolerance(dtype: str, k: int) -> float:
+    """The documented bound on max|x - ref| / max|ref| for a tensor of inner dimension K."""
+    return F64_TOL if dtype == "float64" else C32 * k * EPS32
+
+
+def diff(name: str, x: np.ndarray, ref: np.ndarray, dtype: str, k: int) -> TensorDiff:
+    x = np.asarray(x, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if x.shape != ref.shape:
+        return TensorDiff(name, k, float("inf"), float("inf"), tolerance(dtype, k))
+    d = float(np.max(np.abs(x - ref))) if x.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    rel = d / scale if scale > 0 else (0.0 if d == 0 else float("inf"))
+    if not np.isfinite(x).all():
+        d = rel = float("nan")
+    return TensorDiff(name, k, d, rel, tolerance(dtype, k))
+
+
+# ----------------------------------------------------------------------------- runners
+# Each runner returns (layer outputs, loss, gradients aligned with `names`).
+Result = tuple[list[np.ndarray], float, list[np.ndarray]]
+#: builds the model's layers afresh (a list of unbuilt mlpx layers)
+LayersFn = Callable[[], list[Any]]
+
+
+def mlp_layers(sizes: Sequence[int], activation: Any) -> LayersFn:
+    """The default model of `mlpx check`: Dense layers between `sizes`, hidden `activation`."""
+    import mlpx
+
+    def build() -> list[Any]:
+        hidden = [mlpx.Dense(s, activation=activation) for s in sizes[1:-1]]
+        return [*hidden, mlpx.Dense(sizes[-1])]
+
+    return build
+
+
+def model_output_width(layers: LayersFn, input_dim: int) -> int:
+    """The output width of the model that `layers` builds (on the reference backend)."""
+    return _model(layers, input_dim, "reference", "float64").output_dim
+
+
+def _model(layers: LayersFn, input_dim: int, backend: str, dtype: str, seed: int = 0) -> Any:
+    import mlpx
+
+    return mlpx.Sequential(layers(), input_dim=input_dim, backend=backend, dtype=dtype,
+                           seed=seed)
+
+
+def run_mlpx(backend: str, dtype: str, layers: LayersFn, input_dim: int,
+             weights: list[np.ndarray], X: np.ndarray, y: np.ndarray, loss_fn: Loss) -> Result:
+    model = _model(layers, input_dim, backend, dtype)
+    model.set_weights([w.astype(dtype) for w in weights])
+    ops = model.ops
+    h = ops.asarray(X.astype(dtype))
+    outs = []
+    for layer in model.layers:
+        h = layer.forward(h, training=False)
+        outs.append(ops.to_numpy(h).copy())
+    value, grads = model.loss_and_grad(X.astype(dtype), y, loss=loss_fn)
+    return outs, float(value), grads
+
+
+def torch_unavailable_reason(sizes: Sequence[int], act: Activation, loss_fn: Loss,
+                             custom_model: bool) -> str | None:
+    """Why PyTorch cannot run the same model, or None when it can."""
+    if custom_model:
+        return "the model is user-defined, and PyTorch builds the default Dense stack only"
+    if len(sizes) > 2 and act.torch_module() is None:
+        return f"activation {act.name!r} declares no PyTorch counterpart"
+    if loss_fn.torch_module() is None:
+        return f"loss {loss_fn.name!r} declares no PyTorch counterpart"
+    return None
+
+
+def run_torch(dtype: str, sizes: Sequence[int], act: Activation, weights: list[np.ndarray],
+              X: np.ndarray, y: np.ndarray, loss_fn: Loss) -> Result:
+    import torch
+
+    twin = act.torch_module()
+    if twin is None:
+        raise ValueError(f"activation {act.name!r} declares no PyTorch counterpart "
+                         "(Activation.torch_module)")
+    module = getattr(torch.nn, twin[0])(**twin[1])
+    loss_name, loss_kwargs = loss_fn.torch_module()
+    tdt = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    params = [torch.tensor(w.astype(dtype), dtype=tdt, requires_grad=True) for w in weights]
+    h = torch.tensor(X.astype(dtype), dtype=tdt)
+    outs = []
+    n_layers = len(sizes) - 1
+    for i in range(n_layers):
+        W, b = params[2 * i], params[2 * i + 1]
+        h = torch.addmm(b, h, W)
+        if i < n_layers - 1:
+            h = module(h)
+        outs.append(h.detach().numpy().copy())
+    target = loss_fn.prepare_target(y, sizes[-1], dtype)
+    t = torch.as_tensor(target) if target.dtype.kind == "i" else torch.tensor(target, dtype=tdt)
+    value = getattr(torch.nn, loss_name)(**loss_kwargs)(h, t)
+    value.backward()
+    return outs, float(value.detach()), [p.grad.numpy().copy() for p in params]
+
+
+def compare(label: str, dtype: str, got: Result, ref: Result, fan_ins: Sequence[int],
+            k_grad: int, names: list[str]) -> Comparison:
+    """Every output, the loss and every gradient of `got` against `ref`; `fan_ins[i]` is
+    the largest GEMM inner dimension up to layer i, `k_grad` that of the gradients."""
+    outs, loss, grads = got
+    r_outs, r_loss, r_grads = ref
+    comp = Comparison(label, dtype)
+    for i, (o, ro) in enumerate(zip(outs, r_outs, strict=True)):
+        comp.diffs.append(diff(f"L{i} output", o, ro, dtype, max(fan_ins[: i + 1])))
+    comp.diffs.append(diff("loss", np.array([loss]), np.array([r_loss]), dtype, max(fan_ins)))
+    for name, g, rg in zip(names, grads, r_grads, strict=True):
+        comp.diffs.append(diff(f"{name} grad", g, rg, dtype, k_grad))
+    return comp
+
+
+#: relative agreement of a central difference with the analytic directional derivative
+FD_TOL = 1e-6
+
+
+def finite_difference_check(layers: LayersFn, input_dim: int, weights: list[np.ndarray],
+                            X: np.ndarray, y: np.ndarray, loss_fn: Loss, directions: int = 3,
+                            seed: int = 0) -> Comparison:
+    """The reference backend's gradients against float64 central differences of its loss
+    (independent of every backward pass): along random directions v, (L(w + hv) - L(w - hv))
+    / 2h against sum(grad * v). Needs nothing but the forward pass."""
+    model = _model(layers, input_dim, "reference", "float64")
+    model.set_weights(weights)
+    _, grads = model.loss_and_grad(X, y, loss=loss_fn)
+    rng = np.random.default_rng(seed + 1)
+    comp = Comparison("finite differences", "float64")
+    for d in range(directions):
+        v = [rng.standard_normal(w.shape) for w in weights]
+        norm = math.sqrt(sum(float((a * a).sum()) for a in v))
+        v = [a / norm for a in v]
+        h = 1e-5 * max(1.0, max(float(np.abs(w).max()) for w in weights))
+        values = []
+        for sign in (1.0, -1.0):
+            model.set_weights([w + sign * h * a for w, a in zip(weights, v, strict=True)])
+            values.append(float(model.loss_and_grad(X, y, loss=loss_fn)[0]))
+        fd = (values[0] - values[1]) / (2 * h)
+        analytic = sum(float((g * a).sum()) for g, a in zip(grads, v, strict=True))
+        scale = max(abs(fd), abs(analytic), 1e-300)
+        err = abs(fd - analytic)
+        comp.diffs.append(TensorDiff(f"direction {d}", None, err, err / scale, FD_TOL))
+    return comp
+
+
+def needs_classes(loss_fn: Loss) -> bool:
+    """Whether the loss takes integer class labels (and so needs two outputs or more)."""
+    return loss_fn.name in ("cross_entropy", "nll")
+
+
+def output_width_problem(loss_fn: Loss, n_outputs: int) -> str | None:
+    """Why a model with `n_outputs` outputs cannot be checked with this loss, or None."""
+    if needs_classes(loss_fn) and n_outputs < 2:
+        return (f"loss {loss_fn.name!r} needs at least 2 outputs (one per class), got "
+                f"{n_outputs}")
+    return None
+
+
+def _targets(loss_fn: Loss, n_out: int, batch: int, rng: np.random.Generator) -> np.ndarray:
+    name = loss_fn.name
+    if needs_classes(loss_fn):
+        return rng.integers(0, n_out, size=batch)
+    if name == "bce":
+        return rng.integers(0, 2, size=(batch, n_out)).astype(np.float64)
+    return rng.standard_normal((batch, n_out))
+
+
+def run_check(
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    batch: int = 256,
+    activation: Any = "relu",
+    dtypes: Sequence[str] = ("float64", "float32"),
+    backends: Sequence[str] | None = None,
+    torch: bool = True,
+    seed: int = 0,
+    loss: Any = "cross_entropy",
+    model: LayersFn | None = None,
+) -> CheckReport:
+    """Compare every backend (and PyTorch) against the float64 reference; see the module doc.
+
+    `activation` and `loss` may be names (built-in or registered) or objects; `model`, a
+    function returning a fresh list of layers (user-defined ones included), replaces the
+    Dense stack of `sizes` (then `sizes[0]` is its input width)."""
+    import mlpx
+    from mlpx._compat import has_module
+
+    sizes = [int(s) for s in sizes]
+    if min(sizes, default=0) < 1 or len(sizes) < (1 if model else 2):
+        raise ValueError(f"sizes must be positive widths, an input and an output width at "
+                         f"least (with model=, the input width alone); got {sizes}")
+    loss_fn = mlpx.losses.get(loss)  # looked up once; every runner takes the object
+    act = mlpx.activations.get(activation)
+    layers = model or mlp_layers(sizes, activation)
+    base = _model(layers, sizes[0], "reference", "float64", seed)
+    n_out = base.output_dim
+    problem = output_width_problem(loss_fn, n_out)
+    if problem:
+        raise ValueError(f"{problem}; make the last width the number of classes, or use a "
+                         "loss for values such as mse")
+    backends = list(backends) if backends is not None else mlpx.available_backends()
+    rng = np.random.default_rng(seed)
+    # Inputs of unit scale; outputs of O(1) so that a softmax is not saturated.
+    X = rng.standard_normal((batch, sizes[0]))
+    y = _targets(loss_fn, n_out, batch, rng)
+    weights64 = base.get_weights()
+    names = [f"L{i} {p.name}" for i, layer in enumerate(base.layers) for p in layer.parameters()]
+    fan_ins = [max(layer.input_dim for layer in base.layers[: i + 1])
+               for i in range(len(base.layers))]
+    k_grad = max(batch, sizes[0], *(layer.output_dim for layer in base.layers))
+
+    notes = []
+    no_torch = torch_unavailable_reason(sizes, act, loss_fn, model is not None)
+    use_torch = torch and has_module("torch") and no_torch is None
+    if torch and no_torch is not None:
+        notes.append(f"PyTorch left out: {no_torch}")
+    elif torch and not has_module("torch"):
+        notes.append("PyTorch left out: it is not installed (pip install torch)")
+    comparisons = []
+    for dtype in dtypes:
+        # The reference sees exactly the weights and inputs the dtype under test stores.
+        w = [a.astype(dtype).astype(np.float64) for a in weights64]
+        x = X.astype(dtype).astype(np.float64)
+        ref = run_mlpx("reference", "float64", layers, sizes[0], w, x, y, loss_fn)
+        labels = list(backends) + (["pytorch"] if use_torch else [])
+        for label in labels:
+            try:
+                if label == "pytorch":
+                    got = run_torch(dtype, sizes, act, w, x, y, loss_fn)
+                else:
+                    got = run_mlpx(label, dtype, layers, sizes[0], w, x, y, loss_fn)
+            except Exception as e:  # a backend that crashes is a failed check, not a crash
+                comparisons.append(Comparison(label, dtype, error=f"{type(e).__name__}: {e}"))
+                continue
+            comparisons.append(compare(label, dtype, got, ref, fan_ins, k_grad, names))
+    if any(b.strip().lower() in ("reference", "numpy") for b in backends):
+        # The reference against itself proves nothing: its gradients meet an independent
+        # check, central differences of its own loss; its outputs meet PyTorch's, if any.
+        comparisons.append(finite_difference_check(layers, sizes[0], weights64, X, y, loss_fn,
+                                                    seed=seed))
+        notes.append(
+            "reference: its float64 outputs are the definition the others are compared with; "
+            "independently, its gradients are checked against central finite differences"
+            + (" and everything against PyTorch" if use_torch else
+               " (outputs only against PyTorch, which is left out here)")
+        )
+    return CheckReport(comparisons, notes)
+
+
+def format_report(report: CheckReport) -> str:
+    lines = []
+    for c in report.comparisons:
+        if c.label == "finite differences":
+            lines.append(f"reference float64 gradients vs central finite differences: "
+                         f"{'ok' if c.ok else 'FAILED'}")
+            lines.extend(f"  {d.name:<14}{'':>7}{d.max_abs:>12.3g}{d.max_rel:>12.3g}"
+                         f"{d.tol:>12.3g}  {'ok' if d.ok else 'EXCEEDS'}" for d in c.diffs)
+            continue
+        lines.append(f"{c.label} {c.dtype} vs reference float64: {'ok' if c.ok else 'FAILED'}")
+        if c.error:
+            lines.append(f"  error: {c.error}")
+            continue
+        lines.append(f"  {'tensor':<14}{'K':>7}{'max abs':>12}{'max rel':>12}{'tolerance':>12}")
+        for d in c.diffs:
+            k = "-" if c.dtype == "float64" else str(d.k)
+            lines.append(f"  {d.name:<14}{k:>7}{d.max_abs:>12.3g}{d.max_rel:>12.3g}"
+                         f"{d.tol:>12.3g}  {'ok' if d.ok else 'EXCEEDS'}")
+    lines.extend(f"note: {n}" for n in report.notes)
+    return "\n".join(lines)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`mlpx check` with arguments the command line has already checked (mlpx.commands.cli)."""
+    report = run_check(args.sizes, args.batch, args.activation, args.dtype, args.backend,
+                       torch=not args.no_torch, seed=args.seed, loss=args.loss_fn,
+                       model=args.model)
+    what = "user-defined model" if args.model else (
+        f"model {'-'.join(map(str, args.sizes))} {args.activation}")
+    print(f"{what}, batch {args.batch}, loss {args.loss}; float64 tolerance {F64_TOL:g}, "
+          f"float32 tolerance {C32:g}*K*eps32 (eps32 = {EPS32:.3g})")
+    print(format_report(report))
+    failures = report.failures()
+    if failures:
+        print("\nmlpx check FAILED:")
+        for f in failures:
+            print(f"  {f}")
+        return 1
+    print(f"\nmlpx check passed: {len(report.comparisons)} comparisons, every tensor within "
+          "tolerance")
+    return 0
