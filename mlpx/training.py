@@ -493,7 +493,9 @@ class Trainer:
         model, ops, epoch = self.model, self.model.ops, self.epoch
         # the loss is summed in float64, so float32 weights or running statistics can
         # overflow while the epoch's loss is still finite: check the whole state too
-        epoch_loss = self.parallel.total(ops.to_float(total)) / n + ops.to_float(model.penalty())
+        data_loss = self.parallel.total(ops.to_float(total))
+        # n is 0 when every sample seen so far weighs 0: those contribute nothing
+        epoch_loss = (data_loss / n if n > 0 else 0.0) + ops.to_float(model.penalty())
         # data parallel: every process's running sums of its rows, merged into the global ones
         self.metric_sums = self.parallel.merge_metric_sums(ops, plan.metrics, self.metric_sums)
         bad = [] if math.isfinite(epoch_loss) else [f"the training loss became {epoch_loss}"]
