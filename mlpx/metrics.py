@@ -16,10 +16,15 @@ callback asks for a value). With sample weights each sample counts with its weig
 | `mse` (`mean_squared_error`)                         | `mse`              | regression    |
 | `r2` (`r2_score`)                                    | `r2`               | regression    |
 
-`TopKAccuracy(k=3)` names itself `top_3_accuracy`. A callable `fn(y_true, y_pred)` is a
-metric too (Keras' convention): it gets the batch's targets as the loss consumes them
-(integer labels for cross_entropy) and the raw outputs (logits or values) as backend arrays,
-and returns one value per sample or the batch's mean; the History key is its `__name__`.
+`TopKAccuracy(k=3)` names itself `top_3_accuracy`. Each metric declares its `direction`:
+"max" when larger is better (accuracy, top-k accuracy, r2), "min" when smaller is (mae, mse);
+EarlyStopping, ModelCheckpoint and ReduceLROnPlateau with `mode="auto"` read it.
+
+A callable `fn(y_true, y_pred)` is a metric too (Keras' convention): it gets the batch's
+targets as the loss consumes them (integer labels for cross_entropy) and the raw outputs
+(logits or values) as backend arrays, and returns one value per sample or the batch's mean;
+the History key is its `__name__`. It declares its direction with
+`FunctionMetric(fn, direction="max")` or an attribute `fn.direction = "max"`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class Metric:
     metric without `merge` cannot be used with `fit(distributed=True)`."""
 
     name: str = "metric"
+    #: "max" when larger values are better, "min" when smaller are; None: not declared (a
+    #: callback monitoring it then needs mode="min" or "max")
+    direction: str | None = None
     #: added by mlpx itself (accuracy for classification losses), not asked for
     implicit: bool = False
 
@@ -134,6 +142,7 @@ class Accuracy(MeanMetric):
     side of 0.5 (bce, every label of a multi-label target)."""
 
     name = "accuracy"
+    direction = "max"
 
     def check(self, loss: L.Loss, n_outputs: int) -> None:
         if not loss.classification:
@@ -158,6 +167,8 @@ class Accuracy(MeanMetric):
 
 class TopKAccuracy(MeanMetric):
     """Share of samples whose class is among the `k` largest outputs (ties count for it)."""
+
+    direction = "max"
 
     def __init__(self, k: int = 5) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -196,6 +207,7 @@ class MeanAbsoluteError(_Regression):
     """Mean |output - target| over samples and outputs."""
 
     name = "mae"
+    direction = "min"
 
     def per_sample(self, ops: Any, out: Any, target: Any) -> Any:
         return ops.xp.abs(ops._f64(out) - ops._f64(target)).mean(axis=1)
@@ -205,6 +217,7 @@ class MeanSquaredError(_Regression):
     """Mean (output - target)^2 over samples and outputs."""
 
     name = "mse"
+    direction = "min"
 
     def per_sample(self, ops: Any, out: Any, target: Any) -> Any:
         d = ops._f64(out) - ops._f64(target)
@@ -218,6 +231,7 @@ class R2Score(_Regression):
     update, so large target offsets lose no precision."""
 
     name = "r2"
+    direction = "max"
 
     def update(self, ops: Any, state: Any, out: Any, target: Any, weight: Any) -> Any:
         xp = ops.xp
@@ -261,9 +275,12 @@ class R2Score(_Regression):
 class FunctionMetric(MeanMetric):
     """A user function `fn(y_true, y_pred)` returning per-sample values or a batch mean."""
 
-    def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None) -> None:
+    def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None,
+                 direction: str | None = None) -> None:
         self.fn = fn
         self.name = name or _function_name(fn)
+        self.direction = check_direction(
+            direction if direction is not None else getattr(fn, "direction", None), self.name)
 
     def update(self, ops: Any, state: Any, out: Any, target: Any, weight: Any) -> Any:
         value = self.fn(target, out)
@@ -284,6 +301,28 @@ class FunctionMetric(MeanMetric):
 
     def __repr__(self) -> str:
         return f"FunctionMetric({self.fn!r}, name={self.name!r})"
+
+
+def check_direction(direction: Any, name: str) -> str | None:
+    """`direction` when it is "max", "min" or None; a ValueError saying so otherwise."""
+    if direction is None or direction in ("max", "min"):
+        return direction
+    raise ValueError(f"metric {name!r} declares direction {direction!r}; use 'max' (larger is "
+                     "better), 'min' (smaller is better) or None")
+
+
+def direction_of(key: str, metrics: Sequence[Metric] = ()) -> str | None:
+    """Whether History's `key` improves upward ("max") or downward ("min"), as the loss or
+    the metric recorded under it declares (`metrics`: the fit's, else the built-ins); None
+    when nothing declares it."""
+    name = key[4:] if key.startswith("val_") else key
+    if name in ("loss", "grad_norm"):
+        return "min"
+    for m in metrics:
+        if m.name == name:
+            return check_direction(getattr(m, "direction", None), name)
+    known = builtin(name)
+    return None if known is None else known.direction
 
 
 def _function_name(fn: Any) -> str:
@@ -376,4 +415,4 @@ def resolve(specs: Any, loss: L.Loss, n_outputs: int) -> list[Metric]:
 
 __all__ = ["Metric", "MeanMetric", "Accuracy", "TopKAccuracy", "MeanAbsoluteError",
            "MeanSquaredError", "R2Score", "FunctionMetric", "get", "resolve", "names", "builtin",
-           "mergeable", "state_to_host", "state_to_device"]
+           "mergeable", "state_to_host", "state_to_device", "direction_of", "check_direction"]
