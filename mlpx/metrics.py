@@ -58,8 +58,9 @@ class Metric:
     #: added by mlpx itself (accuracy for classification losses), not asked for
     implicit: bool = False
 
-    def check(self, loss: L.Loss, n_outputs: int) -> None:
-        """Raise ValueError when the metric means nothing for this loss and output width."""
+    def check(self, loss: L.Loss, n_outputs: int | None) -> None:
+        """Raise ValueError when the metric means nothing for this loss and output width
+        (None: the width is not known yet)."""
 
     def update(self, ops: Any, state: Any, out: Any, target: Any, weight: Any) -> Any:
         raise NotImplementedError  # pragma: no cover
@@ -144,7 +145,7 @@ class Accuracy(MeanMetric):
     name = "accuracy"
     direction = "max"
 
-    def check(self, loss: L.Loss, n_outputs: int) -> None:
+    def check(self, loss: L.Loss, n_outputs: int | None) -> None:
         if not loss.classification:
             raise ValueError(
                 f"metric 'accuracy' needs a classification loss (cross_entropy, bce, nll); "
@@ -176,11 +177,20 @@ class TopKAccuracy(MeanMetric):
         self.k = int(k)
         self.name = f"top_{self.k}_accuracy"
 
-    def check(self, loss: L.Loss, n_outputs: int) -> None:
+    def check(self, loss: L.Loss, n_outputs: int | None) -> None:
         if not (loss.classification and loss.name != "bce"):
             raise ValueError(
                 f"metric {self.name!r} ranks one class per sample: it needs loss "
                 f"'cross_entropy' or 'nll', not {loss.name!r}"
+            )
+        # every class is among the k largest: the value would be 1.0 whatever the model does
+        # (scikit-learn's top_k_accuracy_score warns that such a score is meaningless)
+        if n_outputs is not None and self.k >= n_outputs:
+            raise ValueError(
+                f"metric {self.name!r} with {n_outputs} classes is always 1.0 (k={self.k} "
+                f"covers every class); use a k below {n_outputs}, e.g. "
+                f"metrics=['top_{max(n_outputs - 1, 1)}_accuracy'] or "
+                f"mlpx.metrics.TopKAccuracy(k={max(n_outputs - 1, 1)}), or 'accuracy'"
             )
 
     def per_sample(self, ops: Any, out: Any, target: Any) -> Any:
@@ -194,7 +204,7 @@ class TopKAccuracy(MeanMetric):
 
 
 class _Regression(MeanMetric):
-    def check(self, loss: L.Loss, n_outputs: int) -> None:
+    def check(self, loss: L.Loss, n_outputs: int | None) -> None:
         if loss.expects != "values":
             raise ValueError(
                 f"metric {self.name!r} compares outputs with targets of the same shape; with "
@@ -388,7 +398,7 @@ def get(spec: Any) -> Metric:
     )
 
 
-def resolve(specs: Any, loss: L.Loss, n_outputs: int) -> list[Metric]:
+def resolve(specs: Any, loss: L.Loss, n_outputs: int | None) -> list[Metric]:
     """The metrics of a fit or evaluation: `specs` checked against the loss, with accuracy
     first for classification losses (reported whether asked for or not). Names are unique
     and never clash with the loss's own key."""
@@ -403,13 +413,14 @@ def resolve(specs: Any, loss: L.Loss, n_outputs: int) -> list[Metric]:
         chosen.insert(0, accuracy)
     seen: set[str] = set()
     for m in chosen:
-        m.check(loss, n_outputs)
         if m.name in seen or m.name in ("loss", "lr", "grad_norm") or m.name.startswith("val_"):
             raise ValueError(
                 f"metric name {m.name!r} is used twice or is reserved (loss, lr, grad_norm, "
                 "val_*); give the metric another name"
             )
         seen.add(m.name)
+    for m in chosen:
+        m.check(loss, n_outputs)
     return chosen
 
 

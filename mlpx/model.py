@@ -343,7 +343,7 @@ class Sequential:
                                               else metrics)]
             target_loss = new_loss or self.loss_
             if target_loss is not None:
-                width = self.output_dim if self.built else 2
+                width = self.output_dim if self.built else None
                 M.resolve(new_metrics, target_loss, width)  # a metric unfit for the loss
         new_opt = None
         if optimizer is not None or lr is not None:
