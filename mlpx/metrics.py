@@ -372,6 +372,46 @@ def builtin(key: str) -> Metric | None:
     return make() if make is not None and make().name == key else None
 
 
+def describe(metrics: Sequence[Metric]) -> list[dict[str, Any]]:
+    """The metrics a checkpoint records: {"name": History key, "builtin": whether mlpx's own
+    metric of that name is this very metric}. A custom metric comes back on load from
+    `custom_objects` (or is left out with a warning)."""
+    out = []
+    for m in metrics:
+        same = builtin(m.name)
+        out.append({"name": m.name, "builtin": same is not None and type(same) is type(m)})
+    return out
+
+
+def restore(entries: Sequence[dict[str, Any]]) -> list[Metric]:
+    """The metrics `describe` recorded: built-ins by name, custom ones from the load's
+    `custom_objects` (a Metric class or object, or a function fn(y_true, y_pred)); a custom
+    metric it does not hold is left out, with a warning saying how to bring it back."""
+    import warnings
+
+    from .custom_objects import find
+
+    out: list[Metric] = []
+    for entry in entries:
+        name = entry["name"]
+        if entry["builtin"]:
+            out.append(builtin(name))
+            continue
+        found = find(name)
+        if isinstance(found, type) and issubclass(found, Metric):
+            found = found()
+        if isinstance(found, Metric):
+            out.append(found)
+        elif callable(found):
+            out.append(FunctionMetric(found, name=name))
+        else:
+            warnings.warn(
+                f"the saved model recorded the custom metric {name!r}, which is not built in: "
+                f"evaluate() leaves it out. Pass it to mlpx.load(path, custom_objects="
+                f"{{{name!r}: metric}}) to keep it", UserWarning, stacklevel=4)
+    return out
+
+
 def names() -> list[str]:
     return sorted(_BY_NAME)
 
@@ -426,4 +466,5 @@ def resolve(specs: Any, loss: L.Loss, n_outputs: int | None) -> list[Metric]:
 
 __all__ = ["Metric", "MeanMetric", "Accuracy", "TopKAccuracy", "MeanAbsoluteError",
            "MeanSquaredError", "R2Score", "FunctionMetric", "get", "resolve", "names", "builtin",
-           "mergeable", "state_to_host", "state_to_device", "direction_of", "check_direction"]
+           "mergeable", "state_to_host", "state_to_device", "direction_of", "check_direction",
+           "describe", "restore"]

@@ -800,6 +800,7 @@ class Sequential:
                 "callbacks": checkpoint.split_arrays(run["callbacks"], "callbacks", tensors),
                 "metric_sums": checkpoint.split_arrays(run.get("metric_sums") or {},
                                                        "metric_sums", tensors),
+                "metrics": _saved_metrics(self),
             },
         }
         return checkpoint.write(path, tensors, meta)
@@ -910,7 +911,18 @@ def _load(path: str | os.PathLike, backend: str | Backend) -> Sequential:
     model.epoch_ = record.run.epoch
     model.history_ = record.run.history
     model.trainer_ = _restored_trainer(model, record.run)
+    if record.run.metrics:
+        from . import metrics
+
+        model.compiled_metrics = metrics.restore(record.run.metrics)
     return model
+
+
+def _saved_metrics(model: Sequential) -> list[dict[str, Any]]:
+    """The metrics evaluate() reports after mlpx.load: those of compile/fit."""
+    from . import metrics
+
+    return metrics.describe(model.compiled_metrics or [])
 
 
 def _restored_trainer(model: Sequential, run: S.RunRecord) -> Any:

@@ -231,3 +231,41 @@ def test_top_k_accuracy_with_k_covering_every_class_is_refused():
     unbuilt.compile(loss="cross_entropy", metrics=["top_k_accuracy"])  # width not known yet
     with pytest.raises(ValueError, match="always 1.0"):
         unbuilt.fit(X, y, epochs=1, verbose=0)
+
+
+def _spread(y_true, y_pred):
+    return np.abs(y_true - y_pred).max(axis=1)
+
+
+def test_metrics_of_fit_survive_save_and_load(tmp_path):
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 2))
+    model = mlpx.MLP([3, 8, 2], dtype="float64", seed=0)
+    model.fit(X, y, loss="mse", epochs=2, verbose=0, metrics=["r2", "mae", _spread])
+    before = model.evaluate(X, y)
+    assert set(before) == {"loss", "r2", "mae", "_spread"}
+    model.save(tmp_path / "m.safetensors")
+
+    with pytest.warns(UserWarning, match="custom metric '_spread'.*custom_objects"):
+        plain = mlpx.load(tmp_path / "m.safetensors")
+    after = plain.evaluate(X, y)
+    assert set(after) == {"loss", "r2", "mae"}
+    for key in after:
+        assert after[key] == pytest.approx(before[key], rel=1e-12)
+    full = mlpx.load(tmp_path / "m.safetensors", custom_objects={"_spread": _spread})
+    assert full.evaluate(X, y) == pytest.approx(before, rel=1e-12)
+
+
+def test_a_custom_metric_named_like_a_builtin_does_not_come_back_as_the_builtin(tmp_path):
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(30, 3)), rng.normal(size=(30, 1))
+
+    def r2(y_true, y_pred):  # not scikit-learn's r2
+        return (y_true - y_pred)[:, 0] * 0.0
+
+    model = mlpx.MLP([3, 4, 1], dtype="float64", seed=0)
+    model.fit(X, y, loss="mse", epochs=1, verbose=0, metrics=[r2])
+    model.save(tmp_path / "m.safetensors")
+    with pytest.warns(UserWarning, match="custom metric 'r2'"):
+        loaded = mlpx.load(tmp_path / "m.safetensors")
+    assert "r2" not in loaded.evaluate(X, y)
