@@ -434,9 +434,11 @@ class Trainer:
                     raise _StepBoundaryInterrupt
             self.end_epoch(plan, total, last_norm, snapshot,
                            _seen(plan, order, source.batch_size, done, source.n))
-        except _StepBoundaryInterrupt:
-            raise
-        except KeyboardInterrupt:
+        except (_StepBoundaryInterrupt, NonFiniteLossError):
+            raise  # the position is recorded, or the divergence rollback restored the state
+        except BaseException:
+            # Ctrl-C, or an exception from a hook, a metric or a custom part: keep the run
+            # at a step boundary, so that save + resume_from continue it exactly
             if self.epoch == epoch:  # the epoch is not recorded yet: a consistent position
                 self._interrupted(snapshot, done, steps, total)
             raise
@@ -551,7 +553,7 @@ class Trainer:
         return interrupt.requested if agreed is None else agreed
 
     def _interrupted(self, snapshot: tuple, done: int, steps: int, total: Any) -> None:
-        """A KeyboardInterrupt inside the epoch (not the deferred Ctrl-C): keep the last
+        """An exception inside the epoch (not the deferred Ctrl-C): keep the last
         completed step where the state is consistent, else go back to the epoch's start."""
         if self._phase == "update" or done >= steps:  # a half-applied update, or end_epoch
             self._restore(snapshot)
