@@ -332,7 +332,8 @@ class Sequential:
         objects or functions fn(y_true, y_pred)).
 
         `lr` alone keeps the optimiser's kind and hyperparameters with a new learning rate
-        (and fresh state); an optimiser object is used as it is, state included."""
+        (and fresh state); an optimiser object is used as it is, state included (one that
+        trains another model: a fresh copy, see mlpx.optim.for_model)."""
         from . import metrics as M
 
         new_loss = self.check_loss(loss, stacklevel=2) if loss is not None else None
@@ -347,7 +348,7 @@ class Sequential:
                 M.resolve(new_metrics, target_loss, width)  # a metric unfit for the loss
         new_opt = None
         if optimizer is not None or lr is not None:
-            new_opt = O.resolve(self.optimizer_, optimizer, lr)
+            new_opt = O.for_model(O.resolve(self.optimizer_, optimizer, lr), self)
         if new_loss is not None:
             self.loss_ = new_loss
         if new_metrics is not None:

@@ -288,6 +288,7 @@ class Trainer:
         model.check_trainable()
         warn_if_unscaled(data[0], stacklevel=4)  # the user's model.fit call
         opt, opt_state = _plan_optimizer(model, optimizer, lr, record, dim)
+        opt = O.for_model(opt, model)  # an optimiser of another model: a fresh copy
         run = record.run if record else None
         position = _plan_position(model, run, epochs)
         steps = -(-int(data[0].shape[0]) // batch_size)
