@@ -291,6 +291,8 @@ class Trainer:
         opt = O.for_model(opt, model)  # an optimiser of another model: a fresh copy
         run = record.run if record else None
         position = _plan_position(model, run, epochs)
+        if run is not None:
+            _warn_if_nothing_left(run, epochs, os.fspath(resume_from))
         steps = -(-int(data[0].shape[0]) // batch_size)
         if position["step"] >= steps:
             raise CheckpointError(
@@ -773,6 +775,24 @@ def _plan_position(model: Any, run: S.RunRecord | None, epochs: int) -> dict[str
     return {"run": run.run, "epoch": min(run.epoch, epochs), "step": run.step if inside else 0,
             "loss_sum": run.loss_sum if inside else 0.0, "stopped": run.stopped,
             "history": run.history or History()}
+
+
+def _warn_if_nothing_left(run: S.RunRecord, epochs: int, path: str) -> None:
+    """A resumed run that trains no epoch says why, and how to train on."""
+    train_on = (f"to train on from its weights, start a new run: model = mlpx.load({path!r}); "
+                "model.fit(X, y, epochs=...) (the optimiser state comes along, History "
+                "starts afresh)")
+    if run.stopped:
+        why = (f"the saved run was stopped by a callback (e.g. EarlyStopping) after epoch "
+               f"{run.epoch}, so this fit trains no epoch; {train_on}")
+    elif run.epoch >= epochs:
+        why = (f"the saved run has completed {run.epoch} epoch(s) and epochs={epochs} counts "
+               f"the run's epochs in total (Keras's initial_epoch={run.epoch} with "
+               f"epochs={epochs}), so this fit trains no epoch; pass epochs > {run.epoch} "
+               "to continue the run")
+    else:
+        return
+    warnings.warn(f"resume_from: {why}", UserWarning, stacklevel=5)
 
 
 def _plan_loss(model: Any, loss: Any, record: Any) -> L.Loss:
