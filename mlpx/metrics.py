@@ -407,8 +407,9 @@ def restore(entries: Sequence[dict[str, Any]]) -> list[Metric]:
         else:
             warnings.warn(
                 f"the saved model recorded the custom metric {name!r}, which is not built in: "
-                f"evaluate() leaves it out. Pass it to mlpx.load(path, custom_objects="
-                f"{{{name!r}: metric}}) to keep it", UserWarning, stacklevel=4)
+                f"it is left out. Pass it to mlpx.load(path, custom_objects="
+                f"{{{name!r}: metric}}) to keep it (or to fit(metrics=...) when resuming)",
+                UserWarning, stacklevel=4)
     return out
 
 

@@ -284,6 +284,8 @@ class Trainer:
         weights = combined(sample_weight, class_weight, data[1], loss_fn, out_dim)
         if metrics is None:
             metrics = getattr(model, "compiled_metrics", None)  # of compile or an earlier fit
+        if metrics is None and record is not None and record.run.metrics:
+            metrics = M.restore(record.run.metrics)  # those of the saved run
         chosen = M.resolve(metrics, loss_fn, out_dim)
         model.check_trainable()
         warn_if_unscaled(data[0], stacklevel=4)  # the user's model.fit call

@@ -269,3 +269,15 @@ def test_a_custom_metric_named_like_a_builtin_does_not_come_back_as_the_builtin(
     with pytest.warns(UserWarning, match="custom metric 'r2'"):
         loaded = mlpx.load(tmp_path / "m.safetensors")
     assert "r2" not in loaded.evaluate(X, y)
+
+
+def test_a_resumed_run_records_the_saved_runs_metrics(tmp_path):
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    model = mlpx.MLP([3, 4, 1], dtype="float64", seed=0)
+    model.fit(X, y, loss="mse", epochs=2, verbose=0, metrics=["r2", "mae"])
+    path = model.save(tmp_path / "run.safetensors")
+    resumed = mlpx.MLP([3, 4, 1], dtype="float64", seed=0)
+    hist = resumed.fit(X, y, epochs=3, verbose=0, resume_from=path)
+    assert len(hist.history["r2"]) == len(hist.history["mae"]) == 3
+    assert set(resumed.evaluate(X, y)) == {"loss", "r2", "mae"}
