@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from . import metrics as M
+
 
 class Callback:
     """Hooks called by `fit`. Set `model.stop_training = True` to end after this epoch."""
@@ -159,12 +161,37 @@ class _MonitorState:
     """State checks shared by the callbacks that track the best value of a monitored key."""
 
     monitor: str
-    mode: str
+    mode: str  # "min" or "max"; "auto" until the fit's metrics tell (see _settle_mode)
+    asked_mode: str = "auto"  # what the user gave
+
+    def _settle_mode(self, logs: dict | None = None) -> None:
+        """With mode="auto", take the direction the loss or metric recorded under `monitor`
+        declares (the fit's metrics, then the built-ins), at the start of each fit."""
+        if self.asked_mode != "auto":
+            return
+        model = getattr(self, "model", None)
+        direction = M.direction_of(self.monitor, getattr(model, "metrics_", None) or [])
+        if direction is not None:
+            self.mode = direction
+            return
+        recorded = (logs or {}).get("metrics")
+        if recorded is not None and self.monitor not in recorded:
+            self.mode = "min"  # not recorded at all: the lookup of the value says so
+            return
+        name = type(self).__name__
+        raise ValueError(
+            f"{name}(monitor={self.monitor!r}, mode='auto') cannot tell whether "
+            f"{self.monitor!r} is better larger or smaller: its metric declares no direction. "
+            f"Pass mode='max' or mode='min', or declare it on the metric (a Metric subclass's "
+            "direction = 'max', FunctionMetric(fn, direction='max'), or fn.direction = 'max')"
+        )
 
     def _check_monitor_state(self, state: dict[str, Any]) -> None:
         name = type(self).__name__
         self.check_state_format(state)  # type: ignore[attr-defined]
-        if (state["monitor"], state["mode"]) != (self.monitor, self.mode):
+        # an "auto" mode not settled yet is compared once it is (load_state_dict)
+        mode = state["mode"] if self.mode == "auto" else self.mode
+        if (state["monitor"], state["mode"]) != (self.monitor, mode):
             raise ValueError(
                 f"the checkpoint's {name} monitors {state['monitor']!r} in mode "
                 f"{state['mode']!r}, this {name} monitors {self.monitor!r} in mode "
@@ -173,11 +200,13 @@ class _MonitorState:
 
 
 def _resolve_mode(mode: str, monitor: str) -> str:
+    """"min"/"max" as given or as the built-in loss or metric `monitor` names declares;
+    "auto" when that depends on the fit's metrics (settled in on_train_begin)."""
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode != "auto":
         return mode
-    return "max" if monitor.endswith(("accuracy", "acc")) else "min"
+    return M.direction_of(monitor) or "auto"
 
 
 def _monitored(logs: dict | None, monitor: str, who: str) -> float:
@@ -199,8 +228,10 @@ class EarlyStopping(_MonitorState, Callback):
 
     With `restore_best_weights=True` (the default) the model ends training with the state
     (`model.state_dict()`: weights and BatchNorm running statistics) of its best epoch,
-    whether patience ran out or the epochs did. `mode="auto"` minimises losses and maximises
-    accuracies. Its state (best value and epoch, wait counter, best state) is checkpointed.
+    whether patience ran out or the epochs did. `mode="auto"` follows the direction the
+    monitored loss or metric declares (losses, mae, mse: min; accuracy, top-k accuracy, r2:
+    max; a custom metric's `direction`). Its state (best value and epoch, wait counter, best
+    state) is checkpointed.
     """
 
     def __init__(
@@ -220,6 +251,7 @@ class EarlyStopping(_MonitorState, Callback):
         self.patience = patience
         self.min_delta = abs(float(min_delta))
         self.restore_best_weights = bool(restore_best_weights)
+        self.asked_mode = mode
         self.mode = _resolve_mode(mode, self.monitor)
         self.verbose = verbose
         self._reset()
@@ -259,12 +291,16 @@ class EarlyStopping(_MonitorState, Callback):
         return value > self.best + self.min_delta
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._settle_mode(logs)
         self._reset()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if skipped(logs, self.monitor):
             return
         value = _monitored(logs, self.monitor, "EarlyStopping")
+        if self.mode == "auto":  # used without fit's on_train_begin
+            self._settle_mode()
+            self._reset()
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
@@ -316,6 +352,7 @@ class ModelCheckpoint(_MonitorState, Callback):
         self.monitor = str(monitor)
         self.save_best_only = bool(save_best_only)
         self.every_n_epochs = every_n_epochs
+        self.asked_mode = mode
         self.mode = _resolve_mode(mode, self.monitor)
         self.verbose = verbose
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -352,6 +389,10 @@ class ModelCheckpoint(_MonitorState, Callback):
 
         # a new run: its best starts afresh (a resumed run's comes back in load_state_dict,
         # which fit calls after this)
+        if self.save_best_only:
+            self._settle_mode(logs)
+        elif self.mode == "auto":
+            self.mode = "min"  # unused: every epoch is saved
         self.best = math.inf if self.mode == "min" else -math.inf
         self._pending = None
         recorded = (logs or {}).get("metrics")  # the names fit will log, when it says
@@ -397,6 +438,9 @@ class ModelCheckpoint(_MonitorState, Callback):
         logs = dict(logs or {})
         if self.save_best_only:
             value = _monitored(logs, self.monitor, "ModelCheckpoint")
+            if self.mode == "auto":  # used without fit's on_train_begin
+                self._settle_mode()
+                self.best = math.inf if self.mode == "min" else -math.inf
             better = value < self.best if self.mode == "min" else value > self.best
             if not better:
                 return

@@ -15,12 +15,13 @@ from .preconditions import (
     check_positive_int,
     check_same_length,
     is_device_array,
+    to_host,
 )
 
 
 def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.float32) -> np.ndarray:
     """Integer labels (n,) -> (n, num_classes) rows with a single 1."""
-    y = np.asarray(labels)
+    y = to_host(labels, "labels")
     if y.ndim != 1:
         raise ValueError(f"one_hot needs 1-D integer labels, got shape {y.shape}")
     if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
@@ -78,7 +79,7 @@ class Standardizer:
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         self._require_fitted()
-        X = np.asarray(X)
+        X = to_host(X, "X")
         vector = X.ndim == 1 and self.mean_.size == 1
         if vector:
             X = X.reshape(-1, 1)
@@ -337,9 +338,9 @@ def minibatches(
     drop_last: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (X_batch, y_batch) pairs covering the data once, shuffled by a seeded generator."""
-    X = np.asarray(X)
+    X = to_host(X, "X")
     if y is not None:
-        y = np.asarray(y)
+        y = to_host(y, "y")
         check_same_length(X, y)
     check_positive_int(batch_size, "batch_size")
     n = len(X)

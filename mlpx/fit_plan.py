@@ -103,12 +103,19 @@ def plan_fit(model: Any, X: Any, y: Any, loss: Any = None, optimizer: Any = None
     weights = combined(sample_weight, class_weight, data[1], loss_fn, out_dim)
     if metrics is None:
         metrics = getattr(model, "compiled_metrics", None)  # of compile or an earlier fit
+    if metrics is None and record is not None and record.run.metrics:
+        from .metrics import restore as restore_metrics
+
+        metrics = restore_metrics(record.run.metrics)  # those of the saved run
     chosen = resolve_metrics(metrics, loss_fn, out_dim)
     model.check_trainable()
     warn_if_unscaled(data[0], stacklevel=4)  # the user's model.fit call
     opt, opt_state = _plan_optimizer(model, optimizer, lr, record, dim)
+    opt = optim.for_model(opt, model)  # an optimiser of another model: a fresh copy
     run = record.run if record else None
     position = _plan_position(model, run, epochs)
+    if run is not None:
+        _warn_if_nothing_left(run, epochs, os.fspath(resume_from))
     if record is not None:
         _check_resumed_position(record, position["step"], int(data[0].shape[0]), batch_size,
                                 chosen, out_dim, resume_from)
@@ -232,6 +239,24 @@ def _plan_position(model: Any, run: RunRecord | None, epochs: int) -> dict[str, 
     return {"fit_index": run.fit_index, "epoch": min(run.epoch, epochs),
             "step": run.step if inside else 0, "loss_sum": run.loss_sum if inside else 0.0,
             "stopped": run.stopped, "history": run.history or History()}
+
+
+def _warn_if_nothing_left(run: RunRecord, epochs: int, path: str) -> None:
+    """A resumed run that trains no epoch says why, and how to train on."""
+    train_on = (f"to train on from its weights, start a new run: model = mlpx.load({path!r}); "
+                "model.fit(X, y, epochs=...) (the optimiser state comes along, History "
+                "starts afresh)")
+    if run.stopped:
+        why = (f"the saved run was stopped by a callback (e.g. EarlyStopping) after epoch "
+               f"{run.epoch}, so this fit trains no epoch; {train_on}")
+    elif run.epoch >= epochs:
+        why = (f"the saved run has completed {run.epoch} epoch(s) and epochs={epochs} counts "
+               f"the run's epochs in total (Keras's initial_epoch={run.epoch} with "
+               f"epochs={epochs}), so this fit trains no epoch; pass epochs > {run.epoch} "
+               "to continue the run")
+    else:
+        return
+    warnings.warn(f"resume_from: {why}", UserWarning, stacklevel=5)
 
 
 def _plan_loss(model: Any, loss: Any, record: Any) -> losses.Loss:

@@ -128,7 +128,9 @@ class Loss:
         w_i n / sum(w): the same kernels as unweighted training, one extra pass."""
         xp = ops.xp
         total = weight.sum()
-        denom = xp.maximum(total, xp.finfo(xp.float64).tiny)
+        # all-zero weights: every term below is then 0 * finite. Dividing by a tiny floor
+        # instead would overflow n / denom to inf, and 0 * inf is NaN.
+        denom = xp.where(total > 0, total, 1.0)
         if grad is not None:
             self(ops, out, target, grad)
             scale = (weight * (out.shape[0] / denom)).astype(grad.dtype)

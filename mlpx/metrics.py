@@ -16,10 +16,15 @@ callback asks for a value). With sample weights each sample counts with its weig
 | `mse` (`mean_squared_error`)                         | `mse`              | regression    |
 | `r2` (`r2_score`)                                    | `r2`               | regression    |
 
-`TopKAccuracy(k=3)` names itself `top_3_accuracy`. A callable `fn(y_true, y_pred)` is a
-metric too (Keras' convention): it gets the batch's targets as the loss consumes them
-(integer labels for cross_entropy) and the raw outputs (logits or values) as backend arrays,
-and returns one value per sample or the batch's mean; the History key is its `__name__`.
+`TopKAccuracy(k=3)` names itself `top_3_accuracy`. Each metric declares its `direction`:
+"max" when larger is better (accuracy, top-k accuracy, r2), "min" when smaller is (mae, mse);
+EarlyStopping, ModelCheckpoint and ReduceLROnPlateau with `mode="auto"` read it.
+
+A callable `fn(y_true, y_pred)` is a metric too (Keras' convention): it gets the batch's
+targets as the loss consumes them (integer labels for cross_entropy) and the raw outputs
+(logits or values) as backend arrays, and returns one value per sample or the batch's mean;
+the History key is its `__name__`. It declares its direction with
+`FunctionMetric(fn, direction="max")` or an attribute `fn.direction = "max"`.
 """
 
 from __future__ import annotations
@@ -47,11 +52,15 @@ class Metric:
     metric without `merge` cannot be used with `fit(distributed=True)`."""
 
     name: str = "metric"
+    #: "max" when larger values are better, "min" when smaller are; None: not declared (a
+    #: callback monitoring it then needs mode="min" or "max")
+    direction: str | None = None
     #: added by mlpx itself (accuracy for classification losses), not asked for
     implicit: bool = False
 
-    def check(self, loss: losses.Loss, n_outputs: int) -> None:
-        """Raise ValueError when the metric means nothing for this loss and output width."""
+    def check(self, loss: losses.Loss, n_outputs: int | None) -> None:
+        """Raise ValueError when the metric means nothing for this loss and output width
+        (None: the width is not known yet)."""
 
     def update(self, ops: Any, state: Any, out: Any, target: Any, weight: Any) -> Any:
         raise NotImplementedError  # pragma: no cover
@@ -134,8 +143,9 @@ class Accuracy(MeanMetric):
     side of 0.5 (bce, every label of a multi-label target)."""
 
     name = "accuracy"
+    direction = "max"
 
-    def check(self, loss: losses.Loss, n_outputs: int) -> None:
+    def check(self, loss: losses.Loss, n_outputs: int | None) -> None:
         if not loss.classification:
             raise ValueError(
                 f"metric 'accuracy' needs a classification loss (cross_entropy, bce, nll); "
@@ -159,17 +169,28 @@ class Accuracy(MeanMetric):
 class TopKAccuracy(MeanMetric):
     """Share of samples whose class is among the `k` largest outputs (ties count for it)."""
 
+    direction = "max"
+
     def __init__(self, k: int = 5) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"TopKAccuracy needs an integer k >= 1, got {k!r}")
         self.k = int(k)
         self.name = f"top_{self.k}_accuracy"
 
-    def check(self, loss: losses.Loss, n_outputs: int) -> None:
+    def check(self, loss: losses.Loss, n_outputs: int | None) -> None:
         if not (loss.classification and loss.name != "bce"):
             raise ValueError(
                 f"metric {self.name!r} ranks one class per sample: it needs loss "
                 f"'cross_entropy' or 'nll', not {loss.name!r}"
+            )
+        # every class is among the k largest: the value would be 1.0 whatever the model does
+        # (scikit-learn's top_k_accuracy_score warns that such a score is meaningless)
+        if n_outputs is not None and self.k >= n_outputs:
+            raise ValueError(
+                f"metric {self.name!r} with {n_outputs} classes is always 1.0 (k={self.k} "
+                f"covers every class); use a k below {n_outputs}, e.g. "
+                f"metrics=['top_{max(n_outputs - 1, 1)}_accuracy'] or "
+                f"mlpx.metrics.TopKAccuracy(k={max(n_outputs - 1, 1)}), or 'accuracy'"
             )
 
     def per_sample(self, ops: Any, out: Any, target: Any) -> Any:
@@ -183,7 +204,7 @@ class TopKAccuracy(MeanMetric):
 
 
 class _Regression(MeanMetric):
-    def check(self, loss: losses.Loss, n_outputs: int) -> None:
+    def check(self, loss: losses.Loss, n_outputs: int | None) -> None:
         if loss.expects != "values":
             raise ValueError(
                 f"metric {self.name!r} compares outputs with targets of the same shape; with "
@@ -196,6 +217,7 @@ class MeanAbsoluteError(_Regression):
     """Mean |output - target| over samples and outputs."""
 
     name = "mae"
+    direction = "min"
 
     def per_sample(self, ops: Any, out: Any, target: Any) -> Any:
         return ops.xp.abs(ops._f64(out) - ops._f64(target)).mean(axis=1)
@@ -205,6 +227,7 @@ class MeanSquaredError(_Regression):
     """Mean (output - target)^2 over samples and outputs."""
 
     name = "mse"
+    direction = "min"
 
     def per_sample(self, ops: Any, out: Any, target: Any) -> Any:
         d = ops._f64(out) - ops._f64(target)
@@ -218,6 +241,7 @@ class R2Score(_Regression):
     update, so large target offsets lose no precision."""
 
     name = "r2"
+    direction = "max"
 
     def update(self, ops: Any, state: Any, out: Any, target: Any, weight: Any) -> Any:
         xp = ops.xp
@@ -261,9 +285,12 @@ class R2Score(_Regression):
 class FunctionMetric(MeanMetric):
     """A user function `fn(y_true, y_pred)` returning per-sample values or a batch mean."""
 
-    def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None) -> None:
+    def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None,
+                 direction: str | None = None) -> None:
         self.fn = fn
         self.name = name or _function_name(fn)
+        self.direction = check_direction(
+            direction if direction is not None else getattr(fn, "direction", None), self.name)
 
     def update(self, ops: Any, state: Any, out: Any, target: Any, weight: Any) -> Any:
         value = self.fn(target, out)
@@ -284,6 +311,28 @@ class FunctionMetric(MeanMetric):
 
     def __repr__(self) -> str:
         return f"FunctionMetric({self.fn!r}, name={self.name!r})"
+
+
+def check_direction(direction: Any, name: str) -> str | None:
+    """`direction` when it is "max", "min" or None; a ValueError saying so otherwise."""
+    if direction is None or direction in ("max", "min"):
+        return direction
+    raise ValueError(f"metric {name!r} declares direction {direction!r}; use 'max' (larger is "
+                     "better), 'min' (smaller is better) or None")
+
+
+def direction_of(key: str, metrics: Sequence[Metric] = ()) -> str | None:
+    """Whether History's `key` improves upward ("max") or downward ("min"), as the loss or
+    the metric recorded under it declares (`metrics`: the fit's, else the built-ins); None
+    when nothing declares it."""
+    name = key[4:] if key.startswith("val_") else key
+    if name in ("loss", "grad_norm"):
+        return "min"
+    for m in metrics:
+        if m.name == name:
+            return check_direction(getattr(m, "direction", None), name)
+    known = builtin(name)
+    return None if known is None else known.direction
 
 
 def _function_name(fn: Any) -> str:
@@ -323,6 +372,47 @@ def builtin(key: str) -> Metric | None:
     return make() if make is not None and make().name == key else None
 
 
+def describe(metrics: Sequence[Metric]) -> list[dict[str, Any]]:
+    """The metrics a checkpoint records: {"name": History key, "builtin": whether mlpx's own
+    metric of that name is this very metric}. A custom metric comes back on load from
+    `custom_objects` (or is left out with a warning)."""
+    out = []
+    for m in metrics:
+        same = builtin(m.name)
+        out.append({"name": m.name, "builtin": same is not None and type(same) is type(m)})
+    return out
+
+
+def restore(entries: Sequence[dict[str, Any]]) -> list[Metric]:
+    """The metrics `describe` recorded: built-ins by name, custom ones from the load's
+    `custom_objects` (a Metric class or object, or a function fn(y_true, y_pred)); a custom
+    metric it does not hold is left out, with a warning saying how to bring it back."""
+    import warnings
+
+    from .custom_objects import find
+
+    out: list[Metric] = []
+    for entry in entries:
+        name = entry["name"]
+        if entry["builtin"]:
+            out.append(builtin(name))
+            continue
+        found = find(name)
+        if isinstance(found, type) and issubclass(found, Metric):
+            found = found()
+        if isinstance(found, Metric):
+            out.append(found)
+        elif callable(found):
+            out.append(FunctionMetric(found, name=name))
+        else:
+            warnings.warn(
+                f"the saved model recorded the custom metric {name!r}, which is not built in: "
+                f"it is left out. Pass it to mlpx.load(path, custom_objects="
+                f"{{{name!r}: metric}}) to keep it (or to fit(metrics=...) when resuming)",
+                UserWarning, stacklevel=4)
+    return out
+
+
 def names() -> list[str]:
     return sorted(_BY_NAME)
 
@@ -349,7 +439,7 @@ def get(spec: Any) -> Metric:
     )
 
 
-def resolve(specs: Any, loss: losses.Loss, n_outputs: int) -> list[Metric]:
+def resolve(specs: Any, loss: losses.Loss, n_outputs: int | None) -> list[Metric]:
     """The metrics of a fit or evaluation: `specs` checked against the loss, with accuracy
     first for classification losses (reported whether asked for or not). Names are unique
     and never clash with the loss's own key."""
@@ -364,16 +454,18 @@ def resolve(specs: Any, loss: losses.Loss, n_outputs: int) -> list[Metric]:
         chosen.insert(0, accuracy)
     seen: set[str] = set()
     for m in chosen:
-        m.check(loss, n_outputs)
         if m.name in seen or m.name in ("loss", "lr", "grad_norm") or m.name.startswith("val_"):
             raise ValueError(
                 f"metric name {m.name!r} is used twice or is reserved (loss, lr, grad_norm, "
                 "val_*); give the metric another name"
             )
         seen.add(m.name)
+    for m in chosen:
+        m.check(loss, n_outputs)
     return chosen
 
 
 __all__ = ["Metric", "MeanMetric", "Accuracy", "TopKAccuracy", "MeanAbsoluteError",
            "MeanSquaredError", "R2Score", "FunctionMetric", "get", "resolve", "names", "builtin",
-           "mergeable", "state_to_host", "state_to_device"]
+           "mergeable", "state_to_host", "state_to_device", "direction_of", "check_direction",
+           "describe", "restore"]

@@ -335,7 +335,8 @@ class Sequential:
         objects or functions fn(y_true, y_pred)).
 
         `lr` alone keeps the optimiser's kind and hyperparameters with a new learning rate
-        (and fresh state); an optimiser object is used as it is, state included."""
+        (and fresh state); an optimiser object is used as it is, state included (one that
+        trains another model: a fresh copy, see mlpx.optim.for_model)."""
         from .metrics import get as get_metric
         from .metrics import resolve as resolve_metrics
 
@@ -347,11 +348,11 @@ class Sequential:
                                               else metrics)]
             target_loss = new_loss or self.loss_
             if target_loss is not None:
-                width = self.output_dim if self.built else 2
+                width = self.output_dim if self.built else None
                 resolve_metrics(new_metrics, target_loss, width)  # a metric unfit for the loss
         new_opt = None
         if optimizer is not None or lr is not None:
-            new_opt = optim.resolve(self.optimizer_, optimizer, lr)
+            new_opt = optim.for_model(optim.resolve(self.optimizer_, optimizer, lr), self)
         if new_loss is not None:
             self.loss_ = new_loss
         if new_metrics is not None:
@@ -936,4 +937,8 @@ def from_record(record: CheckpointRecord, backend: str | Backend = "cpu",
     model.epoch_ = record.run.epoch
     model.history_ = record.run.history
     model.trainer_ = Trainer.from_run(model, record.run)
+    if record.run.metrics:
+        from . import metrics
+
+        model.compiled_metrics = metrics.restore(record.run.metrics)
     return model

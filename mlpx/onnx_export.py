@@ -16,7 +16,6 @@ shape (batch, input_dim) and one output `output`; the batch dimension is dynamic
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,8 @@ def export(model: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> P
     """Write `model` (a built `mlpx.Sequential`) as an ONNX file at `path`; returns the path.
 
     The file is written atomically: an existing file at `path` is replaced only once the
-    whole model has been written.
+    whole model has been written, and keeps its permissions; a new file gets those `open()`
+    gives (0o666 less the umask).
     """
     onnx, helper, _ = _onnx()
     if not getattr(model, "built", False):
@@ -73,14 +73,10 @@ def export(model: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> P
         doc_string=f"exported from {model!r}",
     )
     onnx.checker.check_model(proto, full_check=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .saving.container import write_atomic
+
+    # as checkpoints: a new file gets the umask's mode, a replaced one keeps its own
+    write_atomic(path, proto.SerializeToString())
     return path
 
 

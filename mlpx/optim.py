@@ -10,6 +10,7 @@ model's parameters as in PyTorch, `mlpx.optim.SGD(model.parameters(), lr=0.1)`, 
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import weakref
@@ -480,6 +481,22 @@ def get(spec: str | Optimizer, lr: float | None = None) -> Optimizer:
     if isinstance(spec, str) and spec.lower() in _PRESETS:
         return SGD(lr=lr, **_PRESETS[spec.lower()])
     raise ValueError(f"unknown optimizer {spec!r}; valid names are {', '.join(names())}")
+
+
+def for_model(opt: Optimizer, model: Any) -> Optimizer:
+    """`opt` for training `model`: itself, unless it already trains another model that is
+    still alive; then a fresh optimiser of the same kind and hyperparameters (its learning
+    rate before any schedule, no state), so that one model's moments and step count never
+    carry into another's and the first model keeps its own."""
+    owner = opt._bound_model()
+    if owner is None or owner is model:
+        return opt
+    fresh = copy.copy(opt)
+    fresh.__dict__.pop("_initial_lr", None)
+    fresh.lr = opt.initial_lr
+    fresh.ops, fresh.params, fresh.state, fresh.step_count = None, [], [], 0
+    fresh._model, fresh._manual = None, False
+    return fresh
 
 
 def resolve(current: Optimizer | None, spec: str | Optimizer | None,

@@ -38,6 +38,33 @@ def _detached(x: Any) -> Any:
     return x
 
 
+def _pandas_numbers(x: Any, name: str) -> Any:
+    """A pandas DataFrame or Series of numbers as a NumPy array of their common type: also
+    columns of pandas' nullable dtypes (Int64, Float64, boolean: what `convert_dtypes()`
+    gives) and mixes such as int and bool, which NumPy would turn into an object array. A
+    missing value (pd.NA) has no number to stand for it: that is an error naming the column.
+    Anything else (not pandas, text, categories) comes back unchanged."""
+    if not type(x).__module__.startswith("pandas") or not hasattr(x, "isna"):
+        return x
+    dtypes = list(x.dtypes) if hasattr(x, "columns") else [getattr(x, "dtype", None)]
+    if not dtypes or not all(getattr(d, "kind", "O") in "biuf" for d in dtypes):
+        return x  # text or categories: NumPy's conversion and the dtype check say so
+    nullable = not all(isinstance(d, np.dtype) for d in dtypes)
+    missing = x.isna() if nullable else None  # NaN in NumPy columns: check_features says so
+    if missing is not None and bool(np.asarray(missing).any()):
+        where = ""
+        if hasattr(x, "columns"):
+            cols = [str(c) for c, n in missing.sum().items() if n]
+            where = f" in column(s) {', '.join(cols[:5])}" + (" ..." if len(cols) > 5 else "")
+        count = int(np.asarray(missing).sum())
+        raise ValueError(
+            f"{name} holds {count} missing value(s) (pd.NA){where}; impute or drop them "
+            "first, e.g. df.fillna(value) or df.dropna()"
+        )
+    numpy_dtypes = [getattr(d, "numpy_dtype", d) for d in dtypes]
+    return x.to_numpy(dtype=np.result_type(*numpy_dtypes))
+
+
 def as_host_or_device(x: Any, name: str) -> Any:
     """NumPy array for host data, CuPy array for CUDA data, sharing the caller's memory
     wherever the layout allows (no copy):
@@ -63,6 +90,7 @@ def as_host_or_device(x: Any, name: str) -> Any:
         return cupy.from_dlpack(x)
     if isinstance(x, np.ndarray):
         return x
+    x = _pandas_numbers(x, name)
     if _dlpack_device(x) in (_DL_CPU, _DL_CUDA_HOST):
         try:
             return np.from_dlpack(x)

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .callbacks import Callback, _MonitorState, skipped
+from .callbacks import Callback, _MonitorState, _resolve_mode, skipped
 from .optim import Optimizer
 from .preconditions import as_float, check_float, check_positive_int
 
@@ -162,7 +162,9 @@ class LambdaLR(LRSchedule):
 
 class ReduceLROnPlateau(_MonitorState, Callback):
     """Multiply the lr by `factor` when `monitor` stopped improving for `patience` epochs, as
-    torch.optim.lr_scheduler.ReduceLROnPlateau (same names and defaults).
+    torch.optim.lr_scheduler.ReduceLROnPlateau (same names and defaults, except `mode`:
+    "auto", as in Keras, follows the direction the monitored loss or metric declares, so
+    losses are minimised as with torch's "min" and val_r2 or val_accuracy maximised).
 
     An epoch improves on the best value so far when (mode "min") value < best * (1 -
     threshold) with threshold_mode "rel", or value < best - threshold with "abs" (Keras's
@@ -177,7 +179,7 @@ class ReduceLROnPlateau(_MonitorState, Callback):
     def __init__(
         self,
         monitor: str = "val_loss",
-        mode: str = "min",
+        mode: str = "auto",
         factor: float = 0.1,
         patience: int = 10,
         threshold: float = 1e-4,
@@ -187,14 +189,13 @@ class ReduceLROnPlateau(_MonitorState, Callback):
         eps: float = 1e-8,
         min_delta: float | None = None,
     ):
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a History key such as 'val_loss', got {monitor!r}")
         self.monitor = monitor
-        self.mode = mode
+        self.asked_mode = mode
+        self.mode = _resolve_mode(mode, monitor)
         self.factor = _check_factor(factor, "factor", upper_open=True)
         self.patience = check_positive_int(patience, "patience", minimum=0)
         if min_delta is not None:
@@ -213,6 +214,7 @@ class ReduceLROnPlateau(_MonitorState, Callback):
         self._warned = False
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._settle_mode(logs)
         self._reset()
 
     state_format = {"monitor": "str", "mode": "mode", "best": "number",
@@ -279,6 +281,9 @@ class ReduceLROnPlateau(_MonitorState, Callback):
             raise RuntimeError("ReduceLROnPlateau needs a model with an optimiser")
         if skipped(logs, self.monitor):  # a validation_freq epoch without validation
             return
+        if self.mode == "auto":  # used without fit's on_train_begin
+            self._settle_mode()
+            self._reset()
         self.step(self._value(logs or {}), opt)
 
     def __repr__(self) -> str:

@@ -288,11 +288,13 @@ class _BaseMLP(BaseEstimator):
                                  "weight must be > 0")
         target = self._encode_targets(y, first, incremental)
         rs = check_random_state(self.random_state)
+        total = target.shape[0] if sample_weight is None else float(sample_weight.sum())
         if first:
-            total = target.shape[0] if sample_weight is None else float(sample_weight.sum())
             self._initialize(sizes, act, X.shape[1], target, rs, total)
         elif incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        else:
+            self._apply_changed_params(sizes, act, target.shape[0], total)
         model = self.model_
         try:
             if self.solver == "lbfgs":
@@ -321,16 +323,8 @@ class _BaseMLP(BaseEstimator):
         units = [n_features, *sizes, n_out]
         factor = 2.0 if act == "sigmoid" else 6.0
         seed = int(rs.randint(np.iinfo(np.int32).max))
-        # scikit-learn's objective: alpha / (2 n) * sum ||W||^2 on the loss of a batch of n;
-        # its regression loss is half the squared error, mlpx's mse the full one
-        # (`_loss_scale` converts), and its multi-label loss sums over the labels. With
-        # sample weights n is the weight total (of a batch: its expected weight).
-        n = float(total_weight)
-        if self.solver != "lbfgs":
-            rows = target.shape[0]
-            batch = min(200 if isinstance(self.batch_size, str) else int(self.batch_size), rows)
-            n = batch * total_weight / rows
-        lam = float(self.alpha) / (n * self._loss_scale)
+        self._seeded_by = self.random_state
+        lam = self._l2_strength(target.shape[0], total_weight)
         self._architecture = (units, act, factor, lam)
         self.model_ = self._build_model(seed)
         self.loss_ = None
@@ -348,6 +342,65 @@ class _BaseMLP(BaseEstimator):
         self._has_optimizer = False
         self._best_weights = None
 
+    def _l2_strength(self, rows: int, total_weight: float) -> float:
+        """The L2 coefficient of mlpx's objective for scikit-learn's `alpha`, from the current
+        parameters (alpha, solver, batch_size) and data.
+
+        scikit-learn's objective: alpha / (2 n) * sum ||W||^2 on the loss of a batch of n;
+        its regression loss is half the squared error, mlpx's mse the full one
+        (`_loss_scale` converts), and its multi-label loss sums over the labels. With
+        sample weights n is the weight total (of a batch: its expected weight)."""
+        n = float(total_weight)
+        if self.solver != "lbfgs":
+            batch = min(200 if isinstance(self.batch_size, str) else int(self.batch_size), rows)
+            n = batch * total_weight / rows
+        return float(self.alpha) / (n * self._loss_scale)
+
+    def _apply_changed_params(self, sizes: list[int], act: str, rows: int,
+                              total_weight: float) -> None:
+        """A fit that continues the fitted network (warm_start, partial_fit) with the current
+        parameters, as scikit-learn's MLP reads them at every fit: alpha (and the batch size
+        it is divided by), the activation, random_state's shuffling, early_stopping's
+        bookkeeping, backend and dtype. The solver's settings apply through the optimiser each
+        fit builds; the layer sizes cannot change (the weights would not fit)."""
+        units, old_act, factor, _ = self._architecture
+        if list(sizes) != list(units[1:-1]):
+            raise ValueError(
+                f"hidden_layer_sizes changed from {tuple(units[1:-1])} to {tuple(sizes)}, but "
+                "warm_start=True (and partial_fit) continue the fitted layers; set "
+                "warm_start=False to fit a new network"
+            )
+        self._architecture = (units, act, factor, self._l2_strength(rows, total_weight))
+        model = self.model_
+        built_on = (act, str(self.backend), str(np.dtype(self.dtype)))
+        if built_on != getattr(self, "_built_on", built_on):
+            self.model_ = self._rebuilt(self._model_state(model))
+        else:
+            self._set_l2(model)
+        if self.random_state != getattr(self, "_seeded_by", self.random_state) and \
+                isinstance(self.random_state, Integral):
+            rs = check_random_state(self.random_state)
+            self.model_.set_seed(int(rs.randint(np.iinfo(np.int32).max)))
+            self._seeded_by = self.random_state
+        if self.solver == "lbfgs":
+            return
+        if not hasattr(self, "loss_curve_"):  # the fitted network came from lbfgs
+            self.loss_curve_, self._no_improvement_count = [], 0
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+        if self.early_stopping and self.validation_scores_ is None:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.best_loss_ = None
+        elif not self.early_stopping and self.best_loss_ is None:
+            self.validation_scores_, self.best_validation_score_ = None, None
+            self.best_loss_ = min(self.loss_curve_, default=np.inf)
+
+    def _set_l2(self, model: Sequential) -> None:
+        """The L2 penalty of `_architecture` on every Dense kernel of `model`."""
+        lam = self._architecture[3]
+        for layer in model.layers:
+            layer.kernel_regularizer = L2(lam) if lam > 0 else None
+
     def _build_model(self, seed: int) -> Sequential:
         units, act, factor, lam = self._architecture
         layers = []
@@ -360,6 +413,7 @@ class _BaseMLP(BaseEstimator):
             ))
         model = Sequential(layers, input_dim=units[0], backend=self.backend,
                            dtype=str(np.dtype(self.dtype)), seed=seed)
+        self._built_on = (act, str(self.backend), str(np.dtype(self.dtype)))
         return model.compile(loss=self._mlpx_loss)
 
     # Pickles hold the weights and the optimiser state as NumPy arrays, not the model's work
@@ -369,13 +423,7 @@ class _BaseMLP(BaseEstimator):
         state = dict(super().__getstate__())
         model = state.pop("model_", None)
         if model is not None:
-            opt = model.optimizer_
-            state["_model_state"] = {
-                "seed": model.seed,
-                "weights": model.get_weights(),
-                "optimizer": opt.state_dict() if opt is not None and opt.ops is not None
-                else None,
-            }
+            state["_model_state"] = self._model_state(model)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -383,13 +431,35 @@ class _BaseMLP(BaseEstimator):
         saved = state.pop("_model_state", None)
         super().__setstate__(state)
         if saved is not None:
-            model = self._build_model(saved["seed"])
-            model.set_weights([np.array(w) for w in saved["weights"]])
-            if saved["optimizer"] is not None:
-                opt = optim.from_config(saved["optimizer"]["config"])
-                model.compile(optimizer=opt)
-                opt.load_state_dict(saved["optimizer"])
-            self.model_ = model
+            self.model_ = self._rebuilt(saved)
+
+    @staticmethod
+    def _model_state(model: Sequential) -> dict:
+        """What the next fit depends on: seed, weights, optimiser state and the run index
+        (the batch order of the next partial_fit follows from seed and run)."""
+        opt = model.optimizer_
+        return {
+            "seed": model.seed,
+            "weights": model.get_weights(),
+            "optimizer": opt.state_dict() if opt is not None and opt.ops is not None
+            else None,
+            "run": None if model.trainer_ is None else int(model.trainer_.run),
+        }
+
+    def _rebuilt(self, saved: dict) -> Sequential:
+        """A model built from the current parameters holding `_model_state`'s state."""
+        from .training import Trainer
+
+        model = self._build_model(saved["seed"])
+        model.set_weights([np.array(w) for w in saved["weights"]])
+        if saved["optimizer"] is not None:
+            opt = optim.from_config(saved["optimizer"]["config"])
+            model.compile(optimizer=opt)
+            opt.load_state_dict(saved["optimizer"])
+        if saved.get("run") is not None:
+            model.trainer_ = Trainer(model)
+            model.trainer_.run = saved["run"]
+        return model
 
     def _batch_size(self, n: int) -> int:
         if isinstance(self.batch_size, str):

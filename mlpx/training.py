@@ -22,8 +22,8 @@ of (seed, layer, step): a run resumed from any saved position replays the uninte
 bit for bit. Nothing inside a step reads a value back to the host.
 
 Data parallelism (`fit(distributed=True)`, mlpx.distributed) plugs in through `parallel`, an
-object with a few hooks whose single-process versions (`SingleProcess`) do nothing: which rows of each
-batch this process takes, what to do before backward and after it (the gradient all-reduce),
+object with a few hooks whose single-process versions (`SingleProcess`) do nothing: which rows
+of each batch this process takes, what to do before backward and after it (the gradient all-reduce),
 how to total a number over the processes, and whether this process prints and writes files.
 """
 
@@ -353,9 +353,11 @@ class Trainer:
                         model.ops, plan.metrics, self.metric_sums)
                     raise _StepBoundaryInterrupt
             self.end_epoch(plan, total, last_norm, snapshot, _seen(plan, run.order, source, done))
-        except _StepBoundaryInterrupt:
-            raise
-        except KeyboardInterrupt:
+        except (_StepBoundaryInterrupt, NonFiniteLossError):
+            raise  # the position is recorded, or the divergence rollback restored the state
+        except BaseException:
+            # Ctrl-C, or an exception from a hook, a metric or a custom part: keep the run
+            # at a step boundary, so that save + resume_from continue it exactly
             if self.epoch == epoch:  # the epoch is not recorded yet: a consistent position
                 self._interrupted(snapshot, done, steps, total)
             raise
@@ -424,7 +426,9 @@ class Trainer:
         model, ops, epoch = self.model, self.model.ops, self.epoch
         # the loss is summed in float64, so float32 weights or running statistics can
         # overflow while the epoch's loss is still finite: check the whole state too
-        epoch_loss = self.parallel.total(ops.to_float(total)) / n + ops.to_float(model.penalty())
+        data_loss = self.parallel.total(ops.to_float(total))
+        # n is 0 when every sample seen so far weighs 0: those contribute nothing
+        epoch_loss = (data_loss / n if n > 0 else 0.0) + ops.to_float(model.penalty())
         # data parallel: every process's running sums of its rows, merged into the global ones
         self.metric_sums = self.parallel.merge_metric_sums(ops, plan.metrics, self.metric_sums)
         bad = [] if math.isfinite(epoch_loss) else [f"the training loss became {epoch_loss}"]
@@ -480,7 +484,7 @@ class Trainer:
         return interrupt.requested if agreed is None else agreed
 
     def _interrupted(self, snapshot: tuple, done: int, steps: int, total: Any) -> None:
-        """A KeyboardInterrupt inside the epoch (not the deferred Ctrl-C): keep the last
+        """An exception inside the epoch (not the deferred Ctrl-C): keep the last
         completed step where the state is consistent, else go back to the epoch's start."""
         if self._phase == "update" or done >= steps:  # a half-applied update, or end_epoch
             self._restore(snapshot)

@@ -105,8 +105,8 @@ def test_bad_metrics_are_refused_before_training():
 
 def test_fit_records_metrics_for_training_and_validation(backend):
     rng = np.random.default_rng(5)
-    X, y = rng.normal(size=(60, 4)), rng.integers(0, 5, size=60)
-    model = mlpx.MLP([4, 8, 5], backend=backend, dtype="float64", seed=0)
+    X, y = rng.normal(size=(60, 4)), rng.integers(0, 8, size=60)
+    model = mlpx.MLP([4, 8, 8], backend=backend, dtype="float64", seed=0)
     h = model.fit(X[:40], y[:40], loss="cross_entropy", lr=1e-12, epochs=2, batch_size=16,
                   verbose=0, metrics=["top_k_accuracy"], validation_data=(X[40:], y[40:]))
     assert list(h.history) == ["loss", "accuracy", "top_5_accuracy", "val_loss",
@@ -212,3 +212,72 @@ def test_a_custom_metric_without_merge_is_not_mergeable():
         Median().merge(None, None, None)
     assert Median().state_spec(3) is None
     assert metrics.mergeable(metrics.FunctionMetric(lambda t, o: t, name="f"))
+
+
+def test_top_k_accuracy_with_k_covering_every_class_is_refused():
+    # with 4 classes top_5_accuracy (the default k) would be 1.0 whatever the model does
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), rng.integers(0, 4, size=30)
+    model = mlpx.MLP([3, 8, 4], seed=0)
+    for spec in ("top_k_accuracy", "top_4_accuracy", metrics.TopKAccuracy(k=7)):
+        with pytest.raises(ValueError, match="4 classes is always 1.0.*top_3_accuracy"):
+            model.fit(X, y, loss="cross_entropy", epochs=1, metrics=[spec], verbose=0)
+        with pytest.raises(ValueError, match="always 1.0"):
+            model.evaluate(X, y, loss="cross_entropy", metrics=[spec])
+    hist = model.fit(X, y, loss="cross_entropy", epochs=1, metrics=["top_3_accuracy"],
+                     verbose=0)
+    assert "top_3_accuracy" in hist.history  # k below the class count: fine
+    unbuilt = mlpx.Sequential([mlpx.Dense(8), mlpx.Dense(4)])
+    unbuilt.compile(loss="cross_entropy", metrics=["top_k_accuracy"])  # width not known yet
+    with pytest.raises(ValueError, match="always 1.0"):
+        unbuilt.fit(X, y, epochs=1, verbose=0)
+
+
+def _spread(y_true, y_pred):
+    return np.abs(y_true - y_pred).max(axis=1)
+
+
+def test_metrics_of_fit_survive_save_and_load(tmp_path):
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 2))
+    model = mlpx.MLP([3, 8, 2], dtype="float64", seed=0)
+    model.fit(X, y, loss="mse", epochs=2, verbose=0, metrics=["r2", "mae", _spread])
+    before = model.evaluate(X, y)
+    assert set(before) == {"loss", "r2", "mae", "_spread"}
+    model.save(tmp_path / "m.safetensors")
+
+    with pytest.warns(UserWarning, match="custom metric '_spread'.*custom_objects"):
+        plain = mlpx.load(tmp_path / "m.safetensors")
+    after = plain.evaluate(X, y)
+    assert set(after) == {"loss", "r2", "mae"}
+    for key in after:
+        assert after[key] == pytest.approx(before[key], rel=1e-12)
+    full = mlpx.load(tmp_path / "m.safetensors", custom_objects={"_spread": _spread})
+    assert full.evaluate(X, y) == pytest.approx(before, rel=1e-12)
+
+
+def test_a_custom_metric_named_like_a_builtin_does_not_come_back_as_the_builtin(tmp_path):
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(30, 3)), rng.normal(size=(30, 1))
+
+    def r2(y_true, y_pred):  # not scikit-learn's r2
+        return (y_true - y_pred)[:, 0] * 0.0
+
+    model = mlpx.MLP([3, 4, 1], dtype="float64", seed=0)
+    model.fit(X, y, loss="mse", epochs=1, verbose=0, metrics=[r2])
+    model.save(tmp_path / "m.safetensors")
+    with pytest.warns(UserWarning, match="custom metric 'r2'"):
+        loaded = mlpx.load(tmp_path / "m.safetensors")
+    assert "r2" not in loaded.evaluate(X, y)
+
+
+def test_a_resumed_run_records_the_saved_runs_metrics(tmp_path):
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    model = mlpx.MLP([3, 4, 1], dtype="float64", seed=0)
+    model.fit(X, y, loss="mse", epochs=2, verbose=0, metrics=["r2", "mae"])
+    path = model.save(tmp_path / "run.safetensors")
+    resumed = mlpx.MLP([3, 4, 1], dtype="float64", seed=0)
+    hist = resumed.fit(X, y, epochs=3, verbose=0, resume_from=path)
+    assert len(hist.history["r2"]) == len(hist.history["mae"]) == 3
+    assert set(resumed.evaluate(X, y)) == {"loss", "r2", "mae"}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -158,3 +161,24 @@ def test_scikit_learn_estimator_exports_its_model(tmp_path):
     clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=30, random_state=0).fit(X, y)
     logits = _run(clf.model_.to_onnx(tmp_path / "clf.onnx"), X)
     np.testing.assert_array_equal(clf.classes_[logits.argmax(axis=1)], clf.predict(X))
+
+
+@pytest.mark.skipif(not hasattr(os, "umask") or os.name != "posix",
+                    reason="file modes and the umask are POSIX")
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_exported_files_follow_the_umask_and_keep_an_existing_mode(tmp_path, umask, mode):
+    model = mlpx.MLP([3, 4, 2], seed=0)
+    old = os.umask(umask)
+    try:
+        new = model.to_onnx(tmp_path / "new.onnx")
+        kept = tmp_path / "kept.onnx"
+        kept.write_bytes(b"old")
+        os.chmod(kept, 0o640)
+        model.to_onnx(kept)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(new).st_mode) == mode
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["kept.onnx", "new.onnx"]  # no temporaries left
+    np.testing.assert_allclose(_run(kept, np.ones((1, 3), np.float32)),
+                               model.predict(np.ones((1, 3), np.float32)), rtol=1e-6)

@@ -196,7 +196,7 @@ def test_cosine_reaches_eta_min_zero_and_state_dict_still_loads():
         (lambda: schedules.ExponentialLR(gamma=1.5), "gamma must be > 0 and <= 1"),
         (lambda: schedules.CosineAnnealing(T_max=10, warmup_epochs=-1), "warmup_epochs"),
         (lambda: schedules.ReduceLROnPlateau(factor=1.0), "factor must be > 0 and < 1"),
-        (lambda: schedules.ReduceLROnPlateau(mode="down"), "mode must be 'min' or 'max'"),
+        (lambda: schedules.ReduceLROnPlateau(mode="down"), "mode must be 'auto', 'min' or 'max'"),
         (lambda: schedules.LambdaLR(0.5), "lr_lambda must be a function"),
     ],
 )

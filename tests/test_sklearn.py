@@ -315,3 +315,78 @@ def test_sample_weight_counts_like_repeated_samples_and_reaches_early_stopping()
     assert len(reg.validation_scores_) == reg.n_iter_
     with pytest.raises(ValueError, match="weight.*zero"):
         MLPRegressor().fit(X, X[:, 0], sample_weight=np.zeros(60))
+
+
+def _same_start(ours, ref, X, y):
+    """Both estimators fitted once (max_iter=1), then given the same weights."""
+    ours.set_params(max_iter=1).fit(X, y)
+    ref.set_params(max_iter=1).fit(X, y)
+    W0 = [np.random.default_rng(1).uniform(-0.5, 0.5, w.shape) for w in ref.coefs_]
+    b0 = [np.random.default_rng(2).uniform(-0.5, 0.5, b.shape) for b in ref.intercepts_]
+    ref.coefs_, ref.intercepts_ = [w.copy() for w in W0], [b.copy() for b in b0]
+    ours.model_.set_weights([a for pair in zip(W0, b0, strict=True) for a in pair])
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("change", [
+    {"alpha": 5.0}, {"alpha": 0.0}, {"activation": "relu"}, {"learning_rate_init": 0.01},
+    {"momentum": 0.5}, {"batch_size": 20}, {"alpha": 3.0, "batch_size": 30},
+], ids=lambda c: ",".join(c))
+def test_warm_start_applies_every_changed_parameter_as_scikit_learn_does(solver, change):
+    """set_params between two warm fits: the second fit trains with the new values, as
+    scikit-learn's MLP does (same weights, same steps, same result)."""
+    X, y = datasets.make_regression(n_samples=60, n_features=5, noise=5.0, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    y = y / y.std()
+    kw = dict(hidden_layer_sizes=(6,), activation="tanh", alpha=0.5, batch_size=60,
+              learning_rate_init=0.05, momentum=0.0, shuffle=False, tol=0.0, random_state=0,
+              warm_start=True, solver=solver)
+    ours, ref = MLPRegressor(dtype="float64", **kw), SkMLPRegressor(**kw)
+    _same_start(ours, ref, X, y)
+    for est in (ours, ref):
+        est.set_params(max_iter=8, **change).fit(X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_warm_start_applies_backend_dtype_and_refuses_new_layer_sizes():
+    X, y = _iris()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, warm_start=True, random_state=0)
+    clf.fit(X, y)
+    steps = clf.model_.optimizer_.step_count
+    W = clf.coefs_[0]
+    clf.set_params(dtype="float64", max_iter=1).fit(X, y)
+    assert clf.model_.dtype == np.float64 and clf.coefs_[0].dtype == np.float64
+    assert clf.model_.optimizer_.step_count == 1  # a new optimiser per fit, as before
+    assert steps == 3 and not np.array_equal(W, clf.coefs_[0])
+    with pytest.raises(ValueError, match=r"hidden_layer_sizes changed from \(8,\) to "
+                                         r"\(4,\).*warm_start=False"):
+        clf.set_params(hidden_layer_sizes=(4,)).fit(X, y)
+
+
+def test_warm_start_may_switch_early_stopping_and_solver():
+    X, y = _iris()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=4, warm_start=True, random_state=0,
+                        solver="lbfgs").fit(X, y)
+    clf.set_params(solver="adam").fit(X, y)
+    assert len(clf.loss_curve_) == 4
+    clf.set_params(early_stopping=True).fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_ and clf.best_loss_ is None
+    clf.set_params(early_stopping=False).fit(X, y)
+    assert clf.validation_scores_ is None and np.isfinite(clf.best_loss_)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_partial_fit_after_a_pickle_round_trip_is_unchanged(shuffle):
+    X, y = _iris()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), batch_size=16, random_state=0,
+                        shuffle=shuffle)
+    for _ in range(3):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    back = pickle.loads(pickle.dumps(clf))
+    for est in (clf, back):
+        for _ in range(2):
+            est.partial_fit(X, y)
+    for a, b in zip(clf.coefs_ + clf.intercepts_, back.coefs_ + back.intercepts_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert back.loss_curve_ == clf.loss_curve_

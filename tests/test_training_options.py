@@ -65,10 +65,10 @@ def test_on_train_begin_announces_every_key_each_epoch_records(data):
             seen.setdefault("logged", []).append(list(logs))
 
     _model().fit(X, y, loss="cross_entropy", epochs=2, verbose=0, validation_split=0.25,
-                 metrics=["top_k_accuracy"],
+                 metrics=["top_1_accuracy"],
                  callbacks=[Spy()])
     assert all(keys == seen["announced"] for keys in seen["logged"])
-    assert seen["announced"][:3] == ["loss", "accuracy", "top_5_accuracy"]
+    assert seen["announced"][:3] == ["loss", "accuracy", "top_1_accuracy"]
 
 
 def test_batch_hooks_run_around_every_step(data):
@@ -147,7 +147,7 @@ def test_a_batch_hook_can_stop_training_inside_an_epoch(data):
 def test_resume_inside_an_epoch_keeps_the_metric_sums(data, tmp_path):
     X, y = data
     kw = dict(loss="cross_entropy", lr=0.3, epochs=3, batch_size=8, verbose=0,
-              metrics=["top_k_accuracy", lambda_free_metric], validation_split=0.2,
+              metrics=["top_1_accuracy", lambda_free_metric], validation_split=0.2,
               validation_freq=2)
     straight = _model()
     hs = straight.fit(X, y, **kw)

@@ -200,3 +200,39 @@ def test_validation_weights_from_a_third_element_and_from_validation_split():
     h2 = split.fit(X, y, loss="cross_entropy", lr=1e-12, epochs=1, verbose=0,
                    validation_split=0.25, sample_weight=w, shuffle=False)
     assert h2.val_loss[0] == pytest.approx(expected["loss"], rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "cross_entropy_soft", "nll", "bce", "mse",
+                                  "l1"])
+def test_a_batch_whose_weights_are_all_zero_contributes_nothing(ops, name):
+    rng = np.random.default_rng(3)
+    out, target = _case(name, rng)
+    loss = losses.get("cross_entropy" if name == "cross_entropy_soft" else name)
+    grad = ops.empty(out.shape, np.float64)
+    value = loss.weighted(ops, ops.asarray(out), ops.asarray(target),
+                          ops.asarray(np.zeros(out.shape[0])), grad)
+    assert ops.to_float(value) == 0.0
+    np.testing.assert_array_equal(ops.to_numpy(grad), 0.0)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "bce", "mse", "l1"])
+def test_fit_skips_zero_weight_batches_in_the_update_and_the_epoch_mean(backend, name):
+    rng = np.random.default_rng(4)
+    k = 3
+    X = rng.normal(size=(40, 5))
+    _, y = _case(name, rng, n=40, k=k)
+    w = np.ones(40)
+    w[:8] = 0.0  # the whole first batch
+
+    def fit(X, y, w):
+        model = mlpx.MLP([5, 16, k], backend=backend, dtype="float64", seed=0)
+        hist = model.fit(X, y, loss=name, optimizer="sgd", lr=0.1, epochs=2, batch_size=8,
+                         shuffle=False, sample_weight=w, verbose=0)
+        return model, hist.history["loss"]
+
+    weighted, loss = fit(X, y, w)
+    plain, plain_loss = fit(X[8:], y[8:], None)  # the same later batches, without the first
+    assert np.all(np.isfinite(loss))
+    np.testing.assert_allclose(loss, plain_loss, rtol=1e-12)
+    for a, b in zip(weighted.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)

@@ -21,9 +21,7 @@ options and `nvrtc_compile` used by the tests) on machines without a GPU.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -205,12 +203,12 @@ def compiled_path(filename: str, target: str) -> Path:
     path = cache_dir() / f"{Path(filename).stem}-{target}-{digest}.{ext}"
     if not path.is_file():
         binary = nvrtc_compile(source, filename, target)
+        from ..saving.container import write_atomic
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        # write then rename: a concurrent process never loads a half-written file
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(binary)
-        os.replace(tmp, path)
+        # write then rename (a concurrent process never loads a half-written file), with the
+        # umask's permissions as every file mlpx writes
+        write_atomic(path, binary)
     return path
 
 

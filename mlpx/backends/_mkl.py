@@ -313,11 +313,11 @@ def measured_choice() -> str:
                   "measured": datetime.datetime.now().isoformat(timespec="seconds")}
     path = _cache_file()
     try:
+        from ..saving.container import write_atomic
+
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(cache, f, indent=1)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+        # atomic (a concurrent reader sees the old or the new file), with the umask's mode
+        write_atomic(path, json.dumps(cache, indent=1).encode())
     except OSError:
         pass
     return choice

@@ -106,6 +106,8 @@ class RunRecord:
     callbacks: list[dict] = field(default_factory=list)
     #: the metrics' partial sums of an epoch interrupted after `step` steps, by metric name
     metric_sums: dict = field(default_factory=dict)
+    #: the metrics of compile/fit, as mlpx.metrics.describe records them
+    metrics: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -143,6 +145,7 @@ def read_record(tensors: dict[str, np.ndarray], meta: dict, path: str) -> Checkp
         history=history_from_dict(train["history"]),
         callbacks=join_arrays(train.get("callbacks", []), tensors, path),
         metric_sums=join_arrays(train.get("metric_sums", {}), tensors, path),
+        metrics=list(train.get("metrics", [])),
     )
     opt = meta["optimizer"]
     record = CheckpointRecord(

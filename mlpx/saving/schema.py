@@ -38,16 +38,18 @@ DOCUMENT_KEYS = ("format", "format_version", "mlpx_version", "model", "params", 
 MODEL_KEYS = ("class", "input_dim", "dtype", "seed", "layers")
 #: the training run: position, history, callback states, metrics' sums inside an epoch
 TRAINING_KEYS = ("epoch", "fit_index", "step", "loss_sum", "stopped", "history", "callbacks",
-                 "metric_sums")
+                 "metric_sums", "metrics")
 #: entries that version-1 files may lack (written before the run's position inside an epoch
 #: and the callbacks' state were saved): such runs resume at an epoch boundary, fresh callbacks
 V1_OPTIONAL_TRAINING = ("step", "loss_sum", "stopped", "callbacks")
 #: entries that files written before fit(metrics=) existed lack: their metrics start afresh
-OPTIONAL_TRAINING = ("metric_sums",)
+OPTIONAL_TRAINING = ("metric_sums", "metrics")
 #: History keys that are not metric names
 _RESERVED_KEYS = ("loss", "lr", "grad_norm")
 #: arrays of one metric's running state (R2Score keeps 4)
 _MAX_METRIC_PARTS = 8
+#: metrics a fit may record
+_MAX_METRICS = 64
 #: an unbound optimiser is saved as its config alone; a bound one with its state
 OPTIMIZER_KEYS = ("config", "step_count", "initial_lr", "state")
 _FLOAT_DTYPES = ("float32", "float64")
@@ -272,6 +274,27 @@ def _check_metric_sums(train: dict, path: str, refs: dict[str, str]) -> None:
     _tensor_refs(sums, "metric_sums", path, refs)
 
 
+def _check_metrics(train: dict, path: str) -> None:
+    """`metrics`: the metrics of compile/fit, [{"name": History key, "builtin": bool}]."""
+    from .. import metrics
+
+    entries = train.get("metrics", [])
+    if not isinstance(entries, list) or len(entries) > _MAX_METRICS:
+        raise _fail(path, "training.metrics", f"must be a list of at most {_MAX_METRICS} "
+                                              "{name, builtin} objects")
+    for i, entry in enumerate(entries):
+        field = f"training.metrics[{i}]"
+        _exact_keys(entry, ("name", "builtin"), path, field)
+        name = entry["name"]
+        if not (isinstance(name, str) and 0 < len(name) <= _MAX_NAME and name.isprintable()) \
+                or name in _RESERVED_KEYS or name.startswith("val_"):
+            raise _fail(path, f"{field}.name", f"is not a metric name, got {_short(name)}")
+        if not isinstance(entry["builtin"], bool):
+            raise _fail(path, f"{field}.builtin", "must be true or false")
+        if entry["builtin"] and metrics.builtin(name) is None:
+            raise _fail(path, f"{field}.name", f"names no built-in metric ({_short(name)})")
+
+
 def _check_training(train: Any, version: int, path: str, refs: dict[str, str]) -> None:
     optional = OPTIONAL_TRAINING + (V1_OPTIONAL_TRAINING if version < 2 else ())
     _exact_keys(train, TRAINING_KEYS, path, "training", optional)
@@ -296,6 +319,7 @@ def _check_training(train: Any, version: int, path: str, refs: dict[str, str]) -
         _class_entry(entry, "state", "a callback", path, f"training.callbacks[{i}]")
     _tensor_refs(callbacks, "callbacks", path, refs)
     _check_metric_sums(train, path, refs)
+    _check_metrics(train, path)
 
 
 def check_document(meta: dict, tensors: dict[str, np.ndarray], path: str) -> None:

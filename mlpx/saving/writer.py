@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..history import history_to_dict
+from ..metrics import describe as describe_metrics
 from .arrays import split_arrays
 from .container import FORMAT, FORMAT_VERSION, encode, write_atomic
 
@@ -54,6 +55,8 @@ def checkpoint_document(model: Any, run: dict[str, Any]) -> tuple[dict[str, np.n
             "history": history_to_dict(model.history_),
             "callbacks": split_arrays(run["callbacks"], "callbacks", tensors),
             "metric_sums": split_arrays(run.get("metric_sums") or {}, "metric_sums", tensors),
+            # the metrics evaluate() reports after mlpx.load: those of compile/fit
+            "metrics": describe_metrics(model.compiled_metrics or []),
         },
     }
     return tensors, meta
