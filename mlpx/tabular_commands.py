@@ -12,15 +12,22 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .tabular import Preprocessing, Table, TabularError, describe_task, read_table
-
-MODEL_FILE = "model.safetensors"
+from .tabular import (
+    Preprocessing,
+    Table,
+    TabularError,
+    describe_task,
+    drop_missing_rows,
+    read_table,
+)
+from .tabular.model import MODEL_FILE, TabularModel
 
 
 def _is_array_file(path: str | os.PathLike) -> bool:
@@ -37,6 +44,7 @@ class TrainJob:
     val: np.ndarray
     test: np.ndarray
     raw_target: np.ndarray
+    dropped_rows: int = 0
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -63,11 +71,24 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 def prepare_train(data: str, target: str, task: str = "auto", drop: list[str] | None = None,
                   val_fraction: float = 0.1, test_fraction: float = 0.2,
-                  seed: int = 0) -> TrainJob:
+                  seed: int = 0, sep: str | None = None, decimal: str = "auto",
+                  missing: str | None = None, max_categories: int | None = None) -> TrainJob:
     """Read, check and encode the training file; split its rows. Raises TabularError."""
     check_fractions(val_fraction, test_fraction)
-    table = read_table(data)
-    pre = Preprocessing.fit(table, target, task, drop, array_file=_is_array_file(data))
+    table = read_table(data, sep=sep, decimal=decimal)
+    array_file = _is_array_file(data)
+    dropped = 0
+    if missing is not None:  # rows without a target, and with --missing drop any gap
+        from .tabular import resolve_target
+
+        name = resolve_target(table, target, array_file)
+        used = [c for c in table if c not in (drop or ())] if missing == "drop" else [name]
+        table, dropped = drop_missing_rows(table, used)
+        if len(table[name]) == 0:
+            raise TabularError(f"{data!r}: every row misses a value; --missing {missing} "
+                               "leaves no rows to train on")
+    pre = Preprocessing.fit(table, target, task, drop, array_file=array_file, missing=missing,
+                            max_categories=max_categories)
     y_all = pre.targets_of(table) if pre.task == "classification" else None
     n = len(table[pre.target])
     rows = np.arange(n)
@@ -77,9 +98,9 @@ def prepare_train(data: str, target: str, task: str = "auto", drop: list[str] | 
     if len(train) < 2:
         raise TabularError(f"{data!r} has {n} rows: too few to train on after the validation "
                            "and test splits; use a larger file or smaller fractions")
-    pre.fit_scaling(table, train)  # on the training rows only, as scikit-learn does
+    pre.fit_statistics(table, train)  # on the training rows only, as scikit-learn does
     return TrainJob(pre=pre, X=pre.features_of(table), y=pre.targets_of(table), train=train,
-                    val=val, test=test, raw_target=table[pre.target])
+                    val=val, test=test, raw_target=table[pre.target], dropped_rows=dropped)
 
 
 def _split(rows: np.ndarray, fraction: float, labels: np.ndarray | None,
@@ -121,6 +142,9 @@ def run_train(job: TrainJob, out: str, hidden: list[int], activation: str = "rel
         yv = job.y[job.val]
         val = (job.X[job.val], yv if classify else yv.reshape(-1, 1))
     what = (f"classification, {len(pre.classes)} classes" if classify else "regression")
+    if job.dropped_rows:
+        print(f"mlpx train: {job.dropped_rows} rows with missing values left out "
+              f"(--missing {pre.missing})")
     print(f"mlpx train: target {pre.target!r} ({what}: {describe_task(job.raw_target, pre.task)}"
           f"; override with --task), {pre.n_inputs} inputs from {len(pre.features)} columns, "
           f"{len(job.train)} train / {len(job.val)} validation / {len(job.test)} test rows, "
@@ -168,67 +192,41 @@ def format_scores(s: dict[str, float]) -> str:
 # -------------------------------------------------------------------------------- predict
 @dataclass
 class PredictJob:
-    model_path: Path
-    model: Any
-    pre: Preprocessing
+    model: TabularModel
     table: Table
     X: np.ndarray
+    warnings: list[str]
 
 
-def model_paths(model: str) -> tuple[Path, Path]:
-    """The checkpoint and its preprocessing file, from a training output directory or the
-    checkpoint's path."""
-    p = Path(model)
-    if p.is_dir():
-        p = p / MODEL_FILE
-    if not p.exists():
-        raise TabularError(f"no model at {str(p)!r}; give the --out directory of mlpx train "
-                           f"or its {MODEL_FILE}")
-    side = p.with_suffix(".json")
-    if not side.exists():
-        raise TabularError(f"{str(side)!r} is missing: mlpx predict needs the preprocessing "
-                           "file that mlpx train writes next to the model")
-    return p, side
-
-
-def prepare_predict(model: str, data: str, proba: bool = False,
-                    backend: str = "cpu") -> PredictJob:
-    """Load the model and its preprocessing, read and encode the file. Raises TabularError."""
-    from . import load
-    from .checkpoint_file import CheckpointError
-
-    path, side = model_paths(model)
-    pre = Preprocessing.from_json(side.read_text(encoding="utf-8"), str(side))
-    if proba and pre.task != "classification":
+def prepare_predict(model: str, data: str, proba: bool = False, backend: str = "cpu",
+                    sep: str | None = None, decimal: str = "auto") -> PredictJob:
+    """Load the model and its preprocessing, read the file with the training schema and
+    encode it. Raises TabularError; unseen text values are collected as warnings."""
+    tabular = TabularModel.load(model, backend=backend)
+    if proba and tabular.task != "classification":
         raise TabularError("--proba: the model is a regression model; probabilities exist for "
                            "classification only")
-    try:
-        net = load(path, backend=backend)
-    except CheckpointError as e:
-        raise TabularError(str(e)) from None
-    outputs = getattr(net.layers[-1], "units", pre.n_outputs)
-    if net.input_dim != pre.n_inputs or outputs != pre.n_outputs:
-        raise TabularError(f"{str(path)!r} does not match its preprocessing file "
-                           f"{str(side)!r} (inputs or outputs differ); train the model again")
-    table = read_table(data)
-    return PredictJob(path, net, pre, table, pre.features_of(table))
+    table = tabular.read(data, sep=sep, decimal=decimal)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        X = tabular.preprocessing.features_of(table)
+    return PredictJob(tabular, table, X, [str(w.message) for w in caught])
 
 
 def run_predict(job: PredictJob, out: str = "-", proba: bool = False) -> np.ndarray:
     """Write one prediction per row (class labels or values; --proba adds a column per
     class) to `out` as CSV ("-": standard output); returns the predictions."""
-    pre, model = job.pre, job.model
+    pre, model = job.model.preprocessing, job.model.network
     outputs = model.predict(job.X)
     header = [pre.target]
+    preds = job.model.outputs_to_predictions(outputs)
     if pre.task == "classification":
-        preds = np.array(pre.classes, dtype=object)[np.argmax(outputs, axis=1)]
         columns: list[Any] = [preds]
         if proba:
             p = model.predict_proba(job.X)
             header += [f"proba_{c}" for c in pre.classes]
             columns += [p[:, j] for j in range(p.shape[1])]
     else:
-        preds = pre.values_of(outputs)
         columns = [preds]
     stream = sys.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")
     try:
@@ -241,6 +239,8 @@ def run_predict(job: PredictJob, out: str = "-", proba: bool = False) -> np.ndar
         if stream is not sys.stdout:
             stream.close()
     report = sys.stderr if out == "-" else sys.stdout
+    for message in job.warnings:
+        print(f"mlpx predict: warning: {message}", file=sys.stderr)
     print(f"{len(preds)} predictions written to {'standard output' if out == '-' else out}",
           file=report)
     if pre.target in job.table:  # labelled data: say how well the model does on it

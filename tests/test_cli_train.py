@@ -207,7 +207,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     (tmp / "empty.csv").write_text("")
     (tmp / "header.csv").write_text("a,b,species\n")
     (tmp / "ragged.csv").write_text("a,b,species\n1,2,x\n3,y\n")
-    (tmp / "data.txt").write_text("a,b\n1,2\n")
+    (tmp / "data.xlsx").write_text("a,b\n1,2\n")
     (tmp / "broken.npy").write_bytes(b"not numpy")
     write_csv(tmp / "nan.csv", ["a", "b", "species"],
               [[1, 2, "x"], [3, "", "y"], [5, 6, "x"], [7, 8, "y"]])
@@ -221,7 +221,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
 
 BAD_TRAIN = [
     (["missing.csv", "--target", "y"], "does not exist"),
-    (["data.txt", "--target", "b"], "must end in .csv"),
+    (["data.xlsx", "--target", "b"], "must end in .csv, .tsv"),
     (["empty.csv", "--target", "y"], "is empty"),
     (["header.csv", "--target", "species"], "no data rows"),
     (["ragged.csv", "--target", "species"], "line 3 has 2 fields"),
@@ -229,7 +229,7 @@ BAD_TRAIN = [
     (["good.csv", "--target", "nope"], "no column named 'nope'; the columns are length"),
     (["onlytarget.csv", "--target", "species"], "no feature columns"),
     (["good.csv", "--target", "species", "--drop", "nope"], "--drop: no column named 'nope'"),
-    (["nan.csv", "--target", "species"], "feature column 'b' has 1 missing"),
+    (["nan.csv", "--target", "species"], "missing values in 'b' (1 row: 2)"),
     (["inf.csv", "--target", "species"], "non-finite"),
     (["one.csv", "--target", "species"], "single class ('same')"),
     (["ids.csv", "--target", "y"], "--drop id"),
