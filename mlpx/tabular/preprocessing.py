@@ -148,10 +148,15 @@ class Preprocessing:
             f.fill = _fill_value(sub[f.name], f, self.missing) \
                 if self.missing in IMPUTE else None
         self.mean, self.scale = [], []
-        for f in self.features:
-            block = self._encoded(f, sub[f.name], warn=False)
-            mean = block.mean(axis=0)
-            std = np.sqrt(((block - mean) ** 2).mean(axis=0))
+        for f in self.features:  # from counts for one-hot inputs: no dense block
+            if f.kind == "numeric":
+                values = self._numeric(f, sub[f.name])
+                mean, var = np.array([values.mean()]), np.array([values.var()])
+            else:
+                slots = self._slots(f, sub[f.name], warn=False)
+                mean = np.bincount(slots[slots >= 0], minlength=f.width) / max(len(slots), 1)
+                var = mean * (1 - mean)
+            std = np.sqrt(var)
             self.mean += mean.tolist()
             self.scale += np.where(std > 0, std, 1.0).tolist()
         if self.task == "regression":
@@ -182,8 +187,15 @@ class Preprocessing:
         for f in self.features:
             check_finite(table[f.name], f.name, "feature")
             stop = start + f.width
-            block = self._encoded(f, table[f.name], warn=True)
-            X[:, start:stop] = (block - self.mean[start:stop]) / self.scale[start:stop]
+            mean = np.asarray(self.mean[start:stop])
+            scale = np.asarray(self.scale[start:stop])
+            if f.kind == "numeric":
+                X[:, start] = (self._numeric(f, table[f.name]) - mean[0]) / scale[0]
+            else:  # every input at its "0" value, then the one hot input of each row
+                slots = self._slots(f, table[f.name], warn=True)
+                X[:, start:stop] = -mean / scale
+                rows = np.flatnonzero(slots >= 0)
+                X[rows, start + slots[rows]] = ((1 - mean) / scale)[slots[rows]]
             start = stop
         return X
 
@@ -194,10 +206,24 @@ class Preprocessing:
 
     def _encoded(self, f: Feature, col: np.ndarray, warn: bool) -> np.ndarray:
         if f.kind == "numeric":
-            values = col.astype(np.float64)
-            if f.fill is not None:
-                values = np.where(np.isnan(values), float(f.fill), values)
-            return values.reshape(-1, 1)
+            return self._numeric(f, col).reshape(-1, 1)
+        slots = self._slots(f, col, warn)
+        block = np.zeros((len(col), f.width), dtype=np.float64)
+        known = np.flatnonzero(slots >= 0)
+        block[known, slots[known]] = 1.0
+        return block
+
+    @staticmethod
+    def _numeric(f: Feature, col: np.ndarray) -> np.ndarray:
+        values = col.astype(np.float64)
+        if f.fill is not None:
+            values = np.where(np.isnan(values), float(f.fill), values)
+        return values
+
+    @staticmethod
+    def _slots(f: Feature, col: np.ndarray, warn: bool) -> np.ndarray:
+        """Each row's one-hot input within the feature; -1 for a value never seen (with an
+        "other" input, such values take it)."""
         keys = col if f.fill is None else \
             np.where(missing_mask(col), f.fill, col).astype(object)
         uniques, codes = np.unique(keys.astype(str), return_inverse=True)
@@ -211,12 +237,8 @@ class Preprocessing:
                 f"column {f.name!r} holds {len(unseen)} value(s) the model was not trained on "
                 f"({', '.join(repr(u) for u in unseen[:3])}{', ...' if len(unseen) > 3 else ''}"
                 f"; {rows_text(rows)}): encoded as all zeros", UnseenCategoryWarning,
-                stacklevel=3)
-        block = np.zeros((len(col), f.width), dtype=np.float64)
-        hot = slots[codes]
-        known = np.flatnonzero(hot >= 0)
-        block[known, hot[known]] = 1.0
-        return block
+                stacklevel=4)
+        return slots[codes.reshape(-1)]
 
     def targets_of(self, table: Table) -> np.ndarray:
         """Integer class indices (classification) or standardised float32 values."""
