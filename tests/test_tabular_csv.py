@@ -138,3 +138,16 @@ def test_separator_name_and_detection(tmp_path):
     assert read_header(write(tmp_path / "b.csv", "x|y\n"), None) == (["x", "y"], "|")
     assert read_header(write(tmp_path / "c.tsv", "x y\n"), None) == (["x y"], "\t")
     assert read_header(write(tmp_path / "d.csv", "only\n"), None) == (["only"], ",")
+
+
+def test_without_pyarrow_the_csv_module_reads_the_file(tmp_path, monkeypatch):
+    import mlpx.tabular.csv_reader as reader
+
+    def no_arrow(*args, **kwargs):
+        raise AssertionError("pyarrow used although it is absent")
+
+    monkeypatch.setattr(reader, "has_pyarrow", lambda: False)
+    monkeypatch.setattr(reader, "_arrow_columns", no_arrow)
+    p = write(tmp_path / "d.csv", "a;b\n1,5;x\n2;y\n")
+    t = read_table(p)
+    assert same(t["a"], [1.5, 2.0]) and t["b"].tolist() == ["x", "y"]

@@ -192,17 +192,21 @@ def _python_columns(path: Path, header: list[str], sep: str, decimal: str,
 # -------------------------------------------------------------------------------- typing
 def _numbers(cells: np.ndarray, decimal: str, sep: str) -> np.ndarray | None:
     """float64 values when every present cell is a number, else None."""
-    unique = {v for v in cells.tolist() if v is not None}
-    if not unique and len(cells):
-        return np.full(len(cells), math.nan)
-    parsed = {}
-    for v in unique:
-        x = _number(v, decimal, sep)
+    present = np.fromiter((v is not None for v in cells), dtype=bool, count=len(cells))
+    out = np.full(len(cells), math.nan)
+    if decimal != ",":
+        try:
+            out[present] = cells[present].astype(np.float64)  # float() of each cell, in C
+            return out
+        except ValueError:
+            if decimal == "." or sep == ",":
+                return None
+    for i in np.flatnonzero(present):  # decimal commas: cell by cell
+        x = _number(cells[i], decimal, sep)
         if x is None:
             return None
-        parsed[v] = x
-    parsed[None] = math.nan
-    return np.fromiter((parsed[v] for v in cells.tolist()), dtype=np.float64, count=len(cells))
+        out[i] = x
+    return out
 
 
 def _number(text: str, decimal: str, sep: str) -> float | None:
