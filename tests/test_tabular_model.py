@@ -123,3 +123,24 @@ def test_load_errors_are_tabular_errors(trained, tmp_path):
     shutil.copy(trained / "r" / "model.json", tmp_path / "m" / "model.json")
     with pytest.raises(TabularError, match="does not match its preprocessing file"):
         mlpx.TabularModel.load(tmp_path / "m")
+
+
+def test_to_sklearn_is_a_frozen_pipeline_step(trained):
+    pytest.importorskip("sklearn.frozen", reason="to_sklearn needs scikit-learn >= 1.6")
+    pd = pytest.importorskip("pandas", reason="DataFrame input")
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score
+    from sklearn.pipeline import make_pipeline
+
+    model = mlpx.TabularModel.load(trained / "m")
+    df = pd.read_csv(trained / "train.csv")
+    X, y = df.drop(columns="species"), df["species"]
+    pipe = make_pipeline(model.to_sklearn()).fit(X, y)  # fit does nothing: trained already
+    assert pipe.predict(X).tolist() == model.predict(X).tolist()
+    assert pipe.score(X, y) == pytest.approx(accuracy_score(y, model.predict(X)))
+    assert list(pipe.classes_) == list(SPECIES)
+    assert np.allclose(pipe.predict_proba(X), model.predict_proba(X))
+    assert clone(pipe).predict(X).tolist() == model.predict(X).tolist()
+    reg = mlpx.TabularModel.load(trained / "r").to_sklearn()
+    reg_df = pd.read_csv(trained / "reg.csv")
+    assert -10 < reg.score(reg_df[["a", "b"]], reg_df["t"]) <= 1

@@ -132,6 +132,17 @@ class TabularModel:
                                "exist for classification only")
         return np.asarray(self.network.predict_proba(self.transform(data)))
 
+    def to_sklearn(self) -> Any:
+        """This model as a fitted scikit-learn estimator, frozen (`fit` does nothing): a step
+        of a `Pipeline`, with `predict`, `predict_proba` (classification), `score` (accuracy
+        or R²) and `classes_`. Needs scikit-learn >= 1.6 (`pip install "mlpx[sklearn]"`)."""
+        try:
+            from .sklearn_export import frozen_estimator
+        except ImportError as e:
+            raise ImportError(f'to_sklearn needs scikit-learn >= 1.6 (pip install '
+                              f'"mlpx[sklearn]"): {e}') from None
+        return frozen_estimator(self)
+
     def outputs_to_predictions(self, outputs: np.ndarray) -> np.ndarray:
         pre = self.preprocessing
         if pre.task == "classification":
