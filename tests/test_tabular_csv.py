@@ -151,3 +151,25 @@ def test_without_pyarrow_the_csv_module_reads_the_file(tmp_path, monkeypatch):
     p = write(tmp_path / "d.csv", "a;b\n1,5;x\n2;y\n")
     t = read_table(p)
     assert same(t["a"], [1.5, 2.0]) and t["b"].tolist() == ["x", "y"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_spaces_around_header_names(tmp_path, engine):
+    p = write(tmp_path / "s.csv", "a, b ,c\n1, 2 ,x\n3,4,y\n")
+    t = read_csv(p, kinds={"b": "categorical"}, engine=engine)
+    assert list(t) == ["a", "b", "c"] and t["b"].tolist() == ["2", "4"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_windows_1252_file_from_a_spreadsheet(tmp_path, engine):
+    p = tmp_path / "w.csv"
+    p.write_bytes("stadt;preis\nKöln;1,5\n€uro;2\n".encode("cp1252"))
+    t = read_csv(p, engine=engine)
+    assert t["stadt"].tolist() == ["Köln", "€uro"] and same(t["preis"], [1.5, 2.0])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_explicit_decimal_comma_reads_whole_numbers(tmp_path, engine):
+    p = write(tmp_path / "d.csv", "a;b\n3;1,5\n7;2\n")
+    t = read_csv(p, decimal=",", engine=engine)
+    assert same(t["a"], [3, 7]) and same(t["b"], [1.5, 2])

@@ -17,6 +17,7 @@ install. Both readers read every cell as text and type the columns by one rule h
 
 from __future__ import annotations
 
+import codecs
 import csv
 import importlib.util
 import math
@@ -41,7 +42,9 @@ def read_csv(path: Path, sep: str | None = None, decimal: str = "auto",
     """The columns of a delimited text file (see the module docstring)."""
     if decimal not in DECIMALS:
         raise TabularError(f"--decimal must be '.' or ',' (or auto), got {decimal!r}")
-    header, sep = read_header(path, sep)
+    encoding = text_encoding(path)
+    raw, sep = read_header(path, sep, encoding)
+    header = [h.strip() for h in raw]
     if decimal == "," and sep == ",":
         raise TabularError("--decimal ',' needs a separator other than ',' (a comma cannot mark "
                            "both decimals and columns); give --sep ';' or --sep tab")
@@ -49,9 +52,9 @@ def read_csv(path: Path, sep: str | None = None, decimal: str = "auto",
         engine = "pyarrow" if has_pyarrow() else "python"
     kinds = kinds or {}
     reader = _arrow_columns if engine == "pyarrow" else _python_columns
-    columns = reader(path, header, sep, decimal, kinds)
+    columns = reader(path, raw, sep, decimal, kinds, encoding)
     table: Table = {}
-    for name, cells, numbers in columns:
+    for name, (cells, numbers) in zip(header, columns, strict=True):
         kind = kinds.get(name)
         if kind == "categorical" or (numbers is None and kind is None):
             table[name] = cells
@@ -65,9 +68,28 @@ def read_csv(path: Path, sep: str | None = None, decimal: str = "auto",
     return table
 
 
-def read_header(path: Path, sep: str | None) -> tuple[list[str], str]:
-    """The column names and the separator (the one that splits the header most)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
+def text_encoding(path: Path) -> str:
+    """UTF-8 (with or without a byte-order mark) when the whole file decodes as UTF-8, else
+    Windows-1252 (what spreadsheets export in Western Europe and the Americas), else Latin-1
+    (which decodes any byte)."""
+    for encoding in ("utf-8", "cp1252"):
+        decoder = codecs.getincrementaldecoder(encoding)()
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    decoder.decode(block)
+            decoder.decode(b"", final=True)
+            return "utf-8-sig" if encoding == "utf-8" else encoding
+        except UnicodeDecodeError:
+            continue
+    return "latin-1"
+
+
+def read_header(path: Path, sep: str | None,
+                encoding: str = "utf-8-sig") -> tuple[list[str], str]:
+    """The column names as written and the separator (the one that splits the header most).
+    Raises TabularError for duplicate or empty names (spaces around names do not count)."""
+    with open(path, newline="", encoding=encoding) as f:
         first = ""
         for line in f:
             if line.strip():
@@ -80,21 +102,23 @@ def read_header(path: Path, sep: str | None) -> tuple[list[str], str]:
     elif sep is None:  # the separator that splits the header most; a single column: ","
         sep = max(SEPARATORS, key=lambda s: (first.count(s), -SEPARATORS.index(s)))
         sep = sep if first.count(sep) else ","
-    header = [h.strip() for h in next(csv.reader([first], delimiter=sep))]
+    raw = next(csv.reader([first], delimiter=sep))
+    header = [h.strip() for h in raw]
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise TabularError(f"{str(path)!r}: column name {dup[0]!r} appears more than once")
     if any(not h for h in header):
         raise TabularError(f"{str(path)!r}: column {header.index('') + 1} has no name in the "
                            "header row (the first line must name every column)")
-    return header, sep
+    return raw, sep
 
 
 # ------------------------------------------------------------------------------- readers
-# Each yields (name, cells, numbers): cells as a NumPy object array of trimmed str (None where
-# missing), numbers the float64 column when every present cell is a number, else None.
+# Each yields (cells, numbers) per column of `header` (the names as written), in order: cells
+# as a NumPy object array of trimmed str (None where missing), numbers the float64 column when
+# every present cell is a number, else None. `kinds` is keyed by the trimmed names.
 def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
-                   kinds: dict[str, str]):
+                   kinds: dict[str, str], encoding: str):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
@@ -111,7 +135,8 @@ def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
     try:
         table = pcsv.read_csv(
             path,
-            read_options=pcsv.ReadOptions(use_threads=True, encoding="utf8"),
+            read_options=pcsv.ReadOptions(
+                use_threads=True, encoding="utf8" if encoding == "utf-8-sig" else encoding),
             parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True,
                                             invalid_row_handler=invalid),
             convert_options=pcsv.ConvertOptions(
@@ -119,13 +144,13 @@ def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
                 strings_can_be_null=True, quoted_strings_can_be_null=True))
     except pa.ArrowInvalid as e:
         if bad_rows:  # the Python reader names the line
-            yield from _python_columns(path, header, sep, decimal, kinds)
+            yield from _python_columns(path, header, sep, decimal, kinds, encoding)
             return
         raise TabularError(f"cannot read {str(path)!r} as CSV: {' '.join(str(e).split())}") \
             from None
     # one column at a time, dropped from the Arrow table once converted: less peak memory
     while table.num_columns:
-        name, chunks = table.column_names[0], table.column(0)
+        name, chunks = table.column_names[0].strip(), table.column(0)
         table = table.remove_column(0)
         text = pc.utf8_trim_whitespace(chunks.combine_chunks())
         del chunks
@@ -134,14 +159,14 @@ def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
         numbers = None if kinds.get(name) == "categorical" else \
             _arrow_numbers(text, decimal, sep)
         if numbers is not None:
-            yield name, None, numbers
+            yield None, numbers
             continue
         encoded = pc.dictionary_encode(text)
         del text
         values = np.append(encoded.dictionary.to_numpy(zero_copy_only=False),
                            np.array([None], dtype=object))
         codes = encoded.indices.fill_null(len(values) - 1).to_numpy()
-        yield name, values[codes], numbers
+        yield values[codes], numbers
 
 
 def _arrow_numbers(text, decimal: str, sep: str) -> np.ndarray | None:
@@ -166,8 +191,8 @@ def _arrow_numbers(text, decimal: str, sep: str) -> np.ndarray | None:
 
 
 def _python_columns(path: Path, header: list[str], sep: str, decimal: str,
-                    kinds: dict[str, str]):
-    with open(path, newline="", encoding="utf-8-sig") as f:
+                    kinds: dict[str, str], encoding: str):
+    with open(path, newline="", encoding=encoding) as f:
         rows = csv.reader(f, delimiter=sep)
         cells: list[list[str]] = [[] for _ in header]
         seen_header = False
@@ -182,11 +207,11 @@ def _python_columns(path: Path, header: list[str], sep: str, decimal: str,
                                    f"the header has {len(header)}")
             for store, cell in zip(cells, row, strict=True):
                 store.append(cell)
-    for name, store in zip(header, cells, strict=True):
+    for store in cells:
         values = np.array([None if c.strip().lower() in MISSING_TEXT else c.strip()
                            for c in store], dtype=object)
         store.clear()
-        yield name, values, _numbers(values, decimal, sep)
+        yield values, _numbers(values, decimal, sep)
 
 
 # -------------------------------------------------------------------------------- typing
@@ -216,7 +241,7 @@ def _number(text: str, decimal: str, sep: str) -> float | None:
         except ValueError:
             if decimal == "." or sep == ",":
                 return None
-    if text.count(",") != 1 or "." in text:
+    if text.count(",") > 1 or "." in text:  # a point may group thousands: not a number here
         return None
     try:
         return float(text.replace(",", "."))

@@ -87,11 +87,11 @@ class Preprocessing:
         return [f.name for f in self.features]
 
     def kinds(self) -> dict[str, str]:
-        """The schema a new file is read with: every feature's kind and the target's."""
+        """The schema a new file is read with: every feature's kind, and text class labels
+        as text (a file whose labels are all numbers, e.g. "1" and "2", keeps them as text);
+        a numeric target is read as it comes: it is optional, used only for the score."""
         kinds = {f.name: f.kind for f in self.features}
-        if self.task == "regression" or all(not isinstance(c, str) for c in self.classes):
-            kinds[self.target] = "numeric"
-        else:
+        if self.task == "classification" and all(isinstance(c, str) for c in self.classes):
             kinds[self.target] = "categorical"
         return kinds
 
@@ -254,7 +254,9 @@ class Preprocessing:
                 raise TabularError(f"target {self.target!r} holds {unknown[0]!r}, a class the "
                                    f"model was not trained on ({names_text(self.classes)})")
             return np.array([index[k] for k in keys], dtype=np.int64)
-        return ((y.astype(np.float64) - self.target_mean) / self.target_scale).astype(np.float32)
+        if y.dtype == object:
+            raise TabularError(f"target {self.target!r} holds text; the model predicts numbers")
+        return ((y - self.target_mean) / self.target_scale).astype(np.float32)
 
     def values_of(self, outputs: np.ndarray) -> np.ndarray:
         """Regression outputs back in the target's units."""
