@@ -141,3 +141,25 @@ def test_inf_is_refused_not_imputed():
     t = table(a=[1.0, np.inf, 2.0], y=[0, 1, 0])
     with pytest.raises(TabularError, match="non-finite"):
         Preprocessing.fit(t, "y", missing="mean")
+
+
+def test_booleans_match_whatever_their_case():
+    """A CSV's True/False and a DataFrame's booleans (read as true/false) are the same values."""
+    pre = Preprocessing.fit(table(flag=["True", "False", "True", "False"], y=[0, 1, 0, 1]), "y")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        raw = pre.encode({"flag": np.array(["true", "false", "TRUE"], dtype=object)})
+    assert raw.tolist() == [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+
+
+def test_many_text_columns_together_are_refused_when_too_wide():
+    from mlpx.tabular.preprocessing import MAX_ONE_HOT_INPUTS
+
+    per_column = 150
+    n_columns = MAX_ONE_HOT_INPUTS // per_column + 1
+    n = 2 * per_column
+    cols = {f"t{j}": [f"v{i % per_column}" for i in range(n)] for j in range(n_columns)}
+    t = table(**cols, y=[i % 2 for i in range(n)])
+    with pytest.raises(TabularError, match=r"one-hot encode to \d+ inputs.*'t0' \(150\)"):
+        Preprocessing.fit(t, "y")
+    assert Preprocessing.fit(t, "y", max_categories=10).n_inputs == 10 * n_columns

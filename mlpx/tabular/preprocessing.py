@@ -34,6 +34,8 @@ MAX_INTEGER_CLASSES = 20
 MAX_CATEGORIES = 200
 #: ... and one with more than this, mostly unique, is taken for an identifier
 MAX_IDENTIFIER_VALUES = 100
+#: one-hot inputs of all text columns together, at most
+MAX_ONE_HOT_INPUTS = 2000
 IMPUTE = ("mean", "median", "most_frequent")
 MISSING = (*IMPUTE, "drop")
 TASKS = ("classification", "regression")
@@ -127,6 +129,7 @@ class Preprocessing:
         if task == "auto":
             task = infer_task(y)
         features = [_feature(table[name], name, max_categories) for name in names]
+        _check_one_hot_width(features)
         pre = cls(target=target, task=task, features=features, mean=[], scale=[],
                   array_file=array_file, missing=missing)
         if task == "classification":
@@ -228,6 +231,10 @@ class Preprocessing:
             np.where(missing_mask(col), f.fill, col).astype(object)
         uniques, codes = np.unique(keys.astype(str), return_inverse=True)
         index = {c: i for i, c in enumerate(f.categories)}
+        # true/false written in another case ("True" in a CSV, a boolean in a DataFrame)
+        index.update({u: index[c] for u in uniques.tolist() if u not in index
+                      and u.lower() in ("true", "false")
+                      for c in f.categories if c.lower() == u.lower()})
         other = len(f.categories) if f.other else -1
         slots = np.array([index.get(u, other) for u in uniques.tolist()], dtype=np.int64)
         if warn and not f.other and (slots < 0).any():
@@ -317,6 +324,17 @@ def _feature(col: np.ndarray, name: str, max_categories: int | None) -> Feature:
         kept = sorted(values[i] for i in order[:max_categories - 1])
         return Feature(name, "categorical", [str(v) for v in kept], other=True)
     return Feature(name, "categorical", [str(v) for v in values])
+
+
+def _check_one_hot_width(features: list[Feature]) -> None:
+    text = sorted((f for f in features if f.kind == "categorical"), key=lambda f: -f.width)
+    total = sum(f.width for f in text)
+    if total > MAX_ONE_HOT_INPUTS:
+        widest = ", ".join(f"{f.name!r} ({f.width})" for f in text[:5])
+        raise TabularError(
+            f"the text columns would one-hot encode to {total} inputs (at most "
+            f"{MAX_ONE_HOT_INPUTS}); the widest: {widest}; leave some out with --drop, or "
+            "limit each to its most frequent values with --max-categories N")
 
 
 def _fill_value(col: np.ndarray, f: Feature, strategy: str) -> float | str:
