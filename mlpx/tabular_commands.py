@@ -13,7 +13,7 @@ import csv
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class TrainJob:
     test: np.ndarray
     raw_target: np.ndarray
     dropped_rows: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -72,10 +73,12 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 def prepare_train(data: str, target: str, task: str = "auto", drop: list[str] | None = None,
                   val_fraction: float = 0.1, test_fraction: float = 0.2,
                   seed: int = 0, sep: str | None = None, decimal: str = "auto",
-                  missing: str | None = None, max_categories: int | None = None) -> TrainJob:
-    """Read, check and encode the training file; split its rows. Raises TabularError."""
+                  missing: str | None = None, max_categories: int | None = None,
+                  na_values: list[str] | None = None) -> TrainJob:
+    """Read, check and encode the training file; split its rows. Raises TabularError;
+    doubtful columns are collected as warnings (`TrainJob.warnings`)."""
     check_fractions(val_fraction, test_fraction)
-    table = read_table(data, sep=sep, decimal=decimal)
+    table = read_table(data, sep=sep, decimal=decimal, na_values=na_values or ())
     array_file = _is_array_file(data)
     dropped = 0
     if missing is not None:  # rows without a target, and with --missing drop any gap
@@ -87,8 +90,11 @@ def prepare_train(data: str, target: str, task: str = "auto", drop: list[str] | 
         if len(table[name]) == 0:
             raise TabularError(f"{data!r}: every row misses a value; --missing {missing} "
                                "leaves no rows to train on")
-    pre = Preprocessing.fit(table, target, task, drop, array_file=array_file, missing=missing,
-                            max_categories=max_categories)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pre = Preprocessing.fit(table, target, task, drop, array_file=array_file,
+                                missing=missing, max_categories=max_categories,
+                                na_values=na_values)
     y_all = pre.targets_of(table) if pre.task == "classification" else None
     n = len(table[pre.target])
     rows = np.arange(n)
@@ -100,7 +106,8 @@ def prepare_train(data: str, target: str, task: str = "auto", drop: list[str] | 
                            "and test splits; use a larger file or smaller fractions")
     pre.fit_statistics(table, train)  # on the training rows only, as scikit-learn does
     return TrainJob(pre=pre, X=pre.features_of(table), y=pre.targets_of(table), train=train,
-                    val=val, test=test, raw_target=table[pre.target], dropped_rows=dropped)
+                    val=val, test=test, raw_target=table[pre.target], dropped_rows=dropped,
+                    warnings=[str(w.message) for w in caught])
 
 
 def _split(rows: np.ndarray, fraction: float, labels: np.ndarray | None,
@@ -142,6 +149,8 @@ def run_train(job: TrainJob, out: str, hidden: list[int], activation: str = "rel
         yv = job.y[job.val]
         val = (job.X[job.val], yv if classify else yv.reshape(-1, 1))
     what = (f"classification, {len(pre.classes)} classes" if classify else "regression")
+    for message in job.warnings:
+        print(f"mlpx train: warning: {message}", file=sys.stderr)
     if job.dropped_rows:
         print(f"mlpx train: {job.dropped_rows} rows with missing values left out "
               f"(--missing {pre.missing})")
@@ -199,14 +208,15 @@ class PredictJob:
 
 
 def prepare_predict(model: str, data: str, proba: bool = False, backend: str = "cpu",
-                    sep: str | None = None, decimal: str = "auto") -> PredictJob:
+                    sep: str | None = None, decimal: str = "auto",
+                    na_values: list[str] | None = None) -> PredictJob:
     """Load the model and its preprocessing, read the file with the training schema and
     encode it. Raises TabularError; unseen text values are collected as warnings."""
     tabular = TabularModel.load(model, backend=backend)
     if proba and tabular.task != "classification":
         raise TabularError("--proba: the model is a regression model; probabilities exist for "
                            "classification only")
-    table = tabular.read(data, sep=sep, decimal=decimal)
+    table = tabular.read(data, sep=sep, decimal=decimal, na_values=na_values or ())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         X = tabular.preprocessing.features_of(table)

@@ -50,6 +50,15 @@ def separator(text: str) -> str:
     return sep
 
 
+def na_list(text: str) -> list[str]:
+    """Comma-separated cell values that mean "missing"."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"--na-values: expected comma-separated cell values, "
+                                         f"got {text!r}")
+    return values
+
+
 def at_least_two(text: str) -> int:
     try:
         n = int(text)
@@ -66,9 +75,12 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sep", type=separator, default=None, metavar="CHAR",
                    help="CSV column separator: , ; tab | ... (default: detected from the "
                         "header; tab for .tsv)")
-    p.add_argument("--decimal", choices=("auto", ".", ","), default="auto",
-                   help="decimal mark of CSV numbers (default auto: '.', and ',' as in 1,5 "
-                        "when the separator is not a comma)")
+    p.add_argument("--decimal", choices=("auto", ".", ","), default="auto", metavar="MARK",
+                   help="decimal mark of CSV numbers: . or , (default auto: '.', and ',' as "
+                        "in 1,5 when the separator is not a comma)")
+    p.add_argument("--na-values", type=na_list, default=[], metavar="TEXT,...",
+                   help="more cells to read as missing, e.g. ? (besides empty cells, NA, "
+                        "N/A, NaN, null, None)")
 
 
 def add_train_and_predict(sub: Any) -> None:
@@ -179,7 +191,7 @@ def _validate_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         args.job = prepare_train(args.data, args.target, args.task, args.drop,
                                  args.val_fraction, args.test_fraction, args.seed,
                                  sep=args.sep, decimal=args.decimal, missing=args.missing,
-                                 max_categories=args.max_categories)
+                                 max_categories=args.max_categories, na_values=args.na_values)
     except TabularError as e:
         parser.error(str(e))
 
@@ -197,7 +209,7 @@ def _validate_predict(parser: argparse.ArgumentParser, args: argparse.Namespace)
                          "existing directory")
     try:
         args.job = prepare_predict(args.model, args.data, args.proba, args.backend,
-                                   sep=args.sep, decimal=args.decimal)
+                                   sep=args.sep, decimal=args.decimal, na_values=args.na_values)
     except TabularError as e:
         parser.error(str(e))
 

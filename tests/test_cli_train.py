@@ -470,3 +470,30 @@ def test_a_wrong_target_says_did_you_mean_and_lists_every_column(tmp_path, capsy
     assert cli.main(["train", str(data), "--target", "outcom"]) == 2
     err = capsys.readouterr().err
     assert "did you mean 'Outcome'?" in err and all(n in err for n in names)
+
+
+def test_question_marks_in_a_numeric_column(tmp_path, capsys):
+    X, y = blobs(120)
+    rows = [["?" if i % 12 == 5 else f"{a:.3f}", f"{b:.3f}", SPECIES[t]]
+            for i, ((a, b), t) in enumerate(zip(X, y, strict=True))]
+    data = write_csv(tmp_path / "q.csv", ["a", "b", "k"], rows)
+    code, _, err = train([str(data), "--target", "k", "--epochs", "1",
+                          "--out", str(tmp_path / "m")], capsys)
+    assert code == 2  # read as text: a wide text column
+    code, _, err = train([str(data), "--target", "k", "--na-values", "?", "--missing", "mean",
+                          "--epochs", "1", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    pre = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert pre["na_values"] == ["?"] and pre["features"][0]["kind"] == "numeric"
+    write_csv(tmp_path / "new.csv", ["a", "b"], [["?", "1"], ["2", "3"]])
+    assert cli.main(["predict", str(tmp_path / "m"), str(tmp_path / "new.csv")]) == 0
+
+
+def test_a_few_words_in_a_column_of_numbers_warn(tmp_path, capsys):
+    rows = [["unknown" if i % 10 == 3 else str(i % 4), i % 2] for i in range(60)]  # 10 %
+    data = write_csv(tmp_path / "w.csv", ["level", "y"], rows)
+    code, _, err = train([str(data), "--target", "y", "--epochs", "1",
+                          "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    assert "mlpx train: warning: column 'level' holds numbers and 6 cells that are not " \
+           "('unknown')" in err and "--na-values unknown" in err

@@ -173,3 +173,20 @@ def test_explicit_decimal_comma_reads_whole_numbers(tmp_path, engine):
     p = write(tmp_path / "d.csv", "a;b\n3;1,5\n7;2\n")
     t = read_csv(p, decimal=",", engine=engine)
     assert same(t["a"], [3, 7]) and same(t["b"], [1.5, 2])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_more_missing_markers(tmp_path, engine):
+    p = write(tmp_path / "q.csv", "age,job\n39,clerk\n?,?\n50, ? \n")
+    t = read_csv(p, na_values=["?"], engine=engine)
+    assert same(t["age"], [39, np.nan, 50]) and t["job"].tolist() == ["clerk", None, None]
+    assert read_csv(p, engine=engine)["age"].tolist() == ["39", "?", "50"]
+
+
+def test_more_missing_markers_in_a_parquet_file(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="Parquet needs pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"age": ["39", "?", "50"]}), tmp_path / "q.parquet")
+    t = read_table(tmp_path / "q.parquet", na_values=["?"])
+    assert same(t["age"], [39, np.nan, 50])

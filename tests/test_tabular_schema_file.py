@@ -75,6 +75,8 @@ EDITS = [
     (("target_scale",), -1.0, "target_scale"),
     (("array_file",), "no", "array_file"),
     (("missing",), "guess", "'missing'"),
+    (("na_values",), "?", "'na_values'"),
+    (("na_values",), [None], "'na_values'"),
     (("extra",), 1, "unknown entries"),
 ]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 #: cells read as missing (compared case-insensitively after trimming spaces)
-MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none"})
+MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a", "#na", "<na>", "-nan"})
 #: the column kinds of a schema: how a file's column is read and encoded
 KINDS = ("numeric", "categorical")
 
@@ -64,6 +64,18 @@ def column(values: Any) -> np.ndarray:
     if numeric:
         return np.array([math.nan if v is None else float(v) for v in out], dtype=np.float64)
     return np.array([None if v is None else str(v) for v in out], dtype=object)
+
+
+def without_markers(col: np.ndarray, markers: frozenset[str]) -> np.ndarray:
+    """A text column with the cells in `markers` (lower case, trimmed) as missing; numeric
+    when what is left is all numbers."""
+    if col.dtype != object or not markers:
+        return col
+    cells = [None if v is None or v.strip().lower() in markers else v for v in col.tolist()]
+    try:
+        return np.array([math.nan if v is None else float(v) for v in cells], dtype=np.float64)
+    except ValueError:
+        return np.array(cells, dtype=object)
 
 
 def as_kind(col: np.ndarray, kind: str, name: str) -> np.ndarray:

@@ -5,7 +5,7 @@ and about the file's size in memory while reading. Without it Python's `csv` mod
 same files the same way, slower and with more memory, so that `mlpx train` works on a plain
 install. Both readers read every cell as text and type the columns by one rule here:
 
-- a cell in `MISSING_TEXT` (any case, spaces trimmed) is missing;
+- a cell in `MISSING_TEXT` or `na_values` (any case, spaces trimmed) is missing;
 - a column whose present cells are all numbers is numeric (float64). Numbers take `decimal`
   as their decimal mark; `decimal="auto"` also takes a decimal comma (`1,5`) in files not
   separated by commas;
@@ -38,8 +38,10 @@ def has_pyarrow() -> bool:
 
 
 def read_csv(path: Path, sep: str | None = None, decimal: str = "auto",
-             kinds: dict[str, str] | None = None, engine: str = "auto") -> Table:
-    """The columns of a delimited text file (see the module docstring)."""
+             kinds: dict[str, str] | None = None, engine: str = "auto",
+             na_values: list[str] | tuple[str, ...] = ()) -> Table:
+    """The columns of a delimited text file (see the module docstring); `na_values` are
+    more cells to read as missing (e.g. "?"), compared as `MISSING_TEXT` is."""
     if decimal not in DECIMALS:
         raise TabularError(f"--decimal must be '.' or ',' (or auto), got {decimal!r}")
     encoding = text_encoding(path)
@@ -52,7 +54,8 @@ def read_csv(path: Path, sep: str | None = None, decimal: str = "auto",
         engine = "pyarrow" if has_pyarrow() else "python"
     kinds = kinds or {}
     reader = _arrow_columns if engine == "pyarrow" else _python_columns
-    columns = reader(path, raw, sep, decimal, kinds, encoding)
+    missing = MISSING_TEXT | {v.strip().lower() for v in na_values}
+    columns = reader(path, raw, sep, decimal, kinds, encoding, missing)
     table: Table = {}
     for name, (cells, numbers) in zip(header, columns, strict=True):
         kind = kinds.get(name)
@@ -118,7 +121,7 @@ def read_header(path: Path, sep: str | None,
 # as a NumPy object array of trimmed str (None where missing), numbers the float64 column when
 # every present cell is a number, else None. `kinds` is keyed by the trimmed names.
 def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
-                   kinds: dict[str, str], encoding: str):
+                   kinds: dict[str, str], encoding: str, missing_text: frozenset[str]):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
@@ -144,7 +147,8 @@ def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
                 strings_can_be_null=True, quoted_strings_can_be_null=True))
     except pa.ArrowInvalid as e:
         if bad_rows:  # the Python reader names the line
-            yield from _python_columns(path, header, sep, decimal, kinds, encoding)
+            yield from _python_columns(path, header, sep, decimal, kinds, encoding,
+                                       missing_text)
             return
         raise TabularError(f"cannot read {str(path)!r} as CSV: {' '.join(str(e).split())}") \
             from None
@@ -154,7 +158,7 @@ def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
         table = table.remove_column(0)
         text = pc.utf8_trim_whitespace(chunks.combine_chunks())
         del chunks
-        missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(MISSING_TEXT)))
+        missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(missing_text)))
         text = pc.if_else(missing, pa.scalar(None, pa.string()), text)
         numbers = None if kinds.get(name) == "categorical" else \
             _arrow_numbers(text, decimal, sep)
@@ -191,7 +195,7 @@ def _arrow_numbers(text, decimal: str, sep: str) -> np.ndarray | None:
 
 
 def _python_columns(path: Path, header: list[str], sep: str, decimal: str,
-                    kinds: dict[str, str], encoding: str):
+                    kinds: dict[str, str], encoding: str, missing_text: frozenset[str]):
     with open(path, newline="", encoding=encoding) as f:
         rows = csv.reader(f, delimiter=sep)
         cells: list[list[str]] = [[] for _ in header]
@@ -208,7 +212,7 @@ def _python_columns(path: Path, header: list[str], sep: str, decimal: str,
             for store, cell in zip(cells, row, strict=True):
                 store.append(cell)
     for store in cells:
-        values = np.array([None if c.strip().lower() in MISSING_TEXT else c.strip()
+        values = np.array([None if c.strip().lower() in missing_text else c.strip()
                            for c in store], dtype=object)
         store.clear()
         yield values, _numbers(values, decimal, sep)

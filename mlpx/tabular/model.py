@@ -106,14 +106,17 @@ class TabularModel:
     def task(self) -> str:
         return self.preprocessing.task
 
-    def read(self, data: Any, sep: str | None = None, decimal: str = "auto") -> Table:
+    def read(self, data: Any, sep: str | None = None, decimal: str = "auto",
+             na_values: list[str] | tuple[str, ...] = ()) -> Table:
         """The data as a table read with the training schema: a file path (CSV/TSV, Parquet,
         .npy, .npz), a pandas DataFrame, a dict of columns, a NumPy structured array, or a
-        2-D array whose columns are the features in training order."""
+        2-D array whose columns are the features in training order. Cells equal to one of
+        the training's `na_values` or these `na_values` are missing."""
         kinds = self.preprocessing.kinds()
+        na = (*self.preprocessing.na_values, *na_values)
         if isinstance(data, (str, os.PathLike)):
-            return read_table(data, sep=sep, decimal=decimal, kinds=kinds)
-        return table_of(data, self.feature_names_in_, kinds)
+            return read_table(data, sep=sep, decimal=decimal, kinds=kinds, na_values=na)
+        return table_of(data, self.feature_names_in_, kinds, na_values=na)
 
     def transform(self, data: Any) -> np.ndarray:
         """The network's inputs: encoded, imputed and standardised float32 features."""

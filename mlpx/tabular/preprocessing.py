@@ -41,7 +41,11 @@ MISSING = (*IMPUTE, "drop")
 TASKS = ("classification", "regression")
 
 
-class UnseenCategoryWarning(UserWarning):
+class TabularWarning(UserWarning):
+    """Data that is used, but perhaps not as meant; the message says what to check."""
+
+
+class UnseenCategoryWarning(TabularWarning):
     """A text column holds values the model was not trained on (encoded as all zeros)."""
 
 
@@ -75,6 +79,7 @@ class Preprocessing:
     target_scale: float = 1.0
     array_file: bool = False
     missing: str | None = None  # the --missing strategy the model was trained with
+    na_values: list[str] = field(default_factory=list)  # more cells read as missing
 
     @property
     def n_inputs(self) -> int:
@@ -101,7 +106,8 @@ class Preprocessing:
     @classmethod
     def fit(cls, table: Table, target: str, task: str = "auto", drop: list[str] | None = None,
             array_file: bool = False, missing: str | None = None,
-            max_categories: int | None = None) -> Preprocessing:
+            max_categories: int | None = None,
+            na_values: list[str] | None = None) -> Preprocessing:
         """Learn the columns, kinds, categories and classes from a training table (every
         check happens here); `fit_statistics` then learns fills and scales from its
         training rows."""
@@ -131,7 +137,7 @@ class Preprocessing:
         features = [_feature(table[name], name, max_categories) for name in names]
         _check_one_hot_width(features)
         pre = cls(target=target, task=task, features=features, mean=[], scale=[],
-                  array_file=array_file, missing=missing)
+                  array_file=array_file, missing=missing, na_values=list(na_values or []))
         if task == "classification":
             pre.classes = _levels(y)
             if len(pre.classes) < 2:
@@ -307,6 +313,7 @@ def _feature(col: np.ndarray, name: str, max_categories: int | None) -> Feature:
     present = col[~missing_mask(col)]
     values, counts = np.unique(present.astype(str), return_counts=True)
     n = len(values)
+    _warn_if_mostly_numbers(name, values, counts)
     if max_categories is None:
         if n > MAX_IDENTIFIER_VALUES and n > len(present) // 2:
             raise TabularError(
@@ -324,6 +331,27 @@ def _feature(col: np.ndarray, name: str, max_categories: int | None) -> Feature:
         kept = sorted(values[i] for i in order[:max_categories - 1])
         return Feature(name, "categorical", [str(v) for v in kept], other=True)
     return Feature(name, "categorical", [str(v) for v in values])
+
+
+def _warn_if_mostly_numbers(name: str, values: np.ndarray, counts: np.ndarray) -> None:
+    """A column of numbers with a few cells such as "?" is text, one-hot encoded: say so."""
+    words = [i for i, v in enumerate(values.tolist()) if not _is_number(v)]
+    if len(words) > 3 or counts[words].sum() * 5 > counts.sum():  # at most 1 cell in 5
+        return
+    shown = ", ".join(repr(str(values[i])) for i in words)
+    warnings.warn(
+        f"column {name!r} holds numbers and {int(counts[words].sum())} cells that are not "
+        f"({shown}): it is read as text and one-hot encoded; if these cells mark missing "
+        f"values, give --na-values {','.join(str(values[i]) for i in words)} (and --missing)",
+        TabularWarning, stacklevel=4)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _check_one_hot_width(features: list[Feature]) -> None:

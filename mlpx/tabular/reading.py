@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .columns import Table, TabularError, as_kind, column
+from .columns import Table, TabularError, as_kind, column, without_markers
 from .csv_reader import read_csv
 
 CSV_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
@@ -23,8 +23,10 @@ SUFFIXES = (*CSV_SUFFIXES, ".parquet", ".pq", ".npy", ".npz")
 
 
 def read_table(path: str | os.PathLike, sep: str | None = None, decimal: str = "auto",
-               kinds: dict[str, str] | None = None) -> Table:
-    """The columns of a CSV/TSV, Parquet, .npy or .npz file (see the package docstring)."""
+               kinds: dict[str, str] | None = None,
+               na_values: list[str] | tuple[str, ...] = ()) -> Table:
+    """The columns of a CSV/TSV, Parquet, .npy or .npz file (see the package docstring);
+    cells equal to one of `na_values` (e.g. "?") are missing."""
     p = Path(path)
     if not p.exists():
         raise TabularError(f"{str(p)!r} does not exist")
@@ -36,11 +38,11 @@ def read_table(path: str | os.PathLike, sep: str | None = None, decimal: str = "
                            f"{', '.join(SUFFIXES)}")
     try:
         if suffix in CSV_SUFFIXES:
-            table = read_csv(p, sep, decimal, kinds)
+            table = read_csv(p, sep, decimal, kinds, na_values=na_values)
         else:
             readers = {".parquet": _read_parquet, ".pq": _read_parquet, ".npy": _read_npy,
                        ".npz": _read_npz}
-            table = with_kinds(readers[suffix](p), kinds)
+            table = with_kinds(with_markers(readers[suffix](p), na_values), kinds)
     except TabularError:
         raise
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
@@ -54,6 +56,11 @@ def read_table(path: str | os.PathLike, sep: str | None = None, decimal: str = "
     return table
 
 
+def with_markers(table: Table, na_values: list[str] | tuple[str, ...]) -> Table:
+    markers = frozenset(v.strip().lower() for v in na_values)
+    return {name: without_markers(col, markers) for name, col in table.items()}
+
+
 def with_kinds(table: Table, kinds: dict[str, str] | None) -> Table:
     for name, kind in (kinds or {}).items():
         if name in table:
@@ -61,8 +68,8 @@ def with_kinds(table: Table, kinds: dict[str, str] | None) -> Table:
     return table
 
 
-def table_of(data: Any, feature_names: list[str],
-             kinds: dict[str, str] | None = None) -> Table:
+def table_of(data: Any, feature_names: list[str], kinds: dict[str, str] | None = None,
+             na_values: list[str] | tuple[str, ...] = ()) -> Table:
     """A table from a pandas DataFrame, a dict of columns, a NumPy structured array, or a
     2-D array whose columns are the features in training order."""
     if hasattr(data, "columns") and hasattr(data, "dtypes"):  # a pandas DataFrame
@@ -88,7 +95,7 @@ def table_of(data: Any, feature_names: list[str],
     lengths = {len(v) for v in table.values()}
     if len(lengths) != 1:
         raise TabularError(f"columns of different lengths {sorted(lengths)}")
-    return with_kinds(table, kinds)
+    return with_kinds(with_markers(table, na_values), kinds)
 
 
 def _frame_column(series: Any) -> np.ndarray:

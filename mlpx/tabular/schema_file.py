@@ -13,7 +13,8 @@ from .columns import KINDS, TabularError
 from .preprocessing import MISSING, TASKS, Feature, Preprocessing
 
 FORMAT = "mlpx-tabular"
-#: 2 added `missing`, and `fill` and `other` per feature; version 1 files read as before
+#: 2 added `missing`, `na_values`, and `fill` and `other` per feature; version 1 files read
+#: as before
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
@@ -50,7 +51,7 @@ def _checked(doc: Any) -> Preprocessing:
     _expect(version in READABLE_VERSIONS and type(version) is int,
             f"'format_version' {version!r} is not one of {READABLE_VERSIONS}")
     known = {"format", "format_version", "target", "task", "features", "mean", "scale",
-             "classes", "target_mean", "target_scale", "array_file", "missing"}
+             "classes", "target_mean", "target_scale", "array_file", "missing", "na_values"}
     extra = sorted(set(doc) - known)
     _expect(not extra, f"unknown entries {extra}")
     for key in ("target", "task", "features", "mean", "scale"):
@@ -84,9 +85,12 @@ def _checked(doc: Any) -> Preprocessing:
     missing = doc.get("missing")
     _expect(missing is None or missing in MISSING,
             f"'missing' must be null or one of {MISSING}, got {missing!r}")
+    na_values = doc.get("na_values", [])
+    _expect(isinstance(na_values, list) and all(isinstance(v, str) for v in na_values),
+            "'na_values' is not a list of text")
     return Preprocessing(target=target, task=task, features=features, mean=mean, scale=scale,
                          classes=classes, target_mean=target_mean, target_scale=target_scale,
-                         array_file=array_file, missing=missing)
+                         array_file=array_file, missing=missing, na_values=na_values)
 
 
 def _features(items: Any) -> list[Feature]:
