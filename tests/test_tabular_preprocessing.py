@@ -163,3 +163,12 @@ def test_many_text_columns_together_are_refused_when_too_wide():
     with pytest.raises(TabularError, match=r"one-hot encode to \d+ inputs.*'t0' \(150\)"):
         Preprocessing.fit(t, "y")
     assert Preprocessing.fit(t, "y", max_categories=10).n_inputs == 10 * n_columns
+
+
+def test_every_absent_feature_is_named_with_its_near_miss():
+    pre = Preprocessing.fit(table(length=[1.0, 2.0], width=[1.0, 3.0], y=[0, 1]), "y")
+    with pytest.raises(TabularError) as e:
+        pre.features_of(table(Length=[1.0], other=[2.0]))
+    msg = str(e.value)
+    assert "feature columns 'length', 'width' are missing" in msg
+    assert "did you mean 'Length' for 'length'?" in msg and "the data has Length, other" in msg

@@ -113,14 +113,15 @@ def require_column(table: Table | Iterable[str], name: str, option: str) -> None
                        f"the columns are {names_text(columns)}")
 
 
-def did_you_mean(name: str, columns: list[str]) -> str:
+def did_you_mean(name: str, columns: list[str], name_it: bool = False) -> str:
     lowered = {c.lower(): c for c in columns}
     close = [lowered[name.lower()]] if name.lower() in lowered else []
     close += [c for c in difflib.get_close_matches(name, columns, n=3, cutoff=0.6)
               if c not in close]
     if not close:
         return ""
-    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    which = f" for {name!r}" if name_it else ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}{which}?)"
 
 
 def rows_text(rows: np.ndarray) -> str:

@@ -21,6 +21,7 @@ from .columns import (
     Table,
     TabularError,
     check_finite,
+    did_you_mean,
     missing_mask,
     missing_report,
     names_text,
@@ -181,8 +182,13 @@ class Preprocessing:
             table = self._align_array_columns(table)
         absent = [f.name for f in self.features if f.name not in table]
         if absent:
-            raise TabularError(f"feature column {absent[0]!r} is missing from the data "
-                               f"(the model was trained on {names_text(self.feature_names)})")
+            hints = "".join(did_you_mean(name, list(table), name_it=True) for name in absent)
+            raise TabularError(f"feature column{'s' if len(absent) > 1 else ''} "
+                               f"{names_text(repr(n) for n in absent)} "
+                               f"{'are' if len(absent) > 1 else 'is'} missing from the data"
+                               f"{hints} (the model was trained on "
+                               f"{names_text(self.feature_names)}; the data has "
+                               f"{names_text(table)})")
         unfilled = [f.name for f in self.features if f.fill is None]
         gaps = missing_report(table, unfilled)
         if gaps:
