@@ -172,3 +172,14 @@ def test_every_absent_feature_is_named_with_its_near_miss():
     msg = str(e.value)
     assert "feature columns 'length', 'width' are missing" in msg
     assert "did you mean 'Length' for 'length'?" in msg and "the data has Length, other" in msg
+
+
+def test_a_table_read_without_the_schema_is_encoded_with_it():
+    pre = Preprocessing.fit(table(rooms=["1", "2", "4+", "1"], x=[1.0, 2.0, 3.0, 4.0],
+                                  y=[0, 1, 0, 1]), "y")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X = pre.features_of(table(rooms=[1.0, 2.0], x=["2.5", "1"]))  # kinds as a file says
+    assert np.array_equal(X, pre.features_of(table(rooms=["1", "2"], x=[2.5, 1.0])))
+    with pytest.raises(TabularError, match="'x' was numeric in training but holds 'big'"):
+        pre.features_of(table(rooms=["1"], x=["big"]))

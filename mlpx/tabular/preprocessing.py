@@ -20,6 +20,7 @@ import numpy as np
 from .columns import (
     Table,
     TabularError,
+    as_kind,
     check_finite,
     did_you_mean,
     missing_mask,
@@ -189,6 +190,8 @@ class Preprocessing:
                                f"{hints} (the model was trained on "
                                f"{names_text(self.feature_names)}; the data has "
                                f"{names_text(table)})")
+        # the training kinds, whatever the table holds (tables not read with the schema)
+        table = {f.name: as_kind(table[f.name], f.kind, f.name) for f in self.features}
         unfilled = [f.name for f in self.features if f.fill is None]
         gaps = missing_report(table, unfilled)
         if gaps:
