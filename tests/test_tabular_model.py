@@ -144,3 +144,19 @@ def test_to_sklearn_is_a_frozen_pipeline_step(trained):
     reg = mlpx.TabularModel.load(trained / "r").to_sklearn()
     reg_df = pd.read_csv(trained / "reg.csv")
     assert -10 < reg.score(reg_df[["a", "b"]], reg_df["t"]) <= 1
+
+
+def test_an_unreadable_preprocessing_file_is_a_tabular_error(trained, tmp_path):
+    shutil.copytree(trained / "m", tmp_path / "m")
+    (tmp_path / "m" / "model.json").unlink()
+    (tmp_path / "m" / "model.json").mkdir()
+    with pytest.raises(TabularError, match="cannot read"):
+        mlpx.TabularModel.load(tmp_path / "m")
+
+
+def test_numbers_mixed_with_text_in_a_dataframe_column(trained):
+    """An object column holding 1.0 beside text: the number is the category "1"."""
+    from mlpx.tabular.columns import column
+
+    assert column(np.array([1.0, "red", 2, None], dtype=object)).tolist() == \
+        ["1", "red", "2", None]

@@ -107,3 +107,8 @@ def test_random_damage_is_always_a_tabular_error(doc):
             Preprocessing.from_json(bytes(damaged))
         except TabularError:
             pass
+
+
+def test_deep_nesting_is_a_tabular_error():
+    with pytest.raises(TabularError, match="nests too deeply"):
+        Preprocessing.from_json("[" * 100_000 + "]" * 100_000)

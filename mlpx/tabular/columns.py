@@ -63,7 +63,10 @@ def column(values: Any) -> np.ndarray:
         out.append(str(v).lower() if isinstance(v, bool) else v)
     if numeric:
         return np.array([math.nan if v is None else float(v) for v in out], dtype=np.float64)
-    return np.array([None if v is None else str(v) for v in out], dtype=object)
+    # a number among text is written as a category is: 3.0 -> "3"
+    return np.array([None if v is None else number_text(v)
+                     if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+                     for v in out], dtype=object)
 
 
 def without_markers(col: np.ndarray, markers: frozenset[str]) -> np.ndarray:

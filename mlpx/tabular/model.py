@@ -78,7 +78,11 @@ class TabularModel:
         from ..model import load
 
         checkpoint, side = model_paths(path)
-        pre = Preprocessing.from_json(side.read_bytes(), str(side))
+        try:
+            text = side.read_bytes()
+        except OSError as e:
+            raise TabularError(f"cannot read {str(side)!r}: {e.strerror or e}") from None
+        pre = Preprocessing.from_json(text, str(side))
         try:
             network = load(checkpoint, backend=backend)
         except CheckpointError as e:

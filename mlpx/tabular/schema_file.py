@@ -34,6 +34,8 @@ def preprocessing_from_json(text: str | bytes, where: str = "preprocessing file"
         problem = "it is not UTF-8 text"
     except json.JSONDecodeError as e:
         problem = f"it is not JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    except RecursionError:
+        problem = "it nests too deeply"
     except _Invalid as e:
         problem = str(e)
     raise TabularError(f"{where} is not a valid mlpx preprocessing file: {problem}; train the "
