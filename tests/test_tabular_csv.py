@@ -120,9 +120,10 @@ def test_engines_agree_on_a_mixed_file(tmp_path):
         eu = f"{rng.normal():.3f}".replace(".", ",")
         miss = "" if i % 7 == 0 else str(i)
         lines.append(f"{rng.normal():.6g};{'abc'[i % 3]};{eu};{miss}")
+    lines[100:100] = [";;;", "NA;NA;NA;NA", "", " ; ; ; "]  # blank rows and missing cells
     p = write(tmp_path / "mix.csv", "\n".join(lines) + "\n")
     a, b = read_csv(p, engine="pyarrow"), read_csv(p, engine="python")
-    assert list(a) == list(b)
+    assert list(a) == list(b) and len(a["num"]) == 500 + 2  # ";;;" and "" skipped
     for name in a:
         assert a[name].dtype == b[name].dtype, name
         if a[name].dtype == object:

@@ -126,15 +126,12 @@ def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
-    bad_rows: list[str] = []
+    ragged: list[int] = []
 
     def invalid(row) -> str:
-        bad_rows.append(f"has {row.actual_columns} fields, the header has "
-                        f"{row.expected_columns}: {row.text!r}")
+        ragged.append(row.actual_columns)
         return "error"
 
-    nulls = sorted({v for m in MISSING_TEXT for v in (m, m.upper(), m.capitalize())}
-                   | {"N/A", "NaN", "#N/A"})
     try:
         table = pcsv.read_csv(
             path,
@@ -143,15 +140,20 @@ def _arrow_columns(path: Path, header: list[str], sep: str, decimal: str,
             parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True,
                                             invalid_row_handler=invalid),
             convert_options=pcsv.ConvertOptions(
-                column_types={h: pa.string() for h in header}, null_values=nulls,
+                column_types={h: pa.string() for h in header}, null_values=[""],
                 strings_can_be_null=True, quoted_strings_can_be_null=True))
     except pa.ArrowInvalid as e:
-        if bad_rows:  # the Python reader names the line
+        if ragged:  # the Python reader names the line
             yield from _python_columns(path, header, sep, decimal, kinds, encoding,
                                        missing_text)
             return
         raise TabularError(f"cannot read {str(path)!r} as CSV: {' '.join(str(e).split())}") \
             from None
+    blank = pc.is_null(table.column(0))
+    for column in table.columns[1:]:
+        blank = pc.and_(blank, pc.is_null(column))
+    if pc.any(blank).as_py():  # rows of empty cells only (",,,"): skipped, as blank lines
+        table = table.filter(pc.invert(blank))
     # one column at a time, dropped from the Arrow table once converted: less peak memory
     while table.num_columns:
         name, chunks = table.column_names[0].strip(), table.column(0)
@@ -201,7 +203,7 @@ def _python_columns(path: Path, header: list[str], sep: str, decimal: str,
         cells: list[list[str]] = [[] for _ in header]
         seen_header = False
         for row in rows:
-            if not any(c.strip() for c in row):
+            if not any(row):  # a blank line, or empty cells only
                 continue
             if not seen_header:
                 seen_header = True
