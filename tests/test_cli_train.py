@@ -12,19 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tabular_files import SPECIES, write_csv
 
 from mlpx import cli
 from mlpx.tabular import Preprocessing, TabularError, infer_task, read_table
-
-SPECIES = ("setosa", "versicolor", "virginica")
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def blobs(n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -11,20 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tabular_files import SPECIES, write_csv
 
 import mlpx
 from mlpx import cli
 from mlpx.tabular import TabularError, UnseenCategoryWarning
-
-SPECIES = ("setosa", "versicolor", "virginica")
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")
