@@ -47,6 +47,7 @@ from .losses import register_loss
 from .model import MLP, Sequential, load
 from .perceptron import Perceptron
 from .saving.container import CheckpointError
+from .tabular.model import TabularModel
 
 __version__ = "0.1.0"
 
@@ -61,7 +62,7 @@ def to_numpy(a: Any) -> np.ndarray:
 
 __all__ = [
     "MLP", "Sequential", "Dense", "Dropout", "BatchNorm", "LayerNorm", "PReLU", "Residual",
-    "Layer", "Parameter", "Perceptron", "History", "Callback",
+    "Layer", "Parameter", "Perceptron", "TabularModel", "History", "Callback",
     "EarlyStopping", "ModelCheckpoint", "load", "CheckpointError", "callbacks",
     "Standardizer", "one_hot", "train_test_split", "minibatches",
     "available_backends", "get_backend", "to_numpy",

@@ -12,19 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tabular_files import SPECIES, write_csv
 
 from mlpx.commands import cli
 from mlpx.tabular import Preprocessing, TabularError, infer_task, read_table
-
-SPECIES = ("setosa", "versicolor", "virginica")
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def blobs(n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +198,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     (tmp / "empty.csv").write_text("")
     (tmp / "header.csv").write_text("a,b,species\n")
     (tmp / "ragged.csv").write_text("a,b,species\n1,2,x\n3,y\n")
-    (tmp / "data.txt").write_text("a,b\n1,2\n")
+    (tmp / "data.xlsx").write_text("a,b\n1,2\n")
     (tmp / "broken.npy").write_bytes(b"not numpy")
     write_csv(tmp / "nan.csv", ["a", "b", "species"],
               [[1, 2, "x"], [3, "", "y"], [5, 6, "x"], [7, 8, "y"]])
@@ -221,7 +212,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
 
 BAD_TRAIN = [
     (["missing.csv", "--target", "y"], "does not exist"),
-    (["data.txt", "--target", "b"], "must end in .csv"),
+    (["data.xlsx", "--target", "b"], "must end in .csv, .tsv"),
     (["empty.csv", "--target", "y"], "is empty"),
     (["header.csv", "--target", "species"], "no data rows"),
     (["ragged.csv", "--target", "species"], "line 3 has 2 fields"),
@@ -229,7 +220,7 @@ BAD_TRAIN = [
     (["good.csv", "--target", "nope"], "no column named 'nope'; the columns are length"),
     (["onlytarget.csv", "--target", "species"], "no feature columns"),
     (["good.csv", "--target", "species", "--drop", "nope"], "--drop: no column named 'nope'"),
-    (["nan.csv", "--target", "species"], "feature column 'b' has 1 missing"),
+    (["nan.csv", "--target", "species"], "missing values in 'b' (1 row: 2)"),
     (["inf.csv", "--target", "species"], "non-finite"),
     (["one.csv", "--target", "species"], "single class ('same')"),
     (["ids.csv", "--target", "y"], "--drop id"),
@@ -340,3 +331,160 @@ def test_bad_file_in_a_process_has_no_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------- the training schema reads later files
+def rooms_csv(path: Path, n: int = 240, seed: int = 0) -> Path:
+    """A text column whose values look like numbers except one ("4+")."""
+    rng = np.random.default_rng(seed)
+    rooms = np.array(["1", "2", "3", "4+"])[np.arange(n) % 4]
+    x = rng.normal(size=n)
+    label = np.where((rooms == "4+") | (rooms == "1"), "big", "small")
+    return write_csv(path, ["rooms", "x", "label"],
+                     [[r, f"{v:.3f}", t] for r, v, t in zip(rooms, x, label, strict=True)])
+
+
+def test_predictions_do_not_depend_on_the_rest_of_the_file(tmp_path, capsys):
+    rooms_csv(tmp_path / "train.csv")
+    code, _, err = train([str(tmp_path / "train.csv"), "--target", "label", "--epochs", "40",
+                          "--lr", "0.01", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    rows = [["1", "0.1"], ["2", "0.2"], ["3", "-0.3"]]
+    write_csv(tmp_path / "numbers_only.csv", ["rooms", "x"], rows)
+    write_csv(tmp_path / "with_text.csv", ["rooms", "x"], [*rows, ["4+", "0.0"]])
+    for name in ("numbers_only", "with_text"):
+        assert cli.main(["predict", str(tmp_path / "m"), str(tmp_path / f"{name}.csv"),
+                         "--out", str(tmp_path / f"{name}_p.csv")]) == 0
+    alone = read_predictions(tmp_path / "numbers_only_p.csv")[1]
+    mixed = read_predictions(tmp_path / "with_text_p.csv")[1]
+    assert alone == mixed[:3]
+    assert [r[0] for r in alone] == ["big", "small", "small"]  # rooms 1 is big: one-hot read
+
+
+def test_unseen_values_warn_on_stderr(tmp_path, capsys):
+    rooms_csv(tmp_path / "train.csv")
+    assert train([str(tmp_path / "train.csv"), "--target", "label", "--epochs", "1",
+                  "--out", str(tmp_path / "m")], capsys)[0] == 0
+    write_csv(tmp_path / "new.csv", ["rooms", "x"], [["7", "0"], ["2", "0"]])
+    assert cli.main(["predict", str(tmp_path / "m"), str(tmp_path / "new.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "mlpx predict: warning: column 'rooms' holds 1 value(s) the model was not trained " \
+           "on ('7'; 1 row: 1): encoded as all zeros" in err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00\x81 not text", b'{"format": "mlpx-tabular"',
+                                     "mean"])
+def test_a_damaged_preprocessing_file_is_one_line_and_exit_2(trained, tmp_path, content):
+    shutil.copytree(trained / "m", tmp_path / "m")
+    side = tmp_path / "m" / "model.json"
+    if content == "mean":  # a hand edit that leaves valid JSON with the wrong lengths
+        doc = json.loads(side.read_text())
+        doc["mean"] = doc["mean"][:-1]
+        side.write_text(json.dumps(doc))
+    else:
+        side.write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "mlpx", "predict", str(tmp_path / "m"),
+                           str(trained / "good.csv")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "not a valid mlpx preprocessing file" in err[0], err
+
+
+# ------------------------------------------------------------------ real-world CSV files
+def test_semicolon_file_with_decimal_commas_trains_on_numbers(tmp_path, capsys):
+    X, y = blobs(150)
+    lines = ["länge;breite;art"] + [f"{a:.3f};{b:.3f};{SPECIES[t]}".replace(".", ",")
+                                    for (a, b), t in zip(X, y, strict=True)]
+    (tmp_path / "eu.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, out, err = train([str(tmp_path / "eu.csv"), "--target", "art", "--epochs", "15",
+                            "--lr", "0.01", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    assert "2 inputs from 2 columns" in out
+    pre = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert [f["kind"] for f in pre["features"]] == ["numeric", "numeric"]
+
+
+def test_tsv_file_and_explicit_separator(tmp_path, capsys):
+    X, y = blobs(90)
+    rows = [f"{a}\t{b}\t{SPECIES[t]}" for (a, b), t in zip(X, y, strict=True)]
+    (tmp_path / "d.tsv").write_text("a\tb\tk\n" + "\n".join(rows) + "\n")
+    assert train([str(tmp_path / "d.tsv"), "--target", "k", "--epochs", "1",
+                  "--out", str(tmp_path / "m")], capsys)[0] == 0
+    (tmp_path / "d.txt").write_text("a|b|k\n" + "\n".join(r.replace("\t", "|") for r in rows))
+    assert train([str(tmp_path / "d.txt"), "--target", "k", "--sep", "|", "--epochs", "1",
+                  "--out", str(tmp_path / "m2")], capsys)[0] == 0
+    assert cli.main(["train", str(tmp_path / "d.txt"), "--target", "k", "--sep", "ab"]) == 2
+    assert "--sep must be one character" in capsys.readouterr().err
+
+
+def test_missing_values_imputed_in_training_and_prediction(tmp_path, capsys):
+    X, y = blobs(120)
+    rows = [[f"{a:.3f}" if i % 10 else "", f"{b:.3f}", "" if i % 15 == 1 else "ab"[i % 2],
+             SPECIES[t]] for i, ((a, b), t) in enumerate(zip(X, y, strict=True))]
+    data = write_csv(tmp_path / "gaps.csv", ["a", "b", "c", "k"], rows)
+    code, _, err = train([str(data), "--target", "k", "--out", str(tmp_path / "m")], capsys)
+    assert code == 2 and "'a' (12 rows: 1, 11, 21, ...), 'c' (8 rows: 2, 17, 32, ...)" in err
+    code, _, err = train([str(data), "--target", "k", "--missing", "median", "--epochs", "2",
+                          "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    pre = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert pre["missing"] == "median" and isinstance(pre["features"][0]["fill"], float)
+    assert pre["features"][2]["fill"] in ("a", "b")
+    # as SimpleImputer: every feature has a fill value, also b that had no gaps in training
+    write_csv(tmp_path / "new.csv", ["a", "b", "c"], [["", "1", ""], ["3", "", "a"]])
+    assert cli.main(["predict", str(tmp_path / "m"), str(tmp_path / "new.csv")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    code, out, err = train([str(data), "--target", "k", "--missing", "drop", "--epochs", "1",
+                            "--out", str(tmp_path / "d")], capsys)
+    assert code == 0, err
+    assert "20 rows with missing values left out (--missing drop)" in out
+
+
+def test_a_text_column_with_thousands_of_values_is_refused_with_the_fix(tmp_path, capsys):
+    n = 4000
+    rows = [[f"city{i % 800}", i % 7, i % 2] for i in range(n)]  # 800 values, 5 times each
+    data = write_csv(tmp_path / "wide.csv", ["city", "x", "y"], rows)
+    code, _, err = train([str(data), "--target", "y", "--out", str(tmp_path / "m")], capsys)
+    assert code == 2
+    assert "'city' is text with 800 distinct values" in err
+    assert "--drop city" in err and "--max-categories" in err
+    code, out, err = train([str(data), "--target", "y", "--max-categories", "20",
+                            "--epochs", "1", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    assert "21 inputs from 2 columns" in out
+
+
+def test_a_wrong_target_says_did_you_mean_and_lists_every_column(tmp_path, capsys):
+    names = [f"feature_{i}" for i in range(14)] + ["Outcome"]
+    data = write_csv(tmp_path / "w.csv", names, [list(range(15)), list(range(1, 16))])
+    assert cli.main(["train", str(data), "--target", "outcom"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'Outcome'?" in err and all(n in err for n in names)
+
+
+def test_question_marks_in_a_numeric_column(tmp_path, capsys):
+    X, y = blobs(120)
+    rows = [["?" if i % 12 == 5 else f"{a:.3f}", f"{b:.3f}", SPECIES[t]]
+            for i, ((a, b), t) in enumerate(zip(X, y, strict=True))]
+    data = write_csv(tmp_path / "q.csv", ["a", "b", "k"], rows)
+    code, _, err = train([str(data), "--target", "k", "--epochs", "1",
+                          "--out", str(tmp_path / "m")], capsys)
+    assert code == 2  # read as text: a wide text column
+    code, _, err = train([str(data), "--target", "k", "--na-values", "?", "--missing", "mean",
+                          "--epochs", "1", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    pre = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert pre["na_values"] == ["?"] and pre["features"][0]["kind"] == "numeric"
+    write_csv(tmp_path / "new.csv", ["a", "b"], [["?", "1"], ["2", "3"]])
+    assert cli.main(["predict", str(tmp_path / "m"), str(tmp_path / "new.csv")]) == 0
+
+
+def test_a_few_words_in_a_column_of_numbers_warn(tmp_path, capsys):
+    rows = [["unknown" if i % 10 == 3 else str(i % 4), i % 2] for i in range(60)]  # 10 %
+    data = write_csv(tmp_path / "w.csv", ["level", "y"], rows)
+    code, _, err = train([str(data), "--target", "y", "--epochs", "1",
+                          "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    assert "mlpx train: warning: column 'level' holds numbers and 6 cells that are not " \
+           "('unknown')" in err and "--na-values unknown" in err

@@ -18,6 +18,7 @@ MOVED = {
     "mlpx.bench_profile": "mlpx.commands.bench_profile",
     "mlpx.check": "mlpx.commands.check",
     "mlpx.demo": "mlpx.commands.demo",
+    "mlpx.tabular_commands": "mlpx.commands.tabular_commands",
     "mlpx.validation": "mlpx.preconditions",
 }
 

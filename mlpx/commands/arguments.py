@@ -93,6 +93,14 @@ def int_list(what: str, min_len: int = 1) -> Callable[[str], list[int]]:
 sizes_type = int_list("--sizes", min_len=2)
 
 
+def column_list(text: str) -> list[str]:
+    """Comma-separated column names."""
+    names = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+    return names
+
+
 def dtype_list(text: str) -> list[str]:
     """float32, float64 or both, comma-separated."""
     dtypes = [d.strip() for d in str(text).split(",") if d.strip()]

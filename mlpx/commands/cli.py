@@ -1,7 +1,8 @@
 """The `mlpx` command line: `mlpx train`, `mlpx predict`, `mlpx demo`, `mlpx bench`,
 `mlpx check`, `mlpx info`.
 
-Every subcommand's arguments are declared here, with the shared argument types of
+Every subcommand's arguments are declared here (`train` and `predict` in
+mlpx.commands.tabular_parser), with the shared argument types of
 `mlpx.commands.arguments` (sizes, dtypes, backend names checked by the backend registry,
 counts, seeds). Every usage error, also those
 that depend on several arguments or on this machine, goes through the parser before any work
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from .arguments import (
@@ -23,14 +23,12 @@ from .arguments import (
     available_backend,
     backend_name,
     dtype_list,
-    fraction,
     import_modules,
     int_list,
     model_function,
     non_negative_float,
     non_negative_int,
     peer_list,
-    positive_float,
     positive_int,
     sizes_type,
     trainable_activation,
@@ -89,46 +87,7 @@ def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -
                      "--loss mse")
 
 
-def _validate_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Read and encode the data now: a bad file or column is a usage error, not a crash
-    after training."""
-    from .. import optim
-    from ..tabular import TabularError
-    from ..tabular_commands import prepare_train
 
-    trainable_activation(parser, args.activation)
-    if args.optimizer.lower() not in optim.names():
-        parser.error(f"--optimizer: unknown optimizer {args.optimizer!r}; choose from "
-                     f"{', '.join(optim.names())}")
-    available_backend(parser, args.backend)
-    try:
-        check_out_dir(args.out)
-    except OSError as e:
-        parser.error(f"--out: {e}")
-    try:
-        args.job = prepare_train(args.data, args.target, args.task, args.drop,
-                                 args.val_fraction, args.test_fraction, args.seed)
-    except TabularError as e:
-        parser.error(str(e))
-
-
-def _validate_predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from ..tabular import TabularError
-    from ..tabular_commands import prepare_predict
-
-    available_backend(parser, args.backend)
-    if args.out != "-":
-        out = Path(args.out)
-        if out.is_dir() or not out.parent.is_dir():
-            parser.error(f"--out: cannot write {args.out!r}: give a CSV file path in an "
-                         "existing directory")
-    try:
-        args.job = prepare_predict(args.model, args.data, args.proba, args.backend)
-    except TabularError as e:
-        parser.error(str(e))
-
-
-# ------------------------------------------------------------------------------- commands
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -155,111 +114,6 @@ def cuda_status() -> str:
 
     reason = cuda_unavailable_reason()
     return f"not available: {reason}" if reason else f"{gpu_count()} GPU(s)"
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from ..tabular_commands import run_train
-
-    run_train(args.job, args.out, args.hidden, activation=args.activation, epochs=args.epochs,
-              batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-              backend=args.backend, seed=args.seed, verbose=0 if args.quiet else 1)
-    return 0
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from ..tabular_commands import run_predict
-
-    run_predict(args.job, args.out, proba=args.proba)
-    return 0
-
-
-def column_list(text: str) -> list[str]:
-    """Comma-separated column names."""
-    names = [v.strip() for v in str(text).split(",") if v.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
-    return names
-
-
-TRAIN_EPILOG = """\
-data files:
-  .csv              a header row names the columns; numbers, text and true/false cells
-  .parquet, .pq     needs pyarrow (pip install pyarrow)
-  .npy              a 2-D array; --target is a column index (-1: the last column)
-  .npz              one 1-D array per column (--target names one), or a 2-D feature
-                    array X next to a 1-D target array (--target y)
-
-The task is inferred from the target: text, true/false or at most 20 integer levels mean
-classification, other numbers regression (override with --task). Numeric features are
-standardised on the training rows; text features are one-hot encoded (a text column with
-more than 100 distinct values, mostly unique, is refused: --drop it). Missing values are
-refused. OUT gets model.safetensors, model.json (the preprocessing, read by mlpx predict)
-and loss_curves.png (with matplotlib).
-
-example:
-  mlpx train iris.csv --target species --hidden 64,32 --epochs 50 --out iris_model
-  mlpx predict iris_model new.csv --out predictions.csv --proba
-"""
-
-
-def _add_train(sub: Any) -> None:
-    p = sub.add_parser(
-        "train", help="train an MLP on a CSV, Parquet, .npy or .npz file",
-        description="Train an MLP classifier or regressor on a tabular file: features\n"
-                    "standardised, text columns one-hot encoded, a validation split, the\n"
-                    "held-out test score, the model and its loss curves saved.",
-        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", metavar="DATA", help="the training file (.csv, .parquet, .npy, "
-                                                ".npz)")
-    p.add_argument("--target", required=True, metavar="COLUMN",
-                   help="the column to predict (in .npy files a column index, e.g. -1)")
-    p.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
-                   help="default auto: inferred from the target column")
-    p.add_argument("--drop", type=column_list, default=[], metavar="COL,...",
-                   help="columns to leave out (identifiers, free text)")
-    p.add_argument("--hidden", type=int_list("--hidden"), default=[128, 64],
-                   metavar="N,N,...", help="hidden layer widths (default 128,64)")
-    p.add_argument("--activation", default="relu", help="hidden activation (default relu)")
-    p.add_argument("--epochs", type=positive_int("--epochs"), default=30,
-                   help="default 30")
-    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=32,
-                   help="default 32")
-    p.add_argument("--lr", type=positive_float("--lr"), default=1e-3,
-                   help="learning rate (default 0.001)")
-    p.add_argument("--optimizer", default="adam", help="adam (default), sgd, adamw, rmsprop, "
-                                                       "...")
-    p.add_argument("--val-fraction", type=fraction("--val-fraction"), default=0.1,
-                   help="share of the rows for the validation loss curve (default 0.1)")
-    p.add_argument("--test-fraction", type=fraction("--test-fraction"), default=0.2,
-                   help="share of the rows held out for the test score (default 0.2)")
-    p.add_argument("--backend", type=backend_name, default="auto",
-                   help="cpu, cuda, cuda:N, reference or auto (default)")
-    p.add_argument("--seed", type=non_negative_int("--seed"), default=0,
-                   help="seeds the split and the initial weights (default 0)")
-    p.add_argument("--out", default="mlpx_model", metavar="DIR",
-                   help="output directory (default mlpx_model)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train, validate=_validate_train)
-
-
-def _add_predict(sub: Any) -> None:
-    p = sub.add_parser(
-        "predict", help="apply a model saved by mlpx train to a file",
-        description="Predict with a model saved by mlpx train: the file is read and encoded "
-                    "as the training file was (its target column may be absent; when present "
-                    "the score is reported). Writes a CSV with one row per input row: class "
-                    "labels (and with --proba one probability column per class) or values.")
-    p.add_argument("model", metavar="MODEL",
-                   help="the --out directory of mlpx train, or its model.safetensors")
-    p.add_argument("data", metavar="DATA", help="the file to predict (.csv, .parquet, .npy, "
-                                                ".npz)")
-    p.add_argument("--out", default="-", metavar="FILE",
-                   help="CSV file for the predictions (default: standard output)")
-    p.add_argument("--proba", action="store_true",
-                   help="add class probabilities (classification)")
-    p.add_argument("--backend", type=backend_name, default="cpu",
-                   help="cpu (default), cuda, cuda:N, reference or auto")
-    p.set_defaults(func=_cmd_predict, validate=_validate_predict)
 
 
 def _add_demo(sub: Any) -> None:
@@ -376,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mlpx {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
-    _add_train(sub)
-    _add_predict(sub)
+    from .tabular_parser import add_train_and_predict
+
+    add_train_and_predict(sub)
     _add_demo(sub)
     info = sub.add_parser("info", help="versions, the available backends, and why cuda is "
                                           "missing where it is")
