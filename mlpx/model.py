@@ -764,8 +764,12 @@ class Sequential:
         with `fit(..., resume_from=path)`.
         """
         from . import __version__
+        from .registry import check_saved_names
 
         self._require_built()
+        # every part must come back as itself on load (or the load names it as missing)
+        check_saved_names([self.loss_, self.optimizer_,
+                           *(part for _, layer in self.walk() for part in layer.named_parts())])
         tensors = self.state_dict()
         params = self.parameter_names()
         buffers: dict[str, list[str]] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import activations as A
@@ -9,10 +11,10 @@ from .. import initializers as I
 from .. import regularizers as R
 from ..backends.base import Array
 from .base import Layer, Parameter
-from .registry import register_layer
+from .registry import builtin_layer
 
 
-@register_layer
+@builtin_layer
 class Dense(Layer):
     """`Dense(units, activation=None, init=None)`: one GEMM and one fused bias+activation.
 
@@ -171,6 +173,10 @@ class Dense(Layer):
             "bias_regularizer": _reg_config(self.bias_regularizer),
             "name": self.name,
         }
+
+
+    def named_parts(self) -> list[Any]:
+        return [self.activation, self.kernel_regularizer, self.bias_regularizer]
 
 
 def _act_in_place(act: A.Activation) -> bool:
