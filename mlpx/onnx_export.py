@@ -6,11 +6,13 @@
     logits = sess.run(None, {"input": X.astype("float32")})[0]   # = model.predict(X)
 
 The graph computes what `model.predict` computes (inference mode): Dense layers become `Gemm`
-(`MatMul` without a bias), activations their ONNX operators (GELU, SiLU and softplus as
-short compositions with the same formulas as mlpx), Dropout disappears, BatchNorm is folded
-into the Dense layer before it (or becomes one scale-and-shift where it cannot be folded),
-LayerNorm becomes `LayerNormalization`, a Residual block an `Add`. One input `input` of
-shape (batch, input_dim) and one output `output`; the batch dimension is dynamic.
+(`MatMul` without a bias), activations the ONNX nodes their declarations give
+(`Activation.onnx`: GELU, SiLU and softplus as short compositions with the same formulas as
+mlpx; an activation whose class declares no ONNX form of its own formula is refused),
+Dropout disappears, BatchNorm is folded into the Dense layer before it (or becomes one
+scale-and-shift where it cannot be folded), LayerNorm becomes `LayerNormalization`, a
+Residual block an `Add`. One input `input` of shape (batch, input_dim) and one output
+`output`; the batch dimension is dynamic.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, PReLU, Residual
 
 #: LayerNormalization needs opset 17; every other operator used is older
 DEFAULT_OPSET = 17
-_SQRT_HALF = 0.7071067811865476
 
 
 def _onnx():
@@ -188,47 +189,24 @@ class _GraphBuilder:
         return self.activation(layer.activation, z, slopes)
 
     def activation(self, act: A.Activation, z: str, slopes: np.ndarray | None = None) -> str:
-        code = act.code
-        if code == A.ACT_IDENTITY:
-            return z
-        if slopes is not None:  # prelu: learned per-unit slopes
-            return self.node("PRelu", [z, self.const(slopes, "slopes")])
-        simple = {A.ACT_SIGMOID: "Sigmoid", A.ACT_TANH: "Tanh", A.ACT_RELU: "Relu"}
-        if code in simple:
-            return self.node(simple[code], [z])
-        if code == A.ACT_LEAKY_RELU:  # PRelu with one slope: exact in float64 too (LeakyRelu's
-            return self.node("PRelu", [z, self.const(act.alpha, "slope")], "leaky_relu")  # is f32)
-        if code == A.ACT_ELU:
-            if self.dtype == np.float32:
-                return self.node("Elu", [z], alpha=float(act.alpha))
-            # ONNX Runtime has no float64 Elu: relu(z) + alpha * (exp(min(z, 0)) - 1)
-            neg = self.node("Exp", [self.node("Min", [z, self.const(0.0, "c")])])
-            neg = self.node("Mul", [self.node("Sub", [neg, self.const(1.0, "c")]),
-                                    self.const(act.alpha, "alpha")])
-            return self.node("Add", [self.node("Relu", [z]), neg], "elu")
-        if code == A.ACT_GELU:  # exact form: 0.5 z (1 + erf(z / sqrt 2))
-            erf = self.erf(self.node("Mul", [z, self.const(_SQRT_HALF, "c")]))
-            half = self.node("Mul", [z, self.const(0.5, "c")])
-            return self.node("Mul", [half, self.node("Add", [erf, self.const(1.0, "c")])], "gelu")
-        if code == A.ACT_SILU:
-            return self.node("Mul", [z, self.node("Sigmoid", [z])], "silu")
-        if code == A.ACT_SOFTPLUS:  # max(z, 0) + log(1 + exp(-|z|)): no overflow for large z
-            tail = self.node("Exp", [self.node("Neg", [self.node("Abs", [z])])])
-            log = self.node("Log", [self.node("Add", [tail, self.const(1.0, "c")])])
-            return self.node("Add", [self.node("Relu", [z]), log], "softplus")
-        if code == A.ACT_SOFTMAX:
-            return self.node("Softmax", [z], axis=-1)
-        if code == A.ACT_LOG_SOFTMAX:
-            return self.node("LogSoftmax", [z], axis=-1)
-        if code == A.ACT_STEP:  # 1 where z >= 0, else 0
-            ge = self.node("GreaterOrEqual", [z, self.const(0.0, "c")])
-            return self.node("Cast", [ge], "step", to=self.elem_type)
-        raise NotImplementedError(f"ONNX export does not know the activation {act!r}")
+        """The nodes the activation's declaration gives (`Activation.onnx`): only a mapping
+        that describes act's own formula is used, never a parent's."""
+        onnx = A.twin(act, "onnx")
+        out = None if onnx is None else onnx(self, z) if slopes is None else onnx(
+            self, z, slopes=slopes)
+        if out is None:
+            raise NotImplementedError(
+                f"ONNX export cannot express the activation {act!r} ({type(act).__name__}) "
+                "exactly: its class declares no ONNX form of its own formula; define "
+                "onnx(self, graph, z) on the class (see docs/extending.md), or use an "
+                "activation ONNX can express"
+            )
+        return out
 
 
 def _foldable(layer: Dense) -> bool:
     """BatchNorm after a Dense layer folds into its weights when nothing sits between."""
-    return layer.activation.code == A.ACT_IDENTITY and layer.slopes is None
+    return A.is_identity(layer.activation) and layer.slopes is None
 
 
 def _batchnorm_affine(graph: _GraphBuilder, bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
