@@ -156,7 +156,7 @@ def torch_unavailable_reason(sizes: Sequence[int], activation: Any, loss: Any,
 
     if custom_model:
         return "the model is user-defined, and PyTorch builds the default Dense stack only"
-    if len(sizes) > 2 and A.get(activation).torch_module() is None:
+    if len(sizes) > 2 and A.twin(A.get(activation), "torch_module") is None:
         return f"activation {A.get(activation).name!r} declares no PyTorch counterpart"
     if L.get(loss).torch_module() is None:
         return f"loss {L.get(loss).name!r} declares no PyTorch counterpart"
@@ -171,7 +171,8 @@ def run_torch(dtype: str, sizes: Sequence[int], activation: Any, weights: list[n
     from . import losses as L
 
     act = A.get(activation)
-    twin = act.torch_module()
+    declared = A.twin(act, "torch_module")  # never a parent's twin for a formula of its own
+    twin = declared() if declared is not None else None
     if twin is None:
         raise ValueError(f"activation {act.name!r} declares no PyTorch counterpart "
                          "(Activation.torch_module)")
