@@ -142,12 +142,17 @@ def test_twin_references_in_both_directions():
 
 def test_chunk_and_width_constants_agree():
     """PReLU's chunk size and softmax's wide-row threshold: one value in every source."""
+    from mlpx import activations as A
     from mlpx.backends import base, numba_activations
 
     chunk = re.search(r"#define PRELU_CHUNK (\d+)", _source("activations.cu"))
     wide = re.search(r"#define SOFTMAX_WIDE (\d+)", _source("losses.cu"))
-    assert chunk and int(chunk.group(1)) == K.PRELU_CHUNK == base.PRELU_CHUNK
-    assert numba_activations.PRELU_CHUNK == K.PRELU_CHUNK
+    assert chunk and int(chunk.group(1)) == A.PRELU_CHUNK == numba_activations.PRELU_CHUNK
+    # declared once: the backends read the declaration, and loading the CUDA source checks it
+    assert not hasattr(base, "PRELU_CHUNK") and not hasattr(K, "PRELU_CHUNK")
+    with pytest.raises(RuntimeError, match="PRELU_CHUNK: Python 64, CUDA 32"):
+        K.check_activation_ids(_source("activations.cu").replace(
+            "#define PRELU_CHUNK 64", "#define PRELU_CHUNK 32"))
     assert wide and int(wide.group(1)) == K.SOFTMAX_WIDE
     assert K.BLOCK % K.SOFTMAX_WIDE == 0
 

@@ -22,10 +22,6 @@ import numpy as np
 
 from .. import activations as A
 
-#: Rows per partial sum of the PReLU slope gradient (see Backend.prelu_backward); the Numba and
-#: CUDA kernels use the same constant.
-PRELU_CHUNK = 64
-
 Array = Any
 
 
@@ -177,17 +173,17 @@ class Backend:
         """out = dy * f'(z) and dslopes[j] = sum_i dy[i, j] * min(z[i, j], 0) (PReLU).
 
         The slope gradient is summed in a fixed order that every backend shares (so it is
-        bitwise the same everywhere): each chunk of PRELU_CHUNK rows from 0.0 in row order,
+        bitwise the same everywhere): each chunk of A.PRELU_CHUNK rows from 0.0 in row order,
         then the chunks' sums from 0.0 in chunk order. `cumsum` is the sequential sum."""
         xp = self.xp
         g, zz = self._f64(dy), self._f64(z)
         out[...] = xp.where(zz > 0, g, self._f64(slopes) * g)
         n, m = zz.shape
-        chunks = max(1, -(-n // PRELU_CHUNK))
-        rows = xp.zeros((chunks * PRELU_CHUNK, m))
+        chunks = max(1, -(-n // A.PRELU_CHUNK))
+        rows = xp.zeros((chunks * A.PRELU_CHUNK, m))
         rows[:n] = g * xp.where(zz > 0, 0.0, zz)
         terms = xp.concatenate(  # a leading 0.0 row per chunk: each sum starts from 0.0
-            [xp.zeros((chunks, 1, m)), rows.reshape(chunks, PRELU_CHUNK, m)], axis=1
+            [xp.zeros((chunks, 1, m)), rows.reshape(chunks, A.PRELU_CHUNK, m)], axis=1
         )
         parts = xp.zeros((chunks + 1, m))
         parts[1:] = xp.cumsum(terms, axis=1)[:, -1]
