@@ -40,7 +40,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .registry import Registry, same_class
+from .registry import Registry, UnsaveablePartError, same_class
 
 _SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
@@ -135,7 +135,7 @@ class Activation:
 
 
 #: every activation name: the built-in declarations and the registered user activations
-NAMES = Registry("activation", Activation, "mlpx.register_activation")
+NAMES = Registry("activation", Activation, "@mlpx.register_activation")
 
 
 def _builtin(cls: type[Activation]) -> type[Activation]:
@@ -709,6 +709,15 @@ def name_for_saving(act: Activation) -> str:
     """The name a checkpoint records for `act`: one that brings back this very activation
     on load (or nothing yet: the load then needs it registered or in `custom_objects`).
     Raises UnsaveablePartError (a ValueError) with the fix otherwise."""
+    if isinstance(act, FunctionActivation) and act.saved_name is None:
+        f, df = (getattr(fn, "__name__", repr(fn)) for fn in act.source)
+        raise UnsaveablePartError(
+            f"activation given as the function pair ({f}, {df}) has no name, so a saved "
+            "model could not bring it back; register it, mlpx.register_activation("
+            "'my_activation', forward, derivative), and use activation='my_activation' (or "
+            "name it, FunctionActivation(forward, derivative, name='my_activation'), and "
+            "load with custom_objects={'my_activation': (forward, derivative)})"
+        )
     name = act.saved_name if isinstance(act, FunctionActivation) else act.name
     return NAMES.name_for_saving(act, name, same=_same)
 
