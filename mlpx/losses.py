@@ -378,27 +378,29 @@ def register_loss(name: str) -> Callable[[Any], Any]:
 def get(spec: Any) -> Loss:
     """Resolve a loss: a name (the load's `custom_objects`, the built-ins, the registered
     losses), a `Loss` object or subclass, or a function `(out, target) -> (loss, gradient)`."""
-    if isinstance(spec, Loss):
-        return spec
-    if isinstance(spec, type) and issubclass(spec, Loss):
-        return spec()
-    if callable(spec) and not isinstance(spec, type):
-        _check_arity(spec)
-        return FunctionLoss(spec)
     if isinstance(spec, str) and spec.strip():
-        entry = NAMES.lookup(spec)
-        if isinstance(entry, Loss):
-            return entry
-        if isinstance(entry, type) and issubclass(entry, Loss):
-            return entry()
-        if callable(entry) and not isinstance(entry, type):
-            _check_arity(entry)
-            return FunctionLoss(entry, name=NAMES.key(spec))
+        loss = _make(NAMES.lookup(spec), NAMES.key(spec))
+    else:
+        loss = _make(spec)
+    if loss is not None:
+        return loss
     raise ValueError(
         f"unknown loss {spec!r}; valid names are {', '.join(names())} (a saved model's own "
         "loss must be registered with @mlpx.register_loss(name) before loading, or given as "
         "mlpx.load(path, custom_objects={name: ...}))"
     )
+
+
+def _make(obj: Any, name: str | None = None) -> Loss | None:
+    """The loss an object, class or function gives (a function's loss named `name`)."""
+    if isinstance(obj, Loss):
+        return obj
+    if isinstance(obj, type):
+        return obj() if issubclass(obj, Loss) else None
+    if callable(obj):
+        _check_arity(obj)
+        return FunctionLoss(obj, name=name)
+    return None
 
 
 def _same(loss: Loss, entry: Any) -> bool:

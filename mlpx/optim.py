@@ -478,13 +478,6 @@ def register(cls: type[Optimizer]) -> type[Optimizer]:
     return cls
 
 
-def _class(name: Any) -> type[Optimizer] | None:
-    entry = NAMES.lookup(name)
-    if isinstance(entry, Optimizer):  # custom_objects may give an object: its class
-        entry = type(entry)
-    return entry if isinstance(entry, type) and issubclass(entry, Optimizer) else None
-
-
 def get(spec: str | Optimizer, lr: float | None = None) -> Optimizer:
     """An optimiser from a name (+ lr) or an object (then `lr` must be None)."""
     if isinstance(spec, Optimizer):
@@ -494,7 +487,7 @@ def get(spec: str | Optimizer, lr: float | None = None) -> Optimizer:
                 f"fit(optimizer={spec!r}) or fit(optimizer='{spec.name}', lr={lr})"
             )
         return spec
-    cls = _class(spec)
+    cls = NAMES.lookup_class(spec)
     if cls is not None:
         return cls(lr=lr)
     if isinstance(spec, str) and spec.lower() in _PRESETS:
@@ -533,7 +526,7 @@ def from_config(cfg: dict[str, Any]) -> Optimizer:
     """The optimiser `get_config()` describes (a fresh one: no state)."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
-    cls = _class(name)
+    cls = NAMES.lookup_class(name)
     if cls is None:
         raise ValueError(
             f"unknown optimizer {name!r} in config; valid names are {names()} (a saved "

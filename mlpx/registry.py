@@ -103,6 +103,15 @@ class Registry:
             return self._builtins[key]
         return self._registered.get(key)
 
+    def lookup_class(self, name: Any) -> type | None:
+        """The class `name` means (a subclass of `base`; an object given in custom_objects
+        stands for its class), or None."""
+        entry = self.lookup(name)
+        if self.base is not None and isinstance(entry, self.base):
+            entry = type(entry)
+        ok = isinstance(entry, type) and (self.base is None or issubclass(entry, self.base))
+        return entry if ok else None
+
     def builtin(self, name: str) -> Any:
         """The built-in entry under `name` exactly (no alias, no custom_objects), or None."""
         return self._builtins.get(name) if isinstance(name, str) else None

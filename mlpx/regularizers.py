@@ -120,22 +120,14 @@ def register(cls: type[Regularizer]) -> type[Regularizer]:
     return cls
 
 
-def _class(name: Any) -> type[Regularizer] | None:
-    entry = NAMES.lookup(name)
-    if isinstance(entry, Regularizer):  # custom_objects may give an object: its class
-        entry = type(entry)
-    return entry if isinstance(entry, type) and issubclass(entry, Regularizer) else None
-
-
 def get(spec: Any) -> Regularizer | None:
     """None, a Regularizer, a name ("l1", "l2": strength 0.01) or a `get_config()` dict."""
     if spec is None or isinstance(spec, Regularizer):
         return spec
-    if isinstance(spec, str) and _class(spec) is not None:
-        return _class(spec)()
-    if isinstance(spec, dict) and _class(spec.get("name")) is not None:
-        cfg = dict(spec)
-        return _class(cfg.pop("name"))(**cfg)
+    cfg = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    cls = NAMES.lookup_class(cfg.pop("name", None))
+    if cls is not None:
+        return cls(**cfg)
     raise ValueError(
         f"unknown regularizer {spec!r}; use mlpx.regularizers.L2(1e-4), L1(1e-5), "
         "L1L2(l1=..., l2=...) or one of the names 'l1', 'l2'"

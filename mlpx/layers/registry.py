@@ -68,8 +68,8 @@ def layer_from_spec(spec: dict[str, Any]) -> Layer:
     if not isinstance(spec, dict) or "class" not in spec:
         raise ValueError(f"a layer spec is a dict with 'class' and 'config', got {spec!r}")
     name = spec["class"]
-    cls = NAMES.lookup(name)
-    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+    cls = NAMES.lookup_class(name)
+    if cls is None:
         raise ValueError(
             f"unknown layer class {name!r}: it is not registered (registered: "
             f"{', '.join(registered_layers())}); define it and decorate it "
