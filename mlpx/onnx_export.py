@@ -136,12 +136,14 @@ class _GraphBuilder:
         return self.node("Cast", [self.node("Erf", [f32])], "to_f64", to=self.elem_type)
 
     # ---------------------------------------------------------------------------- layers
+    # Only mlpx's own layer classes are exported, by their exact class: a subclass may
+    # compute something else, and exporting it as its parent would be silently wrong.
     def layers(self, layers: list[Layer], x: str) -> str:
         i = 0
         while i < len(layers):
             layer = layers[i]
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(layer, Dense) and isinstance(nxt, BatchNorm) and _foldable(layer):
+            if type(layer) is Dense and type(nxt) is BatchNorm and _foldable(layer):
                 x = self.dense(layer, x, fold=nxt)  # BatchNorm folded into the weights
                 i += 2
                 continue
@@ -150,28 +152,30 @@ class _GraphBuilder:
         return x
 
     def layer(self, layer: Layer, x: str) -> str:
-        if isinstance(layer, Dense):
+        kind = type(layer)
+        if kind is Dense:
             return self.dense(layer, x)
-        if isinstance(layer, Dropout):
+        if kind is Dropout:
             return x  # the identity at inference
-        if isinstance(layer, BatchNorm):
+        if kind is BatchNorm:
             scale, shift = _batchnorm_affine(self, layer)
             return self.node("Add", [self.node("Mul", [x, self.const(scale, "bn_scale")]),
                                      self.const(shift, "bn_shift")], "batchnorm")
-        if isinstance(layer, LayerNorm):
+        if kind is LayerNorm:
             return self.node(
                 "LayerNormalization",
                 [x, self.const(self.host(layer.gamma.data), "ln_gamma"),
                  self.const(self.host(layer.beta.data), "ln_beta")],
                 "layernorm", axis=-1, epsilon=float(layer.eps),
             )
-        if isinstance(layer, PReLU):
+        if kind is PReLU:
             return self.node("PRelu", [x, self.const(self.host(layer.slopes.data), "slopes")])
-        if isinstance(layer, Residual):
+        if kind is Residual:
             return self.node("Add", [x, self.layers(layer.layers, x)], "residual")
         raise NotImplementedError(
-            f"ONNX export does not know the layer {type(layer).__name__}; it exports Dense, "
-            "Dropout, BatchNorm, LayerNorm, PReLU and Residual"
+            f"ONNX export does not know the layer {kind.__name__}; it exports mlpx's Dense, "
+            "Dropout, BatchNorm, LayerNorm, PReLU and Residual, by their exact class (a "
+            "subclass may compute something else)"
         )
 
     def dense(self, layer: Dense, x: str, fold: BatchNorm | None = None) -> str:

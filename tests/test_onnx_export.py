@@ -192,6 +192,29 @@ def test_an_activation_without_its_own_onnx_form_is_refused(act, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+class ClippedDense(mlpx.Dense):
+    def infer(self, x):
+        return self.ops.xp.clip(super().infer(x), -0.1, 0.1)
+
+
+class ScaledBatchNorm(mlpx.BatchNorm):
+    def infer(self, x):
+        return 2.0 * super().infer(x)
+
+
+@pytest.mark.parametrize("layers", [lambda: [ClippedDense(4), mlpx.Dense(2)],
+                                    lambda: [mlpx.Dense(4), ScaledBatchNorm()]],
+                         ids=["dense", "folded-batchnorm"])
+def test_a_subclass_of_a_builtin_layer_is_refused(layers, tmp_path):
+    """Exported as its parent, the subclass would compute something else."""
+    layers = layers()
+    model = mlpx.Sequential(layers, input_dim=7, seed=0)
+    model.build(7)
+    odd = next(type(x).__name__ for x in layers if type(x) not in (mlpx.Dense, mlpx.BatchNorm))
+    with pytest.raises(NotImplementedError, match=f"layer {odd}.*exact class"):
+        model.to_onnx(tmp_path / "m.onnx")
+
+
 @pytest.mark.parametrize("act", [CappedGradReLU(), Cube()], ids=["derivative-only", "declared"])
 def test_an_activation_with_an_exact_onnx_form_is_exported(act, tmp_path):
     X, _ = _data()
