@@ -17,7 +17,7 @@ in `custom_objects` (else a `CheckpointError` naming it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 
@@ -122,10 +122,6 @@ class Registry:
     def names(self) -> list[str]:
         """The valid names: built-ins and registered entries (aliases left out)."""
         return sorted({*self._builtins, *self._registered})
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        yield from self._builtins.items()
-        yield from self._registered.items()
 
     # -------------------------------------------------------------------------- saving
     def name_for_saving(self, part: Any, name: str | None,

@@ -110,6 +110,14 @@ def test_a_subclass_of_a_builtin_regularizer_is_refused_when_saved(tmp_path):
         model.save(tmp_path / "m.safetensors")
 
 
+def test_parts_inside_blocks_are_checked_too(tmp_path):
+    model = mlpx.Sequential([mlpx.Dense(3), mlpx.Residual([mlpx.Dense(3, activation=(
+        relu, relu_grad))]), mlpx.Dense(1)], input_dim=3, seed=0)
+    model.build(3)
+    with pytest.raises(UnsaveablePartError, match=r"\(relu, relu_grad\) has no name"):
+        model.save(tmp_path / "m.safetensors")
+
+
 def test_a_lambda_loss_is_refused_when_saved(tmp_path):
     model = _fit([mlpx.Dense(1)], loss=lambda out, t: mse(out, t))
     with pytest.raises(ValueError, match="loss .* has no name"):
