@@ -136,13 +136,17 @@ class Activation:
 
 #: every activation name: the built-in declarations and the registered user activations
 NAMES = Registry("activation", Activation, "@mlpx.register_activation")
+#: the fused-kernel id of each built-in declaration, by its exact class (read every step)
+_KERNEL_IDS: dict[type[Activation], int] = {}
 
 
 def _builtin(cls: type[Activation]) -> type[Activation]:
     """Declare a built-in activation; its fused-kernel id is published as ACT_<NAME>."""
-    if any(c.code == cls.code for c in NAMES.builtins().values()):
-        raise RuntimeError(f"duplicate built-in activation id {cls.code} ({cls.name!r})")
+    if cls.code is None or cls.code in _KERNEL_IDS.values():
+        raise RuntimeError(f"built-in activation {cls.name!r} needs an id of its own, got "
+                           f"{cls.code}")
     NAMES.add_builtin(cls.name, cls)
+    _KERNEL_IDS[cls] = cls.code
     globals()[f"ACT_{cls.name.upper()}"] = cls.code
     return cls
 
@@ -574,8 +578,7 @@ def kernel_code(act: Activation) -> int | None:
 
     A subclass, or a user class that copies a built-in's `code`, runs its own formula on
     the reference path: a kernel of another function never silently replaces it."""
-    cls = NAMES.builtin(act.name)
-    return act.code if cls is not None and type(act) is cls else None
+    return _KERNEL_IDS.get(type(act))
 
 
 def scalar_kernel(act: Activation) -> int | None:
