@@ -124,6 +124,15 @@ def test_a_lambda_loss_is_refused_when_saved(tmp_path):
         model.save(tmp_path / "m.safetensors")
 
 
+def test_an_initializer_named_like_a_builtin_is_not_recorded_by_that_name():
+    def he_normal(shape, rng, act):  # not mlpx's he_normal
+        return np.full(shape, 0.5)
+
+    assert I.spec_name(he_normal) == "custom"
+    assert I.spec_name(I.get("he_normal")) == "kaiming_normal"
+    assert mlpx.Dense(2, init=he_normal).get_config()["init"] == "custom"
+
+
 # --- what is saved by name comes back as itself ---------------------------------------------
 def test_a_registered_function_pair_comes_back_as_itself(tmp_path):
     mlpx.register_activation("test_leaky_pair", relu, relu_grad)
