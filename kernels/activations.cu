@@ -138,7 +138,7 @@ __device__ void prelu_fwd_impl(const T* z, const T* slopes, T* out, long long n,
 }
 
 #ifndef PRELU_CHUNK
-#define PRELU_CHUNK 64  // rows per partial sum of the slope gradient (_cuda_kernels.PRELU_CHUNK)
+#define PRELU_CHUNK 64  // rows per partial sum of the slope gradient (activations.PRELU_CHUNK)
 #endif
 
 // Numba twin: prelu_backward. out = dy * f'(z), and the first stage of the slope gradient:

@@ -8,18 +8,26 @@ A declaration (an `Activation` subclass) holds everything mlpx knows about the o
   Dense layer lets y overwrite z and saves one batch-sized array);
 - `torch_module()`: the PyTorch module that computes the same function (`mlpx check` and the
   PyTorch peer of `mlpx bench` build it from this);
+- `jax_function()`: the `jax.nn` function that computes it (the JAX peer of `mlpx bench`);
+- `onnx(graph, z)`: the ONNX nodes that compute it (`mlpx.onnx_export`);
 - `code`: the id of its fused kernels. Only a built-in declaration has one; its Numba twin
   (`act_scalar`/`dact_scalar` in `mlpx/backends/numba_activations.py`) and its CUDA twin (the
   same names in `kernels/activations.cu`, whose `ACT_*` ids are checked against these when the
   file is loaded) evaluate the same expression in float64 and round once.
 
 A built-in activation is therefore three edits: its class here, its case in the Numba twin and
-its case (and id) in the CUDA twin; the tests iterate `builtins()`.
+its case (and id) in the CUDA twin; the tests, the ONNX exporter and the peers read
+`builtins()` and the declarations' methods.
+
+A twin (`onnx`, `torch_module`, `jax_function`) describes the formula of the class that
+declares it: a subclass that brings its own formula but inherits its parent's twin has none
+(`twin(act, "onnx")` is None), so no exporter or check stands the parent in for it.
 
 User-defined activations are subclasses with `formula` and `derivative` (no `code`: they run
 the reference formula on every backend, never a kernel of some other activation), or a pair of
 functions (`FunctionActivation`). Register them under a name with
-`@mlpx.register_activation("name")` so that saved models record and restore them.
+`@mlpx.register_activation("name")` so that saved models record and restore them: a model is
+saved only when each activation's name brings back that very activation (`name_for_saving`).
 
 A string name means the defaults (`"leaky_relu"` has slope 0.01); parametrised activations
 are objects: `mlpx.activations.LeakyReLU(0.1)`, `ELU(alpha=0.5)`, `PReLU(init=0.25)`.
@@ -31,6 +39,8 @@ import inspect
 import math
 from collections.abc import Callable
 from typing import Any
+
+from .registry import Registry, UnsaveablePartError, same_class
 
 _SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
@@ -97,6 +107,18 @@ class Activation:
         or None when PyTorch has none."""
         return None
 
+    def jax_function(self) -> tuple[str, dict[str, Any]] | None:
+        """(name of a `jax.nn` function, its keyword arguments) computing the same function,
+        or None when JAX has none."""
+        return None
+
+    def onnx(self, graph: Any, z: str) -> str | None:
+        """Add the ONNX nodes computing f(z) to `graph` (`mlpx.onnx_export`'s builder:
+        `graph.node(op, inputs, hint, **attributes)`, `graph.const(value, hint)`,
+        `graph.erf(x)`, `graph.dtype`) and return the output's name; None when the
+        activation has no exact ONNX form."""
+        return None
+
     def config(self) -> dict:
         return {"name": self.name}
 
@@ -112,14 +134,19 @@ class Activation:
         return hash((type(self), tuple(sorted(self.config().items()))))
 
 
-_BUILTINS: dict[str, type[Activation]] = {}
+#: every activation name: the built-in declarations and the registered user activations
+NAMES = Registry("activation", Activation, "@mlpx.register_activation")
+#: the fused-kernel id of each built-in declaration, by its exact class (read every step)
+_KERNEL_IDS: dict[type[Activation], int] = {}
 
 
 def _builtin(cls: type[Activation]) -> type[Activation]:
     """Declare a built-in activation; its fused-kernel id is published as ACT_<NAME>."""
-    if cls.name in _BUILTINS or any(c.code == cls.code for c in _BUILTINS.values()):
-        raise RuntimeError(f"duplicate built-in activation {cls.name!r} or id {cls.code}")
-    _BUILTINS[cls.name] = cls
+    if cls.code is None or cls.code in _KERNEL_IDS.values():
+        raise RuntimeError(f"built-in activation {cls.name!r} needs an id of its own, got "
+                           f"{cls.code}")
+    NAMES.add_builtin(cls.name, cls)
+    _KERNEL_IDS[cls] = cls.code
     globals()[f"ACT_{cls.name.upper()}"] = cls.code
     return cls
 
@@ -136,6 +163,12 @@ class Identity(Activation):
 
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "Identity", {}
+
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "identity", {}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        return z
 
 
 @_builtin
@@ -155,6 +188,10 @@ class Step(Activation):
             "activation such as 'sigmoid' or 'relu'"
         )
 
+    def onnx(self, graph: Any, z: str) -> str:  # 1 where z >= 0, else 0
+        ge = graph.node("GreaterOrEqual", [z, graph.const(0.0, "c")])
+        return graph.node("Cast", [ge], "step", to=graph.elem_type)
+
 
 @_builtin
 class Sigmoid(Activation):
@@ -171,6 +208,12 @@ class Sigmoid(Activation):
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "Sigmoid", {}
 
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "sigmoid", {}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        return graph.node("Sigmoid", [z])
+
 
 @_builtin
 class Tanh(Activation):
@@ -184,6 +227,12 @@ class Tanh(Activation):
 
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "Tanh", {}
+
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "tanh", {}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        return graph.node("Tanh", [z])
 
 
 @_builtin
@@ -199,6 +248,12 @@ class ReLU(Activation):
 
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "ReLU", {}
+
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "relu", {}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        return graph.node("Relu", [z])
 
 
 @_builtin
@@ -227,6 +282,13 @@ class LeakyReLU(Activation):
 
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "LeakyReLU", {"negative_slope": self.negative_slope}
+
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "leaky_relu", {"negative_slope": self.negative_slope}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        # PRelu with one slope: exact in float64 too (ONNX Runtime's LeakyRelu is float32 only)
+        return graph.node("PRelu", [z, graph.const(self.negative_slope, "slope")], "leaky_relu")
 
     def config(self) -> dict:
         return {"name": self.name, "negative_slope": self.negative_slope}
@@ -257,6 +319,18 @@ class ELU(Activation):
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "ELU", {"alpha": self._alpha}
 
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "elu", {"alpha": self._alpha}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        if graph.dtype == "float32":
+            return graph.node("Elu", [z], alpha=self._alpha)
+        # ONNX Runtime has no float64 Elu: relu(z) + alpha * (exp(min(z, 0)) - 1)
+        neg = graph.node("Exp", [graph.node("Min", [z, graph.const(0.0, "c")])])
+        neg = graph.node("Mul", [graph.node("Sub", [neg, graph.const(1.0, "c")]),
+                                 graph.const(self._alpha, "alpha")])
+        return graph.node("Add", [graph.node("Relu", [z]), neg], "elu")
+
     def config(self) -> dict:
         return {"name": self.name, "alpha": self._alpha}
 
@@ -279,6 +353,14 @@ class GELU(Activation):
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "GELU", {"approximate": "none"}
 
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "gelu", {"approximate": False}
+
+    def onnx(self, graph: Any, z: str) -> str:  # exact form: 0.5 z (1 + erf(z / sqrt 2))
+        erf = graph.erf(graph.node("Mul", [z, graph.const(_SQRT_HALF, "c")]))
+        half = graph.node("Mul", [z, graph.const(0.5, "c")])
+        return graph.node("Mul", [half, graph.node("Add", [erf, graph.const(1.0, "c")])], "gelu")
+
 
 @_builtin
 class SiLU(Activation):
@@ -295,6 +377,12 @@ class SiLU(Activation):
 
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "SiLU", {}
+
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "silu", {}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        return graph.node("Mul", [z, graph.node("Sigmoid", [z])], "silu")
 
 
 @_builtin
@@ -313,6 +401,21 @@ class Softplus(Activation):
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         # PyTorch returns z itself above z = 20, where log1p(e^-z) < 2.1e-9 is all that differs
         return "Softplus", {}
+
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "softplus", {}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        # max(z, 0) + log(1 + exp(-|z|)): no overflow for large z
+        tail = graph.node("Exp", [graph.node("Neg", [graph.node("Abs", [z])])])
+        log = graph.node("Log", [graph.node("Add", [tail, graph.const(1.0, "c")])])
+        return graph.node("Add", [graph.node("Relu", [z]), log], "softplus")
+
+
+#: Rows per partial sum of PReLU's slope gradient: each chunk is summed in row order, then
+#: the chunks in order, on every backend (the reference `Backend.prelu_backward`, the Numba
+#: kernel, and kernels/activations.cu, whose #define is checked against this when loaded)
+PRELU_CHUNK = 64
 
 
 @_builtin
@@ -338,6 +441,10 @@ class PReLU(Activation):
         a = self.init if slopes is None else slopes
         return ops.xp.where(z > 0, dy, a * dy)
 
+    def onnx(self, graph: Any, z: str, slopes: Any = None) -> str:
+        a = self.init if slopes is None else slopes
+        return graph.node("PRelu", [z, graph.const(a, "slopes")])
+
     def config(self) -> dict:
         return {"name": self.name, "init": self.init}
 
@@ -359,6 +466,12 @@ class Softmax(Activation):
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "Softmax", {"dim": 1}
 
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "softmax", {"axis": -1}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        return graph.node("Softmax", [z], axis=-1)
+
 
 @_builtin
 class LogSoftmax(Activation):
@@ -377,6 +490,12 @@ class LogSoftmax(Activation):
     def torch_module(self) -> tuple[str, dict[str, Any]]:
         return "LogSoftmax", {"dim": 1}
 
+    def jax_function(self) -> tuple[str, dict[str, Any]]:
+        return "log_softmax", {"axis": -1}
+
+    def onnx(self, graph: Any, z: str) -> str:
+        return graph.node("LogSoftmax", [z], axis=-1)
+
 
 class FunctionActivation(Activation):
     """An activation from a pair of functions: `forward(z)` and its derivative
@@ -387,7 +506,9 @@ class FunctionActivation(Activation):
 
     z and y are float64 NumPy arrays (CuPy arrays on the cuda backend: NumPy's functions
     such as `np.tanh` work on both). Register it with `mlpx.register_activation("square",
-    forward, derivative)` so that saved models can be loaded.
+    forward, derivative)` so that saved models can be loaded. A pair given without a name
+    (`activation=(forward, derivative)`) is shown by its forward function's name but has no
+    name a saved model could record: saving such a model is refused.
     """
 
     def __init__(self, forward: Callable[..., Any], derivative: Callable[..., Any],
@@ -399,9 +520,15 @@ class FunctionActivation(Activation):
             )
         self.forward, self._derivative = forward, derivative
         self._with_y = _positional_count(derivative) >= 2
+        #: the name a saved model records; None: the pair has none
+        self.saved_name = name
         fn_name = getattr(forward, "__name__", "")
-        # a lambda has no name worth saving: a saved model then needs custom_objects
         self.name = name or (fn_name if fn_name.isidentifier() else "custom_activation")
+
+    @property
+    def source(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """The (forward, derivative) pair this activation computes."""
+        return self.forward, self._derivative
 
     def formula(self, ops: Any, z: Any) -> Any:
         return self.forward(z)
@@ -425,19 +552,25 @@ def _positional_count(fn: Callable[..., Any]) -> int:
     return sum(1 for p in params if p.kind in kinds)
 
 
-_ALIASES = {"linear": "identity", "none": "identity", "swish": "silu", "heaviside": "step"}
-#: user activations registered by name: a class or a factory returning an Activation
-_REGISTERED: dict[str, Callable[..., Activation]] = {}
+NAMES.add_aliases({"linear": "identity", "none": "identity", "swish": "silu",
+                   "heaviside": "step"})
 
 
 def builtins() -> list[type[Activation]]:
     """The built-in declarations, in kernel-id order (the tests iterate this)."""
-    return sorted(_BUILTINS.values(), key=lambda c: c.code)
+    return sorted(NAMES.builtins().values(), key=lambda c: c.code)
 
 
 def names() -> list[str]:
     """Valid activation names: the built-ins and the registered ones."""
-    return sorted([*_BUILTINS, *_REGISTERED])
+    return NAMES.names()
+
+
+def hidden_builtins() -> list[str]:
+    """Names of the built-in activations any hidden layer can use: elementwise, trainable,
+    without parameters of their own (kernel-id order)."""
+    return [c.name for c in builtins()
+            if c.differentiable and not c.rowwise and not c.has_parameters]
 
 
 def kernel_code(act: Activation) -> int | None:
@@ -445,8 +578,7 @@ def kernel_code(act: Activation) -> int | None:
 
     A subclass, or a user class that copies a built-in's `code`, runs its own formula on
     the reference path: a kernel of another function never silently replaces it."""
-    cls = _BUILTINS.get(act.name)
-    return act.code if cls is not None and type(act) is cls else None
+    return _KERNEL_IDS.get(type(act))
 
 
 def scalar_kernel(act: Activation) -> int | None:
@@ -458,6 +590,29 @@ def scalar_kernel(act: Activation) -> int | None:
 
 def is_identity(act: Activation) -> bool:
     return kernel_code(act) == Identity.code
+
+
+def twin(act: Activation, method: str) -> Callable[..., Any] | None:
+    """`act`'s bound twin method (`"onnx"`, `"torch_module"`, `"jax_function"`) when it
+    describes act's own function, else None.
+
+    A twin describes the formula (and derivative) of the class that declares it: a subclass
+    that overrides `formula` or `derivative` but inherits its parent's twin has none, so an
+    exporter or a check never stands the parent in for it."""
+    cls = type(act)
+    owner = _owner(cls, method)
+    if owner is None or owner is Activation:
+        return None
+    # inference (ONNX) reads the formula only; a training twin also the derivative
+    describes = ("formula",) if method == "onnx" else ("formula", "derivative")
+    if not all(issubclass(owner, _owner(cls, f) or Activation) for f in describes):
+        return None
+    return getattr(act, method)
+
+
+def _owner(cls: type, attr: str) -> type | None:
+    """The class in `cls`'s MRO whose body defines `attr`."""
+    return next((c for c in cls.__mro__ if attr in c.__dict__), None)
 
 
 def register_activation(
@@ -474,10 +629,10 @@ def register_activation(
 
     Registering a name again replaces the earlier entry; built-in names are refused.
     """
-    key = _check_name(name)
+    key = NAMES.free_key(name)
     if forward is not None or derivative is not None:
         act = FunctionActivation(forward, derivative, name=key)  # checks both are callable
-        _REGISTERED[key] = lambda: FunctionActivation(act.forward, act._derivative, name=key)
+        NAMES.register(key, act.source)
         return act
 
     def decorator(cls: type[Activation]) -> type[Activation]:
@@ -488,19 +643,10 @@ def register_activation(
             )
         _check_defines(cls)
         cls.name = key
-        _REGISTERED[key] = cls
+        NAMES.register(key, cls)
         return cls
 
     return decorator
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise TypeError(f"an activation name is a non-empty string, got {name!r}")
-    key = name.strip().lower()
-    if key in _BUILTINS or key in _ALIASES:
-        raise ValueError(f"{name!r} is a built-in activation name; choose another name")
-    return key
 
 
 def _check_defines(cls: type[Activation]) -> None:
@@ -509,8 +655,9 @@ def _check_defines(cls: type[Activation]) -> None:
 
 
 def get(spec: Any) -> Activation:
-    """Resolve an activation: a name (built-in defaults, or registered), an `Activation`
-    object or subclass, a (forward, derivative) pair of functions; None means identity."""
+    """Resolve an activation: a name (the load's `custom_objects`, the built-ins with their
+    defaults, the registered activations), an `Activation` object or subclass, a (forward,
+    derivative) pair of functions; None means identity."""
     if spec is None:
         return Identity()
     if isinstance(spec, Activation):
@@ -526,12 +673,10 @@ def get(spec: Any) -> Activation:
             f"activation {spec!r} is a single function: training also needs its derivative; "
             "pass (forward, derivative), or subclass mlpx.activations.Activation"
         )
-    if isinstance(spec, str):
-        key = _ALIASES.get(spec.lower(), spec.lower())
-        if key in _BUILTINS:
-            return _BUILTINS[key]()
-        if key in _REGISTERED:
-            return _REGISTERED[key]()
+    if isinstance(spec, str) and spec.strip():
+        entry = NAMES.lookup(spec)
+        if entry is not None:
+            return _build(entry, NAMES.key(spec), {})
     raise ValueError(
         f"unknown activation {spec!r}; valid names are {', '.join(names())} "
         "(or pass an object such as mlpx.activations.LeakyReLU(0.1), or register your own "
@@ -539,24 +684,60 @@ def get(spec: Any) -> Activation:
     )
 
 
+def _build(entry: Any, name: str, cfg: dict) -> Activation:
+    """The activation a registry entry (class, object or function pair) makes."""
+    if isinstance(entry, Activation):
+        return entry
+    if isinstance(entry, (tuple, list)) and len(entry) == 2:
+        return FunctionActivation(entry[0], entry[1], name=name)
+    if isinstance(entry, type) and issubclass(entry, Activation):
+        _check_defines(entry)
+        return entry(**cfg)
+    raise TypeError(
+        f"activation {name!r} is given as {entry!r}; give an Activation subclass or object, "
+        "or a (forward, derivative) pair of functions"
+    )
+
+
+def _same(act: Activation, entry: Any) -> bool:
+    """Whether registry `entry` builds `act`: its own class, or the very same functions."""
+    if isinstance(act, FunctionActivation):
+        source = entry.source if isinstance(entry, FunctionActivation) else entry
+        return (isinstance(source, (tuple, list)) and len(source) == 2
+                and source[0] is act.forward and source[1] is act._derivative)
+    return same_class(act, entry)
+
+
+def name_for_saving(act: Activation) -> str:
+    """The name a checkpoint records for `act`: one that brings back this very activation
+    on load (or nothing yet: the load then needs it registered or in `custom_objects`).
+    Raises UnsaveablePartError (a ValueError) with the fix otherwise."""
+    if isinstance(act, FunctionActivation) and act.saved_name is None:
+        f, df = (getattr(fn, "__name__", repr(fn)) for fn in act.source)
+        raise UnsaveablePartError(
+            f"activation given as the function pair ({f}, {df}) has no name, so a saved "
+            "model could not bring it back; register it, mlpx.register_activation("
+            "'my_activation', forward, derivative), and use activation='my_activation' (or "
+            "name it, FunctionActivation(forward, derivative, name='my_activation'), and "
+            "load with custom_objects={'my_activation': (forward, derivative)})"
+        )
+    name = act.saved_name if isinstance(act, FunctionActivation) else act.name
+    return NAMES.name_for_saving(act, name, same=_same)
+
+
+NAMES.saver = name_for_saving
+
+
 def from_config(cfg: dict) -> Activation:
     """The activation a saved `config()` describes, looked up by its name: the load's
     `custom_objects` first, then the built-ins, then the registered activations."""
-    from .custom_objects import find
-
     cfg = dict(cfg)
     name = cfg.pop("name", None)
-    found = find(name, Activation)
-    if found is None and isinstance(name, str):
-        found = _BUILTINS.get(name) or _REGISTERED.get(name)
-    if found is None:
+    entry = NAMES.lookup(name)
+    if entry is None:
         raise ValueError(
             f"unknown activation {name!r}: it is neither built in nor registered; define it "
             f"and decorate it with @mlpx.register_activation({name!r}) before loading, or "
             f"pass mlpx.load(path, custom_objects={{{name!r}: ...}})"
         )
-    if isinstance(found, Activation):
-        return found
-    if isinstance(found, (tuple, list)):
-        return FunctionActivation(found[0], found[1], name=name)
-    return found(**cfg)
+    return _build(entry, name, cfg)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics as M
+from . import metrics
 
 
 class Callback:
@@ -170,7 +170,7 @@ class _MonitorState:
         if self.asked_mode != "auto":
             return
         model = getattr(self, "model", None)
-        direction = M.direction_of(self.monitor, getattr(model, "metrics_", None) or [])
+        direction = metrics.direction_of(self.monitor, getattr(model, "metrics_", None) or [])
         if direction is not None:
             self.mode = direction
             return
@@ -206,7 +206,7 @@ def _resolve_mode(mode: str, monitor: str) -> str:
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode != "auto":
         return mode
-    return M.direction_of(monitor) or "auto"
+    return metrics.direction_of(monitor) or "auto"
 
 
 def _monitored(logs: dict | None, monitor: str, who: str) -> float:

@@ -1,8 +1,9 @@
 """User-defined parts while a saved model is rebuilt: `mlpx.load(path, custom_objects=...)`.
 
 `custom_object_scope({"square": Square})` makes the given classes (or functions) visible to
-every name lookup made inside it (activations, losses, layers), first before the built-ins
-and the registered parts; Keras' `custom_objects` works the same way. The scope is a context
+every name lookup made inside it (`mlpx.registry.Registry.lookup`: activations, losses,
+optimisers, regularisers, initialisers, metrics, layers), first before the built-ins and the
+registered parts; Keras' `custom_objects` works the same way. The scope is a context
 variable, so loads in other threads do not see it.
 """
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import activations
+from .registry import Registry
 
 Initializer = Callable[[tuple[int, int], np.random.Generator, activations.Activation], np.ndarray]
 
@@ -166,7 +167,7 @@ def lecun_normal(shape: tuple[int, int], rng: np.random.Generator,
     return rng.normal(0.0, 1.0 / math.sqrt(shape[0]), size=shape)
 
 
-_BY_NAME: dict[str, Initializer] = {
+_BUILTINS: dict[str, Initializer] = {
     "zeros": zeros,
     "ones": ones,
     "normal": normal(),
@@ -187,10 +188,14 @@ _BY_NAME: dict[str, Initializer] = {
     "uniform_fan_in": uniform_fan_in,
     "lecun_normal": lecun_normal,
 }
+#: every initialiser name (functions: looked up in the load's custom_objects too)
+NAMES = Registry("initializer", None, "mlpx.load(path, custom_objects=...)")
+for _name, _fn in _BUILTINS.items():
+    NAMES.add_builtin(_name, _fn)
 
 
 def names() -> list[str]:
-    return sorted(_BY_NAME)
+    return NAMES.names()
 
 
 def default_for(act: activations.Activation) -> str:
@@ -209,8 +214,9 @@ def default_for(act: activations.Activation) -> str:
 def get(spec: str | Initializer) -> Initializer:
     if callable(spec):
         return spec
-    if isinstance(spec, str) and spec.lower() in _BY_NAME:
-        return _BY_NAME[spec.lower()]
+    found = NAMES.lookup(spec) if isinstance(spec, str) else None
+    if callable(found):
+        return found
     raise ValueError(
         f"unknown initialiser {spec!r}; valid names are {', '.join(names())}, or pass "
         "mlpx.initializers.normal(std), uniform(a, b), constant(value) or any callable "
@@ -219,4 +225,9 @@ def get(spec: str | Initializer) -> Initializer:
 
 
 def spec_name(spec: str | Initializer) -> str:
-    return spec if isinstance(spec, str) else getattr(spec, "__name__", "custom")
+    """The name a saved config records: a function's name only when that name brings back
+    the same function ("custom" otherwise: the saved weights replace initial ones)."""
+    if isinstance(spec, str):
+        return spec
+    name = getattr(spec, "__name__", "custom")
+    return name if NAMES.lookup(name) in (None, spec) else "custom"

@@ -18,7 +18,8 @@ twins in `mlpx/backends/numba_losses.py` and `kernels/losses.cu`.
 
 A user loss is a subclass with `compute(ops, out, target) -> (loss, dloss/dout)`, or a
 function of `(out, target)` returning the same pair; register it with
-`@mlpx.register_loss("name")` so that saved models restore it:
+`@mlpx.register_loss("name")` so that saved models restore it (a model is saved only when
+its loss's name brings back that very loss: `name_for_saving`):
 
     @mlpx.register_loss("huber")
     def huber(out, target):
@@ -38,6 +39,7 @@ import numpy as np
 
 from . import activations
 from .backends.base import Array, Backend
+from .registry import Registry, same_class
 
 
 class Loss:
@@ -318,6 +320,8 @@ class FunctionLoss(Loss):
         self.fn = fn
         fn_name = getattr(fn, "__name__", "")
         self.name = name or (fn_name if fn_name.isidentifier() else "custom_loss")
+        #: the name a saved model records; None for a function without one (a lambda)
+        self.saved_name = self.name if name or fn_name.isidentifier() else None
 
     def compute(self, ops: Backend, out: Array, target: Array) -> tuple[Any, Array]:
         result = self.fn(out, target)
@@ -332,79 +336,56 @@ class FunctionLoss(Loss):
         return f"FunctionLoss(name={self.name!r})"
 
 
-_BY_NAME: dict[str, type[Loss]] = {
-    "mse": MSELoss,
-    "l1": L1Loss,
-    "cross_entropy": CrossEntropyLoss,
-    "bce": BCEWithLogitsLoss,
-    "nll": NLLLoss,
-}
-_ALIASES = {
+#: every loss name: the built-in declarations and the registered user losses
+NAMES = Registry("loss", Loss, "@mlpx.register_loss")
+for _cls in (MSELoss, L1Loss, CrossEntropyLoss, BCEWithLogitsLoss, NLLLoss):
+    NAMES.add_builtin(_cls.name, _cls)
+NAMES.add_aliases({
     "mean_squared_error": "mse", "l2": "mse", "mae": "l1", "mean_absolute_error": "l1",
     "crossentropy": "cross_entropy", "categorical_crossentropy": "cross_entropy",
     "binary_cross_entropy": "bce", "binary_crossentropy": "bce", "bce_with_logits": "bce",
-}
-#: user losses registered by name: a Loss subclass or a factory returning a Loss
-_REGISTERED: dict[str, Callable[[], Loss]] = {}
+})
 
 
 def builtins() -> list[type[Loss]]:
     """The built-in declarations (the tests iterate this)."""
-    return list(_BY_NAME.values())
+    return list(NAMES.builtins().values())
 
 
 def names() -> list[str]:
     """Valid loss names: the built-ins and the registered ones."""
-    return sorted([*_BY_NAME, *_REGISTERED])
+    return NAMES.names()
 
 
 def register_loss(name: str) -> Callable[[Any], Any]:
     """Register a user loss under `name` (a decorator), so that `loss="name"` finds it and
     saved models restore it. Decorates a Loss subclass, or a function
     `(out, target) -> (loss, gradient)`. Built-in names are refused."""
-    if not isinstance(name, str) or not name.strip():
-        raise TypeError(f"a loss name is a non-empty string, got {name!r}")
-    key = name.strip().lower()
-    if key in _BY_NAME or key in _ALIASES:
-        raise ValueError(f"{name!r} is a built-in loss name; choose another name")
+    key = NAMES.free_key(name)
 
     def decorator(obj: Any) -> Any:
         if isinstance(obj, type) and issubclass(obj, Loss):
             obj.name = key
-            _REGISTERED[key] = obj
-        elif callable(obj) and not isinstance(obj, type):
-            _REGISTERED[key] = lambda: FunctionLoss(obj, name=key)
-        else:
+        elif not callable(obj) or isinstance(obj, type):
             raise TypeError(
                 f"@register_loss({key!r}) decorates a Loss subclass or a function "
                 f"(out, target) -> (loss, gradient), got {obj!r}"
             )
+        NAMES.register(key, obj)
         return obj
 
     return decorator
 
 
 def get(spec: Any) -> Loss:
-    """Resolve a loss: a name (built-in, registered, or in the load's `custom_objects`), a
-    `Loss` object or subclass, or a function `(out, target) -> (loss, gradient)`."""
-    from .custom_objects import find
-
-    if isinstance(spec, Loss):
-        return spec
-    if isinstance(spec, type) and issubclass(spec, Loss):
-        return spec()
-    if callable(spec) and not isinstance(spec, type):
-        _check_arity(spec)
-        return FunctionLoss(spec)
-    if isinstance(spec, str):
-        key = _ALIASES.get(spec.lower(), spec.lower())
-        found = find(spec, Loss)
-        if found is not None:
-            return get(found) if not isinstance(found, Loss) else found
-        if key in _BY_NAME:
-            return _BY_NAME[key]()
-        if key in _REGISTERED:
-            return _REGISTERED[key]()
+    """Resolve a loss: a name (the load's `custom_objects`, the built-ins, the registered
+    losses), a `Loss` object or subclass, or a function `(out, target) -> (loss, gradient)`."""
+    if isinstance(spec, str) and spec.strip():
+        loss = _make(NAMES.lookup(spec), NAMES.key(spec))
+    else:
+        loss = _make(spec)
+    if loss is not None:
+        return loss
     raise ValueError(
         f"unknown loss {spec!r}; valid names are {', '.join(names())} (a saved model's own "
         "loss must be registered with @mlpx.register_loss(name) before loading, or given as "
@@ -412,6 +393,34 @@ def get(spec: Any) -> Loss:
     )
 
 
+def _make(obj: Any, name: str | None = None) -> Loss | None:
+    """The loss an object, class or function gives (a function's loss named `name`)."""
+    if isinstance(obj, Loss):
+        return obj
+    if isinstance(obj, type):
+        return obj() if issubclass(obj, Loss) else None
+    if callable(obj):
+        _check_arity(obj)
+        return FunctionLoss(obj, name=name)
+    return None
+
+
+def _same(loss: Loss, entry: Any) -> bool:
+    """Whether registry `entry` builds `loss`: its own class, or the very same function."""
+    if isinstance(loss, FunctionLoss):
+        return (entry.fn if isinstance(entry, FunctionLoss) else entry) is loss.fn
+    return same_class(loss, entry)
+
+
+def name_for_saving(loss: Loss) -> str:
+    """The name a checkpoint records for `loss`: one that brings back this very loss on load
+    (or nothing yet: the load then needs it registered or in `custom_objects`). Raises
+    UnsaveablePartError (a ValueError) with the fix otherwise."""
+    name = loss.saved_name if isinstance(loss, FunctionLoss) else loss.name
+    return NAMES.name_for_saving(loss, name, same=_same)
+
+
+NAMES.saver = name_for_saving
 def _check_arity(fn: Callable[..., Any]) -> None:
     try:
         inspect.signature(fn).bind(None, None)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import losses
+from .registry import Registry
 
 
 class Metric:
@@ -345,14 +346,13 @@ def _function_name(fn: Any) -> str:
     return name
 
 
-_BY_NAME: dict[str, Callable[[], Metric]] = {
-    "accuracy": Accuracy,
-    "top_k_accuracy": TopKAccuracy,
-    "mae": MeanAbsoluteError,
-    "mse": MeanSquaredError,
-    "r2": R2Score,
-}
-_ALIASES = {
+#: every metric name (user metrics are objects or functions given to fit; custom_objects
+#: may name one)
+NAMES = Registry("metric", Metric, "mlpx.metrics.FunctionMetric")
+for _name, _cls in {"accuracy": Accuracy, "top_k_accuracy": TopKAccuracy,
+                    "mae": MeanAbsoluteError, "mse": MeanSquaredError, "r2": R2Score}.items():
+    NAMES.add_builtin(_name, _cls)
+NAMES.add_aliases({
     "acc": "accuracy", "categorical_accuracy": "accuracy", "sparse_categorical_accuracy":
     "accuracy", "binary_accuracy": "accuracy",
     "top_k_categorical_accuracy": "top_k_accuracy",
@@ -360,7 +360,7 @@ _ALIASES = {
     "mean_absolute_error": "mae", "l1": "mae",
     "mean_squared_error": "mse",
     "r2_score": "r2", "r_squared": "r2",
-}
+})
 
 
 def builtin(key: str) -> Metric | None:
@@ -368,7 +368,7 @@ def builtin(key: str) -> Metric | None:
     top = re.fullmatch(r"top_([1-9][0-9]{0,8})_accuracy", key)
     if top:
         return TopKAccuracy(int(top.group(1)))
-    make = _BY_NAME.get(key)
+    make = NAMES.builtin(key)
     return make() if make is not None and make().name == key else None
 
 
@@ -414,20 +414,25 @@ def restore(entries: Sequence[dict[str, Any]]) -> list[Metric]:
 
 
 def names() -> list[str]:
-    return sorted(_BY_NAME)
+    return NAMES.names()
 
 
 def get(spec: Any) -> Metric:
-    """A metric from a name, a Metric object or a callable."""
+    """A metric from a name (the load's `custom_objects`, then the built-ins), a Metric
+    object or a callable."""
     if isinstance(spec, Metric):
         return spec
     if isinstance(spec, str):
-        key = _ALIASES.get(spec.lower(), spec.lower())
-        top = re.fullmatch(r"top_?(\d+)(?:_accuracy)?", key)
-        if top:
+        top = re.fullmatch(r"top_?(\d+)(?:_accuracy)?", spec.lower())
+        if top and NAMES.lookup(spec) is None:
             return TopKAccuracy(int(top.group(1)))
-        if key in _BY_NAME:
-            return _BY_NAME[key]()
+        entry = NAMES.lookup(spec)
+        if isinstance(entry, Metric):
+            return entry
+        if isinstance(entry, type) and issubclass(entry, Metric):
+            return entry()
+        if callable(entry):
+            return FunctionMetric(entry)
         raise ValueError(
             f"unknown metric {spec!r}; valid names are {', '.join(names())} (or top_<k>_accuracy), "
             "an mlpx.metrics.Metric, or a function fn(y_true, y_pred)"

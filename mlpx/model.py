@@ -816,10 +816,14 @@ class Sequential:
         mlpx.saving). Load it with `mlpx.load(path, backend=...)`, or continue the run
         with `fit(..., resume_from=path)`. `epoch` overrides the epoch count recorded.
         """
+        from .registry import check_saved_names
         from .saving.writer import write_checkpoint
         from .training import Trainer
 
         self._require_built()
+        # every part must come back as itself on load (or the load names it as missing)
+        check_saved_names([self.loss_, self.optimizer_,
+                           *(part for _, layer in self.walk() for part in layer.named_parts())])
         trainer = self.trainer_
         if trainer is None:  # never trained here: a run that has not started
             trainer = Trainer.from_run(self, RunRecord(epoch=self.epoch_))

@@ -6,11 +6,13 @@
     logits = sess.run(None, {"input": X.astype("float32")})[0]   # = model.predict(X)
 
 The graph computes what `model.predict` computes (inference mode): Dense layers become `Gemm`
-(`MatMul` without a bias), activations their ONNX operators (GELU, SiLU and softplus as
-short compositions with the same formulas as mlpx), Dropout disappears, BatchNorm is folded
-into the Dense layer before it (or becomes one scale-and-shift where it cannot be folded),
-LayerNorm becomes `LayerNormalization`, a Residual block an `Add`. One input `input` of
-shape (batch, input_dim) and one output `output`; the batch dimension is dynamic.
+(`MatMul` without a bias), activations the ONNX nodes their declarations give
+(`Activation.onnx`: GELU, SiLU and softplus as short compositions with the same formulas as
+mlpx; an activation whose class declares no ONNX form of its own formula is refused),
+Dropout disappears, BatchNorm is folded into the Dense layer before it (or becomes one
+scale-and-shift where it cannot be folded), LayerNorm becomes `LayerNormalization`, a
+Residual block an `Add`. One input `input` of shape (batch, input_dim) and one output
+`output`; the batch dimension is dynamic.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, PReLU, Residual
 
 #: LayerNormalization needs opset 17; every other operator used is older
 DEFAULT_OPSET = 17
-_SQRT_HALF = 0.7071067811865476
 
 
 def _onnx():
@@ -131,12 +132,14 @@ class _GraphBuilder:
         return self.node("Cast", [self.node("Erf", [f32])], "to_f64", to=self.elem_type)
 
     # ---------------------------------------------------------------------------- layers
+    # Only mlpx's own layer classes are exported, by their exact class: a subclass may
+    # compute something else, and exporting it as its parent would be silently wrong.
     def layers(self, layers: list[Layer], x: str) -> str:
         i = 0
         while i < len(layers):
             layer = layers[i]
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(layer, Dense) and isinstance(nxt, BatchNorm) and _foldable(layer):
+            if type(layer) is Dense and type(nxt) is BatchNorm and _foldable(layer):
                 x = self.dense(layer, x, fold=nxt)  # BatchNorm folded into the weights
                 i += 2
                 continue
@@ -145,28 +148,30 @@ class _GraphBuilder:
         return x
 
     def layer(self, layer: Layer, x: str) -> str:
-        if isinstance(layer, Dense):
+        kind = type(layer)
+        if kind is Dense:
             return self.dense(layer, x)
-        if isinstance(layer, Dropout):
+        if kind is Dropout:
             return x  # the identity at inference
-        if isinstance(layer, BatchNorm):
+        if kind is BatchNorm:
             scale, shift = _batchnorm_affine(self, layer)
             return self.node("Add", [self.node("Mul", [x, self.const(scale, "bn_scale")]),
                                      self.const(shift, "bn_shift")], "batchnorm")
-        if isinstance(layer, LayerNorm):
+        if kind is LayerNorm:
             return self.node(
                 "LayerNormalization",
                 [x, self.const(self.host(layer.gamma.data), "ln_gamma"),
                  self.const(self.host(layer.beta.data), "ln_beta")],
                 "layernorm", axis=-1, epsilon=float(layer.eps),
             )
-        if isinstance(layer, PReLU):
+        if kind is PReLU:
             return self.node("PRelu", [x, self.const(self.host(layer.slopes.data), "slopes")])
-        if isinstance(layer, Residual):
+        if kind is Residual:
             return self.node("Add", [x, self.layers(layer.layers, x)], "residual")
         raise NotImplementedError(
-            f"ONNX export does not know the layer {type(layer).__name__}; it exports Dense, "
-            "Dropout, BatchNorm, LayerNorm, PReLU and Residual"
+            f"ONNX export does not know the layer {kind.__name__}; it exports mlpx's Dense, "
+            "Dropout, BatchNorm, LayerNorm, PReLU and Residual, by their exact class (a "
+            "subclass may compute something else)"
         )
 
     def dense(self, layer: Dense, x: str, fold: BatchNorm | None = None) -> str:
@@ -185,49 +190,24 @@ class _GraphBuilder:
 
     def activation(self, act: activations.Activation, z: str,
                    slopes: np.ndarray | None = None) -> str:
-        code = act.code
-        if code == activations.ACT_IDENTITY:
-            return z
-        if slopes is not None:  # prelu: learned per-unit slopes
-            return self.node("PRelu", [z, self.const(slopes, "slopes")])
-        simple = {activations.ACT_SIGMOID: "Sigmoid", activations.ACT_TANH: "Tanh",
-                  activations.ACT_RELU: "Relu"}
-        if code in simple:
-            return self.node(simple[code], [z])
-        if code == activations.ACT_LEAKY_RELU:  # PRelu with one slope: exact in float64 too
-            # (ONNX's LeakyRelu computes in float32)
-            return self.node("PRelu", [z, self.const(act.alpha, "slope")], "leaky_relu")
-        if code == activations.ACT_ELU:
-            if self.dtype == np.float32:
-                return self.node("Elu", [z], alpha=float(act.alpha))
-            # ONNX Runtime has no float64 Elu: relu(z) + alpha * (exp(min(z, 0)) - 1)
-            neg = self.node("Exp", [self.node("Min", [z, self.const(0.0, "c")])])
-            neg = self.node("Mul", [self.node("Sub", [neg, self.const(1.0, "c")]),
-                                    self.const(act.alpha, "alpha")])
-            return self.node("Add", [self.node("Relu", [z]), neg], "elu")
-        if code == activations.ACT_GELU:  # exact form: 0.5 z (1 + erf(z / sqrt 2))
-            erf = self.erf(self.node("Mul", [z, self.const(_SQRT_HALF, "c")]))
-            half = self.node("Mul", [z, self.const(0.5, "c")])
-            return self.node("Mul", [half, self.node("Add", [erf, self.const(1.0, "c")])], "gelu")
-        if code == activations.ACT_SILU:
-            return self.node("Mul", [z, self.node("Sigmoid", [z])], "silu")
-        if code == activations.ACT_SOFTPLUS:  # max(z, 0) + log(1 + exp(-|z|)): no overflow
-            tail = self.node("Exp", [self.node("Neg", [self.node("Abs", [z])])])
-            log = self.node("Log", [self.node("Add", [tail, self.const(1.0, "c")])])
-            return self.node("Add", [self.node("Relu", [z]), log], "softplus")
-        if code == activations.ACT_SOFTMAX:
-            return self.node("Softmax", [z], axis=-1)
-        if code == activations.ACT_LOG_SOFTMAX:
-            return self.node("LogSoftmax", [z], axis=-1)
-        if code == activations.ACT_STEP:  # 1 where z >= 0, else 0
-            ge = self.node("GreaterOrEqual", [z, self.const(0.0, "c")])
-            return self.node("Cast", [ge], "step", to=self.elem_type)
-        raise NotImplementedError(f"ONNX export does not know the activation {act!r}")
+        """The nodes the activation's declaration gives (`Activation.onnx`): only a mapping
+        that describes act's own formula is used, never a parent's."""
+        onnx = activations.twin(act, "onnx")
+        out = None if onnx is None else onnx(self, z) if slopes is None else onnx(
+            self, z, slopes=slopes)
+        if out is None:
+            raise NotImplementedError(
+                f"ONNX export cannot express the activation {act!r} ({type(act).__name__}) "
+                "exactly: its class declares no ONNX form of its own formula; define "
+                "onnx(self, graph, z) on the class (see docs/extending.md), or use an "
+                "activation ONNX can express"
+            )
+        return out
 
 
 def _foldable(layer: Dense) -> bool:
     """BatchNorm after a Dense layer folds into its weights when nothing sits between."""
-    return layer.activation.code == activations.ACT_IDENTITY and layer.slopes is None
+    return activations.is_identity(layer.activation) and layer.slopes is None
 
 
 def _batchnorm_affine(graph: _GraphBuilder, bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 from .backends.base import Backend
 from .layers.base import Parameter
 from .preconditions import as_float, check_float
+from .registry import Registry
 
 
 def _is_param_list(value: Any) -> bool:
@@ -448,9 +449,10 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay)
 
 
-_BY_NAME: dict[str, type[Optimizer]] = {
-    "sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
-}
+#: every optimiser name: the built-in ones and those registered with `register`
+NAMES = Registry("optimizer", Optimizer, "mlpx.optim.register")
+for _cls in (SGD, Adagrad, RMSprop, Adam, AdamW):
+    NAMES.add_builtin(_cls.name, _cls)
 # shorthand names: SGD presets with the momentum everyone uses
 _PRESETS: dict[str, dict[str, Any]] = {
     "momentum": {"momentum": 0.9},
@@ -459,11 +461,21 @@ _PRESETS: dict[str, dict[str, Any]] = {
 
 
 def names() -> list[str]:
-    return sorted([*_BY_NAME, *_PRESETS])
+    return sorted([*NAMES.names(), *_PRESETS])
 
 
 def register(cls: type[Optimizer]) -> type[Optimizer]:
-    _BY_NAME[cls.name] = cls
+    """Register an Optimizer subclass under its `name` (a class attribute of its own), so
+    that `optimizer="name"` finds it and saved models restore it. Built-in names are
+    refused."""
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise TypeError(f"mlpx.optim.register takes an Optimizer subclass, got {cls!r}")
+    if not cls.__dict__.get("name"):
+        raise ValueError(
+            f"optimizer class {cls.__name__} declares no name of its own; set the class "
+            "attribute name = 'my_optimizer' before registering it"
+        )
+    NAMES.register(cls.name, cls)
     return cls
 
 
@@ -476,8 +488,9 @@ def get(spec: str | Optimizer, lr: float | None = None) -> Optimizer:
                 f"fit(optimizer={spec!r}) or fit(optimizer='{spec.name}', lr={lr})"
             )
         return spec
-    if isinstance(spec, str) and spec.lower() in _BY_NAME:
-        return _BY_NAME[spec.lower()](lr=lr)
+    cls = NAMES.lookup_class(spec)
+    if cls is not None:
+        return cls(lr=lr)
     if isinstance(spec, str) and spec.lower() in _PRESETS:
         return SGD(lr=lr, **_PRESETS[spec.lower()])
     raise ValueError(f"unknown optimizer {spec!r}; valid names are {', '.join(names())}")
@@ -497,6 +510,14 @@ def for_model(opt: Optimizer, model: Any) -> Optimizer:
     fresh.ops, fresh.params, fresh.state, fresh.step_count = None, [], [], 0
     fresh._model, fresh._manual = None, False
     return fresh
+def name_for_saving(opt: Optimizer) -> str:
+    """The name a checkpoint records for `opt`: one that brings back its very class on load
+    (or nothing yet: the load then needs it registered or in `custom_objects`). Raises
+    UnsaveablePartError (a ValueError) with the fix otherwise."""
+    return NAMES.name_for_saving(opt, opt.name or None)
+
+
+NAMES.saver = name_for_saving
 
 
 def resolve(current: Optimizer | None, spec: str | Optimizer | None,
@@ -520,11 +541,16 @@ def from_config(cfg: dict[str, Any]) -> Optimizer:
     """The optimiser `get_config()` describes (a fresh one: no state)."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
-    if name not in _BY_NAME:
-        raise ValueError(f"unknown optimizer {name!r} in config; valid names are {names()}")
+    cls = NAMES.lookup_class(name)
+    if cls is None:
+        raise ValueError(
+            f"unknown optimizer {name!r} in config; valid names are {names()} (a saved "
+            "model's own optimiser must be registered with mlpx.optim.register before "
+            f"loading, or given as mlpx.load(path, custom_objects={{{name!r}: ...}}))"
+        )
     # a schedule may have taken lr to 0 (cosine to eta_min=0): allowed here, not from users
     lr = cfg.pop("lr", None)
-    opt = _BY_NAME[name](**cfg)
+    opt = cls(**cfg)
     if lr is not None:
         opt.lr = check_float(lr, "lr")
     return opt

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .preconditions import check_float
+from .registry import Registry, same_class
 
 if TYPE_CHECKING:
     from .backends.base import Array, Backend
@@ -100,22 +101,49 @@ class L2(Regularizer):
         return f"L2({self.l2})"
 
 
-_BY_NAME: dict[str, type[Regularizer]] = {"l1": L1, "l2": L2, "l1_l2": L1L2}
+#: every regulariser name: the built-in ones and those registered with `register`
+NAMES = Registry("regularizer", Regularizer, "mlpx.regularizers.register")
+for _cls in (L1, L2, L1L2):
+    NAMES.add_builtin(_cls.name, _cls)
+
+
+def register(cls: type[Regularizer]) -> type[Regularizer]:
+    """Register a Regularizer subclass under its `name` (a class attribute of its own), so
+    that saved models restore it. Built-in names are refused."""
+    if not (isinstance(cls, type) and issubclass(cls, Regularizer)) or not cls.__dict__.get(
+            "name"):
+        raise TypeError(
+            f"mlpx.regularizers.register takes a Regularizer subclass that declares its own "
+            f"name (name = 'my_regularizer'), got {cls!r}"
+        )
+    NAMES.register(cls.name, cls)
+    return cls
 
 
 def get(spec: Any) -> Regularizer | None:
     """None, a Regularizer, a name ("l1", "l2": strength 0.01) or a `get_config()` dict."""
     if spec is None or isinstance(spec, Regularizer):
         return spec
-    if isinstance(spec, str) and spec.lower() in _BY_NAME:
-        return _BY_NAME[spec.lower()]()
-    if isinstance(spec, dict) and spec.get("name") in _BY_NAME:
-        cfg = dict(spec)
-        return _BY_NAME[cfg.pop("name")](**cfg)
+    cfg = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    cls = NAMES.lookup_class(cfg.pop("name", None))
+    if cls is not None:
+        return cls(**cfg)
     raise ValueError(
         f"unknown regularizer {spec!r}; use mlpx.regularizers.L2(1e-4), L1(1e-5), "
         "L1L2(l1=..., l2=...) or one of the names 'l1', 'l2'"
     )
 
 
-__all__ = ["Regularizer", "L1", "L2", "L1L2", "get"]
+def name_for_saving(reg: Regularizer) -> str:
+    """The name a checkpoint records for `reg`: one that brings back its very class on load
+    (a bare Regularizer is an L1L2). Raises UnsaveablePartError (a ValueError) otherwise."""
+    return NAMES.name_for_saving(
+        reg, reg.name or None,
+        same=lambda part, entry: same_class(part, entry) or (
+            type(part) is Regularizer and entry is L1L2))
+
+
+NAMES.saver = name_for_saving
+
+
+__all__ = ["Regularizer", "L1", "L2", "L1L2", "get", "register", "name_for_saving"]

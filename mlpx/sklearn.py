@@ -234,10 +234,14 @@ class _BaseMLP(BaseEstimator):
         act = _ACTIVATION_ALIASES.get(act, act)
         from . import activations
 
-        if act not in activations.names() or act in ("step", "softmax", "log_softmax", "prelu"):
+        hidden = activations.hidden_builtins()
+        registered = set(activations.names()) - set(activations.NAMES.builtins())
+        if act not in hidden and act not in registered:
+            sklearn_names = ("identity", "sigmoid", "tanh", "relu")
+            more = ", ".join(repr(n) for n in hidden if n not in sklearn_names)
             raise ValueError(
                 f"activation must be 'identity', 'logistic', 'tanh' or 'relu' (or one of mlpx's "
-                f"'leaky_relu', 'elu', 'gelu', 'silu', 'softplus'), got {self.activation!r}"
+                f"{more}), got {self.activation!r}"
             )
         _check_choice(self.solver, "solver", _SOLVERS)
         _check_choice(self.learning_rate, "learning_rate", _LEARNING_RATES)

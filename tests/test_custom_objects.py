@@ -62,12 +62,11 @@ def registered():
     mlpx.register_loss("test_mse_subclass")(HalfMSE)
     mlpx.register_layer(Scale)
     yield
-    for name in ("test_square",):
-        activations._REGISTERED.pop(name, None)
+    activations.NAMES.unregister("test_square")
     for name in ("test_huber", "test_mse_subclass"):
-        losses._REGISTERED.pop(name, None)
+        losses.NAMES.unregister(name)
     for name in ("Scale", "Offset"):
-        registry._REGISTRY.pop(name, None)
+        registry.NAMES.unregister(name)
 
 
 def _data(n=64, d=5, seed=0):
@@ -268,7 +267,7 @@ def test_unregistered_parts_load_through_custom_objects(tmp_path):
     path = model.save(tmp_path / "m.safetensors")
     from mlpx.layers import registry
 
-    del registry._REGISTRY["Offset"]
+    registry.NAMES.unregister("Offset")
     with pytest.raises(CheckpointError, match="unknown activation 'Cube'.*register_activation"):
         mlpx.load(path)
     with pytest.raises(CheckpointError, match="unknown layer class 'Offset'.*custom_objects"):

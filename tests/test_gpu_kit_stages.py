@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import _cuda_kernels as K
+from mlpx.backends import _cuda_kernels as cuda_kernels
 
 KIT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu"
 
@@ -88,7 +88,7 @@ class FakeDevice:
 
 def _nvrtc_reason() -> str | None:
     try:
-        K.nvrtc_version()
+        cuda_kernels.nvrtc_version()
     except Exception as e:  # noqa: BLE001 - any failure to load NVRTC means: cannot compile
         return f"NVRTC unavailable ({type(e).__name__}: {e}); pip install 'mlpx[cuda13]'"
     return None
@@ -139,24 +139,25 @@ def test_compile_stage_loads_every_kernel(tmp_path, monkeypatch):
     dev = FakeDevice(cc="90")
     res = stages.stage_compile(dev)
     assert res["ok"], res
-    wanted = sum(len(K.kernel_names(f)) for f in K.KERNEL_FILES)
+    wanted = sum(len(cuda_kernels.kernel_names(f)) for f in cuda_kernels.KERNEL_FILES)
     assert wanted >= 55 and res["key"]["kernels loaded"] == f"{wanted} of {wanted}"
     assert res["key"]["target"] == "sm_90" and res["key"]["ptx ftz"] == "none"
     loaded = [c[1] for c in dev.calls if c[0] == "load_module"]
-    assert loaded == [K.compiled_path(f, "sm_90") for f in K.KERNEL_FILES]
+    assert loaded == [cuda_kernels.compiled_path(f, "sm_90") for f in cuda_kernels.KERNEL_FILES]
     looked_up = {c[2] for c in dev.calls if c[0] == "get_function"}
-    assert looked_up == {k for f in K.KERNEL_FILES for k in K.kernel_names(f)}
-    assert res["key"]["from cache"] == f"0 of {len(K.KERNEL_FILES)} files"
+    assert looked_up == {k for f in cuda_kernels.KERNEL_FILES for k in cuda_kernels.kernel_names(f)}
+    assert res["key"]["from cache"] == f"0 of {len(cuda_kernels.KERNEL_FILES)} files"
     again = stages.stage_compile(FakeDevice(cc="90"))
-    assert again["key"]["from cache"] == f"{len(K.KERNEL_FILES)} of {len(K.KERNEL_FILES)} files"
+    n_files = len(cuda_kernels.KERNEL_FILES)
+    assert again["key"]["from cache"] == f"{n_files} of {n_files} files"
 
 
 @needs_nvrtc
 def test_compile_stage_reports_a_kernel_the_binary_lacks(tmp_path, monkeypatch):
     monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path / "cache"))
-    names = K.kernel_names
-    monkeypatch.setattr(K, "kernel_names", lambda f: [*names(f), "no_such_kernel_f32"])
-    monkeypatch.setattr(K, "KERNEL_FILES", ("random.cu",))
+    names = cuda_kernels.kernel_names
+    monkeypatch.setattr(cuda_kernels, "kernel_names", lambda f: [*names(f), "no_such_kernel_f32"])
+    monkeypatch.setattr(cuda_kernels, "KERNEL_FILES", ("random.cu",))
     res = stages.stage_compile(FakeDevice())
     assert not res["ok"]
     assert res["files"]["random.cu"]["missing"][0].startswith("no_such_kernel_f32: LookupError")

@@ -143,12 +143,17 @@ def test_twin_references_in_both_directions():
 
 def test_chunk_and_width_constants_agree():
     """PReLU's chunk size and softmax's wide-row threshold: one value in every source."""
+    from mlpx import activations
     from mlpx.backends import base, numba_activations
 
     chunk = re.search(r"#define PRELU_CHUNK (\d+)", _source("activations.cu"))
     wide = re.search(r"#define SOFTMAX_WIDE (\d+)", _source("losses.cu"))
-    assert chunk and int(chunk.group(1)) == cuda_kernels.PRELU_CHUNK == base.PRELU_CHUNK
-    assert numba_activations.PRELU_CHUNK == cuda_kernels.PRELU_CHUNK
+    assert chunk and int(chunk.group(1)) == activations.PRELU_CHUNK == numba_activations.PRELU_CHUNK
+    # declared once: the backends read the declaration, and loading the CUDA source checks it
+    assert not hasattr(base, "PRELU_CHUNK") and not hasattr(cuda_kernels, "PRELU_CHUNK")
+    with pytest.raises(RuntimeError, match="PRELU_CHUNK: Python 64, CUDA 32"):
+        cuda_kernels.check_activation_ids(_source("activations.cu").replace(
+            "#define PRELU_CHUNK 64", "#define PRELU_CHUNK 32"))
     assert wide and int(wide.group(1)) == cuda_kernels.SOFTMAX_WIDE
     assert cuda_kernels.BLOCK % cuda_kernels.SOFTMAX_WIDE == 0
 

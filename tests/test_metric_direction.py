@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import metrics as M
+from mlpx import metrics
 from mlpx.callbacks import EarlyStopping, ModelCheckpoint
 from mlpx.schedules import ReduceLROnPlateau
 
@@ -29,7 +29,7 @@ def _model(seed=0):
     ("val_my_metric", None),
 ])
 def test_builtin_keys_declare_their_direction(key, direction):
-    assert M.direction_of(key) == direction
+    assert metrics.direction_of(key) == direction
 
 
 @pytest.mark.parametrize("make", [
@@ -79,9 +79,9 @@ def test_custom_metrics_declare_their_direction():
                         callbacks=[stop])
     assert stop.mode == "max"
     assert stop.best_epoch == int(np.argmax(hist.history["val_closeness"]))
-    assert M.FunctionMetric(closeness, direction="min").direction == "min"
+    assert metrics.FunctionMetric(closeness, direction="min").direction == "min"
 
-    class Spread(M.MeanMetric):
+    class Spread(metrics.MeanMetric):
         name, direction = "spread", "max"
 
         def per_sample(self, ops, out, target):
@@ -108,4 +108,4 @@ def test_an_undeclared_custom_metric_under_auto_mode_is_a_clear_error():
     _model().fit(X, y, loss="mse", epochs=1, validation_split=0.25, metrics=[closeness],
                  verbose=0, callbacks=[stop])
     with pytest.raises(ValueError, match="direction"):
-        M.FunctionMetric(closeness, direction="up")
+        metrics.FunctionMetric(closeness, direction="up")

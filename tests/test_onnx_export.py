@@ -13,11 +13,15 @@ import mlpx
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-ACTIVATIONS = [
-    "identity", "sigmoid", "tanh", "relu", "leaky_relu", mlpx.activations.LeakyReLU(0.2),
-    "prelu", "elu", mlpx.activations.ELU(alpha=0.5), "gelu", "silu", "softplus", "softmax",
-    "log_softmax", "step",
-]
+A = mlpx.activations
+# every built-in declaration (a new one is exported and checked without a test edit), and the
+# parametrised ones with other than their defaults
+ACTIVATIONS = [c.name for c in A.builtins()] + [A.LeakyReLU(0.2), A.ELU(alpha=0.5)]
+
+
+def test_every_builtin_declares_its_onnx_form():
+    missing = [c.name for c in A.builtins() if A.twin(c(), "onnx") is None]
+    assert not missing, f"declare onnx(self, graph, z) for {missing}"
 
 
 def _run(path, X):
@@ -49,7 +53,7 @@ def test_every_activation_matches_onnx_runtime(act, tmp_path):
         [mlpx.Dense(16, activation=act), mlpx.Dense(16, activation=act), mlpx.Dense(4)],
         input_dim=7, seed=1,
     )
-    if act != "step":  # no gradient: exported untrained
+    if A.get(act).differentiable:  # the step function has no gradient: exported untrained
         model.fit(X, y, loss="cross_entropy", optimizer="adam", lr=1e-2, epochs=2,
                   batch_size=64, verbose=0)
     path = model.to_onnx(tmp_path / "m.onnx")
@@ -147,6 +151,78 @@ def test_errors_leave_existing_files_alone(tmp_path):
         odd.to_onnx(target)
     assert target.read_bytes() == b"previous model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.onnx"]  # no temporary left
+
+
+class LeakyNamedReLU(A.ReLU):
+    """A subclass of a built-in with a formula of its own (it keeps the parent's name)."""
+
+    def formula(self, ops, z):
+        return ops.xp.where(z > 0, z, 0.3 * z)
+
+    def derivative(self, ops, dy, z, y):
+        return ops.xp.where(z > 0, dy, 0.3 * dy)
+
+
+class CappedGradReLU(A.ReLU):
+    """Only the derivative differs: inference is the parent's formula, so ONNX's Relu."""
+
+    def derivative(self, ops, dy, z, y):
+        return ops.xp.where(z > 0, ops.xp.clip(dy, -1.0, 1.0), 0.0)
+
+
+class Cube(A.Activation):
+    def formula(self, ops, z):
+        return z * z * z
+
+    def derivative(self, ops, dy, z, y):
+        return dy * 3.0 * z * z
+
+    def onnx(self, graph, z):
+        return graph.node("Mul", [z, graph.node("Mul", [z, z])], "cube")
+
+
+@pytest.mark.parametrize("act", [LeakyNamedReLU(), A.FunctionActivation(np.tanh, np.cos),
+                                 type("PlainIdentity", (A.Identity,), {
+                                     "formula": lambda self, ops, z: 2.0 * z})()],
+                         ids=["subclass", "function-pair", "identity-subclass"])
+def test_an_activation_without_its_own_onnx_form_is_refused(act, tmp_path):
+    """The parent's ONNX operator never stands in for a formula of another class."""
+    model = mlpx.Sequential([mlpx.Dense(8, activation=act), mlpx.BatchNorm(), mlpx.Dense(2)],
+                            input_dim=7, seed=0)
+    with pytest.raises(NotImplementedError, match=f"cannot express the activation .*"
+                                                  f"{type(act).__name__}.*onnx"):
+        model.to_onnx(tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+class ClippedDense(mlpx.Dense):
+    def infer(self, x):
+        return self.ops.xp.clip(super().infer(x), -0.1, 0.1)
+
+
+class ScaledBatchNorm(mlpx.BatchNorm):
+    def infer(self, x):
+        return 2.0 * super().infer(x)
+
+
+@pytest.mark.parametrize("layers", [lambda: [ClippedDense(4), mlpx.Dense(2)],
+                                    lambda: [mlpx.Dense(4), ScaledBatchNorm()]],
+                         ids=["dense", "folded-batchnorm"])
+def test_a_subclass_of_a_builtin_layer_is_refused(layers, tmp_path):
+    """Exported as its parent, the subclass would compute something else."""
+    layers = layers()
+    model = mlpx.Sequential(layers, input_dim=7, seed=0)
+    model.build(7)
+    odd = next(type(x).__name__ for x in layers if type(x) not in (mlpx.Dense, mlpx.BatchNorm))
+    with pytest.raises(NotImplementedError, match=f"layer {odd}.*exact class"):
+        model.to_onnx(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("act", [CappedGradReLU(), Cube()], ids=["derivative-only", "declared"])
+def test_an_activation_with_an_exact_onnx_form_is_exported(act, tmp_path):
+    X, _ = _data()
+    model = mlpx.Sequential([mlpx.Dense(8, activation=act), mlpx.Dense(2)], input_dim=7, seed=0)
+    _assert_float32_close(_run(model.to_onnx(tmp_path / "m.onnx"), X), model.predict(X))
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx import optim as O
+from mlpx import optim
 
 
 def _data(seed=0):
@@ -31,8 +31,9 @@ def _weights_equal(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("make", [lambda: O.Adam(lr=0.01), lambda: O.SGD(lr=0.1, momentum=0.9),
-                                  lambda: O.Adagrad(lr=0.1)])
+@pytest.mark.parametrize("make", [lambda: optim.Adam(lr=0.01),
+                                  lambda: optim.SGD(lr=0.1, momentum=0.9),
+                                  lambda: optim.Adagrad(lr=0.1)])
 def test_a_shared_optimizer_object_does_not_carry_state_between_models(make):
     shared = make()
     a, b = _model(1), _model(2)
@@ -53,14 +54,14 @@ def test_a_shared_optimizer_object_does_not_carry_state_between_models(make):
 
 def test_compile_with_another_models_optimizer_starts_fresh():
     a, b = _model(1), _model(2)
-    _fit(a, O.Adam(lr=0.01))
+    _fit(a, optim.Adam(lr=0.01))
     b.compile(loss="cross_entropy", optimizer=a.optimizer_)
     assert b.optimizer_ is not a.optimizer_ and b.optimizer_.step_count == 0
     assert b.optimizer_.get_config() == a.optimizer_.get_config()
 
 
 def test_refitting_the_same_model_keeps_its_optimizer_and_state():
-    opt = O.Adam(lr=0.01)
+    opt = optim.Adam(lr=0.01)
     a = _model(1)
     _fit(a, opt, epochs=1)
     _fit(a, opt, epochs=1)

@@ -107,3 +107,41 @@ def test_peer_rejects_bad_arguments():
 def test_unknown_peer_name_lists_the_known_ones():
     with pytest.raises(KeyError, match="known peers: torch, jax"):
         peers.script_path("tensorflow")
+
+
+def _declared(method: str) -> list:
+    from mlpx import activations
+
+    acts = [c() for c in activations.builtins()]
+    acts += [activations.LeakyReLU(0.2), activations.ELU(alpha=0.5)]
+    return [pytest.param(a, id=repr(a)) for a in acts if activations.twin(a, method) is not None]
+
+
+@_needs("jax")
+@pytest.mark.parametrize("act", _declared("jax_function"))
+def test_each_declared_jax_function_computes_the_reference_formula(act):
+    """The JAX peer runs what `mlpx bench` passes it: the declaration's jax.nn function."""
+    import jax
+
+    from mlpx.backends import get_backend
+
+    name, kwargs = act.jax_function()
+    z = np.linspace(-6.0, 6.0, 48).reshape(12, 4)
+    want = act.formula(get_backend("reference"), z)
+    got = np.asarray(getattr(jax.nn, name)(z.astype(np.float32), **kwargs), dtype=np.float64)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_bench_passes_each_peer_the_function_the_activation_declares(monkeypatch):
+    from mlpx import activations, bench
+
+    seen = []
+    monkeypatch.setattr(bench, "_run_json", lambda cmd, threads: seen.append(cmd) or {})
+    for peer, option, method in [("torch", "--torch-module", "torch_module"),
+                                 ("jax", "--jax-function", "jax_function")]:
+        bench.run_peer(peer, "cpu", "float32", [4, 3, 2], "leaky_relu", 8, 0.0, 1)
+        assert json.loads(seen[-1][seen[-1].index(option) + 1]) == list(
+            getattr(activations.LeakyReLU(), method)())
+        # no twin declared (the step function): the peer is not run, and says why
+        assert "unavailable" in bench.run_peer(peer, "cpu", "float32", [4, 3, 2], "step", 8,
+                                               0.0, 1)

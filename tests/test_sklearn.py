@@ -137,8 +137,11 @@ def test_errors_are_scikit_learn_style():
         MLPClassifier(hidden_layer_sizes=(0,)).fit(X, y)
     with pytest.raises(ValueError, match="solver must be one of"):
         MLPClassifier(solver="newton").fit(X, y)
-    with pytest.raises(ValueError, match="activation must be"):
+    with pytest.raises(ValueError, match="activation must be") as refused:
         MLPClassifier(activation="softmax").fit(X, y)
+    # the names offered are the declarations' (a new built-in is offered without an edit)
+    for name in mlpx.activations.hidden_builtins():
+        assert repr("logistic" if name == "sigmoid" else name) in str(refused.value), name
     with pytest.raises(ValueError, match="Unknown label type"):
         MLPClassifier().fit(X, X[:, 0] + 0.5)
     with pytest.raises(ValueError, match="dtype must be"):

@@ -65,9 +65,9 @@ def code_path(op: str, args: tuple, kwargs: dict) -> str:
     """One recorded code path of a backend call (see the module doc)."""
     parts = [d for d in (_describe(a) for a in (*args, *kwargs.values())) if d is not None]
     if op == "softmax_cross_entropy" and args and getattr(args[0], "ndim", 0) == 2:
-        from mlpx.backends import _cuda_kernels as K
+        from mlpx.backends import _cuda_kernels as cuda_kernels
 
-        parts.append("wide" if args[0].shape[1] > K.SOFTMAX_WIDE else "narrow")
+        parts.append("wide" if args[0].shape[1] > cuda_kernels.SOFTMAX_WIDE else "narrow")
     if op == "act_backward_bias_grad":  # the cuda backend does act_backward then a batch sum
         op = "act_backward"
     return f"{op}({', '.join(parts)})"

@@ -48,9 +48,6 @@ BLOCK = 256
 #: Most blocks per launch; grid-stride loops cover larger arrays. Also the number of partial
 #: sums a reduction kernel writes at most.
 MAX_BLOCKS = 1024
-#: Rows per chunk of the PReLU slope-gradient sum (PRELU_CHUNK in activations.cu): each chunk
-#: is summed in row order, then the chunks in order, on every backend (see base.py).
-PRELU_CHUNK = 64
 #: Classes above which softmax cross-entropy takes one 32-thread group per row instead of
 #: one thread per row (SOFTMAX_WIDE in losses.cu).
 SOFTMAX_WIDE = 32
@@ -106,7 +103,8 @@ def activation_ids(text: str) -> dict[str, int]:
 def check_activation_ids(text: str) -> None:
     """Raise RuntimeError unless activations.cu defines exactly the scalar-kernel ids of the
     built-in declarations (mlpx.activations) and has a case for each in act_scalar and
-    dact_scalar: a kernel must never run another activation's formula."""
+    dact_scalar (and PReLU's chunk size): a kernel must never run another activation's
+    formula."""
     from .. import activations
 
     decls = [c for c in activations.builtins() if activations.scalar_kernel(c()) is not None]
@@ -116,6 +114,10 @@ def check_activation_ids(text: str) -> None:
     problems = [f"{n}: Python id {want[n]}, CUDA id {got.get(n)}"
                 for n in sorted(want) if got.get(n) != want[n]]
     problems += [f"{n}: defined in CUDA only" for n in sorted(set(got) - set(want))]
+    chunk = re.search(r"^#define PRELU_CHUNK (\d+)", text, re.M)
+    if chunk is None or int(chunk.group(1)) != activations.PRELU_CHUNK:
+        problems.append(f"PRELU_CHUNK: Python {activations.PRELU_CHUNK}, CUDA "
+                        f"{chunk.group(1) if chunk else None}")
     for fn in ("act_scalar", "dact_scalar"):
         m = re.search(rf"__device__ double {fn}\(.*?\n}}\n", text, re.S)
         body = m.group(0) if m else ""

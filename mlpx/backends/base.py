@@ -22,10 +22,6 @@ import numpy as np
 
 from .. import activations
 
-#: Rows per partial sum of the PReLU slope gradient (see Backend.prelu_backward); the Numba and
-#: CUDA kernels use the same constant.
-PRELU_CHUNK = 64
-
 Array = Any
 
 
@@ -180,20 +176,20 @@ class Backend:
         """out = dy * f'(z) and dslopes[j] = sum_i dy[i, j] * min(z[i, j], 0) (PReLU).
 
         The slope gradient is summed in a fixed order that every backend shares (so it is
-        bitwise the same everywhere): each chunk of PRELU_CHUNK rows from 0.0 in row order,
-        then the chunks' sums from 0.0 in chunk order. The order is written out as one
+        bitwise the same everywhere): each chunk of activations.PRELU_CHUNK rows from 0.0 in
+        row order, then the chunks' sums from 0.0 in chunk order. The order is written out as one
         elementwise add per row and per chunk rather than left to `xp.cumsum`, which is a
         parallel scan on CuPy (another order, other rounding)."""
         xp = self.xp
         g, zz = self._f64(dy), self._f64(z)
         out[...] = xp.where(zz > 0, g, self._f64(slopes) * g)
         n, m = zz.shape
-        chunks = max(1, -(-n // PRELU_CHUNK))
-        rows = xp.zeros((chunks * PRELU_CHUNK, m))
+        chunks = max(1, -(-n // activations.PRELU_CHUNK))
+        rows = xp.zeros((chunks * activations.PRELU_CHUNK, m))
         rows[:n] = g * xp.where(zz > 0, 0.0, zz)
-        rows = rows.reshape(chunks, PRELU_CHUNK, m)
+        rows = rows.reshape(chunks, activations.PRELU_CHUNK, m)
         parts = xp.zeros((chunks, m))
-        for i in range(PRELU_CHUNK):  # every chunk's i-th row at once
+        for i in range(activations.PRELU_CHUNK):  # every chunk's i-th row at once
             parts += rows[:, i]
         total = xp.zeros(m)
         for c in range(chunks):

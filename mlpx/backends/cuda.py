@@ -356,7 +356,7 @@ class CUDABackend(Backend):
         n, m = z.shape
         if slopes.size != m or dslopes.size != m or n * m == 0:
             return super().prelu_backward(dy, z, slopes, out, dslopes)
-        chunks = -(-n // kernels.PRELU_CHUNK)
+        chunks = -(-n // activations.PRELU_CHUNK)
         partial = self._scratch_f64("prelu", chunks * m)
         self._launch(
             "activations.cu", f"prelu_bwd_{sfx}", kernels.grid(chunks * m),

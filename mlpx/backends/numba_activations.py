@@ -157,9 +157,8 @@ def bias_prelu(z, b, slopes, out):
             out[i, j] = v if v > 0.0 else np.float64(slopes[j]) * v
 
 
-#: Rows per partial sum of the slope gradient: base.PRELU_CHUNK and PRELU_CHUNK in
-#: kernels/activations.cu (a test checks they agree).
-PRELU_CHUNK = 64
+#: Rows per partial sum of the slope gradient, as declared (Numba reads it as a constant)
+PRELU_CHUNK = activations.PRELU_CHUNK
 
 
 @jit

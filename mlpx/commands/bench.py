@@ -166,14 +166,17 @@ def run_peer(peer: str, backend: str, dtype: str, sizes: list[int], activation: 
     device = "cuda" + backend[4:] if backend.startswith("cuda") else "cpu"
     cmd = [sys.executable, str(script_path(peer)), "--device", device,
            *_common_args(dtype, sizes, activation, batch, min_time, threads, epoch_samples)]
-    if peer == "torch":  # the module the activation's declaration names: one source of truth
-        from .. import activations
+    # the function the activation's declaration names for the peer: one source of truth
+    from .. import activations
 
-        twin = activations.get(activation).torch_module()
-        if twin is None:
-            return {"error": f"activation {activation!r} has no PyTorch counterpart",
-                    "oom": False, "unavailable": True}
-        cmd += ["--torch-module", json.dumps(list(twin))]
+    method, option = {"torch": ("torch_module", "--torch-module"),
+                      "jax": ("jax_function", "--jax-function")}[peer]
+    declared = activations.twin(activations.get(activation), method)
+    twin = declared() if declared is not None else None
+    if twin is None:
+        return {"error": f"activation {activation!r} has no {peer} counterpart",
+                "oom": False, "unavailable": True}
+    cmd += [option, json.dumps(list(twin))]
     return _run_json(cmd, threads)
 
 

@@ -162,7 +162,9 @@ def torch_unavailable_reason(sizes: Sequence[int], act: Activation, loss_fn: Los
     """Why PyTorch cannot run the same model, or None when it can."""
     if custom_model:
         return "the model is user-defined, and PyTorch builds the default Dense stack only"
-    if len(sizes) > 2 and act.torch_module() is None:
+    from .. import activations
+
+    if len(sizes) > 2 and activations.twin(act, "torch_module") is None:
         return f"activation {act.name!r} declares no PyTorch counterpart"
     if loss_fn.torch_module() is None:
         return f"loss {loss_fn.name!r} declares no PyTorch counterpart"
@@ -173,7 +175,11 @@ def run_torch(dtype: str, sizes: Sequence[int], act: Activation, weights: list[n
               X: np.ndarray, y: np.ndarray, loss_fn: Loss) -> Result:
     import torch
 
-    twin = act.torch_module()
+    from .. import activations
+
+    # never a parent's twin for a formula of its own
+    declared = activations.twin(act, "torch_module")
+    twin = declared() if declared is not None else None
     if twin is None:
         raise ValueError(f"activation {act.name!r} declares no PyTorch counterpart "
                          "(Activation.torch_module)")

@@ -249,6 +249,11 @@ class Layer:
         """Sub-layers (Residual blocks); empty for plain layers."""
         return []
 
+    def named_parts(self) -> list[Any]:
+        """Parts this layer's `get_config()` records by name (Dense: its activation and
+        regularisers); saving checks that each name brings its part back on load."""
+        return []
+
     def regularized(self) -> list[tuple[Parameter, Any]]:
         """(parameter, regulariser) pairs whose penalty joins the objective (Dense's
         kernel_regularizer/bias_regularizer); by default those of the sub-layers."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import activations, initializers, regularizers
 from ..backends.base import Array
 from .base import Layer, Parameter
-from .registry import register_layer
+from .registry import builtin_layer
 
 
-@register_layer
+@builtin_layer
 class Dense(Layer):
     """`Dense(units, activation=None, init=None)`: one GEMM and one fused bias+activation.
 
@@ -170,6 +172,10 @@ class Dense(Layer):
             "bias_regularizer": _reg_config(self.bias_regularizer),
             "name": self.name,
         }
+
+
+    def named_parts(self) -> list[Any]:
+        return [self.activation, self.kernel_regularizer, self.bias_regularizer]
 
 
 def _act_in_place(act: activations.Activation) -> bool:

@@ -8,10 +8,10 @@ import numpy as np
 
 from ..backends.base import Array
 from .base import Layer
-from .registry import register_layer
+from .registry import builtin_layer
 
 
-@register_layer
+@builtin_layer
 class Dropout(Layer):
     """`Dropout(p)`: in training, zero each unit with probability `p` and scale the kept ones by
     1 / (1 - p) so the expected activation is unchanged; at inference, the identity.

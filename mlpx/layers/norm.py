@@ -9,7 +9,7 @@ import numpy as np
 
 from ..backends.base import Array
 from .base import Layer, Parameter
-from .registry import register_layer
+from .registry import builtin_layer
 
 
 def _check_eps(eps: float, layer: str) -> float:
@@ -23,7 +23,7 @@ def _gamma_beta_spec(input_dim: int, dtype) -> dict:
     return {"gamma": (d, dt), "beta": (d, dt)}
 
 
-@register_layer
+@builtin_layer
 class BatchNorm(Layer):
     """`BatchNorm(momentum=0.1, eps=1e-5)`: PyTorch's BatchNorm1d on (batch, features) inputs.
 
@@ -190,7 +190,7 @@ class BatchNorm(Layer):
         return {"momentum": self.momentum, "eps": self.eps, "name": self.name}
 
 
-@register_layer
+@builtin_layer
 class LayerNorm(Layer):
     """`LayerNorm(eps=1e-5)`: normalise each sample over its features (biased variance), then
     y = gamma * xhat + beta with learned per-feature gamma (init 1) and beta (init 0), as

@@ -9,10 +9,10 @@ import numpy as np
 from .. import activations
 from ..backends.base import Array
 from .base import Layer, Parameter
-from .registry import register_layer
+from .registry import builtin_layer
 
 
-@register_layer
+@builtin_layer
 class PReLU(Layer):
     """`PReLU(init=0.25)`: one learned slope per feature, initialised to `init`.
 

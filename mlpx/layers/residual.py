@@ -8,10 +8,10 @@ import numpy as np
 
 from ..backends.base import Array, Backend
 from .base import Layer, Parameter
-from .registry import layer_from_spec, layer_spec, register_layer
+from .registry import builtin_layer, layer_from_spec, layer_spec
 
 
-@register_layer
+@builtin_layer
 class Residual(Layer):
     """`Residual([Dense(64, activation="relu"), Dense(64)])`: y = x + f(x).
 

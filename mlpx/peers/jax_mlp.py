@@ -35,9 +35,6 @@ import time
 
 import numpy as np
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu", "elu", "softplus", "leaky_relu",
-               "identity")
-
 
 def make_data(n: int, sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Standard-normal float32 inputs and uniform integer labels, as mlpx's worker draws."""
@@ -56,7 +53,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m mlpx.peers.jax_mlp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="784,1024,1024,10", help="layer widths, input first")
-    p.add_argument("--activation", default="relu", choices=ACTIVATIONS)
+    p.add_argument("--activation", default="relu", help="the activation's name (for the report)")
+    p.add_argument("--jax-function", default='["relu", {}]',
+                   help="the hidden activation as JSON [jax.nn function name, keyword "
+                        "arguments]; mlpx bench passes the one its activation declares")
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
@@ -70,6 +70,12 @@ def parse_args(argv=None):
     p.add_argument("--no-infer", action="store_true", help="skip the inference timings")
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        name, kwargs = json.loads(args.jax_function)
+        args.jax_function = (str(name), dict(kwargs))
+    except (ValueError, TypeError):
+        p.error(f'--jax-function must be JSON such as ["leaky_relu", {{"negative_slope": 0.1}}],'
+                f" got {args.jax_function!r}")
     if len(args.sizes) < 2 or min(args.sizes) < 1 or args.batch < 1 or args.epochs < 1:
         p.error("--sizes needs two or more positive widths; --batch and --epochs must be >= 1")
     return args
@@ -101,9 +107,14 @@ def main(argv=None) -> int:
         return 3
     dtype = jnp.dtype(args.dtype)
     sizes, B, lr = args.sizes, args.batch, args.lr
-    act = {"identity": lambda x: x, "leaky_relu": jax.nn.leaky_relu,
-           "gelu": lambda x: jax.nn.gelu(x, approximate=False)}.get(args.activation)
-    act = act or getattr(jax.nn, args.activation, None) or getattr(jnp, args.activation)
+    name, kwargs = args.jax_function
+    fn = getattr(jax.nn, name, None)
+    if fn is None:
+        print(f"jax_mlp: this JAX ({jax.__version__}) has no jax.nn.{name}", file=sys.stderr)
+        return 2
+
+    def act(x):
+        return fn(x, **kwargs)
 
     def init_params(key):
         params = []
