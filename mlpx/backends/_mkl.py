@@ -27,47 +27,17 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
-import sysconfig
 from typing import Any
 
 import numpy as np
 
 from .._compat import cpu_model
+from .gemm_plumbing import ROW_MAJOR, blas_operand, find_wheel_library, gemm_dims
 
-# CBLAS enums
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _LIB_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.dylib",
               "mkl_rt.2.dll", "mkl_rt.dll")
 
 _state: dict[str, Any] = {}
-
-
-def _candidate_dirs() -> list[str]:
-    dirs = [os.path.join(p, "lib") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
-    dirs.append(os.path.join(sys.prefix, "Library", "bin"))  # Windows wheels
-    libdir = sysconfig.get_config_var("LIBDIR")
-    if libdir:
-        dirs.append(libdir)
-    seen: list[str] = []
-    for d in dirs:
-        if d not in seen and os.path.isdir(d):
-            seen.append(d)
-    return seen
-
-
-def find_wheel_library(env_var: str, names: tuple[str, ...]) -> str | None:
-    """Path of a shared library a wheel installed in `<prefix>/lib` (the first of `names`
-    found), or the path in `env_var` when that is set; None when neither."""
-    explicit = os.environ.get(env_var)
-    if explicit:
-        return explicit
-    for d in _candidate_dirs():
-        for name in names:
-            path = os.path.join(d, name)
-            if os.path.exists(path):
-                return path
-    return None
 
 
 def find_library() -> str | None:
@@ -150,40 +120,6 @@ def version() -> str | None:
     return text.strip()
 
 
-def _ld(a: np.ndarray) -> int | None:
-    """Leading dimension of a row-major matrix whose rows may be strided (None: unusable)."""
-    s0, s1 = a.strides
-    item = a.itemsize
-    if s1 != item or s0 % item or s0 < 0:
-        return None
-    return max(s0 // item, a.shape[1], 1)
-
-
-def _operand(a: np.ndarray, trans: bool) -> tuple[np.ndarray, int, int] | None:
-    """(array, flag, ld) for op(a) without copying, when BLAS can read a's layout."""
-    ld = _ld(a)
-    if ld is not None:
-        return a, _TRANS if trans else _NO_TRANS, ld
-    t = a.T  # a column-major array is the transpose of a row-major one
-    ld = _ld(t)
-    if ld is not None:
-        return t, _NO_TRANS if trans else _TRANS, ld
-    return None
-
-
-def gemm_dims(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool,
-              trans_b: bool) -> tuple[int, int, int]:
-    """(m, n, k) of out = op(a) @ op(b) for 2-D operands; ValueError when they don't fit."""
-    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if k != kb or out.shape != (m, n):
-        raise ValueError(
-            f"matmul shapes do not match: op(a) is {(m, k)}, op(b) is {(kb, n)}, "
-            f"out is {out.shape}; out must be ({m}, {n}) and the inner sizes equal"
-        )
-    return m, n, k
-
-
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
          trans_b: bool = False) -> bool:
     """out = op(a) @ op(b) with MKL; False (nothing written) when the arrays don't fit.
@@ -210,11 +146,11 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
     if k == 0:
         out[...] = 0
         return True
-    pa, pb = _operand(a, trans_a), _operand(b, trans_b)
+    pa, pb = blas_operand(a, trans_a), blas_operand(b, trans_b)
     if pa is None or pb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
     (aa, fa, lda), (bb, fb, ldb) = pa, pb
-    fn(_ROW_MAJOR, fa, fb, m, n, k, scalar(1.0), aa.ctypes.data, lda, bb.ctypes.data, ldb,
+    fn(ROW_MAJOR, fa, fb, m, n, k, scalar(1.0), aa.ctypes.data, lda, bb.ctypes.data, ldb,
        scalar(0.0), out.ctypes.data, n)
     return True
 

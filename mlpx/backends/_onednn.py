@@ -27,10 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from ._mkl import _NO_TRANS, _TRANS, _operand, find_wheel_library, gemm_dims
+from .gemm_plumbing import (
+    NO_TRANS,
+    TRANS,
+    aligned_empty,
+    blas_operand,
+    find_wheel_library,
+    gemm_dims,
+)
 
 _LIB_NAMES = ("libdnnl.so.3", "libdnnl.so")
-_FLAG = {_NO_TRANS: b"N", _TRANS: b"T"}  # _operand's CBLAS flags as dnnl_sgemm's
+_FLAG = {NO_TRANS: b"N", TRANS: b"T"}  # blas_operand's CBLAS flags as dnnl_sgemm's
 _SUCCESS = 0
 # Below this m*n*k a oneDNN call costs more than the product (~8 us to enter its OpenMP
 # region against ~1 us for NumPy), and OpenBLAS runs such a GEMM in the calling thread
@@ -121,8 +128,6 @@ def _padded_copy(b: np.ndarray) -> np.ndarray:
     if buf is None:
         if len(cache) >= _MAX_SCRATCH:
             cache.clear()
-        from .cpu import aligned_empty
-
         buf = cache[b.shape] = aligned_empty((b.shape[0], b.shape[1] + _PAD // 4), np.float32)
     view = buf[:, : b.shape[1]]
     np.copyto(view, b)
@@ -147,11 +152,11 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
             or a.dtype != np.float32 or b.dtype != np.float32
             or not out.flags.c_contiguous or not out.flags.writeable):
         return False
-    pa, pb = _operand(a, trans_a), _operand(b, trans_b)
+    pa, pb = blas_operand(a, trans_a), blas_operand(b, trans_b)
     if pa is None or pb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
     (aa, fa, lda), (bb, fb, ldb) = pa, pb
-    if fb == _TRANS and m < _PAD_MAX_ROWS and (ldb * 4) % _PAGE == 0:
+    if fb == TRANS and m < _PAD_MAX_ROWS and (ldb * 4) % _PAGE == 0:
         bb = _padded_copy(bb)
         ldb = bb.strides[0] // 4
     status = lib.dnnl_sgemm(_FLAG[fa], _FLAG[fb], m, n, k, 1.0, aa.ctypes.data, lda,
