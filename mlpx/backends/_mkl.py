@@ -10,29 +10,30 @@ Which GEMMs run where is chosen by `MLPX_BLAS` (or `ops.blas = ...`):
         faster of MKL and NumPy's BLAS on this machine: measured once (the GEMMs of a
         784-1024-1024-10 training step at batches 256 and 1024, alternated, best of 3) and
         cached per processor, thread count and library versions in
-        <cache dir>/blas_choice.json (see mlpx._numba_cache); NumPy's BLAS without MKL, or
+        <cache dir>/blas_choice.json (mlpx.backends.measured); NumPy's BLAS without MKL, or
         unless MKL is at least 3 % faster;
   onednn, mkl, numpy  that library (an error saying how to install it when it is missing).
 On the 2-core AMD EPYC benchmark machines MKL ran the 784-1024-1024-10 step's GEMMs 6-19 %
 slower than OpenBLAS (its width-10 ones 3-5x slower); it may win on Intel CPUs (15-24 %
 faster at batch <= 1024 on one Xeon).
 
-Threads: MKL's pool is sized like NumPy's (MKL_NUM_THREADS, else OMP_NUM_THREADS, else
-OPENBLAS_NUM_THREADS, else the CPUs this process may run on), and `set_num_threads` changes it
-at run time; threadpoolctl also sees the library once it is loaded. The threading layer is
+Threads: MKL's pool gets mlpx's thread count when it is loaded (mlpx.backends.threads:
+`mlpx.set_num_threads`, MLPX_NUM_THREADS, OMP_NUM_THREADS, else the usable CPUs), and
+`set_num_threads` here changes it at run time; threadpoolctl also sees the library once it is
+loaded. The threading layer is
 MKL's default (Intel OpenMP) unless MKL_THREADING_LAYER says otherwise.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Any
 
 import numpy as np
 
-from .._compat import cpu_model
+from . import measured
 from .gemm_plumbing import ROW_MAJOR, blas_operand, find_wheel_library, gemm_dims
+from .threads import get_num_threads as _mlpx_threads
 
 _LIB_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.dylib",
               "mkl_rt.2.dll", "mkl_rt.dll")
@@ -43,17 +44,6 @@ _state: dict[str, Any] = {}
 def find_library() -> str | None:
     """Path of libmkl_rt from an installed `mkl` wheel (or MLPX_MKL_LIB), else None."""
     return find_wheel_library("MLPX_MKL_LIB", _LIB_NAMES)
-
-
-def _default_threads() -> int:
-    for var in ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        value = os.environ.get(var, "").split(",")[0].strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def load() -> ctypes.CDLL | None:
@@ -75,10 +65,20 @@ def load() -> ctypes.CDLL | None:
         lib.cblas_sgemm.restype = lib.cblas_dgemm.restype = None
         lib.MKL_Set_Num_Threads.argtypes = [c_int]
         lib.MKL_Get_Max_Threads.restype = c_int
-        lib.MKL_Set_Num_Threads(_default_threads())
         _state["path"] = path
     _state["lib"] = lib
+    if lib is not None:
+        _size_pool(lib, _mlpx_threads())
     return lib
+
+
+def _size_pool(lib: ctypes.CDLL, n: int) -> None:
+    lib.MKL_Set_Num_Threads(int(n))
+    # a thread-local count (threadpoolctl sets one) would hide the global one in this thread
+    local = getattr(lib, "MKL_Set_Num_Threads_Local", None)
+    if local is not None:
+        local.argtypes = [ctypes.c_int]
+        local(0)
 
 
 def available() -> bool:
@@ -95,7 +95,7 @@ def set_num_threads(n: int) -> None:
     lib = load()
     if lib is None:
         raise RuntimeError("MKL is not installed: `pip install mkl` (or mlpx[mkl])")
-    lib.MKL_Set_Num_Threads(int(n))
+    _size_pool(lib, int(n))
 
 
 def get_num_threads() -> int:
@@ -161,37 +161,19 @@ _AUTO_BATCHES = (256, 1024)
 _AUTO_MARGIN = 0.97  # MKL must be at least 3 % faster: ties keep the default, NumPy's BLAS
 
 
+_QUESTION = "blas_choice"
+
+
 def choice_key() -> str:
     """What the measured choice depends on: processor, threads and both libraries."""
-    import platform
-
-    return (f"{cpu_model()} | {platform.machine()} | threads {_default_threads()} | "
-            f"mkl {version()} | numpy {np.__version__}")
-
-
-def _cache_file() -> str:
-    from .._numba_cache import cache_root
-
-    return str(cache_root() / "blas_choice.json")
-
-
-def _read_cache() -> dict[str, Any]:
-    import json
-
-    try:
-        with open(_cache_file()) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
-        return {}
+    return measured.machine_key(f"mkl {version()}", f"numpy {np.__version__}")
 
 
 def cached_choice() -> dict[str, Any] | None:
     """The cached measurement for this machine (what `mlpx bench` records), or None."""
     if not available():
         return None
-    entry = _read_cache().get(choice_key())
-    return entry if isinstance(entry, dict) else None
+    return measured.lookup(_QUESTION, choice_key())
 
 
 def _time_paths() -> tuple[float, float]:
@@ -237,24 +219,10 @@ def measured_choice() -> str:
     if not available():
         return "numpy"
     key = choice_key()
-    cache = _read_cache()
-    entry = cache.get(key)
-    if isinstance(entry, dict) and entry.get("choice") in ("mkl", "numpy"):
+    entry = measured.lookup(_QUESTION, key)
+    if entry is not None and entry.get("choice") in ("mkl", "numpy"):
         return entry["choice"]
-    import datetime
-    import json
-
     numpy_s, mkl_s = _time_paths()
     choice = "mkl" if mkl_s < _AUTO_MARGIN * numpy_s else "numpy"
-    cache[key] = {"choice": choice, "numpy_s": numpy_s, "mkl_s": mkl_s,
-                  "measured": datetime.datetime.now().isoformat(timespec="seconds")}
-    path = _cache_file()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(cache, f, indent=1)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
-    except OSError:
-        pass
+    measured.store(_QUESTION, key, {"choice": choice, "numpy_s": numpy_s, "mkl_s": mkl_s})
     return choice

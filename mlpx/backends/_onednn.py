@@ -12,10 +12,10 @@ into independent parts and meet once, where OpenBLAS's threads wait on each othe
 which costs most when a virtual CPU is briefly descheduled. oneDNN has no float64 GEMM:
 float64 stays on NumPy's BLAS.
 
-Threads: an OpenMP pool (GNU libgomp, the system's), sized by OMP_NUM_THREADS or all CPUs;
-threadpoolctl sees it as "openmp". GNU OpenMP cannot run a parallel region in a process
-forked after it started its threads, so a forked child (multiprocessing's default start method
-on Linux) uses NumPy's BLAS from then on.
+Threads: an OpenMP pool (GNU libgomp, the system's), sized by mlpx's thread count
+(mlpx.backends.threads) when the library is loaded; threadpoolctl sees it as "openmp". GNU
+OpenMP cannot run a parallel region in a process forked after it started its threads, so a
+forked child (multiprocessing's default start method on Linux) uses NumPy's BLAS from then on.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def load() -> ctypes.CDLL | None:
     lib = None
     path = find_library()
     if path is not None:
+        from . import threads
+
+        threads.prime_openmp()
         try:
             lib = ctypes.CDLL(path)
             dim, vp, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
@@ -96,6 +99,10 @@ def load() -> ctypes.CDLL | None:
     if lib is not None and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_forked)
     _state["lib"] = lib
+    if lib is not None:
+        from . import threads
+
+        threads.apply(force=True)  # libgomp may have been loaded before, with another size
     return lib
 
 

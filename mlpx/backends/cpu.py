@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import activations as A
+from . import threads
 from .base import Array, Backend
 from .gemm_plumbing import aligned_empty
 
@@ -114,6 +115,7 @@ class CPUBackend(Backend):
 
     def _select_blas(self, choice: str | None) -> None:
         choice = _blas_choice(choice)
+        threads.apply()  # the pools are sized before the first GEMM
         if choice == "numpy":
             self._blas = "numpy"
             return
