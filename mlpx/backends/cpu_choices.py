@@ -33,4 +33,23 @@ def describe() -> str:
              f"threads: {n} ({source}); pools: "
              + (", ".join(f"{k} {v}" for k, v in threads.pool_threads().items()) or "none")]
     lines.append(f"cpu GEMM path: {blas} (MLPX_BLAS=auto|onednn|mkl|numpy)")
+    lines.append(_small_batch_line())
     return "\n".join(lines)
+
+
+def _small_batch_line() -> str:
+    """The small-batch inference cut-offs measured on this machine so far, per model."""
+    import os
+
+    from . import measured, small_batch
+
+    forced = os.environ.get("MLPX_SMALL_BATCH", "").strip()
+    head = "small-batch predict: compiled Dense chain up to "
+    if forced:
+        return head + f"{forced} rows (MLPX_SMALL_BATCH)"
+    here = measured.machine_key()
+    cut = [f"{key.rsplit('sizes ', 1)[-1]} {entry.get('max_rows')}"
+           for key, entry in measured.read_all(small_batch.QUESTION).items()
+           if key.startswith(here) and isinstance(entry, dict)]
+    return head + ("the cut-off measured per model on first use; measured here (sizes rows): "
+                   + (", ".join(cut) if cut else "none yet"))
