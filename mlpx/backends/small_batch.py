@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ PROBE_ROWS = (1, 2, 4, 8, 16, 32, 64)
 QUESTION = "small_batch_inference"
 _MARGIN = 0.97  # the chain must be 3 % faster: ties keep the layers' path
 _ENV = "MLPX_SMALL_BATCH"
+_METHOD = 2  # how the cut-off is measured: a new method measures again
 
 
 @functools.cache  # the import machinery once, not on every call
@@ -112,9 +114,9 @@ def _best_mean(fn: Callable[[], Any], calls: int) -> float:
 
 
 def _measure(chain: Chain, layers_path: Callable[[np.ndarray], Any]) -> dict[str, Any]:
-    """Per probe size: seconds per call of the chain and of the layers' path, the best of 5
-    alternated rounds; the cut-off is the largest size up to which the chain always won (by
-    3 %)."""
+    """Per probe size: seconds per call of the chain and of the layers' path, the median of
+    5 alternated rounds; the cut-off is the largest size up to which the chain always won
+    (by 3 %)."""
     rng = np.random.default_rng(0)
     chain_s, layers_s = {}, {}
     cutoff = 0
@@ -129,9 +131,10 @@ def _measure(chain: Chain, layers_path: Callable[[np.ndarray], Any]) -> dict[str
         for _ in range(5):
             a.append(_best_mean(lambda x=x: chain(x), calls))
             b.append(_best_mean(lambda x=x: layers_path(x), calls))
-        chain_s[rows], layers_s[rows] = min(a), min(b)
-        # best rounds: on a shared machine the slow ones measure the other processes
-        if min(a) >= _MARGIN * min(b):
+        # the median round of each: a GEMM library's threads that stall whenever a CPU is
+        # busy elsewhere (10-100x slower rounds on a shared machine) are part of its cost
+        chain_s[rows], layers_s[rows] = statistics.median(a), statistics.median(b)
+        if chain_s[rows] >= _MARGIN * layers_s[rows]:
             break  # past the crossing: larger batches only favour the GEMM library more
         cutoff = rows
     return {"max_rows": cutoff, "chain_s": chain_s, "layers_s": layers_s}
@@ -162,7 +165,7 @@ def measured_cutoff(chain: Chain, layers_path: Callable[[np.ndarray], Any],
 
     key = measured.machine_key(f"numpy {np.__version__}", f"numba {numba.__version__}",
                                f"gemm {gemm_path}", f"{chain.dtype.name}",
-                               "sizes " + "-".join(map(str, chain.sizes)))
+                               f"method {_METHOD}", "sizes " + "-".join(map(str, chain.sizes)))
     entry = measured.lookup(QUESTION, key)
     if entry is None or not isinstance(entry.get("max_rows"), int):
         entry = measured.store(QUESTION, key, _measure(chain, layers_path))
