@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlpx.backends.cpu import ALIGNMENT, aligned_empty
+from mlpx.backends.gemm_plumbing import ALIGNMENT, aligned_empty
 
 from .conftest import full_run
 

@@ -27,6 +27,7 @@ from . import (
 )
 from .activations import register_activation
 from .backends import available_backends, get_backend
+from .backends.threads import get_num_threads, set_num_threads
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .custom_objects import custom_object_scope
 from .data import Standardizer, minibatches, one_hot, train_test_split
@@ -65,7 +66,7 @@ __all__ = [
     "Layer", "Parameter", "Perceptron", "TabularModel", "History", "Callback",
     "EarlyStopping", "ModelCheckpoint", "load", "CheckpointError", "callbacks",
     "Standardizer", "one_hot", "train_test_split", "minibatches",
-    "available_backends", "get_backend", "to_numpy",
+    "available_backends", "get_backend", "to_numpy", "set_num_threads", "get_num_threads",
     "BackendUnavailableError", "NonFiniteLossError", "UnscaledInputWarning",
     "activations", "initializers", "losses", "metrics", "optim", "regularizers", "schedules",
     "clipping", "distributed", "__version__",

@@ -471,12 +471,47 @@ class Sequential:
         without a copy: `torch.from_dlpack(model.predict(X, device=True))`,
         `jax.dlpack.from_dlpack(...)`. Thread-safe: see "Threads" in the README.
         """
+        fast = self._small_batch_predict(X, batch_size)
+        if fast is not None:
+            return fast
         X = self._check_X(X)
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
         bs = check_positive_int(default, "batch_size")
+        if type(X) is np.ndarray and X.shape[0] <= 64:  # e.g. a list: the same path as arrays
+            fast = self._small_batch_predict(np.ascontiguousarray(X, self.dtype), batch_size)
+            if fast is not None:
+                return fast
         with self._lock.reading():
             result = self._predict(X, bs)
         return result if device else self.ops.to_numpy(result)
+
+    def _small_batch_predict(self, X: Any, batch_size: int | None) -> Any:
+        """predict's path for a few rows of a C-contiguous NumPy array of the model's dtype
+        (mlpx.backends.small_batch: validation, allocation and dispatch sized for one row), or
+        None: the general path."""
+        if type(X) is not np.ndarray or X.ndim != 2 or X.dtype != self.dtype \
+                or not X.flags.c_contiguous or not 0 < X.shape[0] <= 64 or not self.built:
+            return None
+        key = (id(self.ops), len(self.layers), X.shape[1])
+        cached = self.__dict__.get("_small_batch")
+        if cached is None or cached[0] != key:
+            cached = self._small_batch = (key, self._make_chain())
+        chain = cached[1]
+        if chain is None or X.shape[0] > chain.max_rows or X.shape[1] != chain.sizes[0] \
+                or (batch_size is not None and batch_size < X.shape[0]):
+            return None
+        with self._lock.reading():
+            return chain(X)  # None for NaN or infinity: the general path says which
+
+    def _make_chain(self) -> Any:
+        from .backends.small_batch import chain_of, measured_cutoff
+
+        chain = chain_of(self)
+        if chain is not None:
+            with self._lock.reading():
+                chain.max_rows = measured_cutoff(
+                    chain, lambda x: self._predict(x, DEFAULT_PREDICT_BATCH), self.ops.blas)
+        return chain
 
     def _predict(self, X: Any, bs: int) -> Any:
         ops = self.ops

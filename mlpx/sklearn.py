@@ -563,9 +563,26 @@ class _BaseMLP(BaseEstimator):
             )
 
     def _outputs(self, X: Any) -> np.ndarray:
+        few = self._few_rows_outputs(X)
+        if few is not None:
+            return few
         check_is_fitted(self, "model_")
         X = self._validate_X(X, reset=False)
         return self.model_.predict(X).astype(np.float64)
+
+    def _few_rows_outputs(self, X: Any) -> np.ndarray | None:
+        """Outputs for a few rows of a plain float array of the training width, checked here
+        (shape, dtype, finite values: what validate_data would check for it) at the cost of
+        one row; None sends X through validate_data (anything else, and every error)."""
+        model = self.__dict__.get("model_")
+        if (model is None or type(X) is not np.ndarray or X.ndim != 2
+                or not 0 < X.shape[0] <= 64 or X.dtype.kind != "f"
+                or "feature_names_in_" in self.__dict__
+                or X.shape[1] != self.__dict__.get("n_features_in_")):
+            return None
+        x = np.ascontiguousarray(X, dtype=model.dtype)
+        out = model._small_batch_predict(x, None)  # None for NaN/inf: validate_data says so
+        return None if out is None else out.astype(np.float64)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

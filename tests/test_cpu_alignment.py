@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends.cpu import _ALIGN_MIN_BYTES, ALIGNMENT, aligned_empty
+from mlpx.backends.gemm_plumbing import _ALIGN_MIN_BYTES, ALIGNMENT, aligned_empty
 
 CPU = mlpx.get_backend("cpu")
 

@@ -71,3 +71,21 @@ def test_fit_warns_at_the_callers_line_and_names_the_fix():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.fit(mlpx.Standardizer().fit(X).transform(X), y, verbose=0)
+
+
+def test_reads_a_fixed_size_sample_of_large_inputs(monkeypatch):
+    import mlpx.input_scale as input_scale
+
+    seen = []
+    real = np.asarray
+
+    def spy(a, *args, **kwargs):
+        seen.append(np.shape(a))
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(input_scale.np, "asarray", spy)
+    X = np.random.default_rng(3).standard_normal((100_000, 6)).astype(np.float32)
+    assert scale_report(X) is None
+    assert seen and max(shape[0] for shape in seen) <= 2048  # not a tenth of the rows
+    X[::7, 2] *= 1e4  # a feature far from unit scale is still seen in the sample
+    assert "feature 2" in scale_report(X)

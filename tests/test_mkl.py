@@ -226,9 +226,9 @@ def test_auto_measures_once_per_machine_and_setting(fake_timings, monkeypatch, t
     ops = CPUBackend()
     ops.blas = "auto"
     assert ops.blas == "mkl" and fake_timings["calls"] == 1
-    monkeypatch.setenv("MKL_NUM_THREADS", "7")  # another thread count is another question
+    monkeypatch.setenv("MLPX_NUM_THREADS", "7")  # another thread count is another question
     assert _mkl.measured_choice() == "numpy" and fake_timings["calls"] == 2
-    monkeypatch.delenv("MKL_NUM_THREADS")
+    monkeypatch.delenv("MLPX_NUM_THREADS")
     assert _mkl.measured_choice() == "mkl"  # both answers kept
     assert len(json.loads((tmp_path / "blas_choice.json").read_text())) == 2
 

@@ -10,79 +10,39 @@ Which GEMMs run where is chosen by `MLPX_BLAS` (or `ops.blas = ...`):
         faster of MKL and NumPy's BLAS on this machine: measured once (the GEMMs of a
         784-1024-1024-10 training step at batches 256 and 1024, alternated, best of 3) and
         cached per processor, thread count and library versions in
-        <cache dir>/blas_choice.json (see mlpx._numba_cache); NumPy's BLAS without MKL, or
+        <cache dir>/blas_choice.json (mlpx.backends.measured); NumPy's BLAS without MKL, or
         unless MKL is at least 3 % faster;
   onednn, mkl, numpy  that library (an error saying how to install it when it is missing).
 Which library wins depends on the processor: MKL lost to OpenBLAS on the AMD EPYC benchmark
 machines and won on an Intel Xeon (the figures: docs/benchmarks.md), hence the measurement.
 
-Threads: MKL's pool is sized like NumPy's (MKL_NUM_THREADS, else OMP_NUM_THREADS, else
-OPENBLAS_NUM_THREADS, else the CPUs this process may run on), and `set_num_threads` changes it
-at run time; threadpoolctl also sees the library once it is loaded. The threading layer is
+Threads: MKL's pool gets mlpx's thread count when it is loaded (mlpx.backends.threads:
+`mlpx.set_num_threads`, MLPX_NUM_THREADS, OMP_NUM_THREADS, else the usable CPUs), and
+`set_num_threads` here changes it at run time; threadpoolctl also sees the library once it is
+loaded. The threading layer is
 MKL's default (Intel OpenMP) unless MKL_THREADING_LAYER says otherwise.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
-import sys
-import sysconfig
 from typing import Any
 
 import numpy as np
 
-from .._compat import cpu_model
+from . import measured
+from .gemm_plumbing import ROW_MAJOR, blas_operand, find_wheel_library, gemm_dims
+from .threads import get_num_threads as _mlpx_threads
 
-# CBLAS enums
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _LIB_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.dylib",
               "mkl_rt.2.dll", "mkl_rt.dll")
 
 _state: dict[str, Any] = {}
 
 
-def _candidate_dirs() -> list[str]:
-    dirs = [os.path.join(p, "lib") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
-    dirs.append(os.path.join(sys.prefix, "Library", "bin"))  # Windows wheels
-    libdir = sysconfig.get_config_var("LIBDIR")
-    if libdir:
-        dirs.append(libdir)
-    seen: list[str] = []
-    for d in dirs:
-        if d not in seen and os.path.isdir(d):
-            seen.append(d)
-    return seen
-
-
-def find_wheel_library(env_var: str, names: tuple[str, ...]) -> str | None:
-    """Path of a shared library a wheel installed in `<prefix>/lib` (the first of `names`
-    found), or the path in `env_var` when that is set; None when neither."""
-    explicit = os.environ.get(env_var)
-    if explicit:
-        return explicit
-    for d in _candidate_dirs():
-        for name in names:
-            path = os.path.join(d, name)
-            if os.path.exists(path):
-                return path
-    return None
-
-
 def find_library() -> str | None:
     """Path of libmkl_rt from an installed `mkl` wheel (or MLPX_MKL_LIB), else None."""
     return find_wheel_library("MLPX_MKL_LIB", _LIB_NAMES)
-
-
-def _default_threads() -> int:
-    for var in ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        value = os.environ.get(var, "").split(",")[0].strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def load() -> ctypes.CDLL | None:
@@ -104,10 +64,20 @@ def load() -> ctypes.CDLL | None:
         lib.cblas_sgemm.restype = lib.cblas_dgemm.restype = None
         lib.MKL_Set_Num_Threads.argtypes = [c_int]
         lib.MKL_Get_Max_Threads.restype = c_int
-        lib.MKL_Set_Num_Threads(_default_threads())
         _state["path"] = path
     _state["lib"] = lib
+    if lib is not None:
+        _size_pool(lib, _mlpx_threads())
     return lib
+
+
+def _size_pool(lib: ctypes.CDLL, n: int) -> None:
+    lib.MKL_Set_Num_Threads(int(n))
+    # a thread-local count (threadpoolctl sets one) would hide the global one in this thread
+    local = getattr(lib, "MKL_Set_Num_Threads_Local", None)
+    if local is not None:
+        local.argtypes = [ctypes.c_int]
+        local(0)
 
 
 def available() -> bool:
@@ -124,7 +94,7 @@ def set_num_threads(n: int) -> None:
     lib = load()
     if lib is None:
         raise RuntimeError("MKL is not installed: `pip install mkl` (or mlpx[mkl])")
-    lib.MKL_Set_Num_Threads(int(n))
+    _size_pool(lib, int(n))
 
 
 def get_num_threads() -> int:
@@ -147,40 +117,6 @@ def version() -> str | None:
         if word[:1].isdigit():
             return word.rstrip(",").split("-")[0]
     return text.strip()
-
-
-def _ld(a: np.ndarray) -> int | None:
-    """Leading dimension of a row-major matrix whose rows may be strided (None: unusable)."""
-    s0, s1 = a.strides
-    item = a.itemsize
-    if s1 != item or s0 % item or s0 < 0:
-        return None
-    return max(s0 // item, a.shape[1], 1)
-
-
-def _operand(a: np.ndarray, trans: bool) -> tuple[np.ndarray, int, int] | None:
-    """(array, flag, ld) for op(a) without copying, when BLAS can read a's layout."""
-    ld = _ld(a)
-    if ld is not None:
-        return a, _TRANS if trans else _NO_TRANS, ld
-    t = a.T  # a column-major array is the transpose of a row-major one
-    ld = _ld(t)
-    if ld is not None:
-        return t, _NO_TRANS if trans else _TRANS, ld
-    return None
-
-
-def gemm_dims(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool,
-              trans_b: bool) -> tuple[int, int, int]:
-    """(m, n, k) of out = op(a) @ op(b) for 2-D operands; ValueError when they don't fit."""
-    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if k != kb or out.shape != (m, n):
-        raise ValueError(
-            f"matmul shapes do not match: op(a) is {(m, k)}, op(b) is {(kb, n)}, "
-            f"out is {out.shape}; out must be ({m}, {n}) and the inner sizes equal"
-        )
-    return m, n, k
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
@@ -209,11 +145,11 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
     if k == 0:
         out[...] = 0
         return True
-    pa, pb = _operand(a, trans_a), _operand(b, trans_b)
+    pa, pb = blas_operand(a, trans_a), blas_operand(b, trans_b)
     if pa is None or pb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
     (aa, fa, lda), (bb, fb, ldb) = pa, pb
-    fn(_ROW_MAJOR, fa, fb, m, n, k, scalar(1.0), aa.ctypes.data, lda, bb.ctypes.data, ldb,
+    fn(ROW_MAJOR, fa, fb, m, n, k, scalar(1.0), aa.ctypes.data, lda, bb.ctypes.data, ldb,
        scalar(0.0), out.ctypes.data, n)
     return True
 
@@ -224,37 +160,19 @@ _AUTO_BATCHES = (256, 1024)
 _AUTO_MARGIN = 0.97  # MKL must be at least 3 % faster: ties keep the default, NumPy's BLAS
 
 
+_QUESTION = "blas_choice"
+
+
 def choice_key() -> str:
     """What the measured choice depends on: processor, threads and both libraries."""
-    import platform
-
-    return (f"{cpu_model()} | {platform.machine()} | threads {_default_threads()} | "
-            f"mkl {version()} | numpy {np.__version__}")
-
-
-def _cache_file() -> str:
-    from .._numba_cache import cache_root
-
-    return str(cache_root() / "blas_choice.json")
-
-
-def _read_cache() -> dict[str, Any]:
-    import json
-
-    try:
-        with open(_cache_file()) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
-        return {}
+    return measured.machine_key(f"mkl {version()}", f"numpy {np.__version__}")
 
 
 def cached_choice() -> dict[str, Any] | None:
     """The cached measurement for this machine (what `mlpx bench` records), or None."""
     if not available():
         return None
-    entry = _read_cache().get(choice_key())
-    return entry if isinstance(entry, dict) else None
+    return measured.lookup(_QUESTION, choice_key())
 
 
 def _time_paths() -> tuple[float, float]:
@@ -300,24 +218,10 @@ def measured_choice() -> str:
     if not available():
         return "numpy"
     key = choice_key()
-    cache = _read_cache()
-    entry = cache.get(key)
-    if isinstance(entry, dict) and entry.get("choice") in ("mkl", "numpy"):
+    entry = measured.lookup(_QUESTION, key)
+    if entry is not None and entry.get("choice") in ("mkl", "numpy"):
         return entry["choice"]
-    import datetime
-    import json
-
     numpy_s, mkl_s = _time_paths()
     choice = "mkl" if mkl_s < _AUTO_MARGIN * numpy_s else "numpy"
-    cache[key] = {"choice": choice, "numpy_s": numpy_s, "mkl_s": mkl_s,
-                  "measured": datetime.datetime.now().isoformat(timespec="seconds")}
-    path = _cache_file()
-    try:
-        from ..saving.container import write_atomic
-
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # atomic (a concurrent reader sees the old or the new file), with the umask's mode
-        write_atomic(path, json.dumps(cache, indent=1).encode())
-    except OSError:
-        pass
+    measured.store(_QUESTION, key, {"choice": choice, "numpy_s": numpy_s, "mkl_s": mkl_s})
     return choice

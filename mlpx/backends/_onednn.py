@@ -12,10 +12,10 @@ runs: its threads split a GEMM into independent parts and meet once, where OpenB
 wait on each other inside it, which costs most when a virtual CPU is briefly descheduled.
 oneDNN has no float64 GEMM: float64 stays on NumPy's BLAS.
 
-Threads: an OpenMP pool (GNU libgomp, the system's), sized by OMP_NUM_THREADS or all CPUs;
-threadpoolctl sees it as "openmp". GNU OpenMP cannot run a parallel region in a process
-forked after it started its threads, so a forked child (multiprocessing's default start method
-on Linux) uses NumPy's BLAS from then on.
+Threads: an OpenMP pool (GNU libgomp, the system's), sized by mlpx's thread count
+(mlpx.backends.threads) when the library is loaded; threadpoolctl sees it as "openmp". GNU
+OpenMP cannot run a parallel region in a process forked after it started its threads, so a
+forked child (multiprocessing's default start method on Linux) uses NumPy's BLAS from then on.
 """
 
 from __future__ import annotations
@@ -27,10 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from ._mkl import _NO_TRANS, _TRANS, _operand, find_wheel_library, gemm_dims
+from .gemm_plumbing import (
+    NO_TRANS,
+    TRANS,
+    aligned_empty,
+    blas_operand,
+    find_wheel_library,
+    gemm_dims,
+)
 
 _LIB_NAMES = ("libdnnl.so.3", "libdnnl.so")
-_FLAG = {_NO_TRANS: b"N", _TRANS: b"T"}  # _operand's CBLAS flags as dnnl_sgemm's
+_FLAG = {NO_TRANS: b"N", TRANS: b"T"}  # blas_operand's CBLAS flags as dnnl_sgemm's
 _SUCCESS = 0
 # Below this m*n*k a oneDNN call costs more than the product (entering its OpenMP region
 # costs several times a NumPy call: docs/benchmarks.md), and OpenBLAS runs such a GEMM in the
@@ -75,6 +82,9 @@ def load() -> ctypes.CDLL | None:
     lib = None
     path = find_library()
     if path is not None:
+        from . import threads
+
+        threads.prime_openmp()
         try:
             lib = ctypes.CDLL(path)
             dim, vp, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
@@ -89,6 +99,10 @@ def load() -> ctypes.CDLL | None:
     if lib is not None and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_forked)
     _state["lib"] = lib
+    if lib is not None:
+        from . import threads
+
+        threads.apply(force=True)  # libgomp may have been loaded before, with another size
     return lib
 
 
@@ -121,8 +135,6 @@ def _padded_copy(b: np.ndarray) -> np.ndarray:
     if buf is None:
         if len(cache) >= _MAX_SCRATCH:
             cache.clear()
-        from .cpu import aligned_empty
-
         buf = cache[b.shape] = aligned_empty((b.shape[0], b.shape[1] + _PAD // 4), np.float32)
     view = buf[:, : b.shape[1]]
     np.copyto(view, b)
@@ -147,11 +159,11 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
             or a.dtype != np.float32 or b.dtype != np.float32
             or not out.flags.c_contiguous or not out.flags.writeable):
         return False
-    pa, pb = _operand(a, trans_a), _operand(b, trans_b)
+    pa, pb = blas_operand(a, trans_a), blas_operand(b, trans_b)
     if pa is None or pb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
     (aa, fa, lda), (bb, fb, ldb) = pa, pb
-    if fb == _TRANS and m < _PAD_MAX_ROWS and (ldb * 4) % _PAGE == 0:
+    if fb == TRANS and m < _PAD_MAX_ROWS and (ldb * 4) % _PAGE == 0:
         bb = _padded_copy(bb)
         ldb = bb.strides[0] // 4
     status = lib.dnnl_sgemm(_FLAG[fa], _FLAG[fb], m, n, k, 1.0, aa.ctypes.data, lda,

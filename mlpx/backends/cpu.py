@@ -7,13 +7,14 @@ kernel does not handle (row-wise activations, unusual layouts) fall back to the 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import numpy as np
 
 from .. import activations
+from . import threads
 from .base import Array, Backend
+from .gemm_plumbing import aligned_empty
 
 
 @functools.cache  # the import machinery once, not on every op
@@ -70,31 +71,6 @@ def _blas_choice(value: str | None) -> str:
     return choice
 
 
-#: byte alignment of the arrays the backend allocates: a cache line (and an AVX-512
-#: register). NumPy's allocator gives 16; OpenBLAS packs aligned panels faster (the step's
-#: figures: docs/benchmarks.md, "Figures behind choices in the code").
-ALIGNMENT = 64
-# Below this size alignment buys nothing measurable and the padding would be most of the array.
-_ALIGN_MIN_BYTES = 4096
-
-
-def aligned_empty(shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
-    """An uninitialised C-contiguous array whose data starts on an ALIGNMENT-byte boundary.
-
-    A view into a slightly larger byte buffer: NumPy has no aligned allocation of its own.
-    """
-    dt = np.dtype(dtype)
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),)
-    nbytes = dt.itemsize * math.prod(shape)  # math.prod: np.prod costs microseconds here
-    if nbytes < _ALIGN_MIN_BYTES:
-        return np.empty(shape, dt)
-    shape = tuple(int(s) for s in shape)
-    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
-    return raw[start:start + nbytes].view(dt).reshape(shape)
-
-
 class CPUBackend(Backend):
     name = "cpu"
     xp = np
@@ -139,6 +115,7 @@ class CPUBackend(Backend):
 
     def _select_blas(self, choice: str | None) -> None:
         choice = _blas_choice(choice)
+        threads.apply()  # the pools are sized before the first GEMM
         if choice == "numpy":
             self._blas = "numpy"
             return

@@ -239,9 +239,9 @@ def _median(values: list[Any]) -> float | None:
 
 _MLPX_KEYS = ("train_samples_per_s", "step_s", "step_gflops", "gemm_step_s", "best_gemm_gflops",
               "peak_rss_bytes", "traced_peak_bytes", "gpu_pool_bytes", "infer_latency_s",
-              "infer_samples_per_s", "infer_batch")
+              "infer_samples_per_s", "infer_batch", "infer_small_latency_s")
 _PEER_KEYS = ("train_samples_per_s", "step_s", "peak_rss_bytes", "gpu_peak_bytes",
-              "infer_latency_s", "infer_samples_per_s", "version")
+              "infer_latency_s", "infer_samples_per_s", "version", "infer_small_latency_s")
 
 
 def summarise(mlpx_runs: list[dict], peer_runs: dict[str, list[dict]] | list[dict] | None = None
@@ -279,6 +279,9 @@ def summarise(mlpx_runs: list[dict], peer_runs: dict[str, list[dict]] | list[dic
         thr = [a["infer_samples_per_s"] / b["infer_samples_per_s"] for a, b in pairs
                if a.get("infer_samples_per_s") and b.get("infer_samples_per_s")]
         p["infer_latency_ratio"] = _median(lat)
+        p["infer_small_latency_ratio"] = _median(
+            [b["infer_small_latency_s"] / a["infer_small_latency_s"] for a, b in pairs
+             if a.get("infer_small_latency_s") and b.get("infer_small_latency_s")])
         p["infer_ratio"] = _median(thr)
         peers[name] = p
     row["peers"] = peers
@@ -510,25 +513,33 @@ def _inference_rows(doc: dict[str, Any]) -> tuple[str, list[str], list[list[str]
             groups.setdefault((r["backend"], r["dtype"]), []).append(r)
     if not groups:
         return None
-    cols = ["backend", "dtype", "batch-1 us", "infer/s"]
+    cols = ["backend", "dtype", "batch-1 us", "infer/s", "small batch-1 us"]
     for p in peers:
-        cols += [f"{p} us", f"{p} lat x", f"{p}/s", f"{p} x"]
+        cols += [f"{p} us", f"{p} lat x", f"{p}/s", f"{p} x", f"{p} small us", f"{p} small x"]
     lines = []
     batch = None
     for (backend, dtype), rs in groups.items():
         batch = rs[0].get("infer_batch")
         line = [backend, dtype, _fmt(_median([r["infer_latency_s"] for r in rs]) * 1e6, ".0f"),
-                _fmt(_median([r["infer_samples_per_s"] for r in rs]), ",.0f")]
+                _fmt(_median([r["infer_samples_per_s"] for r in rs]), ",.0f"),
+                _fmt(_us(_median([r.get("infer_small_latency_s") for r in rs])), ".0f")]
         for p in peers:
             prs = [r["peers"][p] for r in rs if p in r.get("peers", {})]
             lat = _median([q.get("infer_latency_s") for q in prs])
             line += [_fmt(lat * 1e6 if lat else None, ".0f"),
                      _fmt(_median([q.get("infer_latency_ratio") for q in prs]), ".2f"),
                      _fmt(_median([q.get("infer_samples_per_s") for q in prs]), ",.0f"),
-                     _fmt(_median([q.get("infer_ratio") for q in prs]), ".2f")]
+                     _fmt(_median([q.get("infer_ratio") for q in prs]), ".2f"),
+                     _fmt(_us(_median([q.get("infer_small_latency_s") for q in prs])), ".0f"),
+                     _fmt(_median([q.get("infer_small_latency_ratio") for q in prs]), ".2f")]
         lines.append(line)
     return (f"inference (mlpx predict; PyTorch inference_mode; JAX jit): latency at batch 1, "
-            f"samples/s at batch {batch}; x = the peer's time / mlpx's", cols, lines)
+            f"samples/s at batch {batch}, and the small model's (784-256-128-10) latency at "
+            "batch 1; x = the peer's time / mlpx's", cols, lines)
+
+
+def _us(seconds: float | None) -> float | None:
+    return seconds * 1e6 if seconds else None
 
 
 def format_profile(doc: dict[str, Any]) -> str:

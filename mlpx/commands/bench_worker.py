@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+#: the small model whose batch-1 latency every run also reports
+SMALL_SIZES = [784, 256, 128, 10]
+
 
 def step_flops(sizes: list[int], batch: int) -> dict[str, int]:
     """GEMM FLOPs of one training step and of one inference pass.
@@ -182,6 +185,12 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
                 lambda x=x: model.predict(x, device=True), sync, args.infer_time)
         result["infer_batch"] = args.infer_batch
         result["infer_samples_per_s"] = args.infer_batch / result["infer_batch_s"]
+        # serving one row at a time: the small model's latency too, whatever --sizes is
+        small = mlpx.MLP(SMALL_SIZES, activation=args.activation, backend=ops, dtype=dtype,
+                         seed=0)
+        x1 = ops.asarray(_data(1, SMALL_SIZES, seed=2)[0].astype(dtype))
+        result["infer_small_latency_s"] = _median_time(
+            lambda: small.predict(x1, device=True), sync, args.infer_time)
 
     gemm_times = time_gemms(ops, sizes, B, dtype, args.min_time / 3 or 0.2)
     result["gemm_s"] = gemm_times["each"]

@@ -104,6 +104,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"mlpx {__version__}, numpy {np.__version__}")
     print(f"available backends: {', '.join(available_backends())}")
     print(f"cuda: {cuda_status()}")
+    from ..backends.cpu_choices import describe
+
+    print(describe())
     return 0
 
 

@@ -90,12 +90,16 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype)
     sizes, B = args.sizes, args.batch
 
-    layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(torch.nn.Linear(fan_in, fan_out))
-        if i < len(sizes) - 2:
-            name, kwargs = args.torch_module
-            layers.append(getattr(torch.nn, name)(**kwargs))
+    def build(sizes):
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers.append(torch.nn.Linear(fan_in, fan_out))
+            if i < len(sizes) - 2:
+                name, kwargs = args.torch_module
+                layers.append(getattr(torch.nn, name)(**kwargs))
+        return layers
+
+    layers = build(sizes)
     torch.manual_seed(args.seed)
     model = torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -156,6 +160,11 @@ def main(argv=None) -> int:
             result[f"infer_{key}_s"] = t
         result["infer_batch"] = args.infer_batch
         result["infer_samples_per_s"] = args.infer_batch / result["infer_batch_s"]
+        small_sizes = [784, 256, 128, 10]  # mlpx's worker: SMALL_SIZES
+        small = torch.nn.Sequential(*build(small_sizes)).to(device=device, dtype=dtype).eval()
+        x1 = torch.from_numpy(make_data(1, small_sizes, 2)[0]).to(device=device, dtype=dtype)
+        with torch.inference_mode():
+            result["infer_small_latency_s"] = _median_time(lambda: small(x1), sync)
     if device.type == "cuda":
         result["gpu_peak_bytes"] = int(torch.cuda.max_memory_allocated(device))
         result["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)

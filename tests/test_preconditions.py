@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.validation import as_host_or_device
+from mlpx.preconditions import as_host_or_device
 
 pd = pytest.importorskip("pandas")
 

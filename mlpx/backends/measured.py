@@ -1,0 +1,62 @@
+"""Choices the cpu backend makes by measuring this machine, cached per question.
+
+A choice (which GEMM library, which small-batch inference path and up to how many rows)
+depends on the processor, the thread count and the libraries' versions, so it is measured
+once for each combination and kept in `<cache dir>/<question>.json` (see mlpx._numba_cache),
+one entry per `machine_key`. A cache that cannot be read is measured again; one that cannot be
+written only costs the measurement next time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from typing import Any
+
+from .._compat import cpu_model
+from .threads import get_num_threads
+
+
+def machine_key(*libraries: str) -> str:
+    """What a measured choice depends on: processor, threads and the libraries named."""
+    return " | ".join([cpu_model(), platform.machine(), f"threads {get_num_threads()}",
+                       *libraries])
+
+
+def cache_file(question: str) -> str:
+    from .._numba_cache import cache_root
+
+    return str(cache_root() / f"{question}.json")
+
+
+def read_all(question: str) -> dict[str, Any]:
+    try:
+        with open(cache_file(question)) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
+        return {}
+
+
+def lookup(question: str, key: str) -> dict[str, Any] | None:
+    entry = read_all(question).get(key)
+    return entry if isinstance(entry, dict) else None
+
+
+def store(question: str, key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Keep `entry` (stamped with the time) for `key`; returns it."""
+    entry = {**entry, "measured": datetime.datetime.now().isoformat(timespec="seconds")}
+    cache = read_all(question)
+    cache[key] = entry
+    path = cache_file(question)
+    try:
+        from ..saving.container import write_atomic
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # atomic (a concurrent reader sees the old or the new file), with the umask's mode
+        write_atomic(path, json.dumps(cache, indent=1).encode())
+    except OSError:
+        pass
+    return entry

@@ -1,0 +1,62 @@
+"""Numba kernels of small-batch inference (mlpx.backends.small_batch): a chain of Dense
+layers, each a matrix-vector style product with its bias and activation, in one call.
+
+For a few rows a GEMM library's blocking, packing and threading cost more than the product;
+here each weight row is read once and applied to every input row while it sits in L1, in the
+calling thread, with no other pool woken. The bias and activation are the reference's
+(`bias_act`: z + b rounded to the dtype, then f(z) in float64, rounded once); the products are
+summed in the dtype in input order, so they differ from a BLAS GEMM's only in summation order,
+within the documented GEMM tolerance.
+
+Importing this module imports Numba; mlpx.backends.small_batch does so on first use only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .numba_activations import act_scalar
+from .numba_common import jit
+
+
+@jit
+def all_finite(x):
+    """True when no value of x is NaN or infinite."""
+    for v in x.reshape(-1):
+        if not np.isfinite(v):
+            return False
+    return True
+
+
+@jit
+def dense_rows(x, w, b, has_bias, code, alpha, out):
+    """out = f(x @ w + b) for a few rows x (m, k), w (k, n) C-contiguous."""
+    m, k = x.shape
+    n = w.shape[1]
+    out[:, :] = 0
+    for i in range(k):  # one weight row at a time, applied to every input row
+        wi = w[i]
+        for r in range(m):
+            xi = x[r, i]
+            o = out[r]
+            for j in range(n):
+                o[j] += xi * wi[j]
+    for r in range(m):
+        o = out[r]
+        for j in range(n):
+            v = np.float64(o[j]) + np.float64(b[j]) if has_bias else np.float64(o[j])
+            o[j] = v  # rounded to the dtype, as the reference's z
+            o[j] = act_scalar(code, np.float64(o[j]), alpha)
+
+
+@jit
+def dense_chain(x, ws, bs, has_bias, codes, alphas, outs):
+    """Every layer of the chain; outs[i] receives layer i's output (the last: the result).
+    Returns False (nothing trustworthy written) when x holds NaN or infinity."""
+    if not all_finite(x):
+        return False
+    # the first layer apart: x (perhaps read-only) and the buffers are different types
+    dense_rows(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0])
+    for i in range(1, len(ws)):
+        dense_rows(outs[i - 1], ws[i], bs[i], has_bias[i], codes[i], alphas[i], outs[i])
+    return True

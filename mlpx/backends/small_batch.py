@@ -1,0 +1,172 @@
+"""Small-batch inference on the cpu backend: `predict` on one row, or a handful, with as
+little work per call as the product itself needs.
+
+A model that is a chain of Dense layers (built-in elementwise activations, with or without
+bias) and Dropout layers (the identity at inference) gets a `Chain`: its layers' weights as
+one compiled call (mlpx.backends.numba_small_batch: matrix-vector style products with the bias
+and activation fused, in the calling thread), with per-thread output buffers, so a call
+validates and allocates only what one row needs. It is used for batches up to a cut-off
+measured on this machine for this model's layer sizes (`measured_cutoff`): below it the
+compiled chain is faster than the layers' own path (a GEMM library per layer, with its
+threads); above it, or for any other model, `predict` takes the layers' path. MLPX_SMALL_BATCH
+overrides the measurement: 0 turns the chain off, a number sets the cut-off.
+
+Thread-safe and re-entrant: the weights are only read, each thread writes its own buffers,
+and the caller holds the model's read lock (as for every prediction).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import activations as A
+
+#: the batch sizes the cut-off is measured at (the chain's reach never exceeds the largest)
+PROBE_ROWS = (1, 2, 4, 8, 16, 32, 64)
+QUESTION = "small_batch_inference"
+_MARGIN = 0.97  # the chain must be 3 % faster: ties keep the layers' path
+_ENV = "MLPX_SMALL_BATCH"
+_METHOD = 2  # how the cut-off is measured: a new method measures again
+
+
+@functools.cache  # the import machinery once, not on every call
+def _kernels() -> Any:
+    from . import numba_small_batch
+
+    return numba_small_batch
+
+
+class Chain:
+    """The Dense layers of a model run as one compiled call (see the module)."""
+
+    def __init__(self, dense_layers: list[Any], dtype: np.dtype):
+        self.layers = dense_layers
+        self.dtype = np.dtype(dtype)
+        self.sizes = [int(dense_layers[0].W.data.shape[0])] + [int(d.units) for d in
+                                                                dense_layers]
+        self.codes = tuple(int(A.scalar_kernel(d.activation)) for d in dense_layers)
+        self.alphas = tuple(float(getattr(d.activation, "alpha", 0.0) or 0.0)
+                            for d in dense_layers)
+        self.has_bias = tuple(d.b is not None for d in dense_layers)
+        self._no_bias = tuple(np.zeros(n, self.dtype) for n in self.sizes[1:])
+        self._local = threading.local()
+        self.max_rows = 0  # set by the caller: the measured cut-off
+
+    def _outputs(self, rows: int) -> tuple[np.ndarray, ...]:
+        """This thread's buffers for `rows` rows, the last one a new array (the result)."""
+        cache = getattr(self._local, "buffers", None)
+        if cache is None:
+            cache = self._local.buffers = {}
+        hidden = cache.get(rows)
+        if hidden is None:
+            hidden = cache[rows] = [np.empty((rows, n), self.dtype) for n in self.sizes[1:-1]]
+        return (*hidden, np.empty((rows, self.sizes[-1]), self.dtype))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray | None:
+        """The outputs for C-contiguous `x` of the chain's dtype and width, or
+        None when x holds NaN or infinity (the caller's full path then explains)."""
+        layers = self.layers
+        ws = tuple([d.W.data for d in layers])  # read per call: set_weights may swap them
+        bs = tuple([d.b.data if d.b is not None else z
+                    for d, z in zip(layers, self._no_bias, strict=True)])
+        outs = self._outputs(x.shape[0])
+        ok = _kernels().dense_chain(x, ws, bs, self.has_bias, self.codes, self.alphas, outs)
+        return outs[-1] if ok else None
+
+
+def chain_of(model: Any) -> Chain | None:
+    """A Chain for `model` (built, cpu backend, float32/float64) when it is only Dense layers
+    with built-in elementwise activations (no PReLU) and Dropout layers; else None."""
+    from ..layers.dense import Dense
+    from ..layers.dropout import Dropout
+    from .cpu import CPUBackend
+
+    if not isinstance(model.ops, CPUBackend) or np.dtype(model.dtype) not in (
+            np.dtype(np.float32), np.dtype(np.float64)):
+        return None
+    dense = []
+    for layer in model.layers:
+        if type(layer) is Dropout:
+            continue
+        if type(layer) is not Dense or layer.slopes is not None \
+                or A.scalar_kernel(layer.activation) is None:
+            return None
+        if layer.W.data.dtype != model.dtype or not layer.W.data.flags.c_contiguous:
+            return None
+        dense.append(layer)
+    return Chain(dense, model.dtype) if dense else None
+
+
+# ------------------------------------------------------------------------ the cut-off
+def _best_mean(fn: Callable[[], Any], calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
+def _measure(chain: Chain, layers_path: Callable[[np.ndarray], Any]) -> dict[str, Any]:
+    """Per probe size: seconds per call of the chain and of the layers' path, the median of
+    5 alternated rounds; the cut-off is the largest size up to which the chain always won
+    (by 3 %)."""
+    rng = np.random.default_rng(0)
+    chain_s, layers_s = {}, {}
+    cutoff = 0
+    for rows in PROBE_ROWS:
+        x = rng.standard_normal((rows, chain.sizes[0])).astype(chain.dtype)
+        chain(x)
+        layers_path(x)  # warm-up: kernels compiled, buffers and pools made
+        # ~0.5 ms of each path per round, at least 3 calls: ~35 ms in all for a small model
+        per = _best_mean(lambda x=x: layers_path(x), 3)
+        calls = max(3, min(50, int(5e-4 / max(per, 1e-7))))
+        a, b = [], []
+        for _ in range(5):
+            a.append(_best_mean(lambda x=x: chain(x), calls))
+            b.append(_best_mean(lambda x=x: layers_path(x), calls))
+        # the median round of each: a GEMM library's threads that stall whenever a CPU is
+        # busy elsewhere (10-100x slower rounds on a shared machine) are part of its cost
+        chain_s[rows], layers_s[rows] = statistics.median(a), statistics.median(b)
+        if chain_s[rows] >= _MARGIN * layers_s[rows]:
+            break  # past the crossing: larger batches only favour the GEMM library more
+        cutoff = rows
+    return {"max_rows": cutoff, "chain_s": chain_s, "layers_s": layers_s}
+
+
+def _env_cutoff() -> int | None:
+    value = os.environ.get(_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(
+            f"{_ENV}={value!r} is not a row count; set it to 0 (the layers' path always) or a "
+            f"positive number of rows, or unset it to measure the cut-off on this machine")
+    return int(value)
+
+
+def measured_cutoff(chain: Chain, layers_path: Callable[[np.ndarray], Any],
+                    gemm_path: str) -> int:
+    """The largest batch the chain serves for these layer sizes on this machine: measured
+    on first use, cached per processor, thread count, library versions and GEMM path
+    (mlpx.backends.measured), or MLPX_SMALL_BATCH."""
+    forced = _env_cutoff()
+    if forced is not None:
+        return forced
+    import numba
+
+    from . import measured
+
+    key = measured.machine_key(f"numpy {np.__version__}", f"numba {numba.__version__}",
+                               f"gemm {gemm_path}", f"{chain.dtype.name}",
+                               f"method {_METHOD}", "sizes " + "-".join(map(str, chain.sizes)))
+    entry = measured.lookup(QUESTION, key)
+    if entry is None or not isinstance(entry.get("max_rows"), int):
+        entry = measured.store(QUESTION, key, _measure(chain, layers_path))
+    return int(entry["max_rows"])

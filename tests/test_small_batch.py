@@ -1,0 +1,173 @@
+"""predict on a few rows runs a Dense chain as one compiled call (mlpx.backends.small_batch):
+the same outputs as the layers' path within the GEMM tolerance, the same errors, thread-safe,
+with a cut-off measured once per machine and layer sizes."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx.backends import small_batch
+from mlpx.layers import BatchNorm, Dense, Dropout, PReLU
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "64")  # the chain up to 64 rows, unmeasured
+
+
+def _layers_path(model, x):
+    return model.ops.to_numpy(model._predict(x, 4096))
+
+
+def _x(rows, cols, dtype=np.float32, seed=1):
+    return np.random.default_rng(seed).standard_normal((rows, cols)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu",
+                                 "silu", "softplus", "identity"])
+def test_chain_matches_the_layers_path(act, dtype):
+    model = mlpx.Sequential([Dense(37, activation=act), Dropout(0.2),
+                             Dense(19, activation=act, use_bias=False), Dense(5)],
+                            input_dim=300, dtype=np.dtype(dtype).name, seed=0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for rows in (1, 3, 16, 64):
+        x = _x(rows, 300, dtype)
+        got = model.predict(x)
+        assert model._small_batch[1] is not None and got.dtype == dtype
+        np.testing.assert_allclose(got, _layers_path(model, x), rtol=tol, atol=tol)
+
+
+def test_chain_serves_only_up_to_its_cutoff_and_writes_new_arrays(monkeypatch):
+    model = mlpx.MLP([50, 40, 3], seed=0)
+    calls = []
+    real = small_batch.Chain.__call__
+    monkeypatch.setattr(small_batch.Chain, "__call__",
+                        lambda self, x: calls.append(x.shape[0]) or real(self, x))
+    a = model.predict(_x(2, 50))
+    b = model.predict(_x(2, 50))
+    assert a is not b and calls == [2, 2]
+    model.predict(_x(65, 50))
+    model.predict(_x(8, 50), batch_size=4)  # a smaller batch_size than the rows: as asked
+    assert calls == [2, 2]
+    model.predict(_x(8, 50).T.copy().T)  # not C-contiguous: validated, copied, then chained
+    model.predict(_x(7, 50, np.float64))  # another dtype, or a list: likewise
+    model.predict(_x(6, 50).tolist())
+    assert calls == [2, 2, 8, 7, 6]
+
+
+def test_mlpx_small_batch_zero_turns_the_chain_off(monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "0")
+    model = mlpx.MLP([50, 40, 3], seed=0)
+    model.predict(_x(1, 50))
+    assert model._small_batch[1].max_rows == 0
+
+
+def test_bad_mlpx_small_batch_says_what_it_takes(monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "few")
+    with pytest.raises(ValueError, match="MLPX_SMALL_BATCH='few'.*row count"):
+        mlpx.MLP([5, 3], seed=0).predict(_x(1, 5))
+
+
+def test_the_cutoff_is_measured_once_per_machine_and_sizes(monkeypatch):
+    monkeypatch.delenv("MLPX_SMALL_BATCH")
+    measured = []
+
+    def fake(chain, layers_path):
+        measured.append(tuple(chain.sizes))
+        return {"max_rows": 4, "chain_s": {}, "layers_s": {}}
+
+    monkeypatch.setattr(small_batch, "_measure", fake)
+    for _ in range(2):
+        model = mlpx.MLP([30, 20, 3], seed=0)
+        model.predict(_x(1, 30))
+        assert model._small_batch[1].max_rows == 4
+    mlpx.MLP([30, 21, 3], seed=0).predict(_x(1, 30))
+    assert measured == [(30, 20, 3), (30, 21, 3)]
+
+
+def test_the_measurement_compares_both_paths_and_stops_at_the_crossing():
+    model = mlpx.MLP([30, 20, 3], seed=0)
+    chain = small_batch.chain_of(model)
+    entry = small_batch._measure(chain, lambda x: _layers_path(model, x))
+    assert entry["max_rows"] in (0,) + small_batch.PROBE_ROWS
+    assert set(entry["chain_s"]) == set(entry["layers_s"])
+    assert all(t > 0 for t in entry["chain_s"].values())
+
+
+def test_non_finite_rows_get_the_general_error():
+    model = mlpx.MLP([6, 4, 2], seed=0)
+    x = _x(2, 6)
+    x[1, 2] = np.inf
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        model.predict(x)
+    with pytest.raises(ValueError, match="has 5 features"):
+        model.predict(_x(1, 5))
+
+
+@pytest.mark.parametrize("layers", [
+    [Dense(8, activation="prelu"), Dense(2)],
+    [Dense(8), BatchNorm(), Dense(2)],
+    [Dense(8), PReLU(), Dense(2)],
+    [Dense(8, activation="relu"), Dense(2, activation="softmax")],
+])
+def test_other_models_take_the_layers_path(layers):
+    model = mlpx.Sequential(layers, input_dim=6, seed=0)
+    x = _x(3, 6)
+    got = model.predict(x)
+    assert model._small_batch[1] is None
+    np.testing.assert_array_equal(got, _layers_path(model, x))
+
+
+def test_new_weights_are_used_at_once():
+    model = mlpx.MLP([6, 4, 2], seed=0)
+    x = _x(1, 6)
+    before = model.predict(x)
+    model.set_weights([w * 2 for w in model.get_weights()])
+    after = model.predict(x)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, _layers_path(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_threads_predicting_at_once_get_what_serial_calls_get():
+    model = mlpx.MLP([40, 64, 64, 3], seed=0)
+    xs = [_x(1 + i % 5, 40, seed=i) for i in range(16)]
+    want = [model.predict(x) for x in xs]
+    wrong = []
+
+    def work(i):
+        for _ in range(200):
+            j = (i * 7 + _) % len(xs)
+            if not np.array_equal(model.predict(xs[j]), want[j]):
+                wrong.append(j)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
+
+
+def test_predict_proba_and_sklearn_predict_use_it():
+    sk = pytest.importorskip("mlpx.sklearn")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 10)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    with pytest.warns(Warning):  # few iterations: not converged
+        est = sk.MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y)
+    few = est.predict_proba(X[:3])
+    np.testing.assert_allclose(few, est.predict_proba(X)[:3], rtol=1e-5, atol=1e-6)
+    assert est.predict(X[:3]).tolist() == est.predict(X)[:3].tolist()
+    assert est.predict_proba(X[:3].astype(np.float64)).shape == (3, 3)
+    bad = X[:2].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.predict(bad)
+    model = est.model_
+    np.testing.assert_allclose(model.predict_proba(X[:2]).sum(axis=1), 1.0, rtol=1e-6)
