@@ -61,7 +61,7 @@ def run_demo(
     X_tr, X_te, y_tr, y_te = load_digits_split(seed)
     model = MLP([64, 128, 64, 10], activation="relu", backend=backend, seed=seed)
     print(f"mlpx demo: digits, {len(X_tr)} train / {len(X_te)} test, backend={model.backend!r}")
-    print(model.summary())
+    model.summary()
     hist = model.fit(
         X_tr, y_tr, loss="cross_entropy", optimizer="sgd", lr=0.05, epochs=epochs,
         batch_size=32, validation_data=(X_te, y_te), verbose=verbose,

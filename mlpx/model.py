@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -248,7 +248,18 @@ class Sequential:
     def count_params(self) -> int:
         return int(sum(int(np.prod(p.shape)) for p in self.parameters()))
 
-    def summary(self) -> str:
+    def summary(self, print_fn: Callable[[str], Any] | None = None) -> None:
+        """Print the layers, their output widths and parameter counts (Keras's summary).
+
+        Parameters
+        ----------
+        print_fn
+            Called with the whole summary as one string instead of `print`, e.g.
+            `lines.append` or `logger.info`. `str(model)` returns the same text.
+        """
+        (print if print_fn is None else print_fn)(self._summary_text())
+
+    def _summary_text(self) -> str:
         self._require_built()
         lines = [f"Sequential on {self.backend!r} ({self.dtype.name}), input_dim={self.input_dim}"]
         for i, layer in enumerate(self.layers):
@@ -256,6 +267,10 @@ class Sequential:
             lines.append(f"  {i:>2} {layer!r}  -> {layer.output_dim}  params={n}")
         lines.append(f"  total params: {self.count_params()}")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        # an unbuilt model has no widths to show yet: its repr says what it holds
+        return self._summary_text() if self.built else repr(self)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
@@ -449,6 +464,10 @@ class Sequential:
         return self._to_backend(X), self.ops.asarray(target)
 
     # ------------------------------------------------------------------------- inference
+    def __call__(self, X: Any, batch_size: int | None = None, device: bool = False) -> Any:
+        """`model(X)` is `model.predict(X)`: raw outputs as a NumPy array (inference mode)."""
+        return self.predict(X, batch_size=batch_size, device=device)
+
     def infer(self, x: Any) -> Any:
         """Inference outputs for a backend array `x`, in new arrays: re-entrant (any number
         of threads), writes nothing to the model. Takes no lock: see predict."""

@@ -186,7 +186,7 @@ def test_sequential_builds_lazily_on_first_use(backend, data):
     model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
     assert model.built and model.input_dim == 4 and model.output_dim == 3
     assert model.count_params() == 4 * 6 + 6 + 6 * 3 + 3
-    assert "total params: 51" in model.summary()
+    assert "total params: 51" in str(model)
     with pytest.raises(RuntimeError, match="cannot add layers to a built model"):
         model.add(mlpx.Dense(2))
 
@@ -211,3 +211,26 @@ def test_loss_and_grad_is_aligned_with_get_weights(model, data):
     # a small step against the gradient lowers the loss
     model.set_weights([w - 0.1 * g for w, g in zip(model.get_weights(), grads, strict=True)])
     assert model.loss_and_grad(X, y, loss="cross_entropy")[0] < value
+
+
+def test_calling_the_model_predicts(backend, data):
+    X, _ = data
+    model = mlpx.MLP([4, 6, 3], backend=backend, seed=0)
+    out = model(X)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, model.predict(X))
+
+
+def test_summary_prints_and_returns_none(capsys):
+    model = mlpx.MLP([4, 6, 3], seed=0)
+    assert model.summary() is None
+    printed = capsys.readouterr().out
+    assert "total params: 51" in printed and printed.rstrip("\n") == str(model)
+    lines: list[str] = []
+    model.summary(print_fn=lines.append)
+    assert lines == [str(model)] and capsys.readouterr().out == ""
+
+
+def test_str_of_an_unbuilt_model_is_its_repr():
+    model = mlpx.Sequential([mlpx.Dense(3)])
+    assert str(model) == repr(model)
