@@ -52,6 +52,7 @@ from .checkpoint_schema import check_metric_sums
 from .errors import NonFiniteLossError
 from .history import History
 from .input_scale import warn_if_unscaled
+from .progress import EpochProgress
 from .validation import check_positive_int
 from .weighting import check_sample_weight, combined
 
@@ -363,7 +364,7 @@ class Trainer:
             if saved is not None:
                 cb.load_state_dict(saved)
         left = 0 if self.stopped else (plan.epochs - self.epoch) * steps - self.step
-        bar = self._bar = _progress(left, plan.verbose, "training")
+        bar = self._bar = EpochProgress(left, steps, plan.verbose == 1)
         try:
             with _DeferredInterrupt() as interrupt:
                 self._interrupt = interrupt
@@ -718,15 +719,6 @@ def _check_callbacks(callbacks: Any) -> list:
                 "on_epoch_end(epoch, logs) (or another hook)"
             )
     return callbacks
-
-
-def _progress(total: int, verbose: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, disable=verbose != 1, unit="batch", desc=desc, dynamic_ncols=True,
-        leave=True, mininterval=0.2,
-    )
 
 
 def _report(plan: _Plan, epoch: int, logs: dict, bar: Any) -> None:
