@@ -420,4 +420,9 @@ class ModelCheckpoint(_MonitorState, Callback):
             print(f"ModelCheckpoint: saved epoch {epoch + 1} to {path}")
 
 
-__all__ = ["Callback", "EarlyStopping", "EpochLogs", "ModelCheckpoint"]
+__all__ = ["Callback", "EarlyStopping", "EpochLogs", "ModelCheckpoint", "CSVLogger",
+           "TensorBoard"]
+
+
+# the file-writing callbacks live in their own module; mlpx.callbacks names them all
+from .loggers import CSVLogger, TensorBoard  # noqa: E402
