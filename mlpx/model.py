@@ -298,13 +298,23 @@ class Sequential:
         return x
 
     def backward(self, grad: Any) -> None:
-        """Backpropagate dL/d(output) through every layer, writing parameter gradients."""
+        """Backpropagate dL/d(output) through every layer, writing parameter gradients.
+
+        In a hand-written loop (an optimiser built on `model.parameters()`), a backward
+        before the optimiser has used the previous one's gradients adds to them, as in
+        PyTorch: several backward calls, then one `opt.step()`, accumulate gradients.
+        """
         if self._manual_loop and self._grads_pending:
-            raise RuntimeError(
-                "backward() was called again, but the gradients of the previous backward() "
-                "were never used: call opt.step() after each backward() (then "
-                "opt.zero_grad()), or opt.zero_grad() to discard them"
-            )
+            from .accumulation import GradientStash
+
+            stash = GradientStash()
+            stash.save(self.parameters())
+            self._backward(grad)
+            stash.add_back(self.parameters())
+            return
+        self._backward(grad)
+
+    def _backward(self, grad: Any) -> None:
         last = len(self.layers) - 1
         scratch = False  # the caller's array is never overwritten
         for i in range(last, -1, -1):
@@ -714,6 +724,7 @@ class Sequential:
         metrics: Sequence[Any] | None = None,
         validation_freq: int | Sequence[int] = 1,
         distributed: Any = False,
+        gradient_accumulation_steps: int = 1,
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
 
@@ -745,6 +756,10 @@ class Sequential:
         on_train_batch_begin / on_train_batch_end (see mlpx.callbacks). Inputs that look
         unscaled raise an mlpx.UnscaledInputWarning.
 
+        `gradient_accumulation_steps=k` (Keras 3) takes one optimiser step per k
+        mini-batches, with the mean gradient of the k batches: the step of a k times larger
+        batch, holding one batch's activations (see mlpx.accumulation).
+
         `distributed=True` (a script started with `mpirun -n N`, every process passing the
         same X and y) trains one model data-parallel: `batch_size` is the global batch, split
         across the processes, and every process ends with the weights one process would have
@@ -768,6 +783,7 @@ class Sequential:
             resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
             stream_data=stream_data, sample_weight=sample_weight, class_weight=class_weight,
             metrics=metrics, validation_freq=validation_freq, distributed=distributed,
+            gradient_accumulation_steps=gradient_accumulation_steps,
         )
 
     # ------------------------------------------------------------------------ checkpoints

@@ -46,6 +46,7 @@ from . import losses as L
 from . import metrics as M
 from . import optim as O
 from . import state as S
+from .accumulation import Accumulation, check_accumulation_steps
 from .callbacks import Callback, EpochLogs
 from .checkpoint import CheckpointError
 from .checkpoint_schema import check_metric_sums
@@ -119,6 +120,7 @@ class _Plan:
     val_weights: np.ndarray | None = None
     validation_freq: Any = 1
     metric_sums: dict | None = None  # a resumed epoch's partial metric sums
+    accumulation: int = 1  # mini-batches per optimiser step (gradient_accumulation_steps)
 
 
 @dataclass
@@ -193,6 +195,7 @@ class Trainer:
         self._first_epoch = 0
         self._gbuf: dict[int, Any] = {}
         self._bar: Any = None
+        self._accum = Accumulation(1, 1, 1)  # gradient accumulation of the run (fit sets it)
         self._phase = "between"  # of the step in progress: forward, update, between steps
         self._guard: _BufferGuard | None = None
         self.parallel: Any = Alone()
@@ -229,6 +232,11 @@ class Trainer:
             return self.train(plan)
         from .distributed.data_parallel import start
 
+        if kwargs.get("gradient_accumulation_steps", 1) != 1:
+            raise ValueError(
+                "gradient_accumulation_steps is not supported with distributed=True; the "
+                "processes already form a large batch: raise batch_size instead"
+            )
         parallel = start(distributed, self.model, stacklevel=3)  # the caller of model.fit
         if parallel is None:  # alone (warned): an ordinary fit
             return self.fit(X, y, **kwargs)
@@ -252,7 +260,7 @@ class Trainer:
               resume_from: Any = None, clip_norm: float | None = None,
               clip_value: float | None = None, stream_data: bool | None = None,
               sample_weight: Any = None, class_weight: Any = None, metrics: Any = None,
-              validation_freq: Any = 1) -> _Plan:
+              validation_freq: Any = 1, gradient_accumulation_steps: int = 1) -> _Plan:
         """Check everything and plan the run; the model does not change."""
         from .backends.batches import check_stream_data
         from .clipping import GradientClipper
@@ -267,6 +275,7 @@ class Trainer:
         stream = check_stream_data(stream_data)
         callbacks = _check_callbacks(callbacks)
         validation_freq = _check_validation_freq(validation_freq)
+        accumulation = check_accumulation_steps(gradient_accumulation_steps)
         if validation_data is not None and validation_split:
             raise ValueError(
                 "give either validation_data=(X_val, y_val) or validation_split=, not both")
@@ -312,7 +321,7 @@ class Trainer:
             verbose=verbose, clipper=clipper, stream=stream, resumed=record is not None,
             seed=int(record.architecture["seed"]) if record else None,
             metrics=chosen, weights=weights, val_weights=val_w, validation_freq=validation_freq,
-            metric_sums=run.metric_sums if run else None,
+            metric_sums=run.metric_sums if run else None, accumulation=accumulation,
         )
 
     def begin(self, plan: _Plan) -> None:
@@ -351,6 +360,7 @@ class Trainer:
         n, bs, steps = source.n, source.batch_size, source.steps
         self._gbuf = {m: ops.empty((m, model.output_dim), model.dtype)
                       for m in {bs, n - (steps - 1) * bs}}
+        self._accum = Accumulation(plan.accumulation, n, bs)
         self._guard, self._phase = _BufferGuard(model), "between"
         # device copies of the weights, gathered per batch like X and y
         self._weights = None if plan.weights is None else ops.asarray(plan.weights)
@@ -393,6 +403,7 @@ class Trainer:
         part = self.parallel.rows  # a process's shard of every batch (None: all rows)
         batches = source.epoch(order) if part is None else source.epoch(order, part)
         weights = self._epoch_weights(order, source)
+        self._accum.begin_epoch(plan.weights, order)
         host_weights = None  # the epoch's weights in batch order, for data-parallel scaling
         if part is not None and plan.weights is not None:
             host_weights = plan.weights if order is None else plan.weights[order]
@@ -413,7 +424,7 @@ class Trainer:
                     wb = None
                 with model.step_lock():
                     total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1,
-                                                  weight=wb)
+                                                  weight=wb, step=s)
                 done = s + 1
                 last_norm = last_norm if norm is None else norm
                 bar.update(1)
@@ -424,10 +435,12 @@ class Trainer:
                         hook(s, logs)
                     # a batch hook stops the run (data parallel: when it does on any process)
                     model.stop_training = self.parallel.any(model.stop_training)
-                    if model.stop_training and done < steps:
+                    # a stop waits for the end of a gradient-accumulation group
+                    if model.stop_training and done < steps and self._accum.boundary(done):
                         bar.update(steps - done)
                         break
-                if self._stop_requested(interrupt) and done < steps:
+                if (self._stop_requested(interrupt) and done < steps
+                        and self._accum.boundary(done)):
                     self.step = done
                     self.loss_sum = self.parallel.total(model.ops.to_float(total))
                     self.metric_sums = self.parallel.merge_metric_sums(
@@ -454,10 +467,12 @@ class Trainer:
         return ops.take_rows(w, ops.asarray(order), out)
 
     def train_step(self, xb: Any, yb: Any, plan: _Plan, params: list, total: Any,
-                   last: bool, weight: Any = None) -> tuple[Any, Any]:
+                   last: bool, weight: Any = None, step: int = 0) -> tuple[Any, Any]:
         """One update; returns the running loss sum and the pre-clip gradient norm (only
         computed on the epoch's last step unless clip_norm needs it every step). `weight`:
-        the batch's sample weights (device), or None for the plain mean loss."""
+        the batch's sample weights (device), or None for the plain mean loss. With gradient
+        accumulation, `step` (the batch's index in the epoch) places the batch in its group:
+        only a group's last batch updates the weights (see mlpx.accumulation)."""
         model, ops = self.model, self.model.ops
         self._phase = "forward"
         self._guard.save()
@@ -478,9 +493,21 @@ class Trainer:
             sums = [metric.update(ops, prev, out, yb, weight)
                     for metric, prev in zip(plan.metrics, self.metric_sums, strict=True)]
         self.parallel.scale_output_grad(ops, g)
+        accum = self._accum
+        if accum.active:
+            g *= accum.share(step)  # the batch's part of the group's mean gradient
+            if not accum.first(step):
+                accum.stash.save(params)
         model.backward(g)
         asked = self._interrupt is not None and self._interrupt.requested
         self._agreed_stop = self.parallel.reduce_gradients(params, asked)
+        if accum.active:
+            if not accum.first(step):
+                accum.stash.add_back(params)
+            if not accum.last(step):
+                self.metric_sums = sums
+                self._phase = "between"
+                return total + step_sum, None
         model.add_penalty_grads()
         norm = plan.clipper(ops, params, need_norm=last)
         self._phase = "update"
