@@ -9,7 +9,9 @@ with the L2 term `alpha`, Glorot-uniform initialisation, the `tol` / `n_iter_no_
 stopping rule, `early_stopping` on a held-out `validation_fraction`, the `learning_rate`
 schedules of `solver="sgd"`, `lbfgs` through SciPy), so the estimators work in `Pipeline`,
 `GridSearchCV`, `cross_val_score` and `clone` with only the import changed. Two parameters
-are mlpx's own: `backend` ("cpu", "cuda", "auto") and `dtype` ("float32" or "float64").
+are mlpx's own: `backend` ("cpu", "cuda", "auto") and `dtype` (None, the default: the
+input's float dtype, float32 input giving a float32 model and anything else float64, as
+scikit-learn's MLP; or "float32" / "float64" to choose).
 
 Each estimator builds an `mlpx.Sequential` (`model_`) and trains it through its public
 `fit`, `loss_and_grad`, `predict`, `get_weights` and `set_weights`.
@@ -168,7 +170,7 @@ class _BaseMLP(BaseEstimator):
         n_iter_no_change: int = 10,
         max_fun: int = 15000,
         backend: str = "cpu",
-        dtype: str = "float32",
+        dtype: str | None = None,
     ):
         # stored verbatim (scikit-learn's clone and get_params rely on it); checked in fit
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -260,10 +262,12 @@ class _BaseMLP(BaseEstimator):
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if str(self.dtype) not in ("float32", "float64") and self.dtype not in (
-            np.float32, np.float64
-        ):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.dtype is not None and str(self.dtype) not in ("float32", "float64") and (
+                self.dtype not in (np.float32, np.float64)):
+            raise ValueError(
+                f"dtype must be None (the input's float dtype), 'float32' or 'float64', got "
+                f"{self.dtype!r}"
+            )
         return [int(s) for s in sizes], act
 
     # ------------------------------------------------------------------------------ fitting
@@ -290,6 +294,9 @@ class _BaseMLP(BaseEstimator):
         rs = check_random_state(self.random_state)
         if first:
             total = target.shape[0] if sample_weight is None else float(sample_weight.sum())
+            # scikit-learn's MLP computes in the input's float dtype (float32 stays float32,
+            # the validated X is float64 otherwise) unless dtype chooses one
+            self._model_dtype = str(X.dtype if self.dtype is None else np.dtype(self.dtype))
             self._initialize(sizes, act, X.shape[1], target, rs, total)
         elif incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -359,7 +366,7 @@ class _BaseMLP(BaseEstimator):
                 kernel_regularizer=L2(lam) if lam > 0 else None,
             ))
         model = Sequential(layers, input_dim=units[0], backend=self.backend,
-                           dtype=str(np.dtype(self.dtype)), seed=seed)
+                           dtype=self._model_dtype, seed=seed)
         return model.compile(loss=self._mlpx_loss)
 
     # Pickles hold the weights and the optimiser state as NumPy arrays, not the model's work
@@ -657,7 +664,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         n_iter_no_change: int = 10,
         max_fun: int = 15000,
         backend: str = "cpu",
-        dtype: str = "float32",
+        dtype: str | None = None,
     ):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
