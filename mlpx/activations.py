@@ -560,3 +560,9 @@ def from_config(cfg: dict) -> Activation:
     if isinstance(found, (tuple, list)):
         return FunctionActivation(found[0], found[1], name=name)
     return found(**cfg)
+
+
+# the public API (what the API reference lists; the rest serves the layers and the kernels)
+__all__ = ["Activation", "Identity", "Step", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU",
+           "GELU", "SiLU", "Softplus", "PReLU", "Softmax", "LogSoftmax", "FunctionActivation",
+           "register_activation", "names", "get"]

@@ -201,6 +201,21 @@ class EarlyStopping(_MonitorState, Callback):
     (`model.state_dict()`: weights and BatchNorm running statistics) of its best epoch,
     whether patience ran out or the epochs did. `mode="auto"` minimises losses and maximises
     accuracies. Its state (best value and epoch, wait counter, best state) is checkpointed.
+
+    Parameters
+    ----------
+    monitor
+        The logged value to watch, e.g. `"val_loss"`, `"val_accuracy"` or `"loss"`.
+    patience
+        Epochs without improvement before training stops (0: stop at the first).
+    min_delta
+        The smallest change that counts as an improvement.
+    restore_best_weights
+        End with the state of the best epoch (also when the epochs run out).
+    mode
+        `"min"`, `"max"` or `"auto"` (maximise names ending in `accuracy`, else minimise).
+    verbose
+        1 prints a line when training stops.
     """
 
     def __init__(
@@ -298,6 +313,21 @@ class ModelCheckpoint(_MonitorState, Callback):
     accepts files, that every `{key}` of the pattern is a value the fit records, and, with
     `save_best_only`, that `monitor` is recorded. Each fit is a run of its own, so `best`
     starts afresh there; `fit(resume_from=...)` restores the saved run's `best`.
+
+    Parameters
+    ----------
+    path
+        The file to write; may hold `{epoch}` and any logged value as format fields.
+    monitor
+        The logged value that decides "best" with `save_best_only`.
+    save_best_only
+        Save only when `monitor` improves (else every `every_n_epochs` epochs).
+    every_n_epochs
+        Save every N epochs (without `save_best_only`).
+    mode
+        `"min"`, `"max"` or `"auto"`, as in EarlyStopping.
+    verbose
+        1 prints a line for each file written.
     """
 
     def __init__(

@@ -70,6 +70,22 @@ class Sequential:
 
     >>> model = Sequential([Dense(64, activation="relu"), Dense(10)], input_dim=784,
     ...                    backend="cpu", dtype="float32", seed=0)
+
+    Parameters
+    ----------
+    layers
+        The layers, input side first (`mlpx.Dense`, `mlpx.Dropout`, ...); more can be
+        appended with `add` until the model is built.
+    input_dim
+        The number of input features. None (default): the model is built on the first
+        `fit`, `forward` or `build`, from the data's width.
+    backend
+        `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"` (CUDA when CuPy sees a GPU),
+        or a backend object from `mlpx.get_backend`.
+    dtype
+        `"float32"` (default), `"float64"` or `"mixed_bfloat16"`.
+    seed
+        Seeds the initial weights, dropout masks and shuffling. None (default) draws one.
     """
 
     def __init__(
@@ -188,7 +204,7 @@ class Sequential:
     # ------------------------------------------------------------------------------ state
     def walk(self):
         """(path, layer) for every layer, depth first, a block before its sub-layers:
-        ("layers.0", ...), ..., ("layers.4.layers.0", ...). State keys are "<path>.<name>"."""
+        ("layers.0", ...), ..., ("layers.4.layers.0", ...). State keys are `"<path>.<name>"`."""
         return _walk(self.layers)
 
     def state_spec(self, input_dim: int | None = None, *, params: bool = True,
@@ -221,8 +237,8 @@ class Sequential:
                 for k, v in layer.state_arrays().items()}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters and buffers as NumPy copies, keyed "layers.<i>.<name>" (nested blocks
-        "layers.<i>.layers.<j>.<name>"), parameters before buffers in each layer: PyTorch's
+        """Parameters and buffers as NumPy copies, keyed `"layers.<i>.<name>"` (nested blocks
+        `"layers.<i>.layers.<j>.<name>"`), parameters before buffers in each layer: PyTorch's
         `Module.state_dict()`. Optimiser, epoch and callbacks are the training run's state
         (`model.trainer_.state_dict()`); checkpoints hold both."""
         ops = self.ops
@@ -475,7 +491,8 @@ class Sequential:
 
     # ------------------------------------------------------------------------- inference
     def __call__(self, X: Any, batch_size: int | None = None, device: bool = False) -> Any:
-        """`model(X)` is `model.predict(X)`: raw outputs as a NumPy array (inference mode)."""
+        """`model(X)` is `model.predict(X)` (the PyTorch habit): raw outputs as a NumPy
+        array, computed in inference mode; takes `predict`'s parameters."""
         return self.predict(X, batch_size=batch_size, device=device)
 
     def infer(self, x: Any) -> Any:
@@ -493,7 +510,22 @@ class Sequential:
         its memory and dtype allow. Returns a NumPy array, or with `device=True` an array on
         the model's device (NumPy for cpu, CuPy for cuda) that any DLPack consumer takes
         without a copy: `torch.from_dlpack(model.predict(X, device=True))`,
-        `jax.dlpack.from_dlpack(...)`. Thread-safe: see "Threads" in the README.
+        `jax.dlpack.from_dlpack(...)`. Thread-safe: several threads may predict at once.
+
+        Parameters
+        ----------
+        X
+            The inputs, shape (n_samples, input_dim).
+        batch_size
+            Rows per forward pass; None (default) uses a large batch (memory, not
+            results, depends on it).
+        device
+            Return an array on the model's device instead of a NumPy array.
+
+        Returns
+        -------
+        array
+            The outputs, shape (n_samples, output_dim), in the model's dtype.
         """
         X = self._check_X(X)
         default = DEFAULT_PREDICT_BATCH if batch_size is None else batch_size  # 0 is an error
@@ -513,7 +545,17 @@ class Sequential:
     def predict_proba(self, X: Any, batch_size: int | None = None,
                       device: bool = False) -> Any:
         """Class probabilities: softmax (cross_entropy), sigmoid (bce), exp (nll). NumPy,
-        or with `device=True` an array on the model's device (as predict)."""
+        or with `device=True` an array on the model's device (as predict).
+
+        Parameters
+        ----------
+        X
+            The inputs, shape (n_samples, input_dim).
+        batch_size
+            Rows per forward pass; None (default) as in `predict`.
+        device
+            Return an array on the model's device instead of a NumPy array.
+        """
         loss = self.loss_
         if loss is None:
             code = getattr(getattr(self.layers[-1], "activation", None), "code", None)
@@ -533,7 +575,29 @@ class Sequential:
     ) -> dict[str, float]:
         """Mean loss over (X, y), in batches, with accuracy for classification losses and
         the metrics of compile/fit (or `metrics`). `sample_weight` makes every mean a
-        weighted one, as in fit."""
+        weighted one, as in fit.
+
+        Parameters
+        ----------
+        X
+            The inputs, shape (n_samples, input_dim).
+        y
+            The targets, as `fit` takes them (class labels, one-hot rows or values).
+        loss
+            The loss's name or object; None (default) uses the loss of `fit`/`compile`.
+        batch_size
+            Rows per forward pass; None (default) uses a large batch.
+        sample_weight
+            One weight per sample; None (default) weighs them equally.
+        metrics
+            Metric names or objects (see `mlpx.metrics`); None (default) uses those of
+            `compile`/`fit`.
+
+        Returns
+        -------
+        dict
+            `{"loss": ..., "accuracy": ..., <metric>: ...}` as floats.
+        """
         from . import metrics as M
         from .weighting import check_sample_weight
 
@@ -797,6 +861,18 @@ class Sequential:
         (optimiser, position, callbacks, History) to one safetensors file, atomically (see
         mlpx.checkpoint). Load it with `mlpx.load(path, backend=...)`, or continue the run
         with `fit(..., resume_from=path)`.
+
+        Parameters
+        ----------
+        path
+            The file to write (by convention `*.safetensors`); its folder must exist.
+        epoch
+            The epoch count to record; None (default) records the model's own.
+
+        Returns
+        -------
+        Path
+            The path written.
         """
         from . import __version__
 
@@ -877,6 +953,25 @@ class MLP(Sequential):
 
     The first size is the input width; hidden layers use `activation`; the output layer uses
     `output_activation` (None: raw logits/values, the right choice for the built-in losses).
+
+    Parameters
+    ----------
+    sizes
+        The widths, input first and output last, e.g. `[784, 256, 10]` (at least two).
+    activation
+        The hidden layers' activation: a name (`"relu"`, `"tanh"`, ...) or an
+        `mlpx.activations` object such as `LeakyReLU(0.1)`.
+    output_activation
+        The output layer's activation; None (default) gives raw outputs.
+    init
+        The weight initialiser's name (see `mlpx.initializers`); None picks the one
+        suited to each layer's activation.
+    backend
+        As for `Sequential`: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`.
+    dtype
+        `"float32"` (default), `"float64"` or `"mixed_bfloat16"`.
+    seed
+        Seeds the initial weights, dropout masks and shuffling. None (default) draws one.
     """
 
     def __init__(
@@ -912,6 +1007,21 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu",
     User-defined activations, losses and layers are found by the names the file records:
     in `custom_objects` ({name: class or function}, as in Keras) first, then among the parts
     registered with `mlpx.register_activation` / `register_loss` / `register_layer`.
+
+    Parameters
+    ----------
+    path
+        A file written by `model.save` (or `ModelCheckpoint`).
+    backend
+        Where to build the model: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`;
+        the file does not depend on the backend that saved it.
+    custom_objects
+        `{name: class or function}` for user-defined parts the file names.
+
+    Returns
+    -------
+    Sequential
+        The model, ready to predict, evaluate, save or `fit` further.
     """
     from .custom_objects import custom_object_scope
 

@@ -511,3 +511,8 @@ def from_config(cfg: dict[str, Any]) -> Optimizer:
     if lr is not None:
         opt.lr = check_float(lr, "lr")
     return opt
+
+
+# the public API (what the API reference lists; the rest serves fit and checkpoints)
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "register", "names",
+           "get"]

@@ -517,6 +517,64 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     column names), `loss_`, `loss_curve_`, `best_loss_`, `validation_scores_`,
     `best_validation_score_`, `coefs_`, `intercepts_`, `n_iter_`, `t_`, `n_layers_`,
     `n_outputs_`, `out_activation_`, and `model_` (the trained `mlpx.Sequential`).
+
+    Parameters
+    ----------
+    hidden_layer_sizes
+        The hidden layers' widths, e.g. `(100,)` (default) or `(64, 32)`.
+    activation
+        The hidden activation: `"relu"` (default), `"tanh"`, `"logistic"`, `"identity"`
+        (or mlpx's `"leaky_relu"`, `"elu"`, `"gelu"`, `"silu"`, `"softplus"`).
+    solver
+        `"adam"` (default), `"sgd"` or `"lbfgs"` (full batch, through SciPy).
+    alpha
+        The L2 penalty's strength (default 0.0001).
+    batch_size
+        Rows per mini-batch; `"auto"` (default) is `min(200, n_samples)`.
+    learning_rate
+        The `sgd` schedule: `"constant"` (default), `"invscaling"` or `"adaptive"`.
+    learning_rate_init
+        The initial learning rate (default 0.001; `sgd` and `adam`).
+    power_t
+        The exponent of `"invscaling"` (default 0.5).
+    max_iter
+        The most epochs (`lbfgs`: iterations) to train (default 200).
+    shuffle
+        Shuffle the rows every epoch (default True).
+    random_state
+        An int, a `numpy.random.RandomState` or None (default): initial weights, shuffling
+        and the early-stopping split.
+    tol
+        The improvement below which an epoch counts as no progress (default 1e-4).
+    verbose
+        Print the loss of every epoch (default False).
+    warm_start
+        Continue from the current weights in `fit` (default False).
+    momentum
+        The `sgd` momentum (default 0.9).
+    nesterovs_momentum
+        Nesterov's momentum for `sgd` (default True).
+    early_stopping
+        Hold out `validation_fraction` of the rows and stop when its score stops
+        improving (default False).
+    validation_fraction
+        The held-out share with `early_stopping` (default 0.1).
+    beta_1
+        Adam's first-moment decay (default 0.9).
+    beta_2
+        Adam's second-moment decay (default 0.999).
+    epsilon
+        Adam's epsilon (default 1e-8).
+    n_iter_no_change
+        Epochs without progress before stopping (default 10).
+    max_fun
+        The most loss evaluations of `lbfgs` (default 15000).
+    backend
+        mlpx's: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`.
+    dtype
+        mlpx's: None (default) computes in the input's float dtype, as scikit-learn's MLP
+        (float32 input: float32, anything else: float64); `"float32"` or `"float64"`
+        chooses.
     """
 
     _y_numeric = False
@@ -629,6 +687,66 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Attributes: `n_features_in_`, `feature_names_in_`, `loss_`, `loss_curve_`, `best_loss_`,
     `validation_scores_`, `best_validation_score_`, `coefs_`, `intercepts_`, `n_iter_`,
     `t_`, `n_layers_`, `n_outputs_`, `out_activation_`, and `model_` (an `mlpx.Sequential`).
+
+    Parameters
+    ----------
+    loss
+        `"squared_error"` (default; the only one).
+    hidden_layer_sizes
+        The hidden layers' widths, e.g. `(100,)` (default) or `(64, 32)`.
+    activation
+        The hidden activation: `"relu"` (default), `"tanh"`, `"logistic"`, `"identity"`
+        (or mlpx's `"leaky_relu"`, `"elu"`, `"gelu"`, `"silu"`, `"softplus"`).
+    solver
+        `"adam"` (default), `"sgd"` or `"lbfgs"` (full batch, through SciPy).
+    alpha
+        The L2 penalty's strength (default 0.0001).
+    batch_size
+        Rows per mini-batch; `"auto"` (default) is `min(200, n_samples)`.
+    learning_rate
+        The `sgd` schedule: `"constant"` (default), `"invscaling"` or `"adaptive"`.
+    learning_rate_init
+        The initial learning rate (default 0.001; `sgd` and `adam`).
+    power_t
+        The exponent of `"invscaling"` (default 0.5).
+    max_iter
+        The most epochs (`lbfgs`: iterations) to train (default 200).
+    shuffle
+        Shuffle the rows every epoch (default True).
+    random_state
+        An int, a `numpy.random.RandomState` or None (default): initial weights, shuffling
+        and the early-stopping split.
+    tol
+        The improvement below which an epoch counts as no progress (default 1e-4).
+    verbose
+        Print the loss of every epoch (default False).
+    warm_start
+        Continue from the current weights in `fit` (default False).
+    momentum
+        The `sgd` momentum (default 0.9).
+    nesterovs_momentum
+        Nesterov's momentum for `sgd` (default True).
+    early_stopping
+        Hold out `validation_fraction` of the rows and stop when its score stops
+        improving (default False).
+    validation_fraction
+        The held-out share with `early_stopping` (default 0.1).
+    beta_1
+        Adam's first-moment decay (default 0.9).
+    beta_2
+        Adam's second-moment decay (default 0.999).
+    epsilon
+        Adam's epsilon (default 1e-8).
+    n_iter_no_change
+        Epochs without progress before stopping (default 10).
+    max_fun
+        The most loss evaluations of `lbfgs` (default 15000).
+    backend
+        mlpx's: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`.
+    dtype
+        mlpx's: None (default) computes in the input's float dtype, as scikit-learn's MLP
+        (float32 input: float32, anything else: float64); `"float32"` or `"float64"`
+        chooses.
     """
 
     _y_numeric = True
