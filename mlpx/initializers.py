@@ -196,7 +196,7 @@ def default_for(act: A.Activation) -> str:
 
     Sigmoid: on the 2-2-1 XOR recipe (zero biases, MSE, full-batch SGD lr 2, 5000 epochs,
     200 seeds) xavier_uniform solves 73% of seeds, U(+-1/sqrt(fan_in)) 89%, like PyTorch's
-    own default (90%); the gain-4 Xavier 41.5%. See the README.
+    own default (90%); the gain-4 Xavier 41.5%. See docs/guide.md (Initialisers).
     """
     if act.family == "relu":
         return "he_normal"
