@@ -16,8 +16,8 @@ def _data(n, seed=0):
     return X, y
 
 
-def _fit(X, y, batch_size, k, optimizer="sgd", **kw):
-    model = mlpx.MLP([5, 12, 3], activation="tanh", dtype="float64", seed=0)
+def _fit(X, y, batch_size, k, optimizer="sgd", backend="cpu", **kw):
+    model = mlpx.MLP([5, 12, 3], activation="tanh", dtype="float64", seed=0, backend=backend)
     hist = model.fit(X, y, loss="cross_entropy", optimizer=optimizer, lr=0.05, epochs=3,
                      batch_size=batch_size, verbose=0, gradient_accumulation_steps=k, **kw)
     return model, hist
@@ -31,10 +31,11 @@ def _assert_same_weights(a, b):
 # 64 rows: whole groups; 76 rows: a last group of 2 batches (12 rows) in each epoch
 @pytest.mark.parametrize("n", [64, 76])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_k_batches_then_one_step_equal_one_step_on_the_k_times_larger_batch(n, optimizer):
+def test_k_batches_then_one_step_equal_one_step_on_the_k_times_larger_batch(n, optimizer,
+                                                                           backend):
     X, y = _data(n)
-    big, big_hist = _fit(X, y, batch_size=32, k=1, optimizer=optimizer)
-    acc, acc_hist = _fit(X, y, batch_size=8, k=4, optimizer=optimizer)
+    big, big_hist = _fit(X, y, batch_size=32, k=1, optimizer=optimizer, backend=backend)
+    acc, acc_hist = _fit(X, y, batch_size=8, k=4, optimizer=optimizer, backend=backend)
     _assert_same_weights(acc, big)
     np.testing.assert_allclose(acc_hist.history["loss"], big_hist.history["loss"], rtol=1e-12)
     assert acc.optimizer_.step_count == big.optimizer_.step_count == 3 * -(-n // 32)
@@ -76,9 +77,9 @@ def _loop_step(model, xb, yb, scale=1.0):
     model.backward(grad * scale)
 
 
-def test_a_second_backward_adds_to_the_pending_gradients():
+def test_a_second_backward_adds_to_the_pending_gradients(backend):
     X, y = _data(32)
-    model = mlpx.MLP([5, 12, 3], activation="tanh", dtype="float64", seed=0)
+    model = mlpx.MLP([5, 12, 3], activation="tanh", dtype="float64", seed=0, backend=backend)
     opt = mlpx.optim.SGD(model.parameters(), lr=0.1)
     _loop_step(model, X, y)
     once = [mlpx.to_numpy(p.grad).copy() for p in model.parameters()]
