@@ -20,7 +20,8 @@ def load_digits_split(
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError(
-            'the digits data set ships with scikit-learn: pip install "mlpx[demo]"'
+            "the digits data set ships with scikit-learn: pip install scikit-learn "
+            '(or pip install ".[demo]" in a clone of mlpx)'
         ) from None
     from .data import Standardizer, train_test_split
 
@@ -46,7 +47,8 @@ def load_digits_three_way(
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError(
-            'the digits data set ships with scikit-learn: pip install "mlpx[demo]"'
+            "the digits data set ships with scikit-learn: pip install scikit-learn "
+            '(or pip install ".[demo]" in a clone of mlpx)'
         ) from None
     from .data import Standardizer, train_test_split
 

@@ -133,6 +133,6 @@ def _summary_module() -> Any:
     except ImportError:
         raise ImportError(
             "the TensorBoard callback writes event files with the tensorboard package, which "
-            'is not installed: pip install tensorboard (or pip install "mlpx[tensorboard]")'
+            'is not installed: pip install tensorboard (or ".[tensorboard]" in a clone of mlpx)'
         ) from None
     return summary

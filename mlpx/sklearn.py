@@ -46,7 +46,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError(
         f"mlpx.sklearn needs scikit-learn >= 1.6 ({e}); install it with: "
-        'pip install "mlpx[sklearn]"'
+        'pip install "scikit-learn>=1.6" (or pip install ".[sklearn]" in a clone of mlpx)'
     ) from None
 
 from . import optim
