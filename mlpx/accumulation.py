@@ -35,7 +35,8 @@ class GradientStash:
 
     def save(self, params: Sequence[Any]) -> None:
         if len(self._saved) != len(params) or any(
-                s.shape != p.grad.shape or s.dtype != p.grad.dtype
+                type(s) is not type(p.grad) or s.shape != p.grad.shape
+                or s.dtype != p.grad.dtype
                 for s, p in zip(self._saved, params, strict=False)):
             self._saved = [p.grad.copy() for p in params]
             return
@@ -54,7 +55,6 @@ class Accumulation:
     def __init__(self, k: int, n: int, batch_size: int) -> None:
         self.k, self.n, self.batch_size = k, n, batch_size
         self.steps = -(-n // batch_size)
-        self.stash = GradientStash()
         self._weights: np.ndarray | None = None
 
     @property

@@ -124,6 +124,8 @@ class Sequential:
         self._grads_pending = False
         #: an optimiser was built on model.parameters(): check the manual loop's order
         self._manual_loop = False
+        #: copies of the gradients while a backward adds to them (gradient accumulation)
+        self._grad_stash: Any = None
         for layer in layers or []:
             self.add(layer)
         if input_dim is not None:
@@ -313,22 +315,33 @@ class Sequential:
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, grad: Any) -> None:
+    def backward(self, grad: Any, accumulate: bool | None = None) -> None:
         """Backpropagate dL/d(output) through every layer, writing parameter gradients.
 
         In a hand-written loop (an optimiser built on `model.parameters()`), a backward
         before the optimiser has used the previous one's gradients adds to them, as in
         PyTorch: several backward calls, then one `opt.step()`, accumulate gradients.
+
+        Parameters
+        ----------
+        grad
+            dLoss/d(output) of the last `forward`, shape (batch, output_dim).
+        accumulate
+            True adds to the current gradients, False replaces them; None (default)
+            follows the rule above.
         """
-        if self._manual_loop and self._grads_pending:
+        if accumulate is None:
+            accumulate = self._manual_loop and self._grads_pending
+        if not accumulate:
+            self._backward(grad)
+            return
+        if self._grad_stash is None:
             from .accumulation import GradientStash
 
-            stash = GradientStash()
-            stash.save(self.parameters())
-            self._backward(grad)
-            stash.add_back(self.parameters())
-            return
+            self._grad_stash = GradientStash()  # its buffers are reused by later calls
+        self._grad_stash.save(self.parameters())
         self._backward(grad)
+        self._grad_stash.add_back(self.parameters())
 
     def _backward(self, grad: Any) -> None:
         last = len(self.layers) - 1

@@ -496,14 +496,11 @@ class Trainer:
         accum = self._accum
         if accum.active:
             g *= accum.share(step)  # the batch's part of the group's mean gradient
-            if not accum.first(step):
-                accum.stash.save(params)
-        model.backward(g)
+        # a group's first batch replaces the gradients, the others add to them
+        model.backward(g, accumulate=accum.active and not accum.first(step))
         asked = self._interrupt is not None and self._interrupt.requested
         self._agreed_stop = self.parallel.reduce_gradients(params, asked)
         if accum.active:
-            if not accum.first(step):
-                accum.stash.add_back(params)
             if not accum.last(step):
                 self.metric_sums = sums
                 self._phase = "between"

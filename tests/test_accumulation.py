@@ -104,3 +104,31 @@ def test_the_hand_written_loop_accumulates_like_one_large_batch():
     opt.step()
     opt.zero_grad()
     _assert_same_weights(model, joined)
+
+
+def test_fit_after_a_hand_written_backward_starts_from_fresh_gradients():
+    X, y = _data(64)
+    fresh, _ = _fit(X, y, batch_size=8, k=4)
+    model = mlpx.MLP([5, 12, 3], activation="tanh", dtype="float64", seed=0)
+    mlpx.optim.SGD(model.parameters(), lr=0.1)  # a hand-written loop's optimiser ...
+    _loop_step(model, X, y)  # ... and gradients it never used
+    model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.05, epochs=3, batch_size=8,
+              verbose=0, gradient_accumulation_steps=4)
+    _assert_same_weights(model, fresh)
+
+
+def test_backward_can_be_told_to_add_or_replace():
+    X, y = _data(32)
+    model = mlpx.MLP([5, 12, 3], activation="tanh", dtype="float64", seed=0)
+    out = model.forward(X, training=True)
+    _, grad = model.compute_loss(out, y, "cross_entropy")
+    model.backward(grad)
+    once = [mlpx.to_numpy(p.grad).copy() for p in model.parameters()]
+    model.forward(X, training=True)
+    model.backward(grad, accumulate=True)
+    for p, g1 in zip(model.parameters(), once, strict=True):
+        np.testing.assert_allclose(mlpx.to_numpy(p.grad), 2 * g1, rtol=1e-12)
+    model.forward(X, training=True)
+    model.backward(grad)  # no hand-written loop: a backward replaces (the default rule)
+    for p, g1 in zip(model.parameters(), once, strict=True):
+        np.testing.assert_allclose(mlpx.to_numpy(p.grad), g1, rtol=1e-12)
