@@ -342,6 +342,8 @@ class Trainer:
             plan.optimizer.bind(model.parameters(), model.ops)
             if plan.opt_state is not None:
                 plan.optimizer.load_state_dict(plan.opt_state)
+            # gradients an earlier hand-written backward left unused are not this run's
+            plan.optimizer.zero_grad()
         self.run, self.epoch, self.step = plan.run, plan.epoch, plan.step
         self.loss_sum, self.stopped, self.callbacks = plan.loss_sum, plan.stopped, plan.callbacks
         self.metric_sums = _restore_metric_sums(model.ops, plan.metrics, plan.metric_sums,
@@ -496,8 +498,10 @@ class Trainer:
         accum = self._accum
         if accum.active:
             g *= accum.share(step)  # the batch's part of the group's mean gradient
-        # a group's first batch replaces the gradients, the others add to them
-        model.backward(g, accumulate=accum.active and not accum.first(step))
+        if accum.active:  # a group's first batch replaces the gradients, the others add
+            model.backward(g, accumulate=not accum.first(step))
+        else:
+            model.backward(g)
         asked = self._interrupt is not None and self._interrupt.requested
         self._agreed_stop = self.parallel.reduce_gradients(params, asked)
         if accum.active:

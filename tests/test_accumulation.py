@@ -106,14 +106,15 @@ def test_the_hand_written_loop_accumulates_like_one_large_batch():
     _assert_same_weights(model, joined)
 
 
-def test_fit_after_a_hand_written_backward_starts_from_fresh_gradients():
+@pytest.mark.parametrize("k", [1, 4])
+def test_fit_after_a_hand_written_backward_starts_from_fresh_gradients(k):
     X, y = _data(64)
-    fresh, _ = _fit(X, y, batch_size=8, k=4)
+    fresh, _ = _fit(X, y, batch_size=8, k=k)
     model = mlpx.MLP([5, 12, 3], activation="tanh", dtype="float64", seed=0)
     mlpx.optim.SGD(model.parameters(), lr=0.1)  # a hand-written loop's optimiser ...
     _loop_step(model, X, y)  # ... and gradients it never used
     model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.05, epochs=3, batch_size=8,
-              verbose=0, gradient_accumulation_steps=4)
+              verbose=0, gradient_accumulation_steps=k)
     _assert_same_weights(model, fresh)
 
 
