@@ -28,7 +28,7 @@ from . import (
 from .activations import register_activation
 from .backends import available_backends, get_backend
 from .backends.threads import get_num_threads, set_num_threads
-from .callbacks import Callback, EarlyStopping, ModelCheckpoint
+from .callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoard
 from .custom_objects import custom_object_scope
 from .data import Standardizer, minibatches, one_hot, train_test_split
 from .errors import BackendUnavailableError, NonFiniteLossError, UnscaledInputWarning
@@ -64,7 +64,8 @@ def to_numpy(a: Any) -> np.ndarray:
 __all__ = [
     "MLP", "Sequential", "Dense", "Dropout", "BatchNorm", "LayerNorm", "PReLU", "Residual",
     "Layer", "Parameter", "Perceptron", "TabularModel", "History", "Callback",
-    "EarlyStopping", "ModelCheckpoint", "load", "CheckpointError", "callbacks",
+    "EarlyStopping", "ModelCheckpoint", "CSVLogger", "TensorBoard", "load", "CheckpointError",
+    "callbacks",
     "Standardizer", "one_hot", "train_test_split", "minibatches",
     "available_backends", "get_backend", "to_numpy", "set_num_threads", "get_num_threads",
     "BackendUnavailableError", "NonFiniteLossError", "UnscaledInputWarning",

@@ -741,3 +741,9 @@ def from_config(cfg: dict) -> Activation:
             f"pass mlpx.load(path, custom_objects={{{name!r}: ...}})"
         )
     return _build(entry, name, cfg)
+
+
+# the public API (what the API reference lists; the rest serves the layers and the kernels)
+__all__ = ["Activation", "Identity", "Step", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU",
+           "GELU", "SiLU", "Softplus", "PReLU", "Softmax", "LogSoftmax", "FunctionActivation",
+           "register_activation", "names", "get"]

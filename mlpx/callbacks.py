@@ -232,6 +232,21 @@ class EarlyStopping(_MonitorState, Callback):
     monitored loss or metric declares (losses, mae, mse: min; accuracy, top-k accuracy, r2:
     max; a custom metric's `direction`). Its state (best value and epoch, wait counter, best
     state) is checkpointed.
+
+    Parameters
+    ----------
+    monitor
+        The logged value to watch, e.g. `"val_loss"`, `"val_accuracy"` or `"loss"`.
+    patience
+        Epochs without improvement before training stops (0: stop at the first).
+    min_delta
+        The smallest change that counts as an improvement.
+    restore_best_weights
+        End with the state of the best epoch (also when the epochs run out).
+    mode
+        `"min"`, `"max"` or `"auto"` (the direction the monitored metric declares).
+    verbose
+        1 prints a line when training stops.
     """
 
     def __init__(
@@ -334,6 +349,21 @@ class ModelCheckpoint(_MonitorState, Callback):
     accepts files, that every `{key}` of the pattern is a value the fit records, and, with
     `save_best_only`, that `monitor` is recorded. Each fit is a run of its own, so `best`
     starts afresh there; `fit(resume_from=...)` restores the saved run's `best`.
+
+    Parameters
+    ----------
+    path
+        The file to write; may hold `{epoch}` and any logged value as format fields.
+    monitor
+        The logged value that decides "best" with `save_best_only`.
+    save_best_only
+        Save only when `monitor` improves (else every `every_n_epochs` epochs).
+    every_n_epochs
+        Save every N epochs (without `save_best_only`).
+    mode
+        `"min"`, `"max"` or `"auto"`, as in EarlyStopping.
+    verbose
+        1 prints a line for each file written.
     """
 
     def __init__(
@@ -464,4 +494,9 @@ class ModelCheckpoint(_MonitorState, Callback):
             print(f"ModelCheckpoint: saved epoch {epoch + 1} to {path}")
 
 
-__all__ = ["Callback", "EarlyStopping", "EpochLogs", "ModelCheckpoint"]
+__all__ = ["Callback", "EarlyStopping", "EpochLogs", "ModelCheckpoint", "CSVLogger",
+           "TensorBoard"]
+
+
+# the file-writing callbacks live in their own module; mlpx.callbacks names them all
+from .loggers import CSVLogger, TensorBoard  # noqa: E402

@@ -349,3 +349,6 @@ def minibatches(
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
         yield X[idx], (None if y is None else y[idx])
+
+
+__all__ = ["one_hot", "Standardizer", "train_test_split", "minibatches"]

@@ -12,3 +12,6 @@ class NonFiniteLossError(FloatingPointError):
 class UnscaledInputWarning(UserWarning):
     """`fit` saw inputs whose scale makes training slow or unstable (|X| >> 1, or feature
     scales far apart); standardise them (mlpx.Standardizer, scikit-learn's StandardScaler)."""
+
+
+__all__ = ["BackendUnavailableError", "NonFiniteLossError", "UnscaledInputWarning"]

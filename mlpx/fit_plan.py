@@ -69,6 +69,7 @@ class FitPlan:
     val_weights: np.ndarray | None = None
     validation_freq: Any = 1
     metric_sums: dict | None = None  # a resumed epoch's partial metric sums
+    accumulation: int = 1  # mini-batches per optimiser step (gradient_accumulation_steps)
     validation_batch_size: int = 1024  # the batches validation is evaluated in
 
 
@@ -79,9 +80,12 @@ def plan_fit(model: Any, X: Any, y: Any, loss: Any = None, optimizer: Any = None
              resume_from: Any = None, clip_norm: float | None = None,
              clip_value: float | None = None, stream_data: bool | None = None,
              sample_weight: Any = None, class_weight: Any = None, metrics: Any = None,
-             validation_freq: Any = 1) -> FitPlan:
+             validation_freq: Any = 1, gradient_accumulation_steps: int = 1) -> FitPlan:
     """Check everything and plan the run of `model.fit(X, y, ...)`; the model does not
     change. The keywords are `Sequential.fit`'s."""
+    from .accumulation import check_accumulation_steps
+
+    accumulation = check_accumulation_steps(gradient_accumulation_steps)
     epochs, batch_size, clipper, stream, callbacks, validation_freq = _check_options(
         epochs, batch_size, verbose, lr, clip_norm, clip_value, stream_data, callbacks,
         validation_freq)
@@ -130,7 +134,7 @@ def plan_fit(model: Any, X: Any, y: Any, loss: Any = None, optimizer: Any = None
         verbose=verbose, clipper=clipper, stream=stream, resumed=record is not None,
         seed=int(record.architecture["seed"]) if record else None,
         metrics=chosen, weights=weights, val_weights=val_w, validation_freq=validation_freq,
-        metric_sums=run.metric_sums if run else None,
+        metric_sums=run.metric_sums if run else None, accumulation=accumulation,
         validation_batch_size=max(batch_size, 1024),
     )
 

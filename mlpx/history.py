@@ -66,8 +66,8 @@ class History:
 
         Without `ax`, a run that recorded an accuracy gets a second panel with it. The loss
         axis is logarithmic when the loss spans more than a factor of 20 (`log_scale=None`),
-        so the late epochs stay readable. `val_label` names the held-out data ("test" in
-        `mlpx demo`). Returns the loss axes.
+        so the late epochs stay readable. `val_label` names the held-out data ("test" when the
+        validation data are a test split). Returns the loss axes.
         """
         try:
             import matplotlib

@@ -231,3 +231,9 @@ def spec_name(spec: str | Initializer) -> str:
         return spec
     name = getattr(spec, "__name__", "custom")
     return name if NAMES.lookup(name) in (None, spec) else "custom"
+
+
+# the public API (what the API reference lists)
+__all__ = ["zeros", "ones", "constant", "normal", "uniform", "xavier_uniform", "xavier_normal",
+           "xavier_uniform_gain", "xavier_normal_gain", "kaiming_uniform", "kaiming_normal",
+           "uniform_fan_in", "lecun_uniform", "lecun_normal", "names"]

@@ -431,3 +431,8 @@ def _check_arity(fn: Callable[..., Any]) -> None:
         ) from None
     except ValueError:  # no signature (a builtin): let the call decide
         pass
+
+
+# the public API (what the API reference lists; the rest serves fit and the kernels)
+__all__ = ["Loss", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
+           "FunctionLoss", "register_loss", "names", "get"]

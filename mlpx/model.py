@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -73,6 +73,22 @@ class Sequential:
 
     >>> model = Sequential([Dense(64, activation="relu"), Dense(10)], input_dim=784,
     ...                    backend="cpu", dtype="float32", seed=0)
+
+    Parameters
+    ----------
+    layers
+        The layers, input side first (`mlpx.Dense`, `mlpx.Dropout`, ...); more can be
+        appended with `add` until the model is built.
+    input_dim
+        The number of input features. None (default): the model is built on the first
+        `fit`, `forward` or `build`, from the data's width.
+    backend
+        `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"` (CUDA when CuPy sees a GPU),
+        or a backend object from `mlpx.get_backend`.
+    dtype
+        `"float32"` (default), `"float64"` or `"mixed_bfloat16"`.
+    seed
+        Seeds the initial weights, dropout masks and shuffling. None (default) draws one.
     """
 
     def __init__(
@@ -111,6 +127,8 @@ class Sequential:
         self._grads_pending = False
         #: an optimiser was built on model.parameters(): check the manual loop's order
         self._manual_loop = False
+        #: copies of the gradients while a backward adds to them (gradient accumulation)
+        self._grad_stash: Any = None
         for layer in layers or []:
             self.add(layer)
         if input_dim is not None:
@@ -191,7 +209,7 @@ class Sequential:
     # ------------------------------------------------------------------------------ state
     def walk(self):
         """(path, layer) for every layer, depth first, a block before its sub-layers:
-        ("layers.0", ...), ..., ("layers.4.layers.0", ...). State keys are "<path>.<name>"."""
+        ("layers.0", ...), ..., ("layers.4.layers.0", ...). State keys are `"<path>.<name>"`."""
         return _walk(self.layers)
 
     def state_spec(self, input_dim: int | None = None, *, params: bool = True,
@@ -224,8 +242,8 @@ class Sequential:
                 for k, v in layer.state_arrays().items()}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters and buffers as NumPy copies, keyed "layers.<i>.<name>" (nested blocks
-        "layers.<i>.layers.<j>.<name>"), parameters before buffers in each layer: PyTorch's
+        """Parameters and buffers as NumPy copies, keyed `"layers.<i>.<name>"` (nested blocks
+        `"layers.<i>.layers.<j>.<name>"`), parameters before buffers in each layer: PyTorch's
         `Module.state_dict()`. Optimiser, epoch and callbacks are the training run's state
         (`model.trainer_.state_dict()`); checkpoints hold both."""
         ops = self.ops
@@ -251,7 +269,18 @@ class Sequential:
     def count_params(self) -> int:
         return int(sum(int(np.prod(p.shape)) for p in self.parameters()))
 
-    def summary(self) -> str:
+    def summary(self, print_fn: Callable[[str], Any] | None = None) -> None:
+        """Print the layers, their output widths and parameter counts (Keras's summary).
+
+        Parameters
+        ----------
+        print_fn
+            Called with the whole summary as one string instead of `print`, e.g.
+            `lines.append` or `logger.info`. `str(model)` returns the same text.
+        """
+        (print if print_fn is None else print_fn)(self._summary_text())
+
+    def _summary_text(self) -> str:
         self._require_built()
         lines = [f"Sequential on {self.backend!r} ({self.dtype.name}), input_dim={self.input_dim}"]
         for i, layer in enumerate(self.layers):
@@ -259,6 +288,10 @@ class Sequential:
             lines.append(f"  {i:>2} {layer!r}  -> {layer.output_dim}  params={n}")
         lines.append(f"  total params: {self.count_params()}")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        # an unbuilt model has no widths to show yet: its repr says what it holds
+        return self._summary_text() if self.built else repr(self)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
@@ -285,14 +318,35 @@ class Sequential:
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, grad: Any) -> None:
-        """Backpropagate dL/d(output) through every layer, writing parameter gradients."""
-        if self._manual_loop and self._grads_pending:
-            raise RuntimeError(
-                "backward() was called again, but the gradients of the previous backward() "
-                "were never used: call opt.step() after each backward() (then "
-                "opt.zero_grad()), or opt.zero_grad() to discard them"
-            )
+    def backward(self, grad: Any, accumulate: bool | None = None) -> None:
+        """Backpropagate dL/d(output) through every layer, writing parameter gradients.
+
+        In a hand-written loop (an optimiser built on `model.parameters()`), a backward
+        before the optimiser has used the previous one's gradients adds to them, as in
+        PyTorch: several backward calls, then one `opt.step()`, accumulate gradients.
+
+        Parameters
+        ----------
+        grad
+            dLoss/d(output) of the last `forward`, shape (batch, output_dim).
+        accumulate
+            True adds to the current gradients, False replaces them; None (default)
+            follows the rule above.
+        """
+        if accumulate is None:
+            accumulate = self._manual_loop and self._grads_pending
+        if not accumulate:
+            self._backward(grad)
+            return
+        if self._grad_stash is None:
+            from .accumulation import GradientStash
+
+            self._grad_stash = GradientStash()  # its buffers are reused by later calls
+        self._grad_stash.save(self.parameters())
+        self._backward(grad)
+        self._grad_stash.add_back(self.parameters())
+
+    def _backward(self, grad: Any) -> None:
         last = len(self.layers) - 1
         scratch = False  # the caller's array is never overwritten
         for i in range(last, -1, -1):
@@ -454,6 +508,11 @@ class Sequential:
         return self._to_backend(X), self.ops.asarray(target)
 
     # ------------------------------------------------------------------------- inference
+    def __call__(self, X: Any, batch_size: int | None = None, device: bool = False) -> Any:
+        """`model(X)` is `model.predict(X)` (the PyTorch habit): raw outputs as a NumPy
+        array, computed in inference mode; takes `predict`'s parameters."""
+        return self.predict(X, batch_size=batch_size, device=device)
+
     def infer(self, x: Any) -> Any:
         """Inference outputs for a backend array `x`, in new arrays: re-entrant (any number
         of threads), writes nothing to the model. Takes no lock: see predict."""
@@ -469,7 +528,22 @@ class Sequential:
         its memory and dtype allow. Returns a NumPy array, or with `device=True` an array on
         the model's device (NumPy for cpu, CuPy for cuda) that any DLPack consumer takes
         without a copy: `torch.from_dlpack(model.predict(X, device=True))`,
-        `jax.dlpack.from_dlpack(...)`. Thread-safe: see "Threads" in the README.
+        `jax.dlpack.from_dlpack(...)`. Thread-safe: several threads may predict at once.
+
+        Parameters
+        ----------
+        X
+            The inputs, shape (n_samples, input_dim).
+        batch_size
+            Rows per forward pass; None (default) uses a large batch (memory, not
+            results, depends on it).
+        device
+            Return an array on the model's device instead of a NumPy array.
+
+        Returns
+        -------
+        array
+            The outputs, shape (n_samples, output_dim), in the model's dtype.
         """
         fast = self._small_batch_predict(X, batch_size)
         if fast is not None:
@@ -524,7 +598,17 @@ class Sequential:
     def predict_proba(self, X: Any, batch_size: int | None = None,
                       device: bool = False) -> Any:
         """Class probabilities: softmax (cross_entropy), sigmoid (bce), exp (nll). NumPy,
-        or with `device=True` an array on the model's device (as predict)."""
+        or with `device=True` an array on the model's device (as predict).
+
+        Parameters
+        ----------
+        X
+            The inputs, shape (n_samples, input_dim).
+        batch_size
+            Rows per forward pass; None (default) as in `predict`.
+        device
+            Return an array on the model's device instead of a NumPy array.
+        """
         loss = self.loss_
         if loss is None:
             code = getattr(getattr(self.layers[-1], "activation", None), "code", None)
@@ -544,7 +628,29 @@ class Sequential:
     ) -> dict[str, float]:
         """Mean loss over (X, y), in batches, with accuracy for classification losses and
         the metrics of compile/fit (or `metrics`). `sample_weight` makes every mean a
-        weighted one, as in fit."""
+        weighted one, as in fit.
+
+        Parameters
+        ----------
+        X
+            The inputs, shape (n_samples, input_dim).
+        y
+            The targets, as `fit` takes them (class labels, one-hot rows or values).
+        loss
+            The loss's name or object; None (default) uses the loss of `fit`/`compile`.
+        batch_size
+            Rows per forward pass; None (default) uses a large batch.
+        sample_weight
+            One weight per sample; None (default) weighs them equally.
+        metrics
+            Metric names or objects (see `mlpx.metrics`); None (default) uses those of
+            `compile`/`fit`.
+
+        Returns
+        -------
+        dict
+            `{"loss": ..., "accuracy": ..., <metric>: ...}` as floats.
+        """
         from .metrics import resolve as resolve_metrics
         from .weighting import check_sample_weight
 
@@ -735,6 +841,7 @@ class Sequential:
         metrics: Sequence[Any] | None = None,
         validation_freq: int | Sequence[int] = 1,
         distributed: Any = False,
+        gradient_accumulation_steps: int = 1,
     ) -> History:
         """Mini-batch training; returns a History of per-epoch loss (and validation metrics).
 
@@ -821,6 +928,10 @@ class Sequential:
             work with it as in one process: metric sums are merged across the processes
             each epoch, weighted shards are scaled by their share of the batch's weight, and
             batch hooks run on every process with that process's own running values.
+        gradient_accumulation_steps : int, default 1
+            One optimiser step per this many mini-batches, with the mean gradient of the
+            group (Keras 3): the step of a k times larger batch, holding one batch's
+            activations (see mlpx.accumulation). Not with `distributed`.
 
         Returns
         -------
@@ -837,6 +948,7 @@ class Sequential:
             resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
             stream_data=stream_data, sample_weight=sample_weight, class_weight=class_weight,
             metrics=metrics, validation_freq=validation_freq, distributed=distributed,
+            gradient_accumulation_steps=gradient_accumulation_steps,
         )
 
     # ------------------------------------------------------------------------ checkpoints
@@ -849,7 +961,19 @@ class Sequential:
         """Write the model's state dict, architecture, loss and the training run's state
         (optimiser, position, callbacks, History) to one safetensors file, atomically (see
         mlpx.saving). Load it with `mlpx.load(path, backend=...)`, or continue the run
-        with `fit(..., resume_from=path)`. `epoch` overrides the epoch count recorded.
+        with `fit(..., resume_from=path)`.
+
+        Parameters
+        ----------
+        path
+            The file to write (by convention `*.safetensors`); its folder must exist.
+        epoch
+            The epoch count to record; None (default) records the model's own.
+
+        Returns
+        -------
+        Path
+            The path written.
         """
         from .registry import check_saved_names
         from .saving.writer import write_checkpoint
@@ -903,6 +1027,25 @@ class MLP(Sequential):
 
     The first size is the input width; hidden layers use `activation`; the output layer uses
     `output_activation` (None: raw logits/values, the right choice for the built-in losses).
+
+    Parameters
+    ----------
+    sizes
+        The widths, input first and output last, e.g. `[784, 256, 10]` (at least two).
+    activation
+        The hidden layers' activation: a name (`"relu"`, `"tanh"`, ...) or an
+        `mlpx.activations` object such as `LeakyReLU(0.1)`.
+    output_activation
+        The output layer's activation; None (default) gives raw outputs.
+    init
+        The weight initialiser's name (see `mlpx.initializers`); None picks the one
+        suited to each layer's activation.
+    backend
+        As for `Sequential`: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`.
+    dtype
+        `"float32"` (default), `"float64"` or `"mixed_bfloat16"`.
+    seed
+        Seeds the initial weights, dropout masks and shuffling. None (default) draws one.
     """
 
     def __init__(
@@ -938,6 +1081,21 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu",
     User-defined activations, losses and layers are found by the names the file records:
     in `custom_objects` ({name: class or function}, as in Keras) first, then among the parts
     registered with `mlpx.register_activation` / `register_loss` / `register_layer`.
+
+    Parameters
+    ----------
+    path
+        A file written by `model.save` (or `ModelCheckpoint`).
+    backend
+        Where to build the model: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`;
+        the file does not depend on the backend that saved it.
+    custom_objects
+        `{name: class or function}` for user-defined parts the file names.
+
+    Returns
+    -------
+    Sequential
+        The model, ready to predict, evaluate, save or `fit` further.
     """
     from .custom_objects import custom_object_scope
     from .saving.reader import read_checkpoint

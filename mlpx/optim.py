@@ -236,6 +236,20 @@ class SGD(Optimizer):
         w <- w - lr * (g + momentum * buf if nesterov else buf)   (w - lr * g without momentum)
 
     `weight_decay` is PyTorch's: an L2 term added to the gradient of every parameter.
+
+    Parameters
+    ----------
+    lr
+        The learning rate (default 0.01); a hand-written loop passes
+        `model.parameters()` first, `SGD(model.parameters(), lr=0.1)`.
+    momentum
+        The momentum factor (default 0: plain SGD).
+    dampening
+        Dampening of the momentum (default 0).
+    nesterov
+        Nesterov momentum (needs momentum > 0 and dampening 0).
+    weight_decay
+        An L2 term added to the gradient (default 0).
     """
 
     name = "sgd"
@@ -387,6 +401,18 @@ class Adam(Optimizer):
         g = grad + weight_decay * w        (L2 coupled into the gradient, as PyTorch's Adam)
         m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
         w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    Parameters
+    ----------
+    lr
+        The learning rate (default 0.001); a hand-written loop passes
+        `model.parameters()` first, `Adam(model.parameters(), lr=1e-3)`.
+    betas
+        The decay rates of the moment estimates (default (0.9, 0.999)).
+    eps
+        Added to the denominator for stability (default 1e-8).
+    weight_decay
+        An L2 term added to the gradient (default 0; AdamW decouples it).
     """
 
     name = "adam"
@@ -554,3 +580,8 @@ def from_config(cfg: dict[str, Any]) -> Optimizer:
     if lr is not None:
         opt.lr = check_float(lr, "lr")
     return opt
+
+
+# the public API (what the API reference lists; the rest serves fit and checkpoints)
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "register", "names",
+           "get"]

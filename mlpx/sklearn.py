@@ -9,7 +9,9 @@ with the L2 term `alpha`, Glorot-uniform initialisation, the `tol` / `n_iter_no_
 stopping rule, `early_stopping` on a held-out `validation_fraction`, the `learning_rate`
 schedules of `solver="sgd"`, `lbfgs` through SciPy), so the estimators work in `Pipeline`,
 `GridSearchCV`, `cross_val_score` and `clone` with only the import changed. Two parameters
-are mlpx's own: `backend` ("cpu", "cuda", "auto") and `dtype` ("float32" or "float64").
+are mlpx's own: `backend` ("cpu", "cuda", "auto") and `dtype` (None, the default: the
+input's float dtype, float32 input giving a float32 model and anything else float64, as
+scikit-learn's MLP; or "float32" / "float64" to choose).
 
 Each estimator builds an `mlpx.Sequential` (`model_`) and trains it through its public
 `fit`, `loss_and_grad`, `predict`, `get_weights` and `set_weights`.
@@ -44,7 +46,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError(
         f"mlpx.sklearn needs scikit-learn >= 1.6 ({e}); install it with: "
-        'pip install "mlpx[sklearn]"'
+        'pip install "scikit-learn>=1.6" (or pip install ".[sklearn]" in a clone of mlpx)'
     ) from None
 
 from . import optim
@@ -168,7 +170,7 @@ class _BaseMLP(BaseEstimator):
         n_iter_no_change: int = 10,
         max_fun: int = 15000,
         backend: str = "cpu",
-        dtype: str = "float32",
+        dtype: str | None = None,
     ):
         # stored verbatim (scikit-learn's clone and get_params rely on it); checked in fit
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -264,10 +266,12 @@ class _BaseMLP(BaseEstimator):
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if str(self.dtype) not in ("float32", "float64") and self.dtype not in (
-            np.float32, np.float64
-        ):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.dtype is not None and str(self.dtype) not in ("float32", "float64") and (
+                self.dtype not in (np.float32, np.float64)):
+            raise ValueError(
+                f"dtype must be None (the input's float dtype), 'float32' or 'float64', got "
+                f"{self.dtype!r}"
+            )
         return [int(s) for s in sizes], act
 
     # ------------------------------------------------------------------------------ fitting
@@ -294,6 +298,9 @@ class _BaseMLP(BaseEstimator):
         rs = check_random_state(self.random_state)
         total = target.shape[0] if sample_weight is None else float(sample_weight.sum())
         if first:
+            # scikit-learn's MLP computes in the input's float dtype (float32 stays float32,
+            # the validated X is float64 otherwise) unless dtype chooses one
+            self._model_dtype = str(X.dtype if self.dtype is None else np.dtype(self.dtype))
             self._initialize(sizes, act, X.shape[1], target, rs, total)
         elif incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -376,7 +383,9 @@ class _BaseMLP(BaseEstimator):
             )
         self._architecture = (units, act, factor, self._l2_strength(rows, total_weight))
         model = self.model_
-        built_on = (act, str(self.backend), str(np.dtype(self.dtype)))
+        if self.dtype is not None:  # None: the dtype of the first fit's input stays
+            self._model_dtype = str(np.dtype(self.dtype))
+        built_on = (act, str(self.backend), self._model_dtype)
         if built_on != getattr(self, "_built_on", built_on):
             self.model_ = self._rebuilt(self._model_state(model))
         else:
@@ -416,8 +425,8 @@ class _BaseMLP(BaseEstimator):
                 kernel_regularizer=L2(lam) if lam > 0 else None,
             ))
         model = Sequential(layers, input_dim=units[0], backend=self.backend,
-                           dtype=str(np.dtype(self.dtype)), seed=seed)
-        self._built_on = (act, str(self.backend), str(np.dtype(self.dtype)))
+                           dtype=self._model_dtype, seed=seed)
+        self._built_on = (act, str(self.backend), self._model_dtype)
         return model.compile(loss=self._mlpx_loss)
 
     # Pickles hold the weights and the optimiser state as NumPy arrays, not the model's work
@@ -601,6 +610,64 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     column names), `loss_`, `loss_curve_`, `best_loss_`, `validation_scores_`,
     `best_validation_score_`, `coefs_`, `intercepts_`, `n_iter_`, `t_`, `n_layers_`,
     `n_outputs_`, `out_activation_`, and `model_` (the trained `mlpx.Sequential`).
+
+    Parameters
+    ----------
+    hidden_layer_sizes
+        The hidden layers' widths, e.g. `(100,)` (default) or `(64, 32)`.
+    activation
+        The hidden activation: `"relu"` (default), `"tanh"`, `"logistic"`, `"identity"`
+        (or mlpx's `"leaky_relu"`, `"elu"`, `"gelu"`, `"silu"`, `"softplus"`).
+    solver
+        `"adam"` (default), `"sgd"` or `"lbfgs"` (full batch, through SciPy).
+    alpha
+        The L2 penalty's strength (default 0.0001).
+    batch_size
+        Rows per mini-batch; `"auto"` (default) is `min(200, n_samples)`.
+    learning_rate
+        The `sgd` schedule: `"constant"` (default), `"invscaling"` or `"adaptive"`.
+    learning_rate_init
+        The initial learning rate (default 0.001; `sgd` and `adam`).
+    power_t
+        The exponent of `"invscaling"` (default 0.5).
+    max_iter
+        The most epochs (`lbfgs`: iterations) to train (default 200).
+    shuffle
+        Shuffle the rows every epoch (default True).
+    random_state
+        An int, a `numpy.random.RandomState` or None (default): initial weights, shuffling
+        and the early-stopping split.
+    tol
+        The improvement below which an epoch counts as no progress (default 1e-4).
+    verbose
+        Print the loss of every epoch (default False).
+    warm_start
+        Continue from the current weights in `fit` (default False).
+    momentum
+        The `sgd` momentum (default 0.9).
+    nesterovs_momentum
+        Nesterov's momentum for `sgd` (default True).
+    early_stopping
+        Hold out `validation_fraction` of the rows and stop when its score stops
+        improving (default False).
+    validation_fraction
+        The held-out share with `early_stopping` (default 0.1).
+    beta_1
+        Adam's first-moment decay (default 0.9).
+    beta_2
+        Adam's second-moment decay (default 0.999).
+    epsilon
+        Adam's epsilon (default 1e-8).
+    n_iter_no_change
+        Epochs without progress before stopping (default 10).
+    max_fun
+        The most loss evaluations of `lbfgs` (default 15000).
+    backend
+        mlpx's: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`.
+    dtype
+        mlpx's: None (default) computes in the input's float dtype, as scikit-learn's MLP
+        (float32 input: float32, anything else: float64); `"float32"` or `"float64"`
+        chooses.
     """
 
     _y_numeric = False
@@ -713,6 +780,66 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Attributes: `n_features_in_`, `feature_names_in_`, `loss_`, `loss_curve_`, `best_loss_`,
     `validation_scores_`, `best_validation_score_`, `coefs_`, `intercepts_`, `n_iter_`,
     `t_`, `n_layers_`, `n_outputs_`, `out_activation_`, and `model_` (an `mlpx.Sequential`).
+
+    Parameters
+    ----------
+    loss
+        `"squared_error"` (default; the only one).
+    hidden_layer_sizes
+        The hidden layers' widths, e.g. `(100,)` (default) or `(64, 32)`.
+    activation
+        The hidden activation: `"relu"` (default), `"tanh"`, `"logistic"`, `"identity"`
+        (or mlpx's `"leaky_relu"`, `"elu"`, `"gelu"`, `"silu"`, `"softplus"`).
+    solver
+        `"adam"` (default), `"sgd"` or `"lbfgs"` (full batch, through SciPy).
+    alpha
+        The L2 penalty's strength (default 0.0001).
+    batch_size
+        Rows per mini-batch; `"auto"` (default) is `min(200, n_samples)`.
+    learning_rate
+        The `sgd` schedule: `"constant"` (default), `"invscaling"` or `"adaptive"`.
+    learning_rate_init
+        The initial learning rate (default 0.001; `sgd` and `adam`).
+    power_t
+        The exponent of `"invscaling"` (default 0.5).
+    max_iter
+        The most epochs (`lbfgs`: iterations) to train (default 200).
+    shuffle
+        Shuffle the rows every epoch (default True).
+    random_state
+        An int, a `numpy.random.RandomState` or None (default): initial weights, shuffling
+        and the early-stopping split.
+    tol
+        The improvement below which an epoch counts as no progress (default 1e-4).
+    verbose
+        Print the loss of every epoch (default False).
+    warm_start
+        Continue from the current weights in `fit` (default False).
+    momentum
+        The `sgd` momentum (default 0.9).
+    nesterovs_momentum
+        Nesterov's momentum for `sgd` (default True).
+    early_stopping
+        Hold out `validation_fraction` of the rows and stop when its score stops
+        improving (default False).
+    validation_fraction
+        The held-out share with `early_stopping` (default 0.1).
+    beta_1
+        Adam's first-moment decay (default 0.9).
+    beta_2
+        Adam's second-moment decay (default 0.999).
+    epsilon
+        Adam's epsilon (default 1e-8).
+    n_iter_no_change
+        Epochs without progress before stopping (default 10).
+    max_fun
+        The most loss evaluations of `lbfgs` (default 15000).
+    backend
+        mlpx's: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`.
+    dtype
+        mlpx's: None (default) computes in the input's float dtype, as scikit-learn's MLP
+        (float32 input: float32, anything else: float64); `"float32"` or `"float64"`
+        chooses.
     """
 
     _y_numeric = True
@@ -748,7 +875,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         n_iter_no_change: int = 10,
         max_fun: int = 15000,
         backend: str = "cpu",
-        dtype: str = "float32",
+        dtype: str | None = None,
     ):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,

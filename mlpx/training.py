@@ -38,11 +38,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .accumulation import Accumulation
 from .callbacks import Callback, EpochLogs
 from .errors import NonFiniteLossError
 from .fit_plan import FitPlan, plan_fit
 from .history import History
 from .metrics import state_to_device, state_to_host
+from .progress import EpochProgress
 from .saving.records import RunRecord, nonfinite_entries
 
 
@@ -156,6 +158,7 @@ class Trainer:
         self._first_epoch = 0
         self._gbuf: dict[int, Any] = {}
         self._bar: Any = None
+        self._accum = Accumulation(1, 1, 1)  # gradient accumulation of the run (fit sets it)
         self._phase = "between"  # of the step in progress: forward, update, between steps
         self._guard: _BufferGuard | None = None
         self.parallel: Any = SingleProcess()
@@ -197,12 +200,19 @@ class Trainer:
             resume_from: Any = None, clip_norm: float | None = None,
             clip_value: float | None = None, stream_data: bool | None = None,
             sample_weight: Any = None, class_weight: Any = None, metrics: Any = None,
-            validation_freq: Any = 1, distributed: Any = False) -> History:
+            validation_freq: Any = 1, gradient_accumulation_steps: int = 1,
+            distributed: Any = False) -> History:
         """`Sequential.fit` (its keywords): plan the run (mlpx.fit_plan), apply the plan,
         train; with `distributed`, every process agrees on the plan first."""
         parallel = None
         if distributed is not False and distributed is not None:
             from .distributed.data_parallel import start
+
+            if gradient_accumulation_steps != 1:
+                raise ValueError(
+                    "gradient_accumulation_steps is not supported with distributed=True; the "
+                    "processes already form a large batch: raise batch_size instead"
+                )
 
             parallel = start(distributed, self.model, stacklevel=3)  # the caller of model.fit
         failed: BaseException | None = None
@@ -213,7 +223,8 @@ class Trainer:
                 verbose=verbose, callbacks=callbacks, validation_split=validation_split,
                 resume_from=resume_from, clip_norm=clip_norm, clip_value=clip_value,
                 stream_data=stream_data, sample_weight=sample_weight,
-                class_weight=class_weight, metrics=metrics, validation_freq=validation_freq)
+                class_weight=class_weight, metrics=metrics, validation_freq=validation_freq,
+                gradient_accumulation_steps=gradient_accumulation_steps)
         except BaseException as e:
             if parallel is None:
                 raise
@@ -264,6 +275,8 @@ class Trainer:
             plan.optimizer.bind(model.parameters(), model.ops)
             if plan.opt_state is not None:
                 plan.optimizer.load_state_dict(plan.opt_state)
+            # gradients an earlier hand-written backward left unused are not this run's
+            plan.optimizer.zero_grad()
         self.fit_index, self.epoch, self.step = plan.fit_index, plan.epoch, plan.step
         self.loss_sum, self.stopped, self.callbacks = plan.loss_sum, plan.stopped, plan.callbacks
         self.metric_sums = _restore_metric_sums(model.ops, plan.metrics, plan.metric_sums,
@@ -281,6 +294,7 @@ class Trainer:
         plan.data = ()  # the source holds what it needs (a device copy, or the host arrays)
         self._gbuf = {m: ops.empty((m, model.output_dim), model.dtype)
                       for m in {source.batch_size, source.last_rows}}
+        self._accum = Accumulation(plan.accumulation, source.n, source.batch_size)
         self._guard, self._phase = _BufferGuard(model), "between"
         # device copies of the weights, gathered per batch like X and y
         self._weights = None if plan.weights is None else ops.asarray(plan.weights)
@@ -294,7 +308,7 @@ class Trainer:
             if saved is not None:
                 cb.load_state_dict(saved)
         left = 0 if self.stopped else (plan.epochs - self.epoch) * source.steps - self.step
-        bar = self._bar = _progress(left, plan.verbose, "training")
+        bar = self._bar = EpochProgress(left, source.steps, plan.verbose == 1)
         try:
             with _DeferredInterrupt() as interrupt:
                 self._interrupt = interrupt
@@ -320,6 +334,7 @@ class Trainer:
         bar.set_description(f"epoch {epoch + 1}/{plan.epochs}")
         part = self.parallel.rows  # a process's shard of every batch (None: all rows)
         run = self._epoch_inputs(plan, source, part)
+        self._accum.begin_epoch(plan.weights, run.order)
         total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
         carried = done  # steps of a resumed epoch already summed in loss_sum and metric_sums
         params = model.parameters()
@@ -333,7 +348,7 @@ class Trainer:
                 wb = None if run.weights is None else run.weights[slice(*source.rows(s, part))]
                 with model.step_lock():
                     total, norm = self.train_step(xb, yb, plan, params, total, s == steps - 1,
-                                                  weight=wb)
+                                                  weight=wb, step=s)
                 done = s + 1
                 last_norm = last_norm if norm is None else norm
                 bar.update(1)
@@ -343,10 +358,12 @@ class Trainer:
                         hook(s, logs)
                     # a batch hook stops the run (data parallel: when it does on any process)
                     model.stop_training = self.parallel.any(model.stop_training)
-                    if model.stop_training and done < steps:
+                    # a stop waits for the end of a gradient-accumulation group
+                    if model.stop_training and done < steps and self._accum.boundary(done):
                         bar.update(steps - done)
                         break
-                if self._stop_requested(interrupt) and done < steps:
+                if (self._stop_requested(interrupt) and done < steps
+                        and self._accum.boundary(done)):
                     self.step = done
                     self.loss_sum = self.parallel.total(model.ops.to_float(total))
                     self.metric_sums = self.parallel.merge_metric_sums(
@@ -386,10 +403,12 @@ class Trainer:
         return ops.take_rows(w, ops.asarray(order), out)
 
     def train_step(self, xb: Any, yb: Any, plan: FitPlan, params: list, total: Any,
-                   last: bool, weight: Any = None) -> tuple[Any, Any]:
+                   last: bool, weight: Any = None, step: int = 0) -> tuple[Any, Any]:
         """One update; returns the running loss sum and the pre-clip gradient norm (only
         computed on the epoch's last step unless clip_norm needs it every step). `weight`:
-        the batch's sample weights (device), or None for the plain mean loss."""
+        the batch's sample weights (device), or None for the plain mean loss. With gradient
+        accumulation, `step` (the batch's index in the epoch) places the batch in its group:
+        only a group's last batch updates the weights (see mlpx.accumulation)."""
         model, ops = self.model, self.model.ops
         self._phase = "forward"
         self._guard.save()
@@ -410,9 +429,20 @@ class Trainer:
             sums = [metric.update(ops, prev, out, yb, weight)
                     for metric, prev in zip(plan.metrics, self.metric_sums, strict=True)]
         self.parallel.scale_output_grad(ops, g)
-        model.backward(g)
+        accum = self._accum
+        if accum.active:
+            g *= accum.share(step)  # the batch's part of the group's mean gradient
+        if accum.active:  # a group's first batch replaces the gradients, the others add
+            model.backward(g, accumulate=not accum.first(step))
+        else:
+            model.backward(g)
         asked = self._interrupt is not None and self._interrupt.requested
         self._agreed_stop = self.parallel.reduce_gradients(params, asked)
+        if accum.active:
+            if not accum.last(step):
+                self.metric_sums = sums
+                self._phase = "between"
+                return total + step_sum, None
         model.add_penalty_grads()
         norm = plan.clipper(ops, params, need_norm=last)
         self._phase = "update"
@@ -623,15 +653,6 @@ def _restore_metric_sums(ops: Any, metrics: list, saved: dict | None, step: int)
     if not saved or step == 0:
         return [None] * len(metrics)
     return [state_to_device(ops, saved.get(m.name)) for m in metrics]
-
-
-def _progress(total: int, verbose: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, disable=verbose != 1, unit="batch", desc=desc, dynamic_ncols=True,
-        leave=True, mininterval=0.2,
-    )
 
 
 def _report(plan: FitPlan, epoch: int, logs: dict, bar: Any) -> None:

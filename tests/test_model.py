@@ -186,7 +186,7 @@ def test_sequential_builds_lazily_on_first_use(backend, data):
     model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
     assert model.built and model.input_dim == 4 and model.output_dim == 3
     assert model.count_params() == 4 * 6 + 6 + 6 * 3 + 3
-    assert "total params: 51" in model.summary()
+    assert "total params: 51" in str(model)
     with pytest.raises(RuntimeError, match="cannot add layers to a built model"):
         model.add(mlpx.Dense(2))
 
@@ -233,3 +233,24 @@ def test_fit_documents_every_parameter_with_its_type_and_default():
             assert kind.endswith(f", default {p.default!r}"), (name, kind)
     shown = pydoc.render_doc(fit, renderer=pydoc.plaintext)
     assert "batch_size: 'int' = 32" in shown and "batch_size : int, default 32" in shown
+def test_calling_the_model_predicts(backend, data):
+    X, _ = data
+    model = mlpx.MLP([4, 6, 3], backend=backend, seed=0)
+    out = model(X)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, model.predict(X))
+
+
+def test_summary_prints_and_returns_none(capsys):
+    model = mlpx.MLP([4, 6, 3], seed=0)
+    assert model.summary() is None
+    printed = capsys.readouterr().out
+    assert "total params: 51" in printed and printed.rstrip("\n") == str(model)
+    lines: list[str] = []
+    model.summary(print_fn=lines.append)
+    assert lines == [str(model)] and capsys.readouterr().out == ""
+
+
+def test_str_of_an_unbuilt_model_is_its_repr():
+    model = mlpx.Sequential([mlpx.Dense(3)])
+    assert str(model) == repr(model)

@@ -124,6 +124,19 @@ def test_clone_get_params_and_random_state():
     assert a.model_.dtype == np.float64
 
 
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_the_model_computes_in_the_inputs_float_dtype(Estimator):
+    X, y = _iris()
+    kw = {"hidden_layer_sizes": (4,), "max_iter": 3, "random_state": 0}
+    for given, expected in [(np.float64, np.float64), (np.float32, np.float32),
+                            (np.int64, np.float64)]:
+        est = Estimator(**kw).fit(X.astype(given), y)
+        assert est.model_.dtype == expected and est.coefs_[0].dtype == expected
+    assert Estimator(dtype="float32", **kw).fit(X, y).model_.dtype == np.float32
+    pickled = pickle.loads(pickle.dumps(Estimator(**kw).fit(X, y)))
+    assert pickled.model_.dtype == np.float64
+
+
 def test_errors_are_scikit_learn_style():
     X, y = _iris()
     with pytest.raises(NotFittedError):

@@ -12,6 +12,10 @@ from mlpx.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 # small networks keep the ~100 fits of the checks fast; defaults otherwise
 ESTIMATORS = [
+    # the defaults, as a user meets them (float64 input: a float64 model, so predictions on
+    # a subset equal those on the whole, check_methods_subset_invariance)
+    MLPClassifier(),
+    MLPRegressor(),
     MLPClassifier(hidden_layer_sizes=(32,), max_iter=100, random_state=0),
     MLPRegressor(hidden_layer_sizes=(32,), max_iter=100, random_state=0),
     # the other solvers and early stopping go through the same checks; float64 lets the

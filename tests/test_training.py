@@ -110,7 +110,7 @@ def test_verbose_1_shows_a_progress_bar(backend, data, capsys):
     _model(backend).fit(X, y, loss="cross_entropy", epochs=2, batch_size=5, verbose=1)
     out, err = capsys.readouterr()
     assert out == ""
-    assert "epoch 2/2" in err and "4/4" in err and "batch" in err  # tqdm on stderr
+    assert "epoch 2/2" in err and "2/2" in err and "batch" in err  # tqdm on stderr
     assert "loss=" in err
 
 
@@ -178,3 +178,13 @@ def test_regression_and_multilabel_training(backend):
     ml = mlpx.MLP([4, 16, 3], activation="relu", backend=backend, seed=0)
     ml.fit(X, Y, loss="bce", lr=0.5, epochs=30, batch_size=32, verbose=0)
     assert ml.evaluate(X, Y)["accuracy"] > 0.95
+
+
+def test_verbose_1_keeps_one_progress_line_per_epoch(data, capsys):
+    X, y = data
+    _model("cpu").fit(X, y, loss="cross_entropy", epochs=3, batch_size=5, verbose=1)
+    err = capsys.readouterr().err
+    # tqdm redraws a bar with "\r" and ends a finished (left) bar with "\n": one per epoch
+    finished = [ln.rsplit("\r", 1)[-1] for ln in err.split("\n") if ln.strip()]
+    assert [ln.split(":")[0] for ln in finished] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("loss=" in ln for ln in finished)

@@ -53,7 +53,7 @@ def test_perceptron_learns_linearly_separable_gates(target):
 
 def test_default_init_solves_xor_on_the_reference_recipe():
     """2-2-1, sigmoid on both layers, zero biases, MSE, full-batch SGD lr 2, 5000 epochs: the
-    recipe the README's solve rate is measured on (89% of 200 seeds with the defaults; Xavier
+    recipe docs/guide.md's solve rate is measured on (89% of 200 seeds with the defaults; Xavier
     with gain 4 for sigmoid, the former default, 41.5%)."""
     Y = XOR.astype(np.float32)[:, None]
     solved = []

@@ -162,7 +162,7 @@ class Layer:
     def state_spec(self, input_dim: int, dtype: Any) -> StateSpec:
         """Parameters, then buffers: the names, shapes and dtypes `state_arrays()` will have.
 
-        A layer with sub-layers lists each sub-layer's entries (prefixed "layers.<j>."), depth
+        A layer with sub-layers lists each sub-layer's entries (prefixed `"layers.<j>."`), depth
         first, the order in which `Sequential.walk()` visits them.
         """
         return self.nested_spec(input_dim, dtype, params=True, buffers=True)

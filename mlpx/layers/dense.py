@@ -26,6 +26,28 @@ class Dense(Layer):
     (`Activation.derivative_from_output`), y overwrites z; and delta overwrites dy when the
     container says dy is a work array nobody reads afterwards (`_dy_scratch`). A 784-1024-
     1024-10 ReLU network then keeps 4 batch-sized arrays instead of 8.
+
+    Parameters
+    ----------
+    units
+        The number of outputs.
+    activation
+        A name (`"relu"`, `"tanh"`, ...), an `mlpx.activations` object, or None (default)
+        for raw outputs.
+    init
+        The weights' initialiser: a name from `mlpx.initializers` or a function
+        `(shape, rng, activation) -> array`; None (default) picks the one suited to the
+        activation.
+    bias_init
+        The biases' initialiser (default `"zeros"`).
+    use_bias
+        Add a bias (default True).
+    name
+        The layer's name; None (default) gives one.
+    kernel_regularizer
+        A penalty on the weights (`mlpx.regularizers.L2(1e-4)`, `"l2"`, ...); None: none.
+    bias_regularizer
+        A penalty on the biases; None (default): none.
     """
 
     #: the array `backward` returns is this layer's own work array (its dx), which the layer
