@@ -62,14 +62,8 @@ def from_bfloat16_bits(bits: Array, xp: Any = np) -> Array:
 
 
 class MixedBFloat16Ops:
-    """A backend under the "mixed_bfloat16" policy: `matmul` follows the contract above,
-    every other op is the wrapped backend's own (float32 in, float32 out).
-
-    The products are emulated: operands rounded to bfloat16 values held in float32, then
-    the wrapped backend's float32 GEMM, which multiplies them exactly and accumulates in
-    float32. A backend with a native bfloat16 GEMM supplies it as `bf16_matmul` (same
-    arguments as `matmul`, returns False when it does not apply).
-    """
+    """A backend under the "mixed_bfloat16" policy: `matmul` is the backend's `matmul_bf16`
+    (the contract above), every other op is the backend's own (float32 in, float32 out)."""
 
     compute_dtype = "bfloat16"
 
@@ -92,10 +86,4 @@ class MixedBFloat16Ops:
 
     def matmul(self, a: Array, b: Array, out: Array, trans_a: bool = False,
                trans_b: bool = False) -> Array:
-        native = getattr(self.wrapped, "bf16_matmul", None)
-        if native is not None and native(a, b, out, trans_a, trans_b):
-            return out
-        xp = self.wrapped.xp
-        ra = round_to_bfloat16(a, xp=xp)
-        rb = round_to_bfloat16(b, xp=xp)
-        return self.wrapped.matmul(ra, rb, out, trans_a, trans_b)
+        return self.wrapped.matmul_bf16(a, b, out, trans_a, trans_b)
