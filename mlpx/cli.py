@@ -99,11 +99,12 @@ sizes_type = int_list("--sizes", min_len=2)
 
 
 def dtype_list(text: str) -> list[str]:
-    """float32, float64 or both, comma-separated."""
+    """float32, float64, mixed_bfloat16 (mlpx.precision), comma-separated."""
     dtypes = [d.strip() for d in str(text).split(",") if d.strip()]
-    if not dtypes or any(d not in DTYPES for d in dtypes):
+    if not dtypes or any(d not in (*DTYPES, "mixed_bfloat16") for d in dtypes):
         raise argparse.ArgumentTypeError(
-            f"--dtype must be float32, float64 or both (float32,float64); got {text!r}"
+            "--dtype must be float32, float64, mixed_bfloat16 or several of them "
+            f"(float32,mixed_bfloat16); got {text!r}"
         )
     return list(dict.fromkeys(dtypes))
 
@@ -268,6 +269,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     print(f"mlpx {__version__}, numpy {np.__version__}")
     print(f"available backends: {', '.join(available_backends())}")
+    from .backends._bf16_gemm import describe
+
+    print(f"dtype='mixed_bfloat16' on the cpu: {describe()}")
     return 0
 
 
@@ -276,7 +280,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     run_train(args.job, args.out, args.hidden, activation=args.activation, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-              backend=args.backend, seed=args.seed, verbose=0 if args.quiet else 1)
+              backend=args.backend, seed=args.seed, verbose=0 if args.quiet else 1,
+              dtype=args.dtype)
     return 0
 
 
@@ -376,6 +381,9 @@ def _add_train(sub: Any) -> None:
                    help="cpu, cuda, cuda:N, reference or auto (default)")
     p.add_argument("--seed", type=non_negative_int("--seed"), default=0,
                    help="seeds the split and the initial weights (default 0)")
+    p.add_argument("--dtype", choices=(*DTYPES, "mixed_bfloat16"), default="float32",
+                   help="float32 (default), float64, or mixed_bfloat16: float32 weights, "
+                        "bfloat16 matrix products (see docs/precision.md)")
     p.add_argument("--out", default="mlpx_model", metavar="DIR",
                    help="output directory (default mlpx_model)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,7 +9,8 @@ with the L2 term `alpha`, Glorot-uniform initialisation, the `tol` / `n_iter_no_
 stopping rule, `early_stopping` on a held-out `validation_fraction`, the `learning_rate`
 schedules of `solver="sgd"`, `lbfgs` through SciPy), so the estimators work in `Pipeline`,
 `GridSearchCV`, `cross_val_score` and `clone` with only the import changed. Two parameters
-are mlpx's own: `backend` ("cpu", "cuda", "auto") and `dtype` ("float32" or "float64").
+are mlpx's own: `backend` ("cpu", "cuda", "auto") and `dtype` ("float32", "float64" or
+"mixed_bfloat16", see mlpx.precision).
 
 Each estimator builds an `mlpx.Sequential` (`model_`) and trains it through its public
 `fit`, `loss_and_grad`, `predict`, `get_weights` and `set_weights`.
@@ -52,6 +53,7 @@ from .callbacks import Callback
 from .errors import NonFiniteLossError
 from .layers import Dense
 from .model import Sequential
+from .precision import get_policy
 from .regularizers import L2
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -260,10 +262,7 @@ class _BaseMLP(BaseEstimator):
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if str(self.dtype) not in ("float32", "float64") and self.dtype not in (
-            np.float32, np.float64
-        ):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        get_policy(self.dtype)  # float32, float64 or mixed_bfloat16; else a clear error
         return [int(s) for s in sizes], act
 
     # ------------------------------------------------------------------------------ fitting
@@ -359,7 +358,7 @@ class _BaseMLP(BaseEstimator):
                 kernel_regularizer=L2(lam) if lam > 0 else None,
             ))
         model = Sequential(layers, input_dim=units[0], backend=self.backend,
-                           dtype=str(np.dtype(self.dtype)), seed=seed)
+                           dtype=get_policy(self.dtype).name, seed=seed)
         return model.compile(loss=self._mlpx_loss)
 
     # Pickles hold the weights and the optimiser state as NumPy arrays, not the model's work

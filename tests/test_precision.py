@@ -110,3 +110,19 @@ def test_moving_backends_keeps_the_policy():
     model.to("reference")
     assert model.backend == "reference" and model.compute_dtype == "bfloat16"
     np.testing.assert_allclose(model.predict(X), before, rtol=1e-5, atol=1e-5)
+
+
+def test_divergence_under_the_mixed_policy_rolls_back():
+    model, X = _trained("mixed_bfloat16")
+    _, y = _data()
+    weights = [w.copy() for w in model.get_weights()]
+    pred = model.predict(X)
+    model.optimizer_.lr = 1e30
+    with np.errstate(all="ignore"), pytest.raises(mlpx.NonFiniteLossError, match="epoch"):
+        model.fit(X, y, epochs=3, batch_size=32, verbose=0)
+    for w, v in zip(model.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(w, v)
+    np.testing.assert_array_equal(model.predict(X), pred)
+    model.optimizer_.lr = 0.01
+    hist = model.fit(X, y, epochs=2, batch_size=32, verbose=0)
+    assert np.isfinite(hist.loss).all()
