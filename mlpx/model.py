@@ -23,6 +23,7 @@ from .history import History
 from .layers.base import Layer, Parameter
 from .layers.dense import Dense
 from .layers.registry import layer_from_spec, layer_spec
+from .precision import get_policy, ops_for, unwrap
 from .preconditions import (
     check_features,
     check_positive_int,
@@ -37,10 +38,8 @@ DEFAULT_PREDICT_BATCH = 4096
 
 
 def _resolve_dtype(dtype: Any) -> np.dtype:
-    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype.lower()
-    if key not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return np.dtype(_DTYPES[key])
+    """The variable dtype of the precision policy `dtype` names (see mlpx.precision)."""
+    return get_policy(dtype).variable_dtype
 
 
 def _walk(layers: Sequence[Layer], prefix: str = "layers"):
@@ -99,8 +98,10 @@ class Sequential:
         dtype: Any = "float32",
         seed: int | None = None,
     ):
-        self.ops: Backend = get_backend(backend)
-        self.dtype = _resolve_dtype(dtype)
+        #: the precision policy (mlpx.precision): `dtype` holds the variables' dtype
+        self.policy = get_policy(dtype)
+        self.dtype = self.policy.variable_dtype
+        self.ops: Backend = ops_for(get_backend(backend), self.policy)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         # checked here: NumPy's own error at build time ("expected non-negative integer")
@@ -160,6 +161,12 @@ class Sequential:
     @property
     def backend(self) -> str:
         return self.ops.name
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype of the matrix products' operands: "bfloat16" under "mixed_bfloat16",
+        else the variables' dtype."""
+        return self.policy.compute_dtype
 
     @property
     def output_dim(self) -> int:
@@ -282,7 +289,7 @@ class Sequential:
 
     def _summary_text(self) -> str:
         self._require_built()
-        lines = [f"Sequential on {self.backend!r} ({self.dtype.name}), input_dim={self.input_dim}"]
+        lines = [f"Sequential on {self.backend!r} ({self.policy.name}), input_dim={self.input_dim}"]
         for i, layer in enumerate(self.layers):
             n = sum(int(np.prod(p.shape)) for p in layer.parameters())
             lines.append(f"  {i:>2} {layer!r}  -> {layer.output_dim}  params={n}")
@@ -800,9 +807,9 @@ class Sequential:
     # ----------------------------------------------------------------------------- moving
     def to(self, backend: str | Backend) -> Sequential:
         """Move the model (weights, state, optimiser state) to another backend, in place."""
-        ops = get_backend(backend)
-        if ops is self.ops:
+        if get_backend(backend) is unwrap(self.ops):
             return self
+        ops = ops_for(get_backend(backend), self.policy)
         opt_state = self.optimizer_.state_dict() if self.optimizer_ and self.built else None
         with self._lock.writing():
             for layer in self.layers:
@@ -954,8 +961,12 @@ class Sequential:
     # ------------------------------------------------------------------------ checkpoints
     def get_config(self) -> dict[str, Any]:
         """The architecture: class, input width, dtype, seed and every layer's spec."""
-        return {"class": "Sequential", "input_dim": self.input_dim, "dtype": self.dtype.name,
-                "seed": self.seed, "layers": [layer_spec(layer) for layer in self.layers]}
+        config = {"class": "Sequential", "input_dim": self.input_dim,
+                  "dtype": self.dtype.name, "seed": self.seed,
+                  "layers": [layer_spec(layer) for layer in self.layers]}
+        if self.policy.mixed:  # recorded only when mixed: float32 files stay as they were
+            config["precision"] = self.policy.name
+        return config
 
     def save(self, path: str | os.PathLike, epoch: int | None = None) -> Path:
         """Write the model's state dict, architecture, loss and the training run's state
@@ -1073,7 +1084,7 @@ class MLP(Sequential):
 
 
 def load(path: str | os.PathLike, backend: str | Backend = "cpu",
-         custom_objects: dict[str, Any] | None = None) -> Sequential:
+         custom_objects: dict[str, Any] | None = None, dtype: Any = None) -> Sequential:
     """Rebuild the model saved at `path` on `backend` (weights bitwise, optimiser state,
     buffers, loss, epoch count and history). Never unpickles: only arrays and JSON are read,
     and everything is checked (see mlpx.saving.schema) before it is built or assigned.
@@ -1091,6 +1102,9 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu",
         the file does not depend on the backend that saved it.
     custom_objects
         `{name: class or function}` for user-defined parts the file names.
+    dtype
+        None (default): the precision policy the file records; else another policy with
+        the same weight dtype (a "mixed_bfloat16" checkpoint loads as "float32" and back).
 
     Returns
     -------
@@ -1102,11 +1116,11 @@ def load(path: str | os.PathLike, backend: str | Backend = "cpu",
 
     p = os.fspath(path)
     with custom_object_scope(custom_objects):
-        return from_record(read_checkpoint(p), backend, p)
+        return from_record(read_checkpoint(p), backend, p, dtype)
 
 
 def from_record(record: CheckpointRecord, backend: str | Backend = "cpu",
-                path: str = "<checkpoint>") -> Sequential:
+                path: str = "<checkpoint>", dtype: Any = None) -> Sequential:
     """The model of a checkpoint's record (`mlpx.saving.reader.read_checkpoint`), checked
     against the built model before anything is assigned; its trainer holds the saved run."""
     from .saving.reader import check_fits_model
@@ -1114,9 +1128,14 @@ def from_record(record: CheckpointRecord, backend: str | Backend = "cpu",
     from .training import Trainer
 
     arch = record.architecture
+    policy = get_policy(arch.get("precision", arch["dtype"]) if dtype is None else dtype)
+    if policy.variable_dtype.name != arch["dtype"]:
+        raise ValueError(f"{path} holds {arch['dtype']} weights; dtype={policy.name!r} keeps "
+                         f"{policy.variable_dtype.name} ones: pick a policy with "
+                         f"{arch['dtype']} weights (or leave dtype=None)")
     with entry_errors(path, "model"):
         model = Sequential([layer_from_spec(s) for s in arch["layers"]],
-                           input_dim=arch["input_dim"], backend=backend, dtype=arch["dtype"],
+                           input_dim=arch["input_dim"], backend=backend, dtype=policy,
                            seed=arch["seed"])
     # layers that declare nothing are known now: check everything against the built model
     check_fits_model(record, model, path)

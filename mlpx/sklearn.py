@@ -11,7 +11,8 @@ schedules of `solver="sgd"`, `lbfgs` through SciPy), so the estimators work in `
 `GridSearchCV`, `cross_val_score` and `clone` with only the import changed. Two parameters
 are mlpx's own: `backend` ("cpu", "cuda", "auto") and `dtype` (None, the default: the
 input's float dtype, float32 input giving a float32 model and anything else float64, as
-scikit-learn's MLP; or "float32" / "float64" to choose).
+scikit-learn's MLP; or "float32", "float64" or "mixed_bfloat16" to choose, see
+mlpx.precision).
 
 Each estimator builds an `mlpx.Sequential` (`model_`) and trains it through its public
 `fit`, `loss_and_grad`, `predict`, `get_weights` and `set_weights`.
@@ -54,6 +55,7 @@ from .callbacks import Callback
 from .errors import NonFiniteLossError
 from .layers import Dense
 from .model import Sequential
+from .precision import get_policy
 from .regularizers import L2
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -266,12 +268,8 @@ class _BaseMLP(BaseEstimator):
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.dtype is not None and str(self.dtype) not in ("float32", "float64") and (
-                self.dtype not in (np.float32, np.float64)):
-            raise ValueError(
-                f"dtype must be None (the input's float dtype), 'float32' or 'float64', got "
-                f"{self.dtype!r}"
-            )
+        if self.dtype is not None:
+            get_policy(self.dtype)  # float32, float64 or mixed_bfloat16; else a clear error
         return [int(s) for s in sizes], act
 
     # ------------------------------------------------------------------------------ fitting
@@ -300,7 +298,7 @@ class _BaseMLP(BaseEstimator):
         if first:
             # scikit-learn's MLP computes in the input's float dtype (float32 stays float32,
             # the validated X is float64 otherwise) unless dtype chooses one
-            self._model_dtype = str(X.dtype if self.dtype is None else np.dtype(self.dtype))
+            self._model_dtype = str(X.dtype) if self.dtype is None else get_policy(self.dtype).name
             self._initialize(sizes, act, X.shape[1], target, rs, total)
         elif incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -384,7 +382,7 @@ class _BaseMLP(BaseEstimator):
         self._architecture = (units, act, factor, self._l2_strength(rows, total_weight))
         model = self.model_
         if self.dtype is not None:  # None: the dtype of the first fit's input stays
-            self._model_dtype = str(np.dtype(self.dtype))
+            self._model_dtype = get_policy(self.dtype).name
         built_on = (act, str(self.backend), self._model_dtype)
         if built_on != getattr(self, "_built_on", built_on):
             self.model_ = self._rebuilt(self._model_state(model))

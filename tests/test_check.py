@@ -99,7 +99,7 @@ def test_tolerances_and_diff_metric():
 
 def test_check_rejects_bad_arguments(capsys):
     assert main(["check", *SMALL, "--dtype", "float16"]) == 2
-    assert "float32, float64 or both" in capsys.readouterr().err
+    assert "float32, float64, mixed_bfloat16" in capsys.readouterr().err
     assert main(["check", "--sizes", "784,x"]) == 2
     # an activation that cannot be trained, or a typo, is a usage error, not a traceback
     assert main(["check", *SMALL, "--activation", "step"]) == 2

@@ -25,7 +25,7 @@ USAGE_ERRORS = [
     (["check", "--model", "nocolon"], "MODULE:FUNCTION"),
     (["bench", "--min-time", "-2"], "--min-time must be >= 0"),
     (["bench", "--rounds", "0"], "--rounds must be >= 1"),
-    (["bench", "--dtype", "int8"], "float32, float64 or both"),
+    (["bench", "--dtype", "int8"], "float32, float64, mixed_bfloat16"),
     (["nosuchcommand"], "invalid choice"),
 ]
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from mlpx.cli import main
+from mlpx.commands.cli import main
 
 pytest.importorskip("sklearn", reason="the demo's digits data ship with scikit-learn")
 pytest.importorskip("matplotlib", reason="the demo draws its curves with matplotlib")

@@ -106,6 +106,21 @@ class Backend:
         self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
         return out
 
+    def matmul_bf16(
+        self, a: Array, b: Array, out: Array, trans_a: bool = False, trans_b: bool = False
+    ) -> Array:
+        """out = op(a) @ op(b) under the "mixed_bfloat16" policy: float32 operands rounded to
+        bfloat16 (round-to-nearest-even), exact products, float32 accumulation, float32 out.
+
+        The reference rounds into float32 copies and runs the float32 GEMM, which multiplies
+        bfloat16 values exactly (see mlpx.backends.bfloat16 for the contract).
+        """
+        from .bfloat16 import round_to_bfloat16
+
+        ra = round_to_bfloat16(a, xp=self.xp)
+        rb = round_to_bfloat16(b, xp=self.xp)
+        return self.matmul(ra, rb, out, trans_a, trans_b)
+
     def sum_rows(self, x: Array, out: Array) -> Array:
         """out[j] = sum_i x[i, j]: the bias gradient."""
         x.sum(axis=0, out=out)

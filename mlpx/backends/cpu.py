@@ -147,6 +147,14 @@ class CPUBackend(Backend):
             return out
         return super().matmul(a, b, out, trans_a, trans_b)
 
+    def matmul_bf16(self, a, b, out, trans_a=False, trans_b=False):
+        # a bfloat16 GEMM library where the processor has the instructions, else emulated
+        from . import _bf16_gemm
+
+        if _bf16_gemm.gemm(a, b, out, trans_a, trans_b):
+            return out
+        return super().matmul_bf16(a, b, out, trans_a, trans_b)
+
     def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
         """Compile (or load from the disk cache) the kernels for `dtypes` ahead of use."""
         k = _kernels()

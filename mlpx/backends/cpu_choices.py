@@ -51,5 +51,6 @@ def _small_batch_line() -> str:
     cut = [f"{key.rsplit('sizes ', 1)[-1]} {entry.get('max_rows')}"
            for key, entry in measured.read_all(small_batch.QUESTION).items()
            if key.startswith(here) and isinstance(entry, dict)]
+    shown = ", ".join(cut[-5:]) + (f" (and {len(cut) - 5} more)" if len(cut) > 5 else "")
     return head + ("the cut-off measured per model on first use; measured here (sizes rows): "
-                   + (", ".join(cut) if cut else "none yet"))
+                   + (shown if cut else "none yet"))

@@ -102,11 +102,12 @@ def column_list(text: str) -> list[str]:
 
 
 def dtype_list(text: str) -> list[str]:
-    """float32, float64 or both, comma-separated."""
+    """float32, float64, mixed_bfloat16 (mlpx.precision), comma-separated."""
     dtypes = [d.strip() for d in str(text).split(",") if d.strip()]
-    if not dtypes or any(d not in DTYPES for d in dtypes):
+    if not dtypes or any(d not in (*DTYPES, "mixed_bfloat16") for d in dtypes):
         raise argparse.ArgumentTypeError(
-            f"--dtype must be float32, float64 or both (float32,float64); got {text!r}"
+            "--dtype must be float32, float64, mixed_bfloat16 or several of them "
+            f"(float32,mixed_bfloat16); got {text!r}"
         )
     return list(dict.fromkeys(dtypes))
 

@@ -259,6 +259,8 @@ def summarise(mlpx_runs: list[dict], peer_runs: dict[str, list[dict]] | list[dic
     row["gemm_overhead"] = _median(
         [r["step_s"] / r["gemm_step_s"] for r in mlpx_runs if r.get("gemm_step_s")])
     row["blas"] = mlpx_runs[0].get("blas") if mlpx_runs else None
+    if mlpx_runs and mlpx_runs[0].get("bf16_gemm"):
+        row["bf16_gemm"] = mlpx_runs[0]["bf16_gemm"]
     every = mlpx_runs + [r for runs in peer_runs.values() for r in runs if r]
     row["max_loadavg"] = max((r.get("loadavg_1min", 0.0) for r in every), default=0.0)
     peers: dict[str, Any] = {}
@@ -740,6 +742,9 @@ def run_command(args: argparse.Namespace) -> int:
     (out / ("profile.md" if args.profile else "bench.md")).write_text(format_markdown(doc))
     print()
     print(format_table(doc))
+    for line in sorted({f"bfloat16 GEMMs ({r['backend']}): {r['bf16_gemm']}"
+                        for r in doc["results"] if r.get("bf16_gemm")}):
+        print(line)
     print()
     if args.profile:
         print(format_profile(doc))

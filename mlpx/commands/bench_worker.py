@@ -103,12 +103,14 @@ def _data(n: int, sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarr
 # ------------------------------------------------------------------------------------ mlpx
 def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
     import mlpx
+    from mlpx.precision import get_policy
     from mlpx.training import Callback
 
     sizes, B = args.sizes, args.batch
     ops = mlpx.get_backend(args.backend)
     sync = ops.synchronize
-    dtype = np.dtype(args.dtype)
+    policy = get_policy(args.dtype)  # mixed_bfloat16 stores and feeds float32
+    dtype = policy.variable_dtype
     steps, n = epoch_plan(B, args.epoch_samples)
     X, y = _data(n, sizes)
     X = X.astype(dtype)
@@ -120,7 +122,7 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         import tracemalloc
 
         tracemalloc.start()
-    model = mlpx.MLP(sizes, activation=args.activation, backend=ops, dtype=dtype, seed=0)
+    model = mlpx.MLP(sizes, activation=args.activation, backend=ops, dtype=policy, seed=0)
 
     class EpochTimer(Callback):
         """Epoch 0 is the warm-up (kernels loaded or compiled, buffers allocated); the timed
@@ -177,6 +179,10 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         "traced_peak_bytes": traced_peak,
         "blas": _gemm_path(ops, dtype),  # the cpu backend's GEMM library for this dtype
     }
+    if policy.mixed and ops.name == "cpu":  # native or emulated bfloat16 on this CPU
+        from mlpx.backends._bf16_gemm import describe
+
+        result["bf16_gemm"] = describe()
 
     if not args.no_infer:
         for key, m in (("latency", 1), ("batch", args.infer_batch)):
@@ -192,7 +198,8 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         result["infer_small_latency_s"] = _median_time(
             lambda: small.predict(x1, device=True), sync, args.infer_time)
 
-    gemm_times = time_gemms(ops, sizes, B, dtype, args.min_time / 3 or 0.2)
+    # under the mixed policy model.ops runs the bfloat16 products: their bound
+    gemm_times = time_gemms(model.ops, sizes, B, dtype, args.min_time / 3 or 0.2)
     result["gemm_s"] = gemm_times["each"]
     result["gemm_step_s"] = gemm_times["all"]
     result["gemm_gflops"] = gemm_times["gflops"]
@@ -259,7 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m mlpx.commands.bench_worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="cpu")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "float64", "mixed_bfloat16"],
+                   default="float32")
     p.add_argument("--sizes", default="784,1024,1024,10")
     p.add_argument("--activation", default="relu")
     p.add_argument("--batch", type=int, required=True)

@@ -89,10 +89,15 @@ class CheckReport:
             for d in c.diffs:
                 if not d.ok:
                     out.append(
-                        f"{c.label} {c.dtype}: {d.name} differs from the float64 reference by "
+                        f"{c.label} {c.dtype}: {d.name} differs from the {_reference(c)} by "
                         f"{d.max_rel:.3g} (relative to its largest value; tolerance {d.tol:.3g})"
                     )
         return out
+
+
+def _reference(c: Comparison) -> str:
+    return ("reference under the same policy" if c.dtype == "mixed_bfloat16"
+            else "float64 reference")
 
 
 def tolerance(dtype: str, k: int) -> float:
@@ -146,14 +151,15 @@ def _model(layers: LayersFn, input_dim: int, backend: str, dtype: str, seed: int
 def run_mlpx(backend: str, dtype: str, layers: LayersFn, input_dim: int,
              weights: list[np.ndarray], X: np.ndarray, y: np.ndarray, loss_fn: Loss) -> Result:
     model = _model(layers, input_dim, backend, dtype)
-    model.set_weights([w.astype(dtype) for w in weights])
+    store = model.dtype  # the policy's variable dtype ("mixed_bfloat16" keeps float32)
+    model.set_weights([w.astype(store) for w in weights])
     ops = model.ops
-    h = ops.asarray(X.astype(dtype))
+    h = ops.asarray(X.astype(store))
     outs = []
     for layer in model.layers:
         h = layer.forward(h, training=False)
         outs.append(ops.to_numpy(h).copy())
-    value, grads = model.loss_and_grad(X.astype(dtype), y, loss=loss_fn)
+    value, grads = model.loss_and_grad(X.astype(store), y, loss=loss_fn)
     return outs, float(value), grads
 
 
@@ -324,6 +330,12 @@ def run_check(
         notes.append("PyTorch left out: it is not installed (pip install torch)")
     comparisons = []
     for dtype in dtypes:
+        if dtype == "mixed_bfloat16":  # own reference, tolerances: precision_check
+            from .precision_check import check_mixed
+
+            comparisons += check_mixed(backends, sizes, activation, layers, weights64, X, y,
+                                       loss, names, fan_ins, k_grad, use_torch)
+            continue
         # The reference sees exactly the weights and inputs the dtype under test stores.
         w = [a.astype(dtype).astype(np.float64) for a in weights64]
         x = X.astype(dtype).astype(np.float64)
@@ -362,7 +374,8 @@ def format_report(report: CheckReport) -> str:
             lines.extend(f"  {d.name:<14}{'':>7}{d.max_abs:>12.3g}{d.max_rel:>12.3g}"
                          f"{d.tol:>12.3g}  {'ok' if d.ok else 'EXCEEDS'}" for d in c.diffs)
             continue
-        lines.append(f"{c.label} {c.dtype} vs reference float64: {'ok' if c.ok else 'FAILED'}")
+        against = f"reference {'mixed_bfloat16' if c.dtype == 'mixed_bfloat16' else 'float64'}"
+        lines.append(f"{c.label} {c.dtype} vs {against}: {'ok' if c.ok else 'FAILED'}")
         if c.error:
             lines.append(f"  error: {c.error}")
             continue
@@ -383,7 +396,9 @@ def run_command(args: argparse.Namespace) -> int:
     what = "user-defined model" if args.model else (
         f"model {'-'.join(map(str, args.sizes))} {args.activation}")
     print(f"{what}, batch {args.batch}, loss {args.loss}; float64 tolerance {F64_TOL:g}, "
-          f"float32 tolerance {C32:g}*K*eps32 (eps32 = {EPS32:.3g})")
+          f"float32 tolerance {C32:g}*K*eps32 (eps32 = {EPS32:.3g})"
+          + ("; PyTorch autocast against mixed_bfloat16: C16*K*eps16, K the products' depth "
+             "(see mlpx.commands.precision_check)" if "mixed_bfloat16" in args.dtype else ""))
     print(format_report(report))
     failures = report.failures()
     if failures:

@@ -107,6 +107,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from ..backends.cpu_choices import describe
 
     print(describe())
+    from ..backends._bf16_gemm import describe as describe_bf16
+
+    print(f"dtype='mixed_bfloat16' on the cpu: {describe_bf16()}")
     return 0
 
 

@@ -120,7 +120,7 @@ def _split(rows: np.ndarray, fraction: float, labels: np.ndarray | None,
 def run_train(job: TrainJob, out: str, hidden: list[int], activation: str = "relu",
               epochs: int = 30, batch_size: int = 32, lr: float = 1e-3,
               optimizer: str = "adam", backend: str = "auto", seed: int = 0,
-              verbose: int = 1) -> dict[str, Any]:
+              verbose: int = 1, dtype: str = "float32") -> dict[str, Any]:
     """Train, print the held-out metric, save the model, its preprocessing and the plot."""
     from .. import MLP
 
@@ -128,7 +128,7 @@ def run_train(job: TrainJob, out: str, hidden: list[int], activation: str = "rel
     out_dir = check_out_dir(out)
     classify = pre.task == "classification"
     model = MLP([pre.n_inputs, *hidden, pre.n_outputs], activation=activation,
-                backend=backend, seed=seed)
+                backend=backend, seed=seed, dtype=dtype)
     Xtr, ytr = job.X[job.train], job.y[job.train]
     if not classify:
         ytr = ytr.reshape(-1, 1)

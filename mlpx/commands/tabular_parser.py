@@ -142,6 +142,10 @@ def _add_train(sub: Any) -> None:
                    help="cpu, cuda, cuda:N, reference or auto (default)")
     p.add_argument("--seed", type=non_negative_int("--seed"), default=0,
                    help="seeds the split and the initial weights (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64", "mixed_bfloat16"),
+                   default="float32",
+                   help="float32 (default), float64, or mixed_bfloat16: float32 weights, "
+                        "bfloat16 matrix products (see docs/precision.md)")
     p.add_argument("--out", default="mlpx_model", metavar="DIR",
                    help="output directory (default mlpx_model)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -220,7 +224,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     run_train(args.job, args.out, args.hidden, activation=args.activation, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-              backend=args.backend, seed=args.seed, verbose=0 if args.quiet else 1)
+              backend=args.backend, seed=args.seed, verbose=0 if args.quiet else 1,
+              dtype=args.dtype)
     return 0
 
 

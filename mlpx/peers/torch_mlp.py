@@ -53,7 +53,9 @@ def parse_args(argv=None):
                    help="the hidden activation as JSON [torch.nn class name, keyword arguments]; "
                         "mlpx bench passes the one its activation declares")
     p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32",
+                   choices=["float32", "float64", "mixed_bfloat16"],
+                   help="mixed_bfloat16: float32 parameters, torch.autocast to bfloat16")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--lr", type=float, default=0.01)
@@ -87,7 +89,8 @@ def main(argv=None) -> int:
         print(f"torch_mlp: this PyTorch ({torch.__version__}) sees no CUDA device; a CUDA "
               "build of torch and a GPU are needed for --device cuda", file=sys.stderr)
         return 3
-    dtype = getattr(torch, args.dtype)
+    mixed = args.dtype == "mixed_bfloat16"
+    dtype = torch.float32 if mixed else getattr(torch, args.dtype)
     sizes, B = args.sizes, args.batch
 
     def build(sizes):
@@ -121,7 +124,8 @@ def main(argv=None) -> int:
             idx = perm[s * B:(s + 1) * B]
             xb, yb = X[idx], y[idx]
             optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
+                loss = loss_fn(model(xb), yb)
             loss.backward()
             optimizer.step()
             total += loss.detach()

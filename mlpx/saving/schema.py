@@ -132,8 +132,23 @@ def _tensor_refs(obj: Any, place: str, path: str, out: dict[str, str]) -> None:
             stack.extend((v, f"{where}.{i}") for i, v in enumerate(node))
 
 
+def _check_precision(model: dict, path: str) -> None:
+    """A mixed precision policy whose variables are the model's dtype (mlpx.precision)."""
+    from ..precision import POLICIES
+
+    mixed = [name for name, p in POLICIES.items() if p.mixed]
+    policy = POLICIES.get(model["precision"]) if isinstance(model["precision"], str) else None
+    if policy is None or not policy.mixed:
+        raise _fail(path, "model.precision", f"must be one of {mixed}, got "
+                                             f"{_short(model['precision'])}")
+    if policy.variable_dtype.name != model["dtype"]:
+        raise _fail(path, "model.precision", f"{policy.name!r} keeps "
+                    f"{policy.variable_dtype.name} weights, but model.dtype is "
+                    f"{_short(model['dtype'])}")
+
+
 def _check_model(model: Any, path: str) -> None:
-    _exact_keys(model, MODEL_KEYS, path, "model")
+    _exact_keys(model, MODEL_KEYS + ("precision",), path, "model", optional=("precision",))
     if model["class"] != "Sequential":
         raise _fail(path, "model.class", f"must be 'Sequential', got {_short(model['class'])}")
     if not _is_int(model["input_dim"], 1):
@@ -142,6 +157,8 @@ def _check_model(model: Any, path: str) -> None:
     if model["dtype"] not in _FLOAT_DTYPES:
         raise _fail(path, "model.dtype", f"must be one of {list(_FLOAT_DTYPES)}, got "
                                          f"{_short(model['dtype'])}")
+    if "precision" in model:
+        _check_precision(model, path)
     if not (_is_int(model["seed"]) and model["seed"] < _MAX_SEED):
         raise _fail(path, "model.seed", f"must be an integer in [0, 2**128), got "
                                         f"{_short(model['seed'])}")

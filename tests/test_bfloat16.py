@@ -1,0 +1,96 @@
+"""The bfloat16 rounding contract (mlpx.backends.bfloat16) and the mixed matrix product."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlpx.backends import get_backend
+from mlpx.backends.bfloat16 import (
+    MixedBFloat16Ops,
+    from_bfloat16_bits,
+    round_to_bfloat16,
+    to_bfloat16_bits,
+)
+
+
+def _f32(bits):
+    return np.array(bits, dtype=np.uint32).view(np.float32)
+
+
+def test_ties_round_to_even():
+    one = 1.0
+    ulp = 2.0**-7  # bfloat16 spacing at 1
+    x = np.array([one + ulp / 2, one + 3 * ulp / 2, one + ulp / 2 + 2**-20, -(one + ulp / 2)],
+                 np.float32)
+    np.testing.assert_array_equal(round_to_bfloat16(x),
+                                  [one, one + 2 * ulp, one + ulp, -one])
+
+
+def test_nan_stays_nan_and_overflow_goes_to_infinity():
+    x = _f32([0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0x7F800000, 0xFF800000, 0x7F7FFFFF])
+    r = round_to_bfloat16(x)
+    assert np.isnan(r[:3]).all()
+    assert np.signbit(r[1]) and not np.signbit(r[0])
+    np.testing.assert_array_equal(r[3:], [np.inf, -np.inf, np.inf])
+
+
+def test_bits_round_trip_exactly():
+    bits = np.arange(0, 2**16, dtype=np.uint32).astype(np.uint16)
+    values = from_bfloat16_bits(bits)
+    finite = ~np.isnan(values)
+    np.testing.assert_array_equal(to_bfloat16_bits(values)[finite], bits[finite])
+    np.testing.assert_array_equal(round_to_bfloat16(values)[finite], values[finite])
+
+
+def test_rounding_matches_ml_dtypes_bit_for_bit():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        rng.standard_normal(10_000).astype(np.float32),
+        _f32([0, 0x80000000, 1, 0x00008000, 0x00018000, 0x7F7F8000, 0x7F7FFFFF]),
+    ])
+    ours = to_bfloat16_bits(x)
+    with np.errstate(invalid="ignore"):  # ml_dtypes warns on casting NaN
+        theirs = x.astype(ml_dtypes.bfloat16).view(np.uint16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(ours[~nan], theirs[~nan])
+    assert np.isnan(from_bfloat16_bits(ours[nan])).all()
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+def test_mixed_matmul_rounds_operands_and_accumulates_in_float32(backend, trans_a, trans_b):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((40, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 24)).astype(np.float32)
+    if trans_a:
+        a = np.ascontiguousarray(a.T)
+    if trans_b:
+        b = np.ascontiguousarray(b.T)
+    ops = MixedBFloat16Ops(get_backend(backend))
+    out = np.empty((40, 24), np.float32)
+    ops.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b)
+
+    def op(x, t):
+        x = round_to_bfloat16(x).astype(np.float64)
+        return x.T if t else x
+
+    exact = op(a, trans_a) @ op(b, trans_b)
+    k = 300
+    # float32 accumulation of exact products: at most k * eps32 relative to sum |a||b|
+    bound = k * 2.0**-24 * (np.abs(op(a, trans_a)) @ np.abs(op(b, trans_b)))
+    assert (np.abs(out - exact) <= bound).all()
+    # and it is not the float32 product: the operands were rounded
+    plain = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
+    assert np.abs(out - plain).max() > 100 * np.abs(out - exact).max()
+    # the operands themselves are left alone
+    assert a.dtype == np.float32 and not np.array_equal(a, round_to_bfloat16(a))
+
+
+def test_mixed_ops_delegate_everything_else():
+    base = get_backend("cpu")
+    ops = MixedBFloat16Ops(base)
+    assert ops.name == "cpu" and ops.xp is np and ops.wrapped is base
+    assert ops.sum_rows.__self__ is base
