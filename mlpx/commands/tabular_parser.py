@@ -192,6 +192,9 @@ def _validate_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     available_backend(parser, args.backend)
     try:
         check_out_dir(args.out)
+    except OSError as e:
+        parser.error(f"--out: {e}")
+    try:
         args.job = prepare_train(args.data, args.target, args.task, args.drop,
                                  args.val_fraction, args.test_fraction, args.seed,
                                  sep=args.sep, decimal=args.decimal, missing=args.missing,
