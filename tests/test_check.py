@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from mlpx.backends.cpu import CPUBackend
-from mlpx.commands.check import EPS32, F64_TOL, diff, run_check, tolerance
+from mlpx.commands.check import run_check
 from mlpx.commands.cli import main
+from mlpx.commands.comparison import EPS32, F64_TOL, diff, tolerance
 
 SMALL = ["--sizes", "20,32,16,4", "--batch", "24"]
 

@@ -76,7 +76,7 @@ def run_torch_autocast(sizes: Sequence[int], activation: Any, weights: list[np.n
 def compare_mixed(label: str, got: Any, ref: Any, names: list[str], loss_spec: Any) -> Any:
     """`got` against the reference `ref` with the bfloat16 tolerance by depth."""
     from .. import losses
-    from .check import Comparison, TensorDiff, diff
+    from .comparison import Comparison, TensorDiff, diff
 
     outs, loss, grads = got
     r_outs, r_loss, r_grads = ref
@@ -108,7 +108,7 @@ def check_mixed(backends: Sequence[str], sizes: Sequence[int], activation: Any, 
     """`mlpx check`'s comparisons for the policy: every backend under it against the
     reference backend under it (one contract: float32 tolerance, as the float32 check), and
     PyTorch autocast against that reference (the bfloat16 tolerance above)."""
-    from .check import Comparison, compare, run_mlpx
+    from .comparison import Comparison, compare, run_mlpx
 
     w = [a.astype(np.float32).astype(np.float64) for a in weights64]
     x = X.astype(np.float32).astype(np.float64)

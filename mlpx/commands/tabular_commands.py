@@ -28,6 +28,7 @@ from ..tabular import (
     read_table,
 )
 from ..tabular.model import MODEL_FILE, TabularModel
+from ..tabular.schema_file import preprocessing_json
 from .outdir import check_out_dir
 
 
@@ -156,7 +157,7 @@ def run_train(job: TrainJob, out: str, hidden: list[int], activation: str = "rel
         print(f"{name} {format_scores(result)} ({len(held)} rows)")
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = model.save(out_dir / MODEL_FILE)
-    model_path.with_suffix(".json").write_text(pre.to_json(), encoding="utf-8")
+    model_path.with_suffix(".json").write_text(preprocessing_json(pre), encoding="utf-8")
     print(f"model written to {model_path} (preprocessing: {model_path.with_suffix('.json')})")
     result["model"] = str(model_path)
     try:

@@ -22,6 +22,7 @@ import numpy as np
 from .columns import Table, TabularError
 from .preprocessing import Preprocessing
 from .reading import read_table, table_of
+from .schema_file import preprocessing_from_json
 
 MODEL_FILE = "model.safetensors"
 
@@ -82,7 +83,7 @@ class TabularModel:
             text = side.read_bytes()
         except OSError as e:
             raise TabularError(f"cannot read {str(side)!r}: {e.strerror or e}") from None
-        pre = Preprocessing.from_json(text, str(side))
+        pre = preprocessing_from_json(text, str(side))
         try:
             network = load(checkpoint, backend=backend)
         except CheckpointError as e:

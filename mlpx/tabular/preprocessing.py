@@ -292,18 +292,6 @@ class Preprocessing:
             return dict(zip(names, table.values(), strict=True))
         return table
 
-    # ---- saving
-    def to_json(self) -> str:
-        from .schema_file import preprocessing_json
-
-        return preprocessing_json(self)
-
-    @classmethod
-    def from_json(cls, text: str | bytes, where: str = "preprocessing file") -> Preprocessing:
-        from .schema_file import preprocessing_from_json
-
-        return preprocessing_from_json(text, where)
-
 
 def drop_missing_rows(table: Table, names: list[str]) -> tuple[Table, int]:
     """The table without its rows that miss a value in one of `names`; the count dropped."""
