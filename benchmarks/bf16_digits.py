@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 
 import mlpx
-from mlpx.demo import load_digits_split
+from mlpx.commands.demo import load_digits_split
 
 
 def main() -> None:

@@ -52,3 +52,17 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def cpu_flags(wanted: tuple[str, ...]) -> list[str]:
+    """Those of the instruction-set flags `wanted` that the processor has (Linux
+    /proc/cpuinfo; [] elsewhere), in `wanted`'s order."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in wanted if flag in have]
+    except OSError:
+        pass
+    return []

@@ -67,7 +67,7 @@ def test_sklearn_estimators_accept_the_policy():
 def test_digits_accuracy_within_a_third_of_a_point_of_float32():
     # one image of the 450 is 0.22 points: over three seeds the mixed run may lose at most
     # about one image per seed on average (the 8-seed run is in benchmarks/)
-    from mlpx.demo import load_digits_split
+    from mlpx.commands.demo import load_digits_split
 
     pytest.importorskip("sklearn")
     X_tr, X_te, y_tr, y_te = load_digits_split(seed=0)

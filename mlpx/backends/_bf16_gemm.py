@@ -32,15 +32,9 @@ _state: dict[str, Any] = {}
 
 def cpu_bf16_flags() -> list[str]:
     """The processor's bfloat16 instruction flags (Linux /proc/cpuinfo; [] elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in NATIVE_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
+    from .._compat import cpu_flags
+
+    return cpu_flags(NATIVE_FLAGS)
 
 
 def _mkl_fn() -> Any:

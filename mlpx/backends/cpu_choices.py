@@ -9,15 +9,9 @@ _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnn
 
 def isa_flags() -> list[str]:
     """The processor's vector instruction-set flags that matter here (Linux; else [])."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in _ISA_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
+    from .._compat import cpu_flags
+
+    return cpu_flags(_ISA_FLAGS)
 
 
 def describe() -> str:

@@ -12,11 +12,8 @@ import numpy as np
 from .outdir import check_out_dir
 
 
-def load_digits_split(
-    seed: int = 0, test_size: float = 0.25
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Digits (8x8 images, 10 classes) standardised on the training split:
-    X_train, X_test (float32), y_train, y_test."""
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits data set (8x8 images, 10 classes): X, y."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -24,9 +21,17 @@ def load_digits_split(
             "the digits data set ships with scikit-learn: pip install scikit-learn "
             '(or pip install ".[demo]" in a clone of mlpx)'
         ) from None
+    return load_digits(return_X_y=True)
+
+
+def load_digits_split(
+    seed: int = 0, test_size: float = 0.25
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Digits standardised on the training split: X_train, X_test (float32), y_train,
+    y_test."""
     from ..data import Standardizer, train_test_split
 
-    X, y = load_digits(return_X_y=True)
+    X, y = _digits()
     X_tr, X_te, y_tr, y_te = train_test_split(
         X, y, test_size=test_size, random_state=seed, stratify=y
     )
@@ -44,16 +49,9 @@ def load_digits_three_way(
     y_test)). The validation rows come out of the training part (`validation_size` of it)
     and steer training; the test rows are looked at once, at the end. The standardisation
     is fitted on the training rows alone, so neither held-out part leaks into training."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ImportError(
-            "the digits data set ships with scikit-learn: pip install scikit-learn "
-            '(or pip install ".[demo]" in a clone of mlpx)'
-        ) from None
     from ..data import Standardizer, train_test_split
 
-    X, y = load_digits(return_X_y=True)
+    X, y = _digits()
     X_rest, X_te, y_rest, y_te = train_test_split(
         X, y, test_size=test_size, random_state=seed, stratify=y
     )
