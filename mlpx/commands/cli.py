@@ -58,7 +58,8 @@ def _validate_bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from .. import losses
-    from .check import model_output_width, output_width_problem
+    from .check import output_width_problem
+    from .comparison import model_output_width
 
     import_modules(parser, args.imports)
     trainable_activation(parser, args.activation)
