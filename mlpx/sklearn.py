@@ -446,15 +446,15 @@ class _BaseMLP(BaseEstimator):
 
     @staticmethod
     def _model_state(model: Sequential) -> dict:
-        """What the next fit depends on: seed, weights, optimiser state and the run index
-        (the batch order of the next partial_fit follows from seed and run)."""
+        """What the next fit depends on: seed, weights, optimiser state and the fit index
+        (the batch order of the next partial_fit follows from seed and fit index)."""
         opt = model.optimizer_
         return {
             "seed": model.seed,
             "weights": model.get_weights(),
             "optimizer": opt.state_dict() if opt is not None and opt.ops is not None
             else None,
-            "run": None if model.trainer_ is None else int(model.trainer_.run),
+            "fit_index": None if model.trainer_ is None else int(model.trainer_.fit_index),
         }
 
     def _rebuilt(self, saved: dict) -> Sequential:
@@ -467,9 +467,10 @@ class _BaseMLP(BaseEstimator):
             opt = optim.from_config(saved["optimizer"]["config"])
             model.compile(optimizer=opt)
             opt.load_state_dict(saved["optimizer"])
-        if saved.get("run") is not None:
+        fit_index = saved.get("fit_index", saved.get("run"))  # "run" in older pickles
+        if fit_index is not None:
             model.trainer_ = Trainer(model)
-            model.trainer_.run = saved["run"]
+            model.trainer_.fit_index = fit_index
         return model
 
     def _batch_size(self, n: int) -> int:

@@ -15,6 +15,11 @@ import math  # noqa: E402
 
 import numba as nb  # noqa: E402
 
+from . import threads as _threads  # noqa: E402
+
+# importing Numba loads SciPy (and its own BLAS) where SciPy is installed: size that pool too
+_threads.apply(force=True)
+
 jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 
 

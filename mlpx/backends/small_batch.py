@@ -3,7 +3,7 @@ little work per call as the product itself needs.
 
 A model that is a chain of Dense layers (built-in elementwise activations, with or without
 bias) and Dropout layers (the identity at inference) gets a `Chain`: its layers' weights as
-one compiled call (mlpx.backends.numba_small_batch: matrix-vector style products with the bias
+one compiled call (mlpx.backends.small_batch_kernels: matrix-vector style products with the bias
 and activation fused, in the calling thread), with per-thread output buffers, so a call
 validates and allocates only what one row needs. It is used for batches up to a cut-off
 measured on this machine for this model's layer sizes (`measured_cutoff`): below it the
@@ -39,9 +39,9 @@ _METHOD = 2  # how the cut-off is measured: a new method measures again
 
 @functools.cache  # the import machinery once, not on every call
 def _kernels() -> Any:
-    from . import numba_small_batch
+    from . import small_batch_kernels
 
-    return numba_small_batch
+    return small_batch_kernels
 
 
 class Chain:
