@@ -17,7 +17,20 @@ import numba as nb  # noqa: E402
 
 from . import threads as _threads  # noqa: E402
 
-# importing Numba loads SciPy (and its own BLAS) where SciPy is installed: size that pool too
+
+def _load_scipy_blas() -> None:
+    # Numba takes its BLAS from SciPy where SciPy is installed, loading SciPy's own OpenBLAS
+    # while it compiles or loads a kernel; load it now, so the thread count sizes it too
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is not None:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401
+        except ImportError:  # pragma: no cover - a broken SciPy: Numba manages without it
+            pass
+
+
+_load_scipy_blas()
 _threads.apply(force=True)
 
 jit = nb.njit(cache=True, nogil=True, error_model="numpy")
