@@ -13,7 +13,8 @@ ALL_BACKENDS = ["cpu", "cuda"]
 
 def cuda_skip_reason() -> str | None:
     if not has_cupy():
-        return "CUDA backend not tested: CuPy is not installed (pip install 'mlpx[cuda12]')"
+        return ("CUDA backend not tested: CuPy is not installed (pip install '.[cuda13]' "
+                "or '.[cuda12]' in a clone of mlpx)")
     if gpu_count() == 0:
         return "CUDA backend not tested: CuPy found no GPU on this machine"
     return None
@@ -49,3 +50,12 @@ def reference():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _measurements_are_kept(monkeypatch):
+    """Tests that check the cache of measured choices see it written whatever the load of the
+    machine running them (a measurement on a busy machine is otherwise kept in memory only)."""
+    from mlpx.backends import measured
+
+    monkeypatch.setattr(measured, "busy", lambda: False)

@@ -171,3 +171,17 @@ def test_predict_proba_and_sklearn_predict_use_it():
         est.predict(bad)
     model = est.model_
     np.testing.assert_allclose(model.predict_proba(X[:2]).sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_a_choice_measured_on_a_busy_machine_is_not_kept_on_disk(monkeypatch, tmp_path):
+    from mlpx.backends import measured
+
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(measured, "busy", lambda: True)
+    entry = measured.store("q", "k", {"max_rows": 64})
+    assert measured.lookup("q", "k") == entry  # this process uses it
+    assert measured.read_all("q") == {}  # the next one measures again
+    monkeypatch.setattr(measured, "busy", lambda: False)
+    measured.store("q", "k2", {"max_rows": 2})
+    assert measured.read_all("q")["k2"]["max_rows"] == 2
+    assert measured.overloaded(4.5, 2) and not measured.overloaded(3.9, 2)

@@ -16,7 +16,11 @@ import platform
 from typing import Any
 
 from .._compat import cpu_model
-from .threads import get_num_threads
+from .threads import get_num_threads, usable_cpus
+
+#: choices measured while the machine was busy, by (cache file, key): used by this process,
+#: never written to disk
+_UNSAVED: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 def machine_key(*libraries: str) -> str:
@@ -41,13 +45,35 @@ def read_all(question: str) -> dict[str, Any]:
 
 
 def lookup(question: str, key: str) -> dict[str, Any] | None:
+    if (cache_file(question), key) in _UNSAVED:
+        return _UNSAVED[cache_file(question), key]
     entry = read_all(question).get(key)
     return entry if isinstance(entry, dict) else None
 
 
+def busy() -> bool:
+    """Whether other work crowds this machine (a 1-minute load average above twice the CPUs
+    this process may use): a choice measured then can be wrong once the machine is quiet
+    (a library whose threads stall when a CPU is taken loses every round)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on every platform
+        return False
+    return overloaded(load, usable_cpus())
+
+
+def overloaded(load: float, cpus: int) -> bool:
+    """A load average above twice the CPUs: a measurement then times the other work."""
+    return load > 2 * cpus
+
+
 def store(question: str, key: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Keep `entry` (stamped with the time) for `key`; returns it."""
+    """Keep `entry` (stamped with the time) for `key`; returns it. Measured on a busy machine
+    it serves this process only, and the next process measures again."""
     entry = {**entry, "measured": datetime.datetime.now().isoformat(timespec="seconds")}
+    if busy():
+        _UNSAVED[cache_file(question), key] = entry
+        return entry
     cache = read_all(question)
     cache[key] = entry
     path = cache_file(question)
