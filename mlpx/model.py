@@ -573,7 +573,10 @@ class Sequential:
         if type(X) is not np.ndarray or X.ndim != 2 or X.dtype != self.dtype \
                 or not X.flags.c_contiguous or not 0 < X.shape[0] <= 64 or not self.built:
             return None
-        key = (id(self.ops), len(self.layers), X.shape[1])
+        # the chain copies each Dense layer's activation: a layer or activation swapped since
+        # must build a new one, or a few rows would run the old formula
+        key = (id(self.ops), X.shape[1],
+               tuple((id(layer), id(getattr(layer, "activation", None))) for layer in self.layers))
         cached = self.__dict__.get("_small_batch")
         if cached is None or cached[0] != key:
             cached = self._small_batch = (key, self._make_chain())

@@ -185,3 +185,16 @@ def test_a_choice_measured_on_a_busy_machine_is_not_kept_on_disk(monkeypatch, tm
     measured.store("q", "k2", {"max_rows": 2})
     assert measured.read_all("q")["k2"]["max_rows"] == 2
     assert measured.overloaded(4.5, 2) and not measured.overloaded(3.9, 2)
+
+
+@pytest.mark.parametrize("change", ["activation", "layer"])
+def test_a_layer_or_activation_swapped_after_a_prediction_is_used(change):
+    X = np.random.default_rng(0).standard_normal((70, 8)).astype(np.float32)
+    model = mlpx.MLP([8, 16, 3], seed=0)
+    model.predict(X[:1])  # builds the compiled chain for one row
+    if change == "activation":
+        model.layers[0].activation = mlpx.activations.get("tanh")
+    else:
+        model.layers[0] = mlpx.Dense(16, activation="tanh")
+        model.layers[0].build(8, model.ops, model.dtype, np.random.default_rng(1))
+    np.testing.assert_allclose(model.predict(X[:1]), model.predict(X)[:1], rtol=1e-5, atol=1e-6)
