@@ -33,7 +33,6 @@ from .preconditions import (
 )
 from .saving.records import CheckpointRecord, RunRecord, as_host_array, check_state_dict
 
-_DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_PREDICT_BATCH = 4096
 
 

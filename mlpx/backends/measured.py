@@ -45,8 +45,9 @@ def read_all(question: str) -> dict[str, Any]:
 
 
 def lookup(question: str, key: str) -> dict[str, Any] | None:
-    if (cache_file(question), key) in _UNSAVED:
-        return _UNSAVED[cache_file(question), key]
+    unsaved = _UNSAVED.get((cache_file(question), key))
+    if unsaved is not None:
+        return unsaved
     entry = read_all(question).get(key)
     return entry if isinstance(entry, dict) else None
 
