@@ -24,6 +24,7 @@ import ctypes
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ static inline double __longlong_as_double(long long v) {
     double d;
     memcpy(&d, &v, sizeof d);
     return d;
+}
+static inline unsigned int __float_as_uint(float v) {
+    unsigned int u;
+    memcpy(&u, &v, sizeof u);
+    return u;
 }
 
 namespace mlpx_host {
@@ -251,7 +257,7 @@ def _check_arg(kernel: str, i: int, ctype: str, value: Any) -> Any:
         base = ctype.replace("const ", "").rstrip("*").strip()
         want = {
             "float": np.float32, "double": np.float64, "long long": np.int64,
-            "unsigned char": np.uint8,
+            "unsigned char": np.uint8, "unsigned short": np.uint16,
         }[base]
         if not isinstance(value, np.ndarray) or value.dtype != want:
             raise TypeError(f"{kernel} argument {i} must be a {base} array, got {value!r}")
@@ -279,8 +285,11 @@ class HostEmulatedCUDABackend(CUDABackend):
         self.allow_tf32 = False
         self._scratch = {}
         self._compute_types = None
+        self.compute_capability = "90"
+        self._bf16_local = threading.local()
         self._libs = libs
         self.launches: list[str] = []
+        self.gemm_calls: list = []  # the GemmEx arguments of each bfloat16 product
         self.threads = cuda_kernels.BLOCK  # threads per block, as on the GPU
         self.free_bytes = 80 * 1024**3  # what fits_on_device sees as free GPU memory
         self.runtime: FakeStreamRuntime | None = None  # the last streamed fit's runtime
@@ -296,6 +305,15 @@ class HostEmulatedCUDABackend(CUDABackend):
 
     def _free_bytes(self) -> int:
         return self.free_bytes
+
+    def _gemm_bf16(self, args, a16: np.ndarray, b16: np.ndarray, out: np.ndarray) -> None:
+        """cublasGemmEx's column-major semantics, from the same buffers and arguments: the
+        operands decoded from their bfloat16 bits, products summed in float64, out float32."""
+        self.gemm_calls.append(args)
+        op_a = _column_major(b16, args.m if args.transa == 0 else args.k, args.lda, args.transa)
+        op_b = _column_major(a16, args.k if args.transb == 0 else args.n, args.ldb, args.transb)
+        c = op_a @ op_b  # (m, n), column-major into out's memory
+        out.reshape(-1)[: args.n * args.ldc].reshape(args.n, args.ldc)[:, : args.m] = c.T
 
     def _stream_runtime(self) -> FakeStreamRuntime:
         self.runtime = FakeStreamRuntime()
@@ -320,6 +338,17 @@ class HostEmulatedCUDABackend(CUDABackend):
             raise RuntimeError(f"{name}: launched with {self.threads} threads per block, "
                                "but this library's thread pool has another size")
         self.launches.append(name)
+
+
+def _column_major(bits: np.ndarray, rows: int, ld: int, trans: int) -> np.ndarray:
+    """op(X) in float64 for the column-major `rows` x cols matrix X stored in the bfloat16
+    `bits` with leading dimension `ld` (element (i, j) at bits[i + j * ld])."""
+    from mlpx.backends.bfloat16 import from_bfloat16_bits
+
+    values = from_bfloat16_bits(bits.reshape(-1)).astype(np.float64)
+    cols = values.size // ld
+    x = values[: cols * ld].reshape(cols, ld)[:, :rows].T
+    return x.T if trans == 1 else x
 
 
 class FakeEvent:

@@ -126,7 +126,7 @@ def test_plan_fits_the_window():
     assert len(kit.FILES) <= kit.MAX_FILES <= 8
     names = [s.name for s in kit.PLAN]
     assert names == ["env", "compile", "cuda-core", "reductions", "ftz", "trace", "check",
-                     "kernels", "bench", "cuda-rest"]
+                     "kernels", "bf16", "bench", "cuda-rest"]
     assert all(s.needs_gpu for s in kit.PLAN[1:])
     assert [s.name for s in kit.PLAN if s.fills_budget] == ["cuda-rest"]  # last, what is left
 

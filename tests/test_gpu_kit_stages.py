@@ -109,7 +109,8 @@ def emulated(tmp_path_factory):
 COVERED = {"env": "test_env_stage", "compile": "test_compile_stage_loads_every_kernel",
            "reductions": "test_gpu_checks", "ftz": "test_gpu_checks",
            "kernels": "test_gpu_checks", "trace": "test_trace_stage",
-           "check": "test_check_stage", "bench": "test_bench_stage"}
+           "check": "test_check_stage", "bench": "test_bench_stage",
+           "bf16": "test_bf16_stage"}
 
 
 def test_every_stage_runs_here():
@@ -186,6 +187,19 @@ def test_gpu_checks(emulated, tmp_path):
     assert all(t["fused_ms"] > 0 for t in kern["timings"].values())
     json.dumps([red, ftz, kern])
     assert dev.calls.count(("backend",)) == 3
+
+
+def test_bf16_stage(emulated):
+    """The mixed_bfloat16 stage on the emulated cuda backend, small sizes: the conversion is
+    bitwise, every product meets the contract, both training steps are timed."""
+    res = stages.stage_bf16(FakeDevice(emulated), rows=64, check_rows=16, sizes=(6, 8, 3),
+                            bits=4096, steps=2)
+    assert res["ok"], res
+    assert res["key"]["to_bfloat16 vs reference"] == "bitwise"
+    assert res["key"]["products vs contract"] == "6 of 6"
+    assert set(res["step_ms"]) == {"float32", "mixed_bfloat16"}
+    assert all({"bf16_ms", "fp32_ms"} <= set(t) for t in res["product_timings"].values())
+    json.dumps(res)
 
 
 def test_trace_stage(tmp_path):

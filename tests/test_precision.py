@@ -64,14 +64,20 @@ def test_unknown_policy_lists_the_valid_ones():
         mlpx.Sequential([mlpx.Dense(2)], input_dim=3, dtype=np.float16)
 
 
-def test_mixed_policy_on_cuda_is_refused_clearly():
+def test_mixed_policy_asks_the_backend_whether_it_can_run_it():
+    """A backend that cannot run bfloat16 products (the cuda backend on a GPU older than
+    compute capability 8.0) refuses the policy with its own reason, before any product."""
+    from mlpx.backends.base import Backend
     from mlpx.backends.bfloat16 import MixedBFloat16Ops
+    from mlpx.errors import BackendUnavailableError
 
-    class FakeCuda:
-        name = "cuda:0"
+    class OldGPU(Backend):
+        def check_bfloat16(self):
+            raise BackendUnavailableError("no bfloat16 tensor cores on GPU 0")
 
-    with pytest.raises(NotImplementedError, match="backend='cpu'"):
-        MixedBFloat16Ops(FakeCuda())
+    with pytest.raises(BackendUnavailableError, match="no bfloat16 tensor cores"):
+        MixedBFloat16Ops(OldGPU())
+    assert MixedBFloat16Ops(mlpx.get_backend("cpu")).compute_dtype == "bfloat16"
 
 
 def test_mixed_checkpoint_records_the_policy_and_loads_as_float32_and_back(tmp_path):

@@ -86,8 +86,9 @@ PLAN: tuple[Stage, ...] = (
     Stage("trace", 45, "batch-65536 fit after warm-up, resident and streamed: syncs per step"),
     Stage("check", 35, "mlpx check --backend cuda (gradients vs reference and PyTorch)"),
     Stage("kernels", 20, "PReLU backward and softmax cross-entropy kernel timings"),
+    Stage("bf16", 25, "mixed_bfloat16: conversion bitwise, products vs contract, timings"),
     Stage("bench", 75, "mlpx bench vs PyTorch CUDA and JAX, batches 1024 and 65536, 1 round"),
-    Stage("cuda-rest", 70, "pytest: every other CUDA-marked test, in the time that is left",
+    Stage("cuda-rest", 45, "pytest: every other CUDA-marked test, in the time that is left",
           fills_budget=True),
 )
 PYTEST_STAGES = ("cuda-core", "cuda-rest")

@@ -1,6 +1,6 @@
 """The GPU-specific checks of the verification kit, one subcommand per stage of run_all.py.
 
-    python benchmarks/gpu/stages.py env|compile|reductions|ftz|trace|check|kernels|bench \
+    python benchmarks/gpu/stages.py env|compile|reductions|ftz|trace|check|kernels|bf16|bench \
         --json FILE
 
 Each writes its findings as JSON to FILE (key figures under "key", pass/fail under "ok")
@@ -12,6 +12,7 @@ only through a `device.Device` (the tests hand it a fake that records the calls)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -272,6 +273,90 @@ def stage_kernels(dev: Device, prelu: tuple[int, int] = (65536, 1024),
     return {"ok": True, "key": key, "timings": rows}
 
 
+def _flops_rate(m: int, n: int, k: int, ms: float) -> float:
+    """TFLOP/s of an (m, k) @ (k, n) product that took `ms`."""
+    return 2.0 * m * n * k / (ms * 1e-3) / 1e12 if ms > 0 else 0.0
+
+
+def stage_bf16(dev: Device, rows: int = 65536, check_rows: int = 1024,
+               sizes: tuple[int, ...] = (784, 1024, 1024, 10), bits: int = 1 << 22,
+               steps: int = 4) -> dict[str, Any]:
+    """The "mixed_bfloat16" products on the GPU: the to_bfloat16 kernel bitwise against the
+    reference on random bit patterns; every product shape of the model (forward, dW, dx) at
+    `check_rows` against the contract (float64 product of the rounded operands, float32
+    accumulation bound); times of the products at `rows` in bfloat16, FP32 and TF32, and of a
+    training step of the model in float32 and in mixed_bfloat16."""
+    ops = _gpu_ops(dev)
+    import mlpx
+    from mlpx.backends.bfloat16 import round_to_bfloat16, to_bfloat16_bits
+
+    rng = np.random.default_rng(0)
+    host = ops.to_numpy
+    x = rng.integers(0, 2**32, bits, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    conv_same = bool(np.array_equal(host(ops._bfloat16_operand("a", ops.asarray(x))),
+                                    to_bfloat16_bits(x)))
+    big = _normal(ops, rng, (rows, max(sizes)))
+    conv_ms = _events_ms(ops, functools.partial(ops._bfloat16_operand, "a", big), repeat=5)
+    del big
+    tf32 = None
+    if getattr(ops, "allow_tf32", None) is False and hasattr(ops.xp, "cuda"):
+        tf32 = type(ops)(ops.device_id, allow_tf32=True)
+    checks, timings, ok = [], {}, conv_same
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        # (label, a shape, b shape, trans_a, trans_b) at `r` rows
+        def shapes(r, i=fan_in, o=fan_out):
+            return [(f"fwd {r}x{i} @ {i}x{o}", (r, i), (i, o), False, False),
+                    (f"dW {i}x{r} @ {r}x{o}", (r, i), (r, o), True, False),
+                    (f"dx {r}x{o} @ {o}x{i}", (r, o), (i, o), False, True)]
+
+        for label, sa, sb, ta, tb in shapes(check_rows):
+            a, b = rng.standard_normal(sa, np.float32), rng.standard_normal(sb, np.float32)
+            m, n = (sa[1] if ta else sa[0]), (sb[0] if tb else sb[1])
+            out = ops.empty((m, n), np.float32)
+            ops.matmul_bf16(ops.asarray(a), ops.asarray(b), out, ta, tb)
+            ra = round_to_bfloat16(a).astype(np.float64)
+            rb = round_to_bfloat16(b).astype(np.float64)
+            ra, rb = (ra.T if ta else ra), (rb.T if tb else rb)
+            k = ra.shape[1]
+            worst = float(np.max(np.abs(host(out) - ra @ rb)
+                                 / (k * 2.0**-24 * (np.abs(ra) @ np.abs(rb)) + 1e-300)))
+            checks.append({"product": label, "error/bound": worst, "ok": worst <= 1.0})
+            ok = ok and worst <= 1.0
+        for label, sa, sb, ta, tb in shapes(rows):
+            a, b = _normal(ops, rng, sa), _normal(ops, rng, sb)
+            m, n = (sa[1] if ta else sa[0]), (sb[0] if tb else sb[1])
+            k = sa[0] if ta else sa[1]
+            out = ops.empty((m, n), np.float32)
+            row = {}
+            for name, fn in (("bf16", ops.matmul_bf16), ("fp32", ops.matmul),
+                             ("tf32", tf32.matmul if tf32 is not None else None)):
+                if fn is not None:
+                    ms = _events_ms(ops, functools.partial(fn, a, b, out, ta, tb), repeat=5)
+                    row[f"{name}_ms"] = ms
+                    row[f"{name}_tflops"] = _flops_rate(m, n, k, ms)
+            timings[label] = row
+            del a, b, out
+    steps_ms = {}
+    X = rng.standard_normal((rows * steps, sizes[0]), np.float32)
+    y = rng.integers(0, sizes[-1], rows * steps)
+    Xd, yd = ops.asarray(X), ops.asarray(y)
+    for dtype in ("float32", "mixed_bfloat16"):
+        model = mlpx.MLP(list(sizes), backend=ops, dtype=dtype, seed=0)
+
+        fit = functools.partial(model.fit, Xd, yd, loss="cross_entropy", optimizer="sgd",
+                                lr=1e-3, epochs=1, batch_size=rows, verbose=0, shuffle=False)
+        steps_ms[dtype] = _events_ms(ops, fit, repeat=2) / steps
+    speedup = steps_ms["float32"] / steps_ms["mixed_bfloat16"]
+    key = {"to_bfloat16 vs reference": "bitwise" if conv_same else "DIFFERS",
+           "products vs contract": f"{sum(c['ok'] for c in checks)} of {len(checks)}",
+           "step ms fp32 / bf16": f"{steps_ms['float32']:.2f} / "
+                                  f"{steps_ms['mixed_bfloat16']:.2f} ({speedup:.2f}x)",
+           "to_bfloat16 GB/s": round(6.0 * rows * max(sizes) / (conv_ms * 1e-3) / 1e9, 1)
+           if conv_ms > 0 else None}
+    return {"ok": ok, "key": key, "conversion_bitwise": conv_same, "checks": checks,
+            "product_timings": timings, "step_ms": steps_ms}
+
+
 def stage_trace(dev: Device, out: Path, batch: int = 65536, batches_per_epoch: int = 4,
                 epochs: int = 2, sizes: tuple[int, ...] = (784, 1024, 1024, 10)) -> dict[str, Any]:
     """The no-sync training trace (sync_trace.py) at a large batch, resident and streamed,
@@ -332,7 +417,7 @@ def stage_bench(dev: Device, out: Path, batches: str = "1024,65536", peers: str 
             "command": cmd[1:-2], "returncode": proc.returncode}
 
 
-STAGES = ("env", "compile", "reductions", "ftz", "trace", "check", "kernels", "bench")
+STAGES = ("env", "compile", "reductions", "ftz", "trace", "check", "kernels", "bf16", "bench")
 
 
 def run_stage(name: str, dev: Device, json_path: Path, trace_out: Path | None = None,

@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 #: Kernel source files, one module each.
-KERNEL_FILES: tuple[str, ...] = ("activations.cu", "losses.cu", "optim.cu", "random.cu")
+KERNEL_FILES: tuple[str, ...] = (
+    "activations.cu", "losses.cu", "optim.cu", "random.cu", "bfloat16.cu",
+)
 #: Helpers every kernel file includes; joined into each source before NVRTC compiles it.
 COMMON_HEADER = "common.cuh"
 _INCLUDE = re.compile(r'^#include "common\.cuh"[ \t]*$', re.M)

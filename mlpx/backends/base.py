@@ -121,6 +121,10 @@ class Backend:
         rb = round_to_bfloat16(b, xp=self.xp)
         return self.matmul(ra, rb, out, trans_a, trans_b)
 
+    def check_bfloat16(self) -> None:
+        """Raise (saying why) when this backend cannot run `matmul_bf16`; a model checks
+        before it computes under "mixed_bfloat16". The reference runs it anywhere."""
+
     def sum_rows(self, x: Array, out: Array) -> Array:
         """out[j] = sum_i x[i, j]: the bias gradient."""
         x.sum(axis=0, out=out)

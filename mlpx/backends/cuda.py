@@ -22,12 +22,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
 from typing import Any
 
 import numpy as np
 
 from .. import activations
 from ..errors import BackendUnavailableError
+from . import _cuda_bf16
 from . import _cuda_kernels as kernels
 from .base import Array, Backend
 
@@ -86,6 +88,8 @@ class CUDABackend(Backend):
         self.allow_tf32 = bool(allow_tf32)
         self._scratch: dict[tuple[str, int], Array] = {}
         self._compute_types = self._gemm_compute_types()
+        self.compute_capability = str(self._device.compute_capability)
+        self._bf16_local = threading.local()  # per thread: a re-entrant predict's own operands
 
     def __repr__(self) -> str:
         tf32 = ", allow_tf32=True" if self.allow_tf32 else ""
@@ -251,6 +255,54 @@ class CUDABackend(Backend):
                 rl.set_compute_type(np.float32, want)
         self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
         return out
+
+    def check_bfloat16(self) -> None:
+        """Raise when this GPU cannot run the "mixed_bfloat16" products (before a model uses
+        them, so the error names the GPU rather than a failed cuBLAS call)."""
+        reason = _cuda_bf16.unsupported_reason(self.compute_capability, f"GPU {self.device_id}")
+        if reason:
+            raise BackendUnavailableError(reason)
+
+    def matmul_bf16(self, a, b, out, trans_a=False, trans_b=False):
+        """out = op(a) @ op(b) under "mixed_bfloat16": both operands rounded to bfloat16 by
+        the to_bfloat16 kernel (the reference's bits), then one cuBLAS GemmEx with float32
+        accumulation on tensor cores (mlpx.backends._cuda_bf16). Other layouts and dtypes
+        take the reference path (rounded float32 copies, the float32 GEMM): same contract."""
+        arrays_ok = all(
+            isinstance(x, self.xp.ndarray) and x.dtype == np.float32 and x.ndim == 2
+            and x.flags.c_contiguous for x in (a, b, out)
+        )
+        if not arrays_ok:
+            return super().matmul_bf16(a, b, out, trans_a, trans_b)
+        m, n, k, kb = _cuda_bf16.product_shape(a.shape, b.shape, trans_a, trans_b)
+        if k != kb or out.shape != (m, n):
+            return super().matmul_bf16(a, b, out, trans_a, trans_b)  # the reference's error
+        if m * n == 0:
+            return out
+        if k == 0:
+            out[...] = 0
+            return out
+        a16 = self._bfloat16_operand("a", a)
+        b16 = self._bfloat16_operand("b", b)
+        self._gemm_bf16(_cuda_bf16.cublas_args(a.shape, b.shape, trans_a, trans_b), a16, b16,
+                        out)
+        return out
+
+    def _bfloat16_operand(self, slot: str, x: Array) -> Array:
+        """x rounded to bfloat16 bits (flat uint16) in this thread's buffer `slot`, which
+        grows to the largest operand and is reused: stream order makes reuse safe."""
+        buffers = self._bf16_local.__dict__
+        buf = buffers.get(slot)
+        if buf is None or buf.size < x.size:
+            buffers[slot] = None  # free the old buffer before allocating a larger one
+            buf = buffers[slot] = self.empty((x.size,), np.uint16)
+        bits = buf[: x.size]
+        self._launch("bfloat16.cu", "to_bfloat16", kernels.grid(x.size),
+                     (x, bits, np.int64(x.size)))
+        return bits
+
+    def _gemm_bf16(self, args: _cuda_bf16.GemmArgs, a16: Array, b16: Array, out: Array) -> None:
+        _cuda_bf16.gemm(args, a16, b16, out)
 
     # -------------------------------------------------------------------- kernel plumbing
     def _fusable(self, *arrays: Array) -> str | None:
