@@ -144,3 +144,21 @@ def test_info_says_why_cuda_is_missing(cupy, probe, says, monkeypatch, capsys):
     [line] = [v for v in out.splitlines() if v.startswith("cuda: ")]
     for text in says:
         assert text in line, line
+
+
+@pytest.mark.parametrize("cc,says", [("90", "native: cuBLAS GemmEx"), ("75", "not available")])
+def test_info_says_how_cuda_runs_mixed_bfloat16(cc, says, monkeypatch, capsys):
+    import types
+
+    import mlpx
+    from mlpx import backends
+
+    monkeypatch.setattr(mlpx, "available_backends", lambda: ["cpu", "cuda"])
+    gpu = types.SimpleNamespace(compute_capability=cc, device_id=0)
+    real = backends.get_backend
+    monkeypatch.setattr(backends, "get_backend",
+                        lambda name="cpu": gpu if name == "cuda" else real(name))
+    assert cli.main(["info"]) == 0
+    [line] = [v for v in capsys.readouterr().out.splitlines()
+              if v.startswith("dtype='mixed_bfloat16' on cuda: ")]
+    assert says in line

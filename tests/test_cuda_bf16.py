@@ -195,6 +195,14 @@ def test_the_kernel_file_is_compiled_and_launched():
     assert not re.search(r"^\s*#include", source, re.M)
 
 
+@needs_gxx
+def test_describe_names_the_path_or_the_reason(emu, monkeypatch):
+    assert _cuda_bf16.describe(emu).startswith("native: cuBLAS GemmEx")
+    assert "compute capability 9.0" in _cuda_bf16.describe(emu)
+    monkeypatch.setattr(emu, "compute_capability", "75")
+    assert _cuda_bf16.describe(emu).startswith("not available: ")
+
+
 # ------------------------------------------------------------------------------- on a GPU
 @pytest.fixture(scope="module")
 def gpu():
@@ -254,3 +262,4 @@ def test_gpu_training_under_the_policy_learns_like_the_cpu(rng):
         assert m.compute_dtype == "bfloat16" and m.dtype == np.float32
         acc[backend] = float(np.mean(m.predict(X).argmax(axis=1) == y))
     assert abs(acc["cuda"] - acc["cpu"]) <= 0.02 and acc["cuda"] > 0.9
+

@@ -102,3 +102,14 @@ def gemm(args: GemmArgs, a16: Any, b16: Any, out: Any) -> None:
     finally:
         if mode != host_mode:
             cublas.setPointerMode(handle, mode)
+
+
+def describe(backend: Any) -> str:
+    """One line for `mlpx info` / `mlpx bench`: how the cuda backend runs the mixed products
+    on its GPU, or why it cannot."""
+    cc = str(backend.compute_capability)
+    reason = unsupported_reason(cc, f"GPU {backend.device_id}")
+    if reason:
+        return f"not available: {reason}"
+    return (f"native: cuBLAS GemmEx, bfloat16 operands rounded on the GPU, float32 accumulation "
+            f"on tensor cores (compute capability {cc[:-1]}.{cc[-1]})")

@@ -183,6 +183,10 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         from mlpx.backends._bf16_gemm import describe
 
         result["bf16_gemm"] = describe()
+    elif policy.mixed and ops.name == "cuda":  # cuBLAS bfloat16 GEMMs on this GPU
+        from mlpx.backends._cuda_bf16 import describe as describe_cuda
+
+        result["bf16_gemm"] = describe_cuda(ops)
 
     if not args.no_infer:
         for key, m in (("latency", 1), ("batch", args.infer_batch)):

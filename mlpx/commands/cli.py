@@ -111,6 +111,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from ..backends._bf16_gemm import describe as describe_bf16
 
     print(f"dtype='mixed_bfloat16' on the cpu: {describe_bf16()}")
+    if "cuda" in available_backends():
+        from ..backends import get_backend
+        from ..backends._cuda_bf16 import describe as describe_cuda
+
+        try:
+            line = describe_cuda(get_backend("cuda"))
+        except Exception as e:  # noqa: BLE001 - info reports what it finds, it never fails
+            line = f"unknown: the cuda backend did not start ({type(e).__name__}: {e})"
+        print(f"dtype='mixed_bfloat16' on cuda: {line}")
     return 0
 
 
