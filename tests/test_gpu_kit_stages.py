@@ -198,7 +198,9 @@ def test_bf16_stage(emulated):
     assert res["key"]["to_bfloat16 vs reference"] == "bitwise"
     assert res["key"]["products vs contract"] == "6 of 6"
     assert set(res["step_ms"]) == {"float32", "mixed_bfloat16"}
-    assert all({"bf16_ms", "fp32_ms"} <= set(t) for t in res["product_timings"].values())
+    assert all({"bf16_ms", "fp32_ms", "gemm_only_ms"} <= set(t)
+               for t in res["product_timings"].values())
+    assert res["key"]["rounding share of the products"].endswith("%")
     json.dumps(res)
 
 

@@ -283,11 +283,13 @@ def stage_bf16(dev: Device, rows: int = 65536, check_rows: int = 1024,
                steps: int = 4) -> dict[str, Any]:
     """The "mixed_bfloat16" products on the GPU: the to_bfloat16 kernel bitwise against the
     reference on random bit patterns; every product shape of the model (forward, dW, dx) at
-    `check_rows` against the contract (float64 product of the rounded operands, float32
-    accumulation bound); times of the products at `rows` in bfloat16, FP32 and TF32, and of a
-    training step of the model in float32 and in mixed_bfloat16."""
+    `check_rows` against the contract (float64 product of the rounded operands, bound
+    K * ACCUMULATION_UNIT * |a||b|); times of the products at `rows` in bfloat16, FP32 and
+    TF32, and of a training step of the model in float32 and in mixed_bfloat16."""
     ops = _gpu_ops(dev)
     import mlpx
+    from mlpx.backends._cuda_bf16 import ACCUMULATION_UNIT as unit
+    from mlpx.backends._cuda_bf16 import cublas_args
     from mlpx.backends.bfloat16 import round_to_bfloat16, to_bfloat16_bits
 
     rng = np.random.default_rng(0)
@@ -319,7 +321,7 @@ def stage_bf16(dev: Device, rows: int = 65536, check_rows: int = 1024,
             ra, rb = (ra.T if ta else ra), (rb.T if tb else rb)
             k = ra.shape[1]
             worst = float(np.max(np.abs(host(out) - ra @ rb)
-                                 / (k * 2.0**-24 * (np.abs(ra) @ np.abs(rb)) + 1e-300)))
+                                 / (k * unit * (np.abs(ra) @ np.abs(rb)) + 1e-300)))
             checks.append({"product": label, "error/bound": worst, "ok": worst <= 1.0})
             ok = ok and worst <= 1.0
         for label, sa, sb, ta, tb in shapes(rows):
@@ -334,8 +336,14 @@ def stage_bf16(dev: Device, rows: int = 65536, check_rows: int = 1024,
                     ms = _events_ms(ops, functools.partial(fn, a, b, out, ta, tb), repeat=5)
                     row[f"{name}_ms"] = ms
                     row[f"{name}_tflops"] = _flops_rate(m, n, k, ms)
+            # the GEMM alone, on operands already rounded: what fusing the rounding into
+            # the elementwise kernels could save is bf16_ms - gemm_only_ms
+            a16, b16 = ops._bfloat16_operand("a", a), ops._bfloat16_operand("b", b)
+            args = cublas_args(sa, sb, ta, tb)
+            row["gemm_only_ms"] = _events_ms(
+                ops, functools.partial(ops._gemm_bf16, args, a16, b16, out), repeat=5)
             timings[label] = row
-            del a, b, out
+            del a, b, out, a16, b16
     steps_ms = {}
     X = rng.standard_normal((rows * steps, sizes[0]), np.float32)
     y = rng.integers(0, sizes[-1], rows * steps)
@@ -347,10 +355,13 @@ def stage_bf16(dev: Device, rows: int = 65536, check_rows: int = 1024,
                                 lr=1e-3, epochs=1, batch_size=rows, verbose=0, shuffle=False)
         steps_ms[dtype] = _events_ms(ops, fit, repeat=2) / steps
     speedup = steps_ms["float32"] / steps_ms["mixed_bfloat16"]
+    total = sum(t["bf16_ms"] for t in timings.values())
+    rounding = total - sum(t["gemm_only_ms"] for t in timings.values())
     key = {"to_bfloat16 vs reference": "bitwise" if conv_same else "DIFFERS",
            "products vs contract": f"{sum(c['ok'] for c in checks)} of {len(checks)}",
            "step ms fp32 / bf16": f"{steps_ms['float32']:.2f} / "
                                   f"{steps_ms['mixed_bfloat16']:.2f} ({speedup:.2f}x)",
+           "rounding share of the products": f"{rounding / total:.0%}" if total > 0 else None,
            "to_bfloat16 GB/s": round(6.0 * rows * max(sizes) / (conv_ms * 1e-3) / 1e9, 1)
            if conv_ms > 0 else None}
     return {"ok": ok, "key": key, "conversion_bitwise": conv_same, "checks": checks,

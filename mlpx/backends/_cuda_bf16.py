@@ -20,6 +20,10 @@ import numpy as np
 
 #: bfloat16 tensor cores (and cuBLAS's bfloat16 GEMMs) start with compute capability 8.0.
 MIN_COMPUTE_CAPABILITY = 80
+#: Error of one float32 addition in the products' sums, for their bound
+#: |out - exact| <= K * ACCUMULATION_UNIT * (|a| @ |b|): one float32 ulp rather than half,
+#: since tensor cores may truncate their float32 sums instead of rounding them.
+ACCUMULATION_UNIT = 2.0**-23
 
 # cuBLAS / CUDA enum values (cublas_api.h, library_types.h), used where CuPy lacks the name
 _OP_N, _OP_T = 0, 1
