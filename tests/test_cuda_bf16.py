@@ -206,6 +206,32 @@ def test_describe_names_the_path_or_the_reason(emu, monkeypatch):
     assert _cuda_bf16.describe(emu).startswith("not available: ")
 
 
+@needs_gxx
+def test_training_under_the_policy_reads_nothing_back_per_step(emu, rng, monkeypatch):
+    """The mixed products add no host read to a training step (the GemmEx scalars are host
+    values, the operands stay on the device): reads do not grow with the number of steps."""
+    reads = []
+    for op in ("to_float", "to_numpy", "all_finite"):
+        orig = getattr(emu, op)
+
+        def counted(*a, _o=orig, _n=op, **k):
+            reads.append(_n)
+            return _o(*a, **k)
+
+        monkeypatch.setattr(emu, op, counted)
+    X = rng.standard_normal((320, 6))
+    y = rng.integers(0, 3, 320)
+    counts, losses = [], []
+    for batch_size in (32, 16):  # 10 and 20 steps per epoch
+        reads.clear()
+        m = mlpx.MLP([6, 16, 3], backend=emu, dtype="mixed_bfloat16", seed=0)
+        hist = m.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=3,
+                     batch_size=batch_size, verbose=0)
+        counts.append(len(reads))
+        losses.append(hist.history["loss"])
+    assert counts[0] == counts[1] > 0, f"host reads grow with the number of steps: {counts}"
+    assert all(h[-1] < h[0] for h in losses)
+
 # ------------------------------------------------------------------------------- on a GPU
 @pytest.fixture(scope="module")
 def gpu():
