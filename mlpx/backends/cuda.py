@@ -9,6 +9,8 @@ handle, falls back to the reference implementation in `base.py`, which runs on C
 GEMMs run in plain FP32 (or FP64) by default. TF32 tensor cores are used only when asked for
 with `CUDABackend(device, allow_tf32=True)`; `allow_tf32` stays readable on the backend so
 benchmarks and logs can report it.
+Under dtype="mixed_bfloat16" the products go through `matmul_bf16` instead: operands rounded
+to bfloat16 by a kernel, then cuBLAS GemmEx on tensor cores (mlpx.backends._cuda_bf16).
 
 No op here reads a device value back to the host except `to_numpy`, `to_float` and
 `all_finite`: losses return 0-d device arrays, so a training step never synchronises.
