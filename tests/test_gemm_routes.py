@@ -1,0 +1,177 @@
+"""Measured GEMM routes of the cpu backend (mlpx.backends.gemm_routes): the decision rule with
+fake timings, the shape classes and cache keys, the overrides, and every route's product."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mlpx.backends import _onednn, gemm_routes, measured, threads
+from mlpx.backends.cpu import CPUBackend
+from mlpx.backends.gemm_routes import Route
+
+needs_onednn = pytest.mark.skipif(
+    not _onednn.available(),
+    reason="oneDNN is not installed (a dependency on x86-64 Linux only: pip install -e .)",
+)
+
+ONEDNN, NUMPY = Route("onednn"), Route("numpy")
+
+
+def fake_timer(seconds: dict[Route, list[float]]):
+    """A time_call that replays per-call seconds (cycling), recording the order of calls."""
+    calls: list[Route] = []
+    position = {r: 0 for r in seconds}
+
+    def time_call(route: Route, repeats: int) -> float:
+        calls.append(route)
+        values = seconds[route]
+        value = values[position[route] % len(values)]
+        position[route] += 1
+        return value * repeats
+
+    return time_call, calls
+
+
+def test_a_challenger_replaces_the_default_only_past_the_margin():
+    timer, _ = fake_timer({ONEDNN: [1e-3], NUMPY: [0.97e-3]})  # 3 % faster: within noise
+    assert gemm_routes.choose([ONEDNN, NUMPY], timer)[0] == ONEDNN
+    timer, _ = fake_timer({ONEDNN: [1e-3], NUMPY: [0.8e-3]})
+    route, medians = gemm_routes.choose([ONEDNN, NUMPY], timer)
+    assert route == NUMPY
+    assert medians == {"onednn": pytest.approx(1e-3), "numpy": pytest.approx(0.8e-3)}
+
+
+def test_the_median_ignores_a_few_outliers_and_rounds_alternate():
+    # numpy is faster in most rounds; one descheduled round (0.05 s) does not decide
+    timer, calls = fake_timer({ONEDNN: [1e-3], NUMPY: [0.7e-3, 0.05, 0.7e-3, 0.7e-3]})
+    assert gemm_routes.choose([ONEDNN, NUMPY], timer)[0] == NUMPY
+    timed = calls[4:]  # after two warm-up calls each
+    assert timed[:4] == [ONEDNN, NUMPY, NUMPY, ONEDNN]  # each round reverses the order
+
+
+def test_single_thread_routes_are_tried_on_short_gemms_only():
+    one = Route("numpy", one_thread=True)
+    timer, calls = fake_timer({NUMPY: [1e-4], one: [0.5e-4]})
+    assert gemm_routes.choose([NUMPY, one], timer)[0] == one
+    timer, calls = fake_timer({NUMPY: [0.01], one: [0.001]})  # long: one thread not timed
+    route, medians = gemm_routes.choose([NUMPY, one], timer)
+    assert route == NUMPY and "numpy 1-thread" not in medians
+
+
+def test_candidates_labels_and_shape_classes():
+    routes = gemm_routes.candidates(["onednn", "numpy"], page=True, one_thread=["numpy"])
+    assert [r.label for r in routes] == ["onednn", "numpy", "numpy 1-thread", "onednn pad"]
+    assert all(Route.from_label(r.label) == r for r in routes)
+    assert gemm_routes.candidates(["numpy"], page=True, one_thread=[]) == [NUMPY]
+    assert gemm_routes.shape_class(256, 1024, 784, False, False, False) == "nn 2^27"
+    assert gemm_routes.shape_class(1024, 10, 256, True, False, False) == "tn 2^21 narrow"
+    assert gemm_routes.shape_class(256, 1024, 1024, False, True, True) == "nt 2^28 page"
+    w = np.zeros((784, 1024), np.float32)
+    assert gemm_routes.page_strided(w, True) and not gemm_routes.page_strided(w, False)
+    assert not gemm_routes.page_strided(np.zeros((784, 1000), np.float32), True)
+
+
+def test_the_cache_key_names_the_machine_threads_and_libraries(monkeypatch):
+    gemm_routes.forget()
+    key = gemm_routes.routes_key(("onednn", "numpy") if _onednn.available() else ("numpy",))
+    assert f"threads {threads.get_num_threads()}" in key
+    assert f"numpy {np.__version__}" in key and "paths " in key
+    if _onednn.available():
+        assert f"onednn {_onednn.version()}" in key
+
+
+def test_routes_are_measured_once_then_read_from_the_cache(tmp_path, monkeypatch, rng):
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("MLPX_GEMM_MEASURE", raising=False)
+    gemm_routes.forget()
+    chosen = []
+    real_choose = gemm_routes.choose
+
+    def counting_choose(routes, time_call):
+        chosen.append([r.label for r in routes])
+        return real_choose(routes, time_call)
+
+    monkeypatch.setattr(gemm_routes, "choose", counting_choose)
+    a = rng.standard_normal((64, 96)).astype(np.float32)
+    b = rng.standard_normal((96, 40)).astype(np.float32)
+    out = np.full((64, 40), np.nan, np.float32)
+    libraries = ("onednn", "numpy") if _onednn.available() else ("numpy",)
+    gemm_routes.gemm_for(libraries, a, b, out, False, False)(a, b, out, False, False)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    entries = json.loads((tmp_path / "gemm_routes.json").read_text())
+    measured_here = len(chosen)
+    if len(libraries) > 1 or threads.get_num_threads() > 1:
+        assert measured_here == 1 and len(entries) == 1
+        (entry,) = entries.values()
+        assert entry["shape"] == [64, 40, 96] and entry["route"] in entry["median_ms"]
+    gemm_routes.forget()  # a new process: the class is read back, not measured
+    gemm_routes.gemm_for(libraries, a, b, out, False, False)
+    gemm_routes.gemm_for(libraries, a[:60], b, out[:60], False, False)  # same class
+    assert len(chosen) == measured_here
+
+
+def test_measuring_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MLPX_GEMM_MEASURE", "0")
+    gemm_routes.forget()
+    a, b = np.ones((64, 96), np.float32), np.ones((96, 40), np.float32)
+    out = np.empty((64, 40), np.float32)
+    route = gemm_routes.route_for(("onednn", "numpy"), a, b, out, False, False)
+    assert route == ONEDNN and not (tmp_path / "gemm_routes.json").exists()
+    monkeypatch.setenv("MLPX_GEMM_MEASURE", "maybe")
+    with pytest.raises(ValueError, match="MLPX_GEMM_MEASURE='maybe'.*use 1"):
+        gemm_routes.route_for(("onednn", "numpy"), a, b, out, False, False)
+
+
+def test_a_named_library_runs_every_float32_gemm(monkeypatch, rng):
+    monkeypatch.setenv("MLPX_BLAS", "numpy")
+    ops = CPUBackend()
+    assert ops.blas == "numpy" and ops.gemm_libraries == ("numpy",)
+    if _onednn.available():
+        ops.blas = "onednn"
+        assert ops.gemm_libraries == ("onednn",)
+        ops.blas = "auto"
+        assert ops.gemm_libraries == ("onednn", "numpy")
+
+
+@pytest.mark.parametrize("label", ["numpy", "numpy 1-thread", "onednn", "onednn 1-thread",
+                                   "onednn pad"])
+def test_every_route_computes_the_product(label, rng):
+    route = Route.from_label(label)
+    if route.path == "onednn" and not _onednn.available():
+        pytest.skip("oneDNN is not installed (a dependency on x86-64 Linux only)")
+    a = rng.standard_normal((48, 256)).astype(np.float32)
+    w = rng.standard_normal((96, 1024)).astype(np.float32)  # rows 4 KiB apart
+    out = np.full((48, 96), np.nan, np.float32)
+    gemm_routes.runner(route)(a[:, :256], w[:, :256], out, False, True)
+    np.testing.assert_allclose(out, a @ w[:, :256].T, rtol=1e-4, atol=1e-4)
+    d = rng.standard_normal((48, 1024)).astype(np.float32)
+    out = np.full((48, 96), np.nan, np.float32)
+    gemm_routes.runner(route)(d, w, out, False, True)  # the page-strided dX product
+    np.testing.assert_allclose(out, d @ w.T, rtol=1e-4, atol=1e-3)
+
+
+@needs_onednn
+def test_the_padded_copy_is_only_taken_when_asked(monkeypatch, rng):
+    copies = []
+    real = _onednn._padded_copy
+    monkeypatch.setattr(_onednn, "_padded_copy", lambda b: copies.append(b.shape) or real(b))
+    d = rng.standard_normal((32, 1024)).astype(np.float32)
+    w = rng.standard_normal((64, 1024)).astype(np.float32)
+    out = np.empty((32, 64), np.float32)
+    assert _onednn.gemm(d, w, out, False, True) and copies == []
+    assert _onednn.gemm(d, w, out, False, True, pad=True) and copies == [(64, 1024)]
+    np.testing.assert_allclose(out, d @ w.T, rtol=1e-4, atol=1e-3)
+
+
+def test_a_busy_machine_measures_for_this_process_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(measured, "busy", lambda: True)
+    monkeypatch.delenv("MLPX_GEMM_MEASURE", raising=False)
+    gemm_routes.forget()
+    a, b = np.ones((64, 96), np.float32), np.ones((96, 40), np.float32)
+    gemm_routes.route_for(("numpy",), a, b, np.empty((64, 40), np.float32), False, False)
+    assert not (tmp_path / "gemm_routes.json").exists()
