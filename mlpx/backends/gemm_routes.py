@@ -3,15 +3,19 @@ page-strided operand is copied first: measured per shape class on this machine.
 
 Which library wins a GEMM depends on the processor, the shape and the transposes (on a 2-core
 AMD EPYC NumPy's OpenBLAS beat oneDNN on every GEMM of the 784-1024-1024-10 step at batch 256
-and lost some at 1024; an Intel Xeon with AVX-512 ranks them otherwise), so nothing here is a
-constant. A shape class is the transpose case, the size of m*n*k (a power of two), whether the
-smallest dimension is narrow, and whether the right-hand operand is transposed with rows a
-multiple of 4 KiB apart (rows that map onto the same cache sets, which a padded copy avoids).
+and lost some at 1024, where a week earlier oneDNN had won the step; other processors rank
+them otherwise), so nothing here is a constant. A shape class is the transpose case, the
+size of m*n*k (a power of two), whether the smallest dimension is narrow, and whether the
+right-hand operand is transposed with rows a multiple of 4 KiB apart (rows that map onto the
+same cache sets, which a padded copy avoids).
 
-The first GEMM of a class times its candidate routes on operands of the same shapes (the
-default first; alternated rounds; medians) and keeps another only when it is at least
-`MARGIN` faster. The answer is cached per processor, thread count, library versions and
-class (mlpx.backends.measured), so a later process only looks it up.
+One library's threads run every multi-threaded GEMM of a process (the pool library: the
+default unless another ran the benchmark models' step GEMMs faster here); another library
+runs a GEMM only on one thread, in the calling thread. The first GEMM of a class times its
+candidate routes on operands of the same shapes (the default first; alternated rounds;
+medians) and keeps another only when it is at least `MARGIN` faster. The answers are
+cached per processor, thread count, library versions and class (mlpx.backends.measured), so
+a later process only looks them up.
 
 Overrides: MLPX_BLAS=onednn|mkl|numpy keeps every GEMM on that library (its routes still
 choose the threads and the copy); MLPX_GEMM_MEASURE=0 measures nothing and takes the defaults
@@ -90,12 +94,20 @@ def measuring_enabled() -> bool:
     return value not in ("0", "false", "no")
 
 
-def candidates(libraries: Sequence[str], page: bool, one_thread: Sequence[str]) -> list[Route]:
-    """The routes worth timing: each library on all threads (the first is the default), each
-    library in `one_thread` on one, and oneDNN with the padded copy where `page`."""
-    routes = [Route(lib) for lib in libraries]
-    routes += [Route(lib, one_thread=True) for lib in libraries if lib in one_thread]
-    if page and "onednn" in libraries:
+def candidates(pool: str, others: Sequence[str], page: bool, one_thread: Sequence[str],
+               threads: int) -> list[Route]:
+    """The routes worth timing for one GEMM: `pool`, the library whose threads run this
+    process's multi-threaded GEMMs, on all of them (the default, first) and on one; each
+    other library on one thread only, in the calling thread (two libraries' thread pools in
+    one step made it 2-10x slower: one's idle threads spin on the cores the other needs); and
+    oneDNN with the padded copy where `page`. `one_thread`: the libraries whose thread count
+    can be set per call. On one thread in all, every library runs as it is."""
+    if threads <= 1:
+        routes = [Route(pool)] + [Route(lib) for lib in others]
+    else:
+        routes = [Route(pool)] + [Route(lib, one_thread=True) for lib in (pool, *others)
+                                  if lib in one_thread]
+    if page and pool == "onednn":
         routes.append(Route("onednn", pad=True))
     return routes
 
@@ -230,10 +242,22 @@ def runner(route: Route) -> Gemm:
 _memo: dict[tuple, tuple[Route, Gemm]] = {}
 
 
+#: shape class -> (route label, how it was chosen), for the routes this process took
+_chosen: dict[str, tuple[str, str]] = {}
+
+
 def forget() -> None:
     """Look the routes up again (the thread count, part of their cache key, changed)."""
     _memo.clear()
     _keys.clear()
+    _pools.clear()
+    _chosen.clear()
+
+
+def chosen() -> dict[str, str]:
+    """The routes this process's GEMMs took, by shape class, and whether each was measured
+    now, read from the cache of an earlier measurement, or the default (not measured)."""
+    return {cls: f"{label} ({how})" for cls, (label, how) in sorted(_chosen.items())}
 
 
 def _library_versions(libraries: Sequence[str]) -> list[str]:
@@ -282,7 +306,7 @@ def route_for(libraries: tuple[str, ...], a: np.ndarray, b: np.ndarray, out: np.
               trans_a: bool, trans_b: bool) -> Route:
     """The route of this float32 GEMM: cached per class, else measured now (or the default
     where MLPX_GEMM_MEASURE=0)."""
-    if not measuring_enabled() or a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
+    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
         return Route(libraries[0])
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
@@ -290,22 +314,110 @@ def route_for(libraries: tuple[str, ...], a: np.ndarray, b: np.ndarray, out: np.
         return Route(libraries[0])
     page = page_strided(b, trans_b)
     cls = shape_class(m, n, k, trans_a, trans_b, page)
+    if not measuring_enabled():
+        _chosen[cls] = (libraries[0], "default: MLPX_GEMM_MEASURE=0")
+        return Route(libraries[0])
     key = f"{routes_key(libraries)} | {cls}"
     entry = measured.lookup(QUESTION, key)
     if entry is not None and isinstance(entry.get("route"), str):
         route = Route.from_label(entry["route"])
-        if route.path in libraries:
+        if route.path in libraries and _one_pool(route, pool_library(libraries)):
+            _chosen[cls] = (route.label, f"measured {entry.get('measured', 'earlier')}")
             return route
-    one = [lib for lib in libraries if _mlpx_threads() > 1 and thread_limit(lib) is not None]
-    routes = candidates(libraries, page, one)
+    pool = pool_library(libraries)
+    others = [lib for lib in libraries if lib != pool]
+    one = [lib for lib in libraries if thread_limit(lib) is not None]
+    routes = candidates(pool, others, page, one, _mlpx_threads())
     if len(routes) == 1:
+        _chosen[cls] = (routes[0].label, "default: nothing else to try")
         return routes[0]
     timer = _operand_timer(a, b, out, trans_a, trans_b)
     route, medians = choose(routes, timer)
-    measured.store(QUESTION, key, {"route": route.label, "shape": [m, n, k],
-                                   "median_ms": {lb: round(s * 1e3, 4)
-                                                 for lb, s in medians.items()}})
+    entry = measured.store(QUESTION, key, {"route": route.label, "shape": [m, n, k],
+                                           "median_ms": {lb: round(s * 1e3, 4)
+                                                         for lb, s in medians.items()}})
+    _chosen[cls] = (route.label, f"measured {entry['measured']}")
     return route
+
+
+#: the training steps whose GEMMs decide the pool library: (layer sizes, batch)
+_POOL_STEPS = (((784, 1024, 1024, 10), 256), ((784, 1024, 1024, 10), 1024),
+               ((784, 256, 128, 10), 64))
+_pools: dict[tuple[str, ...], str] = {}  # pool_library's answers in this process
+
+
+def pool_library(libraries: tuple[str, ...]) -> str:
+    """The one library whose threads run this process's multi-threaded float32 GEMMs: the
+    first of `libraries` unless another ran the GEMMs of the benchmark models' training steps
+    faster here (the geometric mean of its time ratios under MARGIN); measured once and
+    cached like the routes."""
+    if len(libraries) == 1 or not measuring_enabled():
+        return libraries[0]
+    if libraries in _pools:
+        return _pools[libraries]
+    key = f"{routes_key(libraries)} | pool"
+    entry = measured.lookup(QUESTION, key)
+    if entry is not None and entry.get("route") in libraries:
+        pool, how = entry["route"], f"measured {entry.get('measured', 'earlier')}"
+    else:
+        ratios = pool_ratios(libraries, _step_timer(libraries))
+        score = {lib: statistics.geometric_mean(r) for lib, r in ratios.items()}
+        best = min(score, key=lambda lib: score[lib])
+        pool = best if score[best] < MARGIN else libraries[0]
+        entry = measured.store(QUESTION, key, {"route": pool, "time_ratio": {
+            lib: [round(x, 4) for x in r] for lib, r in ratios.items()}})
+        how = f"measured {entry['measured']}"
+    _pools[libraries] = pool
+    _chosen["thread pool"] = (pool, how)
+    return pool
+
+
+def pool_ratios(libraries: Sequence[str], time_pass: Callable[[str, int], float],
+                rounds: int = _ROUNDS) -> dict[str, list[float]]:
+    """Per library, its median time over the default's (libraries[0]) for each step of
+    _POOL_STEPS; `time_pass(library, step)` times one pass over that step's GEMMs. Rounds
+    alternate the order; each library is warmed up first."""
+    for lib in libraries:
+        for step in range(len(_POOL_STEPS)):
+            time_pass(lib, step)
+    samples = {(lib, step): [] for lib in libraries for step in range(len(_POOL_STEPS))}
+    for i in range(rounds):
+        for lib in (libraries if i % 2 == 0 else libraries[::-1]):
+            for step in range(len(_POOL_STEPS)):
+                samples[lib, step].append(time_pass(lib, step))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    return {lib: [med[lib, step] / med[libraries[0], step] for step in range(len(_POOL_STEPS))]
+            for lib in libraries}
+
+
+def _step_timer(libraries: Sequence[str]) -> Callable[[str, int], float]:
+    """A `time_pass` for pool_ratios: the forward, dX and dW GEMMs of each step in
+    _POOL_STEPS on fresh operands, all threads of one library."""
+    rng = np.random.default_rng(0)
+
+    def filled(shape: tuple[int, int]) -> np.ndarray:
+        x = aligned_empty(shape, np.float32)
+        x[...] = rng.standard_normal(shape, dtype=np.float32)
+        return x
+
+    passes = []
+    for sizes, batch in _POOL_STEPS:
+        calls = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            x, w, d = filled((batch, fan_in)), filled((fan_in, fan_out)), filled((batch, fan_out))
+            calls.append((x, w, filled((batch, fan_out)), False, False))
+            calls.append((d, w, filled((batch, fan_in)), False, True))
+            calls.append((x, d, filled((fan_in, fan_out)), True, False))
+        passes.append(calls)
+
+    def time_pass(library: str, step: int) -> float:
+        gemm = runner(Route(library))
+        t0 = time.perf_counter()
+        for a, b, out, ta, tb in passes[step]:
+            gemm(a, b, out, ta, tb)
+        return time.perf_counter() - t0
+
+    return time_pass
 
 
 def _operand_timer(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool,
@@ -329,6 +441,11 @@ def _operand_timer(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool,
         return time.perf_counter() - t0
 
     return time_call
+
+
+def _one_pool(route: Route, pool: str) -> bool:
+    """Whether `route` keeps to one thread pool: the pool library's, or one thread."""
+    return route.path == pool or route.one_thread or _mlpx_threads() <= 1
 
 
 def measured_routes(libraries: Sequence[str]) -> dict[str, dict[str, Any]]:
