@@ -198,3 +198,50 @@ def test_a_busy_machine_measures_for_this_process_only(tmp_path, monkeypatch):
     a, b = np.ones((64, 96), np.float32), np.ones((96, 40), np.float32)
     gemm_routes.route_for(("numpy",), a, b, np.empty((64, 40), np.float32), False, False)
     assert not (tmp_path / "gemm_routes.json").exists()
+
+
+def test_info_reports_the_routes_measured_or_defaulted(tmp_path, monkeypatch, capsys):
+    from mlpx.commands import cli
+
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MLPX_GEMM_MEASURE", "0")
+    gemm_routes.forget()
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "float32 GEMM routes among" in out and "MLPX_GEMM_MEASURE=0" in out
+    monkeypatch.delenv("MLPX_GEMM_MEASURE")
+    assert cli.main(["info"]) == 0
+    assert "none measured here yet" in capsys.readouterr().out
+    libraries = CPUBackend().gemm_libraries
+    key = gemm_routes.routes_key(libraries)
+    measured.store(gemm_routes.QUESTION, f"{key} | nt 2^28 page",
+                   {"route": "onednn pad", "shape": [256, 1024, 1024],
+                    "median_ms": {"onednn": 3.7, "onednn pad": 2.7}})
+    assert cli.main(["info"]) == 0
+    [line] = [v for v in capsys.readouterr().out.splitlines() if "nt 2^28 page" in v]
+    assert "onednn pad" in line and "onednn 3.7" in line
+
+
+def test_info_measure_measures_the_benchmark_steps(monkeypatch, capsys):
+    from mlpx.backends import cpu_choices
+    from mlpx.commands import cli
+
+    asked = []
+    monkeypatch.setattr(cpu_choices, "measure_training_shapes", asked.append)
+    assert cli.main(["info", "--measure"]) == 0
+    [models] = asked
+    assert models[784, 1024, 1024, 10] == (256, 1024, 4096)
+    assert models[784, 256, 128, 10] == (32, 64, 128, 256)
+
+
+def test_measure_training_shapes_runs_the_three_gemms_of_each_layer(monkeypatch):
+    from mlpx.backends import cpu_choices, get_backend
+
+    seen = []
+    ops = get_backend("cpu")
+    monkeypatch.setattr(type(ops), "matmul", lambda self, a, b, out, trans_a=False,
+                        trans_b=False: seen.append((a.shape, b.shape, trans_a, trans_b)))
+    cpu_choices.measure_training_shapes({(5, 4, 3): (8,)})
+    assert seen == [((8, 5), (5, 4), False, False), ((8, 4), (5, 4), False, True),
+                    ((8, 5), (8, 4), True, False), ((8, 4), (4, 3), False, False),
+                    ((8, 3), (4, 3), False, True), ((8, 4), (8, 3), True, False)]
