@@ -62,15 +62,29 @@ def test_single_thread_routes_are_tried_on_short_gemms_only():
 
 
 def test_candidates_keep_to_one_thread_pool():
-    routes = gemm_routes.candidates("onednn", ["numpy"], page=True,
+    routes = gemm_routes.candidates(ONEDNN, "onednn", ["numpy"], page=True,
                                     one_thread=["onednn", "numpy"], threads=2)
     assert [r.label for r in routes] == ["onednn", "onednn 1-thread", "numpy 1-thread",
                                          "onednn pad"]
     assert all(Route.from_label(r.label) == r for r in routes)
-    routes = gemm_routes.candidates("numpy", ["onednn"], page=True, one_thread=[], threads=2)
+    routes = gemm_routes.candidates(NUMPY, "numpy", ["onednn"], page=True, one_thread=[],
+                                    threads=2)
     assert routes == [NUMPY]  # oneDNN's own pool is never woken beside OpenBLAS's
-    routes = gemm_routes.candidates("numpy", ["onednn"], page=False, one_thread=[], threads=1)
+    routes = gemm_routes.candidates(NUMPY, "numpy", ["onednn"], page=False, one_thread=[],
+                                    threads=1)
     assert routes == [NUMPY, ONEDNN]  # one thread in all: no second pool to wake
+    # a product OpenBLAS runs in the calling thread: that is the default, tried first
+    routes = gemm_routes.candidates(NUMPY, "onednn", ["numpy"], page=False,
+                                    one_thread=["onednn"], threads=2)
+    assert routes == [NUMPY, ONEDNN, Route("onednn", one_thread=True)]
+
+
+def test_the_default_route_runs_small_products_in_the_calling_thread():
+    both = ("onednn", "numpy")
+    assert gemm_routes.default_route("onednn", both, 65536 * 4) == NUMPY
+    assert gemm_routes.default_route("onednn", both, 65536 * 4 + 1) == ONEDNN
+    assert gemm_routes.default_route("onednn", ("onednn",), 8) == ONEDNN  # MLPX_BLAS=onednn
+    assert gemm_routes.default_route("numpy", both, 10**9) == NUMPY
 
 
 def test_the_pool_library_is_chosen_on_the_geometric_mean_of_step_ratios():
@@ -143,6 +157,10 @@ def test_measuring_can_be_turned_off(tmp_path, monkeypatch):
     a, b = np.ones((64, 96), np.float32), np.ones((96, 40), np.float32)
     out = np.empty((64, 40), np.float32)
     route = gemm_routes.route_for(("onednn", "numpy"), a, b, out, False, False)
+    assert route == NUMPY  # a product OpenBLAS runs in the calling thread
+    big = np.ones((512, 1024), np.float32), np.ones((1024, 1024), np.float32)
+    route = gemm_routes.route_for(("onednn", "numpy"), *big, np.empty((512, 1024), np.float32),
+                                  False, False)
     assert route == ONEDNN and not (tmp_path / "gemm_routes.json").exists()
     monkeypatch.setenv("MLPX_GEMM_MEASURE", "maybe")
     with pytest.raises(ValueError, match="MLPX_GEMM_MEASURE='maybe'.*use 1"):
@@ -190,14 +208,21 @@ def test_the_padded_copy_is_only_taken_when_asked(monkeypatch, rng):
     np.testing.assert_allclose(out, d @ w.T, rtol=1e-4, atol=1e-3)
 
 
-def test_a_busy_machine_measures_for_this_process_only(tmp_path, monkeypatch):
+def test_a_busy_machine_takes_the_default_routes_and_measures_later(tmp_path, monkeypatch):
     monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(measured, "busy", lambda: True)
     monkeypatch.delenv("MLPX_GEMM_MEASURE", raising=False)
+    monkeypatch.setattr(gemm_routes, "choose", lambda *a: pytest.fail("measured while busy"))
     gemm_routes.forget()
-    a, b = np.ones((64, 96), np.float32), np.ones((96, 40), np.float32)
-    gemm_routes.route_for(("numpy",), a, b, np.empty((64, 40), np.float32), False, False)
-    assert not (tmp_path / "gemm_routes.json").exists()
+    libraries = ("onednn", "numpy")
+    a, b = np.ones((256, 784), np.float32), np.ones((784, 1024), np.float32)
+    route = gemm_routes.route_for(libraries, a, b, np.empty((256, 1024), np.float32),
+                                  False, False)
+    assert route == ONEDNN and not (tmp_path / "gemm_routes.json").exists()
+    assert "machine busy" in gemm_routes.chosen()["nn 2^27"]
+    small = gemm_routes.route_for(libraries, a[:8, :64], b[:64, :64],
+                                  np.empty((8, 64), np.float32), False, False)
+    assert small == NUMPY  # OpenBLAS runs it in the calling thread
 
 
 def test_info_reports_the_routes_measured_or_defaulted(tmp_path, monkeypatch, capsys):

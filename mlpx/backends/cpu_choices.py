@@ -40,13 +40,15 @@ def _gemm_route_lines(ops) -> list[str]:  # type: ignore[no-untyped-def]
     libraries = ops.gemm_libraries
     head = f"float32 GEMM routes among {' and '.join(libraries)}"
     if not gemm_routes.measuring_enabled():
-        return [f"{head}: the default ({libraries[0]}, all threads, no padded copy) for "
-                "every shape: MLPX_GEMM_MEASURE=0"]
+        return [f"{head}: the default routes ({libraries[0]} on all threads; NumPy's "
+                "OpenBLAS for products it runs in the calling thread), not measured: "
+                "MLPX_GEMM_MEASURE=0"]
     routes = gemm_routes.measured_routes(libraries)
     if not routes:
         return [f"{head}: measured per shape class on first use; none measured here yet "
                 "(`mlpx info --measure` measures the benchmark models' training steps); "
-                f"until then {libraries[0]} on all threads"]
+                f"until then the default routes ({libraries[0]} on all threads; NumPy's "
+                "OpenBLAS for products it runs in the calling thread)"]
     lines = [f"{head}, measured here per shape class (m*n*k, transposes; default "
              f"{libraries[0]}, kept unless another is {100 - round(gemm_routes.MARGIN * 100)} % "
              "faster):"]

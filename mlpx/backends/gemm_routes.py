@@ -17,9 +17,14 @@ medians) and keeps another only when it is at least `MARGIN` faster. The answers
 cached per processor, thread count, library versions and class (mlpx.backends.measured), so
 a later process only looks them up.
 
+Unmeasured, a GEMM takes the default route: the pool library on all threads, or NumPy's
+OpenBLAS for products it runs in the calling thread. That is also the answer while the machine
+is busy (load average above twice the CPUs): a measurement then would time the other work;
+the class is measured in a later process, once the machine is quiet.
+
 Overrides: MLPX_BLAS=onednn|mkl|numpy keeps every GEMM on that library (its routes still
-choose the threads and the copy); MLPX_GEMM_MEASURE=0 measures nothing and takes the defaults
-(the library, all threads, no copy).
+choose the threads and the copy); MLPX_GEMM_MEASURE=0 measures nothing and takes the
+default routes.
 """
 
 from __future__ import annotations
@@ -94,22 +99,36 @@ def measuring_enabled() -> bool:
     return value not in ("0", "false", "no")
 
 
-def candidates(pool: str, others: Sequence[str], page: bool, one_thread: Sequence[str],
-               threads: int) -> list[Route]:
-    """The routes worth timing for one GEMM: `pool`, the library whose threads run this
-    process's multi-threaded GEMMs, on all of them (the default, first) and on one; each
-    other library on one thread only, in the calling thread (two libraries' thread pools in
-    one step made it 2-10x slower: one's idle threads spin on the cores the other needs); and
-    oneDNN with the padded copy where `page`. `one_thread`: the libraries whose thread count
-    can be set per call. On one thread in all, every library runs as it is."""
+# OpenBLAS runs a product of up to 65536 * GEMM_MULTITHREAD_THRESHOLD (4) = 262,144 m*n*k in
+# the calling thread: it wakes no pool and enters no OpenMP region (~8 us for oneDNN's). Its
+# own rule, on any processor: the default route of such products until they are measured.
+_OPENBLAS_IN_THREAD_MNK = 65536 * 4
+
+
+def default_route(pool: str, libraries: Sequence[str], mnk: int) -> Route:
+    """The route taken without measuring: the pool library on all threads, except products
+    small enough for NumPy's OpenBLAS to run in the calling thread."""
+    if pool != "numpy" and "numpy" in libraries and mnk <= _OPENBLAS_IN_THREAD_MNK:
+        return Route("numpy")
+    return Route(pool)
+
+
+def candidates(default: Route, pool: str, others: Sequence[str], page: bool,
+               one_thread: Sequence[str], threads: int) -> list[Route]:
+    """The routes worth timing for one GEMM: `default` first; `pool`, the library whose
+    threads run this process's multi-threaded GEMMs, on all of them and on one; each other
+    library on one thread only, in the calling thread (two libraries' thread pools in one step
+    made it 2-10x slower: one's idle threads spin on the cores the other needs); and oneDNN
+    with the padded copy where `page`. `one_thread`: the libraries whose thread count can be
+    set per call. On one thread in all, every library runs as it is."""
+    routes = [default, Route(pool)]
     if threads <= 1:
-        routes = [Route(pool)] + [Route(lib) for lib in others]
+        routes += [Route(lib) for lib in others]
     else:
-        routes = [Route(pool)] + [Route(lib, one_thread=True) for lib in (pool, *others)
-                                  if lib in one_thread]
+        routes += [Route(lib, one_thread=True) for lib in (pool, *others) if lib in one_thread]
     if page and pool == "onednn":
         routes.append(Route("onednn", pad=True))
-    return routes
+    return list(dict.fromkeys(routes))
 
 
 def choose(routes: Sequence[Route], time_call: Callable[[Route, int], float],
@@ -315,19 +334,24 @@ def route_for(libraries: tuple[str, ...], a: np.ndarray, b: np.ndarray, out: np.
     page = page_strided(b, trans_b)
     cls = shape_class(m, n, k, trans_a, trans_b, page)
     if not measuring_enabled():
-        _chosen[cls] = (libraries[0], "default: MLPX_GEMM_MEASURE=0")
-        return Route(libraries[0])
+        route = default_route(libraries[0], libraries, m * n * k)
+        _chosen[cls] = (route.label, "default: MLPX_GEMM_MEASURE=0")
+        return route
+    pool = pool_library(libraries)
+    default = default_route(pool, libraries, m * n * k)
     key = f"{routes_key(libraries)} | {cls}"
     entry = measured.lookup(QUESTION, key)
     if entry is not None and isinstance(entry.get("route"), str):
         route = Route.from_label(entry["route"])
-        if route.path in libraries and _one_pool(route, pool_library(libraries)):
+        if route.path in libraries and (route == default or _one_pool(route, pool)):
             _chosen[cls] = (route.label, f"measured {entry.get('measured', 'earlier')}")
             return route
-    pool = pool_library(libraries)
+    if measured.busy():  # a measurement now would time the other work, and cost more
+        _chosen[cls] = (default.label, "default: machine busy, measured once it is quiet")
+        return default
     others = [lib for lib in libraries if lib != pool]
     one = [lib for lib in libraries if thread_limit(lib) is not None]
-    routes = candidates(pool, others, page, one, _mlpx_threads())
+    routes = candidates(default, pool, others, page, one, _mlpx_threads())
     if len(routes) == 1:
         _chosen[cls] = (routes[0].label, "default: nothing else to try")
         return routes[0]
@@ -359,6 +383,8 @@ def pool_library(libraries: tuple[str, ...]) -> str:
     entry = measured.lookup(QUESTION, key)
     if entry is not None and entry.get("route") in libraries:
         pool, how = entry["route"], f"measured {entry.get('measured', 'earlier')}"
+    elif measured.busy():  # the default for this process; measured once the machine is quiet
+        pool, how = libraries[0], "default: machine busy, measured once it is quiet"
     else:
         ratios = pool_ratios(libraries, _step_timer(libraries))
         score = {lib: statistics.geometric_mean(r) for lib, r in ratios.items()}
