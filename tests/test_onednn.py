@@ -208,14 +208,14 @@ def test_transposed_operand_with_page_strided_rows_is_padded(layout, rng):
     b = rng.standard_normal((96, 1024)).astype(np.float32)  # used as b.T: (1024, 96)
     out = np.empty((64, 96), np.float32)
     if layout == "fortran":  # b.T given as a column-major array: the same operand for BLAS
-        assert _onednn.gemm(a, np.asfortranarray(b.T), out, False, False)
+        assert _onednn.gemm(a, np.asfortranarray(b.T), out, False, False, pad=True)
     else:
-        assert _onednn.gemm(a, b, out, False, True)
+        assert _onednn.gemm(a, b, out, False, True, pad=True)
     np.testing.assert_allclose(out, a.astype(np.float64) @ b.T, rtol=1e-4, atol=1e-3)
     scratch = dict(_onednn._local.scratch)
     assert any(buf.shape[1] == 1024 + _onednn._PAD // 4 for buf in scratch.values())
     b2 = rng.standard_normal((96, 1024)).astype(np.float32)
-    assert _onednn.gemm(a, b2, out, False, True)  # the scratch is reused, with new values
+    assert _onednn.gemm(a, b2, out, False, True, pad=True)  # the scratch is reused
     assert all(_onednn._local.scratch[k] is v for k, v in scratch.items())
     np.testing.assert_allclose(out, a.astype(np.float64) @ b2.T, rtol=1e-4, atol=1e-3)
     assert np.array_equal(b2, b2.copy())  # the operand itself is only read
@@ -223,8 +223,7 @@ def test_transposed_operand_with_page_strided_rows_is_padded(layout, rng):
 
 @needs_onednn
 def test_padded_products_from_threads_use_their_own_scratch(rng):
-    ops = CPUBackend()
-    ops.blas = "onednn"
+    padded = gemm_routes.runner(gemm_routes.Route("onednn", pad=True))
     a = rng.standard_normal((32, 1024)).astype(np.float32)
     bs = [rng.standard_normal((48, 1024)).astype(np.float32) for _ in range(4)]
     wants = [a.astype(np.float64) @ b.T for b in bs]
@@ -233,7 +232,7 @@ def test_padded_products_from_threads_use_their_own_scratch(rng):
     def work(i):
         out = np.empty((32, 48), np.float32)
         for _ in range(25):
-            ops.matmul(a, bs[i], out, trans_b=True)
+            padded(a, bs[i], out, False, True)
             if not np.allclose(out, wants[i], rtol=1e-4, atol=1e-3):
                 bad.append(i)
 
