@@ -257,6 +257,11 @@ def test_info_measure_measures_the_benchmark_steps(monkeypatch, capsys):
     [models] = asked
     assert models[784, 1024, 1024, 10] == (256, 1024, 4096)
     assert models[784, 256, 128, 10] == (32, 64, 128, 256)
+    assert "busy" not in capsys.readouterr().out
+    monkeypatch.setattr(measured, "busy", lambda: True)
+    assert cli.main(["info", "--measure"]) == 0
+    out = capsys.readouterr().out
+    assert "is busy" in out and "run it again when the machine is quiet" in out
 
 
 def test_measure_training_shapes_runs_the_three_gemms_of_each_layer(monkeypatch):

@@ -108,6 +108,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from ..backends.cpu_choices import describe, measure_training_shapes
 
     if args.measure:  # the benchmark models' training steps (mlpx bench's defaults)
+        from ..backends import measured
+
+        if measured.busy():
+            print("mlpx info --measure: this machine is busy (load average above twice its "
+                  "CPUs), so nothing is measured now; run it again when the machine is quiet")
         measure_training_shapes({(784, 1024, 1024, 10): (256, 1024, 4096),
                                  (784, 256, 128, 10): (32, 64, 128, 256)})
     print(describe())
