@@ -141,8 +141,9 @@ def choose(routes: Sequence[Route], time_call: Callable[[Route, int], float],
     another's median is under MARGIN times its own. Single-thread routes are not timed
     where the default takes over _ONE_THREAD_MAX_S per call.
     """
+    for r in routes:  # first use: pools started, kernels generated, pages touched
+        time_call(r, 1)
     warm = {r: time_call(r, 1) for r in routes}
-    warm = {r: time_call(r, 1) for r in routes}  # the second call: without first-use costs
     default = routes[0]
     base = warm[default]
     timed = [r for r in routes if not (r.one_thread and base > _ONE_THREAD_MAX_S)]
@@ -166,7 +167,7 @@ def _mlpx_threads() -> int:
 
 
 class _ThreadLimit:
-    """Sets one library's thread count for the calling thread and back (None: cannot)."""
+    """Sets one library's thread count to one for the calling thread, and back."""
 
     def __init__(self, one: Callable[[], None], back: Callable[[], None]) -> None:
         self.one, self.back = one, back
