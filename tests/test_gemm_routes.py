@@ -48,8 +48,8 @@ def test_the_median_ignores_a_few_outliers_and_rounds_alternate():
     # numpy is faster in most rounds; one descheduled round (0.05 s) does not decide
     timer, calls = fake_timer({ONEDNN: [1e-3], NUMPY: [0.7e-3, 0.05, 0.7e-3, 0.7e-3]})
     assert gemm_routes.choose([ONEDNN, NUMPY], timer)[0] == NUMPY
-    timed = calls[4:]  # after two warm-up calls each
-    assert timed[:4] == [ONEDNN, NUMPY, NUMPY, ONEDNN]  # each round reverses the order
+    assert calls[:3] == [ONEDNN, ONEDNN, NUMPY]  # warm-up: the default twice, then the rest
+    assert calls[3:7] == [ONEDNN, NUMPY, NUMPY, ONEDNN]  # each round reverses the order
 
 
 def test_single_thread_routes_are_tried_on_short_gemms_only():
@@ -59,6 +59,7 @@ def test_single_thread_routes_are_tried_on_short_gemms_only():
     timer, calls = fake_timer({NUMPY: [0.01], one: [0.001]})  # long: one thread not timed
     route, medians = gemm_routes.choose([NUMPY, one], timer)
     assert route == NUMPY and "numpy 1-thread" not in medians
+    assert calls == [NUMPY, NUMPY]  # nothing left to compare: no rounds
 
 
 def test_candidates_keep_to_one_thread_pool():

@@ -141,12 +141,14 @@ def choose(routes: Sequence[Route], time_call: Callable[[Route, int], float],
     another's median is under MARGIN times its own. Single-thread routes are not timed
     where the default takes over _ONE_THREAD_MAX_S per call.
     """
-    for r in routes:  # first use: pools started, kernels generated, pages touched
-        time_call(r, 1)
-    warm = {r: time_call(r, 1) for r in routes}
     default = routes[0]
-    base = warm[default]
+    time_call(default, 1)  # first use: pools started, kernels generated, pages touched
+    base = time_call(default, 1)
     timed = [r for r in routes if not (r.one_thread and base > _ONE_THREAD_MAX_S)]
+    if len(timed) == 1:
+        return default, {default.label: base}
+    for r in timed[1:]:
+        time_call(r, 1)
     repeats = max(1, min(_MAX_REPEATS, int(_SAMPLE_S / max(base, 1e-7))))
     rounds = _ROUNDS_LARGE if base > _LARGE_S else _ROUNDS
     samples: dict[Route, list[float]] = {r: [] for r in timed}
