@@ -110,6 +110,20 @@ def test_format_table_shows_errors():
     assert "error: OutOfMemoryError" in format_table(doc)
 
 
+def test_the_table_names_the_cpu_flags_and_each_batch_gemm_routes():
+    run = {"train_samples_per_s": 1.0, "step_s": 1.0, "step_gflops": 1.0,
+           "gemm_routes": {"thread pool": "numpy (measured 2026-01-01)",
+                           "nn 2^27": "numpy 1-thread (measured 2026-01-01)"}}
+    row = {"backend": "cpu", "dtype": "float32", "batch": 256, **summarise([run])}
+    assert row["gemm_routes"] == run["gemm_routes"]
+    doc = {"model": {"sizes": [4, 2], "activation": "relu"}, "settings": {"threads": 2},
+           "machine": {"cpu_model": "x", "cpu_flags": ["avx2", "fma"]}, "results": [row]}
+    text = format_table(doc)
+    assert "cpu flags: avx2 fma" in text
+    assert ("GEMM routes at batch 256: thread pool numpy (measured 2026-01-01); nn 2^27 "
+            "numpy 1-thread") in text
+
+
 @pytest.mark.parametrize("argv, message", [
     (["bench", "--sizes", "784"], "at least an input and an output"),
     (["bench", "--batches", "0,12"], "positive integers"),

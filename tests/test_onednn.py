@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import _onednn
+from mlpx.backends import _onednn, gemm_routes
 from mlpx.backends.cpu import CPUBackend
 
 X86_LINUX = sys.platform == "linux" and platform.machine() == "x86_64"
@@ -52,7 +52,6 @@ def _operands(rng, m, k, n, trans_a, trans_b, layout):
 def test_gemm_matches_numpy(m, k, n, trans_a, trans_b, layout, rng):
     a, b = _operands(rng, m, k, n, trans_a, trans_b, layout)
     out = np.full((m, n), np.nan, np.float32)
-    assert m * n * k > _onednn.MIN_MNK
     assert _onednn.gemm(a, b, out, trans_a, trans_b)
     want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
@@ -73,7 +72,8 @@ def test_gemm_declines_what_it_does_not_handle(rng):
     overlap = np.zeros((80, 124), np.float32)
     assert not _onednn.gemm(overlap[:, :64], b, overlap[:, 64:])  # out overlaps an operand
     assert not _onednn.gemm(a[:, :0], b[:0], out)  # k == 0: NumPy writes the zeros
-    assert not _onednn.gemm(a[:8, :4], b[:4, :6], np.zeros((8, 6), np.float32))  # small
+    assert _onednn.gemm(a[:8, :4], b[:4, :6], small := np.zeros((8, 6), np.float32))
+    np.testing.assert_allclose(small, a[:8, :4] @ b[:4, :6], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="matmul shapes do not match"):
         _onednn.gemm(a, b, np.zeros((80, 59), np.float32))
 
@@ -86,6 +86,8 @@ def test_a_failed_call_falls_back_to_numpy(monkeypatch, rng):
             return 2  # dnnl_invalid_arguments
 
     monkeypatch.setitem(_onednn._state, "lib", Failing())
+    monkeypatch.setenv("MLPX_GEMM_MEASURE", "0")  # the plain oneDNN route, not measured
+    gemm_routes.forget()
     ops = CPUBackend()
     ops.blas = "onednn"
     a = rng.standard_normal((160, 80)).astype(np.float32)
@@ -206,14 +208,14 @@ def test_transposed_operand_with_page_strided_rows_is_padded(layout, rng):
     b = rng.standard_normal((96, 1024)).astype(np.float32)  # used as b.T: (1024, 96)
     out = np.empty((64, 96), np.float32)
     if layout == "fortran":  # b.T given as a column-major array: the same operand for BLAS
-        assert _onednn.gemm(a, np.asfortranarray(b.T), out, False, False)
+        assert _onednn.gemm(a, np.asfortranarray(b.T), out, False, False, pad=True)
     else:
-        assert _onednn.gemm(a, b, out, False, True)
+        assert _onednn.gemm(a, b, out, False, True, pad=True)
     np.testing.assert_allclose(out, a.astype(np.float64) @ b.T, rtol=1e-4, atol=1e-3)
     scratch = dict(_onednn._local.scratch)
     assert any(buf.shape[1] == 1024 + _onednn._PAD // 4 for buf in scratch.values())
     b2 = rng.standard_normal((96, 1024)).astype(np.float32)
-    assert _onednn.gemm(a, b2, out, False, True)  # the scratch is reused, with new values
+    assert _onednn.gemm(a, b2, out, False, True, pad=True)  # the scratch is reused
     assert all(_onednn._local.scratch[k] is v for k, v in scratch.items())
     np.testing.assert_allclose(out, a.astype(np.float64) @ b2.T, rtol=1e-4, atol=1e-3)
     assert np.array_equal(b2, b2.copy())  # the operand itself is only read
@@ -221,8 +223,7 @@ def test_transposed_operand_with_page_strided_rows_is_padded(layout, rng):
 
 @needs_onednn
 def test_padded_products_from_threads_use_their_own_scratch(rng):
-    ops = CPUBackend()
-    ops.blas = "onednn"
+    padded = gemm_routes.runner(gemm_routes.Route("onednn", pad=True))
     a = rng.standard_normal((32, 1024)).astype(np.float32)
     bs = [rng.standard_normal((48, 1024)).astype(np.float32) for _ in range(4)]
     wants = [a.astype(np.float64) @ b.T for b in bs]
@@ -231,7 +232,7 @@ def test_padded_products_from_threads_use_their_own_scratch(rng):
     def work(i):
         out = np.empty((32, 48), np.float32)
         for _ in range(25):
-            ops.matmul(a, bs[i], out, trans_b=True)
+            padded(a, bs[i], out, False, True)
             if not np.allclose(out, wants[i], rtol=1e-4, atol=1e-3):
                 bad.append(i)
 

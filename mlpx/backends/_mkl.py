@@ -6,7 +6,8 @@ the caller's preallocated `out`. Nothing here is imported or loaded by `import m
 library is opened on the first GEMM of the cpu backend (or when `ops.blas` is read).
 
 Which GEMMs run where is chosen by `MLPX_BLAS` (or `ops.blas = ...`):
-  auto  (default) oneDNN where its wheel is installed (see mlpx.backends._onednn); else the
+  auto  (default) oneDNN where its wheel is installed, or NumPy's BLAS where measured
+        faster (per GEMM shape: mlpx.backends.gemm_routes); else the
         faster of MKL and NumPy's BLAS on this machine: measured once (the GEMMs of a
         784-1024-1024-10 training step at batches 256 and 1024, alternated, best of 3) and
         cached per processor, thread count and library versions in

@@ -5,12 +5,11 @@ ctypes: row-major, transposes are flags (no copies), the product is written into
 preallocated `out`. Nothing is loaded by `import mlpx`; the library is opened on the first
 GEMM of the cpu backend (or when `ops.blas` is read).
 
-Why: on the 2-core AMD EPYC benchmark machines oneDNN's JIT kernels ran the 784-1024-1024-10
-training step faster than NumPy's OpenBLAS at batches 256-1024 (its weight-gradient and
-width-10 GEMMs are faster; the figures: docs/benchmarks.md), and with far less spread between
-runs: its threads split a GEMM into independent parts and meet once, where OpenBLAS's threads
-wait on each other inside it, which costs most when a virtual CPU is briefly descheduled.
-oneDNN has no float64 GEMM: float64 stays on NumPy's BLAS.
+Why: oneDNN's JIT kernels ran some GEMMs of the 784-1024-1024-10 training step faster than
+NumPy's OpenBLAS on the benchmark machines, and with less spread between runs (its threads
+split a GEMM into independent parts and meet once); on others OpenBLAS won. Which library runs
+which GEMM is therefore measured on the machine at hand (mlpx.backends.gemm_routes; the
+figures: docs/benchmarks.md). oneDNN has no float64 GEMM: float64 stays on NumPy's BLAS.
 
 Threads: an OpenMP pool (GNU libgomp, the system's), sized by mlpx's thread count
 (mlpx.backends.threads) when the library is loaded; threadpoolctl sees it as "openmp". GNU
@@ -39,22 +38,15 @@ from .gemm_plumbing import (
 _LIB_NAMES = ("libdnnl.so.3", "libdnnl.so")
 _FLAG = {NO_TRANS: b"N", TRANS: b"T"}  # blas_operand's CBLAS flags as dnnl_sgemm's
 _SUCCESS = 0
-# Below this m*n*k a oneDNN call costs more than the product (entering its OpenMP region
-# costs several times a NumPy call: docs/benchmarks.md), and OpenBLAS runs such a GEMM in the
-# calling thread (its own single-thread limit: 65536 * GEMM_MULTITHREAD_THRESHOLD = 4), so
-# small products go to NumPy's BLAS without waking a second thread pool.
-MIN_MNK = 65536 * 4
 
 _state: dict[str, Any] = {}
 # A transposed right-hand operand whose rows lie a multiple of 4 KiB apart (e.g. a 1024-wide
-# float32 weight matrix in dX = delta W^T) is copied to rows 64 bytes longer first: those
-# strides map its rows onto the same cache sets, and oneDNN runs that product markedly
-# slower. The copy paid off below 1024 rows of output and not at 1024 (in-process A/B,
-# alternated; the figures: docs/benchmarks.md), hence _PAD_MAX_ROWS. One scratch per thread
-# and shape.
+# float32 weight matrix in dX = delta W^T) can be copied to rows 64 bytes longer first
+# (`pad=True`): those strides map its rows onto the same cache sets, which slows some
+# processors' kernels. Whether the copy pays, and up to which size, is measured per machine
+# and shape class (mlpx.backends.gemm_routes). One scratch per thread and shape.
 _PAGE = 4096
 _PAD = 64
-_PAD_MAX_ROWS = 1024
 _MAX_SCRATCH = 8
 _local = threading.local()
 
@@ -142,18 +134,20 @@ def _padded_copy(b: np.ndarray) -> np.ndarray:
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
-         trans_b: bool = False) -> bool:
+         trans_b: bool = False, pad: bool = False) -> bool:
     """out = op(a) @ op(b) with oneDNN; False (caller falls back) when it does not apply.
 
-    Handled: float32, 2-D, m*n*k above MIN_MNK, `out` C-contiguous and writeable, `a` and
-    `b` row- or column-major with any leading dimension, no operand overlapping `out`. A
-    failed call (oneDNN's status) also returns False; the fallback then writes all of `out`.
+    Handled: float32, 2-D, non-empty, `out` C-contiguous and writeable, `a` and `b` row- or
+    column-major with any leading dimension, no operand overlapping `out`. A failed call
+    (oneDNN's status) also returns False; the fallback then writes all of `out`. `pad`:
+    copy a transposed `b` whose rows lie a multiple of 4 KiB apart to padded rows first.
+    Which GEMMs come here at all is measured (mlpx.backends.gemm_routes).
     """
     if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
         return False
     m, n, k = gemm_dims(a, b, out, trans_a, trans_b)
-    if m * n * k <= MIN_MNK:  # first: the cheapest test, and small products are common
-        return False  # small or empty: NumPy's BLAS, in this thread (see MIN_MNK)
+    if m * n * k == 0:
+        return False  # empty: NumPy writes the zeros
     lib = _state.get("lib") or load()
     if (lib is None or _state.get("forked") or out.dtype != np.float32
             or a.dtype != np.float32 or b.dtype != np.float32
@@ -163,7 +157,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
     if pa is None or pb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
     (aa, fa, lda), (bb, fb, ldb) = pa, pb
-    if fb == TRANS and m < _PAD_MAX_ROWS and (ldb * 4) % _PAGE == 0:
+    if pad and fb == TRANS and (ldb * 4) % _PAGE == 0:
         bb = _padded_copy(bb)
         ldb = bb.strides[0] // 4
     status = lib.dnnl_sgemm(_FLAG[fa], _FLAG[fb], m, n, k, 1.0, aa.ctypes.data, lda,

@@ -15,6 +15,7 @@ from .. import activations
 from . import threads
 from .base import Array, Backend
 from .gemm_plumbing import aligned_empty
+from .gemm_routes import gemm_for
 
 
 @functools.cache  # the import machinery once, not on every op
@@ -75,6 +76,8 @@ class CPUBackend(Backend):
     name = "cpu"
     xp = np
     _blas: str | None = None  # "onednn", "mkl" or "numpy", resolved on first use
+    # the float32 GEMM libraries the measured routes choose among, the default first
+    _gemm_libraries: tuple[str, ...] = ("numpy",)
 
     # arrays -----------------------------------------------------------------------------
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Array:
@@ -96,12 +99,14 @@ class CPUBackend(Backend):
         """The float32 GEMM path in use: "onednn", "mkl" or "numpy" (NumPy's BLAS).
 
         Chosen on first use from MLPX_BLAS: auto (the default), onednn, mkl or numpy.
-        auto takes oneDNN where its wheel is installed (a dependency on x86-64 Linux; see
-        mlpx.backends._onednn for the measurements), else the faster of MKL and NumPy's BLAS
-        on this machine when MKL is installed (measured once and cached; see
-        mlpx.backends._mkl), else NumPy's BLAS. float64 GEMMs run on MKL when it is the
-        path, else on NumPy's BLAS (oneDNN has no float64 GEMM). Assigning "auto",
-        "onednn", "mkl" or "numpy" changes the path.
+        auto's default library is oneDNN where its wheel is installed (a dependency on
+        x86-64 Linux), else the faster of MKL and NumPy's BLAS on this machine when MKL is
+        installed (measured once and cached; see mlpx.backends._mkl), else NumPy's BLAS;
+        each float32 GEMM then runs on the default or on NumPy's BLAS, on all threads or
+        one, as measured per shape class on this machine (mlpx.backends.gemm_routes). A
+        library named in MLPX_BLAS runs every float32 GEMM. float64 GEMMs run on MKL when
+        it is the path, else on NumPy's BLAS (oneDNN has no float64 GEMM). Assigning
+        "auto", "onednn", "mkl" or "numpy" changes the path.
         """
         if self._blas is None:
             import os
@@ -118,6 +123,7 @@ class CPUBackend(Backend):
         threads.apply()  # the pools are sized before the first GEMM
         if choice == "numpy":
             self._blas = "numpy"
+            self._gemm_libraries = ("numpy",)
             return
         from . import _mkl, _onednn
 
@@ -136,13 +142,27 @@ class CPUBackend(Backend):
             )
         if choice in ("onednn", "mkl"):
             self._blas = choice
-        elif _onednn.available():  # auto
+            self._gemm_libraries = (choice,)
+        elif _onednn.available():  # auto: oneDNN or NumPy's BLAS per shape, as measured
             self._blas = "onednn"
+            self._gemm_libraries = ("onednn", "numpy")
         else:  # auto without oneDNN: whichever measured faster (cached after the first time)
             self._blas = _mkl.measured_choice()
+            self._gemm_libraries = tuple(dict.fromkeys((self._blas, "numpy")))
+
+    @property
+    def gemm_libraries(self) -> tuple[str, ...]:
+        """The libraries float32 GEMMs are routed among (the default first)."""
+        self.blas  # noqa: B018 - resolves the path on first use
+        return self._gemm_libraries
 
     def matmul(self, a, b, out, trans_a=False, trans_b=False):
-        gemm = _library_gemm(self._blas or self.blas)
+        path = self._blas or self.blas
+        if out.dtype == np.float32:  # the measured route of its shape class
+            gemm_for(self._gemm_libraries, a, b, out, trans_a, trans_b)(
+                a, b, out, trans_a, trans_b)
+            return out
+        gemm = _library_gemm(path)
         if gemm is not None and gemm(a, b, out, trans_a, trans_b):
             return out
         return super().matmul(a, b, out, trans_a, trans_b)

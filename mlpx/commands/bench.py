@@ -62,6 +62,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
+        "cpu_flags": _cpu_flags(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "python": platform.python_version(),
@@ -85,6 +86,12 @@ def machine_info(threads: int) -> dict[str, Any]:
     except ImportError:
         info["blas"] = "threadpoolctl not installed"
     return info
+
+
+def _cpu_flags() -> list[str]:
+    from ..backends.cpu_choices import isa_flags
+
+    return isa_flags()
 
 
 def _blas_auto() -> dict[str, Any] | None:
@@ -259,6 +266,8 @@ def summarise(mlpx_runs: list[dict], peer_runs: dict[str, list[dict]] | list[dic
     row["gemm_overhead"] = _median(
         [r["step_s"] / r["gemm_step_s"] for r in mlpx_runs if r.get("gemm_step_s")])
     row["blas"] = mlpx_runs[0].get("blas") if mlpx_runs else None
+    if mlpx_runs and mlpx_runs[-1].get("gemm_routes"):  # the last round read the cache
+        row["gemm_routes"] = mlpx_runs[-1]["gemm_routes"]
     if mlpx_runs and mlpx_runs[0].get("bf16_gemm"):
         row["bf16_gemm"] = mlpx_runs[0]["bf16_gemm"]
     every = mlpx_runs + [r for runs in peer_runs.values() for r in runs if r]
@@ -493,6 +502,14 @@ def format_table(doc: dict[str, Any]) -> str:
                      _mb(pr.get("gpu_peak_bytes") or pr.get("peak_rss_bytes"))]
         lines.append(line)
     out = [head] + _table(cols, lines)
+    flags = doc["machine"].get("cpu_flags")
+    if flags:
+        out.append(f"cpu flags: {' '.join(flags)}")
+    for r in doc["results"]:
+        routes = r.get("gemm_routes")
+        if routes:
+            out.append(f"GEMM routes at batch {r['batch']}: "
+                       + "; ".join(f"{cls} {how}" for cls, how in routes.items()))
     if peers:
         out.append("(<peer> x: the peer's training step time / mlpx's, median of paired "
                    "rounds; above 1 mlpx is faster)")

@@ -213,6 +213,10 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         from mlpx.commands.bench_profile import profile_fit
 
         result["profile"] = profile_fit(model, X, y, sizes, B, steps, args.epochs)
+    if ops.name == "cpu":  # each float32 GEMM shape class's route, measured or defaulted
+        from mlpx.backends import gemm_routes
+
+        result["gemm_routes"] = gemm_routes.chosen()
     if result["blas"] == "mkl":
         from mlpx.backends import _mkl
 

@@ -105,8 +105,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"mlpx {__version__}, numpy {np.__version__}")
     print(f"available backends: {', '.join(available_backends())}")
     print(f"cuda: {cuda_status()}")
-    from ..backends.cpu_choices import describe
+    from ..backends.cpu_choices import describe, measure_training_shapes
 
+    if args.measure:  # the benchmark models' training steps (mlpx bench's defaults)
+        from ..backends import measured
+
+        if measured.busy():
+            print("mlpx info --measure: this machine is busy (load average above twice its "
+                  "CPUs), so nothing is measured now; run it again when the machine is quiet")
+        measure_training_shapes({(784, 1024, 1024, 10): (256, 1024, 4096),
+                                 (784, 256, 128, 10): (32, 64, 128, 256)})
     print(describe())
     from ..backends._bf16_gemm import describe as describe_bf16
 
@@ -252,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     info = sub.add_parser("info", help="versions, the available backends, and why cuda is "
                                           "missing where it is")
+    info.add_argument("--measure", action="store_true",
+                      help="measure (once per machine, thread count and library versions) "
+                           "the cpu GEMM routes of the benchmark models' training steps "
+                           "before reporting them")
     info.set_defaults(func=_cmd_info, validate=None)
     _add_bench(sub)
     _add_check(sub)
