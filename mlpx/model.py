@@ -599,7 +599,8 @@ class Sequential:
             return None
         with self._lock.reading():
             out = self.infer(X)
-        return out.copy() if out is X else out  # only Dropout layers: never the caller's X
+        # never the caller's memory (a model of Dropout layers alone returns X itself)
+        return out.copy() if np.may_share_memory(out, X) else out
 
     def _make_chain(self) -> Any:
         from .backends.small_batch import chain_of, measured_cutoff
