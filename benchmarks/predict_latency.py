@@ -4,6 +4,13 @@
     python benchmarks/predict_latency.py --rounds 5 --sizes 784,1024,1024,10 --rows 1
     python benchmarks/predict_latency.py --rounds 5 --sizes 784,256,128,10 --rows 1,4,16 \\
         --method predict,predict_proba,sklearn
+    python benchmarks/predict_latency.py --sizes 20,64,64,3 --activation tanh --extra layernorm
+    python benchmarks/predict_latency.py --sizes 64,32,1 --method predict,sklearn
+
+`--activation` sets the hidden layers' activation (relu, tanh, sigmoid, gelu), `--extra` puts
+a Dropout, BatchNorm or LayerNorm layer (inference mode) after each hidden Dense layer. A model
+with one output is a regression: `sklearn` then times `MLPRegressor.predict` (the estimators
+take no extra layers).
 
 Each round starts one process per side and method (the order alternates between rounds), with
 the thread count pinned (2 by default); a process warms up, then times `--repeats` means of
@@ -38,38 +45,61 @@ def _best_mean(fn, calls: int, repeats: int) -> float:
     return best
 
 
-def _mlpx_fn(method: str, sizes: list[int], x):
+_SKLEARN_ACTIVATION = {"sigmoid": "logistic"}
+_EXTRAS = ("none", "dropout", "batchnorm", "layernorm")
+
+
+def _mlpx_fn(method: str, sizes: list[int], x, activation: str, extra: str):
+    import warnings
+
     import numpy as np
 
     import mlpx
+    from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm
 
+    regression = sizes[-1] == 1
     if method == "sklearn":
-        from mlpx.sklearn import MLPClassifier
+        from mlpx.sklearn import MLPClassifier, MLPRegressor
 
         rng = np.random.default_rng(0)
         X = rng.standard_normal((64, sizes[0]), dtype=np.float32)
-        y = np.arange(64) % sizes[-1]
-        est = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), max_iter=1,
-                            random_state=0, verbose=0).fit(X, y)
-        return lambda: est.predict_proba(x)
-    model = mlpx.MLP(sizes, activation="relu", seed=0)
-    model.compile(loss="cross_entropy")
+        kind = MLPRegressor if regression else MLPClassifier
+        est = kind(hidden_layer_sizes=tuple(sizes[1:-1]), max_iter=1, random_state=0,
+                   activation=_SKLEARN_ACTIVATION.get(activation, activation), verbose=0)
+        with warnings.catch_warnings():  # one iteration: not converged
+            warnings.simplefilter("ignore")
+            est.fit(X, X[:, 0] if regression else np.arange(64) % sizes[-1])
+        return (lambda: est.predict(x)) if regression else (lambda: est.predict_proba(x))
+    layers: list = []
+    for units in sizes[1:-1]:
+        layers.append(Dense(units, activation=activation))
+        if extra != "none":
+            layers.append({"dropout": lambda: Dropout(0.1), "batchnorm": BatchNorm,
+                           "layernorm": LayerNorm}[extra]())
+    model = mlpx.Sequential([*layers, Dense(sizes[-1])], input_dim=sizes[0], seed=0)
+    model.compile(loss="mse" if regression else "cross_entropy")
     return (lambda: model.predict(x)) if method == "predict" else (
         lambda: model.predict_proba(x))
 
 
-def _torch_fn(method: str, sizes: list[int], x):
+def _torch_fn(method: str, sizes: list[int], x, activation: str, extra: str):
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid,
+           "gelu": torch.nn.GELU}[activation]
     layers: list = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(torch.nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
+            layers.append(act())
+            if extra != "none":
+                layers.append({"dropout": lambda b=b: torch.nn.Dropout(0.1),
+                               "batchnorm": torch.nn.BatchNorm1d,
+                               "layernorm": torch.nn.LayerNorm}[extra](b))
     net = torch.nn.Sequential(*layers).eval()
     xt = torch.from_numpy(x)
-    proba = method != "predict"
+    proba = method != "predict" and sizes[-1] > 1
 
     def call():
         with torch.inference_mode():
@@ -88,7 +118,7 @@ def worker(args: argparse.Namespace) -> None:
     x = np.random.default_rng(1).standard_normal((args.worker_rows, sizes[0]),
                                                  dtype=np.float32)
     make = _torch_fn if args.worker == "torch" else _mlpx_fn
-    fn = make(args.method_one, sizes, x)
+    fn = make(args.method_one, sizes, x, args.activation, args.extra)
     print(json.dumps({"s": _best_mean(fn, args.calls, args.repeats)}))
 
 
@@ -98,7 +128,8 @@ def _run(side: str, method: str, rows: int, args: argparse.Namespace) -> float:
         env[var] = str(args.threads)
     cmd = [sys.executable, __file__, "--worker", side, "--method-one", method,
            "--worker-rows", str(rows), "--sizes", args.sizes, "--calls", str(args.calls),
-           "--repeats", str(args.repeats)]
+           "--repeats", str(args.repeats), "--activation", args.activation,
+           "--extra", args.extra]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return float(json.loads(out.strip().splitlines()[-1])["s"])
 
@@ -111,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default="1", help="batch sizes, comma-separated")
     p.add_argument("--method", default="predict",
                    help="predict, predict_proba, sklearn (its predict_proba); comma-separated")
+    p.add_argument("--activation", default="relu", choices=("relu", "tanh", "sigmoid", "gelu"),
+                   help="the hidden layers' activation")
+    p.add_argument("--extra", default="none", choices=_EXTRAS,
+                   help="a layer after each hidden Dense layer (not for sklearn)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=5)
@@ -131,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 t[side].append(_run(side, method, rows, args))
             print(f"round {r + 1} {method} rows {rows}: mlpx {t['mlpx'][-1] * 1e6:.1f} us, "
                   f"torch {t['torch'][-1] * 1e6:.1f} us", flush=True)
-    print(f"sizes {args.sizes}, {args.threads} threads, float32, best mean of {args.calls} "
-          f"calls, {args.rounds} rounds")
+    print(f"sizes {args.sizes}, {args.activation}, extra {args.extra}, {args.threads} threads, "
+          f"float32, best mean of {args.calls} calls, {args.rounds} rounds")
     for (method, rows), t in times.items():
         ratios = [b / a for a, b in zip(t["mlpx"], t["torch"], strict=True)]
         print(f"{method:>13} rows {rows:>3}: mlpx {statistics.median(t['mlpx']) * 1e6:7.1f} us"

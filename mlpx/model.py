@@ -568,9 +568,13 @@ class Sequential:
     def _small_batch_predict(self, X: Any, batch_size: int | None) -> Any:
         """predict's path for a few rows of a C-contiguous NumPy array of the model's dtype
         (mlpx.backends.small_batch: validation, allocation and dispatch sized for one row), or
-        None: the general path."""
+        None: the general path. Up to the chain's cut-off the compiled chain serves them;
+        above it, or for a model that has no chain, the layers themselves do (`infer`, the
+        general path's own computation), without its per-call conversions and checks."""
         if type(X) is not np.ndarray or X.ndim != 2 or X.dtype != self.dtype \
-                or not X.flags.c_contiguous or not 0 < X.shape[0] <= 64 or not self.built:
+                or not X.flags.c_contiguous or not 0 < X.shape[0] <= 64 or not self.built \
+                or X.shape[1] != self.input_dim \
+                or (batch_size is not None and batch_size < X.shape[0]):
             return None
         # the chain copies each Dense layer's activation: a layer or activation swapped since
         # must build a new one, or a few rows would run the old formula
@@ -580,11 +584,23 @@ class Sequential:
         if cached is None or cached[0] != key:
             cached = self._small_batch = (key, self._make_chain())
         chain = cached[1]
-        if chain is None or X.shape[0] > chain.max_rows or X.shape[1] != chain.sizes[0] \
-                or (batch_size is not None and batch_size < X.shape[0]):
+        if chain is not None and X.shape[0] <= chain.max_rows:
+            with self._lock.reading():
+                return chain(X)  # None for NaN or infinity: the general path says which
+        return self._few_rows_infer(X)
+
+    def _few_rows_infer(self, X: np.ndarray) -> Any:
+        """The layers' outputs for a few checked rows of a host backend (what `_predict`
+        computes for them, to the bit), or None for NaN or infinity (the general path's
+        error) or a device backend."""
+        from .backends.small_batch import all_finite
+
+        if self.ops.xp is not np or not all_finite(X):
             return None
         with self._lock.reading():
-            return chain(X)  # None for NaN or infinity: the general path says which
+            out = self.infer(X)
+        # never the caller's memory (a model of Dropout layers alone returns X itself)
+        return out.copy() if np.may_share_memory(out, X) else out
 
     def _make_chain(self) -> Any:
         from .backends.small_batch import chain_of, measured_cutoff
@@ -592,8 +608,8 @@ class Sequential:
         chain = chain_of(self)
         if chain is not None:
             with self._lock.reading():
-                chain.max_rows = measured_cutoff(
-                    chain, lambda x: self._predict(x, DEFAULT_PREDICT_BATCH), self.ops.blas)
+                # measured against what serves the rows above the cut-off
+                chain.max_rows = measured_cutoff(chain, self.infer, self.ops.blas)
         return chain
 
     def _predict(self, X: Any, bs: int) -> Any:

@@ -733,7 +733,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (of the same kind as the labels given to fit)."""
         check_is_fitted(self, "model_")
-        return self._label_binarizer.inverse_transform(self._probabilities(X))
+        return _labels(self._label_binarizer, self._probabilities(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, columns in the order of `classes_` (rows sum to 1, except for
@@ -924,6 +924,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 def _dense(X: Any) -> np.ndarray:
     """mlpx's layers take dense arrays: sparse input is densified (fine for MLP-sized data)."""
     return X.toarray() if scipy.sparse.issparse(X) else X
+
+
+def _labels(binarizer: Any, p: np.ndarray) -> np.ndarray:
+    """binarizer.inverse_transform(p), with one class per row (multiclass: the largest
+    probability; two classes: above 0.5) taken directly: its array-API dispatch costs more than
+    a few rows' forward pass. Multi-label outputs go through it."""
+    kind, classes = binarizer.y_type_, binarizer.classes_
+    if kind == "multiclass" and p.ndim == 2 and p.shape[1] == len(classes):
+        return classes.take(p.argmax(axis=1))
+    if (kind == "binary" and len(classes) == 2 and p.ndim == 2 and p.shape[1] == 1
+            and binarizer.neg_label == 0 and binarizer.pos_label == 1):
+        return classes.take((p[:, 0] > 0.5).astype(np.intp))
+    return binarizer.inverse_transform(p)
 
 
 def _split(X, target, fraction, rs, stratify, *more):

@@ -406,3 +406,17 @@ def test_partial_fit_after_a_pickle_round_trip_is_unchanged(shuffle):
     for a, b in zip(clf.coefs_ + clf.intercepts_, back.coefs_ + back.intercepts_, strict=True):
         np.testing.assert_array_equal(a, b)
     assert back.loss_curve_ == clf.loss_curve_
+
+
+@pytest.mark.parametrize("labels", [["b", "a", "c"], [3, 1], ["no", "yes"], [0, 1, 2, 3]])
+def test_predict_is_the_label_binarizers_inverse_of_the_probabilities(labels):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((90, 5)).astype(np.float32)
+    y = np.array(labels, dtype=object if isinstance(labels[0], str) else None)[
+        np.argmax(X[:, : len(labels)], axis=1) % len(labels)]
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X, y)
+    p = est._probabilities(X)
+    want = est._label_binarizer.inverse_transform(p)
+    got = est.predict(X)
+    assert got.dtype == want.dtype and got.tolist() == want.tolist()
+    assert set(got.tolist()) <= set(labels)

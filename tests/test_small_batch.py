@@ -198,3 +198,67 @@ def test_a_layer_or_activation_swapped_after_a_prediction_is_used(change):
         model.layers[0] = mlpx.Dense(16, activation="tanh")
         model.layers[0].build(8, model.ops, model.dtype, np.random.default_rng(1))
     np.testing.assert_allclose(model.predict(X[:1]), model.predict(X)[:1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [
+    [Dense(32, activation="relu"), Dense(16, activation="tanh"), Dense(3)],
+    [Dense(8), BatchNorm(), Dense(2)],
+    [Dense(8), mlpx.layers.LayerNorm(), Dropout(0.3), Dense(2, activation="softmax")],
+    [Dense(8, activation="prelu"), PReLU(), Dense(2)],
+])
+def test_rows_above_the_cutoff_skip_the_general_path_with_the_same_bits(layers, monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "2")
+    model = mlpx.Sequential(layers, input_dim=20, seed=0)
+    model.predict(_x(1, 20))
+    general = []
+    monkeypatch.setattr(model, "_check_X", lambda X, *a: general.append(1) or X)
+    for rows in (1, 3, 16, 64):
+        x = _x(rows, 20, seed=rows)
+        got = model.predict(x)
+        assert got is not x and got.dtype == np.float32 and got.flags.writeable
+        if rows > 2 or model._small_batch[1] is None:  # the layers' own path: to the bit
+            np.testing.assert_array_equal(got, _layers_path(model, x))
+    assert not general  # no conversion, no checks beyond the rows' width and values
+    model.predict(_x(65, 20))
+    assert general == [1]
+
+
+def test_only_dropout_layers_return_a_new_array_not_the_input():
+    model = mlpx.Sequential([Dropout(0.5)], input_dim=4, seed=0)
+    x = _x(3, 4)
+    got = model.predict(x)
+    assert got is not x
+    np.testing.assert_array_equal(got, x)
+
+
+@pytest.mark.parametrize("small_batch", ["1", "0"])
+def test_non_finite_rows_above_the_cutoff_get_the_general_error(small_batch, monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH", small_batch)
+    for layers in ([Dense(4), Dense(2)], [Dense(4), BatchNorm(), Dense(2)]):
+        model = mlpx.Sequential(layers, input_dim=6, seed=0)
+        x = _x(8, 6)
+        x[5, 1] = np.nan
+        with pytest.raises(ValueError, match="1 NaN or infinite"):
+            model.predict(x)
+
+
+def test_sklearn_estimators_skip_validate_data_above_the_cutoff(monkeypatch):
+    sk = pytest.importorskip("mlpx.sklearn")
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "1")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((80, 10)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    with pytest.warns(Warning):  # few iterations: not converged
+        clf = sk.MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0).fit(X, y)
+        reg = sk.MLPRegressor(hidden_layer_sizes=(16,), max_iter=3, random_state=0).fit(
+            X, X[:, 0])
+    want = clf.predict_proba(X)[:40], clf.predict(X)[:40], reg.predict(X)[:40]
+    validated = []
+    real = sk._BaseMLP._validate_X
+    monkeypatch.setattr(sk._BaseMLP, "_validate_X",
+                        lambda self, X, reset: validated.append(1) or real(self, X, reset))
+    got = clf.predict_proba(X[:40]), clf.predict(X[:40]), reg.predict(X[:40])
+    assert not validated
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    assert got[1].tolist() == want[1].tolist()
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-6)
