@@ -172,6 +172,15 @@ def test_runs_the_layer_path_where_not_covered(monkeypatch, calls, fit_kw):
     assert calls["n"] == 0
 
 
+def test_a_width_of_one_runs_the_layer_path(monkeypatch, calls):
+    # np.matmul hands a product with one output column to GEMV, which the step does not call
+    args = ([20, 12, 1], "relu", "mse", _sgd, "float32")
+    old = _fit(monkeypatch, False, *args)
+    new = _fit(monkeypatch, True, *args)
+    assert calls["n"] == 0
+    _assert_same_run(old, new)
+
+
 def test_uncovered_models_and_parts(monkeypatch, calls):
     monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
     X, y = _data(64, 8, 3, "cross_entropy", "float32")

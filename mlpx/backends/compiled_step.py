@@ -102,6 +102,8 @@ def _covered_layers(model: Any) -> bool:
             return False
         if layer.kernel_regularizer is not None or layer.bias_regularizer is not None:
             return False
+        if min(layer.W.data.shape) < 2:  # np.matmul runs GEMV, not GEMM, for a width of 1
+            return False
         code = activations.scalar_kernel(layer.activation)
         if code is None or not layer.activation.differentiable:
             return False
