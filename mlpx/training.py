@@ -157,6 +157,7 @@ class Trainer:
         self._prior: _Prior | None = None
         self._first_epoch = 0
         self._gbuf: dict[int, Any] = {}
+        self._compiled: Any = None  # the run's compiled step (mlpx.backends.compiled_step)
         self._bar: Any = None
         self._accum = Accumulation(1, 1, 1)  # gradient accumulation of the run (fit sets it)
         self._phase = "between"  # of the step in progress: forward, update, between steps
@@ -318,6 +319,7 @@ class Trainer:
         finally:
             bar.close()
             source.close()
+            self._compiled = None  # its work arrays go with it
         for cb in self.callbacks:
             cb.on_train_end({"history": model.history_})
         return model.history_

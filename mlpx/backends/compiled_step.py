@@ -243,11 +243,12 @@ class CompiledStep:
         """The routes of a layer's forward, weight-gradient and input-gradient GEMMs: those
         mlpx.backends._onednn.gemm takes (oneDNN above its size cut-off, the right operand
         of dx = delta W^T copied to padded rows where its rows lie a page multiple apart)."""
-        k = self._k
-        if self.model.ops.blas != "onednn" or dtype != np.float32:
-            return [k.ROUTE_NUMPY] * 3
         from . import _onednn
 
+        k = self._k
+        # a process forked after oneDNN started its OpenMP threads uses NumPy's BLAS
+        if self.model.ops.blas != "onednn" or dtype != np.float32 or not _onednn.available():
+            return [k.ROUTE_NUMPY] * 3
         def route(mm: int, nn: int, kk: int, padded: bool = False) -> int:
             if mm * nn * kk <= _onednn.MIN_MNK:
                 return k.ROUTE_NUMPY
