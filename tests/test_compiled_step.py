@@ -235,3 +235,74 @@ def test_a_callback_that_swaps_the_optimiser(monkeypatch, calls):
     assert calls["n"] == 2  # steps 0 and 1, before the swap
     for a, b in zip(*runs, strict=True):
         assert a.tobytes() == b.tobytes()
+
+
+def test_instrumented_parts_see_every_step(monkeypatch, calls):
+    """A replaced opt.step or a wrapped backend op is called as before: the layer path."""
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
+    X, y = _data(64, 8, 3, "cross_entropy", "float32")
+    model = mlpx.MLP([8, 6, 3], seed=0)
+    seen = {"step": 0, "matmul": 0}
+
+    class Instrument(mlpx.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            opt, ops = self.model.optimizer_, self.model.ops
+            real_step, real_matmul = opt.step, ops.matmul
+
+            def step():
+                seen["step"] += 1
+                real_step()
+
+            def matmul(*args, **kwargs):
+                seen["matmul"] += 1
+                return real_matmul(*args, **kwargs)
+
+            opt.step, ops.matmul = step, matmul
+
+    try:
+        model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=16,
+                  verbose=0, callbacks=[Instrument()])
+    finally:
+        vars(model.ops).pop("matmul", None)
+    assert calls["n"] == 0
+    assert seen == {"step": 4, "matmul": 4 * 5}  # two forward GEMMs, three backward
+
+
+def test_ctrl_c_during_a_compiled_step_stops_after_it(monkeypatch, calls):
+    """Ctrl-C is acted on after the step in progress, as on the layer path: the model holds
+    the weights of that step."""
+    import os
+    import signal
+
+    run = compiled_step.CompiledStep.run
+
+    def interrupted(self, *args, **kwargs):
+        out = run(self, *args, **kwargs)
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(compiled_step.CompiledStep, "run", interrupted)
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
+    X, y = _data(80, 8, 3, "cross_entropy", "float32")
+    model = mlpx.MLP([8, 6, 3], seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=2, batch_size=16,
+                  verbose=0)
+    assert calls["n"] == 2 and model.trainer_.step == 2  # right after the interrupted step
+
+    class Stop(Exception):
+        pass
+
+    class StopAfterTwo(mlpx.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                raise Stop
+
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "0")
+    two = mlpx.MLP([8, 6, 3], seed=0)
+    with pytest.raises(Stop):
+        two.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=2, batch_size=16,
+                verbose=0, callbacks=[StopAfterTwo()])
+    for a, b in zip(model.get_weights(), two.get_weights(), strict=True):
+        assert a.tobytes() == b.tobytes()

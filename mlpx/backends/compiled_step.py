@@ -149,6 +149,9 @@ class CompiledStep:
         # what the step was compiled for: a callback that swaps a part falls back
         self._parts = [(layer, layer.activation) for layer in model.layers]
         self._optimizer = model.optimizer_
+        from ..optim import Optimizer
+
+        self._optimizer_step = Optimizer.step
 
     def covers(self, x: Any, target: Any, g: Any) -> bool:
         """Whether this batch can take the compiled step: contiguous arrays, the targets the
@@ -163,9 +166,16 @@ class CompiledStep:
         return target.shape == g.shape and target.dtype == g.dtype
 
     def _unchanged(self) -> bool:
-        model = self.model
-        if model.optimizer_ is not self._optimizer or len(model.layers) != len(self._parts):
+        """Nothing the step was compiled for was swapped, and no method it stands in for
+        was replaced (an instrumented `opt.step` or backend op must see every step)."""
+        model, opt = self.model, self.model.optimizer_
+        if opt is not self._optimizer or len(model.layers) != len(self._parts):
             return False
+        if type(opt).step is not self._optimizer_step or "step" in vars(opt):
+            return False
+        for value in vars(model.ops).values():  # a wrapped op on the backend instance
+            if callable(value):
+                return False
         for layer, (was, activation) in zip(model.layers, self._parts, strict=True):
             if layer is not was or layer.activation is not activation:
                 return False
