@@ -157,6 +157,7 @@ class Trainer:
         self._prior: _Prior | None = None
         self._first_epoch = 0
         self._gbuf: dict[int, Any] = {}
+        self._compiled: Any = None  # the run's compiled step (mlpx.backends.compiled_step)
         self._bar: Any = None
         self._accum = Accumulation(1, 1, 1)  # gradient accumulation of the run (fit sets it)
         self._phase = "between"  # of the step in progress: forward, update, between steps
@@ -296,6 +297,7 @@ class Trainer:
                       for m in {source.batch_size, source.last_rows}}
         self._accum = Accumulation(plan.accumulation, source.n, source.batch_size)
         self._guard, self._phase = _BufferGuard(model), "between"
+        self._compiled = self._compiled_step(plan)
         # device copies of the weights, gathered per batch like X and y
         self._weights = None if plan.weights is None else ops.asarray(plan.weights)
         # the names each epoch's logs will hold, so callbacks can check theirs before any step
@@ -317,6 +319,7 @@ class Trainer:
         finally:
             bar.close()
             source.close()
+            self._compiled = None  # its work arrays go with it
         for cb in self.callbacks:
             cb.on_train_end({"history": model.history_})
         return model.history_
@@ -402,6 +405,17 @@ class Trainer:
         out = ops.empty(w.shape, w.dtype)
         return ops.take_rows(w, ops.asarray(order), out)
 
+    def _compiled_step(self, plan: FitPlan) -> Any:
+        """The compiled step (mlpx.backends.compiled_step) where this run needs nothing it
+        leaves out: no sample weights, clipping, accumulation or data parallelism."""
+        if (plan.weights is not None or plan.accumulation != 1
+                or plan.clipper.clip_norm is not None or plan.clipper.clip_value is not None
+                or type(self.parallel) is not SingleProcess):
+            return None
+        from .backends import compiled_step
+
+        return compiled_step.plan(self.model, plan.loss, self.model.optimizer_)
+
     def train_step(self, xb: Any, yb: Any, plan: FitPlan, params: list, total: Any,
                    last: bool, weight: Any = None, step: int = 0) -> tuple[Any, Any]:
         """One update; returns the running loss sum and the pre-clip gradient norm (only
@@ -410,6 +424,17 @@ class Trainer:
         accumulation, `step` (the batch's index in the epoch) places the batch in its group:
         only a group's last batch updates the weights (see mlpx.accumulation)."""
         model, ops = self.model, self.model.ops
+        fast = self._compiled
+        # the compiled step, bit for bit this method's result; the epoch's last step stays
+        # here for the gradient norm it records
+        if fast is not None and not last and fast.covers(xb, yb, self._gbuf.get(xb.shape[0])):
+            self._phase = "update"  # the weights change inside the one call
+            mean, out = fast.run(xb, yb, self._gbuf[xb.shape[0]], model.optimizer_.lr)
+            # the metrics read the outputs, which the step leaves as the forward pass made them
+            self.metric_sums = [metric.update(ops, prev, out, yb, None) for metric, prev
+                                in zip(plan.metrics, self.metric_sums, strict=True)]
+            self._phase = "between"
+            return total + np.float64(mean) * xb.shape[0], None
         self._phase = "forward"
         self._guard.save()
         m = xb.shape[0]

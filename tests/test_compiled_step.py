@@ -1,0 +1,308 @@
+"""The compiled training step (mlpx.backends.compiled_step) against the layer path: the same
+weights, optimiser state and history bit for bit, and the layer path wherever it is not
+covered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx import optim
+from mlpx.backends import compiled_step
+
+pytestmark = pytest.mark.skipif(
+    compiled_step._numpy_gemm_addresses() is None,
+    reason="NumPy's BLAS is not the bundled ILP64 OpenBLAS the compiled step calls",
+)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the compiled steps taken."""
+    count = {"n": 0}
+    run = compiled_step.CompiledStep.run
+
+    def counted(self, *args, **kwargs):
+        count["n"] += 1
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(compiled_step.CompiledStep, "run", counted)
+    return count
+
+
+def _data(n, n_in, n_out, loss, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_in)).astype(dtype)
+    if loss == "cross_entropy":
+        y = rng.integers(0, n_out, n)
+    elif loss == "bce":
+        y = (rng.random((n, n_out)) > 0.5).astype(dtype)
+    else:
+        y = rng.standard_normal((n, n_out)).astype(dtype)
+    return X, y
+
+
+def _fit(monkeypatch, compiled, sizes, activation, loss, make_opt, dtype, n=70,
+         batch_size=16, shuffle=True, epochs=2, **fit_kw):
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1" if compiled else "0")
+    X, y = _data(n, sizes[0], sizes[-1], loss, dtype)
+    model = mlpx.MLP(sizes, activation=activation, backend="cpu", dtype=dtype, seed=3)
+    hist = model.fit(X, y, loss=loss, optimizer=make_opt(), epochs=epochs,
+                     batch_size=batch_size, shuffle=shuffle, verbose=0, **fit_kw)
+    return model, hist
+
+
+def _assert_same_run(a, b):
+    (ma, ha), (mb, hb) = a, b
+    for wa, wb in zip(ma.get_weights(), mb.get_weights(), strict=True):
+        assert wa.dtype == wb.dtype and wa.tobytes() == wb.tobytes()
+    sa, sb = ma.optimizer_.state_dict(), mb.optimizer_.state_dict()
+    assert sa["step_count"] == sb["step_count"]
+    for da, db in zip(sa["state"], sb["state"], strict=True):
+        assert {k: v.tobytes() for k, v in da.items()} == {k: v.tobytes() for k, v in db.items()}
+    assert ha.history["loss"] == hb.history["loss"]
+
+
+def _sgd():
+    return optim.SGD(lr=0.05)
+
+
+CASES = [
+    # sizes, hidden activation, loss, optimiser
+    ([20, 12, 9, 5], "relu", "cross_entropy", _sgd),
+    ([20, 12, 9, 5], "tanh", "cross_entropy", lambda: optim.SGD(lr=0.05, momentum=0.9)),
+    ([20, 12, 9, 5], "gelu", "mse",
+     lambda: optim.SGD(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    ([20, 12, 9, 5], "sigmoid", "bce", lambda: optim.Adam(lr=1e-2)),
+    ([20, 12, 9, 5], "elu", "cross_entropy", lambda: optim.AdamW(lr=1e-2, weight_decay=0.1)),
+    ([20, 12, 9, 5], "silu", "mse", lambda: optim.SGD(lr=0.02, weight_decay=1e-2)),
+    ([20, 12, 9, 5], "softplus", "cross_entropy", lambda: optim.Adam(lr=1e-2)),
+    ([20, 12, 9, 5], "leaky_relu", "bce", _sgd),
+    ([20, 12, 9, 5], "identity", "mse", _sgd),
+    ([20, 6, 3], "relu", "cross_entropy", lambda: optim.Adam(lr=1e-2)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("sizes", "activation", "loss", "make_opt"), CASES)
+def test_bitwise_equal_to_the_layer_path(monkeypatch, calls, dtype, sizes, activation, loss,
+                                         make_opt):
+    old = _fit(monkeypatch, False, sizes, activation, loss, make_opt, dtype)
+    assert calls["n"] == 0
+    new = _fit(monkeypatch, True, sizes, activation, loss, make_opt, dtype)
+    # 70 rows in batches of 16: five steps an epoch, the last of 6 rows; the epoch's last
+    # step runs the layer path (it records the gradient norm)
+    assert calls["n"] == 2 * 4
+    _assert_same_run(old, new)
+
+
+@pytest.mark.parametrize("batch_size", [2, 7, 33])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_odd_batches_and_order(monkeypatch, calls, batch_size, shuffle):
+    args = ([20, 12, 9, 5], "relu", "cross_entropy", _sgd, "float32")
+    old = _fit(monkeypatch, False, *args, n=101, batch_size=batch_size, shuffle=shuffle)
+    new = _fit(monkeypatch, True, *args, n=101, batch_size=batch_size, shuffle=shuffle)
+    assert calls["n"] > 0
+    _assert_same_run(old, new)
+
+
+def test_gemms_of_every_route(monkeypatch, calls):
+    # wide enough for oneDNN where it is the GEMM path, and a 1024-wide layer whose
+    # input-gradient GEMM takes oneDNN's padded copy of its weights
+    args = ([40, 1024, 1024, 4], "relu", "cross_entropy", lambda: optim.Adam(lr=1e-3),
+            "float32")
+    old = _fit(monkeypatch, False, *args, n=150, batch_size=64, epochs=1)
+    new = _fit(monkeypatch, True, *args, n=150, batch_size=64, epochs=1)
+    assert calls["n"] == 2
+    _assert_same_run(old, new)
+
+
+def test_routes_follow_the_cpu_backend(monkeypatch):
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
+    model = mlpx.MLP([40, 1024, 1024, 4], backend="cpu", seed=0)
+    model.build(40)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    step = compiled_step.plan(model, model.loss_, model.optimizer_)
+    k = compiled_step._kernels()
+    routes = step._buffers(64)[-1]
+    if model.ops.blas == "onednn":
+        assert routes[1].tolist() == [k.ROUTE_DNNL, k.ROUTE_DNNL, k.ROUTE_DNNL_PADDED]
+        assert routes[2, 0] == k.ROUTE_NUMPY  # 64 x 4 x 1024: below oneDNN's cut-off
+    else:
+        assert (routes == k.ROUTE_NUMPY).all()
+
+
+@pytest.mark.parametrize("blas", ["numpy"])
+def test_numpy_blas_path(monkeypatch, calls, blas):
+    from mlpx.backends import get_backend
+
+    ops = get_backend("cpu")
+    before = ops.blas
+    try:
+        ops.blas = blas
+        args = ([40, 300, 4], "tanh", "cross_entropy", _sgd, "float32")
+        old = _fit(monkeypatch, False, *args, n=100, batch_size=32, epochs=1)
+        new = _fit(monkeypatch, True, *args, n=100, batch_size=32, epochs=1)
+    finally:
+        ops.blas = before
+    assert calls["n"] == 3
+    _assert_same_run(old, new)
+
+
+def test_metrics_read_the_compiled_steps_outputs(monkeypatch, calls):
+    args = ([20, 12, 5], "relu", "cross_entropy", _sgd, "float32")
+    kw = {"metrics": ["accuracy", "top_2_accuracy"], "validation_split": 0.2}
+    old = _fit(monkeypatch, False, *args, n=90, **kw)
+    new = _fit(monkeypatch, True, *args, n=90, **kw)
+    assert calls["n"] == 2 * 4
+    _assert_same_run(old, new)
+    assert old[1].history == new[1].history
+
+
+@pytest.mark.parametrize("fit_kw", [
+    {"clip_norm": 1.0},
+    {"clip_value": 0.5},
+    {"gradient_accumulation_steps": 2},
+    {"sample_weight": np.ones(70)},
+])
+def test_runs_the_layer_path_where_not_covered(monkeypatch, calls, fit_kw):
+    args = ([20, 12, 5], "relu", "cross_entropy", _sgd, "float32")
+    _fit(monkeypatch, True, *args, **fit_kw)
+    assert calls["n"] == 0
+
+
+def test_a_width_of_one_runs_the_layer_path(monkeypatch, calls):
+    # np.matmul hands a product with one output column to GEMV, which the step does not call
+    args = ([20, 12, 1], "relu", "mse", _sgd, "float32")
+    old = _fit(monkeypatch, False, *args)
+    new = _fit(monkeypatch, True, *args)
+    assert calls["n"] == 0
+    _assert_same_run(old, new)
+
+
+def test_uncovered_models_and_parts(monkeypatch, calls):
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
+    X, y = _data(64, 8, 3, "cross_entropy", "float32")
+    layered = [
+        mlpx.Sequential([mlpx.Dense(6, activation="relu"), mlpx.Dropout(0.1), mlpx.Dense(3)],
+                        input_dim=8, seed=0),
+        mlpx.Sequential([mlpx.Dense(6, activation="relu", use_bias=False), mlpx.Dense(3)],
+                        input_dim=8, seed=0),
+        mlpx.Sequential([mlpx.Dense(6, activation="softmax"), mlpx.Dense(3)],
+                        input_dim=8, seed=0),
+        mlpx.Sequential([mlpx.Dense(6, activation="relu", kernel_regularizer="l2"),
+                         mlpx.Dense(3)], input_dim=8, seed=0),
+    ]
+    for model in layered:
+        model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=16,
+                  verbose=0)
+    model = mlpx.MLP([8, 6, 3], seed=0)
+    with pytest.warns(UserWarning, match="log-probabilities"):
+        model.fit(X, y, loss="nll", optimizer="rmsprop", epochs=1, batch_size=16, verbose=0)
+    model.fit(X, np.eye(3)[y], loss="cross_entropy", optimizer="sgd", epochs=1,
+              batch_size=16, verbose=0)  # probability rows: the soft-target kernel
+    assert calls["n"] == 0
+
+
+def test_turned_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "0")
+    model = mlpx.MLP([8, 6, 3], seed=0)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    model.build(8)
+    assert compiled_step.plan(model, model.loss_, model.optimizer_) is None
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
+    assert compiled_step.plan(model, model.loss_, model.optimizer_) is not None
+
+
+def test_a_callback_that_swaps_the_optimiser(monkeypatch, calls):
+    """A part changed between steps: the compiled step stands aside for the new one."""
+
+    class Swap(mlpx.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.model.optimizer_ = optim.Adam(lr=1e-3)
+                self.model.optimizer_.bind(self.model.parameters(), self.model.ops)
+
+    runs = []
+    for compiled in (False, True):
+        monkeypatch.setenv("MLPX_COMPILED_STEP", "1" if compiled else "0")
+        X, y = _data(80, 8, 3, "cross_entropy", "float32")
+        model = mlpx.MLP([8, 6, 3], seed=0)
+        model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=16,
+                  verbose=0, callbacks=[Swap()])
+        runs.append(model.get_weights())
+    assert calls["n"] == 2  # steps 0 and 1, before the swap
+    for a, b in zip(*runs, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_instrumented_parts_see_every_step(monkeypatch, calls):
+    """A replaced opt.step or a wrapped backend op is called as before: the layer path."""
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
+    X, y = _data(64, 8, 3, "cross_entropy", "float32")
+    model = mlpx.MLP([8, 6, 3], seed=0)
+    seen = {"step": 0, "matmul": 0}
+
+    class Instrument(mlpx.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            opt, ops = self.model.optimizer_, self.model.ops
+            real_step, real_matmul = opt.step, ops.matmul
+
+            def step():
+                seen["step"] += 1
+                real_step()
+
+            def matmul(*args, **kwargs):
+                seen["matmul"] += 1
+                return real_matmul(*args, **kwargs)
+
+            opt.step, ops.matmul = step, matmul
+
+    try:
+        model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=16,
+                  verbose=0, callbacks=[Instrument()])
+    finally:
+        vars(model.ops).pop("matmul", None)
+    assert calls["n"] == 0
+    assert seen == {"step": 4, "matmul": 4 * 5}  # two forward GEMMs, three backward
+
+
+def test_ctrl_c_during_a_compiled_step_stops_after_it(monkeypatch, calls):
+    """Ctrl-C is acted on after the step in progress, as on the layer path: the model holds
+    the weights of that step."""
+    import os
+    import signal
+
+    run = compiled_step.CompiledStep.run
+
+    def interrupted(self, *args, **kwargs):
+        out = run(self, *args, **kwargs)
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(compiled_step.CompiledStep, "run", interrupted)
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
+    X, y = _data(80, 8, 3, "cross_entropy", "float32")
+    model = mlpx.MLP([8, 6, 3], seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=2, batch_size=16,
+                  verbose=0)
+    assert calls["n"] == 2 and model.trainer_.step == 2  # right after the interrupted step
+
+    class Stop(Exception):
+        pass
+
+    class StopAfterTwo(mlpx.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                raise Stop
+
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "0")
+    two = mlpx.MLP([8, 6, 3], seed=0)
+    with pytest.raises(Stop):
+        two.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=2, batch_size=16,
+                verbose=0, callbacks=[StopAfterTwo()])
+    for a, b in zip(model.get_weights(), two.get_weights(), strict=True):
+        assert a.tobytes() == b.tobytes()
