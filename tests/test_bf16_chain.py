@@ -71,8 +71,8 @@ def _train(enabled, monkeypatch, activation="relu", use_bias=True, loss="cross_e
            last=None, sizes=(20, 24, 16, 3)):
     monkeypatch.setattr(bf16_chain, "ENABLED", enabled)
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((96, sizes[0])).astype(np.float32)
-    y = rng.integers(0, sizes[-1], 96)
+    X = rng.standard_normal((90, sizes[0])).astype(np.float32)  # a last batch of 26
+    y = rng.integers(0, sizes[-1], 90)
     layers = [mlpx.Dense(u, activation=activation, use_bias=use_bias) for u in sizes[1:-1]]
     layers.append(mlpx.Dense(sizes[-1], activation=last))
     model = mlpx.Sequential(layers, input_dim=sizes[0], dtype="mixed_bfloat16", seed=0)
@@ -110,6 +110,7 @@ def test_hidden_outputs_are_kept_as_bfloat16_bits(monkeypatch):
     chain = model._chained
     kept = list(chain._bits.values())
     assert [a.dtype for a in kept] == [np.uint16, np.uint16]
+    assert [a.size for a in kept] == [32 * 24, 32 * 16]  # one per hidden layer, batch 32
     # no hidden layer keeps a float32 batch-sized array of its own
     for layer in model.layers[:-1]:
         assert layer._z is None and not layer._ws

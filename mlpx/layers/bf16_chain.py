@@ -107,25 +107,26 @@ class BF16Chain:
     """Forward and backward of a Dense stack, keeping hidden outputs as bfloat16 bits."""
 
     def __init__(self) -> None:
+        # flat arrays sized for the largest batch seen; a smaller batch (an epoch's last)
+        # uses their first elements instead of allocating arrays of its own
         self._work: list[Any] = []
-        self._work_key: tuple | None = None
-        self._bits: dict[tuple, Any] = {}
+        self._work_key: tuple = (None, 0)
+        self._bits: dict[int, Any] = {}
         self._inputs: list[tuple[Any, str]] = []
 
     def _work_arrays(self, ops: Any, rows: int, layers: list[Dense]) -> list[Any]:
         widest = max([layers[0].input_dim] + [layer.units for layer in layers])
-        key = (id(unwrap(ops)), rows, widest)
-        if key != self._work_key:
-            self._work = [unwrap(ops).empty((rows * widest,), np.float32) for _ in range(2)]
-            self._work_key = key
-            self._bits.clear()
+        backend, size = unwrap(ops), rows * widest
+        if self._work_key[0] is not backend or self._work_key[1] < size:
+            self._work = [backend.empty((size,), np.float32) for _ in range(2)]
+            self._work_key = (backend, size)
         return self._work
 
     def _bits_array(self, ops: Any, i: int, rows: int, units: int) -> Any:
-        key = (i, rows, units)
-        if key not in self._bits:
-            self._bits[key] = unwrap(ops).empty((rows, units), np.uint16)
-        return self._bits[key]
+        flat = self._bits.get(i)
+        if flat is None or flat.size < rows * units:
+            flat = self._bits[i] = unwrap(ops).empty((rows * units,), np.uint16)
+        return self._view(flat, rows, units)
 
     @staticmethod
     def _view(flat: Any, rows: int, cols: int) -> Any:
