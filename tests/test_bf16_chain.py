@@ -67,6 +67,15 @@ def test_backward_kernel_sums_the_unrounded_delta_and_leaves_it_rounded(kernels)
     np.testing.assert_array_equal(dy, round_to_bfloat16(want))
 
 
+def test_backward_kernel_reads_the_sign_like_z_gt_0(kernels):
+    z = np.array([[1.0, -1.0, 0.0, -0.0, np.inf, -np.inf, np.nan]], np.float32)
+    leaky = mlpx.activations.LeakyReLU(0.5)
+    y = np.where(z > 0, z, 0.5 * z).astype(np.float32)
+    dy = np.full(z.shape, 2.0, np.float32)
+    kernels.sign_backward_bits_(dy, to_bfloat16_bits(y), leaky.code, 0.5, np.empty(1), False)
+    np.testing.assert_array_equal(dy, np.where(z > 0, 2.0, 1.0))
+
+
 def _train(enabled, monkeypatch, activation="relu", use_bias=True, loss="cross_entropy",
            last=None, sizes=(20, 24, 16, 3)):
     monkeypatch.setattr(bf16_chain, "ENABLED", enabled)

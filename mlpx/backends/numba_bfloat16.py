@@ -88,7 +88,8 @@ def sign_backward_bits_(dy, bits, code, alpha, bgrad, with_bias):
     for i in range(n):
         for j in range(m):
             h = bits[i, j]
-            sign = 1.0 if h != 0 and h < 0x8000 else -1.0
+            # positive: +0 < y <= +inf; a NaN y counts as z <= 0, as `z > 0` is false for NaN
+            sign = 1.0 if 0 < h <= 0x7F80 else -1.0
             d = np.float32(dact_scalar(code, np.float64(dy[i, j]), sign, sign, alpha))
             if with_bias:
                 bgrad[j] = bgrad[j] + d
