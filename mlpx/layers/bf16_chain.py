@@ -112,6 +112,7 @@ class BF16Chain:
         self._work: list[Any] = []
         self._work_key: tuple = (None, 0)
         self._bits: dict[int, Any] = {}
+        self._weights: dict[int, Any] = {}  # each layer's W rounded to bfloat16 (float32)
         self._inputs: list[tuple[Any, str]] = []
 
     def _work_arrays(self, ops: Any, rows: int, layers: list[Dense]) -> list[Any]:
@@ -127,6 +128,15 @@ class BF16Chain:
         if flat is None or flat.size < rows * units:
             flat = self._bits[i] = unwrap(ops).empty((rows * units,), np.uint16)
         return self._view(flat, rows, units)
+
+    def _rounded_weights(self, ops: Any, i: int, layer: Dense) -> Any:
+        """Layer i's weights rounded once per forward pass, for its products of the step."""
+        W = layer.W.data
+        rounded = self._weights.get(i)
+        if rounded is None or rounded.shape != W.shape:
+            rounded = self._weights[i] = unwrap(ops).empty(W.shape, np.float32)
+        _kernels().round_into(W, rounded)
+        return rounded
 
     @staticmethod
     def _view(flat: Any, rows: int, cols: int) -> Any:
@@ -145,13 +155,15 @@ class BF16Chain:
             if i == last:  # float32 output, as Dense keeps it: the loss reads it
                 z = layer._buffer("z", (rows, layer.units))
                 y = z if act.derivative_from_output else layer._buffer("y", z.shape)
-                product(ops, x, kind, layer.W.data, "float32", z, scratch=scratch)
+                product(ops, x, kind, self._rounded_weights(ops, i, layer), "rounded", z,
+                        scratch=scratch)
                 if b is not None or not activations.is_identity(act):
                     ops.bias_act(z, b, act, out=y)
                 layer._x, layer._z, layer._y = None, z, y
                 return y
             z = self._view(product_out, rows, layer.units)
-            product(ops, x, kind, layer.W.data, "float32", z, scratch=scratch)
+            product(ops, x, kind, self._rounded_weights(ops, i, layer), "rounded", z,
+                    scratch=scratch)
             bits = self._bits_array(ops, i, rows, layer.units)
             code, alpha = activations.scalar_kernel(act), float(act.alpha or 0.0)
             if b is not None:
@@ -190,7 +202,8 @@ class BF16Chain:
             if i == 0:
                 return
             dx = self._view(other, rows, layer.input_dim)
-            product(ops, delta, "rounded", layer.W.data, "float32", dx, trans_b=True)
+            # the weights the forward pass multiplied, rounded then
+            product(ops, delta, "rounded", self._weights[i], "rounded", dx, trans_b=True)
             dy, dy_work = dx, other
 
     @staticmethod
