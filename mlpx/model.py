@@ -129,6 +129,10 @@ class Sequential:
         self._manual_loop = False
         #: copies of the gradients while a backward adds to them (gradient accumulation)
         self._grad_stash: Any = None
+        #: mixed_bfloat16's bfloat16-saving pass (mlpx.layers.bf16_chain), and whether the
+        #: last forward ran through it (then backward does too)
+        self._bf16_chain: Any = None
+        self._chained: Any = None
         for layer in layers or []:
             self.add(layer)
         if input_dim is not None:
@@ -320,9 +324,24 @@ class Sequential:
             )
         if x.dtype != self.dtype or not isinstance(x, self.ops.xp.ndarray):
             x = self._to_backend(x)
+        self._chained = self._bf16_chain_for_layers()
+        if self._chained is not None:  # mixed_bfloat16: hidden outputs kept in bfloat16
+            return self._chained.forward(self.layers, self.ops, x)
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
+
+    def _bf16_chain_for_layers(self) -> Any:
+        """The bfloat16-saving pass of mlpx.layers.bf16_chain when it serves these layers."""
+        if self.policy.compute_dtype != "bfloat16":
+            return None
+        from .layers import bf16_chain
+
+        if not bf16_chain.supports(self.layers, self.ops):
+            return None
+        if self._bf16_chain is None:
+            self._bf16_chain = bf16_chain.BF16Chain()
+        return self._bf16_chain
 
     def backward(self, grad: Any, accumulate: bool | None = None) -> None:
         """Backpropagate dL/d(output) through every layer, writing parameter gradients.
@@ -353,6 +372,10 @@ class Sequential:
         self._grad_stash.add_back(self.parameters())
 
     def _backward(self, grad: Any) -> None:
+        if self._chained is not None:
+            self._chained.backward(self.layers, self.ops, grad)
+            self._grads_pending = True
+            return
         last = len(self.layers) - 1
         scratch = False  # the caller's array is never overwritten
         for i in range(last, -1, -1):

@@ -86,6 +86,20 @@ def test_peer_trains_and_prints_one_json_line(name, dtype):
 
 @pytest.mark.parametrize("name", [pytest.param("torch", marks=_needs("torch")),
                                   pytest.param("jax", marks=_needs("jax"))])
+def test_peer_trains_under_mixed_bfloat16(name):
+    proc = _run(name, *SMALL, "--dtype", "mixed_bfloat16", "--threads", "1",
+                "--infer-batch", "32")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["dtype"] == "mixed_bfloat16"
+    # float32 master weights, bfloat16 products
+    assert r["param_dtype"] == "float32" and r["compute_dtype"] == "bfloat16"
+    assert 0.5 < r["final_loss"] < 3.0
+    assert r["infer_samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", [pytest.param("torch", marks=_needs("torch")),
+                                  pytest.param("jax", marks=_needs("jax"))])
 def test_peer_without_the_device_exits_unavailable(name):
     from mlpx._compat import gpu_count
 

@@ -110,6 +110,52 @@ def test_resume_under_the_mixed_policy_continues_the_run(tmp_path):
         np.testing.assert_array_equal(w, v)
 
 
+class _BlowUpAfter(mlpx.callbacks.Callback):
+    """Sets a diverging learning rate at the end of epoch `epoch` (0-based)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.optimizer_.lr = 1e30
+
+
+def _deep(seed=3):
+    return mlpx.MLP([12, 24, 16, 4], dtype="mixed_bfloat16", seed=seed)
+
+
+def test_resume_with_bfloat16_saved_activations_gives_the_uninterrupted_weights(tmp_path):
+    X, y = _data()
+    kw = dict(loss="cross_entropy", optimizer="adam", lr=0.01, batch_size=32, verbose=0)
+    whole = _deep()
+    whole.fit(X, y, epochs=5, **kw)
+    assert whole._chained is not None  # hidden outputs were kept as bfloat16 bits
+    half = _deep()
+    half.fit(X, y, epochs=2, **kw)
+    path = half.save(tmp_path / "half.safetensors")
+    resumed = mlpx.load(path)
+    resumed.fit(X, y, epochs=5, resume_from=path, **kw)
+    assert resumed._chained is not None
+    for w, v in zip(resumed.get_weights(), whole.get_weights(), strict=True):
+        assert w.tobytes() == v.tobytes()
+
+
+def test_a_diverging_mixed_run_rolls_back_to_its_last_finite_epoch():
+    X, y = _data()
+    kw = dict(loss="cross_entropy", optimizer="adam", lr=0.01, batch_size=32, verbose=0)
+    good = _deep()
+    good.fit(X, y, epochs=2, **kw)
+    model = _deep()
+    with np.errstate(all="ignore"), pytest.raises(mlpx.NonFiniteLossError, match="epoch 3"):
+        model.fit(X, y, epochs=4, callbacks=[_BlowUpAfter(1)], **kw)
+    assert model._chained is not None
+    for w, v in zip(model.get_weights(), good.get_weights(), strict=True):
+        assert w.tobytes() == v.tobytes()
+    np.testing.assert_array_equal(model.predict(X), good.predict(X))
+
+
 def test_moving_backends_keeps_the_policy():
     model, X = _trained("mixed_bfloat16")
     before = model.predict(X)

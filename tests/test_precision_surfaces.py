@@ -45,6 +45,22 @@ def test_bench_worker_measures_the_policy():
     assert result["bf16_gemm"].startswith(("emulated", "native"))
 
 
+def test_bench_gemm_bound_times_the_bfloat16_product_itself():
+    from mlpx.commands.bench_worker import _bf16_product
+
+    model = mlpx.MLP([8, 4], dtype="mixed_bfloat16", seed=0)
+    assert _bf16_product(mlpx.MLP([8, 4], seed=0).ops) is None  # float32: the plain GEMM
+    matmul = _bf16_product(model.ops)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 33)).astype(np.float32)
+    b = rng.standard_normal((33, 7)).astype(np.float32)
+    want, got = np.empty((5, 7), np.float32), np.empty((5, 7), np.float32)
+    model.ops.matmul(a, b, out=want)  # the policy's product, rounding on every call
+    matmul(a, b, out=got)  # operands converted once, then reused
+    matmul(a, b, out=got)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # float32 summation order
+
+
 def test_sklearn_estimators_accept_the_policy():
     pytest.importorskip("sklearn")
     from sklearn.datasets import make_classification

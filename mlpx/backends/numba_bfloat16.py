@@ -1,18 +1,126 @@
-"""Numba twin of the cuda backend's bfloat16 conversion. CUDA twin: kernels/bfloat16.cu.
+"""Numba kernels that read and write bfloat16 (uint16 bit patterns) for the cpu backend.
 
-The same integer formula as the kernel and as the reference (mlpx.backends.bfloat16): the
-float32 bits rounded half to even to their upper 16 bits, NaN kept quiet with its sign. The
-tests hold the three against each other bit for bit; the kernel is also run on the host
-(tests/cuda_host.py). Arithmetic stays in uint64 holding 32-bit values: in Numba a uint32
-mixed with a signed constant would be promoted to float64.
+They serve Dense stacks under the "mixed_bfloat16" policy whose saved activations are kept
+in bfloat16 (mlpx.layers.bf16_chain): the bias + activation kernel writes the output's
+bfloat16 copy, the derivative kernel reads it, and the GEMM operands are expanded from (or
+rounded into) float32 work arrays without temporaries. The rounding is
+mlpx.backends.bfloat16's, bit for bit: round-to-nearest-even on the float32 bits, NaN kept
+quiet with its sign, overflow to infinity.
+
+`to_bfloat16` is the Numba twin of the cuda backend's operand conversion (CUDA twin:
+kernels/bfloat16.cu), the same integer formula; the tests hold the kernel (also run on the
+host, tests/cuda_host.py), this twin and the reference against each other bit for bit. Its
+arithmetic stays in uint64 holding 32-bit values: in Numba a uint32 mixed with a signed
+constant would be promoted to float64.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
+from .numba_activations import act_scalar, dact_scalar
 from .numba_common import jit
 
+
+@intrinsic
+def _f32_bits(typingctx, x):
+    """The uint32 bit pattern of a float32 (a reinterpretation, not a conversion)."""
+    sig = types.uint32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@intrinsic
+def _bits_f32(typingctx, u):
+    """The float32 whose bit pattern is the uint32 `u`."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@jit
+def to_bf16(v):
+    """float32 `v` rounded to bfloat16, as its uint16 bits (the contract's formula)."""
+    u = np.int64(_f32_bits(np.float32(v)))
+    if (u & 0x7FFFFFFF) > 0x7F800000:  # NaN: stays a quiet NaN of the same sign
+        return np.uint16(((u | 0x00400000) >> 16) & 0xFFFF)
+    return np.uint16(((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF)
+
+
+@jit
+def from_bf16(h):
+    """The float32 value of bfloat16 bits `h` (exact)."""
+    return _bits_f32(np.uint32(np.uint32(h) << np.uint32(16)))
+
+
+@jit
+def bias_act_bits(z, b, code, alpha, bits):
+    """bits = bfloat16(f(z + b)); z is read only (the float32 output of the GEMM)."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            v = np.float64(z[i, j]) + np.float64(b[j])
+            v = np.float64(np.float32(v))  # z + b as the float32 path stores it
+            bits[i, j] = to_bf16(np.float32(act_scalar(code, v, alpha)))
+
+
+@jit
+def act_bits(z, code, alpha, bits):
+    """bits = bfloat16(f(z)): bias_act_bits for a layer without bias."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            bits[i, j] = to_bf16(np.float32(act_scalar(code, np.float64(z[i, j]), alpha)))
+
+
+@jit
+def sign_backward_bits_(dy, bits, code, alpha, bgrad, with_bias):
+    """dy = bfloat16(dy * f'(z)) in place, for an f' that needs only the sign of z, read
+    from the output's bfloat16 bits (y > 0 exactly where z > 0 for ReLU and LeakyReLU with a
+    slope >= 0); with_bias: bgrad = column sums of the unrounded dy * f'(z), in
+    `sum_rows`' order and dtype. The rounded result is all the GEMMs that follow read."""
+    n, m = dy.shape
+    if with_bias:
+        bgrad[:] = 0.0
+    for i in range(n):
+        for j in range(m):
+            h = bits[i, j]
+            # positive: +0 < y <= +inf; a NaN y counts as z <= 0, as `z > 0` is false for NaN
+            sign = 1.0 if 0 < h <= 0x7F80 else -1.0
+            d = np.float32(dact_scalar(code, np.float64(dy[i, j]), sign, sign, alpha))
+            if with_bias:
+                bgrad[j] = bgrad[j] + d
+            dy[i, j] = from_bf16(to_bf16(d))
+
+
+@jit
+def expand_bits(bits, out):
+    """out = the float32 values of bfloat16 bits (what an emulated GEMM multiplies)."""
+    n, m = bits.shape
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = from_bf16(bits[i, j])
+
+
+@jit
+def round_into(x, out):
+    """out = x rounded to bfloat16, as float32 values (no temporaries)."""
+    n, m = x.shape
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = from_bf16(to_bf16(x[i, j]))
+
+
+# ----------------------------------------------------- twin of kernels/bfloat16.cu
 _ABS = np.uint64(0x7FFFFFFF)
 _EXP = np.uint64(0x7F800000)
 _QUIET = np.uint64(0x00400000)

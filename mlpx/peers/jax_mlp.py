@@ -17,7 +17,12 @@ its own process. Same rules as mlpx's own measurement:
 
     python -m mlpx.peers.jax_mlp --batch 1024 --device cpu --threads 2
 
-prints one JSON line. `--dtype float64` turns on `jax_enable_x64`. `--threads N` below the
+prints one JSON line. `--dtype float64` turns on `jax_enable_x64`. `--dtype mixed_bfloat16`
+is JAX's usual mixed precision (the jmp pattern): float32 parameters, updated in float32;
+inside the loss the parameters and the batch are cast to bfloat16, so the products, biases
+and activations run in bfloat16 (XLA accumulates the products in float32), and the logits
+are cast back to float32 for the log-softmax and the loss; the gradients flow back through
+the casts to the float32 parameters. `--threads N` below the
 CPU count pins the process to N CPUs before JAX starts (XLA sizes its pool by the CPUs it
 may use).
 """
@@ -58,7 +63,9 @@ def parse_args(argv=None):
                    help="the hidden activation as JSON [jax.nn function name, keyword "
                         "arguments]; mlpx bench passes the one its activation declares")
     p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32",
+                   choices=["float32", "float64", "mixed_bfloat16"],
+                   help="mixed_bfloat16: float32 parameters, bfloat16 compute (see above)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--threads", type=int, default=None, help="CPUs the process may use")
     p.add_argument("--lr", type=float, default=0.01)
@@ -105,7 +112,9 @@ def main(argv=None) -> int:
         print(f"jax_mlp: JAX has no {args.device} device here (devices: {jax.devices()}); "
               "a CUDA build of jax is needed for --device cuda", file=sys.stderr)
         return 3
-    dtype = jnp.dtype(args.dtype)
+    mixed = args.dtype == "mixed_bfloat16"
+    dtype = jnp.dtype("float32" if mixed else args.dtype)
+    compute = jnp.bfloat16 if mixed else dtype
     sizes, B, lr = args.sizes, args.batch, args.lr
     name, kwargs = args.jax_function
     fn = getattr(jax.nn, name, None)
@@ -127,10 +136,13 @@ def main(argv=None) -> int:
         return params
 
     def forward(params, x):
+        if mixed:  # the compute copies: bfloat16 parameters and inputs
+            params = jax.tree_util.tree_map(lambda p: p.astype(compute), params)
+            x = x.astype(compute)
         for W, b in params[:-1]:
             x = act(x @ W + b)
         W, b = params[-1]
-        return x @ W + b
+        return (x @ W + b).astype(dtype)  # float32 logits under mixed_bfloat16
 
     def loss_fn(params, x, y):
         logp = jax.nn.log_softmax(forward(params, x))
@@ -174,7 +186,8 @@ def main(argv=None) -> int:
     result = {
         "impl": "jax", "peer": "JAX jit", "version": jax.__version__,
         "device": "cuda" if device.platform == "gpu" else device.platform,
-        "dtype": args.dtype, "param_dtype": str(params[0][0].dtype), "sizes": sizes,
+        "dtype": args.dtype, "param_dtype": str(params[0][0].dtype),
+        "compute_dtype": jnp.dtype(compute).name, "sizes": sizes,
         "activation": args.activation, "batch": B,
         "threads": args.threads or os.cpu_count(), "steps_per_epoch": steps,
         "epoch_s": times, "warmup_s": warmup_s,

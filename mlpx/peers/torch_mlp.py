@@ -15,7 +15,9 @@ PyTorch. Same rules as mlpx's own measurement:
 
     python -m mlpx.peers.torch_mlp --batch 1024 --device cpu --threads 2
 
-prints one JSON line.
+prints one JSON line. `--dtype mixed_bfloat16` keeps float32 parameters and runs the
+forward pass, training and inference alike, under `torch.autocast(device, torch.bfloat16)`:
+PyTorch's one-line mixed precision.
 """
 
 from __future__ import annotations
@@ -142,11 +144,14 @@ def main(argv=None) -> int:
         loss = train_epoch()  # .item() waits for the device
         times.append(time.perf_counter() - t0)
     peak_rss = _peak_rss()  # training's peak, before inference adds its own buffers
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
+        compute_dtype = str(model[0](X[:1]).dtype).replace("torch.", "")
 
     result = {
         "impl": "torch", "peer": "PyTorch eager", "version": torch.__version__,
         "device": device.type, "dtype": args.dtype, "sizes": sizes,
         "param_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "compute_dtype": compute_dtype,
         "activation": args.activation, "batch": B, "threads": torch.get_num_threads(),
         "steps_per_epoch": steps, "epoch_s": times, "warmup_s": warmup_s,
         "step_s": sum(times) / (steps * len(times)),
@@ -155,7 +160,8 @@ def main(argv=None) -> int:
     }
     if not args.no_infer:
         def predict(x):
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                        enabled=mixed):
                 return model(x)
 
         for key, m in (("latency", 1), ("batch", args.infer_batch)):
@@ -167,7 +173,8 @@ def main(argv=None) -> int:
         small_sizes = [784, 256, 128, 10]  # mlpx's worker: SMALL_SIZES
         small = torch.nn.Sequential(*build(small_sizes)).to(device=device, dtype=dtype).eval()
         x1 = torch.from_numpy(make_data(1, small_sizes, 2)[0]).to(device=device, dtype=dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                    enabled=mixed):
             result["infer_small_latency_s"] = _median_time(lambda: small(x1), sync)
     if device.type == "cuda":
         result["gpu_peak_bytes"] = int(torch.cuda.max_memory_allocated(device))

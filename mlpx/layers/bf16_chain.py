@@ -1,0 +1,224 @@
+"""Dense stacks under "mixed_bfloat16" with their saved activations in bfloat16.
+
+Under the policy every matrix product rounds its operands to bfloat16, so what the backward
+pass keeps of a hidden layer's output (the next product's input, and for ReLU-like
+activations the sign its derivative needs) is exactly its bfloat16 copy: kept as uint16 bits
+it takes half the memory of the float32 array, and the numbers do not change. Per step:
+
+- forward, hidden layer: the float32 product lands in a shared work array; one kernel adds
+  the bias, applies the activation and writes the bfloat16 bits the layer keeps;
+- forward, last layer: as Dense does (its float32 output is what the loss reads);
+- backward, hidden layer: one kernel reads the bits for the derivative's sign, sums the bias
+  gradient from the unrounded delta and leaves delta rounded in place for both products;
+- the products' float32 operands (bits expanded, or the input rounded) and each layer's
+  input gradient use two work arrays shared by the whole stack, taken in turn, instead of
+  batch-sized arrays per layer.
+
+This runs on the cpu backend for stacks of Dense layers whose hidden activations need only
+the sign of their input in the derivative (identity, ReLU, LeakyReLU with a slope >= 0).
+The results are those of the float32-saving path bit for bit, with one exception: a
+positive pre-activation below 2**-133 rounds to a bfloat16 zero, whose derivative is then
+that of z <= 0 (the next product multiplies that zero in both paths). Any other model keeps
+its activations in float32 (Dense's own path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import activations
+from ..precision import unwrap
+from .dense import Dense
+
+#: set False to keep float32 saved activations under the policy (the comparison in the tests)
+ENABLED = True
+
+_SIGN_ONLY = (activations.Identity.code, activations.ReLU.code, activations.LeakyReLU.code)
+
+
+def _sign_only(act: activations.Activation) -> bool:
+    code = activations.scalar_kernel(act)
+    return code in _SIGN_ONLY and float(getattr(act, "alpha", 0.0) or 0.0) >= 0.0
+
+
+def supports(layers: list[Any], ops: Any) -> bool:
+    """Whether `layers` under `ops` run through this module (see the module notes)."""
+    if not ENABLED or getattr(ops, "compute_dtype", None) != "bfloat16" or len(layers) < 2:
+        return False
+    if getattr(unwrap(ops), "name", "") != "cpu":
+        return False
+    if not all(type(layer) is Dense and layer.slopes is None for layer in layers):
+        return False
+    return all(_sign_only(layer.activation) for layer in layers[:-1])
+
+
+def _kernels() -> Any:
+    from ..backends import numba_bfloat16
+
+    return numba_bfloat16
+
+
+def _as_float32_operand(a: Any, kind: str, scratch: Any | None) -> Any:
+    """`a` as the float32 values of its bfloat16 rounding, in `scratch` where a copy is due."""
+    if kind == "rounded":
+        return a
+    if scratch is None:
+        from ..backends.bfloat16 import round_to_bfloat16
+
+        return round_to_bfloat16(a) if kind == "float32" else _expanded(a)
+    (_kernels().expand_bits if kind == "bits" else _kernels().round_into)(a, scratch)
+    return scratch
+
+
+def _expanded(bits: Any) -> Any:
+    from ..backends.bfloat16 import from_bfloat16_bits
+
+    return from_bfloat16_bits(bits).reshape(bits.shape)
+
+
+def _as_bits_operand(a: Any, kind: str) -> Any:
+    from ..backends.bfloat16 import to_bfloat16_bits
+
+    return a if kind == "bits" else to_bfloat16_bits(a)
+
+
+def product(ops: Any, a: Any, a_kind: str, b: Any, b_kind: str, out: Any,
+            trans_a: bool = False, trans_b: bool = False, scratch: Any | None = None) -> Any:
+    """out = op(a) @ op(b) by the policy's contract (mlpx.backends.bfloat16).
+
+    Each operand is "bits" (uint16 bfloat16), "rounded" (float32 holding bfloat16 values) or
+    "float32" (to round); `scratch`, a float32 array of a's shape, receives a's float32
+    operand where the emulated product needs one (else a temporary is made)."""
+    from ..backends import _bf16_gemm
+
+    library = _bf16_gemm.choice()
+    if library != "emulated" and _bf16_gemm.library_gemm(
+            library, _as_bits_operand(a, a_kind), _as_bits_operand(b, b_kind), out, trans_a,
+            trans_b):
+        return out
+    ra = _as_float32_operand(a, a_kind, scratch)
+    rb = _as_float32_operand(b, b_kind, None)
+    return unwrap(ops).matmul(ra, rb, out, trans_a, trans_b)
+
+
+class BF16Chain:
+    """Forward and backward of a Dense stack, keeping hidden outputs as bfloat16 bits."""
+
+    def __init__(self) -> None:
+        # flat arrays sized for the largest batch seen; a smaller batch (an epoch's last)
+        # uses their first elements instead of allocating arrays of its own
+        self._work: list[Any] = []
+        self._work_key: tuple = (None, 0)
+        self._bits: dict[int, Any] = {}
+        self._weights: dict[int, Any] = {}  # each layer's W rounded to bfloat16 (float32)
+        self._inputs: list[tuple[Any, str]] = []
+
+    def _work_arrays(self, ops: Any, rows: int, layers: list[Dense]) -> list[Any]:
+        widest = max([layers[0].input_dim] + [layer.units for layer in layers])
+        backend, size = unwrap(ops), rows * widest
+        if self._work_key[0] is not backend or self._work_key[1] < size:
+            self._work = [backend.empty((size,), np.float32) for _ in range(2)]
+            self._work_key = (backend, size)
+        return self._work
+
+    def _bits_array(self, ops: Any, i: int, rows: int, units: int) -> Any:
+        flat = self._bits.get(i)
+        if flat is None or flat.size < rows * units:
+            flat = self._bits[i] = unwrap(ops).empty((rows * units,), np.uint16)
+        return self._view(flat, rows, units)
+
+    def _rounded_weights(self, ops: Any, i: int, layer: Dense) -> Any:
+        """Layer i's weights rounded once per forward pass, for its products of the step."""
+        W = layer.W.data
+        rounded = self._weights.get(i)
+        if rounded is None or rounded.shape != W.shape:
+            rounded = self._weights[i] = unwrap(ops).empty(W.shape, np.float32)
+        _kernels().round_into(W, rounded)
+        return rounded
+
+    @staticmethod
+    def _view(flat: Any, rows: int, cols: int) -> Any:
+        return flat[: rows * cols].reshape(rows, cols)
+
+    def forward(self, layers: list[Dense], ops: Any, x: Any) -> Any:
+        """The stack's float32 output for batch `x`; hidden outputs are kept as bits."""
+        rows = x.shape[0]
+        operand, product_out = self._work_arrays(ops, rows, layers)
+        kind, last = "float32", len(layers) - 1
+        self._inputs = []
+        for i, layer in enumerate(layers):
+            self._inputs.append((x, kind))
+            scratch = self._view(operand, rows, layer.input_dim)
+            act, b = layer.activation, (layer.b.data if layer.b is not None else None)
+            if i == last:  # float32 output, as Dense keeps it: the loss reads it
+                z = layer._buffer("z", (rows, layer.units))
+                y = z if act.derivative_from_output else layer._buffer("y", z.shape)
+                product(ops, x, kind, self._rounded_weights(ops, i, layer), "rounded", z,
+                        scratch=scratch)
+                if b is not None or not activations.is_identity(act):
+                    ops.bias_act(z, b, act, out=y)
+                layer._x, layer._z, layer._y = None, z, y
+                return y
+            z = self._view(product_out, rows, layer.units)
+            product(ops, x, kind, self._rounded_weights(ops, i, layer), "rounded", z,
+                    scratch=scratch)
+            bits = self._bits_array(ops, i, rows, layer.units)
+            code, alpha = activations.scalar_kernel(act), float(act.alpha or 0.0)
+            if b is not None:
+                _kernels().bias_act_bits(z, b, code, alpha, bits)
+            else:
+                _kernels().act_bits(z, code, alpha, bits)
+            layer._x = layer._z = layer._y = None
+            x, kind = bits, "bits"
+        raise AssertionError("unreachable: the last layer returns")
+
+    def backward(self, layers: list[Dense], ops: Any, grad: Any) -> None:
+        """Parameter gradients for dLoss/d(output) `grad` (never overwritten) of the last
+        forward."""
+        rows = grad.shape[0]
+        work = self._work_arrays(ops, rows, layers)
+        dy, dy_work = grad, None
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
+            if i == len(layers) - 1:
+                from ..backends.bfloat16 import round_to_bfloat16
+
+                delta = round_to_bfloat16(self._last_delta(layer, ops, dy))
+            else:
+                act = layer.activation
+                has_bias = layer.b is not None
+                bgrad = layer.b.grad if has_bias else np.zeros(1, np.float32)
+                x_bits, _ = self._inputs[i + 1]
+                _kernels().sign_backward_bits_(dy, x_bits, activations.scalar_kernel(act),
+                                               float(act.alpha or 0.0), bgrad, has_bias)
+                delta = dy  # rounded in place: all the two products read
+            # the work array dy is not in: first the operand x, then the input gradient
+            other = work[1] if dy_work is work[0] else work[0]
+            x, kind = self._inputs[i]
+            product(ops, x, kind, delta, "rounded", layer.W.grad, trans_a=True,
+                    scratch=self._view(other, rows, layer.input_dim))
+            if i == 0:
+                return
+            dx = self._view(other, rows, layer.input_dim)
+            # the weights the forward pass multiplied, rounded then
+            product(ops, delta, "rounded", self._weights[i], "rounded", dx, trans_b=True)
+            dy, dy_work = dx, other
+
+    @staticmethod
+    def _last_delta(layer: Dense, ops: Any, dy: Any) -> Any:
+        """dL/dz of the last layer, its bias gradient written: Dense's own ops and order."""
+        act = layer.activation
+        if not act.differentiable:
+            act.derivative(ops, dy, layer._z, layer._y)  # raises the explanatory error
+        if activations.is_identity(act):
+            if layer.b is not None:
+                ops.sum_rows(dy, out=layer.b.grad)
+            return dy
+        delta = layer._buffer("delta", dy.shape)
+        if layer.b is not None:
+            ops.act_backward_bias_grad(dy, layer._z, layer._y, act, delta, layer.b.grad)
+        else:
+            ops.act_backward(dy, layer._z, layer._y, act, out=delta)
+        return delta
