@@ -118,19 +118,77 @@ def test_gemms_of_every_route(monkeypatch, calls):
     _assert_same_run(old, new)
 
 
-def test_routes_follow_the_cpu_backend(monkeypatch):
+def _planned(monkeypatch):
     monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
     model = mlpx.MLP([40, 1024, 1024, 4], backend="cpu", seed=0)
     model.build(40)
     model.compile(loss="cross_entropy", optimizer="sgd")
-    step = compiled_step.plan(model, model.loss_, model.optimizer_)
+    return model, compiled_step.plan(model, model.loss_, model.optimizer_)
+
+
+def test_routes_follow_the_cpu_backend(monkeypatch):
+    """Each GEMM takes the route the cpu backend's matmul would take for it (measured per
+    shape class), mapped onto the compiled step's calls."""
+    from mlpx.backends import _onednn, gemm_routes
+
+    model, step = _planned(monkeypatch)
     k = compiled_step._kernels()
+    seen = []
+
+    def route_for(libraries, a, b, out, trans_a, trans_b):
+        seen.append((a.shape, b.shape, out.shape, trans_a, trans_b))
+        if out.shape[1] == 4 or b.shape[1] == 4:  # the narrow last layer: NumPy's BLAS
+            return gemm_routes.Route("numpy")
+        return gemm_routes.Route("onednn", pad=trans_b)
+
+    monkeypatch.setattr(gemm_routes, "route_for", route_for)
     routes = step._buffers(64)[-1]
-    if model.ops.blas == "onednn":
+    assert ((64, 40), (40, 1024), (64, 1024), False, False) in seen  # layer 0 forward
+    assert ((64, 40), (64, 1024), (40, 1024), True, False) in seen  # layer 0 dW
+    assert not any(o == (64, 40) for _, _, o, _, _ in seen)  # no input gradient of layer 0
+    if _onednn.available():
         assert routes[1].tolist() == [k.ROUTE_DNNL, k.ROUTE_DNNL, k.ROUTE_DNNL_PADDED]
-        assert routes[2, 0] == k.ROUTE_NUMPY  # 64 x 4 x 1024: below oneDNN's cut-off
     else:
-        assert (routes == k.ROUTE_NUMPY).all()
+        assert (routes[1] == k.ROUTE_NUMPY).all()
+    assert (routes[2] == k.ROUTE_NUMPY).all()
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_same_run_on_forced_onednn_routes(monkeypatch, calls, pad):
+    """Bit for bit the layer path on oneDNN routes too (whatever this machine measured)."""
+    from mlpx.backends import _onednn, gemm_routes
+
+    if not _onednn.available():
+        pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed: no oneDNN route")
+
+    def route_for(libraries, a, b, out, trans_a, trans_b):
+        return gemm_routes.Route("onednn", pad=pad and trans_b)
+
+    monkeypatch.setattr(gemm_routes, "route_for", route_for)
+    gemm_routes.forget()
+    try:
+        args = ([40, 256, 1024, 4], "relu", "cross_entropy", lambda: optim.Adam(lr=1e-3),
+                "float32")
+        old = _fit(monkeypatch, False, *args, n=150, batch_size=64, epochs=1)
+        gemm_routes.forget()
+        new = _fit(monkeypatch, True, *args, n=150, batch_size=64, epochs=1)
+    finally:
+        gemm_routes.forget()
+    assert calls["n"] == 2
+    _assert_same_run(old, new)
+
+
+@pytest.mark.parametrize("route", [dict(path="onednn", one_thread=True),
+                                   dict(path="numpy", one_thread=True), dict(path="mkl")])
+def test_batch_left_to_the_layer_path_where_a_route_is_not_called(monkeypatch, route):
+    from mlpx.backends import gemm_routes
+
+    model, step = _planned(monkeypatch)
+    monkeypatch.setattr(gemm_routes, "route_for", lambda *a: gemm_routes.Route(**route))
+    x = np.zeros((64, 40), np.float32)
+    y = np.zeros(64, np.int64)
+    g = np.zeros((64, 4), np.float32)
+    assert not step.covers(x, y, g)
 
 
 @pytest.mark.parametrize("blas", ["numpy"])
@@ -138,14 +196,14 @@ def test_numpy_blas_path(monkeypatch, calls, blas):
     from mlpx.backends import get_backend
 
     ops = get_backend("cpu")
-    before = ops.blas
+    before = ops.blas, ops.gemm_libraries  # "auto" resolves to both libraries
     try:
         ops.blas = blas
         args = ([40, 300, 4], "tanh", "cross_entropy", _sgd, "float32")
         old = _fit(monkeypatch, False, *args, n=100, batch_size=32, epochs=1)
         new = _fit(monkeypatch, True, *args, n=100, batch_size=32, epochs=1)
     finally:
-        ops.blas = before
+        ops._blas, ops._gemm_libraries = before
     assert calls["n"] == 3
     _assert_same_run(old, new)
 

@@ -244,7 +244,8 @@ def test_info_reports_the_routes_measured_or_defaulted(tmp_path, monkeypatch, ca
                    {"route": "onednn pad", "shape": [256, 1024, 1024],
                     "median_ms": {"onednn": 3.7, "onednn pad": 2.7}})
     assert cli.main(["info"]) == 0
-    [line] = [v for v in capsys.readouterr().out.splitlines() if "nt 2^28 page" in v]
+    out = capsys.readouterr().out
+    [line] = [v for v in out.splitlines() if "nt 2^28 page" in v]
     assert "onednn pad" in line and "onednn 3.7" in line
 
 
@@ -276,3 +277,20 @@ def test_measure_training_shapes_runs_the_three_gemms_of_each_layer(monkeypatch)
     assert seen == [((8, 5), (5, 4), False, False), ((8, 4), (5, 4), False, True),
                     ((8, 5), (8, 4), True, False), ((8, 4), (4, 3), False, False),
                     ((8, 3), (4, 3), False, True), ((8, 4), (8, 3), True, False)]
+
+
+def test_cache_key_names_numpys_openblas_only(monkeypatch):
+    """SciPy's OpenBLAS (loaded by Numba in some processes, not in others) must not change
+    the key under which a machine's routes are cached."""
+    import threadpoolctl
+
+    numpy_blas = {"internal_api": "openblas", "version": "0.3.31",
+                  "filepath": "/venv/site-packages/numpy.libs/libscipy_openblas64_.so"}
+    scipy_blas = {"internal_api": "openblas", "version": "0.3.30",
+                  "filepath": "/venv/site-packages/scipy.libs/libscipy_openblas.so"}
+    infos = [[numpy_blas], [numpy_blas, scipy_blas]]
+    keys = []
+    for info in infos:
+        monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda info=info: info)
+        keys.append(gemm_routes._library_versions(("numpy",)))
+    assert keys[0] == keys[1] == [f"numpy {np.__version__}", "openblas 0.3.31"]

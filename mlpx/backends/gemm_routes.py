@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,8 @@ from . import measured
 from .gemm_plumbing import aligned_empty
 
 QUESTION = "gemm_routes"
+#: where NumPy wheels keep their bundled libraries (numpy.libs/, or numpy/.libs/)
+_NUMPY_LIBS = re.compile(r"[/\\]numpy(\.libs|[/\\]\.libs)[/\\]")
 #: a challenger must be at least this much faster (median against median) to replace the
 #: default: a tie, or noise, keeps the default
 MARGIN = 0.95
@@ -286,8 +289,11 @@ def _library_versions(libraries: Sequence[str]) -> list[str]:
     from threadpoolctl import threadpool_info
 
     out = [f"numpy {np.__version__}"]
+    # NumPy's own OpenBLAS only: SciPy's, loaded later by Numba in some processes and not in
+    # others, would give one machine two keys
     out += sorted({f"{d.get('internal_api')} {d.get('version')}" for d in threadpool_info()
-                   if d.get("internal_api") == "openblas"})
+                   if d.get("internal_api") == "openblas"
+                   and _NUMPY_LIBS.search(d.get("filepath") or "")})
     if "onednn" in libraries:
         from . import _onednn
 

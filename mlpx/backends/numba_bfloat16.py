@@ -7,8 +7,8 @@ rounded into) float32 work arrays without temporaries. The rounding is
 mlpx.backends.bfloat16's, bit for bit: round-to-nearest-even on the float32 bits, NaN kept
 quiet with its sign, overflow to infinity.
 
-`to_bfloat16` is the Numba twin of the cuda backend's operand conversion (CUDA twin:
-kernels/bfloat16.cu), the same integer formula; the tests hold the kernel (also run on the
+`to_bfloat16` is the Numba twin of the cuda backend's operand conversion, the same integer
+formula (CUDA twin: kernels/bfloat16.cu); the tests hold the kernel (also run on the
 host, tests/cuda_host.py), this twin and the reference against each other bit for bit. Its
 arithmetic stays in uint64 holding 32-bit values: in Numba a uint32 mixed with a signed
 constant would be promoted to float64.
