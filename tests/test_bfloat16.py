@@ -94,3 +94,28 @@ def test_mixed_ops_delegate_everything_else():
     ops = MixedBFloat16Ops(base)
     assert ops.name == "cpu" and ops.xp is np and ops.wrapped is base
     assert ops.sum_rows.__self__ is base
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+def test_cpu_emulated_product_is_the_reference_bit_for_bit(monkeypatch, trans_a, trans_b):
+    """The cpu backend's compiled rounding into per-thread copies computes what the
+    reference's NumPy rounding does, NaN, infinity and ties included."""
+    from mlpx.backends import _bf16_gemm
+    from mlpx.backends.base import Backend
+    from mlpx.backends.cpu import CPUBackend
+
+    monkeypatch.setitem(_bf16_gemm._state, "choice", "emulated")
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((33, 47)).astype(np.float32)
+    b = rng.standard_normal((47, 29)).astype(np.float32)
+    a[0, 0], a[1, 1], b[2, 2] = np.nan, np.inf, np.float32(1 + 2 ** -8)  # a tie
+    a_op = np.ascontiguousarray(a.T) if trans_a else a
+    b_op = np.ascontiguousarray(b.T) if trans_b else b
+    ops = CPUBackend()
+    got = np.empty((33, 29), np.float32)
+    want = np.empty((33, 29), np.float32)
+    ops.matmul_bf16(a_op, b_op, got, trans_a, trans_b)
+    Backend.matmul_bf16(ops, a_op, b_op, want, trans_a, trans_b)
+    assert got.tobytes() == want.tobytes()
+    ops.matmul_bf16(a_op.T.T[:, :], b_op, got, trans_a, trans_b)  # the copies are reused
+    assert got.tobytes() == want.tobytes()

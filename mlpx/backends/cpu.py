@@ -7,6 +7,7 @@ kernel does not handle (row-wise activations, unusual layouts) fall back to the 
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,18 @@ def _library_gemm(path: str) -> Any:
 
         return gemm
     return None
+
+
+_bf16_local = threading.local()
+
+
+def _bf16_scratch(slot: str, shape: tuple[int, ...]) -> Array:
+    """This thread's float32 array of `shape` for a rounded operand (kept for the next call)."""
+    held = getattr(_bf16_local, slot, None)
+    if held is None or held.shape != shape:
+        held = aligned_empty(shape, np.float32)
+        setattr(_bf16_local, slot, held)
+    return held
 
 
 def _contig(*arrays: Array) -> bool:
@@ -173,7 +186,16 @@ class CPUBackend(Backend):
 
         if _bf16_gemm.gemm(a, b, out, trans_a, trans_b):
             return out
-        return super().matmul_bf16(a, b, out, trans_a, trans_b)
+        if a.ndim != 2 or b.ndim != 2 or a.dtype != np.float32 or b.dtype != np.float32:
+            return super().matmul_bf16(a, b, out, trans_a, trans_b)
+        # the reference's rounding in one compiled pass into reused per-thread copies (NumPy's
+        # takes several passes and temporaries: most of a few-row product's time)
+        from .numba_bfloat16 import round_into
+
+        ra, rb = _bf16_scratch("a", a.shape), _bf16_scratch("b", b.shape)
+        round_into(a, ra)
+        round_into(b, rb)
+        return self.matmul(ra, rb, out, trans_a, trans_b)
 
     def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
         """Compile (or load from the disk cache) the kernels for `dtypes` ahead of use."""
