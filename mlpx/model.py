@@ -605,11 +605,23 @@ class Sequential:
                tuple((id(layer), id(getattr(layer, "activation", None))) for layer in self.layers))
         cached = self.__dict__.get("_small_batch")
         if cached is None or cached[0] != key:
-            cached = self._small_batch = (key, self._make_chain())
-        chain = cached[1]
+            from .backends import compiled_forward
+
+            forward = compiled_forward.plan(self)
+            cached = self._small_batch = (key, self._make_chain(forward), forward)
+        chain, forward = cached[1], cached[2]
         if chain is not None and X.shape[0] <= chain.max_rows:
             with self._lock.reading():
                 return chain(X)  # None for NaN or infinity: the general path says which
+        if forward is not None:
+            from .backends.small_batch import all_finite
+
+            if not all_finite(X):
+                return None  # the general path's error
+            with self._lock.reading():
+                out = forward(X)
+            if out is not None:
+                return out
         return self._few_rows_infer(X)
 
     def _few_rows_infer(self, X: np.ndarray) -> Any:
@@ -625,14 +637,19 @@ class Sequential:
         # never the caller's memory (a model of Dropout layers alone returns X itself)
         return out.copy() if np.may_share_memory(out, X) else out
 
-    def _make_chain(self) -> Any:
+    def _make_chain(self, forward: Any = None) -> Any:
         from .backends.small_batch import chain_of, measured_cutoff
 
         chain = chain_of(self)
         if chain is not None:
+            # measured against what serves the rows above the cut-off: the compiled
+            # inference where the model has one, else the layers' own
+            def above(x: Any) -> Any:
+                out = None if forward is None else forward(x)
+                return self.infer(x) if out is None else out
+
             with self._lock.reading():
-                # measured against what serves the rows above the cut-off
-                chain.max_rows = measured_cutoff(chain, self.infer, self.ops.blas)
+                chain.max_rows = measured_cutoff(chain, above, self.ops.blas)
         return chain
 
     def _predict(self, X: Any, bs: int) -> Any:

@@ -1,0 +1,114 @@
+"""Inference of a Dense stack on a few rows as one compiled call (the compiled training step's
+forward pass): each layer's GEMM, called from compiled code with the same library function
+and arguments as the cpu backend's matmul (mlpx.backends.compiled_step_kernels), then its
+fused bias and activation. The outputs are those of the layers' own `infer`, bit for bit,
+without the Python between the ops (about 40 us a call on a three-layer model: buffer
+allocation, route lookup and kernel dispatch per layer), which is most of a prediction's
+time on a handful of rows.
+
+`predict` uses it for rows above the small-batch chain's cut-off (mlpx.backends.small_batch)
+and up to 64; MLPX_COMPILED_STEP=0 turns it off with the compiled training step.
+Thread-safe and re-entrant: weights are only read, each thread has its own hidden-layer
+buffers, and the output is a new array.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from . import compiled_step
+
+
+class CompiledForward:
+    """One model's compiled inference (see the module); call it on C-contiguous rows."""
+
+    def __init__(self, model: Any, kernels: Any) -> None:
+        from .. import activations
+        from ..layers.dense import _act_in_place
+
+        self.model, self._k = model, kernels
+        acts = [layer.activation for layer in model.layers]
+        self._codes = np.array([activations.scalar_kernel(a) for a in acts], np.int64)
+        self._alphas = np.array([float(getattr(a, "alpha", 0.0) or 0.0) for a in acts])
+        self._in_place = np.array([_act_in_place(a) for a in acts], np.bool_)
+        self._dtype = np.dtype(model.dtype)
+        self._spare = np.zeros((1, 1), self._dtype)
+        self._routes: dict[int, Any] = {}  # rows -> the forward GEMMs' routes (None: not here)
+        self._local = threading.local()
+
+    def _routes_for(self, m: int) -> Any:
+        """The forward GEMM routes for m rows, as the cpu backend's matmul takes them, or None
+        where one is a route compiled code does not call."""
+        if m < 2:  # np.matmul runs one row as a GEMV, not the GEMM called here
+            return None
+        if m not in self._routes:
+            from . import _onednn, gemm_routes
+
+            k, codes = self._k, []
+            libraries = self.model.ops._gemm_libraries
+            onednn_ok = _onednn.available() and not _onednn._state.get("forked")
+            for layer in self.model.layers:
+                W = layer.W.data
+                if self._dtype != np.float32:
+                    codes.append([k.ROUTE_NUMPY] * 3)
+                    continue
+                x = np.empty((m, W.shape[0]), self._dtype)
+                z = np.empty((m, W.shape[1]), self._dtype)
+                route = gemm_routes.route_for(libraries, x, W, z, False, False)
+                if route.one_thread or route.path not in ("numpy", "onednn"):
+                    codes = None
+                    break
+                code = k.ROUTE_DNNL if route.path == "onednn" and onednn_ok else k.ROUTE_NUMPY
+                codes.append([code] * 3)
+            self._routes[m] = None if codes is None else np.array(codes, np.int64)
+        return self._routes[m]
+
+    def _buffers(self, m: int) -> tuple[tuple, tuple]:
+        """This thread's z and y arrays for m rows; the last layer's are new (the result)."""
+        cache = getattr(self._local, "buffers", None)
+        if cache is None:
+            cache = self._local.buffers = {}
+        hidden = cache.get(m)
+        layers = self.model.layers
+        if hidden is None:
+            zs, ys = [], []
+            for i, layer in enumerate(layers[:-1]):
+                z = np.empty((m, layer.W.data.shape[1]), self._dtype)
+                zs.append(z)
+                ys.append(z if self._in_place[i] else np.empty_like(z))
+            hidden = cache[m] = (zs, ys)
+        z = np.empty((m, layers[-1].W.data.shape[1]), self._dtype)
+        y = z if self._in_place[-1] else np.empty_like(z)
+        return (*hidden[0], z), (*hidden[1], y)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray | None:
+        """The model's outputs for the rows `x`, or None where this path does not serve them
+        (a GEMM route compiled code does not call)."""
+        routes = self._routes_for(x.shape[0])
+        if routes is None:
+            return None
+        layers = self.model.layers
+        ws = tuple([layer.W.data for layer in layers])  # read per call: set_weights swaps
+        bs = tuple([layer.b.data for layer in layers])
+        zs, ys = self._buffers(x.shape[0])
+        pads = (self._spare,) * len(layers)
+        return self._k._forward(x, ws, bs, zs, ys, pads, self._codes, self._alphas,
+                                self._in_place, routes)
+
+
+def plan(model: Any) -> CompiledForward | None:
+    """The compiled inference of `model`, or None where it does not cover it (the cpu backend
+    in float32/float64, Dense layers with bias and built-in elementwise activations)."""
+    from .cpu import CPUBackend
+
+    if not compiled_step.enabled() or type(model.ops) is not CPUBackend:
+        return None
+    if np.dtype(model.dtype) not in (np.float32, np.float64) or model.policy.mixed:
+        return None
+    if not compiled_step._covered_layers(model) or model.ops.blas not in ("onednn", "numpy"):
+        return None
+    k = compiled_step._kernels()
+    return None if k is None else CompiledForward(model, k)

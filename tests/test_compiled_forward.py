@@ -1,0 +1,145 @@
+"""predict on a handful of rows through the compiled forward pass: the layers' own outputs,
+bit for bit, on every GEMM route, and never where it does not apply."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx.backends import compiled_forward, compiled_step
+
+pytestmark = pytest.mark.skipif(
+    compiled_step._numpy_gemm_addresses() is None,
+    reason="NumPy's BLAS is not the bundled ILP64 OpenBLAS the compiled code calls",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_chain(monkeypatch):
+    """The small-batch chain off: every row count above one takes the compiled forward."""
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "0")
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    count = {"n": 0}
+    call = compiled_forward.CompiledForward.__call__
+
+    def counted(self, x):
+        out = call(self, x)
+        count["n"] += out is not None
+        return out
+
+    monkeypatch.setattr(compiled_forward.CompiledForward, "__call__", counted)
+    return count
+
+
+def _model(sizes, activation="relu", dtype="float32"):
+    model = mlpx.MLP(sizes, activation=activation, dtype=dtype, seed=1)
+    model.build(sizes[0])
+    return model
+
+
+def _rows(n, width, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, width)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "leaky_relu"])
+def test_same_bits_as_the_layers(calls, dtype, activation):
+    model = _model([30, 40, 24, 5], activation, dtype)
+    for n in (2, 3, 16, 64):
+        X = _rows(n, 30, np.dtype(dtype), seed=n)
+        got = model.predict(X)
+        assert got.dtype == np.dtype(dtype)
+        assert got.tobytes() == model.infer(X).tobytes()
+        assert got.tobytes() == model.predict(X, batch_size=1024).tobytes()
+    assert calls["n"] == 8  # predict(X) and predict(X, batch_size=1024)
+
+
+@pytest.mark.parametrize("route", ["numpy", "onednn"])
+def test_same_bits_on_each_gemm_route(monkeypatch, calls, route):
+    from mlpx.backends import _onednn, gemm_routes
+
+    if route == "onednn" and not _onednn.available():
+        pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed")
+    monkeypatch.setattr(gemm_routes, "route_for", lambda *a: gemm_routes.Route(route))
+    gemm_routes.forget()
+    try:
+        model = _model([64, 256, 128, 10])
+        X = _rows(16, 64)
+        got = model.predict(X)
+        gemm_routes.forget()
+        want = model.infer(X)
+    finally:
+        gemm_routes.forget()
+    assert calls["n"] == 1
+    assert got.tobytes() == want.tobytes()
+
+
+def test_not_taken_where_it_does_not_apply(monkeypatch, calls):
+    X = _rows(8, 12)
+    one_row = _model([12, 16, 3])
+    one_row.predict(X[:1])  # one row: np.matmul runs a GEMV, not the GEMM called here
+    with_dropout = mlpx.Sequential([mlpx.layers.Dense(16, activation="relu"),
+                                    mlpx.layers.Dropout(0.5), mlpx.layers.Dense(3)],
+                                   input_dim=12, seed=0)
+    with_dropout.build(12)
+    assert compiled_forward.plan(with_dropout) is None
+    with_dropout.predict(X)
+    assert calls["n"] == 0
+    monkeypatch.setenv("MLPX_COMPILED_STEP", "0")
+    assert compiled_forward.plan(_model([12, 16, 3])) is None
+
+
+def test_one_thread_route_leaves_the_rows_to_the_layers(monkeypatch, calls):
+    from mlpx.backends import gemm_routes
+
+    monkeypatch.setattr(gemm_routes, "route_for",
+                        lambda *a: gemm_routes.Route("numpy", one_thread=True))
+    model = _model([12, 16, 3])
+    X = _rows(8, 12)
+    assert model.predict(X).tobytes() == model.infer(X).tobytes()
+    assert calls["n"] == 0
+
+
+def test_non_finite_rows_get_the_general_error():
+    model = _model([12, 16, 3])
+    X = _rows(8, 12)
+    X[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(X)
+
+
+def test_each_call_returns_a_new_array(calls):
+    model = _model([12, 16, 3])
+    X = _rows(8, 12)
+    a = model.predict(X)
+    b = model.predict(2 * X)
+    assert a is not b and not np.shares_memory(a, b)
+    assert a.tobytes() == model.infer(X).tobytes()
+
+
+def test_threads_predict_at_once(calls):
+    model = _model([40, 64, 32, 4], "tanh")
+    inputs = [_rows(8 + i, 40, seed=i) for i in range(4)]
+    wants = [model.infer(x) for x in inputs]
+    errors = []
+
+    def worker(i):
+        for _ in range(50):
+            if model.predict(inputs[i]).tobytes() != wants[i].tobytes():
+                errors.append(i)
+                return
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert calls["n"] == 200
