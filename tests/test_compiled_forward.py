@@ -143,3 +143,24 @@ def test_threads_predict_at_once(calls):
         t.join()
     assert not errors
     assert calls["n"] == 200
+
+
+def test_regularised_layers_and_estimators_take_it(calls):
+    """Regularisers play no part in inference: an estimator's model (alpha is an L2 penalty)
+    predicts a few rows through the compiled forward pass too."""
+    from mlpx.sklearn import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, random_state=0).fit(X, y)
+    model = next(v for v in vars(clf).values() if isinstance(v, mlpx.Sequential))
+    assert model.layers[0].kernel_regularizer is not None
+    proba = clf.predict_proba(X[:8])
+    assert calls["n"] >= 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLPX_COMPILED_STEP", "0")
+        model.__dict__.pop("_small_batch", None)  # planned again, now without it
+        layers_path = clf.predict_proba(X[:8])
+    assert calls["n"] == 1
+    assert proba.tobytes() == layers_path.tobytes()

@@ -99,6 +99,21 @@ class CompiledForward:
                                 self._in_place, routes)
 
 
+def _covered_layers(model: Any) -> bool:
+    """Dense layers with a bias and a built-in elementwise activation (regularisers and
+    derivatives play no part in inference), each at least 2 wide (np.matmul runs a GEMV for
+    a width of 1)."""
+    from .. import activations
+    from ..layers.dense import Dense
+
+    for layer in model.layers:
+        if type(layer) is not Dense or layer.b is None or layer.slopes is not None:
+            return False
+        if min(layer.W.data.shape) < 2 or activations.scalar_kernel(layer.activation) is None:
+            return False
+    return True
+
+
 def plan(model: Any) -> CompiledForward | None:
     """The compiled inference of `model`, or None where it does not cover it (the cpu backend
     in float32/float64, Dense layers with bias and built-in elementwise activations)."""
@@ -108,7 +123,7 @@ def plan(model: Any) -> CompiledForward | None:
         return None
     if np.dtype(model.dtype) not in (np.float32, np.float64) or model.policy.mixed:
         return None
-    if not compiled_step._covered_layers(model) or model.ops.blas not in ("onednn", "numpy"):
+    if not _covered_layers(model) or model.ops.blas not in ("onednn", "numpy"):
         return None
     k = compiled_step._kernels()
     return None if k is None else CompiledForward(model, k)
