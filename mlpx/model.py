@@ -613,27 +613,21 @@ class Sequential:
         if chain is not None and X.shape[0] <= chain.max_rows:
             with self._lock.reading():
                 return chain(X)  # None for NaN or infinity: the general path says which
-        if forward is not None:
-            from .backends.small_batch import all_finite
+        return self._few_rows_infer(X, forward)
 
-            if not all_finite(X):
-                return None  # the general path's error
-            with self._lock.reading():
-                out = forward(X)
-            if out is not None:
-                return out
-        return self._few_rows_infer(X)
-
-    def _few_rows_infer(self, X: np.ndarray) -> Any:
+    def _few_rows_infer(self, X: np.ndarray, forward: Any = None) -> Any:
         """The layers' outputs for a few checked rows of a host backend (what `_predict`
-        computes for them, to the bit), or None for NaN or infinity (the general path's
-        error) or a device backend."""
+        computes for them, to the bit: through the compiled forward pass where `forward`
+        serves them, else the layers' own `infer`), or None for NaN or infinity (the general
+        path's error) or a device backend."""
         from .backends.small_batch import all_finite
 
         if self.ops.xp is not np or not all_finite(X):
             return None
         with self._lock.reading():
-            out = self.infer(X)
+            out = None if forward is None else forward(X)
+            if out is None:
+                out = self.infer(X)
         # never the caller's memory (a model of Dropout layers alone returns X itself)
         return out.copy() if np.may_share_memory(out, X) else out
 

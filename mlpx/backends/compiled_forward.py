@@ -45,24 +45,20 @@ class CompiledForward:
         if m < 2:  # np.matmul runs one row as a GEMV, not the GEMM called here
             return None
         if m not in self._routes:
-            from . import _onednn, gemm_routes
-
             k, codes = self._k, []
-            libraries = self.model.ops._gemm_libraries
-            onednn_ok = _onednn.available() and not _onednn._state.get("forked")
             for layer in self.model.layers:
                 W = layer.W.data
-                if self._dtype != np.float32:
-                    codes.append([k.ROUTE_NUMPY] * 3)
-                    continue
-                x = np.empty((m, W.shape[0]), self._dtype)
-                z = np.empty((m, W.shape[1]), self._dtype)
-                route = gemm_routes.route_for(libraries, x, W, z, False, False)
-                if route.one_thread or route.path not in ("numpy", "onednn"):
+                if self._dtype == np.float32:
+                    x = np.empty((m, W.shape[0]), self._dtype)
+                    z = np.empty((m, W.shape[1]), self._dtype)
+                    code = compiled_step.route_codes(
+                        k, self.model.ops._gemm_libraries, [(x, W, z, False, False)])
+                else:  # float64: NumPy's BLAS
+                    code = [k.ROUTE_NUMPY]
+                if code is None:
                     codes = None
                     break
-                code = k.ROUTE_DNNL if route.path == "onednn" and onednn_ok else k.ROUTE_NUMPY
-                codes.append([code] * 3)
+                codes.append(code * 3)  # the forward route; the other two are not called
             self._routes[m] = None if codes is None else np.array(codes, np.int64)
         return self._routes[m]
 
@@ -99,21 +95,6 @@ class CompiledForward:
                                 self._in_place, routes)
 
 
-def _covered_layers(model: Any) -> bool:
-    """Dense layers with a bias and a built-in elementwise activation (regularisers and
-    derivatives play no part in inference), each at least 2 wide (np.matmul runs a GEMV for
-    a width of 1)."""
-    from .. import activations
-    from ..layers.dense import Dense
-
-    for layer in model.layers:
-        if type(layer) is not Dense or layer.b is None or layer.slopes is not None:
-            return False
-        if min(layer.W.data.shape) < 2 or activations.scalar_kernel(layer.activation) is None:
-            return False
-    return True
-
-
 def plan(model: Any) -> CompiledForward | None:
     """The compiled inference of `model`, or None where it does not cover it (the cpu backend
     in float32/float64, Dense layers with bias and built-in elementwise activations)."""
@@ -123,7 +104,7 @@ def plan(model: Any) -> CompiledForward | None:
         return None
     if np.dtype(model.dtype) not in (np.float32, np.float64) or model.policy.mixed:
         return None
-    if not _covered_layers(model) or model.ops.blas not in ("onednn", "numpy"):
+    if not compiled_step.inference_layers(model) or model.ops.blas not in ("onednn", "numpy"):
         return None
     k = compiled_step._kernels()
     return None if k is None else CompiledForward(model, k)

@@ -93,21 +93,54 @@ def _optimizer_kind(opt: Any, k: Any) -> int | None:
     return None
 
 
-def _covered_layers(model: Any) -> bool:
+def inference_layers(model: Any) -> bool:
+    """Whether the compiled forward pass covers `model`: Dense layers only, each with a bias
+    and a built-in elementwise activation, each at least 2 wide (np.matmul runs GEMV, not
+    GEMM, for a width of 1)."""
     from .. import activations
     from ..layers.dense import Dense
 
     for layer in model.layers:
         if type(layer) is not Dense or layer.b is None or layer.slopes is not None:
             return False
-        if layer.kernel_regularizer is not None or layer.bias_regularizer is not None:
-            return False
-        if min(layer.W.data.shape) < 2:  # np.matmul runs GEMV, not GEMM, for a width of 1
-            return False
-        code = activations.scalar_kernel(layer.activation)
-        if code is None or not layer.activation.differentiable:
+        if min(layer.W.data.shape) < 2 or activations.scalar_kernel(layer.activation) is None:
             return False
     return True
+
+
+def _covered_layers(model: Any) -> bool:
+    """inference_layers, and what the backward pass needs: differentiable activations and
+    no regulariser (the step adds no penalty gradient)."""
+    if not inference_layers(model):
+        return False
+    for layer in model.layers:
+        if layer.kernel_regularizer is not None or layer.bias_regularizer is not None:
+            return False
+        if not layer.activation.differentiable:
+            return False
+    return True
+
+
+def route_codes(k: Any, libraries: tuple[str, ...], operands: list[tuple]) -> list[int] | None:
+    """The compiled code's route of each float32 GEMM `(a, b, out, trans_a, trans_b)`: the
+    one the cpu backend's matmul takes for the same operands (mlpx.backends.gemm_routes,
+    measured per shape class), or None where one of them is a route compiled code does not
+    call (another library, or one thread only)."""
+    from . import _onednn, gemm_routes
+
+    onednn_ok = _onednn.available() and not _onednn._state.get("forked")
+    codes = []
+    for a, b, out, trans_a, trans_b in operands:
+        route = gemm_routes.route_for(libraries, a, b, out, trans_a, trans_b)
+        if route.one_thread or route.path not in ("numpy", "onednn"):
+            return None
+        if route.path == "numpy" or not onednn_ok:
+            codes.append(k.ROUTE_NUMPY)
+        elif route.pad and trans_b and (b.strides[0] % _onednn._PAGE) == 0:
+            codes.append(k.ROUTE_DNNL_PADDED)
+        else:
+            codes.append(k.ROUTE_DNNL)
+    return codes
 
 
 def plan(model: Any, loss: Any, optimizer: Any) -> CompiledStep | None:
@@ -265,30 +298,15 @@ class CompiledStep:
         measured per shape class), or None where one of them is a route the compiled step
         does not call (another library, or one thread only): the batch then takes the
         layer path."""
-        from . import _onednn, gemm_routes
-
         k = self._k
         if dtype != np.float32:  # float64: NumPy's BLAS (MKL is excluded by plan)
             return [k.ROUTE_NUMPY] * 3
-        layer = self.model.layers[layer_index]
-        W = layer.W.data
+        W = self.model.layers[layer_index].W.data
         n_in, n_out = W.shape
         x = np.empty((m, n_in), dtype)
         z = np.empty((m, n_out), dtype)
         operands = [(x, W, z, False, False), (x, z, W, True, False)]
         if layer_index > 0:  # the first layer computes no input gradient
             operands.append((z, W, x, False, True))
-        libraries = self.model.ops._gemm_libraries
-        onednn_ok = _onednn.available() and not _onednn._state.get("forked")
-        codes = []
-        for a, b, out, trans_a, trans_b in operands:
-            route = gemm_routes.route_for(libraries, a, b, out, trans_a, trans_b)
-            if route.one_thread or route.path not in ("numpy", "onednn"):
-                return None
-            if route.path == "numpy" or not onednn_ok:
-                codes.append(k.ROUTE_NUMPY)
-            elif route.pad and trans_b and (b.strides[0] % _onednn._PAGE) == 0:
-                codes.append(k.ROUTE_DNNL_PADDED)
-            else:
-                codes.append(k.ROUTE_DNNL)
-        return codes + [k.ROUTE_NUMPY] * (3 - len(codes))
+        codes = route_codes(k, self.model.ops._gemm_libraries, operands)
+        return None if codes is None else codes + [k.ROUTE_NUMPY] * (3 - len(codes))
