@@ -1,6 +1,7 @@
-"""Facts about large input arrays (all values finite, the unscaled-input report), remembered
-between calls so that `fit`, called once per epoch or through `partial_fit`, does not read
-every value of the same training array again.
+"""Facts about large input arrays (all values finite, the statistics of the unscaled-input
+report: mlpx.backends.scan_kernels reads both in one pass), remembered between calls so that
+`fit`, called once per epoch or through `partial_fit`, does not read every value of the same
+training array again.
 
 A fact is reused only for the same array object (held by a weak reference), with the same
 memory, shape, strides and dtype, whose fingerprint (a checksum of a fixed sample of rows) has
@@ -67,3 +68,14 @@ def remembered(X: Any, fact: str, compute: Callable[[Any], Any]) -> Any:
                 _entries.popitem(last=False)
         entry[2][fact] = value
     return value
+
+
+def input_scan(X: np.ndarray) -> Any:
+    """One pass over the 2-D float32/float64 array X (mlpx.backends.scan_kernels.Scan: all
+    values finite, and the per-feature statistics of the unscaled-input warning's sample of
+    rows), remembered for an unchanged large array."""
+    from .backends.scan_kernels import scan
+    from .input_scale import SAMPLE_ROWS
+
+    step = max(1, -(-X.shape[0] // SAMPLE_ROWS))
+    return remembered(X, "input_scan", lambda a: scan(a, step))

@@ -35,8 +35,11 @@ SAMPLE_ROWS = 1024
 def scale_report(X: Any) -> str | None:
     """Why X looks unscaled (None when it does not); remembered for an unchanged large array
     (mlpx.array_memo)."""
-    from .array_memo import remembered
+    from .array_memo import input_scan, remembered
 
+    if type(X) is np.ndarray and X.dtype in (np.float32, np.float64) and X.ndim == 2:
+        found = input_scan(X)  # the finite-input check's pass: no second read
+        return _report(found.rms, found.top)
     return remembered(X, "scale_report", _scale_report)
 
 
@@ -52,6 +55,10 @@ def _scale_report(X: Any) -> str | None:
         rows = np.asarray(rows, dtype=np.float64)
         rms = np.sqrt((rows * rows).mean(axis=0))
         top = np.abs(rows).max(axis=0)
+    return _report(rms, top)
+
+
+def _report(rms: np.ndarray, top: np.ndarray) -> str | None:
     j = int(rms.argmax())
     if rms[j] > RMS_LIMIT:
         return (f"feature {j} has a root mean square of {rms[j]:.3g} (values up to "

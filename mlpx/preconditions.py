@@ -149,9 +149,7 @@ def check_features(
         # __array_namespace__, so ask the module
         xp = sys.modules["cupy"] if is_device_array(X) else np
         if xp is np:
-            from .array_memo import remembered
-
-            ok = remembered(X, "finite", lambda a: bool(np.isfinite(a).all()))
+            ok = _all_finite(X)
         else:
             ok = bool(xp.isfinite(X).all())
         n_bad = 0 if ok else int(X.size - int(xp.isfinite(X).sum()))
@@ -161,6 +159,17 @@ def check_features(
                 "before training (e.g. with a Standardizer fitted on clean data)"
             )
     return X
+
+
+def _all_finite(X: np.ndarray) -> bool:
+    """Whether no value of the float array X is NaN or infinite: for a large array, one
+    compiled pass that also gathers the unscaled-input warning's statistics (both
+    remembered: mlpx.array_memo)."""
+    from .array_memo import MIN_ELEMENTS, input_scan
+
+    if X.size < MIN_ELEMENTS or X.dtype not in (np.float32, np.float64) or X.ndim != 2:
+        return bool(np.isfinite(X).all())
+    return input_scan(X).finite
 
 
 def check_same_length(X: Any, y: Any, xname: str = "X", yname: str = "y") -> None:

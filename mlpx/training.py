@@ -276,8 +276,11 @@ class Trainer:
             plan.optimizer.bind(model.parameters(), model.ops)
             if plan.opt_state is not None:
                 plan.optimizer.load_state_dict(plan.opt_state)
-            # gradients an earlier hand-written backward left unused are not this run's
-            plan.optimizer.zero_grad()
+            # gradients an earlier hand-written backward left unused are not this run's (the
+            # steps' own backward replaces them: nothing else to clear, and no pass over
+            # every parameter on each call)
+            if model._grads_pending:
+                plan.optimizer.zero_grad()
         self.fit_index, self.epoch, self.step = plan.fit_index, plan.epoch, plan.step
         self.loss_sum, self.stopped, self.callbacks = plan.loss_sum, plan.stopped, plan.callbacks
         self.metric_sums = _restore_metric_sums(model.ops, plan.metrics, plan.metric_sums,

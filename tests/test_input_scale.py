@@ -75,17 +75,25 @@ def test_fit_warns_at_the_callers_line_and_names_the_fix():
 
 def test_reads_a_fixed_size_sample_of_large_inputs(monkeypatch):
     import mlpx.input_scale as input_scale
+    from mlpx.backends import scan_kernels
 
-    seen = []
-    real = np.asarray
+    seen = []  # rows each path reads
+    real_asarray, real_scan = np.asarray, scan_kernels.scan
 
-    def spy(a, *args, **kwargs):
-        seen.append(np.shape(a))
-        return real(a, *args, **kwargs)
+    def spy_asarray(a, *args, **kwargs):
+        seen.append(np.shape(a)[0])
+        return real_asarray(a, *args, **kwargs)
 
-    monkeypatch.setattr(input_scale.np, "asarray", spy)
+    def spy_scan(x, step):
+        seen.append(-(-x.shape[0] // step))
+        return real_scan(x, step)
+
+    monkeypatch.setattr(input_scale.np, "asarray", spy_asarray)
+    monkeypatch.setattr(scan_kernels, "scan", spy_scan)
     X = np.random.default_rng(3).standard_normal((100_000, 6)).astype(np.float32)
-    assert scale_report(X) is None
-    assert seen and max(shape[0] for shape in seen) <= 2048  # not a tenth of the rows
+    for data in (X, (X * 10).astype(np.int64)):  # the compiled scan, and NumPy's
+        seen.clear()
+        assert scale_report(data) is None
+        assert seen and max(seen) <= 2048  # not a tenth of the rows
     X[::7, 2] *= 1e4  # a feature far from unit scale is still seen in the sample
     assert "feature 2" in scale_report(X)
