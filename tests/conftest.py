@@ -59,3 +59,14 @@ def _measurements_are_kept(monkeypatch):
     from mlpx.backends import measured
 
     monkeypatch.setattr(measured, "busy", lambda: False)
+
+
+def pytest_collection_finish(session) -> None:
+    """PyTorch, the reference of many tests, computes on one thread: its OpenMP workers
+    spin-wait between ops, and beside mlpx's own BLAS threads on a 2-core machine that turned
+    a 645-step comparison from 5 s into 40 s. Its results do not depend on the count."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
