@@ -217,12 +217,17 @@ def measure_mlpx(args: argparse.Namespace) -> dict[str, Any]:
         from mlpx.backends import gemm_routes
 
         result["gemm_routes"] = gemm_routes.chosen()
-    if result["blas"] == "mkl":
+        if np.dtype(dtype) == np.float32 and result["gemm_routes"]:
+            # the libraries the measured routes ran, not the default the backend names
+            result["blas"] = "+".join(sorted({label.split()[0] for label in
+                                              result["gemm_routes"].values()}))
+    used = (result["blas"] or "").split("+")
+    if "mkl" in used:
         from mlpx.backends import _mkl
 
         result["mkl_threads"] = _mkl.get_num_threads()
         result["mkl_version"] = _mkl.version()
-    elif result["blas"] == "onednn":
+    if "onednn" in used:
         from mlpx.backends import _onednn
 
         result["onednn_version"] = _onednn.version()
