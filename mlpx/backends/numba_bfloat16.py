@@ -59,13 +59,15 @@ def to_bf16(v):
 
 @jit
 def from_bf16(h):
-    """The float32 value of bfloat16 bits `h` (exact)."""
+    """The float32 value of bfloat16 bits `h` (exact). CUDA twin: mlpx_bfloat16_float in
+    kernels/common.cuh."""
     return _bits_f32(np.uint32(np.uint32(h) << np.uint32(16)))
 
 
 @jit
 def bias_act_bits(z, b, code, alpha, bits):
-    """bits = bfloat16(f(z + b)); z is read only (the float32 output of the GEMM)."""
+    """bits = bfloat16(f(z + b)); z is read only (the float32 output of the GEMM).
+    CUDA twin: bias_act_bf16 in kernels/activations.cu."""
     n, m = z.shape
     for i in range(n):
         for j in range(m):
@@ -88,7 +90,8 @@ def sign_backward_bits_(dy, bits, code, alpha, bgrad, with_bias):
     """dy = bfloat16(dy * f'(z)) in place, for an f' that needs only the sign of z, read
     from the output's bfloat16 bits (y > 0 exactly where z > 0 for ReLU and LeakyReLU with a
     slope >= 0); with_bias: bgrad = column sums of the unrounded dy * f'(z), in
-    `sum_rows`' order and dtype. The rounded result is all the GEMMs that follow read."""
+    `sum_rows`' order and dtype. The rounded result is all the GEMMs that follow read.
+    CUDA twin: act_bwd_bf16 in kernels/activations.cu, given the y bits as z's."""
     n, m = dy.shape
     if with_bias:
         bgrad[:] = 0.0
@@ -107,7 +110,8 @@ def sign_backward_bits_(dy, bits, code, alpha, bgrad, with_bias):
 def bias_act_z_bits(z, b, code, alpha, with_bias, zbits, ybits):
     """zbits = bfloat16(z + b), ybits = bfloat16(f(z + b)): for an f' that reads z (GELU,
     SiLU, softplus); z + b and f(z + b) are the float32 values the float32 path stores.
-    with_bias False: no b (it is not read)."""
+    with_bias False: no b (it is not read). CUDA twin: bias_act_z_bf16 in
+    kernels/activations.cu."""
     n, m = z.shape
     for i in range(n):
         for j in range(m):
@@ -124,7 +128,9 @@ def act_backward_bits_(dy, zbits, ybits, code, alpha, bgrad, with_bias):
     forward pass (zbits may be ybits: sigmoid, tanh and ELU read y only, ELU its sign too);
     with_bias: bgrad = column sums of the unrounded dy * f'(z), in `sum_rows`' order and
     dtype. The float32 path's numbers under the policy, whose derivative reads those
-    rounded values (mlpx.backends.bfloat16)."""
+    rounded values (mlpx.backends.bfloat16). CUDA twin: act_bwd_bf16 in
+    kernels/activations.cu, which leaves delta unrounded (the product rounds it) and leaves
+    the bias gradient to sum_rows."""
     n, m = dy.shape
     if with_bias:
         bgrad[:] = 0.0
@@ -167,7 +173,8 @@ _S16 = np.uint64(16)
 
 @jit
 def bfloat16_bits(u):
-    """bfloat16 bits (as uint64) of the float32 whose bits are `u` (uint64)."""
+    """bfloat16 bits (as uint64) of the float32 whose bits are `u` (uint64). CUDA twin:
+    mlpx_bfloat16_bits in kernels/common.cuh."""
     if (u & _ABS) > _EXP:  # NaN: the add below could carry into the sign
         return (u | _QUIET) >> _S16
     return (u + _HALF_ULP + ((u >> _S16) & _ONE)) >> _S16
