@@ -178,3 +178,23 @@ def test_the_rounded_derivative_is_within_the_documented_bound(name):
     bound = 2.5 * 2.0**-8 if name == "elu" else 2.0**-8
     assert err.max() <= bound
     assert err.max() > bound / 16  # the bound is near the worst case, not vacuous
+
+
+def test_rounding_on_another_array_module_needs_no_host_read():
+    """With an array module other than NumPy (CuPy) NaNs are chosen with `where`, not by
+    asking whether there are any (which would wait for the GPU): the same bits."""
+    import types
+
+    class NoHostRead(np.ndarray):
+        def __bool__(self):
+            raise AssertionError("a data-dependent branch read the array on the host")
+
+    xp = types.SimpleNamespace(
+        float32=np.float32, uint32=np.uint32,
+        ascontiguousarray=lambda x, dtype: np.ascontiguousarray(x, dtype).view(NoHostRead),
+        where=np.where,
+    )
+    x = np.concatenate([_f32([0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0x7F800000, 0x3F808000]),
+                        np.random.default_rng(4).standard_normal(100).astype(np.float32)])
+    got = np.asarray(round_to_bfloat16(x, xp=xp))
+    assert got.view(np.uint32).tobytes() == round_to_bfloat16(x).view(np.uint32).tobytes()

@@ -54,8 +54,12 @@ def _rounded_bits(x: Array, xp: Any) -> Array:
     r = u + (xp.uint32(0x7FFF) + ((u >> xp.uint32(16)) & xp.uint32(1)))
     r &= xp.uint32(_HIGH_HALF)
     nan = (u & xp.uint32(_ABS_MASK)) > xp.uint32(_EXP_MASK)
-    if nan.any():  # the add could carry a NaN's payload into the exponent or the sign
-        r[nan] = (u[nan] | xp.uint32(_QUIET_BIT)) & xp.uint32(_HIGH_HALF)
+    # the add could carry a NaN's payload into the exponent or the sign
+    quiet = (u | xp.uint32(_QUIET_BIT)) & xp.uint32(_HIGH_HALF)
+    if xp is not np:  # no data-dependent branch: on a GPU it would wait for the device
+        return xp.where(nan, quiet, r)
+    if nan.any():
+        r[nan] = quiet[nan]
     return r
 
 
