@@ -198,3 +198,13 @@ def test_rounding_on_another_array_module_needs_no_host_read():
                         np.random.default_rng(4).standard_normal(100).astype(np.float32)])
     got = np.asarray(round_to_bfloat16(x, xp=xp))
     assert got.view(np.uint32).tobytes() == round_to_bfloat16(x).view(np.uint32).tobytes()
+
+
+def test_cpu_rounded_copy_is_the_contracts_bits():
+    cpu = get_backend("cpu")
+    x = np.concatenate([_f32([0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0x3F808000, 0x3F818000, 1]),
+                        np.random.default_rng(5).standard_normal(90).astype(np.float32)])
+    for a in (x.reshape(-1, 8), x.reshape(-1, 8)[:, ::2], x):  # compiled, and the fallbacks
+        got = cpu.rounded_bf16(a)
+        assert got.view(np.uint32).tobytes() == round_to_bfloat16(a).view(np.uint32).tobytes()
+        assert got is not a
