@@ -185,6 +185,57 @@ __device__ void prelu_dslopes_impl(const double* partial, T* dslopes, long long 
     }
 }
 
+// --- "mixed_bfloat16": saved activations as bfloat16 bits (mlpx/layers/bf16_chain.py) ---
+// float32 storage only (the policy keeps float32 arrays); the bits are those of
+// mlpx_bfloat16_bits (common.cuh), the contract's rounding. The derivative writes the
+// unrounded delta: the product that reads it rounds it (to_bfloat16 in bfloat16.cu) and the
+// bias gradient sums it (sum_rows), as the Numba twin does in one pass.
+
+// Numba twin: numba_bfloat16.bias_act_bits. ybits = bfloat16(f(z + b)) (f(z) without
+// with_bias, b then unread); z + b rounded to float32 first, as the float32 path stores it.
+extern "C" __global__ void bias_act_bf16(const float* z, const float* b, unsigned short* ybits,
+                                         long long n, long long m, int code, double alpha,
+                                         int with_bias) {
+    MLPX_GRID_LOOP(k, n * m) {
+        double v = (double)z[k];
+        if (with_bias) {
+            v = (double)(float)(v + (double)b[k % m]);
+        }
+        ybits[k] = mlpx_bfloat16_bits((float)act_scalar(code, v, alpha));
+    }
+}
+
+// Numba twin: numba_bfloat16.bias_act_z_bits. bias_act_bf16 that keeps zbits = bfloat16(z + b)
+// too, for a derivative that reads z (GELU, SiLU, softplus).
+extern "C" __global__ void bias_act_z_bf16(const float* z, const float* b,
+                                           unsigned short* zbits, unsigned short* ybits,
+                                           long long n, long long m, int code, double alpha,
+                                           int with_bias) {
+    MLPX_GRID_LOOP(k, n * m) {
+        double v = (double)z[k];
+        if (with_bias) {
+            v = (double)(float)(v + (double)b[k % m]);
+        }
+        zbits[k] = mlpx_bfloat16_bits((float)v);
+        ybits[k] = mlpx_bfloat16_bits((float)act_scalar(code, v, alpha));
+    }
+}
+
+// Numba twin: numba_bfloat16.act_backward_bits_. dy = dy * f'(z) in place, f' evaluated at
+// the bfloat16 z and y kept by the forward pass (zbits may be ybits: sigmoid, tanh and ELU
+// read y; ReLU-like ones the sign of y, which is z's).
+// Numba twin: numba_bfloat16.sign_backward_bits_ for ReLU-like ones, with zbits = ybits
+// (v > 0 exactly where 0 < bits <= 0x7F80, the test that kernel makes).
+extern "C" __global__ void act_bwd_bf16(float* dy, const unsigned short* zbits,
+                                        const unsigned short* ybits, long long size, int code,
+                                        double alpha) {
+    MLPX_GRID_LOOP(k, size) {
+        double v = (double)mlpx_bfloat16_float(zbits[k]);
+        double y = (double)mlpx_bfloat16_float(ybits[k]);
+        dy[k] = (float)dact_scalar(code, (double)dy[k], v, y, alpha);
+    }
+}
+
 // Explicit instantiations with C names: NVRTC (through cupy.RawModule) looks them up by
 // name, and nvcc in CI compiles every one of them.
 #define MLPX_INSTANTIATE(T, S)                                                                 \

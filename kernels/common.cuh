@@ -28,6 +28,26 @@ __device__ __forceinline__ double mlpx_sigmoid(double v) {
     return e / (1.0 + e);
 }
 
+// Numba twin: numba_bfloat16.bfloat16_bits. float32 -> bfloat16 bits, round half to even;
+// overflow goes to inf, inf stays inf, subnormals round like any other value, NaN stays a
+// quiet NaN of its sign. Integer operations on the float32 bits, not the cvt instruction
+// behind __float2bfloat16_rn: the reference's formula (mlpx/backends/bfloat16.py), so the
+// bits are the cpu backend's (a NaN keeps its sign and upper payload, where cvt gives one
+// canonical NaN). A pattern is that of a __nv_bfloat16, kept as unsigned short (NVRTC has
+// no cuda_bf16.h).
+__device__ __forceinline__ unsigned short mlpx_bfloat16_bits(float v) {
+    unsigned int u = __float_as_uint(v);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) {  // NaN: the add below could carry into the sign
+        return (unsigned short)((u | 0x00400000u) >> 16);
+    }
+    return (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Numba twin: numba_bfloat16.from_bf16. The float32 value of bfloat16 bits (exact).
+__device__ __forceinline__ float mlpx_bfloat16_float(unsigned short h) {
+    return __uint_as_float(((unsigned int)h) << 16);
+}
+
 // Tree sum of one double per thread over the block, in a fixed order (deterministic for a
 // given launch configuration); every thread gets the total.
 __device__ double mlpx_block_total(double v) {

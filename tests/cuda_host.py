@@ -69,6 +69,11 @@ static inline unsigned int __float_as_uint(float v) {
     memcpy(&u, &v, sizeof u);
     return u;
 }
+static inline float __uint_as_float(unsigned int u) {
+    float v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
 
 namespace mlpx_host {
 // Futex waits: a woken thread does not have to take a lock, so waking 256 threads is cheap.

@@ -119,3 +119,92 @@ def test_cpu_emulated_product_is_the_reference_bit_for_bit(monkeypatch, trans_a,
     assert got.tobytes() == want.tobytes()
     ops.matmul_bf16(a_op.T.T[:, :], b_op, got, trans_a, trans_b)  # the copies are reused
     assert got.tobytes() == want.tobytes()
+
+
+#: the activations whose derivative reads bfloat16 saved activations under the policy
+ROUNDED = ["sigmoid", "tanh", "elu", "gelu", "silu", "softplus"]
+
+
+def _saved_values():
+    rng = np.random.default_rng(2)
+    z = np.concatenate([rng.standard_normal(3000) * 4, np.linspace(-30, 30, 3000)])
+    return z.astype(np.float32).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("name", [*ROUNDED, "relu", "leaky_relu"])
+def test_derivative_reads_the_saved_activations_rounded(backend, name):
+    from mlpx import activations
+
+    act = activations.get(name)
+    base = get_backend(backend)
+    ops = MixedBFloat16Ops(base)
+    z = _saved_values()
+    y = np.empty_like(z)
+    base.bias_act(z.copy(), None, act, out=y)
+    dy = np.random.default_rng(3).standard_normal(z.shape).astype(np.float32)
+    z0, y0 = z.copy(), y.copy()
+    got, want = np.empty_like(z), np.empty_like(z)
+    bgrad, want_bgrad = np.empty(3, np.float32), np.empty(3, np.float32)
+    ops.act_backward_bias_grad(dy, z, y, act, got, bgrad)
+    rounded = name in ROUNDED
+    zr, yr = (round_to_bfloat16(z), round_to_bfloat16(y)) if rounded else (z, y)
+    base.act_backward_bias_grad(dy, zr, yr, act, want, want_bgrad)
+    assert got.tobytes() == want.tobytes() and bgrad.tobytes() == want_bgrad.tobytes()
+    ops.act_backward(dy, z, y, act, got)
+    assert got.tobytes() == want.tobytes()
+    # z and y are left as the forward pass stored them (rounded copies are read)
+    assert z.tobytes() == z0.tobytes() and y.tobytes() == y0.tobytes()
+    if rounded:  # and the rounding shows: the float32 derivative differs
+        base.act_backward(dy, z, y, act, want)
+        assert not np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ROUNDED)
+def test_the_rounded_derivative_is_within_the_documented_bound(name):
+    """|f'(v') - f'(v)| <= 2**-8 with v' the bfloat16 rounding of the saved z and y
+    (ELU: alpha * 2**-8), as mlpx.backends.bfloat16 documents."""
+    from mlpx import activations
+
+    act = activations.get(name) if name != "elu" else activations.ELU(2.5)
+    ops = get_backend("reference")
+    z = np.concatenate([_saved_values().ravel(), np.linspace(-8, 8, 200_001)])
+    z = z.astype(np.float32).astype(np.float64)
+    y = np.asarray(act.formula(ops, z), np.float32).astype(np.float64)
+    one = np.ones_like(z)
+    exact = np.asarray(act.derivative(ops, one, z, y))
+    r = [round_to_bfloat16(a.astype(np.float32)).astype(np.float64) for a in (z, y)]
+    err = np.abs(np.asarray(act.derivative(ops, one, *r)) - exact)
+    bound = 2.5 * 2.0**-8 if name == "elu" else 2.0**-8
+    assert err.max() <= bound
+    assert err.max() > bound / 16  # the bound is near the worst case, not vacuous
+
+
+def test_rounding_on_another_array_module_needs_no_host_read():
+    """With an array module other than NumPy (CuPy) NaNs are chosen with `where`, not by
+    asking whether there are any (which would wait for the GPU): the same bits."""
+    import types
+
+    class NoHostRead(np.ndarray):
+        def __bool__(self):
+            raise AssertionError("a data-dependent branch read the array on the host")
+
+    xp = types.SimpleNamespace(
+        float32=np.float32, uint32=np.uint32,
+        ascontiguousarray=lambda x, dtype: np.ascontiguousarray(x, dtype).view(NoHostRead),
+        where=np.where,
+    )
+    x = np.concatenate([_f32([0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0x7F800000, 0x3F808000]),
+                        np.random.default_rng(4).standard_normal(100).astype(np.float32)])
+    got = np.asarray(round_to_bfloat16(x, xp=xp))
+    assert got.view(np.uint32).tobytes() == round_to_bfloat16(x).view(np.uint32).tobytes()
+
+
+def test_cpu_rounded_copy_is_the_contracts_bits():
+    cpu = get_backend("cpu")
+    x = np.concatenate([_f32([0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0x3F808000, 0x3F818000, 1]),
+                        np.random.default_rng(5).standard_normal(90).astype(np.float32)])
+    for a in (x.reshape(-1, 8), x.reshape(-1, 8)[:, ::2], x):  # compiled, and the fallbacks
+        got = cpu.rounded_bf16(a)
+        assert got.view(np.uint32).tobytes() == round_to_bfloat16(a).view(np.uint32).tobytes()
+        assert got is not a

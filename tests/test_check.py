@@ -169,3 +169,12 @@ def test_run_check_looks_the_loss_up_once(monkeypatch):
     run_check([6, 8, 3], batch=4, backends=["reference"], torch=False, loss="mse",
               dtypes=["float64"])
     assert calls.count("mse") == 1, calls
+
+
+def test_prelu_is_compared_with_pytorch_slopes_and_all():
+    pytest.importorskip("torch")
+    report = run_check([10, 8, 6, 3], 12, "prelu", dtypes=["float64"], backends=["reference"])
+    assert report.ok, report.failures()
+    torch = [c for c in report.comparisons if c.label == "pytorch"]
+    assert torch and {"L0 slopes grad", "L1 slopes grad"} <= {d.name for d in torch[0].diffs}
+    assert not any("PyTorch left out" in n for n in report.notes)

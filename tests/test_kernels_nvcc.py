@@ -91,7 +91,8 @@ def test_shared_helpers_exist_once():
     m = re.search(r"#define MLPX_BLOCK (\d+)", common)
     assert m and int(m.group(1)) == cuda_kernels.BLOCK
     for helper in ("#define MLPX_GRID_LOOP", "double mlpx_sigmoid(", "double mlpx_block_total(",
-                   "void mlpx_block_sum(", "#define MLPX_BLOCK "):
+                   "void mlpx_block_sum(", "#define MLPX_BLOCK ", "short mlpx_bfloat16_bits(",
+                   "float mlpx_bfloat16_float("):
         assert helper in common
         for name in cuda_kernels.KERNEL_FILES:
             assert helper not in _source(name), f"{name} redefines {helper}"
@@ -132,10 +133,16 @@ def test_twin_references_in_both_directions():
     for name in (*cuda_kernels.KERNEL_FILES, cuda_kernels.COMMON_HEADER):
         twin_file = REPO / "mlpx" / "backends" / f"numba_{name.split('.')[0]}.py"
         numba_funcs = set(re.findall(r"^def (\w+)\(", twin_file.read_text(), re.M))
-        twins = re.findall(r"// Numba twin: (\w+)", _source(name))
+        twins = re.findall(r"// Numba twin: (\w+(?:\.\w+)?)", _source(name))
         assert twins, f"{name} names no Numba twins"
         for twin in twins:
-            assert twin in numba_funcs, f"{name} names {twin}, not defined in {twin_file.name}"
+            # a twin in another module is named with it: numba_bfloat16.bias_act_bits
+            module, _, func = twin.rpartition(".")
+            path = twin_file.with_name(f"{module}.py") if module else twin_file
+            assert path.is_file(), f"{name} names {twin}: no {path.name}"
+            funcs = numba_funcs if not module else set(
+                re.findall(r"^def (\w+)\(", path.read_text(), re.M))
+            assert func in funcs, f"{name} names {twin}, not defined in {path.name}"
     assert "CUDA twin" in numba_src
     for file_ref in re.findall(r"kernels/(\w+\.cuh?)\b", numba_src):
         assert file_ref in (*cuda_kernels.KERNEL_FILES, cuda_kernels.COMMON_HEADER)

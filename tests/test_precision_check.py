@@ -1,5 +1,6 @@
-"""mixed_bfloat16 against PyTorch autocast (mlpx.commands.precision_check), for every activation and
-loss with a PyTorch twin, and `mlpx check --dtype mixed_bfloat16`."""
+"""mixed_bfloat16 against PyTorch autocast (mlpx.commands.precision_check), for every
+differentiable built-in activation (PReLU with its per-unit slopes) and every loss, and `mlpx
+check --dtype mixed_bfloat16`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ from mlpx.commands.precision_check import C16, EPS16, tolerance
 
 pytest.importorskip("torch")
 
-ACTIVATIONS = [c().name for c in activations.builtins() if c().torch_module() is not None]
-LOSSES = [c().name for c in losses.builtins() if c().torch_module() is not None]
+#: every built-in activation with a gradient: step has none, so no training step to check
+ACTIVATIONS = [c().name for c in activations.builtins() if c is not activations.Step]
+LOSSES = [c().name for c in losses.builtins()]
+
+
+def test_every_activation_and_loss_is_compared():
+    assert set(LOSSES) == {"mse", "l1", "cross_entropy", "bce", "nll"}
+    assert {"sigmoid", "tanh", "elu", "gelu", "silu", "softplus", "prelu"} <= set(ACTIVATIONS)
+    assert all(c().torch_module() is not None for c in losses.builtins())
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -23,6 +31,34 @@ def test_forward_and_gradients_match_torch_autocast(activation):
         assert report.ok, report.failures()
         labels = [c.label for c in report.comparisons]
         assert labels[:2] == ["cpu", "pytorch autocast"]
+        names = [d.name for d in report.comparisons[1].diffs]
+        assert len(names) == 3 + 1 + 6 + (2 if activation == "prelu" else 0), names
+
+
+def test_prelu_slopes_are_compared_with_pytorch():
+    report = run_check([16, 12, 8, 3], 16, "prelu", dtypes=["mixed_bfloat16"],
+                       backends=["cpu", "reference"])
+    assert report.ok, report.failures()
+    torch_diffs = {d.name: d for d in report.comparisons[1].diffs}
+    assert {"L0 slopes grad", "L1 slopes grad"} <= set(torch_diffs)
+    assert all(0 < torch_diffs[f"L{i} slopes grad"].max_rel for i in (0, 1))
+
+
+def test_the_bound_catches_a_wrong_derivative_in_pytorchs_comparison(monkeypatch):
+    # the comparison with autocast is not vacuous for the rounded derivatives: a derivative
+    # off by a factor fails it
+    from mlpx.commands import precision_check
+
+    real = precision_check.run_torch_autocast
+
+    def scaled(*args, **kwargs):
+        outs, loss, grads = real(*args, **kwargs)
+        return outs, loss, [g * 1.25 for g in grads]
+
+    monkeypatch.setattr(precision_check, "run_torch_autocast", scaled)
+    report = run_check([48, 40, 24, 6], 48, "gelu", dtypes=["mixed_bfloat16"],
+                       backends=["cpu", "reference"])
+    assert not report.ok
 
 
 def test_the_bound_catches_a_product_left_in_float32(monkeypatch):

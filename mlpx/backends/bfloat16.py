@@ -11,8 +11,15 @@ Contract, shared by every backend:
 - a matrix product `out = op(a) @ op(b)` rounds both operands from float32 to bfloat16 with
   round-to-nearest-even (overflow goes to +-inf, NaN stays a quiet NaN of the same sign),
   multiplies exactly and accumulates in float32; `out` is float32;
-- nothing else is rounded: bias, activation and its derivative, loss and softmax, gradient
-  sums and the optimiser run in float32 on float32 arrays, as under the "float32" policy.
+- the derivative of sigmoid, tanh, ELU, GELU, SiLU and softplus reads the saved activations
+  (z and y) rounded to bfloat16, as kept when they are stored in bfloat16
+  (mlpx.layers.bf16_chain); it is computed in float32 (or wider) from those values;
+- nothing else is rounded: bias, activation, the other derivatives, loss and softmax,
+  gradient sums and the optimiser run in float32 on float32 arrays, as under "float32".
+
+The derivative's rounded input moves it by at most |dy| * 2**-8 (|dy| * alpha * 2**-8 for
+ELU): for each of these f, |f'(v') - f'(v)| <= 2**-8 where v' is v rounded to bfloat16
+(tests/test_bfloat16.py checks it on a dense grid).
 """
 
 from __future__ import annotations
@@ -29,6 +36,17 @@ _QUIET_BIT = 0x00400000
 _HIGH_HALF = 0xFFFF0000
 
 
+def _derivative_codes() -> frozenset[int]:
+    from .. import activations
+
+    return frozenset(c.code for c in (activations.Sigmoid, activations.Tanh, activations.ELU,
+                                      activations.GELU, activations.SiLU, activations.Softplus))
+
+
+#: activations whose derivative reads bfloat16 saved activations under the policy
+ROUNDED_DERIVATIVE = _derivative_codes()
+
+
 def _rounded_bits(x: Array, xp: Any) -> Array:
     """uint32 bits of float32 `x` rounded to bfloat16 (low 16 bits zero)."""
     u = xp.ascontiguousarray(x, dtype=xp.float32).view(xp.uint32)
@@ -36,8 +54,12 @@ def _rounded_bits(x: Array, xp: Any) -> Array:
     r = u + (xp.uint32(0x7FFF) + ((u >> xp.uint32(16)) & xp.uint32(1)))
     r &= xp.uint32(_HIGH_HALF)
     nan = (u & xp.uint32(_ABS_MASK)) > xp.uint32(_EXP_MASK)
-    if nan.any():  # the add could carry a NaN's payload into the exponent or the sign
-        r[nan] = (u[nan] | xp.uint32(_QUIET_BIT)) & xp.uint32(_HIGH_HALF)
+    # the add could carry a NaN's payload into the exponent or the sign
+    quiet = (u | xp.uint32(_QUIET_BIT)) & xp.uint32(_HIGH_HALF)
+    if xp is not np:  # no data-dependent branch: on a GPU it would wait for the device
+        return xp.where(nan, quiet, r)
+    if nan.any():
+        r[nan] = quiet[nan]
     return r
 
 
@@ -84,3 +106,30 @@ class MixedBFloat16Ops:
     def matmul(self, a: Array, b: Array, out: Array, trans_a: bool = False,
                trans_b: bool = False) -> Array:
         return self.wrapped.matmul_bf16(a, b, out, trans_a, trans_b)
+
+    def act_backward(self, dy: Array, z: Array, y: Array, act: Any, out: Array,
+                     slopes: Array | None = None) -> Array:
+        z, y = self._saved(act, z, y)
+        return self.wrapped.act_backward(dy, z, y, act, out, slopes)
+
+    def act_backward_bias_grad(self, dy: Array, z: Array, y: Array, act: Any, out: Array,
+                               bias_grad: Array) -> Array:
+        z, y = self._saved(act, z, y)
+        return self.wrapped.act_backward_bias_grad(dy, z, y, act, out, bias_grad)
+
+    def _saved(self, act: Any, z: Array, y: Array) -> tuple[Array, Array]:
+        """z and y as the derivative reads them: rounded to bfloat16 for ROUNDED_DERIVATIVE
+        (copies: z and y stay as the forward pass left them)."""
+        from ..activations import scalar_kernel
+
+        if scalar_kernel(act) not in ROUNDED_DERIVATIVE:
+            return z, y
+        rounded = getattr(self.wrapped, "rounded_bf16", None)  # a backend's faster pass
+        if rounded is None:
+            xp = self.wrapped.xp
+
+            def rounded(a: Array) -> Array:
+                return round_to_bfloat16(a, xp=xp)
+
+        zr = rounded(z)
+        return zr, (zr if y is z else rounded(y))

@@ -197,6 +197,19 @@ class CPUBackend(Backend):
         round_into(b, rb)
         return self.matmul(ra, rb, out, trans_a, trans_b)
 
+    def rounded_bf16(self, x):
+        """A new float32 array of `x` rounded to bfloat16 (the contract's bits), by one
+        compiled pass: what the policy's derivative reads, without NumPy's temporaries."""
+        if x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous:
+            from .bfloat16 import round_to_bfloat16
+
+            return round_to_bfloat16(x)
+        from .numba_bfloat16 import round_into
+
+        out = np.empty_like(x)
+        round_into(x, out)
+        return out
+
     def warmup(self, dtypes: tuple = (np.float32, np.float64)) -> None:
         """Compile (or load from the disk cache) the kernels for `dtypes` ahead of use."""
         k = _kernels()

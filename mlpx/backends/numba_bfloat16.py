@@ -1,8 +1,9 @@
 """Numba kernels that read and write bfloat16 (uint16 bit patterns) for the cpu backend.
 
 They serve Dense stacks under the "mixed_bfloat16" policy whose saved activations are kept
-in bfloat16 (mlpx.layers.bf16_chain): the bias + activation kernel writes the output's
-bfloat16 copy, the derivative kernel reads it, and the GEMM operands are expanded from (or
+in bfloat16 (mlpx.layers.bf16_chain): the bias + activation kernels write the output's
+bfloat16 copy (and the pre-activation's, for an f' that reads z), the derivative kernels read
+them, and the GEMM operands are expanded from (or
 rounded into) float32 work arrays without temporaries. The rounding is
 mlpx.backends.bfloat16's, bit for bit: round-to-nearest-even on the float32 bits, NaN kept
 quiet with its sign, overflow to infinity.
@@ -58,13 +59,15 @@ def to_bf16(v):
 
 @jit
 def from_bf16(h):
-    """The float32 value of bfloat16 bits `h` (exact)."""
+    """The float32 value of bfloat16 bits `h` (exact). CUDA twin: mlpx_bfloat16_float in
+    kernels/common.cuh."""
     return _bits_f32(np.uint32(np.uint32(h) << np.uint32(16)))
 
 
 @jit
 def bias_act_bits(z, b, code, alpha, bits):
-    """bits = bfloat16(f(z + b)); z is read only (the float32 output of the GEMM)."""
+    """bits = bfloat16(f(z + b)); z is read only (the float32 output of the GEMM).
+    CUDA twin: bias_act_bf16 in kernels/activations.cu."""
     n, m = z.shape
     for i in range(n):
         for j in range(m):
@@ -87,7 +90,8 @@ def sign_backward_bits_(dy, bits, code, alpha, bgrad, with_bias):
     """dy = bfloat16(dy * f'(z)) in place, for an f' that needs only the sign of z, read
     from the output's bfloat16 bits (y > 0 exactly where z > 0 for ReLU and LeakyReLU with a
     slope >= 0); with_bias: bgrad = column sums of the unrounded dy * f'(z), in
-    `sum_rows`' order and dtype. The rounded result is all the GEMMs that follow read."""
+    `sum_rows`' order and dtype. The rounded result is all the GEMMs that follow read.
+    CUDA twin: act_bwd_bf16 in kernels/activations.cu, given the y bits as z's."""
     n, m = dy.shape
     if with_bias:
         bgrad[:] = 0.0
@@ -97,6 +101,44 @@ def sign_backward_bits_(dy, bits, code, alpha, bgrad, with_bias):
             # positive: +0 < y <= +inf; a NaN y counts as z <= 0, as `z > 0` is false for NaN
             sign = 1.0 if 0 < h <= 0x7F80 else -1.0
             d = np.float32(dact_scalar(code, np.float64(dy[i, j]), sign, sign, alpha))
+            if with_bias:
+                bgrad[j] = bgrad[j] + d
+            dy[i, j] = from_bf16(to_bf16(d))
+
+
+@jit
+def bias_act_z_bits(z, b, code, alpha, with_bias, zbits, ybits):
+    """zbits = bfloat16(z + b), ybits = bfloat16(f(z + b)): for an f' that reads z (GELU,
+    SiLU, softplus); z + b and f(z + b) are the float32 values the float32 path stores.
+    with_bias False: no b (it is not read). CUDA twin: bias_act_z_bf16 in
+    kernels/activations.cu."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            v = np.float64(z[i, j])
+            if with_bias:
+                v = np.float64(np.float32(v + np.float64(b[j])))
+            zbits[i, j] = to_bf16(np.float32(v))
+            ybits[i, j] = to_bf16(np.float32(act_scalar(code, v, alpha)))
+
+
+@jit
+def act_backward_bits_(dy, zbits, ybits, code, alpha, bgrad, with_bias):
+    """dy = bfloat16(dy * f'(z)) in place, f' evaluated at the bfloat16 z and y kept by the
+    forward pass (zbits may be ybits: sigmoid, tanh and ELU read y only, ELU its sign too);
+    with_bias: bgrad = column sums of the unrounded dy * f'(z), in `sum_rows`' order and
+    dtype. The float32 path's numbers under the policy, whose derivative reads those
+    rounded values (mlpx.backends.bfloat16). CUDA twin: act_bwd_bf16 in
+    kernels/activations.cu, which leaves delta unrounded (the product rounds it) and leaves
+    the bias gradient to sum_rows."""
+    n, m = dy.shape
+    if with_bias:
+        bgrad[:] = 0.0
+    for i in range(n):
+        for j in range(m):
+            v = np.float64(from_bf16(zbits[i, j]))
+            y = np.float64(from_bf16(ybits[i, j]))
+            d = np.float32(dact_scalar(code, np.float64(dy[i, j]), v, y, alpha))
             if with_bias:
                 bgrad[j] = bgrad[j] + d
             dy[i, j] = from_bf16(to_bf16(d))
@@ -131,7 +173,8 @@ _S16 = np.uint64(16)
 
 @jit
 def bfloat16_bits(u):
-    """bfloat16 bits (as uint64) of the float32 whose bits are `u` (uint64)."""
+    """bfloat16 bits (as uint64) of the float32 whose bits are `u` (uint64). CUDA twin:
+    mlpx_bfloat16_bits in kernels/common.cuh."""
     if (u & _ABS) > _EXP:  # NaN: the add below could carry into the sign
         return (u | _QUIET) >> _S16
     return (u + _HALF_ULP + ((u >> _S16) & _ONE)) >> _S16

@@ -144,19 +144,28 @@ def torch_unavailable_reason(sizes: Sequence[int], act: Activation, loss_fn: Los
         return "the model is user-defined, and PyTorch builds the default Dense stack only"
     from .. import activations
 
-    if len(sizes) > 2 and activations.twin(act, "torch_module") is None:
+    if len(sizes) > 2 and activations.twin(act, "torch_module") is None and not _prelu(act):
         return f"activation {act.name!r} declares no PyTorch counterpart"
     if loss_fn.torch_module() is None:
         return f"loss {loss_fn.name!r} declares no PyTorch counterpart"
     return None
 
 
-def run_torch(dtype: str, sizes: Sequence[int], act: Activation, weights: list[np.ndarray],
-              X: np.ndarray, y: np.ndarray, loss_fn: Loss) -> Result:
+def _prelu(act: Activation) -> bool:
+    from .. import activations
+
+    return type(act) is activations.PReLU
+
+
+def torch_activation(act: Activation) -> Callable[[Any, Any], Any]:
+    """`act` in PyTorch as f(h, slopes): its declared twin module, or for PReLU its per-unit
+    slopes (a parameter of the layer) through `torch.nn.functional.prelu`."""
     import torch
 
     from .. import activations
 
+    if _prelu(act):
+        return lambda h, slopes: torch.nn.functional.prelu(h, slopes)
     # never a parent's twin for a formula of its own
     declared = activations.twin(act, "torch_module")
     twin = declared() if declared is not None else None
@@ -164,18 +173,39 @@ def run_torch(dtype: str, sizes: Sequence[int], act: Activation, weights: list[n
         raise ValueError(f"activation {act.name!r} declares no PyTorch counterpart "
                          "(Activation.torch_module)")
     module = getattr(torch.nn, twin[0])(**twin[1])
+    return lambda h, slopes: module(h)
+
+
+def torch_forward(params: list[Any], h: Any, n_layers: int, act: Activation,
+                  on_output: Callable[[Any], None]) -> Any:
+    """The Dense stack in PyTorch on `params` (each layer's W, b, then its slopes where the
+    hidden activation has some, mlpx's order); `on_output` sees every layer's output."""
+    import torch
+
+    f = torch_activation(act) if n_layers > 1 else None
+    k = 0
+    for i in range(n_layers):
+        h = torch.addmm(params[k + 1], h, params[k])
+        k += 2
+        if i < n_layers - 1:
+            slopes = params[k] if act.has_parameters else None
+            k += 1 if act.has_parameters else 0
+            h = f(h, slopes)
+        on_output(h)
+    return h
+
+
+def run_torch(dtype: str, sizes: Sequence[int], act: Activation, weights: list[np.ndarray],
+              X: np.ndarray, y: np.ndarray, loss_fn: Loss) -> Result:
+    import torch
+
     loss_name, loss_kwargs = loss_fn.torch_module()
     tdt = {"float32": torch.float32, "float64": torch.float64}[dtype]
     params = [torch.tensor(w.astype(dtype), dtype=tdt, requires_grad=True) for w in weights]
     h = torch.tensor(X.astype(dtype), dtype=tdt)
-    outs = []
-    n_layers = len(sizes) - 1
-    for i in range(n_layers):
-        W, b = params[2 * i], params[2 * i + 1]
-        h = torch.addmm(b, h, W)
-        if i < n_layers - 1:
-            h = module(h)
-        outs.append(h.detach().numpy().copy())
+    outs: list[np.ndarray] = []
+    h = torch_forward(params, h, len(sizes) - 1, act,
+                      lambda o: outs.append(o.detach().numpy().copy()))
     target = loss_fn.prepare_target(y, sizes[-1], dtype)
     t = torch.as_tensor(target) if target.dtype.kind == "i" else torch.tensor(target, dtype=tdt)
     value = getattr(torch.nn, loss_name)(**loss_kwargs)(h, t)

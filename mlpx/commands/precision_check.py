@@ -50,21 +50,17 @@ def run_torch_autocast(sizes: Sequence[int], activation: Any, weights: list[np.n
     import torch
 
     from .. import activations, losses
+    from .comparison import torch_forward
 
-    twin = activations.get(activation).torch_module()
-    module = getattr(torch.nn, twin[0])(**twin[1]) if twin is not None else None
+    act = activations.get(activation)
     loss_fn = losses.get(loss)
     loss_name, loss_kwargs = loss_fn.torch_module()
     params = [torch.tensor(w.astype(np.float32), requires_grad=True) for w in weights]
     h = torch.tensor(X.astype(np.float32))
-    outs = []
-    n_layers = len(sizes) - 1
+    outs: list[np.ndarray] = []
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        for i in range(n_layers):
-            h = torch.addmm(params[2 * i + 1], h, params[2 * i])
-            if i < n_layers - 1:
-                h = module(h)
-            outs.append(h.detach().float().numpy().copy())
+        h = torch_forward(params, h, len(sizes) - 1, act,
+                          lambda o: outs.append(o.detach().float().numpy().copy()))
     h = h.float()
     target = loss_fn.prepare_target(y, sizes[-1], np.float32)
     t = torch.as_tensor(target) if target.dtype.kind == "i" else torch.tensor(target)

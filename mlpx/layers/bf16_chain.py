@@ -1,25 +1,28 @@
 """Dense stacks under "mixed_bfloat16" with their saved activations in bfloat16.
 
 Under the policy every matrix product rounds its operands to bfloat16, so what the backward
-pass keeps of a hidden layer's output (the next product's input, and for ReLU-like
-activations the sign its derivative needs) is exactly its bfloat16 copy: kept as uint16 bits
-it takes half the memory of the float32 array, and the numbers do not change. Per step:
+pass keeps of a hidden layer's output y as the next product's input is exactly its bfloat16
+copy; and the derivative of each activation served here reads bfloat16 values too (the sign
+of y for ReLU-like ones; y for sigmoid, tanh and ELU; the pre-activation z for GELU, SiLU
+and softplus: mlpx.backends.bfloat16's contract). Kept as uint16 bits they take half the
+memory of the float32 arrays (y alone, or z and y). Per step:
 
 - forward, hidden layer: the float32 product lands in a shared work array; one kernel adds
-  the bias, applies the activation and writes the bfloat16 bits the layer keeps;
+  the bias, applies the activation and writes the bfloat16 bits the layer keeps (y's, and
+  z's where f' reads z);
 - forward, last layer: as Dense does (its float32 output is what the loss reads);
-- backward, hidden layer: one kernel reads the bits for the derivative's sign, sums the bias
+- backward, hidden layer: one kernel reads the bits for the derivative, sums the bias
   gradient from the unrounded delta and leaves delta rounded in place for both products;
 - the products' float32 operands (bits expanded, or the input rounded) and each layer's
   input gradient use two work arrays shared by the whole stack, taken in turn, instead of
   batch-sized arrays per layer.
 
-This runs on the cpu backend for stacks of Dense layers whose hidden activations need only
-the sign of their input in the derivative (identity, ReLU, LeakyReLU with a slope >= 0).
-The results are those of the float32-saving path bit for bit, with one exception: a
-positive pre-activation below 2**-133 rounds to a bfloat16 zero, whose derivative is then
-that of z <= 0 (the next product multiplies that zero in both paths). Any other model keeps
-its activations in float32 (Dense's own path).
+This runs on the cpu backend for stacks of Dense layers whose hidden activations are
+identity, ReLU, LeakyReLU with a slope >= 0, sigmoid, tanh, ELU, GELU, SiLU or softplus. The
+results are those of the float32-saving path under the policy bit for bit, with one
+exception: a positive pre-activation below 2**-133 rounds to a bfloat16 zero, whose ReLU or
+LeakyReLU derivative is then that of z <= 0 (the next product multiplies that zero in both
+paths). Any other model keeps its activations in float32 (Dense's own path).
 """
 
 from __future__ import annotations
@@ -36,11 +39,22 @@ from .dense import Dense
 ENABLED = True
 
 _SIGN_ONLY = (activations.Identity.code, activations.ReLU.code, activations.LeakyReLU.code)
+_NO_BIAS = np.zeros(1, np.float32)  # a kernel's bias argument, unread without a bias
+#: f' computed from y alone (ELU: alpha > 0, so y > 0 exactly where z > 0)
+_FROM_OUTPUT = (activations.Sigmoid.code, activations.Tanh.code, activations.ELU.code)
+#: f' reads z: its bfloat16 bits are kept beside y's
+_FROM_INPUT = (activations.GELU.code, activations.SiLU.code, activations.Softplus.code)
 
 
-def _sign_only(act: activations.Activation) -> bool:
+def saved(act: activations.Activation) -> str | None:
+    """What a hidden layer with `act` keeps in bfloat16 for its derivative: "sign" (of y),
+    "y", "z" (and y, the next product's input), or None when this module does not serve it."""
     code = activations.scalar_kernel(act)
-    return code in _SIGN_ONLY and float(getattr(act, "alpha", 0.0) or 0.0) >= 0.0
+    if code in _SIGN_ONLY:
+        return "sign" if float(getattr(act, "alpha", 0.0) or 0.0) >= 0.0 else None
+    if code in _FROM_OUTPUT:
+        return "y"
+    return "z" if code in _FROM_INPUT else None
 
 
 def supports(layers: list[Any], ops: Any) -> bool:
@@ -51,7 +65,7 @@ def supports(layers: list[Any], ops: Any) -> bool:
         return False
     if not all(type(layer) is Dense and layer.slopes is None for layer in layers):
         return False
-    return all(_sign_only(layer.activation) for layer in layers[:-1])
+    return all(saved(layer.activation) is not None for layer in layers[:-1])
 
 
 def _kernels() -> Any:
@@ -111,7 +125,8 @@ class BF16Chain:
         # uses their first elements instead of allocating arrays of its own
         self._work: list[Any] = []
         self._work_key: tuple = (None, 0)
-        self._bits: dict[int, Any] = {}
+        self._bits: dict[int, Any] = {}  # each hidden layer's y, as bfloat16 bits
+        self._zbits: dict[int, Any] = {}  # its z too, where the derivative reads z
         self._weights: dict[int, Any] = {}  # each layer's W rounded to bfloat16 (float32)
         self._inputs: list[tuple[Any, str]] = []
 
@@ -123,10 +138,12 @@ class BF16Chain:
             self._work_key = (backend, size)
         return self._work
 
-    def _bits_array(self, ops: Any, i: int, rows: int, units: int) -> Any:
-        flat = self._bits.get(i)
+    def _bits_array(self, ops: Any, i: int, rows: int, units: int,
+                    store: dict[int, Any] | None = None) -> Any:
+        store = self._bits if store is None else store
+        flat = store.get(i)
         if flat is None or flat.size < rows * units:
-            flat = self._bits[i] = unwrap(ops).empty((rows * units,), np.uint16)
+            flat = store[i] = unwrap(ops).empty((rows * units,), np.uint16)
         return self._view(flat, rows, units)
 
     def _rounded_weights(self, ops: Any, i: int, layer: Dense) -> Any:
@@ -166,7 +183,11 @@ class BF16Chain:
                     scratch=scratch)
             bits = self._bits_array(ops, i, rows, layer.units)
             code, alpha = activations.scalar_kernel(act), float(act.alpha or 0.0)
-            if b is not None:
+            if saved(act) == "z":
+                zbits = self._bits_array(ops, i, rows, layer.units, self._zbits)
+                _kernels().bias_act_z_bits(z, b if b is not None else _NO_BIAS, code, alpha,
+                                           b is not None, zbits, bits)
+            elif b is not None:
                 _kernels().bias_act_bits(z, b, code, alpha, bits)
             else:
                 _kernels().act_bits(z, code, alpha, bits)
@@ -189,10 +210,18 @@ class BF16Chain:
             else:
                 act = layer.activation
                 has_bias = layer.b is not None
-                bgrad = layer.b.grad if has_bias else np.zeros(1, np.float32)
-                x_bits, _ = self._inputs[i + 1]
-                _kernels().sign_backward_bits_(dy, x_bits, activations.scalar_kernel(act),
-                                               float(act.alpha or 0.0), bgrad, has_bias)
+                bgrad = layer.b.grad if has_bias else _NO_BIAS
+                y_bits, _ = self._inputs[i + 1]
+                code, alpha = activations.scalar_kernel(act), float(act.alpha or 0.0)
+                kept = saved(act)
+                if kept == "sign":
+                    _kernels().sign_backward_bits_(dy, y_bits, code, alpha, bgrad, has_bias)
+                else:
+                    z_bits = y_bits
+                    if kept == "z":
+                        z_bits = self._view(self._zbits[i], rows, layer.units)
+                    _kernels().act_backward_bits_(dy, z_bits, y_bits, code, alpha, bgrad,
+                                                  has_bias)
                 delta = dy  # rounded in place: all the two products read
             # the work array dy is not in: first the operand x, then the input gradient
             other = work[1] if dy_work is work[0] else work[0]
