@@ -143,7 +143,11 @@ class Loss:
 def _numeric(y: Any) -> np.ndarray:
     y = np.asarray(y)
     if y.dtype.kind not in "biuf":
-        raise TypeError(f"targets must be numeric, got dtype {y.dtype}")
+        raise TypeError(
+            f"targets must be numeric, got dtype {y.dtype}; encode class labels as integers "
+            "0..C-1 first (classes, y = np.unique(y, return_inverse=True)), or use "
+            "mlpx.sklearn.MLPClassifier, which takes labels of any type"
+        )
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         bad = int(np.size(y) - np.isfinite(y).sum())
         raise ValueError(f"y contains {bad} NaN or infinite value(s); clean or drop them")

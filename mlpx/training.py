@@ -75,6 +75,13 @@ class _StepBoundaryInterrupt(KeyboardInterrupt):
     """Ctrl-C acted on between two steps: the state is that of the last completed step."""
 
 
+def _interrupted_at(epoch: int, step: int) -> str:
+    """The traceback's last line: where the run stopped and how to continue it."""
+    where = f"step {step} of epoch {epoch + 1}" if step else f"epoch {epoch}"
+    return (f"fit stopped by Ctrl-C after {where}; the model holds the weights of that "
+            "step: model.save(path), then fit(..., resume_from=path) finishes the run")
+
+
 class _EpochInputs(NamedTuple):
     """What one epoch's steps read besides the plan (`Trainer._epoch_inputs`)."""
 
@@ -374,7 +381,7 @@ class Trainer:
                     self.loss_sum = self.parallel.total(model.ops.to_float(total))
                     self.metric_sums = self.parallel.merge_metric_sums(
                         model.ops, plan.metrics, self.metric_sums)
-                    raise _StepBoundaryInterrupt
+                    raise _StepBoundaryInterrupt(_interrupted_at(self.epoch, self.step))
             self.end_epoch(plan, total, last_norm, snapshot, _seen(plan, run.order, source, done))
         except (_StepBoundaryInterrupt, NonFiniteLossError):
             raise  # the position is recorded, or the divergence rollback restored the state
@@ -385,7 +392,7 @@ class Trainer:
                 self._interrupted(snapshot, done, steps, total)
             raise
         if self._stop_requested(interrupt):
-            raise _StepBoundaryInterrupt
+            raise _StepBoundaryInterrupt(_interrupted_at(self.epoch, self.step))
 
     def _epoch_inputs(self, plan: FitPlan, source: Any, part: Any) -> _EpochInputs:
         """The epoch's batch order, batches, sample weights and batch hooks."""

@@ -132,6 +132,13 @@ def test_target_validation_messages():
     assert mlpx.losses.names() == ["bce", "cross_entropy", "l1", "mse", "nll"]
 
 
+
+def test_text_labels_say_how_to_encode_them():
+    """String class labels are the commonest first mistake: the message names the fix."""
+    with pytest.raises(TypeError, match=r"dtype <U3; encode class labels as integers.*"
+                                        r"np.unique\(y, return_inverse=True\).*MLPClassifier"):
+        losses.get("cross_entropy").prepare_target(np.array(["cat", "dog"]), 2, np.float32)
+
 def test_every_builtin_loss_matches_its_declared_torch_twin(rng):
     torch = pytest.importorskip("torch")
     ops = mlpx.get_backend("reference")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,27 @@ def test_verbose_1_keeps_one_progress_line_per_epoch(data, capsys):
     finished = [ln.rsplit("\r", 1)[-1] for ln in err.split("\n") if ln.strip()]
     assert [ln.split(":")[0] for ln in finished] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all("loss=" in ln for ln in finished)
+
+
+class _CtrlC(mlpx.callbacks.Callback):
+    """Sends SIGINT (Ctrl-C) at the end of batch `at` of the first epoch."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.at:
+            signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize(("at", "where"), [(1, "step 2 of epoch 1"), (4, "epoch 1")])
+def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(data, at, where):
+    """The KeyboardInterrupt's text is all a user sees after Ctrl-C: it names the position
+    (a step inside an epoch, or an epoch's end) and the save + resume_from recipe."""
+    X, y = data
+    model = _model("cpu")
+    with pytest.raises(KeyboardInterrupt) as info:
+        model.fit(X, y, loss="cross_entropy", batch_size=2, epochs=3, verbose=0,
+                  callbacks=[_CtrlC(at)])
+    assert str(info.value).startswith(f"fit stopped by Ctrl-C after {where};")
+    assert "model.save(path), then fit(..., resume_from=path)" in str(info.value)
