@@ -489,3 +489,13 @@ def test_a_few_words_in_a_column_of_numbers_warn(tmp_path, capsys):
     assert code == 0, err
     assert "mlpx train: warning: column 'level' holds numbers and 6 cells that are not " \
            "('unknown')" in err and "--na-values unknown" in err
+
+
+def test_train_help_lists_every_cell_read_as_missing(capsys):
+    """--na-values adds to a built-in list: its help names that list in full."""
+    from mlpx.tabular.columns import MISSING_TEXT
+
+    assert cli.main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.lower().split())
+    for marker in sorted(MISSING_TEXT - {""}):
+        assert f" {marker}," in text or f" {marker})" in text, marker

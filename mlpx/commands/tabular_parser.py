@@ -79,8 +79,8 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
                    help="decimal mark of CSV numbers: . or , (default auto: '.', and ',' as "
                         "in 1,5 when the separator is not a comma)")
     p.add_argument("--na-values", type=na_list, default=[], metavar="TEXT,...",
-                   help="more cells to read as missing, e.g. ? (besides empty cells, NA, "
-                        "N/A, NaN, null, None)")
+                   help="more cells to read as missing, e.g. ? (besides empty cells and, in "
+                        "any case, NA, N/A, NaN, null, None, #N/A, #NA, <NA>, -NaN)")
 
 
 def add_train_and_predict(sub: Any) -> None:
