@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +151,14 @@ def test_all_zero_initialisation_keeps_hidden_units_identical(backend):
     assert np.abs(W1).max() > 0 and np.abs(W2).max() > 0
     np.testing.assert_array_equal(W1, np.repeat(W1[:, :1], 6, axis=1))
     np.testing.assert_array_equal(W2, np.repeat(W2[:1], 6, axis=0))
+
+
+def test_every_initialiser_the_docs_name_exists():
+    """README.md and docs/*.md quote init="..." names: each one must resolve."""
+    root = Path(__file__).resolve().parent.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    quoted = {(page.name, name) for page in pages
+              for name in re.findall(r'init="([A-Za-z0-9_]+)"', page.read_text())}
+    assert quoted  # the pattern still finds the docs' examples
+    for page, name in sorted(quoted):
+        assert initializers.get(name) is not None, f"{page}: init={name!r}"
