@@ -245,6 +245,22 @@ def test_directory_and_missing_files_are_refused(tmp_path):
         mlpx.load(tmp_path / "f" / "m.safetensors")
 
 
+def test_a_directory_of_checkpoints_names_them(tmp_path):
+    """mlpx.load on a directory (an `mlpx train --out` one, say) names the checkpoints in it
+    and, for a model of mlpx train, the loader that also applies its preprocessing."""
+    model = mlpx.MLP([3, 2], seed=0)
+    model.save(tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"it holds model.safetensors, e.g. "
+                                              r"mlpx.load\('.*model.safetensors'\)$"):
+        mlpx.load(tmp_path)
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"mlpx.TabularModel.load\("):
+        mlpx.load(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"saved checkpoint$"):  # nothing to name
+        mlpx.load(tmp_path)
+
+
 def test_symlink_to_a_checkpoint_loads(good, tmp_path):
     link = tmp_path / "link.safetensors"
     link.symlink_to(good)

@@ -293,6 +293,24 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _directory_hint(p: str) -> str:
+    """The checkpoints a directory holds, named in the error: `mlpx train --out` writes a
+    directory, and loading it by that name is the natural first try."""
+    try:
+        names = sorted(e.name for e in os.scandir(p)
+                       if e.name.endswith(".safetensors") and e.is_file())
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    hint = f": it holds {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}, e.g. " \
+           f"mlpx.load({os.path.join(p, names[0])!r})"
+    if "model.safetensors" in names and os.path.isfile(os.path.join(p, "model.json")):
+        hint += (f"; a model of mlpx train loads with its preprocessing by "
+                 f"mlpx.TabularModel.load({p!r})")
+    return hint
+
+
 def read_regular_file(path: str | os.PathLike) -> bytes:
     """The bytes of `path` if it is a regular file (symlinks to one are fine).
 
@@ -307,7 +325,8 @@ def read_regular_file(path: str | os.PathLike) -> bytes:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {p!r} does not exist") from None
     except IsADirectoryError:
-        raise CheckpointError(f"checkpoint {p!r} is a directory, not a file") from None
+        raise CheckpointError(f"checkpoint {p!r} is a directory, not a regular file; give "
+                              f"the path of a saved checkpoint{_directory_hint(p)}") from None
     except NotADirectoryError:
         raise CheckpointError(f"checkpoint {p!r} does not exist: a parent of it is a file, "
                               "not a directory") from None
@@ -317,7 +336,8 @@ def read_regular_file(path: str | os.PathLike) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise CheckpointError(f"checkpoint {p!r} is {_kind(st.st_mode)}, not a regular "
-                                  "file; give the path of a saved checkpoint")
+                                  "file; give the path of a saved checkpoint"
+                                  + (_directory_hint(p) if stat.S_ISDIR(st.st_mode) else ""))
         chunks, left = [], st.st_size
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 24))
