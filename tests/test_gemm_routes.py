@@ -247,6 +247,15 @@ def test_info_reports_the_routes_measured_or_defaulted(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     [line] = [v for v in out.splitlines() if "nt 2^28 page" in v]
     assert "onednn pad" in line and "onednn 3.7" in line
+    if len(libraries) < 2:
+        return  # a single library: no thread-pool choice to report
+    # the thread-pool choice holds step-time ratios, not per-library milliseconds
+    measured.store(gemm_routes.QUESTION, f"{key} | pool",
+                   {"route": libraries[-1], "time_ratio": {
+                       libraries[0]: [1.0, 1.0], libraries[-1]: [0.5273, 1.0157]}})
+    assert cli.main(["info"]) == 0
+    [line] = [v for v in capsys.readouterr().out.splitlines() if "thread pool" in v]
+    assert f"(step time / {libraries[0]}'s: {libraries[-1]} 0.527 / 1.02;" in line
 
 
 def test_info_measure_measures_the_benchmark_steps(monkeypatch, capsys):

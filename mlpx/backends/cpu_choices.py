@@ -53,8 +53,14 @@ def _gemm_route_lines(ops) -> list[str]:  # type: ignore[no-untyped-def]
              f"{libraries[0]}, kept unless another is {100 - round(gemm_routes.MARGIN * 100)} % "
              "faster):"]
     for cls, entry in sorted(routes.items(), key=lambda kv: _class_order(kv[0])):
-        times = ", ".join(f"{lb} {ms:.3g}" for lb, ms in entry.get("median_ms", {}).items())
-        lines.append(f"  {cls:<20} {entry.get('route')!s:<16} (ms: {times}; "
+        if "time_ratio" in entry:  # the thread-pool choice: whole benchmark steps, as ratios
+            cls, what = "thread pool", f"step time / {libraries[0]}'s: " + ", ".join(
+                f"{lb} {' / '.join(f'{x:.3g}' for x in r)}"
+                for lb, r in entry["time_ratio"].items() if lb != libraries[0])
+        else:
+            what = "ms: " + ", ".join(
+                f"{lb} {ms:.3g}" for lb, ms in entry.get("median_ms", {}).items())
+        lines.append(f"  {cls:<20} {entry.get('route')!s:<16} ({what}; "
                      f"{entry.get('measured', '?')})")
     return lines
 
