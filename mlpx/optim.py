@@ -514,6 +514,11 @@ def get(spec: str | Optimizer, lr: float | None = None) -> Optimizer:
                 f"fit(optimizer={spec!r}) or fit(optimizer='{spec.name}', lr={lr})"
             )
         return spec
+    if isinstance(spec, type) and issubclass(spec, Optimizer):  # the class, not an object
+        raise TypeError(
+            f"optimizer={spec.__name__} is a class; pass an object, "
+            f"optimizer={spec.__name__}(lr=...), or its name, optimizer='{spec.name}', lr=..."
+        )
     cls = NAMES.lookup_class(spec)
     if cls is not None:
         return cls(lr=lr)

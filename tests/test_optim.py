@@ -245,6 +245,18 @@ def test_names_and_presets():
         optim.get("adamax")
 
 
+def test_an_optimiser_class_instead_of_an_object_says_what_to_pass():
+    """optimizer=mlpx.optim.Adam (no call) is an easy slip; the message shows both fixes."""
+    with pytest.raises(TypeError, match=r"optimizer=Adam is a class; pass an object, "
+                                        r"optimizer=Adam\(lr=...\), or its name, "
+                                        r"optimizer='adam'"):
+        optim.get(optim.Adam)
+    model = mlpx.MLP([2, 2], seed=0)
+    with pytest.raises(TypeError, match="optimizer=AdamW is a class"):
+        model.fit(np.zeros((4, 2)), np.zeros(4, int), loss="cross_entropy",
+                  optimizer=optim.AdamW, verbose=0)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
