@@ -201,6 +201,9 @@ def _check_callbacks(callbacks: Any) -> list:
         raise TypeError(f"callbacks must be a list; pass callbacks=[{name}(...)]")
     callbacks = list(callbacks or [])
     for cb in callbacks:
+        if isinstance(cb, type):  # the class has every hook, but as unbound functions
+            raise TypeError(f"callbacks=[{cb.__name__}] holds a class; pass an object: "
+                            f"callbacks=[{cb.__name__}(...)]")
         # duck-typed callbacks are fine; a bare function would fail later with an AttributeError
         missing = [h for h in _CALLBACK_HOOKS if not hasattr(cb, h)]
         if missing:

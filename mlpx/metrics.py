@@ -422,6 +422,8 @@ def get(spec: Any) -> Metric:
     object or a callable."""
     if isinstance(spec, Metric):
         return spec
+    if isinstance(spec, type) and issubclass(spec, Metric):  # the class: as its name means
+        return spec()
     if isinstance(spec, str):
         top = re.fullmatch(r"top_?(\d+)(?:_accuracy)?", spec.lower())
         if top and NAMES.lookup(spec) is None:

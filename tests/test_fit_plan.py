@@ -43,6 +43,10 @@ def test_a_later_fit_is_planned_with_the_next_fit_index():
     ({"validation_freq": [0]}, TypeError, "validation_freq must be a positive integer"),
     ({"validation_split": 0.2, "validation_data": (np.zeros((2, 4)), np.zeros(2))},
      ValueError, "not both"),
+    # the class, not an object: it has every hook, so only this check catches it
+    ({"callbacks": [mlpx.EarlyStopping]}, TypeError,
+     r"callbacks=\[EarlyStopping\] holds a class; pass an object: "
+     r"callbacks=\[EarlyStopping\(...\)\]"),
 ])
 def test_a_bad_argument_is_named_before_anything_changes(bad, error, message):
     X, y = _data()

@@ -103,6 +103,18 @@ def test_bad_metrics_are_refused_before_training():
     assert model.history_ is None
 
 
+def test_a_metric_class_means_what_its_name_means():
+    """metrics=[mlpx.metrics.R2Score] (no call) is taken as metrics=["r2"], not called as a
+    function fn(y_true, y_pred) with a baffling TypeError."""
+    assert type(mlpx.metrics.get(mlpx.metrics.R2Score)) is type(mlpx.metrics.get("r2"))
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(10, 3)), rng.integers(0, 6, size=10)
+    model = mlpx.MLP([3, 6], seed=0)
+    hist = model.fit(X, y, loss="cross_entropy", metrics=[mlpx.metrics.TopKAccuracy],
+                     verbose=0)
+    assert "top_5_accuracy" in hist.history
+
+
 def test_fit_records_metrics_for_training_and_validation(backend):
     rng = np.random.default_rng(5)
     X, y = rng.normal(size=(60, 4)), rng.integers(0, 8, size=60)
