@@ -211,7 +211,17 @@ def default_for(act: activations.Activation) -> str:
     return "uniform_fan_in" if act.code == activations.ACT_SIGMOID else "xavier_uniform"
 
 
+_FACTORY_EXAMPLES = {"normal": "normal(std=0.02)", "uniform": "uniform(-0.1, 0.1)",
+                     "constant": "constant(0.1)"}
+
+
 def get(spec: str | Initializer) -> Initializer:
+    example = _FACTORY_EXAMPLES.get(getattr(spec, "__name__", ""))
+    if example and spec is globals()[spec.__name__]:  # the factory itself, not what it makes
+        raise TypeError(
+            f"init=mlpx.initializers.{spec.__name__} makes an initialiser: call it, e.g. "
+            f"init=mlpx.initializers.{example}"
+        )
     if callable(spec):
         return spec
     found = NAMES.lookup(spec) if isinstance(spec, str) else None

@@ -162,3 +162,14 @@ def test_every_initialiser_the_docs_name_exists():
     assert quoted  # the pattern still finds the docs' examples
     for page, name in sorted(quoted):
         assert initializers.get(name) is not None, f"{page}: init={name!r}"
+
+
+@pytest.mark.parametrize("factory", ["normal", "uniform", "constant"])
+def test_an_uncalled_factory_says_to_call_it(factory):
+    """init=mlpx.initializers.normal (no call) failed at build with 'normal() takes from 0 to
+    2 positional arguments but 3 were given'; it is refused where it is given."""
+    with pytest.raises(TypeError, match=rf"init=mlpx.initializers.{factory} makes an "
+                                        rf"initialiser: call it, e.g. init=mlpx.initializers."
+                                        rf"{factory}\("):
+        mlpx.Dense(3, init=getattr(initializers, factory))
+    assert initializers.get(initializers.normal(0.5)) is not None  # what it makes is fine
