@@ -174,6 +174,19 @@ def test_every_absent_feature_is_named_with_its_near_miss():
     assert "did you mean 'Length' for 'length'?" in msg and "the data has Length, other" in msg
 
 
+def test_a_feature_present_in_the_data_is_not_offered_as_a_near_miss():
+    """iris without its petal columns: 'sepal_length' is there as itself, not a misspelt
+    'petal_length'."""
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    pre = Preprocessing.fit(table(**{n: [1.0, 2.0] for n in names}, y=[0, 1]), "y")
+    with pytest.raises(TabularError) as e:
+        pre.features_of(table(sepal_length=[1.0], sepal_width=[2.0], Petal_Width=[3.0]))
+    msg = str(e.value)
+    assert "'petal_length', 'petal_width' are missing from the data (did you mean" in msg
+    assert "(did you mean 'Petal_Width' for 'petal_width'?)" in msg
+    assert "'sepal_length' for" not in msg and "'sepal_width' for" not in msg
+
+
 def test_a_table_read_without_the_schema_is_encoded_with_it():
     pre = Preprocessing.fit(table(rooms=["1", "2", "4+", "1"], x=[1.0, 2.0, 3.0, 4.0],
                                   y=[0, 1, 0, 1]), "y")

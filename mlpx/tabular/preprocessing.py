@@ -183,7 +183,11 @@ class Preprocessing:
             table = self._align_array_columns(table)
         absent = [f.name for f in self.features if f.name not in table]
         if absent:
-            hints = "".join(did_you_mean(name, list(table), name_it=True) for name in absent)
+            # a column that is itself a feature is no near miss ('sepal_length' for
+            # 'petal_length'): only the columns no feature takes are suggested
+            taken = set(self.feature_names)
+            spare = [c for c in table if c not in taken]
+            hints = "".join(did_you_mean(name, spare, name_it=True) for name in absent)
             raise TabularError(f"feature column{'s' if len(absent) > 1 else ''} "
                                f"{names_text(repr(n) for n in absent)} "
                                f"{'are' if len(absent) > 1 else 'is'} missing from the data"
