@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from ._stack import caller_level
 from .callbacks import Callback, _MonitorState, _resolve_mode, skipped
 from .optim import Optimizer
 from .preconditions import as_float, check_float, check_positive_int
@@ -249,7 +250,7 @@ class ReduceLROnPlateau(_MonitorState, Callback):
                 warnings.warn(
                     "ReduceLROnPlateau monitors 'val_loss' but fit has no validation data; "
                     "using the training 'loss' (pass validation_data= or monitor='loss')",
-                    UserWarning, stacklevel=3,
+                    UserWarning, stacklevel=caller_level(),
                 )
                 self._warned = True
             return float(logs["loss"])

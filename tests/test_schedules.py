@@ -170,9 +170,10 @@ def test_reduce_on_plateau_falls_back_to_training_loss():
     X, y = _data()
     model = mlpx.MLP([5, 8, 2], seed=1)
     sched = schedules.ReduceLROnPlateau(patience=0, threshold=0.9)
-    with pytest.warns(UserWarning, match="using the training 'loss'"):
+    with pytest.warns(UserWarning, match="using the training 'loss'") as record:
         hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=3,
                          verbose=0, callbacks=[sched])
+    assert record[0].filename == __file__  # the user's fit line, not mlpx's epoch loop
     assert hist.lr == pytest.approx([0.1, 0.1, 0.01])
     bad = schedules.ReduceLROnPlateau(monitor="val_accuracy")
     with pytest.raises(ValueError, match="'val_accuracy', which this fit does not record"):

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from .._stack import caller_level
+
 FORMAT = "mlpx"
 #: version 2: the SHA-256 covers metadata, tensor table and data, and is required; the
 #: document holds the whole run's state (mlpx.saving.schema.TRAINING_KEYS)
@@ -391,21 +393,9 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
         warnings.warn(
             f"checkpoint {p!r} has format version {version}, whose checksum covers the arrays "
             f"but not the metadata; re-save it (model.save) to upgrade it to version "
-            f"{FORMAT_VERSION}", OldCheckpointWarning, stacklevel=_caller_level(),
+            f"{FORMAT_VERSION}", OldCheckpointWarning, stacklevel=caller_level(),
         )
     return tensors, meta
-
-
-def _caller_level() -> int:
-    """The warnings stacklevel of the first frame outside the mlpx package, so a warning
-    points at the user's load/fit line however deep inside mlpx the file was read."""
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # mlpx/
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 # ------------------------------------------------------------------------ atomic writes
