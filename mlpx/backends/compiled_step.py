@@ -13,7 +13,8 @@ stack of `Dense` layers with biases, built-in elementwise activations and no reg
 the losses cross_entropy (integer labels), mse and bce; the optimisers SGD (with or without
 momentum, Nesterov, weight decay), Adam and AdamW. Everything else runs the layer path, as
 does a step whose products NumPy would not hand to GEMM (a dimension of 1). MLPX_COMPILED_STEP=0
-turns the compiled step off.
+turns the compiled step off (and with it the chunks of steps per call of
+mlpx.backends.compiled_epoch).
 """
 
 from __future__ import annotations
