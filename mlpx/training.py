@@ -6,7 +6,8 @@
     begin       apply the plan: build, load the checkpoint's state, install loss and
                 optimiser, set the run's position
     run_epoch   the shuffled batches of one epoch, from the run's position, with the
-                batch-level callback hooks around each step
+                batch-level callback hooks around each step (without hooks, chunks of
+                compiled steps per call where the run takes the compiled step)
     train_step  forward, fused loss + gradient (sample-weighted when asked), metrics,
                 backward, penalties, clipping, optimiser step
     end_epoch   finiteness check (loss, parameters, buffers), validation (every
