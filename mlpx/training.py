@@ -6,7 +6,8 @@
     begin       apply the plan: build, load the checkpoint's state, install loss and
                 optimiser, set the run's position
     run_epoch   the shuffled batches of one epoch, from the run's position, with the
-                batch-level callback hooks around each step
+                batch-level callback hooks around each step (without hooks, chunks of
+                compiled steps per call where the run takes the compiled step)
     train_step  forward, fused loss + gradient (sample-weighted when asked), metrics,
                 backward, penalties, clipping, optimiser step
     end_epoch   finiteness check (loss, parameters, buffers), validation (every
@@ -86,7 +87,7 @@ class _EpochInputs(NamedTuple):
     """What one epoch's steps read besides the plan (`Trainer._epoch_inputs`)."""
 
     order: np.ndarray | None  # the epoch's batch order (None: unshuffled)
-    batches: Any  # the source's (x, y) batches in that order
+    batches: Any  # batches(start): the source's (x, y) batches in that order, from start on
     weights: Any  # the sample weights in that order, on the device (None: unweighted)
     host_weights: np.ndarray | None  # the same on the host, for data-parallel scaling
     begin_hooks: list
@@ -165,6 +166,7 @@ class Trainer:
         self._first_epoch = 0
         self._gbuf: dict[int, Any] = {}
         self._compiled: Any = None  # the run's compiled step (mlpx.backends.compiled_step)
+        self._chunks: Any = None  # its chunks of steps per call (mlpx.backends.compiled_epoch)
         self._bar: Any = None
         self._accum = Accumulation(1, 1, 1)  # gradient accumulation of the run (fit sets it)
         self._phase = "between"  # of the step in progress: forward, update, between steps
@@ -308,6 +310,7 @@ class Trainer:
         self._accum = Accumulation(plan.accumulation, source.n, source.batch_size)
         self._guard, self._phase = _BufferGuard(model), "between"
         self._compiled = self._compiled_step(plan)
+        self._chunks = self._compiled_chunks(plan, source)
         # device copies of the weights, gathered per batch like X and y
         self._weights = None if plan.weights is None else ops.asarray(plan.weights)
         # the names each epoch's logs will hold, so callbacks can check theirs before any step
@@ -329,7 +332,7 @@ class Trainer:
         finally:
             bar.close()
             source.close()
-            self._compiled = None  # its work arrays go with it
+            self._compiled = self._chunks = None  # their work arrays go with them
         for cb in self.callbacks:
             cb.on_train_end({"history": model.history_})
         return model.history_
@@ -351,10 +354,26 @@ class Trainer:
         total, last_norm, steps, done = self.loss_sum, 0.0, source.steps, self.step
         carried = done  # steps of a resumed epoch already summed in loss_sum and metric_sums
         params = model.parameters()
+        chunks = self._chunks
+        if run.begin_hooks or run.end_hooks or part is not None:
+            chunks = None  # Python runs between the steps
         try:
-            for s, (xb, yb) in enumerate(run.batches):
-                if s < done:  # resumed inside this epoch: these batches are done
-                    continue
+            # whole chunks of steps per call while nothing needs Python between them; the
+            # epoch's last step stays below (it records the gradient norm)
+            while chunks is not None and done < steps - 1:
+                end = min(done + chunks.chunk, steps - 1)
+                with model.step_lock():
+                    if not chunks.covers(run.order):
+                        break  # a part was swapped: one step at a time from here
+                    self._phase = "update"  # the weights change inside the one call
+                    total, sums = chunks.run(run.order, done, end, total,
+                                             model.optimizer_.lr, self.metric_sums)
+                    self.metric_sums, done, first = sums, end, done
+                    self._phase = "between"
+                bar.update(done - first)
+                if self._stop_requested(interrupt) and done < steps:
+                    self._stop_between_steps(plan, done, total)
+            for s, (xb, yb) in enumerate(run.batches(done), start=done):
                 self.parallel.begin_step(*source.rows(s), run.host_weights)
                 for hook in run.begin_hooks:
                     hook(s, {})
@@ -377,11 +396,7 @@ class Trainer:
                         break
                 if (self._stop_requested(interrupt) and done < steps
                         and self._accum.boundary(done)):
-                    self.step = done
-                    self.loss_sum = self.parallel.total(model.ops.to_float(total))
-                    self.metric_sums = self.parallel.merge_metric_sums(
-                        model.ops, plan.metrics, self.metric_sums)
-                    raise _StepBoundaryInterrupt(_interrupted_at(self.epoch, self.step))
+                    self._stop_between_steps(plan, done, total)
             self.end_epoch(plan, total, last_norm, snapshot, _seen(plan, run.order, source, done))
         except (_StepBoundaryInterrupt, NonFiniteLossError):
             raise  # the position is recorded, or the divergence rollback restored the state
@@ -394,11 +409,24 @@ class Trainer:
         if self._stop_requested(interrupt):
             raise _StepBoundaryInterrupt(_interrupted_at(self.epoch, self.step))
 
+    def _stop_between_steps(self, plan: FitPlan, done: int, total: Any) -> None:
+        """Ctrl-C acted on after step `done`: record the run's position there and stop."""
+        ops = self.model.ops
+        self.step = done
+        self.loss_sum = self.parallel.total(ops.to_float(total))
+        self.metric_sums = self.parallel.merge_metric_sums(ops, plan.metrics, self.metric_sums)
+        raise _StepBoundaryInterrupt(_interrupted_at(self.epoch, self.step))
+
     def _epoch_inputs(self, plan: FitPlan, source: Any, part: Any) -> _EpochInputs:
         """The epoch's batch order, batches, sample weights and batch hooks."""
         order = batch_order(self.model.seed, self.fit_index, self.epoch,
                             source.n) if plan.shuffle else None
-        batches = source.epoch(order) if part is None else source.epoch(order, part)
+
+        def batches(start: int) -> Any:
+            if start:  # resumed or continued inside the epoch: no gathers for done batches
+                return source.epoch(order, part, start=start)
+            return source.epoch(order) if part is None else source.epoch(order, part)
+
         host_weights = None  # the epoch's weights in batch order, for data-parallel scaling
         if part is not None and plan.weights is not None:
             host_weights = plan.weights if order is None else plan.weights[order]
@@ -425,6 +453,16 @@ class Trainer:
         from .backends import compiled_step
 
         return compiled_step.plan(self.model, plan.loss, self.model.optimizer_)
+
+    def _compiled_chunks(self, plan: FitPlan, source: Any) -> Any:
+        """Chunks of compiled steps per call (mlpx.backends.compiled_epoch) where the run
+        takes the compiled step, or None."""
+        if self._compiled is None:
+            return None
+        from .backends import compiled_epoch
+
+        return compiled_epoch.plan(self._compiled, source, plan.loss, list(plan.metrics),
+                                   self._gbuf)
 
     def train_step(self, xb: Any, yb: Any, plan: FitPlan, params: list, total: Any,
                    last: bool, weight: Any = None, step: int = 0) -> tuple[Any, Any]:

@@ -82,3 +82,24 @@ def test_the_resident_source_is_cut_as_its_epoch_cuts_say(rng):
     sizes = [xb.shape[0] for xb, _ in source.epoch(None)]
     assert sizes == [hi - lo for lo, hi in (source.rows(s) for s in range(source.steps))]
     assert sizes[-1] == source.last_rows == 2
+
+
+@pytest.mark.parametrize("start", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_an_epoch_from_a_later_batch_yields_the_rest_of_it(rng, start, shuffle):
+    from mlpx.backends.batches import StreamedBatches
+
+    cuda_host = pytest.importorskip("cuda_host")
+    X = rng.standard_normal((50, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 50)
+    order = rng.permutation(50) if shuffle else None
+    resident = mlpx.get_backend("cpu").batch_source(X, y, 16, np.float32)
+    streamed = StreamedBatches(_HostOps(), X, y, 16, np.float32,
+                               cuda_host.FakeStreamRuntime())
+    for source in (resident, streamed):
+        whole = [(xb.copy(), yb.copy()) for xb, yb in source.epoch(order)]
+        tail = [(xb.copy(), yb.copy()) for xb, yb in source.epoch(order, None, start=start)]
+        assert len(tail) == max(0, source.steps - start)
+        for (xa, ya), (xb, yb) in zip(whole[start:], tail, strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)

@@ -17,6 +17,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def one_step_per_call(monkeypatch):
+    """These tests count the compiled step's calls: no chunks of steps per call (those are
+    tests/test_compiled_epoch.py's)."""
+    monkeypatch.setenv("MLPX_COMPILED_EPOCH", "0")
+
+
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the compiled steps taken."""

@@ -132,20 +132,22 @@ class ResidentBatches(EpochCuts):
             self._xbuf[m] = ops.empty((m,) + tuple(self.X.shape[1:]), self.X.dtype)
             self._ybuf[m] = ops.empty((m,) + tuple(self.y.shape[1:]), self.y.dtype)
 
-    def epoch(self, order: np.ndarray | None, part: Any = None) -> Iterator[tuple[Any, Any]]:
-        """The epoch's batches: rows `order[k*bs:(k+1)*bs]`, or in order when None; with
-        `part`, the sub-range `part(lo, hi)` of each batch's `lo:hi`."""
+    def epoch(self, order: np.ndarray | None, part: Any = None,
+              start: int = 0) -> Iterator[tuple[Any, Any]]:
+        """The epoch's batches from batch `start` on: rows `order[k*bs:(k+1)*bs]`, or in
+        order when None; with `part`, the sub-range `part(lo, hi)` of each batch's `lo:hi`."""
         idx_all = None if order is None else self.ops.asarray(order)
-        for s in range(self.steps):
+        for s in range(start, self.steps):
             lo, hi = self.rows(s, part)
             if idx_all is None:
                 yield self.X[lo:hi], self.y[lo:hi]
                 continue
             idx = idx_all[lo:hi]
-            xbuf, ybuf = self._buffers(hi - lo)
+            xbuf, ybuf = self.buffers(hi - lo)
             yield self.ops.take_rows(self.X, idx, xbuf), self.ops.take_rows(self.y, idx, ybuf)
 
-    def _buffers(self, m: int) -> tuple[Any, Any]:
+    def buffers(self, m: int) -> tuple[Any, Any]:
+        """The arrays a gathered batch of m rows is written into (x, y)."""
         if m not in self._xbuf:  # a shard's size: allocated once, at its first batch
             self._xbuf[m] = self.ops.empty((m,) + tuple(self.X.shape[1:]), self.X.dtype)
             self._ybuf[m] = self.ops.empty((m,) + tuple(self.y.shape[1:]), self.y.dtype)
@@ -232,16 +234,20 @@ class StreamedBatches(EpochCuts):
         self._copy_pending[slot] = True
         return m
 
-    def epoch(self, order: np.ndarray | None, part: Any = None) -> Iterator[tuple[Any, Any]]:
-        """The epoch's batches (same rows as ResidentBatches.epoch), double buffered."""
+    def epoch(self, order: np.ndarray | None, part: Any = None,
+              start: int = 0) -> Iterator[tuple[Any, Any]]:
+        """The epoch's batches from batch `start` on (same rows as ResidentBatches.epoch),
+        double buffered."""
         if order is not None:
             order = checked_order(order, self.n)
+        if start >= self.steps:
+            return
         ops = self.ops
         single = getattr(ops, "_single_gpu", True)
         ctx = contextlib.nullcontext() if single else ops._device
         with ctx:
-            m = self._prefetch(order, 0, 0, part)
-        for s in range(self.steps):
+            m = self._prefetch(order, start, start & 1, part)
+        for s in range(start, self.steps):
             slot = s & 1
             with ctx:
                 self.compute.wait_event(self.copied[slot])  # device-side: no host sync

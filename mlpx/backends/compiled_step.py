@@ -13,7 +13,8 @@ stack of `Dense` layers with biases, built-in elementwise activations and no reg
 the losses cross_entropy (integer labels), mse and bce; the optimisers SGD (with or without
 momentum, Nesterov, weight decay), Adam and AdamW. Everything else runs the layer path, as
 does a step whose products NumPy would not hand to GEMM (a dimension of 1). MLPX_COMPILED_STEP=0
-turns the compiled step off.
+turns the compiled step off (and with it the chunks of steps per call of
+mlpx.backends.compiled_epoch).
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class CompiledStep:
         from ..layers.dense import _act_in_place
 
         self.model, self._k, self._opt_kind = model, kernels, opt_kind
+        self.loss_name = loss_name
         self._labels = loss_name == "softmax_xent"  # integer class labels
         self._step = kernels.STEPS[loss_name]
         acts = [layer.activation for layer in model.layers]
@@ -224,27 +226,37 @@ class CompiledStep:
         """One step on the batch (x, target), dL/d(output) into g; the batch's mean loss and
         the model's outputs for the batch (as the forward pass left them: the update does not
         touch them). The optimiser's step count goes up by one, as `Optimizer.step` does."""
-        model = self.model
-        if x.shape[0] not in self._batches:
-            self._batches[x.shape[0]] = self._buffers(x.shape[0])
-        bufs = self._batches[x.shape[0]]
+        args = self.step_args(x.shape[0], g, lr)
+        opt = self.model.optimizer_
+        opt.step_count += 1
+        loss = self._step(x, target, *args, float(opt.step_count))
+        self.model._grads_pending = False
+        return loss, self.outputs(x.shape[0])
+
+    def step_args(self, m: int, g: Any, lr: float) -> tuple:
+        """The compiled step's arguments after the batch and before the step count, for a
+        batch of m rows (dL/d(output) into g): parameters, gradients, work arrays, routes and
+        the optimiser's state and hyperparameters (mlpx.backends.compiled_step_kernels)."""
+        if m not in self._batches:
+            self._batches[m] = self._buffers(m)
+        bufs = self._batches[m]
         if bufs is None:
             raise RuntimeError("the compiled step does not cover this batch size (covers())")
         zs, ys, deltas, dxs, pads, routes = bufs
-        layers = model.layers
+        layers = self.model.layers
         ws = tuple(layer.W.data for layer in layers)
         bs = tuple(layer.b.data for layer in layers)
         wg = tuple(layer.W.grad for layer in layers)
         bg = tuple(layer.b.grad for layer in layers)
-        opt = model.optimizer_
-        opt.step_count += 1
-        w_s1, w_s2, b_s1, b_s2, h1, h2, h3, flag, wd = self._optimizer_args(opt, wg, bg)
-        loss = self._step(x, target, ws, bs, wg, bg, zs, ys, deltas, dxs, pads, self._codes,
-                          self._alphas, self._in_place, routes, g, self._opt_kind, w_s1, w_s2,
-                          b_s1, b_s2, float(lr), h1, h2, h3, flag, wd,
-                          float(opt.step_count))
-        model._grads_pending = False
-        return loss, ys[-1]
+        w_s1, w_s2, b_s1, b_s2, h1, h2, h3, flag, wd = self._optimizer_args(
+            self.model.optimizer_, wg, bg)
+        return (ws, bs, wg, bg, zs, ys, deltas, dxs, pads, self._codes, self._alphas,
+                self._in_place, routes, g, self._opt_kind, w_s1, w_s2, b_s1, b_s2, float(lr),
+                h1, h2, h3, flag, wd)
+
+    def outputs(self, m: int) -> Any:
+        """The model's outputs of the last step on m rows (the top layer's y buffer)."""
+        return self._batches[m][1][-1]
 
     def _optimizer_args(self, opt: Any, wg: tuple, bg: tuple) -> tuple:
         """The state arrays and hyperparameters of the update, as the cpu backend's

@@ -230,23 +230,27 @@ def step_bce_logits(x, target, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads
 STEPS = {"softmax_xent": step_softmax_xent, "mse": step_mse, "bce_logits": step_bce_logits}
 
 
-def _stamp_with_callees() -> None:
-    """Numba keys a cached function on its own file only; these functions compile the
-    kernels of four other modules into themselves, so their cache is kept only while none of
-    those files changed either (else an edited kernel would be missing from the step)."""
+def stamp_with_callees(dispatchers: tuple, modules: tuple) -> None:
+    """Numba keys a cached function on its own file only; the step's functions compile the
+    kernels of other modules (`modules`) into themselves, so their cache is kept only while
+    none of those files changed either (else an edited kernel would be missing from it)."""
     import os
 
-    from . import numba_common
-
     stamps = []
-    for module in (act, losses, optim, numba_common):
+    for module in modules:
         st = os.stat(module.__file__)
         stamps.append((st.st_mtime, st.st_size))
-    for dispatcher in (_gemm, _forward_act, _sum_rows, _update, _forward, _backward_update,
-                       *STEPS.values()):
+    for dispatcher in dispatchers:
         cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
         if cache_file is not None and hasattr(cache_file, "_source_stamp"):
             cache_file._source_stamp = (cache_file._source_stamp, tuple(stamps))
 
 
-_stamp_with_callees()
+def _callee_modules() -> tuple:
+    from . import numba_common
+
+    return (act, losses, optim, numba_common)
+
+
+stamp_with_callees((_gemm, _forward_act, _sum_rows, _update, _forward, _backward_update,
+                    *STEPS.values()), _callee_modules())
