@@ -185,6 +185,23 @@ def test_same_run_on_forced_onednn_routes(monkeypatch, calls, pad):
     _assert_same_run(old, new)
 
 
+def test_routes_are_looked_up_again_after_they_were_forgotten(monkeypatch):
+    """set_num_threads makes the cpu backend forget its routes (measured per thread count):
+    the compiled step must not keep running the routes of the old count."""
+    from mlpx.backends import gemm_routes
+
+    model, step = _planned(monkeypatch)
+    x = np.zeros((64, 40), np.float32)
+    y = np.zeros(64, np.int64)
+    g = np.zeros((64, 4), np.float32)
+    assert step.covers(x, y, g)
+    monkeypatch.setattr(gemm_routes, "route_for",
+                        lambda *a: gemm_routes.Route("numpy", one_thread=True))
+    assert step.covers(x, y, g)  # the routes it looked up before
+    gemm_routes.forget()
+    assert not step.covers(x, y, g)  # one thread: a route compiled code does not call
+
+
 @pytest.mark.parametrize("route", [dict(path="onednn", one_thread=True),
                                    dict(path="numpy", one_thread=True), dict(path="mkl")])
 def test_batch_left_to_the_layer_path_where_a_route_is_not_called(monkeypatch, route):

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import gemm_routes
 from .gemm_plumbing import aligned_empty
 
 _ENV = "MLPX_COMPILED_STEP"
@@ -181,6 +182,7 @@ class CompiledStep:
         self._alphas = np.array([float(getattr(a, "alpha", 0.0) or 0.0) for a in acts])
         self._in_place = np.array([_act_in_place(a) for a in acts], np.bool_)
         self._batches: dict[int, tuple] = {}  # batch size -> its buffers and GEMM routes
+        self._routes_generation = gemm_routes.generation
         # what the step was compiled for: a callback that swaps a part falls back
         self._parts = [(layer, layer.activation) for layer in model.layers]
         self._optimizer = model.optimizer_
@@ -201,10 +203,18 @@ class CompiledStep:
                 return False
         elif not (target.shape == g.shape and target.dtype == g.dtype):
             return False
-        m = x.shape[0]
-        if m not in self._batches:  # None: a GEMM of this batch size takes another route
+        return self._batch(x.shape[0]) is not None
+
+    def _batch(self, m: int) -> tuple | None:
+        """The buffers and GEMM routes of a batch of m rows (None: a GEMM of this batch size
+        takes a route compiled code does not call); looked up again after the routes were
+        (set_num_threads: routes are measured per thread count)."""
+        if self._routes_generation != gemm_routes.generation:
+            self._batches.clear()
+            self._routes_generation = gemm_routes.generation
+        if m not in self._batches:
             self._batches[m] = self._buffers(m)
-        return self._batches[m] is not None
+        return self._batches[m]
 
     def _unchanged(self) -> bool:
         """Nothing the step was compiled for was swapped, and no method it stands in for
@@ -237,9 +247,7 @@ class CompiledStep:
         """The compiled step's arguments after the batch and before the step count, for a
         batch of m rows (dL/d(output) into g): parameters, gradients, work arrays, routes and
         the optimiser's state and hyperparameters (mlpx.backends.compiled_step_kernels)."""
-        if m not in self._batches:
-            self._batches[m] = self._buffers(m)
-        bufs = self._batches[m]
+        bufs = self._batch(m)
         if bufs is None:
             raise RuntimeError("the compiled step does not cover this batch size (covers())")
         zs, ys, deltas, dxs, pads, routes = bufs

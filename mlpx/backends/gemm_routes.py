@@ -271,8 +271,15 @@ _memo: dict[tuple, tuple[Route, Gemm]] = {}
 _chosen: dict[str, tuple[str, str]] = {}
 
 
+#: how many times the routes were forgotten: whoever keeps routes of its own (the compiled
+#: step and forward pass) looks them up again when it changes
+generation = 0
+
+
 def forget() -> None:
     """Look the routes up again (the thread count, part of their cache key, changed)."""
+    global generation
+    generation += 1
     _memo.clear()
     _keys.clear()
     _pools.clear()
