@@ -646,6 +646,7 @@ class Sequential:
 
             with self._lock.reading():
                 chain.max_rows = measured_cutoff(chain, above, self.ops.blas)
+                chain.choose_split()  # wide layers: threads, where measured faster
         return chain
 
     def _predict(self, X: Any, bs: int) -> Any:

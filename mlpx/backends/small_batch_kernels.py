@@ -29,24 +29,31 @@ def all_finite(x):
 
 
 @jit
-def dense_rows(x, w, b, has_bias, code, alpha, out):
-    """out = f(x @ w + b) for a few rows x (m, k), w (k, n) C-contiguous."""
+def dense_cols(x, w, b, has_bias, code, alpha, out, j0, j1):
+    """Columns j0:j1 of out = f(x @ w + b) for a few rows x (m, k), w (k, n) C-contiguous.
+    Each column's value is a function of that column alone: any split of the columns (the
+    threaded chain, mlpx.backends.small_batch_split) gives the same bits as the whole."""
     m, k = x.shape
-    n = w.shape[1]
-    out[:, :] = 0
+    out[:, j0:j1] = 0
     for i in range(k):  # one weight row at a time, applied to every input row
         wi = w[i]
         for r in range(m):
             xi = x[r, i]
             o = out[r]
-            for j in range(n):
+            for j in range(j0, j1):
                 o[j] += xi * wi[j]
     for r in range(m):
         o = out[r]
-        for j in range(n):
+        for j in range(j0, j1):
             v = np.float64(o[j]) + np.float64(b[j]) if has_bias else np.float64(o[j])
             o[j] = v  # rounded to the dtype, as the reference's z
             o[j] = act_scalar(code, np.float64(o[j]), alpha)
+
+
+@jit
+def dense_rows(x, w, b, has_bias, code, alpha, out):
+    """out = f(x @ w + b) for a few rows x (m, k), w (k, n) C-contiguous."""
+    dense_cols(x, w, b, has_bias, code, alpha, out, 0, w.shape[1])
 
 
 @jit
