@@ -209,3 +209,14 @@ def test_a_split_chain_far_slower_than_measured_turns_serial(monkeypatch):
     for _ in range(5):
         np.testing.assert_array_equal(model.predict(x), want)
     assert runs == [2, 2, 2] and model._small_batch[1].split_rows == 0
+
+
+def test_a_forked_child_runs_the_serial_chain(monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
+    model = _model()
+    x = _x(3, 60)
+    want = model.predict(x)
+    monkeypatch.setitem(small_batch_split._state, "forked", False)
+    small_batch_split._forked()  # what the fork hook does in the child
+    assert small_batch_split.run(x, (), (), (), (), (), (), 2) is None
+    np.testing.assert_array_equal(model.predict(x), want)

@@ -37,6 +37,17 @@ _ENV = "MLPX_SMALL_BATCH_SPLIT"
 _METHOD = 1
 _busy = threading.Lock()
 _local = threading.local()
+_state = {"forked": False}
+
+
+def _forked() -> None:
+    _state["forked"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    # Numba's OpenMP threading layer cannot launch in a child forked after its threads
+    # started (multiprocessing's default on Linux): children run the serial chain
+    os.register_at_fork(after_in_child=_forked)
 
 
 @functools.cache
@@ -57,8 +68,9 @@ def parts() -> int:
 
 def run(x: np.ndarray, ws: tuple, bs: tuple, has_bias: tuple, codes: tuple, alphas: tuple,
         outs: tuple, n_parts: int) -> bool | None:
-    """The split chain's dense_chain, or None where another thread is running it."""
-    if not _busy.acquire(blocking=False):
+    """The split chain's dense_chain, or None where another thread is running it (or in a
+    forked child)."""
+    if _state["forked"] or not _busy.acquire(blocking=False):
         return None
     try:
         if getattr(_local, "threads", None) != n_parts:
