@@ -18,6 +18,7 @@ import numpy as np
 
 from . import activations, losses, optim
 from .backends import Backend, get_backend
+from .backends.proba import loss_proba_in_place
 from .concurrency import StateLock
 from .history import History
 from .layers.base import Layer, Parameter
@@ -602,7 +603,8 @@ class Sequential:
         # the chain copies each Dense layer's activation: a layer or activation swapped since
         # must build a new one, or a few rows would run the old formula
         key = (id(self.ops), X.shape[1],
-               tuple((id(layer), id(getattr(layer, "activation", None))) for layer in self.layers))
+               tuple([(id(layer), id(getattr(layer, "activation", None)))
+                      for layer in self.layers]))  # a list: no generator per call
         cached = self.__dict__.get("_small_batch")
         if cached is None or cached[0] != key:
             from .backends import compiled_forward
@@ -644,6 +646,7 @@ class Sequential:
 
             with self._lock.reading():
                 chain.max_rows = measured_cutoff(chain, above, self.ops.blas)
+                chain.choose_split()  # wide layers: threads, where measured faster
         return chain
 
     def _predict(self, X: Any, bs: int) -> Any:
@@ -677,7 +680,14 @@ class Sequential:
                 "predict_proba needs to know the loss to turn outputs into probabilities: "
                 "call fit(...) or compile(loss='cross_entropy' | 'bce' | 'nll') first"
             )
-        out = self.predict(X, batch_size, device=True)
+        out = self._small_batch_predict(X, batch_size)  # a new array: free to overwrite
+        if out is not None:
+            # softmax/sigmoid compiled, without float64 NumPy temporaries; the same bits
+            proba = loss_proba_in_place(loss, out)
+            if proba is not None:
+                return proba
+        else:
+            out = self.predict(X, batch_size, device=True)
         proba = loss.proba(self.ops, out)
         return proba if device else self.ops.to_numpy(proba)
 

@@ -51,6 +51,7 @@ except ImportError as e:  # pragma: no cover - exercised only without scikit-lea
     ) from None
 
 from . import optim
+from .backends.proba import expit64, softmax64
 from .callbacks import Callback
 from .errors import NonFiniteLossError
 from .layers import Dense
@@ -579,9 +580,15 @@ class _BaseMLP(BaseEstimator):
         return self.model_.predict(X).astype(np.float64)
 
     def _few_rows_outputs(self, X: Any) -> np.ndarray | None:
-        """Outputs for a few rows of a plain float array of the training width, checked here
-        (shape, dtype, finite values: what validate_data would check for it) at the cost of
-        one row; None sends X through validate_data (anything else, and every error)."""
+        """`_few_rows_raw` in float64, as `_outputs` returns them."""
+        out = self._few_rows_raw(X)
+        return None if out is None else out.astype(np.float64)
+
+    def _few_rows_raw(self, X: Any) -> np.ndarray | None:
+        """The model's outputs (its dtype) for a few rows of a plain float array of the
+        training width, checked here (shape, dtype, finite values: what validate_data would
+        check for it) at the cost of one row; None sends X through validate_data (anything
+        else, and every error)."""
         model = self.__dict__.get("model_")
         if (model is None or type(X) is not np.ndarray or X.ndim != 2
                 or not 0 < X.shape[0] <= 64 or X.dtype.kind != "f"
@@ -589,8 +596,7 @@ class _BaseMLP(BaseEstimator):
                 or X.shape[1] != self.__dict__.get("n_features_in_")):
             return None
         x = np.ascontiguousarray(X, dtype=model.dtype)
-        out = model._small_batch_predict(x, None)  # None for NaN/inf: validate_data says so
-        return None if out is None else out.astype(np.float64)
+        return model._small_batch_predict(x, None)  # None for NaN/inf: validate_data says so
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -749,7 +755,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.log(self.predict_proba(X))
 
     def _probabilities(self, X: Any) -> np.ndarray:
-        z = self._outputs(X)
+        few = self._few_rows_raw(X)
+        if few is not None:
+            # the float64 formulas below in one compiled call, the same bits; None: NaN/inf
+            p = softmax64(few) if self.out_activation_ == "softmax" else expit64(few)
+            if p is not None:
+                return p
+            z = few.astype(np.float64)
+        else:
+            z = self._outputs(X)
         if self.out_activation_ == "softmax":
             z = np.exp(z - z.max(axis=1, keepdims=True))
             return z / z.sum(axis=1, keepdims=True)

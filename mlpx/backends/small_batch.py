@@ -9,7 +9,9 @@ validates and allocates only what one row needs. It is used for batches up to a 
 measured on this machine for this model's layer sizes (`measured_cutoff`): below it the
 compiled chain is faster than the layers' own path (a GEMM library per layer, with its
 threads); above it, or for any other model, `predict` takes the layers' path. MLPX_SMALL_BATCH
-overrides the measurement: 0 turns the chain off, a number sets the cut-off.
+overrides the measurement: 0 turns the chain off, a number sets the cut-off. For wide layers
+(a weight matrix of MBs) the chain may also split each layer's columns between threads, with
+the same bits, up to a row count measured the same way (mlpx.backends.small_batch_split).
 
 Thread-safe and re-entrant: the weights are only read, each thread writes its own buffers,
 and the caller holds the model's read lock (as for every prediction).
@@ -44,6 +46,13 @@ def _kernels() -> Any:
     return small_batch_kernels
 
 
+@functools.cache
+def _split() -> Any:
+    from . import small_batch_split
+
+    return small_batch_split
+
+
 def all_finite(x: np.ndarray) -> bool:
     """Whether no value of x is NaN or infinite (compiled: no temporary array)."""
     return bool(_kernels().all_finite(x))
@@ -64,6 +73,9 @@ class Chain:
         self._no_bias = tuple(np.zeros(n, self.dtype) for n in self.sizes[1:])
         self._local = threading.local()
         self.max_rows = 0  # set by the caller: the measured cut-off
+        self.split_rows = 0  # up to these rows the threaded chain serves (`choose_split`)
+        self.parts = 1
+        self._guard: Any = None  # gives the threaded chain up if it gets slow (measured)
 
     def _outputs(self, rows: int) -> tuple[np.ndarray, ...]:
         """This thread's buffers for `rows` rows, the last one a new array (the result)."""
@@ -78,13 +90,38 @@ class Chain:
     def __call__(self, x: np.ndarray) -> np.ndarray | None:
         """The outputs for C-contiguous `x` of the chain's dtype and width, or
         None when x holds NaN or infinity (the caller's full path then explains)."""
+        return self._compute(x, x.shape[0] <= self.split_rows)
+
+    def _compute(self, x: np.ndarray, split: bool) -> np.ndarray | None:
+        """__call__ on the serial chain, or (`split`) on the threaded one where no other
+        thread is running it (mlpx.backends.small_batch_split): the same bits either way."""
         layers = self.layers
         ws = tuple([d.W.data for d in layers])  # read per call: set_weights may swap them
         bs = tuple([d.b.data if d.b is not None else z
                     for d, z in zip(layers, self._no_bias, strict=True)])
         outs = self._outputs(x.shape[0])
-        ok = _kernels().dense_chain(x, ws, bs, self.has_bias, self.codes, self.alphas, outs)
+        ok = None
+        if split:
+            t0 = time.perf_counter()
+            ok = _split().run(x, ws, bs, self.has_bias, self.codes, self.alphas, outs,
+                              self.parts)
+            if ok is not None and self._guard is not None \
+                    and not self._guard.keep(x.shape[0], time.perf_counter() - t0):
+                self.split_rows = 0  # far slower than measured: serial from now on
+        if ok is None:
+            ok = _kernels().dense_chain(x, ws, bs, self.has_bias, self.codes, self.alphas,
+                                        outs)
         return outs[-1] if ok else None
+
+    def choose_split(self) -> None:
+        """Up to how many rows the threaded chain serves: measured against the serial chain
+        on this machine for wide layers, up to the cut-off (see small_batch_split)."""
+        sp = _split()
+        self.parts = sp.parts()
+        self.split_rows, serial_s = sp.measured_rows(
+            self, lambda x: self._compute(x, False), lambda x: self._compute(x, True),
+            PROBE_ROWS)
+        self._guard = sp.Guard(serial_s) if serial_s else None
 
 
 def chain_of(model: Any) -> Chain | None:

@@ -1,0 +1,194 @@
+"""The small-batch chain split between threads, for models with wide layers: each layer's
+output columns shared out between mlpx's threads (mlpx.backends.small_batch_split_kernels),
+with the serial chain's bits. A serial chain reads every weight on one core; where a layer's
+weights are MBs, that core's memory bandwidth bounds it, and two cores read them faster.
+Waking the threads costs microseconds per layer, so it pays only for wide layers and a few
+rows, and not on a machine whose other CPUs are busy.
+
+Chosen by measurement, as the chain's cut-off is (mlpx.backends.small_batch): on first use,
+per processor, thread count, library versions and layer sizes, the split chain against the
+serial one at each probe size up to the chain's cut-off, alternated; it serves the sizes up
+to the largest at which it always won by 3 %, and none where it never did.
+MLPX_SMALL_BATCH_SPLIT overrides the measurement: 0 turns it off, a number sets the rows.
+
+A chain that then runs far slower than measured (the machine got busy) gives the split up
+for the rest of the process (`Guard`). One launch at a time: Numba's thread pool may not take
+launches from several Python threads at once, so a thread that finds the split chain busy
+runs the serial chain instead (the same bits).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+QUESTION = "small_batch_split"
+#: the smallest weight matrix (bytes) for which splitting is measured at all: below it one
+#: core's bandwidth reads every layer in a few microseconds, less than waking the threads
+MIN_BYTES = 1 << 20
+_MARGIN = 0.97
+_ENV = "MLPX_SMALL_BATCH_SPLIT"
+_METHOD = 1
+_busy = threading.Lock()
+_local = threading.local()
+_state = {"forked": False}
+
+
+def _forked() -> None:
+    _state["forked"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    # Numba's OpenMP threading layer cannot launch in a child forked after its threads
+    # started (multiprocessing's default on Linux): children run the serial chain
+    os.register_at_fork(after_in_child=_forked)
+
+
+@functools.cache
+def _kernels() -> Any:
+    from . import small_batch_split_kernels
+
+    return small_batch_split_kernels
+
+
+def parts() -> int:
+    """Shares per layer: mlpx's thread count, within the threads Numba's pool can start."""
+    import numba
+
+    from .threads import get_num_threads
+
+    return max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def run(x: np.ndarray, ws: tuple, bs: tuple, has_bias: tuple, codes: tuple, alphas: tuple,
+        outs: tuple, n_parts: int) -> bool | None:
+    """The split chain's dense_chain, or None where another thread is running it (or in a
+    forked child)."""
+    if _state["forked"] or not _busy.acquire(blocking=False):
+        return None
+    try:
+        if getattr(_local, "threads", None) != n_parts:
+            # Numba's count is per calling thread: one pool thread per share, set once
+            import numba
+
+            numba.set_num_threads(n_parts)
+            _local.threads = n_parts
+        return bool(_kernels().dense_chain_split(x, ws, bs, has_bias, codes, alphas, outs,
+                                                 n_parts))
+    finally:
+        _busy.release()
+
+
+def worth_measuring(sizes: list[int], itemsize: int, n_parts: int) -> bool:
+    """Whether a chain of these layer sizes may gain: several threads and one weight matrix
+    of at least MIN_BYTES."""
+    widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False)) * itemsize
+    return n_parts > 1 and widest >= MIN_BYTES
+
+
+def _mean(fn: Callable[[], Any], calls: int) -> float:
+    import time
+
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
+def _measure(serial: Callable[[np.ndarray], Any], split: Callable[[np.ndarray], Any],
+             width: int, dtype: np.dtype, max_rows: int, probe_rows: tuple[int, ...],
+             ) -> dict[str, Any]:
+    """Per probe size up to max_rows: seconds per call of each, the median of 7 alternated
+    rounds; the largest size up to which the split chain always won by 3 %."""
+    rng = np.random.default_rng(0)
+    serial_s, split_s, best = {}, {}, 0
+    for rows in [r for r in probe_rows if r <= max_rows]:
+        x = rng.standard_normal((rows, width)).astype(dtype)
+        serial(x)
+        split(x)  # warm-up: compiled, the pool started
+        calls = max(3, min(50, int(5e-4 / max(_mean(lambda x=x: serial(x), 3), 1e-7))))
+        a, b = [], []
+        for _ in range(7):
+            a.append(_mean(lambda x=x: serial(x), calls))
+            b.append(_mean(lambda x=x: split(x), calls))
+        serial_s[rows], split_s[rows] = statistics.median(a), statistics.median(b)
+        if split_s[rows] >= _MARGIN * serial_s[rows]:
+            break
+        best = rows
+    return {"max_rows": best, "serial_s": serial_s, "split_s": split_s}
+
+
+def env_rows() -> int | None:
+    value = os.environ.get(_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(
+            f"{_ENV}={value!r} is not a row count; set it to 0 (never split between threads) "
+            f"or a positive number of rows, or unset it to measure on this machine")
+    return int(value)
+
+
+def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
+                  split: Callable[[np.ndarray], Any], probe_rows: tuple[int, ...],
+                  ) -> tuple[int, dict[int, float]]:
+    """The largest batch the split chain serves for `chain` on this machine (0: none), and
+    the serial chain's measured seconds per call by probe size ({} where not measured):
+    MLPX_SMALL_BATCH_SPLIT, else measured on first use and cached (mlpx.backends.measured)."""
+    forced = env_rows()
+    if forced is not None:
+        return forced, {}
+    n_parts = parts()
+    if chain.max_rows < 1 or not worth_measuring(chain.sizes, chain.dtype.itemsize, n_parts):
+        return 0, {}
+    import numba
+
+    from . import measured
+
+    key = measured.machine_key(f"numpy {np.__version__}", f"numba {numba.__version__}",
+                               f"{chain.dtype.name}", f"method {_METHOD}",
+                               f"up to {chain.max_rows} rows",
+                               "sizes " + "-".join(map(str, chain.sizes)))
+    entry = measured.lookup(QUESTION, key)
+    if entry is None or not isinstance(entry.get("max_rows"), int):
+        entry = measured.store(QUESTION, key, _measure(
+            serial, split, chain.sizes[0], chain.dtype, chain.max_rows, probe_rows))
+    serial_s = entry.get("serial_s")
+    serial_s = {int(k): float(v) for k, v in serial_s.items()} \
+        if isinstance(serial_s, dict) else {}  # JSON keys are strings
+    return int(entry["max_rows"]), serial_s
+
+
+class Guard:
+    """Gives up the split chain for this process when it runs far slower than the serial
+    chain was measured (other work took the CPUs its threads need since: each launch then
+    waits on a descheduled thread): STRIKES calls in a row over SLOWER x the serial time."""
+
+    SLOWER, STRIKES = 2.0, 3
+
+    def __init__(self, serial_s: dict[int, float]) -> None:
+        self._limit = {rows: self.SLOWER * s for rows, s in serial_s.items()}
+        self._sizes = sorted(self._limit)
+        self._strikes = 0
+
+    def limit(self, rows: int) -> float | None:
+        """The slowest acceptable split call on `rows` rows (None: not guarded)."""
+        for size in self._sizes:  # the nearest probe size at or above
+            if size >= rows:
+                return self._limit[size]
+        return None
+
+    def keep(self, rows: int, seconds: float) -> bool:
+        """Record one split call; False once the split chain should be given up."""
+        limit = self.limit(rows)
+        if limit is None or seconds <= limit:
+            self._strikes = 0
+            return True
+        self._strikes += 1  # a benign race between threads: a strike more or less
+        return self._strikes < self.STRIKES

@@ -1,0 +1,222 @@
+"""The small-batch chain split between threads (mlpx.backends.small_batch_split): the serial
+chain's bits for any split, safe with several Python threads predicting at once, and chosen
+only where measured faster (or forced by MLPX_SMALL_BATCH_SPLIT)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import mlpx
+from mlpx.backends import small_batch, small_batch_kernels, small_batch_split
+from mlpx.backends import small_batch_split_kernels as split_kernels
+from mlpx.layers import Dense, Dropout
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "64")  # the chain up to 64 rows, unmeasured
+    monkeypatch.delenv("MLPX_SMALL_BATCH_SPLIT", raising=False)
+
+
+def _x(rows, cols, dtype=np.float32, seed=1):
+    return np.random.default_rng(seed).standard_normal((rows, cols)).astype(dtype)
+
+
+def _model(dtype="float32"):
+    return mlpx.Sequential([Dense(100, activation="tanh"), Dropout(0.1),
+                            Dense(37, activation="relu", use_bias=False), Dense(5)],
+                           input_dim=60, dtype=dtype, seed=0)
+
+
+def _chain_args(chain, rows):
+    ws = tuple(d.W.data for d in chain.layers)
+    bs = tuple(d.b.data if d.b is not None else z
+               for d, z in zip(chain.layers, chain._no_bias, strict=True))
+    outs = tuple(np.full((rows, n), np.nan, chain.dtype) for n in chain.sizes[1:])
+    return ws, bs, outs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_any_split_gives_the_serial_chains_bits(dtype, parts):
+    chain = small_batch.chain_of(_model(dtype))
+    for rows in (1, 4, 17, 64):
+        x = _x(rows, 60, dtype, seed=rows)
+        ws, bs, serial = _chain_args(chain, rows)
+        _, _, split = _chain_args(chain, rows)
+        assert small_batch_kernels.dense_chain(x, ws, bs, chain.has_bias, chain.codes,
+                                               chain.alphas, serial)
+        assert split_kernels.dense_chain_split(x, ws, bs, chain.has_bias, chain.codes,
+                                               chain.alphas, split, parts)
+        for a, b in zip(serial, split, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_rows_are_refused_as_by_the_serial_chain():
+    chain = small_batch.chain_of(_model())
+    x = _x(3, 60)
+    x[2, 7] = np.inf
+    ws, bs, outs = _chain_args(chain, 3)
+    assert not split_kernels.dense_chain_split(x, ws, bs, chain.has_bias, chain.codes,
+                                               chain.alphas, outs, 2)
+
+
+def test_forced_split_serves_predict_with_the_same_bits(monkeypatch):
+    model = _model()
+    xs = [_x(r, 60, seed=r) for r in (1, 3, 16, 64)]
+    monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "0")
+    want = [model.predict(x) for x in xs]
+    assert model._small_batch[1].split_rows == 0
+    monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "16")
+    model = _model()
+    runs = []
+    real = small_batch_split.run
+    monkeypatch.setattr(small_batch_split, "run",
+                        lambda x, *a: runs.append(x.shape[0]) or real(x, *a))
+    got = [model.predict(x) for x in xs]
+    assert model._small_batch[1].split_rows == 16 and runs == [1, 3, 16]  # 64: serial
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_busy_split_chain_sends_other_threads_to_the_serial_one(monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
+    model = _model()
+    x = _x(2, 60)
+    want = model.predict(x)
+    with small_batch_split._busy:  # as if another thread were inside the split chain
+        assert small_batch_split.run(x, (), (), (), (), (), (), 2) is None
+        np.testing.assert_array_equal(model.predict(x), want)
+
+
+def test_threads_predicting_at_once_get_what_serial_calls_get(monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
+    model = _model()
+    xs = [_x(r, 60, seed=r) for r in (1, 2, 5, 8, 33, 64)]
+    want = [model.predict(x) for x in xs]
+    errors, barrier = [], threading.Barrier(4)
+
+    def work(seed):
+        try:
+            barrier.wait()
+            order = np.random.default_rng(seed).permutation(len(xs))
+            for _ in range(30):
+                for i in order:
+                    np.testing.assert_array_equal(model.predict(xs[i]), want[i])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_only_wide_layers_and_several_threads_are_worth_measuring():
+    assert small_batch_split.worth_measuring([784, 1024, 1024, 10], 4, 2)
+    assert not small_batch_split.worth_measuring([784, 256, 128, 10], 4, 2)  # 0.8 MB
+    assert small_batch_split.worth_measuring([784, 256, 128, 10], 8, 2)  # float64: 1.6 MB
+    assert not small_batch_split.worth_measuring([784, 1024, 1024, 10], 4, 1)
+
+
+def _timed(seconds_per_row):
+    """A stand-in path whose call takes `seconds_per_row(rows)`."""
+    def path(x):
+        end = time.perf_counter() + seconds_per_row(x.shape[0])
+        while time.perf_counter() < end:
+            pass
+    return path
+
+
+def test_the_measurement_keeps_the_split_only_where_it_always_won():
+    serial = _timed(lambda rows: 40e-6)
+    split = _timed(lambda rows: 20e-6 if rows <= 4 else 60e-6)
+    got = small_batch_split._measure(serial, split, 8, np.dtype(np.float32), 64,
+                                     small_batch.PROBE_ROWS)
+    assert got["max_rows"] == 4 and set(got["split_s"]) == {1, 2, 4, 8}
+    slower = _timed(lambda rows: 50e-6)
+    got = small_batch_split._measure(serial, slower, 8, np.dtype(np.float32), 64,
+                                     small_batch.PROBE_ROWS)
+    assert got["max_rows"] == 0
+    got = small_batch_split._measure(serial, split, 8, np.dtype(np.float32), 2,
+                                     small_batch.PROBE_ROWS)  # never past the cut-off
+    assert got["max_rows"] == 2 and set(got["split_s"]) == {1, 2}
+
+
+def test_the_choice_is_measured_once_per_machine_and_sizes(monkeypatch):
+    measured = []
+    monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
+    monkeypatch.setattr(small_batch_split, "MIN_BYTES", 1)  # a small model counts as wide
+    monkeypatch.setattr(small_batch_split, "_measure",
+                        lambda *a: measured.append(a[3]) or {"max_rows": 8})
+    monkeypatch.setattr("mlpx.backends.measured.busy", lambda: False)
+    for _ in range(2):
+        model = _model()
+        model.predict(_x(1, 60))
+        assert model._small_batch[1].split_rows == 8
+    assert measured == [np.dtype(np.float32)]  # measured once, then read back
+    model = _model("float64")
+    model.predict(_x(1, 60, np.float64))
+    assert len(measured) == 2
+
+
+def test_one_thread_or_narrow_layers_are_never_split(monkeypatch):
+    monkeypatch.setattr(small_batch_split, "_measure", lambda *a: pytest.fail("measured"))
+    model = _model()  # every weight matrix far below MIN_BYTES
+    model.predict(_x(1, 60))
+    assert model._small_batch[1].split_rows == 0
+    monkeypatch.setattr(small_batch_split, "MIN_BYTES", 1)
+    monkeypatch.setattr(small_batch_split, "parts", lambda: 1)
+    model = _model()
+    model.predict(_x(1, 60))
+    assert model._small_batch[1].split_rows == 0
+
+
+def test_bad_mlpx_small_batch_split_says_what_it_takes(monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "two")
+    with pytest.raises(ValueError, match="MLPX_SMALL_BATCH_SPLIT='two' is not a row count"):
+        _model().predict(_x(1, 60))
+
+
+def test_the_guard_gives_up_after_strikes_in_a_row():
+    guard = small_batch_split.Guard({1: 10e-6, 4: 20e-6})
+    assert guard.limit(1) == 20e-6 and guard.limit(3) == 40e-6 and guard.limit(9) is None
+    assert guard.keep(1, 50e-6) and guard.keep(1, 50e-6)
+    assert guard.keep(2, 30e-6)  # within the limit: the strikes start again
+    assert guard.keep(1, 50e-6) and guard.keep(1, 50e-6) and not guard.keep(4, 1.0)
+    assert guard.keep(9, 1.0)  # beyond the measured sizes: not guarded
+
+
+def test_a_split_chain_far_slower_than_measured_turns_serial(monkeypatch):
+    monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
+    monkeypatch.setattr(small_batch_split, "MIN_BYTES", 1)
+    monkeypatch.setattr(small_batch_split, "_measure",  # a serial chain measured at 1 ns
+                        lambda *a: {"max_rows": 4, "serial_s": {1: 1e-9, 2: 1e-9, 4: 1e-9}})
+    model = _model()
+    x = _x(2, 60)
+    want = small_batch.chain_of(model)._compute(x, False)
+    runs = []
+    real = small_batch_split.run
+    monkeypatch.setattr(small_batch_split, "run",
+                        lambda x, *a: runs.append(x.shape[0]) or real(x, *a))
+    for _ in range(5):
+        np.testing.assert_array_equal(model.predict(x), want)
+    assert runs == [2, 2, 2] and model._small_batch[1].split_rows == 0
+
+
+def test_a_forked_child_runs_the_serial_chain(monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
+    model = _model()
+    x = _x(3, 60)
+    want = model.predict(x)
+    monkeypatch.setitem(small_batch_split._state, "forked", False)
+    small_batch_split._forked()  # what the fork hook does in the child
+    assert small_batch_split.run(x, (), (), (), (), (), (), 2) is None
+    np.testing.assert_array_equal(model.predict(x), want)
