@@ -121,6 +121,13 @@ class Backend:
         rb = round_to_bfloat16(b, xp=self.xp)
         return self.matmul(ra, rb, out, trans_a, trans_b)
 
+    def rounded_bf16(self, x: Array) -> Array:
+        """A new float32 array of `x` rounded to bfloat16 (round-to-nearest-even, the
+        contract's bits): what the "mixed_bfloat16" policy's derivatives read."""
+        from .bfloat16 import round_to_bfloat16
+
+        return round_to_bfloat16(x, xp=self.xp)
+
     def check_bfloat16(self) -> None:
         """Raise (saying why) when this backend cannot run `matmul_bf16`; a model checks
         before it computes under "mixed_bfloat16". The reference runs it anywhere."""
