@@ -155,42 +155,60 @@ def _best_mean(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - t0) / calls
 
 
+def alternated_crossing(candidate: Callable[[np.ndarray], Any],
+                        incumbent: Callable[[np.ndarray], Any], probe_rows: Any, width: int,
+                        dtype: Any, rounds: int) -> tuple[int, dict, dict]:
+    """Per probe size (ascending), seconds per call of `candidate` and `incumbent`, each the
+    median of `rounds` alternated rounds, until the candidate stops winning by 3 % (_MARGIN):
+    (the largest size up to which it always won, or 0; candidate's; incumbent's seconds).
+    Shared by the chain's cut-off and the threaded chain's choice (small_batch_split)."""
+    rng = np.random.default_rng(0)
+    cand_s, inc_s = {}, {}
+    best = 0
+    for rows in probe_rows:
+        x = rng.standard_normal((rows, width)).astype(dtype)
+        candidate(x)
+        incumbent(x)  # warm-up: kernels compiled, buffers and pools made
+        # ~0.5 ms of each per round, at least 3 calls: ~35 ms in all for a small model
+        per = _best_mean(lambda x=x: incumbent(x), 3)
+        calls = max(3, min(50, int(5e-4 / max(per, 1e-7))))
+        a, b = [], []
+        for _ in range(rounds):
+            a.append(_best_mean(lambda x=x: candidate(x), calls))
+            b.append(_best_mean(lambda x=x: incumbent(x), calls))
+        # the median round of each: a library's threads that stall whenever a CPU is busy
+        # elsewhere (10-100x slower rounds on a shared machine) are part of its cost
+        cand_s[rows], inc_s[rows] = statistics.median(a), statistics.median(b)
+        if cand_s[rows] >= _MARGIN * inc_s[rows]:
+            break  # past the crossing: larger batches only favour the incumbent more
+        best = rows
+    return best, cand_s, inc_s
+
+
 def _measure(chain: Chain, layers_path: Callable[[np.ndarray], Any]) -> dict[str, Any]:
     """Per probe size: seconds per call of the chain and of the layers' path, the median of
     5 alternated rounds; the cut-off is the largest size up to which the chain always won
     (by 3 %)."""
-    rng = np.random.default_rng(0)
-    chain_s, layers_s = {}, {}
-    cutoff = 0
-    for rows in PROBE_ROWS:
-        x = rng.standard_normal((rows, chain.sizes[0])).astype(chain.dtype)
-        chain(x)
-        layers_path(x)  # warm-up: kernels compiled, buffers and pools made
-        # ~0.5 ms of each path per round, at least 3 calls: ~35 ms in all for a small model
-        per = _best_mean(lambda x=x: layers_path(x), 3)
-        calls = max(3, min(50, int(5e-4 / max(per, 1e-7))))
-        a, b = [], []
-        for _ in range(5):
-            a.append(_best_mean(lambda x=x: chain(x), calls))
-            b.append(_best_mean(lambda x=x: layers_path(x), calls))
-        # the median round of each: a GEMM library's threads that stall whenever a CPU is
-        # busy elsewhere (10-100x slower rounds on a shared machine) are part of its cost
-        chain_s[rows], layers_s[rows] = statistics.median(a), statistics.median(b)
-        if chain_s[rows] >= _MARGIN * layers_s[rows]:
-            break  # past the crossing: larger batches only favour the GEMM library more
-        cutoff = rows
+    cutoff, chain_s, layers_s = alternated_crossing(chain, layers_path, PROBE_ROWS,
+                                                    chain.sizes[0], chain.dtype, rounds=5)
     return {"max_rows": cutoff, "chain_s": chain_s, "layers_s": layers_s}
 
 
-def _env_cutoff() -> int | None:
-    value = os.environ.get(_ENV, "").strip()
+def env_row_count(var: str, zero_means: str, unset_means: str) -> int | None:
+    """The row count set in environment variable `var`, or None where it is unset; a clear
+    error for anything else (the messages name what 0 and unset mean)."""
+    value = os.environ.get(var, "").strip()
     if not value:
         return None
     if not value.isdigit():
         raise ValueError(
-            f"{_ENV}={value!r} is not a row count; set it to 0 (the layers' path always) or a "
-            f"positive number of rows, or unset it to measure the cut-off on this machine")
+            f"{var}={value!r} is not a row count; set it to 0 ({zero_means}) or a positive "
+            f"number of rows, or unset it to {unset_means}")
     return int(value)
+
+
+def _env_cutoff() -> int | None:
+    return env_row_count(_ENV, "the layers' path always", "measure the cut-off on this machine")
 
 
 def measured_cutoff(chain: Chain, layers_path: Callable[[np.ndarray], Any],

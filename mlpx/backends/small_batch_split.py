@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import statistics
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,9 +31,8 @@ QUESTION = "small_batch_split"
 #: the smallest weight matrix (bytes) for which splitting is measured at all: below it one
 #: core's bandwidth reads every layer in a few microseconds, less than waking the threads
 MIN_BYTES = 1 << 20
-_MARGIN = 0.97
 _ENV = "MLPX_SMALL_BATCH_SPLIT"
-_METHOD = 1
+_METHOD = 2  # measured by small_batch.alternated_crossing
 _busy = threading.Lock()
 _local = threading.local()
 _state = {"forked": False}
@@ -92,47 +90,22 @@ def worth_measuring(sizes: list[int], itemsize: int, n_parts: int) -> bool:
     return n_parts > 1 and widest >= MIN_BYTES
 
 
-def _mean(fn: Callable[[], Any], calls: int) -> float:
-    import time
-
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - t0) / calls
-
-
 def _measure(serial: Callable[[np.ndarray], Any], split: Callable[[np.ndarray], Any],
              width: int, dtype: np.dtype, max_rows: int, probe_rows: tuple[int, ...],
              ) -> dict[str, Any]:
     """Per probe size up to max_rows: seconds per call of each, the median of 7 alternated
     rounds; the largest size up to which the split chain always won by 3 %."""
-    rng = np.random.default_rng(0)
-    serial_s, split_s, best = {}, {}, 0
-    for rows in [r for r in probe_rows if r <= max_rows]:
-        x = rng.standard_normal((rows, width)).astype(dtype)
-        serial(x)
-        split(x)  # warm-up: compiled, the pool started
-        calls = max(3, min(50, int(5e-4 / max(_mean(lambda x=x: serial(x), 3), 1e-7))))
-        a, b = [], []
-        for _ in range(7):
-            a.append(_mean(lambda x=x: serial(x), calls))
-            b.append(_mean(lambda x=x: split(x), calls))
-        serial_s[rows], split_s[rows] = statistics.median(a), statistics.median(b)
-        if split_s[rows] >= _MARGIN * serial_s[rows]:
-            break
-        best = rows
+    from .small_batch import alternated_crossing
+
+    best, split_s, serial_s = alternated_crossing(
+        split, serial, [r for r in probe_rows if r <= max_rows], width, dtype, rounds=7)
     return {"max_rows": best, "serial_s": serial_s, "split_s": split_s}
 
 
 def env_rows() -> int | None:
-    value = os.environ.get(_ENV, "").strip()
-    if not value:
-        return None
-    if not value.isdigit():
-        raise ValueError(
-            f"{_ENV}={value!r} is not a row count; set it to 0 (never split between threads) "
-            f"or a positive number of rows, or unset it to measure on this machine")
-    return int(value)
+    from .small_batch import env_row_count
+
+    return env_row_count(_ENV, "never split between threads", "measure on this machine")
 
 
 def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
