@@ -52,3 +52,17 @@ def assert_ulp(a, b, max_ulp: int, scale: np.ndarray | None = None) -> None:
         bound = max_ulp * np.spacing(np.maximum(np.abs(scale), np.abs(b)).astype(a.dtype))
         excess = np.abs(a.astype(np.float64) - b.astype(np.float64)) - bound
         assert excess.max() <= 0
+
+
+def loss_targets_data(n: int, n_in: int, n_out: int, loss: str, dtype, seed: int = 0):
+    """Random inputs and targets of the kind each loss takes: class labels for
+    cross_entropy, 0/1 rows for bce, real values otherwise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_in)).astype(dtype)
+    if loss == "cross_entropy":
+        y = rng.integers(0, n_out, n)
+    elif loss == "bce":
+        y = (rng.random((n, n_out)) > 0.5).astype(dtype)
+    else:
+        y = rng.standard_normal((n, n_out)).astype(dtype)
+    return X, y

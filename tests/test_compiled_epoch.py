@@ -10,6 +10,7 @@ import signal
 
 import numpy as np
 import pytest
+from _helpers import loss_targets_data
 
 import mlpx
 from mlpx import optim
@@ -39,16 +40,6 @@ def chunks(monkeypatch):
     return seen
 
 
-def _data(n, n_in, n_out, loss, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, n_in)).astype(dtype)
-    if loss == "cross_entropy":
-        y = rng.integers(0, n_out, n)
-    elif loss == "bce":
-        y = (rng.random((n, n_out)) > 0.5).astype(dtype)
-    else:
-        y = rng.standard_normal((n, n_out)).astype(dtype)
-    return X, y
 
 
 def _model(sizes, activation="relu", dtype="float32"):
@@ -59,7 +50,7 @@ def _fit(monkeypatch, chunked, sizes, activation, loss, make_opt, dtype="float32
          batch_size=16, epochs=3, model=None, **fit_kw):
     monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
     monkeypatch.setenv("MLPX_COMPILED_EPOCH", "1" if chunked else "0")
-    X, y = _data(n, sizes[0], sizes[-1], loss, dtype)
+    X, y = loss_targets_data(n, sizes[0], sizes[-1], loss, dtype)
     model = model or _model(sizes, activation, dtype)
     hist = model.fit(X, y, loss=loss, optimizer=make_opt(), epochs=epochs,
                      batch_size=batch_size, verbose=0, **fit_kw)
@@ -124,7 +115,7 @@ def test_chunks_are_bounded_by_work():
     model.compile(loss="cross_entropy", optimizer="sgd")
     model.build(784)
     step = compiled_step.plan(model, model.loss_, model.optimizer_)
-    X, y = _data(600, 784, 10, "cross_entropy", "float32")
+    X, y = loss_targets_data(600, 784, 10, "cross_entropy", "float32")
     source = model.ops.batch_source(X, y, 256, np.float32)
     g = {256: np.empty((256, 10), np.float32)}
     big = compiled_epoch.plan(step, source, model.loss_, [], g)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import loss_targets_data
 
 import mlpx
 from mlpx import optim
@@ -38,22 +39,12 @@ def calls(monkeypatch):
     return count
 
 
-def _data(n, n_in, n_out, loss, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, n_in)).astype(dtype)
-    if loss == "cross_entropy":
-        y = rng.integers(0, n_out, n)
-    elif loss == "bce":
-        y = (rng.random((n, n_out)) > 0.5).astype(dtype)
-    else:
-        y = rng.standard_normal((n, n_out)).astype(dtype)
-    return X, y
 
 
 def _fit(monkeypatch, compiled, sizes, activation, loss, make_opt, dtype, n=70,
          batch_size=16, shuffle=True, epochs=2, **fit_kw):
     monkeypatch.setenv("MLPX_COMPILED_STEP", "1" if compiled else "0")
-    X, y = _data(n, sizes[0], sizes[-1], loss, dtype)
+    X, y = loss_targets_data(n, sizes[0], sizes[-1], loss, dtype)
     model = mlpx.MLP(sizes, activation=activation, backend="cpu", dtype=dtype, seed=3)
     hist = model.fit(X, y, loss=loss, optimizer=make_opt(), epochs=epochs,
                      batch_size=batch_size, shuffle=shuffle, verbose=0, **fit_kw)
@@ -265,7 +256,7 @@ def test_a_width_of_one_runs_the_layer_path(monkeypatch, calls):
 
 def test_uncovered_models_and_parts(monkeypatch, calls):
     monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
-    X, y = _data(64, 8, 3, "cross_entropy", "float32")
+    X, y = loss_targets_data(64, 8, 3, "cross_entropy", "float32")
     layered = [
         mlpx.Sequential([mlpx.Dense(6, activation="relu"), mlpx.Dropout(0.1), mlpx.Dense(3)],
                         input_dim=8, seed=0),
@@ -309,7 +300,7 @@ def test_a_callback_that_swaps_the_optimiser(monkeypatch, calls):
     runs = []
     for compiled in (False, True):
         monkeypatch.setenv("MLPX_COMPILED_STEP", "1" if compiled else "0")
-        X, y = _data(80, 8, 3, "cross_entropy", "float32")
+        X, y = loss_targets_data(80, 8, 3, "cross_entropy", "float32")
         model = mlpx.MLP([8, 6, 3], seed=0)
         model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=16,
                   verbose=0, callbacks=[Swap()])
@@ -322,7 +313,7 @@ def test_a_callback_that_swaps_the_optimiser(monkeypatch, calls):
 def test_instrumented_parts_see_every_step(monkeypatch, calls):
     """A replaced opt.step or a wrapped backend op is called as before: the layer path."""
     monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
-    X, y = _data(64, 8, 3, "cross_entropy", "float32")
+    X, y = loss_targets_data(64, 8, 3, "cross_entropy", "float32")
     model = mlpx.MLP([8, 6, 3], seed=0)
     seen = {"step": 0, "matmul": 0}
 
@@ -366,7 +357,7 @@ def test_ctrl_c_during_a_compiled_step_stops_after_it(monkeypatch, calls):
 
     monkeypatch.setattr(compiled_step.CompiledStep, "run", interrupted)
     monkeypatch.setenv("MLPX_COMPILED_STEP", "1")
-    X, y = _data(80, 8, 3, "cross_entropy", "float32")
+    X, y = loss_targets_data(80, 8, 3, "cross_entropy", "float32")
     model = mlpx.MLP([8, 6, 3], seed=0)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=2, batch_size=16,
