@@ -191,16 +191,21 @@ __device__ void prelu_dslopes_impl(const double* partial, T* dslopes, long long 
 // unrounded delta: the product that reads it rounds it (to_bfloat16 in bfloat16.cu) and the
 // bias gradient sums it (sum_rows), as the Numba twin does in one pass.
 
+// z[k] + b[k % m] rounded to float32 first (z[k] without with_bias), as the float32 path
+// stores it: what both kernels below apply the activation to.
+__device__ inline double biased_float32(const float* z, const float* b, long long k,
+                                        long long m, int with_bias) {
+    double v = (double)z[k];
+    return with_bias ? (double)(float)(v + (double)b[k % m]) : v;
+}
+
 // Numba twin: numba_bfloat16.bias_act_bits. ybits = bfloat16(f(z + b)) (f(z) without
 // with_bias, b then unread); z + b rounded to float32 first, as the float32 path stores it.
 extern "C" __global__ void bias_act_bf16(const float* z, const float* b, unsigned short* ybits,
                                          long long n, long long m, int code, double alpha,
                                          int with_bias) {
     MLPX_GRID_LOOP(k, n * m) {
-        double v = (double)z[k];
-        if (with_bias) {
-            v = (double)(float)(v + (double)b[k % m]);
-        }
+        double v = biased_float32(z, b, k, m, with_bias);
         ybits[k] = mlpx_bfloat16_bits((float)act_scalar(code, v, alpha));
     }
 }
@@ -212,10 +217,7 @@ extern "C" __global__ void bias_act_z_bf16(const float* z, const float* b,
                                            long long n, long long m, int code, double alpha,
                                            int with_bias) {
     MLPX_GRID_LOOP(k, n * m) {
-        double v = (double)z[k];
-        if (with_bias) {
-            v = (double)(float)(v + (double)b[k % m]);
-        }
+        double v = biased_float32(z, b, k, m, with_bias);
         zbits[k] = mlpx_bfloat16_bits((float)v);
         ybits[k] = mlpx_bfloat16_bits((float)act_scalar(code, v, alpha));
     }
