@@ -43,6 +43,26 @@ def test_chain_matches_the_layers_path(act, dtype):
         np.testing.assert_allclose(got, _layers_path(model, x), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_in", [1, 3, 4, 7, 13, 64])
+def test_chain_sums_the_products_one_by_one_in_input_order(n_in, dtype):
+    """The documented summation order, bit for bit: whatever the loop unrolls, each output
+    adds x[i] * w[i, j] to a running sum in the dtype, i = 0, 1, ...; every width (also
+    those that leave a remainder after the unrolled rows) and row count."""
+    model = mlpx.Sequential([Dense(9, activation="identity")], input_dim=n_in,
+                            dtype=np.dtype(dtype).name, seed=3)
+    w, b = model.layers[0].W.data, model.layers[0].b.data
+    for rows in (1, 2, 5):
+        x = _x(rows, n_in, dtype, seed=rows)
+        want = np.zeros((rows, 9), dtype)
+        for i in range(n_in):
+            want = (want + x[:, i:i + 1] * w[i]).astype(dtype)
+        want = (want.astype(np.float64) + b).astype(dtype)
+        got = model.predict(x)
+        assert model._small_batch[1] is not None
+        np.testing.assert_array_equal(got, want)
+
+
 def test_chain_serves_only_up_to_its_cutoff_and_writes_new_arrays(monkeypatch):
     model = mlpx.MLP([50, 40, 3], seed=0)
     calls = []
