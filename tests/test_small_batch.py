@@ -4,13 +4,14 @@ with a cut-off measured once per machine and layer sizes."""
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import small_batch
+from mlpx.backends import small_batch, small_batch_kernels
 from mlpx.layers import BatchNorm, Dense, Dropout, PReLU
 
 
@@ -43,20 +44,36 @@ def test_chain_matches_the_layers_path(act, dtype):
         np.testing.assert_allclose(got, _layers_path(model, x), rtol=tol, atol=tol)
 
 
+def _blocks(k):
+    """The documented input blocks of a layer with k inputs: the largest power of two up to
+    k // 256 (1 to 8) of them, equal shares rounded up to a multiple of 4."""
+    n = 1
+    while n < 8 and 2 * n * 256 <= k:
+        n *= 2
+    share = math.ceil(k / n)
+    step = math.ceil(share / 4) * 4
+    return [(min(k, p * step), min(k, p * step + step)) for p in range(n)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_in", [1, 3, 4, 7, 13, 64])
-def test_chain_sums_the_products_one_by_one_in_input_order(n_in, dtype):
-    """The documented summation order, bit for bit: whatever the loop unrolls, each output
-    adds x[i] * w[i, j] to a running sum in the dtype, i = 0, 1, ...; every width (also
-    those that leave a remainder after the unrolled rows) and row count."""
+@pytest.mark.parametrize("n_in", [1, 3, 4, 7, 13, 64, 511, 512, 783, 1030, 2049, 4100])
+def test_chain_sums_each_block_in_input_order_then_the_blocks(n_in, dtype):
+    """The documented summation order, bit for bit: each output adds x[i] * w[i, j] one by
+    one to a running sum in the dtype within each block of inputs, then the block sums are
+    added in block order; every width (also those that leave a remainder after the unrolled
+    rows) and row count."""
     model = mlpx.Sequential([Dense(9, activation="identity")], input_dim=n_in,
                             dtype=np.dtype(dtype).name, seed=3)
     w, b = model.layers[0].W.data, model.layers[0].b.data
+    assert len(_blocks(n_in)) == small_batch_kernels.blocks(n_in)
     for rows in (1, 2, 5):
         x = _x(rows, n_in, dtype, seed=rows)
-        want = np.zeros((rows, 9), dtype)
-        for i in range(n_in):
-            want = (want + x[:, i:i + 1] * w[i]).astype(dtype)
+        want = None
+        for i0, i1 in _blocks(n_in):
+            block = np.zeros((rows, 9), dtype)
+            for i in range(i0, i1):
+                block = (block + x[:, i:i + 1] * w[i]).astype(dtype)
+            want = block if want is None else (want + block).astype(dtype)
         want = (want.astype(np.float64) + b).astype(dtype)
         got = model.predict(x)
         assert model._small_batch[1] is not None

@@ -1,6 +1,6 @@
-"""The small-batch chain split between threads (mlpx.backends.small_batch_split): the serial
-chain's bits for any split, safe with several Python threads predicting at once, and chosen
-only where measured faster (or forced by MLPX_SMALL_BATCH_SPLIT)."""
+"""The small-batch chain shared between threads (mlpx.backends.small_batch_split): the serial
+chain's bits on any thread count, safe with several Python threads predicting at once, and
+chosen only where measured faster (or forced by MLPX_SMALL_BATCH_SPLIT)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,19 @@ def _x(rows, cols, dtype=np.float32, seed=1):
     return np.random.default_rng(seed).standard_normal((rows, cols)).astype(dtype)
 
 
+IN = 600  # two blocks of inputs (small_batch_kernels.blocks), 2.6 MB of first-layer weights
+
+
 def _model(dtype="float32"):
-    return mlpx.Sequential([Dense(100, activation="tanh"), Dropout(0.1),
-                            Dense(37, activation="relu", use_bias=False), Dense(5)],
-                           input_dim=60, dtype=dtype, seed=0)
+    """Inputs of 2 blocks into a layer worth threads, 1100 inputs (4 blocks) into a layer
+    too small for threads, and a narrow top."""
+    return mlpx.Sequential([Dense(1100, activation="tanh"), Dropout(0.1),
+                            Dense(29, activation="relu", use_bias=False), Dense(5)],
+                           input_dim=IN, dtype=dtype, seed=0)
+
+
+def _narrow_model():
+    return mlpx.Sequential([Dense(100, activation="tanh"), Dense(5)], input_dim=60, seed=0)
 
 
 def _chain_args(chain, rows):
@@ -38,37 +47,69 @@ def _chain_args(chain, rows):
     bs = tuple(d.b.data if d.b is not None else z
                for d, z in zip(chain.layers, chain._no_bias, strict=True))
     outs = tuple(np.full((rows, n), np.nan, chain.dtype) for n in chain.sizes[1:])
-    return ws, bs, outs
+    sums = tuple(np.full((small_batch_kernels.blocks(k), rows, n), np.nan, chain.dtype)
+                 for k, n in zip(chain.sizes[:-1], chain.sizes[1:], strict=True))
+    return ws, bs, outs, sums
+
+
+def test_the_model_has_layers_of_several_blocks_threaded_and_not():
+    blocks = [small_batch_kernels.blocks(k) for k in (IN, 1100, 29)]
+    assert blocks == [2, 4, 1]
+    assert IN * 1100 * 4 >= split_kernels.THREAD_MIN_BYTES > 1100 * 29 * 8
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("parts", [1, 2, 3, 7])
-def test_any_split_gives_the_serial_chains_bits(dtype, parts):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_any_thread_count_gives_the_serial_chains_bits(dtype, threads):
+    import numba
+
     chain = small_batch.chain_of(_model(dtype))
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     for rows in (1, 4, 17, 64):
-        x = _x(rows, 60, dtype, seed=rows)
-        ws, bs, serial = _chain_args(chain, rows)
-        _, _, split = _chain_args(chain, rows)
+        x = _x(rows, IN, dtype, seed=rows)
+        ws, bs, serial, sums = _chain_args(chain, rows)
+        _, _, split, sums2 = _chain_args(chain, rows)
         assert small_batch_kernels.dense_chain(x, ws, bs, chain.has_bias, chain.codes,
-                                               chain.alphas, serial)
+                                               chain.alphas, serial, sums)
         assert split_kernels.dense_chain_split(x, ws, bs, chain.has_bias, chain.codes,
-                                               chain.alphas, split, parts)
+                                               chain.alphas, split, sums2)
         for a, b in zip(serial, split, strict=True):
             np.testing.assert_array_equal(a, b)
 
 
+def test_block_sums_are_added_in_block_order():
+    """The documented order, bit for bit: each block's products one by one in input order,
+    then the block sums added in block order (IN = 600 inputs: blocks [0, 300), [300, 600))."""
+    chain = small_batch.chain_of(_model())
+    layer = chain.layers[0]
+    w, b = layer.W.data, layer.b.data
+    x = _x(3, IN, seed=9)
+    halves = []
+    for i0, i1 in ((0, 300), (300, IN)):
+        acc = np.zeros((3, w.shape[1]), np.float32)
+        for i in range(i0, i1):
+            acc = (acc + x[:, i:i + 1] * w[i]).astype(np.float32)
+        halves.append(acc)
+    z = ((halves[0] + halves[1]).astype(np.float64) + b).astype(np.float32)
+    want = np.tanh(z.astype(np.float64)).astype(np.float32)
+    ws, bs, outs, sums = _chain_args(chain, 3)
+    assert split_kernels.dense_chain_split(x, ws, bs, chain.has_bias, chain.codes,
+                                           chain.alphas, outs, sums)
+    np.testing.assert_array_equal(outs[0], want)
+
+
 def test_non_finite_rows_are_refused_as_by_the_serial_chain():
     chain = small_batch.chain_of(_model())
-    x = _x(3, 60)
+    x = _x(3, IN)
     x[2, 7] = np.inf
-    ws, bs, outs = _chain_args(chain, 3)
+    ws, bs, outs, sums = _chain_args(chain, 3)
     assert not split_kernels.dense_chain_split(x, ws, bs, chain.has_bias, chain.codes,
-                                               chain.alphas, outs, 2)
+                                               chain.alphas, outs, sums)
 
 
 def test_forced_split_serves_predict_with_the_same_bits(monkeypatch):
     model = _model()
-    xs = [_x(r, 60, seed=r) for r in (1, 3, 16, 64)]
+    xs = [_x(r, IN, seed=r) for r in (1, 3, 16, 64)]
     monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "0")
     want = [model.predict(x) for x in xs]
     assert model._small_batch[1].split_rows == 0
@@ -87,17 +128,17 @@ def test_forced_split_serves_predict_with_the_same_bits(monkeypatch):
 def test_a_busy_split_chain_sends_other_threads_to_the_serial_one(monkeypatch):
     monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
     model = _model()
-    x = _x(2, 60)
+    x = _x(2, IN)
     want = model.predict(x)
     with small_batch_split._busy:  # as if another thread were inside the split chain
-        assert small_batch_split.run(x, (), (), (), (), (), (), 2) is None
+        assert small_batch_split.run(x, (), (), (), (), (), (), (), 2) is None
         np.testing.assert_array_equal(model.predict(x), want)
 
 
 def test_threads_predicting_at_once_get_what_serial_calls_get(monkeypatch):
     monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
     model = _model()
-    xs = [_x(r, 60, seed=r) for r in (1, 2, 5, 8, 33, 64)]
+    xs = [_x(r, IN, seed=r) for r in (1, 2, 5, 8, 33, 64)]
     want = [model.predict(x) for x in xs]
     errors, barrier = [], threading.Barrier(4)
 
@@ -124,6 +165,8 @@ def test_only_wide_layers_and_several_threads_are_worth_measuring():
     assert not small_batch_split.worth_measuring([784, 256, 128, 10], 4, 2)  # 0.8 MB
     assert small_batch_split.worth_measuring([784, 256, 128, 10], 8, 2)  # float64: 1.6 MB
     assert not small_batch_split.worth_measuring([784, 1024, 1024, 10], 4, 1)
+    # 4.8 MB of weights, but their 300 inputs make one block (the top's 160 kB: too small)
+    assert not small_batch_split.worth_measuring([300, 4000, 10], 4, 2)
 
 
 def _timed(seconds_per_row):
@@ -153,36 +196,38 @@ def test_the_measurement_keeps_the_split_only_where_it_always_won():
 def test_the_choice_is_measured_once_per_machine_and_sizes(monkeypatch):
     measured = []
     monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
-    monkeypatch.setattr(small_batch_split, "MIN_BYTES", 1)  # a small model counts as wide
     monkeypatch.setattr(small_batch_split, "_measure",
                         lambda *a: measured.append(a[3]) or {"max_rows": 8})
     monkeypatch.setattr("mlpx.backends.measured.busy", lambda: False)
     for _ in range(2):
         model = _model()
-        model.predict(_x(1, 60))
+        model.predict(_x(1, IN))
         assert model._small_batch[1].split_rows == 8
     assert measured == [np.dtype(np.float32)]  # measured once, then read back
     model = _model("float64")
-    model.predict(_x(1, 60, np.float64))
+    model.predict(_x(1, IN, np.float64))
     assert len(measured) == 2
 
 
 def test_one_thread_or_narrow_layers_are_never_split(monkeypatch):
     monkeypatch.setattr(small_batch_split, "_measure", lambda *a: pytest.fail("measured"))
-    model = _model()  # every weight matrix far below MIN_BYTES
+    model = _narrow_model()  # every weight matrix far below MIN_BYTES
     model.predict(_x(1, 60))
     assert model._small_batch[1].split_rows == 0
-    monkeypatch.setattr(small_batch_split, "MIN_BYTES", 1)
+    monkeypatch.setattr(small_batch_split, "MIN_BYTES", 1)  # wide enough, but one block
+    model = _narrow_model()
+    model.predict(_x(1, 60))
+    assert model._small_batch[1].split_rows == 0
     monkeypatch.setattr(small_batch_split, "parts", lambda: 1)
     model = _model()
-    model.predict(_x(1, 60))
+    model.predict(_x(1, IN))
     assert model._small_batch[1].split_rows == 0
 
 
 def test_bad_mlpx_small_batch_split_says_what_it_takes(monkeypatch):
     monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "two")
     with pytest.raises(ValueError, match="MLPX_SMALL_BATCH_SPLIT='two' is not a row count"):
-        _model().predict(_x(1, 60))
+        _model().predict(_x(1, IN))
 
 
 def test_the_guard_gives_up_after_strikes_in_a_row():
@@ -196,11 +241,10 @@ def test_the_guard_gives_up_after_strikes_in_a_row():
 
 def test_a_split_chain_far_slower_than_measured_turns_serial(monkeypatch):
     monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
-    monkeypatch.setattr(small_batch_split, "MIN_BYTES", 1)
     monkeypatch.setattr(small_batch_split, "_measure",  # a serial chain measured at 1 ns
                         lambda *a: {"max_rows": 4, "serial_s": {1: 1e-9, 2: 1e-9, 4: 1e-9}})
     model = _model()
-    x = _x(2, 60)
+    x = _x(2, IN)
     want = small_batch.chain_of(model)._compute(x, False)
     runs = []
     real = small_batch_split.run
@@ -214,9 +258,9 @@ def test_a_split_chain_far_slower_than_measured_turns_serial(monkeypatch):
 def test_a_forked_child_runs_the_serial_chain(monkeypatch):
     monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
     model = _model()
-    x = _x(3, 60)
+    x = _x(3, IN)
     want = model.predict(x)
     monkeypatch.setitem(small_batch_split._state, "forked", False)
     small_batch_split._forked()  # what the fork hook does in the child
-    assert small_batch_split.run(x, (), (), (), (), (), (), 2) is None
+    assert small_batch_split.run(x, (), (), (), (), (), (), (), 2) is None
     np.testing.assert_array_equal(model.predict(x), want)

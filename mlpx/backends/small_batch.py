@@ -10,8 +10,8 @@ measured on this machine for this model's layer sizes (`measured_cutoff`): below
 compiled chain is faster than the layers' own path (a GEMM library per layer, with its
 threads); above it, or for any other model, `predict` takes the layers' path. MLPX_SMALL_BATCH
 overrides the measurement: 0 turns the chain off, a number sets the cut-off. For wide layers
-(a weight matrix of MBs) the chain may also split each layer's columns between threads, with
-the same bits, up to a row count measured the same way (mlpx.backends.small_batch_split).
+(a weight matrix of MBs) the chain may also share each layer's block sums between threads,
+with the same bits, up to a row count measured the same way (mlpx.backends.small_batch_split).
 
 Thread-safe and re-entrant: the weights are only read, each thread writes its own buffers,
 and the caller holds the model's read lock (as for every prediction).
@@ -36,7 +36,7 @@ PROBE_ROWS = (1, 2, 4, 8, 16, 32, 64)
 QUESTION = "small_batch_inference"
 _MARGIN = 0.97  # the chain must be 3 % faster: ties keep the layers' path
 _ENV = "MLPX_SMALL_BATCH"
-_METHOD = 5  # how the cut-off is measured, or the chain it times: a new one measures again
+_METHOD = 6  # how the cut-off is measured, or the chain it times: a new one measures again
 
 
 @functools.cache  # the import machinery once, not on every call
@@ -76,16 +76,24 @@ class Chain:
         self.split_rows = 0  # up to these rows the threaded chain serves (`choose_split`)
         self.parts = 1
         self._guard: Any = None  # gives the threaded chain up if it gets slow (measured)
+        self._blocks: tuple[int, ...] | None = None  # per layer (small_batch_kernels.blocks)
 
-    def _outputs(self, rows: int) -> tuple[np.ndarray, ...]:
-        """This thread's buffers for `rows` rows, the last one a new array (the result)."""
+    def _outputs(self, rows: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """This thread's buffers for `rows` rows: the layers' outputs, the last one a new
+        array (the result), and their block sums (a stand-in for a layer of one block)."""
         cache = getattr(self._local, "buffers", None)
         if cache is None:
             cache = self._local.buffers = {}
         hidden = cache.get(rows)
         if hidden is None:
-            hidden = cache[rows] = [np.empty((rows, n), self.dtype) for n in self.sizes[1:-1]]
-        return (*hidden, np.empty((rows, self.sizes[-1]), self.dtype))
+            if self._blocks is None:
+                self._blocks = tuple(int(_kernels().blocks(k)) for k in self.sizes[:-1])
+            sums = tuple(np.empty((p, rows, n) if p > 1 else (1, 1, 1), self.dtype)
+                         for p, n in zip(self._blocks, self.sizes[1:], strict=True))
+            outs = [np.empty((rows, n), self.dtype) for n in self.sizes[1:-1]]
+            hidden = cache[rows] = (outs, sums)
+        outs, sums = hidden
+        return (*outs, np.empty((rows, self.sizes[-1]), self.dtype)), sums
 
     def __call__(self, x: np.ndarray) -> np.ndarray | None:
         """The outputs for C-contiguous `x` of the chain's dtype and width, or
@@ -99,18 +107,18 @@ class Chain:
         ws = tuple([d.W.data for d in layers])  # read per call: set_weights may swap them
         bs = tuple([d.b.data if d.b is not None else z
                     for d, z in zip(layers, self._no_bias, strict=True)])
-        outs = self._outputs(x.shape[0])
+        outs, sums = self._outputs(x.shape[0])
         ok = None
         if split:
             t0 = time.perf_counter()
-            ok = _split().run(x, ws, bs, self.has_bias, self.codes, self.alphas, outs,
+            ok = _split().run(x, ws, bs, self.has_bias, self.codes, self.alphas, outs, sums,
                               self.parts)
             if ok is not None and self._guard is not None \
                     and not self._guard.keep(x.shape[0], time.perf_counter() - t0):
                 self.split_rows = 0  # far slower than measured: serial from now on
         if ok is None:
             ok = _kernels().dense_chain(x, ws, bs, self.has_bias, self.codes, self.alphas,
-                                        outs)
+                                        outs, sums)
         return outs[-1] if ok else None
 
     def choose_split(self) -> None:

@@ -1,9 +1,10 @@
-"""The small-batch chain split between threads, for models with wide layers: each layer's
-output columns shared out between mlpx's threads (mlpx.backends.small_batch_split_kernels),
-with the serial chain's bits. A serial chain reads every weight on one core; where a layer's
-weights are MBs, that core's memory bandwidth bounds it, and two cores read them faster.
-Waking the threads costs microseconds per layer, so it pays only for wide layers and a few
-rows, and not on a machine whose other CPUs are busy.
+"""The small-batch chain shared between threads, for models with wide layers: each wide
+layer's block sums (mlpx.backends.small_batch_kernels: consecutive inputs, a count fixed by
+the layer's width) computed by mlpx's threads at once (small_batch_split_kernels), with the
+serial chain's bits. A serial chain reads every weight on one core; where a layer's weights
+are MBs, that core's bandwidth bounds it, and two cores, each streaming its own weight rows,
+read them faster. Waking the threads costs microseconds per layer, so it pays only for wide
+layers and a few rows, and not on a machine whose other CPUs are busy.
 
 Chosen by measurement, as the chain's cut-off is (mlpx.backends.small_batch): on first use,
 per processor, thread count, library versions and layer sizes, the split chain against the
@@ -32,7 +33,7 @@ QUESTION = "small_batch_split"
 #: core's bandwidth reads every layer in a few microseconds, less than waking the threads
 MIN_BYTES = 1 << 20
 _ENV = "MLPX_SMALL_BATCH_SPLIT"
-_METHOD = 3  # how the choice is measured, or the kernels it times: a new one measures again
+_METHOD = 4  # how the choice is measured, or the kernels it times: a new one measures again
 _busy = threading.Lock()
 _local = threading.local()
 _state = {"forked": False}
@@ -56,7 +57,8 @@ def _kernels() -> Any:
 
 
 def parts() -> int:
-    """Shares per layer: mlpx's thread count, within the threads Numba's pool can start."""
+    """Threads sharing a layer's blocks: mlpx's thread count, within the threads Numba's
+    pool can start."""
     import numba
 
     from .threads import get_num_threads
@@ -65,7 +67,7 @@ def parts() -> int:
 
 
 def run(x: np.ndarray, ws: tuple, bs: tuple, has_bias: tuple, codes: tuple, alphas: tuple,
-        outs: tuple, n_parts: int) -> bool | None:
+        outs: tuple, sums: tuple, n_parts: int) -> bool | None:
     """The split chain's dense_chain, or None where another thread is running it (or in a
     forked child)."""
     if _state["forked"] or not _busy.acquire(blocking=False):
@@ -78,15 +80,17 @@ def run(x: np.ndarray, ws: tuple, bs: tuple, has_bias: tuple, codes: tuple, alph
             numba.set_num_threads(n_parts)
             _local.threads = n_parts
         return bool(_kernels().dense_chain_split(x, ws, bs, has_bias, codes, alphas, outs,
-                                                 n_parts))
+                                                 sums))
     finally:
         _busy.release()
 
 
 def worth_measuring(sizes: list[int], itemsize: int, n_parts: int) -> bool:
     """Whether a chain of these layer sizes may gain: several threads and one weight matrix
-    of at least MIN_BYTES."""
-    widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False)) * itemsize
+    of at least MIN_BYTES whose inputs make several blocks."""
+    blocks = _kernels().blocks
+    widest = max((a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False)
+                  if blocks(a) > 1), default=0) * itemsize
     return n_parts > 1 and widest >= MIN_BYTES
 
 
