@@ -634,7 +634,7 @@ class Sequential:
         return out.copy() if np.may_share_memory(out, X) else out
 
     def _make_chain(self, forward: Any = None) -> Any:
-        from .backends.small_batch import chain_of, measured_cutoff
+        from .backends.small_batch import chain_of, configure
 
         chain = chain_of(self)
         if chain is not None:
@@ -645,8 +645,7 @@ class Sequential:
                 return self.infer(x) if out is None else out
 
             with self._lock.reading():
-                chain.max_rows = measured_cutoff(chain, above, self.ops.blas)
-                chain.choose_split()  # wide layers: threads, where measured faster
+                configure(chain, above, self.ops.blas)
         return chain
 
     def _predict(self, X: Any, bs: int) -> Any:

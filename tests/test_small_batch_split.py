@@ -264,3 +264,38 @@ def test_a_forked_child_runs_the_serial_chain(monkeypatch):
     small_batch_split._forked()  # what the fork hook does in the child
     assert small_batch_split.run(x, (), (), (), (), (), (), (), 2) is None
     np.testing.assert_array_equal(model.predict(x), want)
+
+
+def test_the_threaded_choice_comes_first_and_the_cutoff_measures_that_chain(monkeypatch):
+    """A model whose serial chain loses to the GEMM path but whose threaded chain wins
+    still gets the chain: the cut-off is measured on the chain as configured."""
+    monkeypatch.delenv("MLPX_SMALL_BATCH")
+    monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
+    monkeypatch.setattr("mlpx.backends.measured.busy", lambda: False)
+    order = []
+    monkeypatch.setattr(small_batch_split, "_measure", lambda serial, split, width, dtype,
+                        max_rows, probe: order.append(("split", max_rows)) or {
+                            "max_rows": 4, "serial_s": {1: 1.0}})
+
+    def cutoff(chain, layers_path):
+        order.append(("cutoff", chain.split_rows))
+        return {"max_rows": 8}
+
+    monkeypatch.setattr(small_batch, "_measure", cutoff)
+    model = _model()
+    model.predict(_x(1, IN))
+    chain = model._small_batch[1]
+    assert order == [("split", small_batch.PROBE_ROWS[-1]), ("cutoff", 4)]
+    assert (chain.max_rows, chain.split_rows) == (8, 4)
+    model = _model()  # read back, not measured again
+    model.predict(_x(1, IN))
+    assert len(order) == 2 and model._small_batch[1].max_rows == 8
+
+
+def test_a_forced_cutoff_of_zero_measures_nothing(monkeypatch):
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "0")
+    monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
+    monkeypatch.setattr(small_batch_split, "_measure", lambda *a: pytest.fail("measured"))
+    model = _model()
+    model.predict(_x(1, IN))
+    assert model._small_batch[1].max_rows == 0

@@ -11,7 +11,8 @@ compiled chain is faster than the layers' own path (a GEMM library per layer, wi
 threads); above it, or for any other model, `predict` takes the layers' path. MLPX_SMALL_BATCH
 overrides the measurement: 0 turns the chain off, a number sets the cut-off. For wide layers
 (a weight matrix of MBs) the chain may also share each layer's block sums between threads,
-with the same bits, up to a row count measured the same way (mlpx.backends.small_batch_split).
+with the same bits, up to a row count measured the same way (mlpx.backends.small_batch_split),
+before the cut-off (`configure`).
 
 Thread-safe and re-entrant: the weights are only read, each thread writes its own buffers,
 and the caller holds the model's read lock (as for every prediction).
@@ -36,7 +37,7 @@ PROBE_ROWS = (1, 2, 4, 8, 16, 32, 64)
 QUESTION = "small_batch_inference"
 _MARGIN = 0.97  # the chain must be 3 % faster: ties keep the layers' path
 _ENV = "MLPX_SMALL_BATCH"
-_METHOD = 6  # how the cut-off is measured, or the chain it times: a new one measures again
+_METHOD = 7  # how the cut-off is measured, or the chain it times: a new one measures again
 
 
 @functools.cache  # the import machinery once, not on every call
@@ -72,7 +73,7 @@ class Chain:
         self.has_bias = tuple(d.b is not None for d in dense_layers)
         self._no_bias = tuple(np.zeros(n, self.dtype) for n in self.sizes[1:])
         self._local = threading.local()
-        self.max_rows = 0  # set by the caller: the measured cut-off
+        self.max_rows = 0  # the measured cut-off (`configure`)
         self.split_rows = 0  # up to these rows the threaded chain serves (`choose_split`)
         self.parts = 1
         self._guard: Any = None  # gives the threaded chain up if it gets slow (measured)
@@ -123,7 +124,7 @@ class Chain:
 
     def choose_split(self) -> None:
         """Up to how many rows the threaded chain serves: measured against the serial chain
-        on this machine for wide layers, up to the cut-off (see small_batch_split)."""
+        on this machine for wide layers, up to max_rows (see small_batch_split)."""
         sp = _split()
         self.parts = sp.parts()
         self.split_rows, serial_s = sp.measured_rows(
@@ -177,12 +178,16 @@ def alternated_crossing(candidate: Callable[[np.ndarray], Any],
         x = rng.standard_normal((rows, width)).astype(dtype)
         candidate(x)
         incumbent(x)  # warm-up: kernels compiled, buffers and pools made
-        # ~0.5 ms of each per round, at least 3 calls: ~35 ms in all for a small model
+        # ~1 ms of each per round, at least 3 calls: ~70 ms in all for a small model
         per = _best_mean(lambda x=x: incumbent(x), 3)
-        calls = max(3, min(50, int(5e-4 / max(per, 1e-7))))
+        calls = max(3, min(100, int(1e-3 / max(per, 1e-7))))
         a, b = [], []
         for _ in range(rounds):
+            # one untimed call first: each side is timed as it serves calls in a row, its
+            # pool's threads awake, not as the first call after the other side's
+            candidate(x)
             a.append(_best_mean(lambda x=x: candidate(x), calls))
+            incumbent(x)
             b.append(_best_mean(lambda x=x: incumbent(x), calls))
         # the median round of each: a library's threads that stall whenever a CPU is busy
         # elsewhere (10-100x slower rounds on a shared machine) are part of its cost
@@ -233,8 +238,20 @@ def measured_cutoff(chain: Chain, layers_path: Callable[[np.ndarray], Any],
 
     key = measured.machine_key(f"numpy {np.__version__}", f"numba {numba.__version__}",
                                f"gemm {gemm_path}", f"{chain.dtype.name}",
-                               f"method {_METHOD}", "sizes " + "-".join(map(str, chain.sizes)))
+                               f"method {_METHOD}", f"threaded up to {chain.split_rows}",
+                               "sizes " + "-".join(map(str, chain.sizes)))
     entry = measured.lookup(QUESTION, key)
     if entry is None or not isinstance(entry.get("max_rows"), int):
         entry = measured.store(QUESTION, key, _measure(chain, layers_path))
     return int(entry["max_rows"])
+
+
+def configure(chain: Chain, layers_path: Callable[[np.ndarray], Any], gemm_path: str) -> None:
+    """How `chain` serves, measured on first use (or read back): first up to how many rows
+    its threaded form beats the serial one (wide layers only), then the cut-off of the chain
+    so configured against the layers' path. In this order, a model whose serial chain loses
+    to a GEMM library's threads but whose threaded chain wins still gets the chain."""
+    forced = _env_cutoff()
+    chain.max_rows = PROBE_ROWS[-1] if forced is None else forced
+    chain.choose_split()
+    chain.max_rows = measured_cutoff(chain, layers_path, gemm_path)
