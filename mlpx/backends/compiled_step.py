@@ -32,6 +32,11 @@ from .gemm_plumbing import aligned_empty
 
 _ENV = "MLPX_COMPILED_STEP"
 _NUMPY_GEMMS = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")  # NumPy >= 2's ILP64 OpenBLAS
+# its thread count (the functions threadpoolctl calls), and whether it runs its own pthreads
+# (1; an OpenMP build's count would be another call's)
+_NUMPY_THREADS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
+_NUMPY_PARALLEL = "scipy_openblas_get_parallel64_"
+_OMP_THREADS = ("omp_get_max_threads", "omp_set_num_threads")  # libgomp, as gemm_routes
 _PAD_FLOATS = 16  # oneDNN's padded copy: rows 64 bytes longer (mlpx.backends._onednn._PAD)
 
 
@@ -40,24 +45,57 @@ def enabled() -> bool:
     return os.environ.get(_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def _addresses(lib: ctypes.CDLL, names: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value  # type: ignore[misc]
+                 for name in names)
+
+
 @functools.cache
-def _numpy_gemm_addresses() -> tuple[int, int] | None:
-    """Addresses of the sgemm and dgemm np.matmul calls, or None when NumPy's BLAS is not
-    the bundled ILP64 OpenBLAS whose symbols are known."""
+def _numpy_blas() -> ctypes.CDLL | None:
+    """NumPy's bundled ILP64 OpenBLAS, or None where NumPy's BLAS is not that library."""
     libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*"))):
         try:
             lib = ctypes.CDLL(path)
-            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                         for name in _NUMPY_GEMMS)  # type: ignore[return-value]
+            _addresses(lib, _NUMPY_GEMMS)
+            return lib
         except (OSError, AttributeError):
             continue
     return None
 
 
+def _numpy_gemm_addresses() -> tuple[int, int] | None:
+    """Addresses of the sgemm and dgemm np.matmul calls, or None when NumPy's BLAS is not
+    the bundled ILP64 OpenBLAS whose symbols are known."""
+    lib = _numpy_blas()
+    return None if lib is None else _addresses(lib, _NUMPY_GEMMS)  # type: ignore[return-value]
+
+
+@functools.cache
+def _thread_functions(path: str) -> tuple[int, int] | None:
+    """Addresses of the (get, set) thread-count functions a one-thread route of `path`
+    ("numpy" or "onednn") calls around its GEMM, or None where they are not found (its
+    one-thread routes then take the layer path)."""
+    try:
+        if path == "numpy":
+            lib = _numpy_blas()
+            if lib is None or getattr(lib, _NUMPY_PARALLEL)() != 1:
+                return None
+            return _addresses(lib, _NUMPY_THREADS)  # type: ignore[return-value]
+        return _addresses(ctypes.CDLL("libgomp.so.1"), _OMP_THREADS)  # type: ignore[return-value]
+    except (OSError, AttributeError):
+        return None
+
+
+def one_thread_paths() -> frozenset[str]:
+    """The GEMM libraries whose one-thread routes the compiled code calls."""
+    return frozenset(p for p in ("numpy", "onednn") if _thread_functions(p) is not None)
+
+
 @functools.cache
 def _kernels() -> Any:
-    """The compiled step's module, its GEMM names bound first (None: no known NumPy BLAS)."""
+    """The compiled step's module, its GEMM and thread-count names bound first (None: no
+    known NumPy BLAS)."""
     numpy_gemms = _numpy_gemm_addresses()
     if numpy_gemms is None:
         return None
@@ -67,7 +105,7 @@ def _kernels() -> Any:
     dnnl = ctypes.cast(lib.dnnl_sgemm, ctypes.c_void_p).value if lib is not None else None
     from . import compiled_step_kernels as k
 
-    k.bind_gemms(*numpy_gemms, dnnl)
+    k.bind_gemms(*numpy_gemms, dnnl, _thread_functions("numpy"), _thread_functions("onednn"))
     return k
 
 
@@ -127,21 +165,31 @@ def route_codes(k: Any, libraries: tuple[str, ...], operands: list[tuple]) -> li
     """The compiled code's route of each float32 GEMM `(a, b, out, trans_a, trans_b)`: the
     one the cpu backend's matmul takes for the same operands (mlpx.backends.gemm_routes,
     measured per shape class), or None where one of them is a route compiled code does not
-    call (another library, or one thread only)."""
+    call (another library, or one thread of a library whose thread-count functions were not
+    found)."""
     from . import _onednn, gemm_routes
 
     onednn_ok = _onednn.available() and not _onednn._state.get("forked")
     codes = []
     for a, b, out, trans_a, trans_b in operands:
         route = gemm_routes.route_for(libraries, a, b, out, trans_a, trans_b)
-        if route.one_thread or route.path not in ("numpy", "onednn"):
+        if route.path not in ("numpy", "onednn"):
             return None
         if route.path == "numpy" or not onednn_ok:
-            codes.append(k.ROUTE_NUMPY)
+            code = k.ROUTE_NUMPY
         elif route.pad and trans_b and (b.strides[0] % _onednn._PAGE) == 0:
-            codes.append(k.ROUTE_DNNL_PADDED)
+            code = k.ROUTE_DNNL_PADDED
         else:
-            codes.append(k.ROUTE_DNNL)
+            code = k.ROUTE_DNNL
+        # the layer path limits the route's own library (NumPy's BLAS, where it stands in for
+        # a oneDNN that declines, keeps its threads), and only where it has a way to
+        ran = "numpy" if code == k.ROUTE_NUMPY else "onednn"
+        if (route.one_thread and ran == route.path
+                and gemm_routes.thread_limit(route.path) is not None):
+            if route.path not in one_thread_paths():
+                return None
+            code += k.ONE_THREAD
+        codes.append(code)
     return codes
 
 
@@ -308,7 +356,8 @@ class CompiledStep:
                 return None
             routes.append(route)
             pads.append(aligned_empty((n_in, n_out + _PAD_FLOATS), dtype)
-                        if route[2] == self._k.ROUTE_DNNL_PADDED else spare)
+                        if route[2] % self._k.ONE_THREAD == self._k.ROUTE_DNNL_PADDED
+                        else spare)
         return (tuple(zs), tuple(ys), tuple(deltas), tuple(dxs), tuple(pads),
                 np.array(routes, np.int64))
 
@@ -316,8 +365,7 @@ class CompiledStep:
         """The routes of a layer's forward, weight-gradient and input-gradient GEMMs: those
         the cpu backend's matmul takes for the same operands (mlpx.backends.gemm_routes:
         measured per shape class), or None where one of them is a route the compiled step
-        does not call (another library, or one thread only): the batch then takes the
-        layer path."""
+        does not call (see route_codes): the batch then takes the layer path."""
         k = self._k
         if dtype != np.float32:  # float64: NumPy's BLAS (MKL is excluded by plan)
             return [k.ROUTE_NUMPY] * 3

@@ -8,12 +8,20 @@ same arguments as the layer path (`dnnl_sgemm` of oneDNN, or the `cblas_?gemm` o
 OpenBLAS that `np.matmul` calls). The weights after a step are therefore bit for bit those
 of the layer path, without a Python call between the ops.
 
-The GEMM functions are bound by name (`llvmlite.binding.add_symbol`) before anything here
-compiles, so the compiled code, cached on disk, finds them again in a new process.
+A GEMM whose route runs on one thread (gemm_routes' "numpy 1-thread", "onednn 1-thread")
+reads the library's thread count, sets it to one, calls the same function and sets the count
+back, as the layer path does around its call: OpenBLAS's `openblas_set_num_threads`, or for
+oneDNN the calling thread's OpenMP count (`omp_set_num_threads` of libgomp).
+
+The GEMM and thread-count functions are bound by name (`llvmlite.binding.add_symbol`) before
+anything here compiles, so the compiled code, cached on disk, finds them again in a new
+process.
 Importing this module imports Numba; `bind_gemms` must have succeeded first.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import llvmlite.binding as _llvm
 import numpy as np
@@ -26,9 +34,15 @@ from .numba_common import jit
 
 #: names the GEMM functions are bound to (add_symbol) for the compiled code
 NUMPY_SGEMM, NUMPY_DGEMM, DNNL_SGEMM = "mlpx_step_sgemm", "mlpx_step_dgemm", "mlpx_step_dnnl"
+#: and the thread-count functions: OpenBLAS's get and set, libgomp's get and set
+BLAS_GET_THREADS, BLAS_SET_THREADS = "mlpx_step_blas_get_threads", "mlpx_step_blas_set_threads"
+OMP_GET_THREADS, OMP_SET_THREADS = "mlpx_step_omp_get_threads", "mlpx_step_omp_set_threads"
 
-# GEMM routes, one per GEMM of the step, chosen in Python as the cpu backend would choose
+# GEMM routes, one per GEMM of the step, chosen in Python as the cpu backend would choose;
+# ONE_THREAD added to a route runs its library on one thread for the call
 ROUTE_NUMPY, ROUTE_DNNL, ROUTE_DNNL_PADDED = 0, 1, 2
+ONE_THREAD = 4
+ROUTE_NUMPY_1T, ROUTE_DNNL_1T, ROUTE_DNNL_PADDED_1T = 4, 5, 6
 # the optimisers the step covers
 OPT_SGD, OPT_MOMENTUM, OPT_ADAM = 0, 1, 2
 
@@ -46,18 +60,63 @@ _cblas_dgemm = _t.ExternalFunction(NUMPY_DGEMM, _t.void(
 _dnnl_sgemm = _t.ExternalFunction(DNNL_SGEMM, _i32(
     _t.int8, _t.int8, _i64, _i64, _i64, _t.float32, _ptr, _i64, _ptr, _i64, _t.float32, _ptr,
     _i64))
+# int openblas_get_num_threads(void), void openblas_set_num_threads(int); the same for OpenMP
+_blas_get_threads = _t.ExternalFunction(BLAS_GET_THREADS, _i32())
+_blas_set_threads = _t.ExternalFunction(BLAS_SET_THREADS, _t.void(_i32))
+_omp_get_threads = _t.ExternalFunction(OMP_GET_THREADS, _i32())
+_omp_set_threads = _t.ExternalFunction(OMP_SET_THREADS, _t.void(_i32))
+
+# Stand-ins for thread-count functions a process lacks: the names must resolve for the code
+# to link, and route_codes never picks a route that would call them
+_GET_STUB = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1)
+_SET_STUB = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: None)
 
 
-def bind_gemms(numpy_sgemm: int, numpy_dgemm: int, dnnl_sgemm: int | None) -> None:
-    """Bind the GEMM functions' addresses to the names the compiled code calls. Without
-    oneDNN its name points at NumPy's sgemm; the routes then never choose it."""
+def _address(function: object) -> int:
+    return ctypes.cast(function, ctypes.c_void_p).value  # type: ignore[arg-type, return-value]
+
+
+def bind_gemms(numpy_sgemm: int, numpy_dgemm: int, dnnl_sgemm: int | None,
+               blas_threads: tuple[int, int] | None = None,
+               omp_threads: tuple[int, int] | None = None) -> None:
+    """Bind the GEMM functions' addresses to the names the compiled code calls, and the
+    (get, set) thread-count functions of OpenBLAS and OpenMP. Without oneDNN its name points
+    at NumPy's sgemm, and a missing thread-count function at a stand-in that does nothing;
+    the routes then never choose them."""
     _llvm.add_symbol(NUMPY_SGEMM, numpy_sgemm)
     _llvm.add_symbol(NUMPY_DGEMM, numpy_dgemm)
     _llvm.add_symbol(DNNL_SGEMM, dnnl_sgemm or numpy_sgemm)
+    stubs = (_address(_GET_STUB), _address(_SET_STUB))
+    for (get, set_), names in ((blas_threads or stubs, (BLAS_GET_THREADS, BLAS_SET_THREADS)),
+                               (omp_threads or stubs, (OMP_GET_THREADS, OMP_SET_THREADS))):
+        _llvm.add_symbol(names[0], get)
+        _llvm.add_symbol(names[1], set_)
 
 
 @jit
 def _gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad):
+    """c = op(a) @ op(b) along `route` (see _library_gemm); a ONE_THREAD route sets its
+    library's thread count to one for the call and back to what it was, as the layer path
+    does (OpenBLAS's count for NumPy's BLAS; the calling thread's OpenMP count, which the
+    parallel region of dnnl_sgemm takes, for oneDNN)."""
+    if route < ONE_THREAD:
+        return _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
+    route = route - ONE_THREAD
+    if route == ROUTE_NUMPY:
+        before = _blas_get_threads()
+        _blas_set_threads(np.int32(1))
+        status = _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
+        _blas_set_threads(before)
+    else:
+        before = _omp_get_threads()
+        _omp_set_threads(np.int32(1))
+        status = _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
+        _omp_set_threads(before)
+    return status
+
+
+@jit
+def _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad):
     """c = op(a) @ op(b), c row-major (m, n) and contiguous, as the cpu backend's matmul
     calls it: through oneDNN (the right operand first copied into `pad` on the padded
     route, as mlpx.backends._onednn does) or through np.matmul's CBLAS call."""
@@ -252,5 +311,5 @@ def _callee_modules() -> tuple:
     return (act, losses, optim, numba_common)
 
 
-stamp_with_callees((_gemm, _forward_act, _sum_rows, _update, _forward, _backward_update,
-                    *STEPS.values()), _callee_modules())
+stamp_with_callees((_gemm, _library_gemm, _forward_act, _sum_rows, _update, _forward,
+                    _backward_update, *STEPS.values()), _callee_modules())
