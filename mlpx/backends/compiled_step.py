@@ -6,6 +6,11 @@
 bias gradient, and the optimiser's update. It calls the same kernels and the same GEMM
 library functions with the same arguments as the layer-by-layer path, so the weights, the
 optimiser state and the loss are bit for bit the same; only the Python between the ops goes.
+Each GEMM takes the route the cpu backend's matmul takes for it (mlpx.backends.gemm_routes),
+a route on one thread included: the compiled code sets the library's thread count to one
+around that call and back (OpenBLAS's count, or the calling thread's OpenMP count for
+oneDNN), as the layer path does; where those functions are not found, a batch with such a
+route runs the layer path.
 
 Covered: the cpu backend with float32 or float64 variables (not "mixed_bfloat16"), GEMMs on
 oneDNN or NumPy's BLAS (MLPX_BLAS=auto, onednn or numpy, with NumPy's ILP64 OpenBLAS), a
