@@ -196,6 +196,36 @@ def test_threads_predict_at_once(calls):
     assert calls["n"] == 200
 
 
+def test_threads_on_a_one_thread_route_leave_mlpxs_count(monkeypatch, calls):
+    """OpenBLAS's count is the process's: threads predicting at once on its one-thread route
+    leave it at mlpx's count (not at one, as a count read while another thread's call had
+    set one and then put back would). Their bits are not compared: another thread's call
+    can set the count during this one's GEMM, on the layers' path too, and OpenBLAS's sums
+    of some shapes depend on it."""
+    from mlpx.backends import gemm_routes
+
+    monkeypatch.setattr(gemm_routes, "route_for",
+                        lambda *a: gemm_routes.Route("numpy", one_thread=True))
+    gemm_routes.forget()
+    try:
+        model = _model([40, 256, 256, 4], "tanh")
+        inputs = [_rows(32, 40, seed=i) for i in range(4)]
+
+        def worker(i):
+            for _ in range(200):
+                model.predict(inputs[i])
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gemm_routes.forget()
+    assert calls["n"] == 800
+    assert library_threads()[0] == mlpx.get_num_threads()
+
+
 def test_regularised_layers_and_estimators_take_it(calls):
     """Regularisers play no part in inference: an estimator's model (alpha is an L2 penalty)
     predicts a few rows through the compiled forward pass too."""

@@ -145,10 +145,11 @@ def test_routes_follow_the_cpu_backend(monkeypatch):
     assert ((64, 40), (64, 1024), (40, 1024), True, False) in seen  # layer 0 dW
     assert not any(o == (64, 40) for _, _, o, _, _ in seen)  # no input gradient of layer 0
     if _onednn.available():
-        assert routes[1].tolist() == [k.ROUTE_DNNL, k.ROUTE_DNNL, k.ROUTE_DNNL_PADDED]
+        assert routes[1, :3].tolist() == [k.ROUTE_DNNL, k.ROUTE_DNNL, k.ROUTE_DNNL_PADDED]
     else:
-        assert (routes[1] == k.ROUTE_NUMPY).all()
-    assert (routes[2] == k.ROUTE_NUMPY).all()
+        assert (routes[1, :3] == k.ROUTE_NUMPY).all()
+    assert (routes[2, :3] == k.ROUTE_NUMPY).all()
+    assert (routes[:, k.THREADS] == mlpx.get_num_threads()).all()
 
 
 @pytest.mark.parametrize("pad", [False, True])
@@ -450,19 +451,11 @@ def test_ctrl_c_during_a_compiled_step_stops_after_it(monkeypatch, calls):
 RECORD_THREAD_CALLS = """
 import ctypes, numpy as np
 from mlpx.backends import _onednn, compiled_step
-seen, count = [], [3]
-
-def get():
-    seen.append(("get", count[0]))
-    return count[0]
-
-def set_(n):
-    seen.append(("set", n))
-    count[0] = n
-
-get_f, set_f = ctypes.CFUNCTYPE(ctypes.c_int)(get), ctypes.CFUNCTYPE(None, ctypes.c_int)(set_)
-funcs = tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (get_f, set_f))
-compiled_step._thread_functions = lambda path: funcs  # bound in place of the libraries'
+seen = []
+blas = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: seen.append(("blas", n)))
+omp = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: seen.append(("omp", n)))
+setters = {p: ctypes.cast(f, ctypes.c_void_p).value for p, f in (("numpy", blas), ("onednn", omp))}
+compiled_step._thread_functions = setters.get  # bound in place of the libraries'
 k = compiled_step._kernels()
 a, b = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32)
 routes = [k.ROUTE_NUMPY, k.ROUTE_NUMPY_1T] + ([k.ROUTE_DNNL, k.ROUTE_DNNL_1T]
@@ -470,14 +463,14 @@ routes = [k.ROUTE_NUMPY, k.ROUTE_NUMPY_1T] + ([k.ROUTE_DNNL, k.ROUTE_DNNL_1T]
 for route in routes:
     seen.clear()
     c = np.zeros((4, 5), np.float32)
-    k._gemm(route, False, False, 4, 5, 3, a, 3, b, 5, c, c)
+    k._gemm(route, 3, False, False, 4, 5, 3, a, 3, b, 5, c, c)
     print(route, seen, float(c.sum()))
 """
 
 
 def test_one_thread_routes_set_the_count_around_the_call(tmp_path):
-    """The compiled GEMM of a one-thread route reads the library's count, sets one, calls
-    the library and sets the count read back; other routes touch no count. (A new process
+    """The compiled GEMM of a one-thread route sets its library's count to one, calls the
+    library and sets the count given (mlpx's); other routes touch no count. (A new process
     with its own kernel cache binds recording functions in place of the libraries'.)"""
     import os
     import subprocess
@@ -491,9 +484,8 @@ def test_one_thread_routes_set_the_count_around_the_call(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     k = compiled_step._kernels()
-    around = [("get", 3), ("set", 1), ("set", 3)]
-    want = {k.ROUTE_NUMPY: [], k.ROUTE_NUMPY_1T: around, k.ROUTE_DNNL: [],
-            k.ROUTE_DNNL_1T: around}
+    want = {k.ROUTE_NUMPY: [], k.ROUTE_NUMPY_1T: [("blas", 1), ("blas", 3)], k.ROUTE_DNNL: [],
+            k.ROUTE_DNNL_1T: [("omp", 1), ("omp", 3)]}
     lines = out.stdout.strip().splitlines()
     assert len(lines) >= 2
     for line in lines:

@@ -51,6 +51,7 @@ class CompiledForward:
             self._routes_generation = gemm_routes.generation
         if m not in self._routes:
             k, codes = self._k, []
+            threads = gemm_routes._mlpx_threads()  # a one-thread route's count after its call
             for layer in self.model.layers:
                 W = layer.W.data
                 if self._dtype == np.float32:
@@ -63,7 +64,7 @@ class CompiledForward:
                 if code is None:
                     codes = None
                     break
-                codes.append(code * 3)  # the forward route; the other two are not called
+                codes.append(code * 3 + [threads])  # forward; the other two are not called
             self._routes[m] = None if codes is None else np.array(codes, np.int64)
         return self._routes[m]
 

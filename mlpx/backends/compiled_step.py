@@ -8,8 +8,8 @@ library functions with the same arguments as the layer-by-layer path, so the wei
 optimiser state and the loss are bit for bit the same; only the Python between the ops goes.
 Each GEMM takes the route the cpu backend's matmul takes for it (mlpx.backends.gemm_routes),
 a route on one thread included: the compiled code sets the library's thread count to one
-around that call and back (OpenBLAS's count, or the calling thread's OpenMP count for
-oneDNN), as the layer path does; where those functions are not found, a batch with such a
+around that call and then to mlpx's (OpenBLAS's count, or the calling thread's OpenMP count
+for oneDNN), as the layer path does; where the setter is not found, a batch with such a
 route runs the layer path.
 
 Covered: the cpu backend with float32 or float64 variables (not "mixed_bfloat16"), GEMMs on
@@ -37,11 +37,11 @@ from .gemm_plumbing import aligned_empty
 
 _ENV = "MLPX_COMPILED_STEP"
 _NUMPY_GEMMS = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")  # NumPy >= 2's ILP64 OpenBLAS
-# its thread count (the functions threadpoolctl calls), and whether it runs its own pthreads
+# its thread-count setter (the one threadpoolctl calls), and whether it runs its own pthreads
 # (1; an OpenMP build's count would be another call's)
-_NUMPY_THREADS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
+_NUMPY_SET_THREADS = "scipy_openblas_set_num_threads64_"
 _NUMPY_PARALLEL = "scipy_openblas_get_parallel64_"
-_OMP_THREADS = ("omp_get_max_threads", "omp_set_num_threads")  # libgomp, as gemm_routes
+_OMP_SET_THREADS = "omp_set_num_threads"  # libgomp's, as gemm_routes sets it for oneDNN
 _PAD_FLOATS = 16  # oneDNN's padded copy: rows 64 bytes longer (mlpx.backends._onednn._PAD)
 
 
@@ -77,17 +77,17 @@ def _numpy_gemm_addresses() -> tuple[int, int] | None:
 
 
 @functools.cache
-def _thread_functions(path: str) -> tuple[int, int] | None:
-    """Addresses of the (get, set) thread-count functions a one-thread route of `path`
-    ("numpy" or "onednn") calls around its GEMM, or None where they are not found (its
-    one-thread routes then take the layer path)."""
+def _thread_functions(path: str) -> int | None:
+    """The address of the thread-count setter a one-thread route of `path` ("numpy" or
+    "onednn") calls around its GEMM, or None where it is not found (its one-thread routes
+    then take the layer path)."""
     try:
         if path == "numpy":
             lib = _numpy_blas()
             if lib is None or getattr(lib, _NUMPY_PARALLEL)() != 1:
                 return None
-            return _addresses(lib, _NUMPY_THREADS)  # type: ignore[return-value]
-        return _addresses(ctypes.CDLL("libgomp.so.1"), _OMP_THREADS)  # type: ignore[return-value]
+            return _addresses(lib, (_NUMPY_SET_THREADS,))[0]
+        return _addresses(ctypes.CDLL("libgomp.so.1"), (_OMP_SET_THREADS,))[0]
     except (OSError, AttributeError):
         return None
 
@@ -99,8 +99,8 @@ def one_thread_paths() -> frozenset[str]:
 
 @functools.cache
 def _kernels() -> Any:
-    """The compiled step's module, its GEMM and thread-count names bound first (None: no
-    known NumPy BLAS)."""
+    """The compiled step's module, its GEMM and thread-count setter names bound first
+    (None: no known NumPy BLAS)."""
     numpy_gemms = _numpy_gemm_addresses()
     if numpy_gemms is None:
         return None
@@ -369,11 +369,13 @@ class CompiledStep:
     def _routes(self, m: int, layer_index: int, dtype: np.dtype) -> list[int] | None:
         """The routes of a layer's forward, weight-gradient and input-gradient GEMMs: those
         the cpu backend's matmul takes for the same operands (mlpx.backends.gemm_routes:
-        measured per shape class), or None where one of them is a route the compiled step
-        does not call (see route_codes): the batch then takes the layer path."""
+        measured per shape class), then mlpx's thread count (a one-thread route's count
+        after its call), or None where one of them is a route the compiled step does not
+        call (see route_codes): the batch then takes the layer path."""
         k = self._k
+        threads = gemm_routes._mlpx_threads()
         if dtype != np.float32:  # float64: NumPy's BLAS (MKL is excluded by plan)
-            return [k.ROUTE_NUMPY] * 3
+            return [k.ROUTE_NUMPY] * 3 + [threads]
         W = self.model.layers[layer_index].W.data
         n_in, n_out = W.shape
         x = np.empty((m, n_in), dtype)
@@ -382,4 +384,4 @@ class CompiledStep:
         if layer_index > 0:  # the first layer computes no input gradient
             operands.append((z, W, x, False, True))
         codes = route_codes(k, self.model.ops._gemm_libraries, operands)
-        return None if codes is None else codes + [k.ROUTE_NUMPY] * (3 - len(codes))
+        return None if codes is None else codes + [k.ROUTE_NUMPY] * (3 - len(codes)) + [threads]

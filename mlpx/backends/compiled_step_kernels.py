@@ -9,9 +9,11 @@ OpenBLAS that `np.matmul` calls). The weights after a step are therefore bit for
 of the layer path, without a Python call between the ops.
 
 A GEMM whose route runs on one thread (gemm_routes' "numpy 1-thread", "onednn 1-thread")
-reads the library's thread count, sets it to one, calls the same function and sets the count
-back, as the layer path does around its call: OpenBLAS's `openblas_set_num_threads`, or for
-oneDNN the calling thread's OpenMP count (`omp_set_num_threads` of libgomp).
+sets the library's thread count to one, calls the same function and sets the count back to
+mlpx's, as the layer path does around its call: OpenBLAS's `openblas_set_num_threads`, or
+for oneDNN the calling thread's OpenMP count (`omp_set_num_threads` of libgomp). mlpx's
+count, not one read before the call: OpenBLAS's count is the process's, and a count read
+while another thread's call had set it to one would be put back as one.
 
 The GEMM and thread-count functions are bound by name (`llvmlite.binding.add_symbol`) before
 anything here compiles, so the compiled code, cached on disk, finds them again in a new
@@ -34,15 +36,16 @@ from .numba_common import jit
 
 #: names the GEMM functions are bound to (add_symbol) for the compiled code
 NUMPY_SGEMM, NUMPY_DGEMM, DNNL_SGEMM = "mlpx_step_sgemm", "mlpx_step_dgemm", "mlpx_step_dnnl"
-#: and the thread-count functions: OpenBLAS's get and set, libgomp's get and set
-BLAS_GET_THREADS, BLAS_SET_THREADS = "mlpx_step_blas_get_threads", "mlpx_step_blas_set_threads"
-OMP_GET_THREADS, OMP_SET_THREADS = "mlpx_step_omp_get_threads", "mlpx_step_omp_set_threads"
+#: and the thread-count setters: OpenBLAS's, and libgomp's for oneDNN
+BLAS_SET_THREADS, OMP_SET_THREADS = "mlpx_step_blas_set_threads", "mlpx_step_omp_set_threads"
 
 # GEMM routes, one per GEMM of the step, chosen in Python as the cpu backend would choose;
 # ONE_THREAD added to a route runs its library on one thread for the call
+# (routes[l] = forward, weight gradient, input gradient, then THREADS: mlpx's count)
 ROUTE_NUMPY, ROUTE_DNNL, ROUTE_DNNL_PADDED = 0, 1, 2
 ONE_THREAD = 4
 ROUTE_NUMPY_1T, ROUTE_DNNL_1T, ROUTE_DNNL_PADDED_1T = 4, 5, 6
+THREADS = 3
 # the optimisers the step covers
 OPT_SGD, OPT_MOMENTUM, OPT_ADAM = 0, 1, 2
 
@@ -60,58 +63,46 @@ _cblas_dgemm = _t.ExternalFunction(NUMPY_DGEMM, _t.void(
 _dnnl_sgemm = _t.ExternalFunction(DNNL_SGEMM, _i32(
     _t.int8, _t.int8, _i64, _i64, _i64, _t.float32, _ptr, _i64, _ptr, _i64, _t.float32, _ptr,
     _i64))
-# int openblas_get_num_threads(void), void openblas_set_num_threads(int); the same for OpenMP
-_blas_get_threads = _t.ExternalFunction(BLAS_GET_THREADS, _i32())
+# void openblas_set_num_threads(int), void omp_set_num_threads(int)
 _blas_set_threads = _t.ExternalFunction(BLAS_SET_THREADS, _t.void(_i32))
-_omp_get_threads = _t.ExternalFunction(OMP_GET_THREADS, _i32())
 _omp_set_threads = _t.ExternalFunction(OMP_SET_THREADS, _t.void(_i32))
 
-# Stand-ins for thread-count functions a process lacks: the names must resolve for the code
-# to link, and route_codes never picks a route that would call them
-_GET_STUB = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1)
+# Stand-in for a thread-count setter a process lacks: the name must resolve for the code to
+# link, and route_codes never picks a route that would call it
 _SET_STUB = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: None)
 
 
-def _address(function: object) -> int:
-    return ctypes.cast(function, ctypes.c_void_p).value  # type: ignore[arg-type, return-value]
-
-
 def bind_gemms(numpy_sgemm: int, numpy_dgemm: int, dnnl_sgemm: int | None,
-               blas_threads: tuple[int, int] | None = None,
-               omp_threads: tuple[int, int] | None = None) -> None:
+               blas_set_threads: int | None = None, omp_set_threads: int | None = None) -> None:
     """Bind the GEMM functions' addresses to the names the compiled code calls, and the
-    (get, set) thread-count functions of OpenBLAS and OpenMP. Without oneDNN its name points
-    at NumPy's sgemm, and a missing thread-count function at a stand-in that does nothing;
-    the routes then never choose them."""
+    thread-count setters of OpenBLAS and OpenMP. Without oneDNN its name points at NumPy's
+    sgemm, and a missing setter at a stand-in that does nothing; the routes then never
+    choose them."""
     _llvm.add_symbol(NUMPY_SGEMM, numpy_sgemm)
     _llvm.add_symbol(NUMPY_DGEMM, numpy_dgemm)
     _llvm.add_symbol(DNNL_SGEMM, dnnl_sgemm or numpy_sgemm)
-    stubs = (_address(_GET_STUB), _address(_SET_STUB))
-    for (get, set_), names in ((blas_threads or stubs, (BLAS_GET_THREADS, BLAS_SET_THREADS)),
-                               (omp_threads or stubs, (OMP_GET_THREADS, OMP_SET_THREADS))):
-        _llvm.add_symbol(names[0], get)
-        _llvm.add_symbol(names[1], set_)
+    stub = ctypes.cast(_SET_STUB, ctypes.c_void_p).value
+    _llvm.add_symbol(BLAS_SET_THREADS, blas_set_threads or stub)
+    _llvm.add_symbol(OMP_SET_THREADS, omp_set_threads or stub)
 
 
 @jit
-def _gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad):
+def _gemm(route, threads, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad):
     """c = op(a) @ op(b) along `route` (see _library_gemm); a ONE_THREAD route sets its
-    library's thread count to one for the call and back to what it was, as the layer path
-    does (OpenBLAS's count for NumPy's BLAS; the calling thread's OpenMP count, which the
-    parallel region of dnnl_sgemm takes, for oneDNN)."""
+    library's thread count to one for the call and then to `threads` (mlpx's), as the layer
+    path does (OpenBLAS's count for NumPy's BLAS; the calling thread's OpenMP count, which
+    the parallel region of dnnl_sgemm takes, for oneDNN)."""
     if route < ONE_THREAD:
         return _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
     route = route - ONE_THREAD
     if route == ROUTE_NUMPY:
-        before = _blas_get_threads()
         _blas_set_threads(np.int32(1))
         status = _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
-        _blas_set_threads(before)
+        _blas_set_threads(np.int32(threads))
     else:
-        before = _omp_get_threads()
         _omp_set_threads(np.int32(1))
         status = _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
-        _omp_set_threads(before)
+        _omp_set_threads(np.int32(threads))
     return status
 
 
@@ -189,7 +180,8 @@ def _forward(x, ws, bs, zs, ys, pads, codes, alphas, in_place, routes):
         src = x if layer == 0 else ys[layer - 1]
         w = ws[layer]
         k, n = w.shape
-        _gemm(routes[layer, 0], False, False, m, n, k, src, k, w, n, zs[layer], pads[layer])
+        _gemm(routes[layer, 0], routes[layer, THREADS], False, False, m, n, k, src, k, w, n,
+              zs[layer], pads[layer])
         _forward_act(zs[layer], ys[layer], bs[layer], codes[layer], alphas[layer],
                      in_place[layer])
     return ys[n_layers - 1]
@@ -226,11 +218,11 @@ def _backward_update(x, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads, codes
         src = x if layer == 0 else ys[layer - 1]
         w = ws[layer]
         k, n = w.shape
-        _gemm(routes[layer, 1], True, False, k, n, m, src, k, delta, n, wgrads[layer],
-              pads[layer])
+        _gemm(routes[layer, 1], routes[layer, THREADS], True, False, k, n, m, src, k, delta,
+              n, wgrads[layer], pads[layer])
         if layer > 0:
-            _gemm(routes[layer, 2], False, True, m, k, n, delta, n, w, n, dxs[layer],
-                  pads[layer])
+            _gemm(routes[layer, 2], routes[layer, THREADS], False, True, m, k, n, delta, n, w,
+                  n, dxs[layer], pads[layer])
     # the optimiser: parameters in model order (W then b, layer by layer)
     for layer in range(n_layers):
         _update(opt_kind, ws[layer], wgrads[layer], w_s1[layer], w_s2[layer], lr, h1, h2, h3,
@@ -245,9 +237,9 @@ def _backward_update(x, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads, codes
 # where the activation runs in place), deltas[l] (the top layer's delta; lower layers write
 # theirs over dxs[l + 1]), dxs[l] (dL/dx, for l > 0), pads[l] (oneDNN's padded copy of ws[l]
 # where routes[l, 2] asks for it); routes[l] = the (forward, weight gradient, input
-# gradient) GEMM routes; gbuf receives dL/d(output). The optimiser state arrays w_s1 ... b_s2
-# are the gradients themselves where the optimiser keeps none (its kernel then neither reads
-# nor writes them). Each returns the batch's mean loss.
+# gradient) GEMM routes and mlpx's thread count; gbuf receives dL/d(output). The optimiser
+# state arrays w_s1 ... b_s2 are the gradients themselves where the optimiser keeps none (its
+# kernel then neither reads nor writes them). Each returns the batch's mean loss.
 
 @jit
 def step_softmax_xent(x, target, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads, codes,
