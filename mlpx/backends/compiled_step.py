@@ -110,7 +110,8 @@ def _kernels() -> Any:
     dnnl = ctypes.cast(lib.dnnl_sgemm, ctypes.c_void_p).value if lib is not None else None
     from . import compiled_step_kernels as k
 
-    k.bind_gemms(*numpy_gemms, dnnl, _thread_functions("numpy"), _thread_functions("onednn"))
+    omp = _thread_functions("onednn") if dnnl is not None else None  # libgomp: oneDNN's
+    k.bind_gemms(*numpy_gemms, dnnl, _thread_functions("numpy"), omp)
     return k
 
 
@@ -191,7 +192,7 @@ def route_codes(k: Any, libraries: tuple[str, ...], operands: list[tuple]) -> li
         ran = "numpy" if code == k.ROUTE_NUMPY else "onednn"
         if (route.one_thread and ran == route.path
                 and gemm_routes.thread_limit(route.path) is not None):
-            if route.path not in one_thread_paths():
+            if _thread_functions(route.path) is None:
                 return None
             code += k.ONE_THREAD
         codes.append(code)
