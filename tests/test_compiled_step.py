@@ -253,8 +253,7 @@ def test_one_thread_routes_take_the_compiled_step(monkeypatch, calls, route):
 
 
 @pytest.mark.parametrize("path", ["numpy", "onednn"])
-def test_one_thread_route_without_its_thread_functions_takes_the_layer_path(monkeypatch,
-                                                                             path):
+def test_one_thread_route_without_its_thread_setter_takes_the_layer_path(monkeypatch, path):
     from mlpx.backends import gemm_routes
 
     _one_thread_library(path)
@@ -266,8 +265,8 @@ def test_one_thread_route_without_its_thread_functions_takes_the_layer_path(monk
     g = np.zeros((64, 4), np.float32)
     assert step.covers(x, y, g)
     gemm_routes.forget()
-    real = compiled_step._thread_functions
-    monkeypatch.setattr(compiled_step, "_thread_functions",
+    real = compiled_step._thread_setter
+    monkeypatch.setattr(compiled_step, "_thread_setter",
                         lambda p: None if p == path else real(p))
     assert compiled_step.one_thread_paths() == {"numpy", "onednn"} - {path}
     assert not step.covers(x, y, g)
@@ -455,7 +454,7 @@ seen = []
 blas = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: seen.append(("blas", n)))
 omp = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: seen.append(("omp", n)))
 setters = {p: ctypes.cast(f, ctypes.c_void_p).value for p, f in (("numpy", blas), ("onednn", omp))}
-compiled_step._thread_functions = setters.get  # bound in place of the libraries'
+compiled_step._thread_setter = setters.get  # bound in place of the libraries'
 k = compiled_step._kernels()
 a, b = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32)
 routes = [k.ROUTE_NUMPY, k.ROUTE_NUMPY_1T] + ([k.ROUTE_DNNL, k.ROUTE_DNNL_1T]

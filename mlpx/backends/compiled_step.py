@@ -77,7 +77,7 @@ def _numpy_gemm_addresses() -> tuple[int, int] | None:
 
 
 @functools.cache
-def _thread_functions(path: str) -> int | None:
+def _thread_setter(path: str) -> int | None:
     """The address of the thread-count setter a one-thread route of `path` ("numpy" or
     "onednn") calls around its GEMM, or None where it is not found (its one-thread routes
     then take the layer path)."""
@@ -94,7 +94,7 @@ def _thread_functions(path: str) -> int | None:
 
 def one_thread_paths() -> frozenset[str]:
     """The GEMM libraries whose one-thread routes the compiled code calls."""
-    return frozenset(p for p in ("numpy", "onednn") if _thread_functions(p) is not None)
+    return frozenset(p for p in ("numpy", "onednn") if _thread_setter(p) is not None)
 
 
 @functools.cache
@@ -110,8 +110,8 @@ def _kernels() -> Any:
     dnnl = ctypes.cast(lib.dnnl_sgemm, ctypes.c_void_p).value if lib is not None else None
     from . import compiled_step_kernels as k
 
-    omp = _thread_functions("onednn") if dnnl is not None else None  # libgomp: oneDNN's
-    k.bind_gemms(*numpy_gemms, dnnl, _thread_functions("numpy"), omp)
+    omp = _thread_setter("onednn") if dnnl is not None else None  # libgomp: oneDNN's
+    k.bind_gemms(*numpy_gemms, dnnl, _thread_setter("numpy"), omp)
     return k
 
 
@@ -171,7 +171,7 @@ def route_codes(k: Any, libraries: tuple[str, ...], operands: list[tuple]) -> li
     """The compiled code's route of each float32 GEMM `(a, b, out, trans_a, trans_b)`: the
     one the cpu backend's matmul takes for the same operands (mlpx.backends.gemm_routes,
     measured per shape class), or None where one of them is a route compiled code does not
-    call (another library, or one thread of a library whose thread-count functions were not
+    call (another library, or one thread of a library whose thread-count setter was not
     found)."""
     from . import _onednn, gemm_routes
 
@@ -192,7 +192,7 @@ def route_codes(k: Any, libraries: tuple[str, ...], operands: list[tuple]) -> li
         ran = "numpy" if code == k.ROUTE_NUMPY else "onednn"
         if (route.one_thread and ran == route.path
                 and gemm_routes.thread_limit(route.path) is not None):
-            if _thread_functions(route.path) is None:
+            if _thread_setter(route.path) is None:
                 return None
             code += k.ONE_THREAD
         codes.append(code)
