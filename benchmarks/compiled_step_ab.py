@@ -9,6 +9,13 @@ difference is the Python between the ops. Prints the best block's time per step 
 (the minimum: on a shared machine the slow blocks are other processes' time), their ratio,
 and each as a multiple of the step's GEMMs alone ("gemm x", as in `mlpx bench`), timed as a
 third variant in the same alternation.
+
+`--one-thread all` (or a comma-separated list of shape classes, e.g. "nt 2^23 narrow") runs
+those GEMMs' measured routes on one thread, as where the routes chose one thread (before,
+such a batch left the compiled step for the layer path):
+
+    MLPX_NUM_THREADS=2 python benchmarks/compiled_step_ab.py --sizes 784,1024,1024,10 \
+        --batch 1024 --one-thread "nt 2^23 narrow"
 Across processes, `python benchmarks/blas_ab.py --batch B MLPX_COMPILED_STEP=0
 MLPX_COMPILED_STEP=1` compares whole `fit` runs.
 """
@@ -25,6 +32,26 @@ from mlpx.backends import compiled_step
 from mlpx.commands.bench_worker import step_gemms
 
 
+def _force_one_thread(classes: list[str]) -> None:
+    """The GEMMs of these shape classes ("all": every GEMM) take their route on one thread."""
+    from mlpx.backends import gemm_routes
+
+    measured_route = gemm_routes.route_for
+
+    def route_for(libraries, a, b, out, trans_a, trans_b):  # type: ignore[no-untyped-def]
+        route = measured_route(libraries, a, b, out, trans_a, trans_b)
+        m, n = out.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        cls = gemm_routes.shape_class(m, n, k, trans_a, trans_b,
+                                      gemm_routes.page_strided(b, trans_b))
+        if "all" in classes or cls in classes:
+            route = gemm_routes.Route(route.path, one_thread=True, pad=route.pad)
+        return route
+
+    gemm_routes.route_for = route_for
+    gemm_routes.forget()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--blocks", type=int, default=30, help="alternated blocks of each step")
     p.add_argument("--block-time", type=float, default=0.05, help="seconds per block, about")
+    p.add_argument("--one-thread", default="",
+                   help='"all", or shape classes (comma-separated) whose routes run on one '
+                        "thread")
     args = p.parse_args(argv)
+    if args.one_thread:
+        _force_one_thread([c.strip() for c in args.one_thread.split(",")])
     sizes = [int(s) for s in args.sizes.split(",")]
     B = args.batch
     rng = np.random.default_rng(0)
@@ -81,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                 f()
             best[name] = min(best[name], (time.perf_counter() - t) / reps)
     old, new, gemm = best["layer path"], best["compiled"], best["gemms"]
+    if args.one_thread:
+        from mlpx.backends import gemm_routes
+
+        print("routes:", "; ".join(f"{c}: {r}" for c, r in gemm_routes.chosen().items()),
+              f"(one thread: {args.one_thread})")
     print(f"sizes {args.sizes}, batch {B}, GEMMs on {model.ops.blas}: layer path "
           f"{old * 1e3:.3f} ms ({old / gemm:.2f}x GEMMs), compiled {new * 1e3:.3f} ms "
           f"({new / gemm:.2f}x GEMMs), {old / new:.2f}x faster; GEMMs alone {gemm * 1e3:.3f} ms")

@@ -66,3 +66,18 @@ def loss_targets_data(n: int, n_in: int, n_out: int, loss: str, dtype, seed: int
     else:
         y = rng.standard_normal((n, n_out)).astype(dtype)
     return X, y
+
+
+def library_threads() -> tuple[int | None, int]:
+    """(NumPy's OpenBLAS thread count as threadpoolctl reads it, libgomp's
+    omp_get_max_threads in this thread): what a one-thread GEMM route must set back."""
+    import ctypes
+    import re
+
+    from threadpoolctl import threadpool_info
+
+    numpy_blas = [d["num_threads"] for d in threadpool_info()
+                  if d.get("internal_api") == "openblas"
+                  and re.search(r"numpy[/\\.]", d.get("filepath") or "")]
+    return (numpy_blas[0] if numpy_blas else None,
+            ctypes.CDLL("libgomp.so.1").omp_get_max_threads())

@@ -10,7 +10,7 @@ import signal
 
 import numpy as np
 import pytest
-from _helpers import loss_targets_data
+from _helpers import library_threads, loss_targets_data
 
 import mlpx
 from mlpx import optim
@@ -108,6 +108,34 @@ def test_batch_sizes_and_whole_epochs_per_call(monkeypatch, chunks, batch_size):
     steps = -(-150 // batch_size)
     assert chunks["steps"] == 3 * (steps - 1)
     _assert_same_run(old, new)
+
+
+@pytest.mark.parametrize("path", ["numpy", "onednn"])
+def test_one_thread_routes_run_in_chunks(monkeypatch, chunks, path):
+    """GEMM routes on one thread: chunks of compiled steps, the layer path's run bit for
+    bit, and the libraries' thread counts back to mlpx's afterwards."""
+    from mlpx.backends import _onednn, gemm_routes
+
+    if path == "onednn" and not _onednn.available():
+        pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed")
+    monkeypatch.setattr(gemm_routes, "route_for",
+                        lambda *a: gemm_routes.Route(path, one_thread=True))
+    threads = mlpx.get_num_threads()
+    args = ([40, 256, 64, 5], "relu", "cross_entropy", lambda: optim.Adam(lr=1e-3))
+    gemm_routes.forget()
+    try:
+        monkeypatch.setenv("MLPX_COMPILED_STEP", "0")  # the layer path
+        X, y = loss_targets_data(150, 40, 5, "cross_entropy", "float32")
+        layers = _model(args[0])
+        old_hist = layers.fit(X, y, loss="cross_entropy", optimizer=args[3](), epochs=3,
+                              batch_size=16, verbose=0)
+        gemm_routes.forget()
+        new = _fit(monkeypatch, True, *args)
+        assert library_threads() == (threads, threads)
+    finally:
+        gemm_routes.forget()
+    assert chunks == {"calls": 3 * 3, "steps": 3 * 9}
+    _assert_same_run((layers, old_hist), new)
 
 
 def test_chunks_are_bounded_by_work():

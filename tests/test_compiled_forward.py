@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from _helpers import library_threads
 
 import mlpx
 from mlpx.backends import compiled_forward, compiled_step
@@ -96,14 +97,64 @@ def test_not_taken_where_it_does_not_apply(monkeypatch, calls):
     assert compiled_forward.plan(_model([12, 16, 3])) is None
 
 
-def test_one_thread_route_leaves_the_rows_to_the_layers(monkeypatch, calls):
+@pytest.mark.parametrize("path", ["numpy", "onednn"])
+def test_one_thread_routes_take_the_compiled_pass(monkeypatch, calls, path):
+    """Compiled code runs a one-thread route on one thread: the layers' bits, and the
+    libraries' thread counts back to mlpx's afterwards."""
+    from mlpx.backends import _onednn, gemm_routes
+
+    if path == "onednn" and not _onednn.available():
+        pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed")
+    monkeypatch.setattr(gemm_routes, "route_for",
+                        lambda *a: gemm_routes.Route(path, one_thread=True))
+    threads = mlpx.get_num_threads()
+    gemm_routes.forget()
+    try:
+        model = _model([64, 256, 128, 10])
+        X = _rows(16, 64)
+        got = model.predict(X)
+        assert library_threads() == (threads, threads)
+        k = compiled_step._kernels()
+        routes = model._small_batch[2]._routes_for(16)
+        assert (routes[:, 0] == (k.ROUTE_NUMPY_1T if path == "numpy" else k.ROUTE_DNNL_1T)).all()
+        gemm_routes.forget()
+        want = model.infer(X)
+    finally:
+        gemm_routes.forget()
+    assert calls["n"] == 1
+    assert got.tobytes() == want.tobytes()
+
+
+def test_routes_are_looked_up_again_after_they_were_forgotten(monkeypatch, calls):
+    """set_num_threads makes the cpu backend forget its routes: the compiled pass must not
+    keep the old count's routes either."""
     from mlpx.backends import gemm_routes
 
-    monkeypatch.setattr(gemm_routes, "route_for",
-                        lambda *a: gemm_routes.Route("numpy", one_thread=True))
     model = _model([12, 16, 3])
     X = _rows(8, 12)
-    assert model.predict(X).tobytes() == model.infer(X).tobytes()
+    model.predict(X)
+    assert calls["n"] == 1
+    monkeypatch.setattr(gemm_routes, "route_for", lambda *a: gemm_routes.Route("mkl"))
+    forward = model._small_batch[2]
+    assert forward._routes_for(8) is not None  # the routes it looked up before
+    gemm_routes.forget()
+    try:
+        assert forward._routes_for(8) is None  # MKL: a library compiled code does not call
+    finally:
+        gemm_routes.forget()
+
+
+def test_other_libraries_leave_the_rows_to_the_layers(monkeypatch, calls):
+    from mlpx.backends import gemm_routes
+
+    monkeypatch.setattr(gemm_routes, "route_for", lambda *a: gemm_routes.Route("mkl"))
+    gemm_routes.forget()
+    try:  # the layers keep the route per shape: forgotten after, for the other tests
+        model = _model([12, 16, 3])
+        X = _rows(8, 12)
+        assert model.predict(X).tobytes() == model.infer(X).tobytes()
+    finally:
+        gemm_routes.forget()
     assert calls["n"] == 0
 
 
@@ -143,6 +194,36 @@ def test_threads_predict_at_once(calls):
         t.join()
     assert not errors
     assert calls["n"] == 200
+
+
+def test_threads_on_a_one_thread_route_leave_mlpxs_count(monkeypatch, calls):
+    """OpenBLAS's count is the process's: threads predicting at once on its one-thread route
+    leave it at mlpx's count (not at one, as a count read while another thread's call had
+    set one and then put back would). Their bits are not compared: another thread's call
+    can set the count during this one's GEMM, on the layers' path too, and OpenBLAS's sums
+    of some shapes depend on it."""
+    from mlpx.backends import gemm_routes
+
+    monkeypatch.setattr(gemm_routes, "route_for",
+                        lambda *a: gemm_routes.Route("numpy", one_thread=True))
+    gemm_routes.forget()
+    try:
+        model = _model([40, 256, 256, 4], "tanh")
+        inputs = [_rows(32, 40, seed=i) for i in range(4)]
+
+        def worker(i):
+            for _ in range(200):
+                model.predict(inputs[i])
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gemm_routes.forget()
+    assert calls["n"] == 800
+    assert library_threads()[0] == mlpx.get_num_threads()
 
 
 def test_regularised_layers_and_estimators_take_it(calls):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import loss_targets_data
+from _helpers import library_threads, loss_targets_data
 
 import mlpx
 from mlpx import optim
@@ -145,10 +145,11 @@ def test_routes_follow_the_cpu_backend(monkeypatch):
     assert ((64, 40), (64, 1024), (40, 1024), True, False) in seen  # layer 0 dW
     assert not any(o == (64, 40) for _, _, o, _, _ in seen)  # no input gradient of layer 0
     if _onednn.available():
-        assert routes[1].tolist() == [k.ROUTE_DNNL, k.ROUTE_DNNL, k.ROUTE_DNNL_PADDED]
+        assert routes[1, :3].tolist() == [k.ROUTE_DNNL, k.ROUTE_DNNL, k.ROUTE_DNNL_PADDED]
     else:
-        assert (routes[1] == k.ROUTE_NUMPY).all()
-    assert (routes[2] == k.ROUTE_NUMPY).all()
+        assert (routes[1, :3] == k.ROUTE_NUMPY).all()
+    assert (routes[2, :3] == k.ROUTE_NUMPY).all()
+    assert (routes[:, k.THREADS] == mlpx.get_num_threads()).all()
 
 
 @pytest.mark.parametrize("pad", [False, True])
@@ -186,15 +187,13 @@ def test_routes_are_looked_up_again_after_they_were_forgotten(monkeypatch):
     y = np.zeros(64, np.int64)
     g = np.zeros((64, 4), np.float32)
     assert step.covers(x, y, g)
-    monkeypatch.setattr(gemm_routes, "route_for",
-                        lambda *a: gemm_routes.Route("numpy", one_thread=True))
+    monkeypatch.setattr(gemm_routes, "route_for", lambda *a: gemm_routes.Route("mkl"))
     assert step.covers(x, y, g)  # the routes it looked up before
     gemm_routes.forget()
-    assert not step.covers(x, y, g)  # one thread: a route compiled code does not call
+    assert not step.covers(x, y, g)  # MKL: a library compiled code does not call
 
 
-@pytest.mark.parametrize("route", [dict(path="onednn", one_thread=True),
-                                   dict(path="numpy", one_thread=True), dict(path="mkl")])
+@pytest.mark.parametrize("route", [dict(path="mkl"), dict(path="mkl", one_thread=True)])
 def test_batch_left_to_the_layer_path_where_a_route_is_not_called(monkeypatch, route):
     from mlpx.backends import gemm_routes
 
@@ -203,6 +202,73 @@ def test_batch_left_to_the_layer_path_where_a_route_is_not_called(monkeypatch, r
     x = np.zeros((64, 40), np.float32)
     y = np.zeros(64, np.int64)
     g = np.zeros((64, 4), np.float32)
+    assert not step.covers(x, y, g)
+
+
+def _one_thread_library(path):
+    """Skips where the one-thread route of `path` cannot run here."""
+    from mlpx.backends import _onednn
+
+    if path == "onednn" and not _onednn.available():
+        pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed: no oneDNN route")
+    assert path in compiled_step.one_thread_paths()  # found on any Linux wheel of NumPy
+
+
+@pytest.mark.parametrize("route", [dict(path="numpy", one_thread=True),
+                                   dict(path="onednn", one_thread=True),
+                                   dict(path="onednn", one_thread=True, pad=True)])
+def test_one_thread_routes_take_the_compiled_step(monkeypatch, calls, route):
+    """A route measured faster on one thread is called from compiled code on one thread:
+    bit for bit the layer path's run, and the libraries' thread counts back to mlpx's."""
+    from mlpx.backends import gemm_routes
+
+    _one_thread_library(route["path"])
+    forced = gemm_routes.Route(**route)
+
+    def route_for(libraries, a, b, out, trans_a, trans_b):
+        return forced if trans_b or not forced.pad else gemm_routes.Route(forced.path, True)
+
+    monkeypatch.setattr(gemm_routes, "route_for", route_for)
+    threads = mlpx.get_num_threads()
+    gemm_routes.forget()
+    try:
+        args = ([40, 256, 1024, 4], "relu", "cross_entropy", lambda: optim.Adam(lr=1e-3),
+                "float32")
+        old = _fit(monkeypatch, False, *args, n=150, batch_size=64, epochs=1)
+        assert library_threads() == (threads, threads)
+        gemm_routes.forget()
+        new = _fit(monkeypatch, True, *args, n=150, batch_size=64, epochs=1)
+        assert library_threads() == (threads, threads)
+    finally:
+        gemm_routes.forget()
+    assert calls["n"] == 2
+    _assert_same_run(old, new)
+    k = compiled_step._kernels()
+    model, step = _planned(monkeypatch)
+    routes = step._buffers(64)[-1]
+    assert (routes[:, :2] >= k.ONE_THREAD).all()  # layer 0 has no input-gradient GEMM
+    assert (routes[1:, 2] >= k.ONE_THREAD).all()
+    padded = k.ROUTE_DNNL_PADDED_1T if forced.pad else k.ROUTE_DNNL_1T
+    assert routes[1, 2] == (k.ROUTE_NUMPY_1T if forced.path == "numpy" else padded)
+
+
+@pytest.mark.parametrize("path", ["numpy", "onednn"])
+def test_one_thread_route_without_its_thread_setter_takes_the_layer_path(monkeypatch, path):
+    from mlpx.backends import gemm_routes
+
+    _one_thread_library(path)
+    model, step = _planned(monkeypatch)
+    monkeypatch.setattr(gemm_routes, "route_for",
+                        lambda *a: gemm_routes.Route(path, one_thread=True))
+    x = np.zeros((64, 40), np.float32)
+    y = np.zeros(64, np.int64)
+    g = np.zeros((64, 4), np.float32)
+    assert step.covers(x, y, g)
+    gemm_routes.forget()
+    real = compiled_step._thread_setter
+    monkeypatch.setattr(compiled_step, "_thread_setter",
+                        lambda p: None if p == path else real(p))
+    assert compiled_step.one_thread_paths() == {"numpy", "onednn"} - {path}
     assert not step.covers(x, y, g)
 
 
@@ -379,3 +445,49 @@ def test_ctrl_c_during_a_compiled_step_stops_after_it(monkeypatch, calls):
                 verbose=0, callbacks=[StopAfterTwo()])
     for a, b in zip(model.get_weights(), two.get_weights(), strict=True):
         assert a.tobytes() == b.tobytes()
+
+
+RECORD_THREAD_CALLS = """
+import ctypes, numpy as np
+from mlpx.backends import _onednn, compiled_step
+seen = []
+blas = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: seen.append(("blas", n)))
+omp = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: seen.append(("omp", n)))
+setters = {p: ctypes.cast(f, ctypes.c_void_p).value for p, f in (("numpy", blas), ("onednn", omp))}
+compiled_step._thread_setter = setters.get  # bound in place of the libraries'
+k = compiled_step._kernels()
+a, b = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32)
+routes = [k.ROUTE_NUMPY, k.ROUTE_NUMPY_1T] + ([k.ROUTE_DNNL, k.ROUTE_DNNL_1T]
+                                               if _onednn.available() else [])
+for route in routes:
+    seen.clear()
+    c = np.zeros((4, 5), np.float32)
+    k._gemm(route, 3, False, False, 4, 5, 3, a, 3, b, 5, c, c)
+    print(route, seen, float(c.sum()))
+"""
+
+
+def test_one_thread_routes_set_the_count_around_the_call(tmp_path):
+    """The compiled GEMM of a one-thread route sets its library's count to one, calls the
+    library and sets the count given (mlpx's); other routes touch no count. (A new process
+    with its own kernel cache binds recording functions in place of the libraries'.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(mlpx.__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(PYTHONPATH=str(root), MLPX_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", RECORD_THREAD_CALLS], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    k = compiled_step._kernels()
+    want = {k.ROUTE_NUMPY: [], k.ROUTE_NUMPY_1T: [("blas", 1), ("blas", 3)], k.ROUTE_DNNL: [],
+            k.ROUTE_DNNL_1T: [("omp", 1), ("omp", 3)]}
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) >= 2
+    for line in lines:
+        route, rest = line.split(" ", 1)
+        seen, total = rest.rsplit(" ", 1)
+        assert seen == str(want[int(route)]) and float(total) == 60.0

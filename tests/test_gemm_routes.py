@@ -303,3 +303,22 @@ def test_cache_key_names_numpys_openblas_only(monkeypatch):
         monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda info=info: info)
         keys.append(gemm_routes._library_versions(("numpy",)))
     assert keys[0] == keys[1] == [f"numpy {np.__version__}", "openblas 0.3.31"]
+
+
+def test_numpys_one_thread_limit_sets_numpys_openblas(monkeypatch):
+    """NumPy's one-thread route limits the OpenBLAS np.matmul calls, also where SciPy's
+    OpenBLAS is loaded beside it (Numba loads it with SciPy installed): one controller of
+    each used to leave the route without a limit, so it ran on every thread."""
+    from _helpers import library_threads
+
+    from mlpx.backends import numba_common  # noqa: F401  - loads SciPy's BLAS where installed
+
+    monkeypatch.setattr(gemm_routes, "_limits", {})
+    limit = gemm_routes.thread_limit("numpy")
+    assert limit is not None
+    limit.one()
+    try:
+        assert library_threads()[0] == 1
+    finally:
+        limit.back()
+    assert library_threads()[0] == threads.get_num_threads()

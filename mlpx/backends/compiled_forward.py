@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import compiled_step
+from . import compiled_step, gemm_routes
 
 
 class CompiledForward:
@@ -37,15 +37,21 @@ class CompiledForward:
         self._dtype = np.dtype(model.dtype)
         self._spare = np.zeros((1, 1), self._dtype)
         self._routes: dict[int, Any] = {}  # rows -> the forward GEMMs' routes (None: not here)
+        self._routes_generation = gemm_routes.generation
         self._local = threading.local()
 
     def _routes_for(self, m: int) -> Any:
         """The forward GEMM routes for m rows, as the cpu backend's matmul takes them, or None
-        where one is a route compiled code does not call."""
+        where one is a route compiled code does not call; looked up again after the routes
+        were forgotten (set_num_threads: routes are measured per thread count)."""
         if m < 2:  # np.matmul runs one row as a GEMV, not the GEMM called here
             return None
+        if self._routes_generation != gemm_routes.generation:
+            self._routes.clear()
+            self._routes_generation = gemm_routes.generation
         if m not in self._routes:
             k, codes = self._k, []
+            threads = gemm_routes._mlpx_threads()  # a one-thread route's count after its call
             for layer in self.model.layers:
                 W = layer.W.data
                 if self._dtype == np.float32:
@@ -58,7 +64,7 @@ class CompiledForward:
                 if code is None:
                     codes = None
                     break
-                codes.append(code * 3)  # the forward route; the other two are not called
+                codes.append(code * 3 + [threads])  # forward; the other two are not called
             self._routes[m] = None if codes is None else np.array(codes, np.int64)
         return self._routes[m]
 

@@ -6,6 +6,11 @@
 bias gradient, and the optimiser's update. It calls the same kernels and the same GEMM
 library functions with the same arguments as the layer-by-layer path, so the weights, the
 optimiser state and the loss are bit for bit the same; only the Python between the ops goes.
+Each GEMM takes the route the cpu backend's matmul takes for it (mlpx.backends.gemm_routes),
+a route on one thread included: the compiled code sets the library's thread count to one
+around that call and then to mlpx's (OpenBLAS's count, or the calling thread's OpenMP count
+for oneDNN), as the layer path does; where the setter is not found, a batch with such a
+route runs the layer path.
 
 Covered: the cpu backend with float32 or float64 variables (not "mixed_bfloat16"), GEMMs on
 oneDNN or NumPy's BLAS (MLPX_BLAS=auto, onednn or numpy, with NumPy's ILP64 OpenBLAS), a
@@ -32,6 +37,11 @@ from .gemm_plumbing import aligned_empty
 
 _ENV = "MLPX_COMPILED_STEP"
 _NUMPY_GEMMS = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")  # NumPy >= 2's ILP64 OpenBLAS
+# its thread-count setter (the one threadpoolctl calls), and whether it runs its own pthreads
+# (1; an OpenMP build's count would be another call's)
+_NUMPY_SET_THREADS = "scipy_openblas_set_num_threads64_"
+_NUMPY_PARALLEL = "scipy_openblas_get_parallel64_"
+_OMP_SET_THREADS = "omp_set_num_threads"  # libgomp's, as gemm_routes sets it for oneDNN
 _PAD_FLOATS = 16  # oneDNN's padded copy: rows 64 bytes longer (mlpx.backends._onednn._PAD)
 
 
@@ -40,24 +50,57 @@ def enabled() -> bool:
     return os.environ.get(_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def _addresses(lib: ctypes.CDLL, names: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value  # type: ignore[misc]
+                 for name in names)
+
+
 @functools.cache
-def _numpy_gemm_addresses() -> tuple[int, int] | None:
-    """Addresses of the sgemm and dgemm np.matmul calls, or None when NumPy's BLAS is not
-    the bundled ILP64 OpenBLAS whose symbols are known."""
+def _numpy_blas() -> ctypes.CDLL | None:
+    """NumPy's bundled ILP64 OpenBLAS, or None where NumPy's BLAS is not that library."""
     libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*"))):
         try:
             lib = ctypes.CDLL(path)
-            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                         for name in _NUMPY_GEMMS)  # type: ignore[return-value]
+            _addresses(lib, _NUMPY_GEMMS)
+            return lib
         except (OSError, AttributeError):
             continue
     return None
 
 
+def _numpy_gemm_addresses() -> tuple[int, int] | None:
+    """Addresses of the sgemm and dgemm np.matmul calls, or None when NumPy's BLAS is not
+    the bundled ILP64 OpenBLAS whose symbols are known."""
+    lib = _numpy_blas()
+    return None if lib is None else _addresses(lib, _NUMPY_GEMMS)  # type: ignore[return-value]
+
+
+@functools.cache
+def _thread_setter(path: str) -> int | None:
+    """The address of the thread-count setter a one-thread route of `path` ("numpy" or
+    "onednn") calls around its GEMM, or None where it is not found (its one-thread routes
+    then take the layer path)."""
+    try:
+        if path == "numpy":
+            lib = _numpy_blas()
+            if lib is None or getattr(lib, _NUMPY_PARALLEL)() != 1:
+                return None
+            return _addresses(lib, (_NUMPY_SET_THREADS,))[0]
+        return _addresses(ctypes.CDLL("libgomp.so.1"), (_OMP_SET_THREADS,))[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def one_thread_paths() -> frozenset[str]:
+    """The GEMM libraries whose one-thread routes the compiled code calls."""
+    return frozenset(p for p in ("numpy", "onednn") if _thread_setter(p) is not None)
+
+
 @functools.cache
 def _kernels() -> Any:
-    """The compiled step's module, its GEMM names bound first (None: no known NumPy BLAS)."""
+    """The compiled step's module, its GEMM and thread-count setter names bound first
+    (None: no known NumPy BLAS)."""
     numpy_gemms = _numpy_gemm_addresses()
     if numpy_gemms is None:
         return None
@@ -67,7 +110,8 @@ def _kernels() -> Any:
     dnnl = ctypes.cast(lib.dnnl_sgemm, ctypes.c_void_p).value if lib is not None else None
     from . import compiled_step_kernels as k
 
-    k.bind_gemms(*numpy_gemms, dnnl)
+    omp = _thread_setter("onednn") if dnnl is not None else None  # libgomp: oneDNN's
+    k.bind_gemms(*numpy_gemms, dnnl, _thread_setter("numpy"), omp)
     return k
 
 
@@ -127,21 +171,31 @@ def route_codes(k: Any, libraries: tuple[str, ...], operands: list[tuple]) -> li
     """The compiled code's route of each float32 GEMM `(a, b, out, trans_a, trans_b)`: the
     one the cpu backend's matmul takes for the same operands (mlpx.backends.gemm_routes,
     measured per shape class), or None where one of them is a route compiled code does not
-    call (another library, or one thread only)."""
+    call (another library, or one thread of a library whose thread-count setter was not
+    found)."""
     from . import _onednn, gemm_routes
 
     onednn_ok = _onednn.available() and not _onednn._state.get("forked")
     codes = []
     for a, b, out, trans_a, trans_b in operands:
         route = gemm_routes.route_for(libraries, a, b, out, trans_a, trans_b)
-        if route.one_thread or route.path not in ("numpy", "onednn"):
+        if route.path not in ("numpy", "onednn"):
             return None
         if route.path == "numpy" or not onednn_ok:
-            codes.append(k.ROUTE_NUMPY)
+            code = k.ROUTE_NUMPY
         elif route.pad and trans_b and (b.strides[0] % _onednn._PAGE) == 0:
-            codes.append(k.ROUTE_DNNL_PADDED)
+            code = k.ROUTE_DNNL_PADDED
         else:
-            codes.append(k.ROUTE_DNNL)
+            code = k.ROUTE_DNNL
+        # the layer path limits the route's own library (NumPy's BLAS, where it stands in for
+        # a oneDNN that declines, keeps its threads), and only where it has a way to
+        ran = "numpy" if code == k.ROUTE_NUMPY else "onednn"
+        if (route.one_thread and ran == route.path
+                and gemm_routes.thread_limit(route.path) is not None):
+            if _thread_setter(route.path) is None:
+                return None
+            code += k.ONE_THREAD
+        codes.append(code)
     return codes
 
 
@@ -308,19 +362,21 @@ class CompiledStep:
                 return None
             routes.append(route)
             pads.append(aligned_empty((n_in, n_out + _PAD_FLOATS), dtype)
-                        if route[2] == self._k.ROUTE_DNNL_PADDED else spare)
+                        if route[2] % self._k.ONE_THREAD == self._k.ROUTE_DNNL_PADDED
+                        else spare)
         return (tuple(zs), tuple(ys), tuple(deltas), tuple(dxs), tuple(pads),
                 np.array(routes, np.int64))
 
     def _routes(self, m: int, layer_index: int, dtype: np.dtype) -> list[int] | None:
         """The routes of a layer's forward, weight-gradient and input-gradient GEMMs: those
         the cpu backend's matmul takes for the same operands (mlpx.backends.gemm_routes:
-        measured per shape class), or None where one of them is a route the compiled step
-        does not call (another library, or one thread only): the batch then takes the
-        layer path."""
+        measured per shape class), then mlpx's thread count (a one-thread route's count
+        after its call), or None where one of them is a route the compiled step does not
+        call (see route_codes): the batch then takes the layer path."""
         k = self._k
+        threads = gemm_routes._mlpx_threads()
         if dtype != np.float32:  # float64: NumPy's BLAS (MKL is excluded by plan)
-            return [k.ROUTE_NUMPY] * 3
+            return [k.ROUTE_NUMPY] * 3 + [threads]
         W = self.model.layers[layer_index].W.data
         n_in, n_out = W.shape
         x = np.empty((m, n_in), dtype)
@@ -329,4 +385,4 @@ class CompiledStep:
         if layer_index > 0:  # the first layer computes no input gradient
             operands.append((z, W, x, False, True))
         codes = route_codes(k, self.model.ops._gemm_libraries, operands)
-        return None if codes is None else codes + [k.ROUTE_NUMPY] * (3 - len(codes))
+        return None if codes is None else codes + [k.ROUTE_NUMPY] * (3 - len(codes)) + [threads]

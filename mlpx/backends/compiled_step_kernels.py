@@ -8,12 +8,22 @@ same arguments as the layer path (`dnnl_sgemm` of oneDNN, or the `cblas_?gemm` o
 OpenBLAS that `np.matmul` calls). The weights after a step are therefore bit for bit those
 of the layer path, without a Python call between the ops.
 
-The GEMM functions are bound by name (`llvmlite.binding.add_symbol`) before anything here
-compiles, so the compiled code, cached on disk, finds them again in a new process.
+A GEMM whose route runs on one thread (gemm_routes' "numpy 1-thread", "onednn 1-thread")
+sets the library's thread count to one, calls the same function and sets the count back to
+mlpx's, as the layer path does around its call: OpenBLAS's `openblas_set_num_threads`, or
+for oneDNN the calling thread's OpenMP count (`omp_set_num_threads` of libgomp). mlpx's
+count, not one read before the call: OpenBLAS's count is the process's, and a count read
+while another thread's call had set it to one would be put back as one.
+
+The GEMM and thread-count functions are bound by name (`llvmlite.binding.add_symbol`) before
+anything here compiles, so the compiled code, cached on disk, finds them again in a new
+process.
 Importing this module imports Numba; `bind_gemms` must have succeeded first.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import llvmlite.binding as _llvm
 import numpy as np
@@ -26,9 +36,16 @@ from .numba_common import jit
 
 #: names the GEMM functions are bound to (add_symbol) for the compiled code
 NUMPY_SGEMM, NUMPY_DGEMM, DNNL_SGEMM = "mlpx_step_sgemm", "mlpx_step_dgemm", "mlpx_step_dnnl"
+#: and the thread-count setters: OpenBLAS's, and libgomp's for oneDNN
+BLAS_SET_THREADS, OMP_SET_THREADS = "mlpx_step_blas_set_threads", "mlpx_step_omp_set_threads"
 
-# GEMM routes, one per GEMM of the step, chosen in Python as the cpu backend would choose
+# GEMM routes, one per GEMM of the step, chosen in Python as the cpu backend would choose;
+# ONE_THREAD added to a route runs its library on one thread for the call
+# (routes[l] = forward, weight gradient, input gradient, then THREADS: mlpx's count)
 ROUTE_NUMPY, ROUTE_DNNL, ROUTE_DNNL_PADDED = 0, 1, 2
+ONE_THREAD = 4
+ROUTE_NUMPY_1T, ROUTE_DNNL_1T, ROUTE_DNNL_PADDED_1T = 4, 5, 6
+THREADS = 3
 # the optimisers the step covers
 OPT_SGD, OPT_MOMENTUM, OPT_ADAM = 0, 1, 2
 
@@ -46,18 +63,51 @@ _cblas_dgemm = _t.ExternalFunction(NUMPY_DGEMM, _t.void(
 _dnnl_sgemm = _t.ExternalFunction(DNNL_SGEMM, _i32(
     _t.int8, _t.int8, _i64, _i64, _i64, _t.float32, _ptr, _i64, _ptr, _i64, _t.float32, _ptr,
     _i64))
+# void openblas_set_num_threads(int), void omp_set_num_threads(int)
+_blas_set_threads = _t.ExternalFunction(BLAS_SET_THREADS, _t.void(_i32))
+_omp_set_threads = _t.ExternalFunction(OMP_SET_THREADS, _t.void(_i32))
+
+# Stand-in for a thread-count setter a process lacks: the name must resolve for the code to
+# link, and route_codes never picks a route that would call it
+_SET_STUB = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda n: None)
 
 
-def bind_gemms(numpy_sgemm: int, numpy_dgemm: int, dnnl_sgemm: int | None) -> None:
-    """Bind the GEMM functions' addresses to the names the compiled code calls. Without
-    oneDNN its name points at NumPy's sgemm; the routes then never choose it."""
+def bind_gemms(numpy_sgemm: int, numpy_dgemm: int, dnnl_sgemm: int | None,
+               blas_set_threads: int | None = None, omp_set_threads: int | None = None) -> None:
+    """Bind the GEMM functions' addresses to the names the compiled code calls, and the
+    thread-count setters of OpenBLAS and OpenMP. Without oneDNN its name points at NumPy's
+    sgemm, and a missing setter at a stand-in that does nothing; the routes then never
+    choose them."""
     _llvm.add_symbol(NUMPY_SGEMM, numpy_sgemm)
     _llvm.add_symbol(NUMPY_DGEMM, numpy_dgemm)
     _llvm.add_symbol(DNNL_SGEMM, dnnl_sgemm or numpy_sgemm)
+    stub = ctypes.cast(_SET_STUB, ctypes.c_void_p).value
+    _llvm.add_symbol(BLAS_SET_THREADS, blas_set_threads or stub)
+    _llvm.add_symbol(OMP_SET_THREADS, omp_set_threads or stub)
 
 
 @jit
-def _gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad):
+def _gemm(route, threads, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad):
+    """c = op(a) @ op(b) along `route` (see _library_gemm); a ONE_THREAD route sets its
+    library's thread count to one for the call and then to `threads` (mlpx's), as the layer
+    path does (OpenBLAS's count for NumPy's BLAS; the calling thread's OpenMP count, which
+    the parallel region of dnnl_sgemm takes, for oneDNN)."""
+    if route < ONE_THREAD:
+        return _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
+    route = route - ONE_THREAD
+    if route == ROUTE_NUMPY:
+        _blas_set_threads(np.int32(1))
+        status = _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
+        _blas_set_threads(np.int32(threads))
+    else:
+        _omp_set_threads(np.int32(1))
+        status = _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad)
+        _omp_set_threads(np.int32(threads))
+    return status
+
+
+@jit
+def _library_gemm(route, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, pad):
     """c = op(a) @ op(b), c row-major (m, n) and contiguous, as the cpu backend's matmul
     calls it: through oneDNN (the right operand first copied into `pad` on the padded
     route, as mlpx.backends._onednn does) or through np.matmul's CBLAS call."""
@@ -130,7 +180,8 @@ def _forward(x, ws, bs, zs, ys, pads, codes, alphas, in_place, routes):
         src = x if layer == 0 else ys[layer - 1]
         w = ws[layer]
         k, n = w.shape
-        _gemm(routes[layer, 0], False, False, m, n, k, src, k, w, n, zs[layer], pads[layer])
+        _gemm(routes[layer, 0], routes[layer, THREADS], False, False, m, n, k, src, k, w, n,
+              zs[layer], pads[layer])
         _forward_act(zs[layer], ys[layer], bs[layer], codes[layer], alphas[layer],
                      in_place[layer])
     return ys[n_layers - 1]
@@ -167,11 +218,11 @@ def _backward_update(x, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads, codes
         src = x if layer == 0 else ys[layer - 1]
         w = ws[layer]
         k, n = w.shape
-        _gemm(routes[layer, 1], True, False, k, n, m, src, k, delta, n, wgrads[layer],
-              pads[layer])
+        _gemm(routes[layer, 1], routes[layer, THREADS], True, False, k, n, m, src, k, delta,
+              n, wgrads[layer], pads[layer])
         if layer > 0:
-            _gemm(routes[layer, 2], False, True, m, k, n, delta, n, w, n, dxs[layer],
-                  pads[layer])
+            _gemm(routes[layer, 2], routes[layer, THREADS], False, True, m, k, n, delta, n, w,
+                  n, dxs[layer], pads[layer])
     # the optimiser: parameters in model order (W then b, layer by layer)
     for layer in range(n_layers):
         _update(opt_kind, ws[layer], wgrads[layer], w_s1[layer], w_s2[layer], lr, h1, h2, h3,
@@ -186,9 +237,9 @@ def _backward_update(x, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads, codes
 # where the activation runs in place), deltas[l] (the top layer's delta; lower layers write
 # theirs over dxs[l + 1]), dxs[l] (dL/dx, for l > 0), pads[l] (oneDNN's padded copy of ws[l]
 # where routes[l, 2] asks for it); routes[l] = the (forward, weight gradient, input
-# gradient) GEMM routes; gbuf receives dL/d(output). The optimiser state arrays w_s1 ... b_s2
-# are the gradients themselves where the optimiser keeps none (its kernel then neither reads
-# nor writes them). Each returns the batch's mean loss.
+# gradient) GEMM routes and mlpx's thread count; gbuf receives dL/d(output). The optimiser
+# state arrays w_s1 ... b_s2 are the gradients themselves where the optimiser keeps none (its
+# kernel then neither reads nor writes them). Each returns the batch's mean loss.
 
 @jit
 def step_softmax_xent(x, target, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads, codes,
@@ -252,5 +303,5 @@ def _callee_modules() -> tuple:
     return (act, losses, optim, numba_common)
 
 
-stamp_with_callees((_gemm, _forward_act, _sum_rows, _update, _forward, _backward_update,
-                    *STEPS.values()), _callee_modules())
+stamp_with_callees((_gemm, _library_gemm, _forward_act, _sum_rows, _update, _forward,
+                    _backward_update, *STEPS.values()), _callee_modules())

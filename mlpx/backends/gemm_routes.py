@@ -212,8 +212,9 @@ def _make_limit(path: str) -> _ThreadLimit | None:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - a dependency
         return None
+    # NumPy's own OpenBLAS: SciPy's, which Numba loads too, runs none of np.matmul's GEMMs
     libs = [c for c in ThreadpoolController().lib_controllers
-            if c.internal_api == "openblas"]
+            if c.internal_api == "openblas" and _NUMPY_LIBS.search(c.filepath or "")]
     if len(libs) != 1:
         return None
     blas = libs[0]
