@@ -134,7 +134,7 @@ def test_the_measurement_compares_both_paths_and_stops_at_the_crossing():
     entry = small_batch._measure(chain, lambda x: _layers_path(model, x))
     assert entry["max_rows"] in (0,) + small_batch.PROBE_ROWS
     assert set(entry["chain_s"]) == set(entry["layers_s"])
-    assert all(t > 0 for t in entry["chain_s"].values())
+    assert all(t > 0 for t in entry["chain_s"].values()) and entry["spread"] >= 1
 
 
 def test_non_finite_rows_get_the_general_error():
@@ -222,6 +222,34 @@ def test_a_choice_measured_on_a_busy_machine_is_not_kept_on_disk(monkeypatch, tm
     measured.store("q", "k2", {"max_rows": 2})
     assert measured.read_all("q")["k2"]["max_rows"] == 2
     assert measured.overloaded(4.5, 2) and not measured.overloaded(3.9, 2)
+
+
+def test_a_choice_measured_with_wildly_spread_rounds_is_not_kept_on_disk(monkeypatch,
+                                                                          tmp_path):
+    from mlpx.backends import measured
+
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(measured, "busy", lambda: False)  # the load average missed it
+    entry = measured.store("q", "k", {"max_rows": 0, "spread": measured.SPREAD_MAX * 3})
+    assert measured.lookup("q", "k") == entry and measured.read_all("q") == {}
+    measured.store("q", "k2", {"max_rows": 8, "spread": 1.3})
+    assert measured.read_all("q")["k2"]["max_rows"] == 8
+
+
+def test_the_spread_is_the_widest_ratio_of_one_sides_rounds(monkeypatch):
+    import time
+
+    calls = []
+
+    def candidate(x):  # its first timed round 10x slower than the others
+        calls.append(1)
+        end = time.perf_counter() + (1e-4 if len(calls) <= 102 else 1e-5)
+        while time.perf_counter() < end:
+            pass
+
+    best, _, _, spread = small_batch.alternated_crossing(
+        candidate, lambda x: None, (1,), 4, np.float32, rounds=4)
+    assert best == 0 and spread > 3
 
 
 @pytest.mark.parametrize("change", ["activation", "layer"])

@@ -68,11 +68,20 @@ def overloaded(load: float, cpus: int) -> bool:
     return load > 2 * cpus
 
 
+#: the largest slowest-to-fastest ratio of one side's timed rounds a choice may be saved
+#: with: far above the few tens of percent a quiet machine shows, the ratio of a side whose
+#: threads waited on CPUs other work held (10-100x), which the load average, a minute
+#: behind, can miss
+SPREAD_MAX = 4.0
+
+
 def store(question: str, key: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Keep `entry` (stamped with the time) for `key`; returns it. Measured on a busy machine
-    it serves this process only, and the next process measures again."""
+    """Keep `entry` (stamped with the time) for `key`; returns it. Measured on a busy machine,
+    or with rounds spread wider than SPREAD_MAX (its "spread", where it has one), it serves
+    this process only, and the next process measures again."""
     entry = {**entry, "measured": datetime.datetime.now().isoformat(timespec="seconds")}
-    if busy():
+    spread = entry.get("spread")
+    if busy() or (isinstance(spread, (int, float)) and spread > SPREAD_MAX):
         _UNSAVED[cache_file(question), key] = entry
         return entry
     cache = read_all(question)

@@ -166,14 +166,16 @@ def _best_mean(fn: Callable[[], Any], calls: int) -> float:
 
 def alternated_crossing(candidate: Callable[[np.ndarray], Any],
                         incumbent: Callable[[np.ndarray], Any], probe_rows: Any, width: int,
-                        dtype: Any, rounds: int) -> tuple[int, dict, dict]:
+                        dtype: Any, rounds: int) -> tuple[int, dict, dict, float]:
     """Per probe size (ascending), seconds per call of `candidate` and `incumbent`, each the
     median of `rounds` alternated rounds, until the candidate stops winning by 3 % (_MARGIN):
-    (the largest size up to which it always won, or 0; candidate's; incumbent's seconds).
-    Shared by the chain's cut-off and the threaded chain's choice (small_batch_split)."""
+    (the largest size up to which it always won, or 0; candidate's; incumbent's seconds;
+    the spread: the largest slowest-to-fastest round ratio of either side, see
+    mlpx.backends.measured.store). Shared by the chain's cut-off and the threaded chain's
+    choice (small_batch_split)."""
     rng = np.random.default_rng(0)
     cand_s, inc_s = {}, {}
-    best = 0
+    best, spread = 0, 1.0
     for rows in probe_rows:
         x = rng.standard_normal((rows, width)).astype(dtype)
         candidate(x)
@@ -192,19 +194,21 @@ def alternated_crossing(candidate: Callable[[np.ndarray], Any],
         # the median round of each: a library's threads that stall whenever a CPU is busy
         # elsewhere (10-100x slower rounds on a shared machine) are part of its cost
         cand_s[rows], inc_s[rows] = statistics.median(a), statistics.median(b)
+        spread = max(spread, max(a) / max(min(a), 1e-12), max(b) / max(min(b), 1e-12))
         if cand_s[rows] >= _MARGIN * inc_s[rows]:
             break  # past the crossing: larger batches only favour the incumbent more
         best = rows
-    return best, cand_s, inc_s
+    return best, cand_s, inc_s, spread
 
 
 def _measure(chain: Chain, layers_path: Callable[[np.ndarray], Any]) -> dict[str, Any]:
     """Per probe size: seconds per call of the chain and of the layers' path, the median of
     5 alternated rounds; the cut-off is the largest size up to which the chain always won
     (by 3 %)."""
-    cutoff, chain_s, layers_s = alternated_crossing(chain, layers_path, PROBE_ROWS,
-                                                    chain.sizes[0], chain.dtype, rounds=5)
-    return {"max_rows": cutoff, "chain_s": chain_s, "layers_s": layers_s}
+    cutoff, chain_s, layers_s, spread = alternated_crossing(
+        chain, layers_path, PROBE_ROWS, chain.sizes[0], chain.dtype, rounds=5)
+    return {"max_rows": cutoff, "chain_s": chain_s, "layers_s": layers_s,
+            "spread": round(spread, 2)}
 
 
 def env_row_count(var: str, zero_means: str, unset_means: str) -> int | None:

@@ -101,9 +101,10 @@ def _measure(serial: Callable[[np.ndarray], Any], split: Callable[[np.ndarray], 
     rounds; the largest size up to which the split chain always won by 3 %."""
     from .small_batch import alternated_crossing
 
-    best, split_s, serial_s = alternated_crossing(
+    best, split_s, serial_s, spread = alternated_crossing(
         split, serial, [r for r in probe_rows if r <= max_rows], width, dtype, rounds=7)
-    return {"max_rows": best, "serial_s": serial_s, "split_s": split_s}
+    return {"max_rows": best, "serial_s": serial_s, "split_s": split_s,
+            "spread": round(spread, 2)}
 
 
 def env_rows() -> int | None:
