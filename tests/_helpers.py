@@ -81,3 +81,13 @@ def library_threads() -> tuple[int | None, int]:
                   and re.search(r"numpy[/\\.]", d.get("filepath") or "")]
     return (numpy_blas[0] if numpy_blas else None,
             ctypes.CDLL("libgomp.so.1").omp_get_max_threads())
+
+
+def threads_back(path: str, before: tuple[int | None, int]) -> tuple[int | None, int]:
+    """What library_threads() must read after GEMMs on a one-thread route of `path`
+    ("numpy" or "onednn"): that library at mlpx's count, the other as it was `before`
+    (another library in the process, PyTorch's OpenMP for one, may have set it)."""
+    import mlpx
+
+    threads = mlpx.get_num_threads()
+    return (threads, before[1]) if path == "numpy" else (before[0], threads)

@@ -10,7 +10,7 @@ import signal
 
 import numpy as np
 import pytest
-from _helpers import library_threads, loss_targets_data
+from _helpers import library_threads, loss_targets_data, threads_back
 
 import mlpx
 from mlpx import optim
@@ -120,7 +120,7 @@ def test_one_thread_routes_run_in_chunks(monkeypatch, chunks, path):
         pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed")
     monkeypatch.setattr(gemm_routes, "route_for",
                         lambda *a: gemm_routes.Route(path, one_thread=True))
-    threads = mlpx.get_num_threads()
+    before = library_threads()
     args = ([40, 256, 64, 5], "relu", "cross_entropy", lambda: optim.Adam(lr=1e-3))
     gemm_routes.forget()
     try:
@@ -131,7 +131,7 @@ def test_one_thread_routes_run_in_chunks(monkeypatch, chunks, path):
                               batch_size=16, verbose=0)
         gemm_routes.forget()
         new = _fit(monkeypatch, True, *args)
-        assert library_threads() == (threads, threads)
+        assert library_threads() == threads_back(path, before)
     finally:
         gemm_routes.forget()
     assert chunks == {"calls": 3 * 3, "steps": 3 * 9}

@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from _helpers import library_threads
+from _helpers import library_threads, threads_back
 
 import mlpx
 from mlpx.backends import compiled_forward, compiled_step
@@ -107,13 +107,13 @@ def test_one_thread_routes_take_the_compiled_pass(monkeypatch, calls, path):
         pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed")
     monkeypatch.setattr(gemm_routes, "route_for",
                         lambda *a: gemm_routes.Route(path, one_thread=True))
-    threads = mlpx.get_num_threads()
+    before = library_threads()
     gemm_routes.forget()
     try:
         model = _model([64, 256, 128, 10])
         X = _rows(16, 64)
         got = model.predict(X)
-        assert library_threads() == (threads, threads)
+        assert library_threads() == threads_back(path, before)
         k = compiled_step._kernels()
         routes = model._small_batch[2]._routes_for(16)
         assert (routes[:, 0] == (k.ROUTE_NUMPY_1T if path == "numpy" else k.ROUTE_DNNL_1T)).all()

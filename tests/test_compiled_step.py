@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import library_threads, loss_targets_data
+from _helpers import library_threads, loss_targets_data, threads_back
 
 import mlpx
 from mlpx import optim
@@ -229,16 +229,16 @@ def test_one_thread_routes_take_the_compiled_step(monkeypatch, calls, route):
         return forced if trans_b or not forced.pad else gemm_routes.Route(forced.path, True)
 
     monkeypatch.setattr(gemm_routes, "route_for", route_for)
-    threads = mlpx.get_num_threads()
+    before = library_threads()
     gemm_routes.forget()
     try:
         args = ([40, 256, 1024, 4], "relu", "cross_entropy", lambda: optim.Adam(lr=1e-3),
                 "float32")
         old = _fit(monkeypatch, False, *args, n=150, batch_size=64, epochs=1)
-        assert library_threads() == (threads, threads)
+        assert library_threads() == threads_back(route["path"], before)
         gemm_routes.forget()
         new = _fit(monkeypatch, True, *args, n=150, batch_size=64, epochs=1)
-        assert library_threads() == (threads, threads)
+        assert library_threads() == threads_back(route["path"], before)
     finally:
         gemm_routes.forget()
     assert calls["n"] == 2
