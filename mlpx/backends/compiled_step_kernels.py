@@ -32,7 +32,7 @@ from numba.core import types as _t
 from . import numba_activations as act
 from . import numba_losses as losses
 from . import numba_optim as optim
-from .numba_common import jit
+from .numba_common import jit, stamp_with_callees
 
 #: names the GEMM functions are bound to (add_symbol) for the compiled code
 NUMPY_SGEMM, NUMPY_DGEMM, DNNL_SGEMM = "mlpx_step_sgemm", "mlpx_step_dgemm", "mlpx_step_dnnl"
@@ -279,22 +279,6 @@ def step_bce_logits(x, target, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads
 
 #: the step of each loss kernel the compiled step covers
 STEPS = {"softmax_xent": step_softmax_xent, "mse": step_mse, "bce_logits": step_bce_logits}
-
-
-def stamp_with_callees(dispatchers: tuple, modules: tuple) -> None:
-    """Numba keys a cached function on its own file only; the step's functions compile the
-    kernels of other modules (`modules`) into themselves, so their cache is kept only while
-    none of those files changed either (else an edited kernel would be missing from it)."""
-    import os
-
-    stamps = []
-    for module in modules:
-        st = os.stat(module.__file__)
-        stamps.append((st.st_mtime, st.st_size))
-    for dispatcher in dispatchers:
-        cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
-        if cache_file is not None and hasattr(cache_file, "_source_stamp"):
-            cache_file._source_stamp = (cache_file._source_stamp, tuple(stamps))
 
 
 def _callee_modules() -> tuple:

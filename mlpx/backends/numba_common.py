@@ -43,3 +43,19 @@ def sigmoid(v):
         return 1.0 / (1.0 + math.exp(-v))
     e = math.exp(v)
     return e / (1.0 + e)
+
+
+def stamp_with_callees(dispatchers: tuple, modules: tuple) -> None:
+    """Numba keys a cached function on its own file only; a kernel that calls the kernels of
+    other modules (`modules`) compiles them into itself, so its cache is kept only while none
+    of those files changed either (else an edited kernel would be missing from it)."""
+    import os
+
+    stamps = []
+    for module in modules:
+        st = os.stat(module.__file__)
+        stamps.append((st.st_mtime, st.st_size))
+    for dispatcher in dispatchers:
+        cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+        if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+            cache_file._source_stamp = (cache_file._source_stamp, tuple(stamps))

@@ -31,7 +31,7 @@ _CHUNK = 1 << 15
 # `reassoc` alone lets LLVM vectorise the sum; without `nnan`/`ninf` it keeps v - v, which is
 # NaN exactly for NaN and +-inf, and it keeps the total's NaN test
 @nb.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
-def _flat_all_finite(flat):
+def flat_all_finite(flat):
     n = flat.size
     total = flat[0] - flat[0]
     for start in range(0, n, _CHUNK):
@@ -112,12 +112,12 @@ def all_finite(x: np.ndarray) -> bool:
     flat = x.ravel(order="K")
     parts = min(get_num_threads(), flat.size // PARALLEL_MIN + 1)
     if parts < 2:
-        return bool(_flat_all_finite(flat))
+        return bool(flat_all_finite(flat))
     bounds = np.linspace(0, flat.size, parts + 1).astype(np.intp)
     pool = _pool(parts - 1)
-    others = [pool.submit(_flat_all_finite, flat[a:b])
+    others = [pool.submit(flat_all_finite, flat[a:b])
               for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
-    mine = bool(_flat_all_finite(flat[: bounds[1]]))
+    mine = bool(flat_all_finite(flat[: bounds[1]]))
     return all([f.result() for f in others]) and mine
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numba as nb
 
 from .._numba_cache import configure_cache
+from . import numba_activations, numba_common, scan_kernels, small_batch_kernels
+from .numba_common import stamp_with_callees
 from .small_batch_kernels import all_finite, block_bounds, block_sum, blocks, dense_rows, finish
 
 configure_cache()
@@ -50,3 +52,7 @@ def dense_chain_split(x, ws, bs, has_bias, codes, alphas, outs, sums):
     for i in range(1, len(ws)):
         _layer(outs[i - 1], ws[i], bs[i], has_bias[i], codes[i], alphas[i], outs[i], sums[i])
     return True
+
+
+stamp_with_callees((_block_sums, _layer, dense_chain_split),
+                   (small_batch_kernels, numba_activations, numba_common, scan_kernels))
