@@ -18,6 +18,7 @@ import numpy as np
 
 from . import activations, losses, optim
 from .backends import Backend, get_backend
+from .backends import threads as _threads
 from .backends.proba import loss_proba_in_place
 from .concurrency import StateLock
 from .history import History
@@ -601,8 +602,9 @@ class Sequential:
                 or (batch_size is not None and batch_size < X.shape[0]):
             return None
         # the chain copies each Dense layer's activation: a layer or activation swapped since
-        # must build a new one, or a few rows would run the old formula
-        key = (id(self.ops), X.shape[1],
+        # must build a new one, or a few rows would run the old formula; its threaded form and
+        # cut-off are measured per thread count (set_num_threads builds a new one too)
+        key = (id(self.ops), X.shape[1], _threads.applied_count(),
                tuple([(id(layer), id(getattr(layer, "activation", None)))
                       for layer in self.layers]))  # a list: no generator per call
         cached = self.__dict__.get("_small_batch")

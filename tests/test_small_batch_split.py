@@ -299,3 +299,24 @@ def test_a_forced_cutoff_of_zero_measures_nothing(monkeypatch):
     model = _model()
     model.predict(_x(1, IN))
     assert model._small_batch[1].max_rows == 0
+
+
+def test_a_new_thread_count_rebuilds_the_chain(monkeypatch):
+    """set_num_threads(1) after a prediction: the threaded chain is not used on one thread
+    (it was measured and configured for the old count)."""
+    monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
+    before = mlpx.get_num_threads()
+    mlpx.set_num_threads(2)
+    try:
+        model = _model()
+        x = _x(1, IN)
+        want = model.predict(x)
+        assert model._small_batch[1].parts == min(2, small_batch_split.parts())
+        mlpx.set_num_threads(1)
+        monkeypatch.setattr(small_batch_split, "worth_measuring", lambda *a: False)
+        monkeypatch.delenv("MLPX_SMALL_BATCH_SPLIT")
+        np.testing.assert_array_equal(model.predict(x), want)  # the same bits, one thread
+        chain = model._small_batch[1]
+        assert chain.parts == 1 and chain.split_rows == 0
+    finally:
+        mlpx.set_num_threads(before)

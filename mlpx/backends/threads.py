@@ -96,6 +96,12 @@ def num_threads_source() -> tuple[int, str]:
     return usable_cpus(), "usable CPUs (affinity and cgroup quota)"
 
 
+def applied_count() -> int | None:
+    """The count last given to the pools (None: not yet): a cheap check for whoever keeps
+    something sized for the thread count (no environment or cgroup lookup)."""
+    return _applied
+
+
 def get_num_threads() -> int:
     """The thread count mlpx gives every pool it uses (see the module's docstring)."""
     return num_threads_source()[0]
