@@ -304,8 +304,10 @@ def test_a_forced_cutoff_of_zero_measures_nothing(monkeypatch):
 def test_a_new_thread_count_rebuilds_the_chain(monkeypatch):
     """set_num_threads(1) after a prediction: the threaded chain is not used on one thread
     (it was measured and configured for the old count)."""
+    from mlpx.backends import threads
+
     monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "64")
-    before = mlpx.get_num_threads()
+    requested = threads._requested  # what set_num_threads leaves behind, restored below
     mlpx.set_num_threads(2)
     try:
         model = _model()
@@ -319,4 +321,5 @@ def test_a_new_thread_count_rebuilds_the_chain(monkeypatch):
         chain = model._small_batch[1]
         assert chain.parts == 1 and chain.split_rows == 0
     finally:
-        mlpx.set_num_threads(before)
+        threads._requested = requested
+        threads.apply(force=True)
