@@ -122,14 +122,14 @@ class Chain:
                                         outs, sums)
         return outs[-1] if ok else None
 
-    def choose_split(self) -> None:
-        """Up to how many rows the threaded chain serves: measured against the serial chain
-        on this machine for wide layers, up to max_rows (see small_batch_split)."""
+    def choose_split(self, up_to: int) -> None:
+        """Up to how many rows (at most `up_to`) the threaded chain serves: measured against
+        the serial chain on this machine for wide layers (see small_batch_split)."""
         sp = _split()
         self.parts = sp.parts()
         self.split_rows, serial_s = sp.measured_rows(
             self, lambda x: self._compute(x, False), lambda x: self._compute(x, True),
-            PROBE_ROWS)
+            PROBE_ROWS, up_to)
         self._guard = sp.Guard(serial_s) if serial_s else None
 
 
@@ -256,6 +256,5 @@ def configure(chain: Chain, layers_path: Callable[[np.ndarray], Any], gemm_path:
     so configured against the layers' path. In this order, a model whose serial chain loses
     to a GEMM library's threads but whose threaded chain wins still gets the chain."""
     forced = _env_cutoff()
-    chain.max_rows = PROBE_ROWS[-1] if forced is None else forced
-    chain.choose_split()
+    chain.choose_split(PROBE_ROWS[-1] if forced is None else forced)
     chain.max_rows = measured_cutoff(chain, layers_path, gemm_path)

@@ -115,15 +115,16 @@ def env_rows() -> int | None:
 
 def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
                   split: Callable[[np.ndarray], Any], probe_rows: tuple[int, ...],
-                  ) -> tuple[int, dict[int, float]]:
-    """The largest batch the split chain serves for `chain` on this machine (0: none), and
-    the serial chain's measured seconds per call by probe size ({} where not measured):
-    MLPX_SMALL_BATCH_SPLIT, else measured on first use and cached (mlpx.backends.measured)."""
+                  up_to: int) -> tuple[int, dict[int, float]]:
+    """The largest batch, up to `up_to` rows, the split chain serves for `chain` on this
+    machine (0: none), and the serial chain's measured seconds per call by probe size ({}
+    where not measured): MLPX_SMALL_BATCH_SPLIT, else measured on first use and cached
+    (mlpx.backends.measured)."""
     forced = env_rows()
     if forced is not None:
         return forced, {}
     n_parts = parts()
-    if chain.max_rows < 1 or not worth_measuring(chain.sizes, chain.dtype.itemsize, n_parts):
+    if up_to < 1 or not worth_measuring(chain.sizes, chain.dtype.itemsize, n_parts):
         return 0, {}
     import numba
 
@@ -131,12 +132,12 @@ def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
 
     key = measured.machine_key(f"numpy {np.__version__}", f"numba {numba.__version__}",
                                f"{chain.dtype.name}", f"method {_METHOD}",
-                               f"up to {chain.max_rows} rows",
+                               f"up to {up_to} rows",
                                "sizes " + "-".join(map(str, chain.sizes)))
     entry = measured.lookup(QUESTION, key)
     if entry is None or not isinstance(entry.get("max_rows"), int):
         entry = measured.store(QUESTION, key, _measure(
-            serial, split, chain.sizes[0], chain.dtype, chain.max_rows, probe_rows))
+            serial, split, chain.sizes[0], chain.dtype, up_to, probe_rows))
     serial_s = entry.get("serial_s")
     serial_s = {int(k): float(v) for k, v in serial_s.items()} \
         if isinstance(serial_s, dict) else {}  # JSON keys are strings
