@@ -614,7 +614,7 @@ class Sequential:
             forward = compiled_forward.plan(self)
             cached = self._small_batch = (key, self._make_chain(forward), forward)
         chain, forward = cached[1], cached[2]
-        if chain is not None and X.shape[0] <= chain.max_rows:
+        if chain is not None and X.shape[0] in chain.reach:
             with self._lock.reading():
                 return chain(X)  # None for NaN or infinity: the general path says which
         return self._few_rows_infer(X, forward)

@@ -102,7 +102,7 @@ def test_mlpx_small_batch_zero_turns_the_chain_off(monkeypatch):
     monkeypatch.setenv("MLPX_SMALL_BATCH", "0")
     model = mlpx.MLP([50, 40, 3], seed=0)
     model.predict(_x(1, 50))
-    assert model._small_batch[1].max_rows == 0
+    assert not model._small_batch[1].reach
 
 
 def test_bad_mlpx_small_batch_says_what_it_takes(monkeypatch):
@@ -117,13 +117,13 @@ def test_the_cutoff_is_measured_once_per_machine_and_sizes(monkeypatch):
 
     def fake(chain, layers_path):
         measured.append(tuple(chain.sizes))
-        return {"max_rows": 4, "chain_s": {}, "layers_s": {}}
+        return {"served": [[2, 4]], "chain_s": {}, "layers_s": {}}
 
     monkeypatch.setattr(small_batch, "_measure", fake)
     for _ in range(2):
         model = mlpx.MLP([30, 20, 3], seed=0)
         model.predict(_x(1, 30))
-        assert model._small_batch[1].max_rows == 4
+        assert model._small_batch[1].reach == small_batch.Reach(((2, 4),))
     mlpx.MLP([30, 21, 3], seed=0).predict(_x(1, 30))
     assert measured == [(30, 20, 3), (30, 21, 3)]
 
@@ -132,7 +132,8 @@ def test_the_measurement_compares_both_paths_and_stops_at_the_crossing():
     model = mlpx.MLP([30, 20, 3], seed=0)
     chain = small_batch.chain_of(model)
     entry = small_batch._measure(chain, lambda x: _layers_path(model, x))
-    assert entry["max_rows"] in (0,) + small_batch.PROBE_ROWS
+    reach = small_batch.Reach.from_json(entry["served"])
+    assert reach is not None and reach.largest in (0,) + small_batch.PROBE_ROWS
     assert set(entry["chain_s"]) == set(entry["layers_s"])
     assert all(t > 0 for t in entry["chain_s"].values()) and entry["spread"] >= 1
 
@@ -247,9 +248,9 @@ def test_the_spread_is_the_widest_ratio_of_one_sides_rounds(monkeypatch):
         while time.perf_counter() < end:
             pass
 
-    best, _, _, spread = small_batch.alternated_crossing(
+    won, _, _, spread = small_batch.alternated_wins(
         candidate, lambda x: None, (1,), 4, np.float32, rounds=4)
-    assert best == 0 and spread > 3
+    assert won == [] and spread > 3
 
 
 @pytest.mark.parametrize("change", ["activation", "layer"])
@@ -327,3 +328,33 @@ def test_sklearn_estimators_skip_validate_data_above_the_cutoff(monkeypatch):
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
     assert got[1].tolist() == want[1].tolist()
     np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-6)
+
+
+def test_a_reach_covers_the_sizes_up_to_each_probe_it_won():
+    probes = small_batch.PROBE_ROWS
+    reach = small_batch.Reach.of_probes([2, 4, 8, 32], probes)
+    assert reach.spans == ((2, 8), (17, 32)) and str(reach) == "2-8, 17-32"
+    assert [r for r in range(1, 70) if r in reach] == [*range(2, 9), *range(17, 33)]
+    assert reach.largest == 32 and small_batch.Reach.of_probes([1], probes).spans == ((1, 1),)
+    assert not small_batch.Reach.of_probes([], probes) and small_batch.Reach().largest == 0
+    assert small_batch.Reach.up_to(5).spans == ((1, 5),) and not small_batch.Reach.up_to(0)
+    assert small_batch.Reach.from_json(reach.to_json()) == reach
+
+
+@pytest.mark.parametrize("stored", [None, 4, [[1]], [[1, "2"]], {"a": 1}, [[1, 2.0]]])
+def test_a_stored_reach_of_another_shape_is_measured_again(stored):
+    assert small_batch.Reach.from_json(stored) is None
+
+
+def test_mlpx_info_lists_the_sizes_each_model_is_served_at(monkeypatch):
+    from mlpx.backends import cpu_choices, measured
+
+    monkeypatch.delenv("MLPX_SMALL_BATCH")
+    assert "none yet" in cpu_choices._small_batch_line()
+    key = measured.machine_key("method 8", "sizes 784-512-10")
+    measured.store(small_batch.QUESTION, key, {"served": [[2, 64]]})
+    measured.store(small_batch.QUESTION, measured.machine_key("sizes 9-3"), {"max_rows": 4})
+    line = cpu_choices._small_batch_line()
+    assert "784-512-10: 2-64" in line and "9-3" not in line  # an older method's entry: none
+    monkeypatch.setenv("MLPX_SMALL_BATCH", "16")
+    assert "up to 16 rows (MLPX_SMALL_BATCH)" in cpu_choices._small_batch_line()

@@ -112,7 +112,7 @@ def test_forced_split_serves_predict_with_the_same_bits(monkeypatch):
     xs = [_x(r, IN, seed=r) for r in (1, 3, 16, 64)]
     monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "0")
     want = [model.predict(x) for x in xs]
-    assert model._small_batch[1].split_rows == 0
+    assert not model._small_batch[1].split_reach
     monkeypatch.setenv("MLPX_SMALL_BATCH_SPLIT", "16")
     model = _model()
     runs = []
@@ -120,7 +120,7 @@ def test_forced_split_serves_predict_with_the_same_bits(monkeypatch):
     monkeypatch.setattr(small_batch_split, "run",
                         lambda x, *a: runs.append(x.shape[0]) or real(x, *a))
     got = [model.predict(x) for x in xs]
-    assert model._small_batch[1].split_rows == 16 and runs == [1, 3, 16]  # 64: serial
+    assert model._small_batch[1].split_reach.largest == 16 and runs == [1, 3, 16]  # 64: serial
     for a, b in zip(want, got, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -178,31 +178,47 @@ def _timed(seconds_per_row):
     return path
 
 
-def test_the_measurement_keeps_the_split_only_where_it_always_won():
+def _served(entry):
+    return small_batch.Reach.from_json(entry["served"])
+
+
+def test_the_measurement_keeps_the_split_only_where_it_won():
     serial = _timed(lambda rows: 40e-6)
     split = _timed(lambda rows: 20e-6 if rows <= 4 else 60e-6)
     got = small_batch_split._measure(serial, split, 8, np.dtype(np.float32), 64,
                                      small_batch.PROBE_ROWS)
-    assert got["max_rows"] == 4 and set(got["split_s"]) == {1, 2, 4, 8}
+    # two losses in a row (8, 16 rows) end the measurement
+    assert _served(got).spans == ((1, 4),) and set(got["split_s"]) == {1, 2, 4, 8, 16}
     slower = _timed(lambda rows: 50e-6)
     got = small_batch_split._measure(serial, slower, 8, np.dtype(np.float32), 64,
                                      small_batch.PROBE_ROWS)
-    assert got["max_rows"] == 0
+    assert not _served(got) and set(got["split_s"]) == {1, 2}
     got = small_batch_split._measure(serial, split, 8, np.dtype(np.float32), 2,
                                      small_batch.PROBE_ROWS)  # never past the cut-off
-    assert got["max_rows"] == 2 and set(got["split_s"]) == {1, 2}
+    assert _served(got).spans == ((1, 2),) and set(got["split_s"]) == {1, 2}
+
+
+def test_a_loss_at_one_row_does_not_hide_the_wins_above_it():
+    """The threaded chain ties at 1 row (its launch costs what the second core saves) and
+    wins from 2 rows on: it serves 2 rows and up, and 1 row stays serial."""
+    serial = _timed(lambda rows: 40e-6 * rows)
+    split = _timed(lambda rows: 45e-6 if rows == 1 else 25e-6 * rows)
+    got = small_batch_split._measure(serial, split, 8, np.dtype(np.float32), 16,
+                                     small_batch.PROBE_ROWS)
+    reach = _served(got)
+    assert reach.spans == ((2, 16),) and 1 not in reach and 2 in reach and 11 in reach
 
 
 def test_the_choice_is_measured_once_per_machine_and_sizes(monkeypatch):
     measured = []
     monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
     monkeypatch.setattr(small_batch_split, "_measure",
-                        lambda *a: measured.append(a[3]) or {"max_rows": 8})
+                        lambda *a: measured.append(a[3]) or {"served": [[1, 8]]})
     monkeypatch.setattr("mlpx.backends.measured.busy", lambda: False)
     for _ in range(2):
         model = _model()
         model.predict(_x(1, IN))
-        assert model._small_batch[1].split_rows == 8
+        assert model._small_batch[1].split_reach.largest == 8
     assert measured == [np.dtype(np.float32)]  # measured once, then read back
     model = _model("float64")
     model.predict(_x(1, IN, np.float64))
@@ -213,15 +229,15 @@ def test_one_thread_or_narrow_layers_are_never_split(monkeypatch):
     monkeypatch.setattr(small_batch_split, "_measure", lambda *a: pytest.fail("measured"))
     model = _narrow_model()  # every weight matrix far below MIN_BYTES
     model.predict(_x(1, 60))
-    assert model._small_batch[1].split_rows == 0
+    assert not model._small_batch[1].split_reach
     monkeypatch.setattr(small_batch_split, "MIN_BYTES", 1)  # wide enough, but one block
     model = _narrow_model()
     model.predict(_x(1, 60))
-    assert model._small_batch[1].split_rows == 0
+    assert not model._small_batch[1].split_reach
     monkeypatch.setattr(small_batch_split, "parts", lambda: 1)
     model = _model()
     model.predict(_x(1, IN))
-    assert model._small_batch[1].split_rows == 0
+    assert not model._small_batch[1].split_reach
 
 
 def test_bad_mlpx_small_batch_split_says_what_it_takes(monkeypatch):
@@ -242,7 +258,8 @@ def test_the_guard_gives_up_after_strikes_in_a_row():
 def test_a_split_chain_far_slower_than_measured_turns_serial(monkeypatch):
     monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
     monkeypatch.setattr(small_batch_split, "_measure",  # a serial chain measured at 1 ns
-                        lambda *a: {"max_rows": 4, "serial_s": {1: 1e-9, 2: 1e-9, 4: 1e-9}})
+                        lambda *a: {"served": [[1, 4]],
+                                    "serial_s": {1: 1e-9, 2: 1e-9, 4: 1e-9}})
     model = _model()
     x = _x(2, IN)
     want = small_batch.chain_of(model)._compute(x, False)
@@ -252,7 +269,7 @@ def test_a_split_chain_far_slower_than_measured_turns_serial(monkeypatch):
                         lambda x, *a: runs.append(x.shape[0]) or real(x, *a))
     for _ in range(5):
         np.testing.assert_array_equal(model.predict(x), want)
-    assert runs == [2, 2, 2] and model._small_batch[1].split_rows == 0
+    assert runs == [2, 2, 2] and not model._small_batch[1].split_reach
 
 
 def test_a_forked_child_runs_the_serial_chain(monkeypatch):
@@ -275,21 +292,21 @@ def test_the_threaded_choice_comes_first_and_the_cutoff_measures_that_chain(monk
     order = []
     monkeypatch.setattr(small_batch_split, "_measure", lambda serial, split, width, dtype,
                         max_rows, probe: order.append(("split", max_rows)) or {
-                            "max_rows": 4, "serial_s": {1: 1.0}})
+                            "served": [[2, 4]], "serial_s": {1: 1.0}})
 
     def cutoff(chain, layers_path):
-        order.append(("cutoff", chain.split_rows))
-        return {"max_rows": 8}
+        order.append(("cutoff", str(chain.split_reach)))
+        return {"served": [[1, 8]]}
 
     monkeypatch.setattr(small_batch, "_measure", cutoff)
     model = _model()
     model.predict(_x(1, IN))
     chain = model._small_batch[1]
-    assert order == [("split", small_batch.PROBE_ROWS[-1]), ("cutoff", 4)]
-    assert (chain.max_rows, chain.split_rows) == (8, 4)
+    assert order == [("split", small_batch.PROBE_ROWS[-1]), ("cutoff", "2-4")]
+    assert (str(chain.reach), str(chain.split_reach)) == ("1-8", "2-4")
     model = _model()  # read back, not measured again
     model.predict(_x(1, IN))
-    assert len(order) == 2 and model._small_batch[1].max_rows == 8
+    assert len(order) == 2 and model._small_batch[1].reach.largest == 8
 
 
 def test_a_forced_cutoff_of_zero_measures_nothing(monkeypatch):
@@ -298,7 +315,7 @@ def test_a_forced_cutoff_of_zero_measures_nothing(monkeypatch):
     monkeypatch.setattr(small_batch_split, "_measure", lambda *a: pytest.fail("measured"))
     model = _model()
     model.predict(_x(1, IN))
-    assert model._small_batch[1].max_rows == 0
+    assert not model._small_batch[1].reach
 
 
 def test_a_new_thread_count_rebuilds_the_chain(monkeypatch):
@@ -319,7 +336,7 @@ def test_a_new_thread_count_rebuilds_the_chain(monkeypatch):
         monkeypatch.delenv("MLPX_SMALL_BATCH_SPLIT")
         np.testing.assert_array_equal(model.predict(x), want)  # the same bits, one thread
         chain = model._small_batch[1]
-        assert chain.parts == 1 and chain.split_rows == 0
+        assert chain.parts == 1 and not chain.split_reach
     finally:
         threads._requested = requested
         threads.apply(force=True)

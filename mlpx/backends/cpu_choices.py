@@ -96,13 +96,16 @@ def _small_batch_line() -> str:
     from . import measured, small_batch
 
     forced = os.environ.get("MLPX_SMALL_BATCH", "").strip()
-    head = "small-batch predict: compiled Dense chain up to "
+    head = "small-batch predict: compiled Dense chain "
     if forced:
-        return head + f"{forced} rows (MLPX_SMALL_BATCH)"
+        return head + f"up to {forced} rows (MLPX_SMALL_BATCH)"
     here = measured.machine_key()
-    cut = [f"{key.rsplit('sizes ', 1)[-1]} {entry.get('max_rows')}"
-           for key, entry in measured.read_all(small_batch.QUESTION).items()
-           if key.startswith(here) and isinstance(entry, dict)]
-    shown = ", ".join(cut[-5:]) + (f" (and {len(cut) - 5} more)" if len(cut) > 5 else "")
-    return head + ("the cut-off measured per model on first use; measured here (sizes rows): "
-                   + (shown if cut else "none yet"))
+    cut = []
+    for key, entry in measured.read_all(small_batch.QUESTION).items():
+        reach = small_batch.Reach.from_json(entry.get("served")) \
+            if key.startswith(here) and isinstance(entry, dict) else None
+        if reach is not None:  # entries of an older measurement method have none
+            cut.append(f"{key.rsplit('sizes ', 1)[-1]}: {reach}")
+    shown = "; ".join(cut[-5:]) + (f" (and {len(cut) - 5} more)" if len(cut) > 5 else "")
+    return head + ("at the batch sizes measured per model on first use; measured here "
+                   "(sizes: rows served): " + (shown if cut else "none yet"))

@@ -5,14 +5,14 @@ A model that is a chain of Dense layers (built-in elementwise activations, with 
 bias) and Dropout layers (the identity at inference) gets a `Chain`: its layers' weights as
 one compiled call (mlpx.backends.small_batch_kernels: matrix-vector style products with the bias
 and activation fused, in the calling thread), with per-thread output buffers, so a call
-validates and allocates only what one row needs. It is used for batches up to a cut-off
-measured on this machine for this model's layer sizes (`measured_cutoff`): below it the
-compiled chain is faster than the layers' own path (a GEMM library per layer, with its
-threads); above it, or for any other model, `predict` takes the layers' path. MLPX_SMALL_BATCH
-overrides the measurement: 0 turns the chain off, a number sets the cut-off. For wide layers
-(a weight matrix of MBs) the chain may also share each layer's block sums between threads,
-with the same bits, up to a row count measured the same way (mlpx.backends.small_batch_split),
-before the cut-off (`configure`).
+validates and allocates only what one row needs. It serves the batch sizes at which it was
+measured faster than the layers' own path (a GEMM library per layer, with its threads) on this
+machine for this model's layer sizes (`measured_cutoff`, a `Reach`); for other sizes, or any
+other model, `predict` takes the layers' path. MLPX_SMALL_BATCH overrides the measurement: 0
+turns the chain off, a number N serves every batch up to N rows. For wide layers (a weight
+matrix of MBs) the chain may also share each layer's block sums between threads, with the same
+bits, at the batch sizes measured the same way (mlpx.backends.small_batch_split), before the
+cut-off (`configure`).
 
 Thread-safe and re-entrant: the weights are only read, each thread writes its own buffers,
 and the caller holds the model's read lock (as for every prediction).
@@ -37,7 +37,7 @@ PROBE_ROWS = (1, 2, 4, 8, 16, 32, 64)
 QUESTION = "small_batch_inference"
 _MARGIN = 0.97  # the chain must be 3 % faster: ties keep the layers' path
 _ENV = "MLPX_SMALL_BATCH"
-_METHOD = 7  # how the cut-off is measured, or the chain it times: a new one measures again
+_METHOD = 8  # how the cut-off is measured, or the chain it times: a new one measures again
 
 
 @functools.cache  # the import machinery once, not on every call
@@ -52,6 +52,73 @@ def _split() -> Any:
     from . import small_batch_split
 
     return small_batch_split
+
+
+class Reach:
+    """The batch sizes one way of predicting serves: inclusive spans of row counts. A way is
+    measured at the probe sizes, and a probe size it won also covers the sizes above the
+    probe below it (3 rows: the 4-row probe). Not a prefix: at 1 row a GEMM library's
+    matrix-vector call, or the serial chain against the threaded one, can tie or win, while
+    from 2 rows on the other way wins."""
+
+    def __init__(self, spans: Any = ()) -> None:
+        self.spans = tuple((int(lo), int(hi)) for lo, hi in spans if 1 <= lo <= hi)
+
+    @classmethod
+    def up_to(cls, rows: int) -> Reach:
+        """Every batch of 1 to `rows` rows (none for 0)."""
+        return cls(((1, rows),)) if rows > 0 else cls()
+
+    @classmethod
+    def of_probes(cls, won: Any, probes: Any) -> Reach:
+        """The sizes served where the probe sizes in `won` were won (probes ascending)."""
+        spans: list[tuple[int, int]] = []
+        below = 0
+        for rows in probes:
+            if rows in won:
+                if spans and spans[-1][1] == below:
+                    spans[-1] = (spans[-1][0], rows)  # adjacent probes make one span
+                else:
+                    spans.append((below + 1, rows))
+            below = rows
+        return cls(spans)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Reach | None:
+        """The reach stored as [[lo, hi], ...], or None where `value` is not one."""
+        if not isinstance(value, list) or not all(
+                isinstance(s, list) and len(s) == 2 and all(type(v) is int for v in s)
+                for s in value):
+            return None
+        return cls(value)
+
+    def to_json(self) -> list[list[int]]:
+        return [list(span) for span in self.spans]
+
+    def __contains__(self, rows: int) -> bool:
+        return any(lo <= rows <= hi for lo, hi in self.spans)
+
+    def __bool__(self) -> bool:
+        return bool(self.spans)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reach) and self.spans == other.spans
+
+    def __hash__(self) -> int:
+        return hash(self.spans)
+
+    @property
+    def largest(self) -> int:
+        """The largest batch served (0: none)."""
+        return max((hi for _, hi in self.spans), default=0)
+
+    def __str__(self) -> str:
+        if not self.spans:
+            return "none"
+        return ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.spans)
+
+    def __repr__(self) -> str:
+        return f"Reach({self})"
 
 
 def all_finite(x: np.ndarray) -> bool:
@@ -73,8 +140,8 @@ class Chain:
         self.has_bias = tuple(d.b is not None for d in dense_layers)
         self._no_bias = tuple(np.zeros(n, self.dtype) for n in self.sizes[1:])
         self._local = threading.local()
-        self.max_rows = 0  # the measured cut-off (`configure`)
-        self.split_rows = 0  # up to these rows the threaded chain serves (`choose_split`)
+        self.reach = Reach()  # the batch sizes the chain serves (`configure`)
+        self.split_reach = Reach()  # those the threaded chain serves (`choose_split`)
         self.parts = 1
         self._guard: Any = None  # gives the threaded chain up if it gets slow (measured)
         self._blocks: tuple[int, ...] | None = None  # per layer (small_batch_kernels.blocks)
@@ -99,7 +166,7 @@ class Chain:
     def __call__(self, x: np.ndarray) -> np.ndarray | None:
         """The outputs for C-contiguous `x` of the chain's dtype and width, or
         None when x holds NaN or infinity (the caller's full path then explains)."""
-        return self._compute(x, x.shape[0] <= self.split_rows)
+        return self._compute(x, x.shape[0] in self.split_reach)
 
     def _compute(self, x: np.ndarray, split: bool) -> np.ndarray | None:
         """__call__ on the serial chain, or (`split`) on the threaded one where no other
@@ -116,18 +183,18 @@ class Chain:
                               self.parts)
             if ok is not None and self._guard is not None \
                     and not self._guard.keep(x.shape[0], time.perf_counter() - t0):
-                self.split_rows = 0  # far slower than measured: serial from now on
+                self.split_reach = Reach()  # far slower than measured: serial from now on
         if ok is None:
             ok = _kernels().dense_chain(x, ws, bs, self.has_bias, self.codes, self.alphas,
                                         outs, sums)
         return outs[-1] if ok else None
 
     def choose_split(self, up_to: int) -> None:
-        """Up to how many rows (at most `up_to`) the threaded chain serves: measured against
+        """The batch sizes (at most `up_to` rows) the threaded chain serves: measured against
         the serial chain on this machine for wide layers (see small_batch_split)."""
         sp = _split()
         self.parts = sp.parts()
-        self.split_rows, serial_s = sp.measured_rows(
+        self.split_reach, serial_s = sp.measured_rows(
             self, lambda x: self._compute(x, False), lambda x: self._compute(x, True),
             PROBE_ROWS, up_to)
         self._guard = sp.Guard(serial_s) if serial_s else None
@@ -164,18 +231,21 @@ def _best_mean(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def alternated_crossing(candidate: Callable[[np.ndarray], Any],
-                        incumbent: Callable[[np.ndarray], Any], probe_rows: Any, width: int,
-                        dtype: Any, rounds: int) -> tuple[int, dict, dict, float]:
+def alternated_wins(candidate: Callable[[np.ndarray], Any],
+                    incumbent: Callable[[np.ndarray], Any], probe_rows: Any, width: int,
+                    dtype: Any, rounds: int) -> tuple[list[int], dict, dict, float]:
     """Per probe size (ascending), seconds per call of `candidate` and `incumbent`, each the
-    median of `rounds` alternated rounds, until the candidate stops winning by 3 % (_MARGIN):
-    (the largest size up to which it always won, or 0; candidate's; incumbent's seconds;
-    the spread: the largest slowest-to-fastest round ratio of either side, see
-    mlpx.backends.measured.store). Shared by the chain's cut-off and the threaded chain's
-    choice (small_batch_split)."""
+    median of `rounds` alternated rounds, until the candidate has lost at two sizes in a row
+    (it wins where it is 3 % faster, _MARGIN): (the sizes it won; candidate's; incumbent's
+    seconds; the spread: the largest slowest-to-fastest round ratio of either side, see
+    mlpx.backends.measured.store). One loss does not end it: at 1 row a GEMM library's
+    matrix-vector call, or the serial chain against the threaded one, may tie, and from 2
+    rows on the candidate win. Shared by the chain's cut-off and the threaded chain's choice
+    (small_batch_split)."""
     rng = np.random.default_rng(0)
     cand_s, inc_s = {}, {}
-    best, spread = 0, 1.0
+    won: list[int] = []
+    spread, losses = 1.0, 0
     for rows in probe_rows:
         x = rng.standard_normal((rows, width)).astype(dtype)
         candidate(x)
@@ -195,20 +265,23 @@ def alternated_crossing(candidate: Callable[[np.ndarray], Any],
         # elsewhere (10-100x slower rounds on a shared machine) are part of its cost
         cand_s[rows], inc_s[rows] = statistics.median(a), statistics.median(b)
         spread = max(spread, max(a) / max(min(a), 1e-12), max(b) / max(min(b), 1e-12))
-        if cand_s[rows] >= _MARGIN * inc_s[rows]:
+        if cand_s[rows] < _MARGIN * inc_s[rows]:
+            won.append(rows)
+            losses = 0
+            continue
+        losses += 1
+        if losses == 2:
             break  # past the crossing: larger batches only favour the incumbent more
-        best = rows
-    return best, cand_s, inc_s, spread
+    return won, cand_s, inc_s, spread
 
 
 def _measure(chain: Chain, layers_path: Callable[[np.ndarray], Any]) -> dict[str, Any]:
     """Per probe size: seconds per call of the chain and of the layers' path, the median of
-    5 alternated rounds; the cut-off is the largest size up to which the chain always won
-    (by 3 %)."""
-    cutoff, chain_s, layers_s, spread = alternated_crossing(
+    5 alternated rounds; the chain serves the sizes it won (by 3 %), a Reach."""
+    won, chain_s, layers_s, spread = alternated_wins(
         chain, layers_path, PROBE_ROWS, chain.sizes[0], chain.dtype, rounds=5)
-    return {"max_rows": cutoff, "chain_s": chain_s, "layers_s": layers_s,
-            "spread": round(spread, 2)}
+    return {"served": Reach.of_probes(won, PROBE_ROWS).to_json(), "chain_s": chain_s,
+            "layers_s": layers_s, "spread": round(spread, 2)}
 
 
 def env_row_count(var: str, zero_means: str, unset_means: str) -> int | None:
@@ -229,32 +302,34 @@ def _env_cutoff() -> int | None:
 
 
 def measured_cutoff(chain: Chain, layers_path: Callable[[np.ndarray], Any],
-                    gemm_path: str) -> int:
-    """The largest batch the chain serves for these layer sizes on this machine: measured
-    on first use, cached per processor, thread count, library versions and GEMM path
-    (mlpx.backends.measured), or MLPX_SMALL_BATCH."""
+                    gemm_path: str) -> Reach:
+    """The batch sizes the chain serves for these layer sizes on this machine: measured on
+    first use, cached per processor, thread count, library versions and GEMM path
+    (mlpx.backends.measured), or every size up to MLPX_SMALL_BATCH."""
     forced = _env_cutoff()
     if forced is not None:
-        return forced
+        return Reach.up_to(forced)
     import numba
 
     from . import measured
 
     key = measured.machine_key(f"numpy {np.__version__}", f"numba {numba.__version__}",
                                f"gemm {gemm_path}", f"{chain.dtype.name}",
-                               f"method {_METHOD}", f"threaded up to {chain.split_rows}",
+                               f"method {_METHOD}", f"threaded {chain.split_reach}",
                                "sizes " + "-".join(map(str, chain.sizes)))
     entry = measured.lookup(QUESTION, key)
-    if entry is None or not isinstance(entry.get("max_rows"), int):
+    reach = None if entry is None else Reach.from_json(entry.get("served"))
+    if reach is None:
         entry = measured.store(QUESTION, key, _measure(chain, layers_path))
-    return int(entry["max_rows"])
+        reach = Reach.from_json(entry["served"]) or Reach()
+    return reach
 
 
 def configure(chain: Chain, layers_path: Callable[[np.ndarray], Any], gemm_path: str) -> None:
-    """How `chain` serves, measured on first use (or read back): first up to how many rows
-    its threaded form beats the serial one (wide layers only), then the cut-off of the chain
-    so configured against the layers' path. In this order, a model whose serial chain loses
+    """How `chain` serves, measured on first use (or read back): first the batch sizes at
+    which its threaded form beats the serial one (wide layers only), then those at which the
+    chain so configured beats the layers' path. In this order, a model whose serial chain loses
     to a GEMM library's threads but whose threaded chain wins still gets the chain."""
     forced = _env_cutoff()
     chain.choose_split(PROBE_ROWS[-1] if forced is None else forced)
-    chain.max_rows = measured_cutoff(chain, layers_path, gemm_path)
+    chain.reach = measured_cutoff(chain, layers_path, gemm_path)

@@ -33,7 +33,7 @@ QUESTION = "small_batch_split"
 #: core's bandwidth reads every layer in a few microseconds, less than waking the threads
 MIN_BYTES = 1 << 20
 _ENV = "MLPX_SMALL_BATCH_SPLIT"
-_METHOD = 5  # how the choice is measured, or the kernels it times: a new one measures again
+_METHOD = 6  # how the choice is measured, or the kernels it times: a new one measures again
 _busy = threading.Lock()
 _local = threading.local()
 _state = {"forked": False}
@@ -98,13 +98,14 @@ def _measure(serial: Callable[[np.ndarray], Any], split: Callable[[np.ndarray], 
              width: int, dtype: np.dtype, max_rows: int, probe_rows: tuple[int, ...],
              ) -> dict[str, Any]:
     """Per probe size up to max_rows: seconds per call of each, the median of 7 alternated
-    rounds; the largest size up to which the split chain always won by 3 %."""
-    from .small_batch import alternated_crossing
+    rounds; the split chain serves the sizes it won by 3 % (a small_batch.Reach)."""
+    from .small_batch import Reach, alternated_wins
 
-    best, split_s, serial_s, spread = alternated_crossing(
-        split, serial, [r for r in probe_rows if r <= max_rows], width, dtype, rounds=7)
-    return {"max_rows": best, "serial_s": serial_s, "split_s": split_s,
-            "spread": round(spread, 2)}
+    probes = [r for r in probe_rows if r <= max_rows]
+    won, split_s, serial_s, spread = alternated_wins(split, serial, probes, width, dtype,
+                                                     rounds=7)
+    return {"served": Reach.of_probes(won, probes).to_json(), "serial_s": serial_s,
+            "split_s": split_s, "spread": round(spread, 2)}
 
 
 def env_rows() -> int | None:
@@ -115,17 +116,19 @@ def env_rows() -> int | None:
 
 def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
                   split: Callable[[np.ndarray], Any], probe_rows: tuple[int, ...],
-                  up_to: int) -> tuple[int, dict[int, float]]:
-    """The largest batch, up to `up_to` rows, the split chain serves for `chain` on this
-    machine (0: none), and the serial chain's measured seconds per call by probe size ({}
-    where not measured): MLPX_SMALL_BATCH_SPLIT, else measured on first use and cached
-    (mlpx.backends.measured)."""
+                  up_to: int) -> tuple[Any, dict[int, float]]:
+    """The batch sizes, up to `up_to` rows, the split chain serves for `chain` on this
+    machine (a small_batch.Reach, empty for none), and the serial chain's measured seconds
+    per call by probe size ({} where not measured): every size up to MLPX_SMALL_BATCH_SPLIT,
+    else measured on first use and cached (mlpx.backends.measured)."""
+    from .small_batch import Reach
+
     forced = env_rows()
     if forced is not None:
-        return forced, {}
+        return Reach.up_to(forced), {}
     n_parts = parts()
     if up_to < 1 or not worth_measuring(chain.sizes, chain.dtype.itemsize, n_parts):
-        return 0, {}
+        return Reach(), {}
     import numba
 
     from . import measured
@@ -135,13 +138,15 @@ def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
                                f"up to {up_to} rows",
                                "sizes " + "-".join(map(str, chain.sizes)))
     entry = measured.lookup(QUESTION, key)
-    if entry is None or not isinstance(entry.get("max_rows"), int):
+    reach = None if entry is None else Reach.from_json(entry.get("served"))
+    if reach is None:
         entry = measured.store(QUESTION, key, _measure(
             serial, split, chain.sizes[0], chain.dtype, up_to, probe_rows))
+        reach = Reach.from_json(entry["served"]) or Reach()
     serial_s = entry.get("serial_s")
     serial_s = {int(k): float(v) for k, v in serial_s.items()} \
         if isinstance(serial_s, dict) else {}  # JSON keys are strings
-    return int(entry["max_rows"]), serial_s
+    return reach, serial_s
 
 
 class Guard:
