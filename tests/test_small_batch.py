@@ -237,6 +237,36 @@ def test_a_choice_measured_with_wildly_spread_rounds_is_not_kept_on_disk(monkeyp
     assert measured.read_all("q")["k2"]["max_rows"] == 8
 
 
+def test_a_choice_with_one_way_ten_times_slower_is_not_kept_on_disk(monkeypatch, tmp_path):
+    """Every call of one way 16 ms, its rounds alike: a pool launch waiting on a worker that
+    other work kept off its CPU, not what the way costs; the next process measures again."""
+    from mlpx.backends import measured
+
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(measured, "busy", lambda: False)
+    assert measured.gap({1: 16e-3, 2: 16e-3}, {1: 2e-4, 2: 4e-4}) == 80.0
+    assert measured.gap({1: 1e-4}, {1: 3e-4, 2: 1.0}) == 3.0  # only sizes both timed
+    entry = measured.store("q", "k", {"served": [], "spread": 1.2, "gap": 80.0})
+    assert measured.lookup("q", "k") == entry and measured.read_all("q") == {}
+    measured.store("q", "k2", {"served": [[1, 8]], "spread": 1.2, "gap": 3.0})
+    assert measured.read_all("q")["k2"]["served"] == [[1, 8]]
+
+
+def test_the_measurements_report_their_gap(monkeypatch):
+    import time
+
+    def slow(x):
+        end = time.perf_counter() + 2e-4
+        while time.perf_counter() < end:
+            pass
+
+    from mlpx.backends import measured
+
+    model = mlpx.MLP([30, 20, 3], seed=0)
+    entry = small_batch._measure(small_batch.chain_of(model), slow)
+    assert entry["gap"] == measured.gap(entry["chain_s"], entry["layers_s"]) > 1
+
+
 def test_the_spread_is_the_widest_ratio_of_one_sides_rounds(monkeypatch):
     import time
 

@@ -75,13 +75,28 @@ def overloaded(load: float, cpus: int) -> bool:
 SPREAD_MAX = 4.0
 
 
+#: the largest ratio between two ways of computing the same thing, on the same data, a choice
+#: may be saved with: a way 10x slower than the other at some size was not computing then but
+#: waiting, e.g. a thread pool's launch on a worker that other work kept off its CPU (every
+#: call 16 ms, rounds alike, so the spread misses it)
+GAP_MAX = 10.0
+
+
+def gap(a: dict[Any, float], b: dict[Any, float]) -> float:
+    """The largest ratio, either way, of two ways' seconds at the sizes both were timed."""
+    ratios = [max(a[k], b[k]) / max(min(a[k], b[k]), 1e-12) for k in a if k in b]
+    return round(max(ratios, default=1.0), 2)
+
+
 def store(question: str, key: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Keep `entry` (stamped with the time) for `key`; returns it. Measured on a busy machine,
-    or with rounds spread wider than SPREAD_MAX (its "spread", where it has one), it serves
-    this process only, and the next process measures again."""
+    with rounds spread wider than SPREAD_MAX (its "spread", where it has one), or with a gap
+    between the ways wider than GAP_MAX (its "gap"), it serves this process only, and the
+    next process measures again."""
     entry = {**entry, "measured": datetime.datetime.now().isoformat(timespec="seconds")}
-    spread = entry.get("spread")
-    if busy() or (isinstance(spread, (int, float)) and spread > SPREAD_MAX):
+    spread, widest = entry.get("spread"), entry.get("gap")
+    if busy() or (isinstance(spread, (int, float)) and spread > SPREAD_MAX) \
+            or (isinstance(widest, (int, float)) and widest > GAP_MAX):
         _UNSAVED[cache_file(question), key] = entry
         return entry
     cache = read_all(question)

@@ -280,8 +280,10 @@ def _measure(chain: Chain, layers_path: Callable[[np.ndarray], Any]) -> dict[str
     5 alternated rounds; the chain serves the sizes it won (by 3 %), a Reach."""
     won, chain_s, layers_s, spread = alternated_wins(
         chain, layers_path, PROBE_ROWS, chain.sizes[0], chain.dtype, rounds=5)
+    from .measured import gap
+
     return {"served": Reach.of_probes(won, PROBE_ROWS).to_json(), "chain_s": chain_s,
-            "layers_s": layers_s, "spread": round(spread, 2)}
+            "layers_s": layers_s, "spread": round(spread, 2), "gap": gap(chain_s, layers_s)}
 
 
 def env_row_count(var: str, zero_means: str, unset_means: str) -> int | None:

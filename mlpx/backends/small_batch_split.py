@@ -104,8 +104,10 @@ def _measure(serial: Callable[[np.ndarray], Any], split: Callable[[np.ndarray], 
     probes = [r for r in probe_rows if r <= max_rows]
     won, split_s, serial_s, spread = alternated_wins(split, serial, probes, width, dtype,
                                                      rounds=7)
+    from .measured import gap
+
     return {"served": Reach.of_probes(won, probes).to_json(), "serial_s": serial_s,
-            "split_s": split_s, "spread": round(spread, 2)}
+            "split_s": split_s, "spread": round(spread, 2), "gap": gap(split_s, serial_s)}
 
 
 def env_rows() -> int | None:
