@@ -99,6 +99,21 @@ def test_bitwise_equal_to_one_step_per_call(monkeypatch, chunks, dtype, shuffle,
     _assert_same_run(old, new)
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "bce"])
+def test_the_chunk_kernels_can_be_cached(monkeypatch, chunks, loss):
+    """Each loss's chunk kernel compiles no address in (the shared loop is inlined, so its
+    function arguments become direct calls): Numba can keep it in its on-disk cache, and a
+    new process loads it instead of compiling it again."""
+    metrics = None if loss == "mse" else ["accuracy"]
+    _fit(monkeypatch, True, [20, 12, 5], "relu", loss, _sgd, metrics=metrics)
+    assert chunks["calls"] > 0
+    kernel = compiled_epoch._kernels().STEPS[compiled_step._loss_kernel(
+        mlpx.losses.get(loss))]
+    assert kernel.overloads
+    for compiled in kernel.overloads.values():
+        assert not compiled.library.has_dynamic_globals
+
+
 @pytest.mark.parametrize("batch_size", [2, 7, 64, 150])
 def test_batch_sizes_and_whole_epochs_per_call(monkeypatch, chunks, batch_size):
     monkeypatch.setattr(compiled_epoch, "MAX_STEPS", 64)

@@ -62,18 +62,29 @@ def test_same_bits_as_the_layers(calls, dtype, activation):
     assert calls["n"] == 8  # predict(X) and predict(X, batch_size=1024)
 
 
-@pytest.mark.parametrize("route", ["numpy", "onednn"])
-def test_same_bits_on_each_gemm_route(monkeypatch, calls, route):
+@pytest.mark.parametrize("one_thread", [False, True], ids=["all-threads", "one-thread"])
+@pytest.mark.parametrize("path", ["numpy", "onednn"])
+def test_same_bits_on_each_gemm_route(monkeypatch, calls, path, one_thread):
+    """Every GEMM route takes the compiled pass: the layers' bits, the route's code, and the
+    libraries' thread counts afterwards (a one-thread route's library back at mlpx's count,
+    the other library as it was; on all threads, both as they were)."""
     from mlpx.backends import _onednn, gemm_routes
 
-    if route == "onednn" and not _onednn.available():
+    if path == "onednn" and not _onednn.available():
         pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed")
-    monkeypatch.setattr(gemm_routes, "route_for", lambda *a: gemm_routes.Route(route))
+    monkeypatch.setattr(gemm_routes, "route_for",
+                        lambda *a: gemm_routes.Route(path, one_thread=one_thread))
+    before = library_threads()
     gemm_routes.forget()
     try:
         model = _model([64, 256, 128, 10])
         X = _rows(16, 64)
         got = model.predict(X)
+        assert library_threads() == (threads_back(path, before) if one_thread else before)
+        k = compiled_step._kernels()
+        code = k.ROUTE_NUMPY if path == "numpy" else k.ROUTE_DNNL
+        routes = model._small_batch[2]._routes_for(16)
+        assert (routes[:, 0] == code + (k.ONE_THREAD if one_thread else 0)).all()
         gemm_routes.forget()
         want = model.infer(X)
     finally:
@@ -95,34 +106,6 @@ def test_not_taken_where_it_does_not_apply(monkeypatch, calls):
     assert calls["n"] == 0
     monkeypatch.setenv("MLPX_COMPILED_STEP", "0")
     assert compiled_forward.plan(_model([12, 16, 3])) is None
-
-
-@pytest.mark.parametrize("path", ["numpy", "onednn"])
-def test_one_thread_routes_take_the_compiled_pass(monkeypatch, calls, path):
-    """Compiled code runs a one-thread route on one thread: the layers' bits, and the
-    libraries' thread counts back to mlpx's afterwards."""
-    from mlpx.backends import _onednn, gemm_routes
-
-    if path == "onednn" and not _onednn.available():
-        pytest.skip("oneDNN (the onednn-cpu-gomp wheel) is not installed")
-    monkeypatch.setattr(gemm_routes, "route_for",
-                        lambda *a: gemm_routes.Route(path, one_thread=True))
-    before = library_threads()
-    gemm_routes.forget()
-    try:
-        model = _model([64, 256, 128, 10])
-        X = _rows(16, 64)
-        got = model.predict(X)
-        assert library_threads() == threads_back(path, before)
-        k = compiled_step._kernels()
-        routes = model._small_batch[2]._routes_for(16)
-        assert (routes[:, 0] == (k.ROUTE_NUMPY_1T if path == "numpy" else k.ROUTE_DNNL_1T)).all()
-        gemm_routes.forget()
-        want = model.infer(X)
-    finally:
-        gemm_routes.forget()
-    assert calls["n"] == 1
-    assert got.tobytes() == want.tobytes()
 
 
 def test_routes_are_looked_up_again_after_they_were_forgotten(monkeypatch, calls):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mlpx.backends import _onednn, gemm_routes, measured, threads
+from mlpx.backends import _onednn, gemm_routes, measured, numpy_blas, threads
 from mlpx.backends.cpu import CPUBackend
 from mlpx.backends.gemm_routes import Route
 
@@ -315,7 +315,7 @@ def test_numpys_one_thread_limit_sets_numpys_openblas(monkeypatch):
 
     monkeypatch.setattr(gemm_routes, "_limits", {})
     limit = gemm_routes.thread_limit("numpy")
-    assert limit is not None
+    assert limit is not None and limit.library == numpy_blas.path()
     limit.one()
     try:
         assert library_threads()[0] == 1

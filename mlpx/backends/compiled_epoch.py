@@ -111,7 +111,7 @@ class CompiledEpoch:
         idx = self._no_order if order is None else np.ascontiguousarray(order, np.int64)
         opt = step.model.optimizer_
         args = step.step_args(bs, self._g, lr)
-        new_total, correct = self._steps(source.X, source.y, idx, s0, s1, bs, xbuf, ybuf, *args,
+        new_total, correct = self._steps(source.X, source.y, idx, s0, s1, bs, xbuf, ybuf, args,
                                          opt.step_count, float(total), self._count)
         opt.step_count += s1 - s0
         step.model._grads_pending = False

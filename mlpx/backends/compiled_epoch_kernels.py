@@ -15,7 +15,7 @@ import numpy as np
 
 from . import compiled_step_kernels as step_kernels
 from .compiled_step_kernels import step_bce_logits, step_mse, step_softmax_xent
-from .numba_common import jit
+from .numba_common import jit, jit_inline
 
 # what the correct count is for (none: no accuracy metric to feed)
 COUNT_NONE, COUNT_ARGMAX, COUNT_SIGN = 0, 1, 2
@@ -68,64 +68,61 @@ def _sign_correct(out, target):
     return correct
 
 
-# One function per loss kernel, as in compiled_step_kernels (a kernel passed as an argument
-# would make it uncacheable). Arguments: the full X and targets Y, the epoch's order (empty:
-# in order), steps s0..s1-1 of batch size bs, the batch buffers, then the compiled step's
-# arguments from ws on (step0: the optimiser's step count before s0), the running loss sum
-# and what to count for the accuracy. Each returns (loss sum, correct count).
-
 @jit
-def steps_softmax_xent(X, Y, order, s0, s1, bs, xbuf, ybuf, ws, bs_, wgrads, bgrads, zs, ys,
-                       deltas, dxs, pads, codes, alphas, in_place, routes, gbuf, opt_kind,
-                       w_s1, w_s2, b_s1, b_s2, lr, h1, h2, h3, flag, wd, step0, total, count):
+def _no_count(out, target):
+    """The count of a loss whose accuracy the kernel does not reproduce (mse): none."""
+    return 0
+
+
+@jit_inline
+def _steps(step, correct_of, X, Y, order, s0, s1, bs, xbuf, ybuf, step_args, step0, total,
+           count):
+    """Steps s0..s1-1 of the epoch with `step`, the loss's compiled step, counting the correct
+    predictions with `correct_of` unless `count` is COUNT_NONE; the other arguments are
+    those of the entry points below."""
     correct = 0
+    ys = step_args[5]  # the layers' outputs (ws, bs, wgrads, bgrads, zs, ys, ...)
     top = len(ys) - 1
     for s in range(s0, s1):
         x, t = _batch(X, Y, order, s, bs, xbuf, ybuf)
-        loss = step_softmax_xent(x, t, ws, bs_, wgrads, bgrads, zs, ys, deltas, dxs, pads,
-                                 codes, alphas, in_place, routes, gbuf, opt_kind, w_s1, w_s2,
-                                 b_s1, b_s2, lr, h1, h2, h3, flag, wd,
-                                 float(step0 + s - s0 + 1))
+        loss = step(x, t, *step_args, float(step0 + s - s0 + 1))
         total = total + np.float64(loss) * bs
-        if count == COUNT_ARGMAX:
-            correct += _argmax_correct(ys[top], t)
+        if count != COUNT_NONE:
+            correct += correct_of(ys[top], t)
     return total, correct
 
 
+# One entry point per loss kernel: `_steps` with that loss's step and count. A function
+# passed as an argument to compiled code that calls it has its address compiled in, which
+# makes the code uncacheable (hence one step per loss in compiled_step_kernels); Numba
+# inlines `_steps` into each entry point, where its two function arguments become direct
+# calls, and the entry points are cached as before.
+# Arguments: the full X and targets Y, the epoch's order (empty: in order), steps s0..s1-1 of
+# batch size bs, the batch buffers, the compiled step's arguments between the batch and the
+# step count (CompiledStep.step_args), the optimiser's step count before s0, the running loss
+# sum and what to count for the accuracy. Each returns (loss sum, correct count).
+
 @jit
-def steps_mse(X, Y, order, s0, s1, bs, xbuf, ybuf, ws, bs_, wgrads, bgrads, zs, ys, deltas,
-              dxs, pads, codes, alphas, in_place, routes, gbuf, opt_kind, w_s1, w_s2, b_s1,
-              b_s2, lr, h1, h2, h3, flag, wd, step0, total, count):
-    for s in range(s0, s1):
-        x, t = _batch(X, Y, order, s, bs, xbuf, ybuf)
-        loss = step_mse(x, t, ws, bs_, wgrads, bgrads, zs, ys, deltas, dxs, pads, codes,
-                        alphas, in_place, routes, gbuf, opt_kind, w_s1, w_s2, b_s1, b_s2, lr,
-                        h1, h2, h3, flag, wd, float(step0 + s - s0 + 1))
-        total = total + np.float64(loss) * bs
-    return total, 0
+def steps_softmax_xent(X, Y, order, s0, s1, bs, xbuf, ybuf, step_args, step0, total, count):
+    return _steps(step_softmax_xent, _argmax_correct, X, Y, order, s0, s1, bs, xbuf, ybuf,
+                  step_args, step0, total, count)
 
 
 @jit
-def steps_bce_logits(X, Y, order, s0, s1, bs, xbuf, ybuf, ws, bs_, wgrads, bgrads, zs, ys,
-                     deltas, dxs, pads, codes, alphas, in_place, routes, gbuf, opt_kind, w_s1,
-                     w_s2, b_s1, b_s2, lr, h1, h2, h3, flag, wd, step0, total, count):
-    correct = 0
-    top = len(ys) - 1
-    for s in range(s0, s1):
-        x, t = _batch(X, Y, order, s, bs, xbuf, ybuf)
-        loss = step_bce_logits(x, t, ws, bs_, wgrads, bgrads, zs, ys, deltas, dxs, pads,
-                               codes, alphas, in_place, routes, gbuf, opt_kind, w_s1, w_s2,
-                               b_s1, b_s2, lr, h1, h2, h3, flag, wd,
-                               float(step0 + s - s0 + 1))
-        total = total + np.float64(loss) * bs
-        if count == COUNT_SIGN:
-            correct += _sign_correct(ys[top], t)
-    return total, correct
+def steps_mse(X, Y, order, s0, s1, bs, xbuf, ybuf, step_args, step0, total, count):
+    return _steps(step_mse, _no_count, X, Y, order, s0, s1, bs, xbuf, ybuf, step_args, step0,
+                  total, count)
+
+
+@jit
+def steps_bce_logits(X, Y, order, s0, s1, bs, xbuf, ybuf, step_args, step0, total, count):
+    return _steps(step_bce_logits, _sign_correct, X, Y, order, s0, s1, bs, xbuf, ybuf,
+                  step_args, step0, total, count)
 
 
 #: the steps function of each loss kernel
 STEPS = {"softmax_xent": steps_softmax_xent, "mse": steps_mse, "bce_logits": steps_bce_logits}
 
 step_kernels.stamp_with_callees(
-    (_batch, _argmax_correct, _sign_correct, *STEPS.values()),
+    (_batch, _argmax_correct, _sign_correct, _no_count, _steps, *STEPS.values()),
     (*step_kernels._callee_modules(), step_kernels))

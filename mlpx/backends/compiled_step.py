@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import glob
 import os
 from typing import Any
 
 import numpy as np
 
-from . import gemm_routes
+from . import gemm_routes, numpy_blas
 from .gemm_plumbing import aligned_empty
 
 _ENV = "MLPX_COMPILED_STEP"
@@ -58,15 +57,15 @@ def _addresses(lib: ctypes.CDLL, names: tuple[str, ...]) -> tuple[int, ...]:
 @functools.cache
 def _numpy_blas() -> ctypes.CDLL | None:
     """NumPy's bundled ILP64 OpenBLAS, or None where NumPy's BLAS is not that library."""
-    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*"))):
-        try:
-            lib = ctypes.CDLL(path)
-            _addresses(lib, _NUMPY_GEMMS)
-            return lib
-        except (OSError, AttributeError):
-            continue
-    return None
+    path = numpy_blas.path()
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)  # already loaded by NumPy: the same handle, the same symbols
+        _addresses(lib, _NUMPY_GEMMS)
+    except (OSError, AttributeError):
+        return None
+    return lib
 
 
 def _numpy_gemm_addresses() -> tuple[int, int] | None:

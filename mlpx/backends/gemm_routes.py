@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -40,12 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from . import measured
+from . import measured, numpy_blas
 from .gemm_plumbing import aligned_empty
 
 QUESTION = "gemm_routes"
-#: where NumPy wheels keep their bundled libraries (numpy.libs/, or numpy/.libs/)
-_NUMPY_LIBS = re.compile(r"[/\\]numpy(\.libs|[/\\]\.libs)[/\\]")
 #: a challenger must be at least this much faster (median against median) to replace the
 #: default: a tie, or noise, keeps the default
 MARGIN = 0.95
@@ -172,10 +169,11 @@ def _mlpx_threads() -> int:
 
 
 class _ThreadLimit:
-    """Sets one library's thread count to one for the calling thread, and back."""
+    """Sets one library's thread count to one for the calling thread, and back; `library`:
+    the file (or soname) of the library whose count it sets."""
 
-    def __init__(self, one: Callable[[], None], back: Callable[[], None]) -> None:
-        self.one, self.back = one, back
+    def __init__(self, one: Callable[[], None], back: Callable[[], None], library: str) -> None:
+        self.one, self.back, self.library = one, back, library
 
 
 _limits: dict[str, _ThreadLimit | None] = {}
@@ -198,7 +196,7 @@ def _make_limit(path: str) -> _ThreadLimit | None:
             return None
         gomp.omp_set_num_threads.argtypes = [ctypes.c_int]
         return _ThreadLimit(lambda: gomp.omp_set_num_threads(1),
-                            lambda: gomp.omp_set_num_threads(_mlpx_threads()))
+                            lambda: gomp.omp_set_num_threads(_mlpx_threads()), gomp._name)
     if path == "mkl":
         from . import _mkl
 
@@ -207,19 +205,13 @@ def _make_limit(path: str) -> _ThreadLimit | None:
         if local is None:
             return None
         local.argtypes = [ctypes.c_int]
-        return _ThreadLimit(lambda: local(1), lambda: local(0))
-    try:  # NumPy's BLAS: OpenBLAS's global count, through threadpoolctl's handle on it
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - a dependency
-        return None
+        return _ThreadLimit(lambda: local(1), lambda: local(0), lib._name)
     # NumPy's own OpenBLAS: SciPy's, which Numba loads too, runs none of np.matmul's GEMMs
-    libs = [c for c in ThreadpoolController().lib_controllers
-            if c.internal_api == "openblas" and _NUMPY_LIBS.search(c.filepath or "")]
-    if len(libs) != 1:
+    blas = numpy_blas.controller()
+    if blas is None:
         return None
-    blas = libs[0]
     return _ThreadLimit(lambda: blas.set_num_threads(1),
-                        lambda: blas.set_num_threads(_mlpx_threads()))
+                        lambda: blas.set_num_threads(_mlpx_threads()), blas.filepath)
 
 
 def numpy_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool,
@@ -301,7 +293,7 @@ def _library_versions(libraries: Sequence[str]) -> list[str]:
     # others, would give one machine two keys
     out += sorted({f"{d.get('internal_api')} {d.get('version')}" for d in threadpool_info()
                    if d.get("internal_api") == "openblas"
-                   and _NUMPY_LIBS.search(d.get("filepath") or "")})
+                   and numpy_blas.bundled_with_numpy(d.get("filepath"))})
     if "onednn" in libraries:
         from . import _onednn
 

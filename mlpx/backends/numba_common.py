@@ -34,6 +34,9 @@ _load_scipy_blas()
 _threads.apply(force=True)
 
 jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+#: the same, inlined by Numba into each caller: a function the caller passes to it is then
+#: called directly, as if written there, and the caller stays cacheable
+jit_inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 
 @jit
