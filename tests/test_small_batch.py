@@ -381,7 +381,7 @@ def test_mlpx_info_lists_the_sizes_each_model_is_served_at(monkeypatch):
 
     monkeypatch.delenv("MLPX_SMALL_BATCH")
     assert "none yet" in cpu_choices._small_batch_line()
-    key = measured.machine_key("method 8", "sizes 784-512-10")
+    key = measured.machine_key("method 10", "sizes 784-512-10")
     measured.store(small_batch.QUESTION, key, {"served": [[2, 64]]})
     measured.store(small_batch.QUESTION, measured.machine_key("sizes 9-3"), {"max_rows": 4})
     line = cpu_choices._small_batch_line()

@@ -249,14 +249,29 @@ def test_bad_mlpx_small_batch_split_says_what_it_takes(monkeypatch):
 def test_the_guard_gives_up_after_strikes_in_a_row():
     guard = small_batch_split.Guard({1: 10e-6, 4: 20e-6})
     assert guard.limit(1) == 20e-6 and guard.limit(3) == 40e-6 and guard.limit(9) is None
-    assert guard.keep(1, 50e-6) and guard.keep(1, 50e-6)
-    assert guard.keep(2, 30e-6)  # within the limit: the strikes start again
-    assert guard.keep(1, 50e-6) and guard.keep(1, 50e-6) and not guard.keep(4, 1.0)
+    t = 100.0
+    assert guard.keep(1, 50e-6, t) and guard.keep(1, 50e-6, t + 0.1)
+    assert guard.keep(2, 30e-6, t + 0.2)  # within the limit: the strikes start again
+    assert guard.keep(1, 50e-6, t + 1) and guard.keep(1, 50e-6, t + 1.2)
+    assert guard.keep(4, 1.0, t + 1.3)  # three strikes, but slow for 0.3 s only
+    assert not guard.keep(4, 1e-3, t + 1.6)  # slow for 0.6 s: given up
     assert guard.keep(9, 1.0)  # beyond the measured sizes: not guarded
+
+
+def test_the_guard_rides_out_the_spin_after_a_large_batch():
+    """Right after a GEMM, OpenBLAS's threads spin ~0.1 s and each launch waits ms for a CPU:
+    many slow calls in 0.1 s keep the threaded chain."""
+    guard = small_batch_split.Guard({1: 100e-6})
+    t = 0.0
+    for _ in range(50):
+        t += 2e-3
+        assert guard.keep(1, 2e-3, t)
+    assert guard.keep(1, 100e-6, t + 1e-4)
 
 
 def test_a_split_chain_far_slower_than_measured_turns_serial(monkeypatch):
     monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
+    monkeypatch.setattr(small_batch_split.Guard, "SUSTAINED", 0.0)  # strikes alone decide
     monkeypatch.setattr(small_batch_split, "_measure",  # a serial chain measured at 1 ns
                         lambda *a: {"served": [[1, 4]],
                                     "serial_s": {1: 1e-9, 2: 1e-9, 4: 1e-9}})
@@ -340,3 +355,49 @@ def test_a_new_thread_count_rebuilds_the_chain(monkeypatch):
     finally:
         threads._requested = requested
         threads.apply(force=True)
+
+
+def test_the_cutoff_times_the_serial_chain_scaled_by_the_threaded_ratio(monkeypatch):
+    """The threaded chain is never timed right after the GEMM path (whose spinning threads
+    would make it wait): the serial chain is, scaled where the threaded one serves."""
+    chain = small_batch.chain_of(_model())
+    runs = []
+    serial = _timed(lambda rows: 60e-6)
+    monkeypatch.setattr(chain, "_compute", lambda x, split: runs.append(split) or serial(x))
+    chain.split_ratio = {1: 0.5}  # the threaded chain serves 1 row, at half the time
+    entry = small_batch._measure(chain, _timed(lambda rows: 40e-6))
+    reach = small_batch.Reach.from_json(entry["served"])
+    assert runs and not any(runs)
+    assert reach.spans == ((1, 1),) and set(entry["chain_s"]) == {1, 2, 4}
+    assert entry["chain_s"][1] < entry["layers_s"][1] < entry["chain_s"][2]
+
+
+def test_the_threaded_ratio_comes_from_the_split_measurement(monkeypatch):
+    monkeypatch.setattr(small_batch_split, "parts", lambda: 2)
+    monkeypatch.setattr(small_batch_split, "_measure", lambda *a: {
+        "served": [[2, 4]], "serial_s": {1: 1e-4, 2: 2e-4, 4: 4e-4, 8: 8e-4},
+        "split_s": {1: 2e-4, 2: 1e-4, 4: 3e-4, 8: 9e-4}})
+    chain = small_batch.chain_of(_model())
+    chain.choose_split(64)
+    assert chain.split_ratio == pytest.approx({2: 0.5, 4: 0.75})  # the sizes it serves only
+
+
+def test_the_split_chain_is_run_until_quick_before_it_is_measured():
+    """Its first launches after GEMMs wait on OpenBLAS's spinning threads: the measurement
+    starts once three calls in a row are quick, or after SETTLE_S."""
+    calls = []
+
+    def split(x):
+        calls.append(1)
+        end = time.perf_counter() + (2e-3 if len(calls) <= 5 else 1e-5)
+        while time.perf_counter() < end:
+            pass
+
+    small_batch_split._settle(_timed(lambda rows: 1e-4), split, 8, np.dtype(np.float32))
+    assert len(calls) == 8  # 5 slow, then 3 quick
+    calls.clear()
+    slow = _timed(lambda rows: 5e-3)
+    start = time.perf_counter()
+    small_batch_split._settle(_timed(lambda rows: 1e-4), slow, 8, np.dtype(np.float32),
+                              most=0.05)
+    assert 0.05 <= time.perf_counter() - start < 0.5

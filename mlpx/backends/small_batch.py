@@ -37,7 +37,7 @@ PROBE_ROWS = (1, 2, 4, 8, 16, 32, 64)
 QUESTION = "small_batch_inference"
 _MARGIN = 0.97  # the chain must be 3 % faster: ties keep the layers' path
 _ENV = "MLPX_SMALL_BATCH"
-_METHOD = 8  # how the cut-off is measured, or the chain it times: a new one measures again
+_METHOD = 10  # how the cut-off is measured, or the chain it times: a new one measures again
 
 
 @functools.cache  # the import machinery once, not on every call
@@ -144,6 +144,8 @@ class Chain:
         self.split_reach = Reach()  # those the threaded chain serves (`choose_split`)
         self.parts = 1
         self._guard: Any = None  # gives the threaded chain up if it gets slow (measured)
+        # per probe size the threaded chain serves: its measured time over the serial one's
+        self.split_ratio: dict[int, float] = {}
         self._blocks: tuple[int, ...] | None = None  # per layer (small_batch_kernels.blocks)
 
     def _outputs(self, rows: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -194,9 +196,11 @@ class Chain:
         the serial chain on this machine for wide layers (see small_batch_split)."""
         sp = _split()
         self.parts = sp.parts()
-        self.split_reach, serial_s = sp.measured_rows(
+        self.split_reach, serial_s, split_s = sp.measured_rows(
             self, lambda x: self._compute(x, False), lambda x: self._compute(x, True),
             PROBE_ROWS, up_to)
+        self.split_ratio = {rows: split_s[rows] / serial_s[rows] for rows in split_s
+                            if rows in serial_s and rows in self.split_reach}
         self._guard = sp.Guard(serial_s) if serial_s else None
 
 
@@ -233,15 +237,18 @@ def _best_mean(fn: Callable[[], Any], calls: int) -> float:
 
 def alternated_wins(candidate: Callable[[np.ndarray], Any],
                     incumbent: Callable[[np.ndarray], Any], probe_rows: Any, width: int,
-                    dtype: Any, rounds: int) -> tuple[list[int], dict, dict, float]:
+                    dtype: Any, rounds: int, scale: dict[int, float] | None = None,
+                    ) -> tuple[list[int], dict, dict, float]:
     """Per probe size (ascending), seconds per call of `candidate` and `incumbent`, each the
     median of `rounds` alternated rounds, until the candidate has lost at two sizes in a row
     (it wins where it is 3 % faster, _MARGIN): (the sizes it won; candidate's; incumbent's
     seconds; the spread: the largest slowest-to-fastest round ratio of either side, see
     mlpx.backends.measured.store). One loss does not end it: at 1 row a GEMM library's
     matrix-vector call, or the serial chain against the threaded one, may tie, and from 2
-    rows on the candidate win. Shared by the chain's cut-off and the threaded chain's choice
+    rows on the candidate win. `scale` multiplies the candidate's seconds at the sizes it
+    names (see _measure). Shared by the chain's cut-off and the threaded chain's choice
     (small_batch_split)."""
+    scale = scale or {}
     rng = np.random.default_rng(0)
     cand_s, inc_s = {}, {}
     won: list[int] = []
@@ -263,7 +270,8 @@ def alternated_wins(candidate: Callable[[np.ndarray], Any],
             b.append(_best_mean(lambda x=x: incumbent(x), calls))
         # the median round of each: a library's threads that stall whenever a CPU is busy
         # elsewhere (10-100x slower rounds on a shared machine) are part of its cost
-        cand_s[rows], inc_s[rows] = statistics.median(a), statistics.median(b)
+        cand_s[rows] = statistics.median(a) * scale.get(rows, 1.0)
+        inc_s[rows] = statistics.median(b)
         spread = max(spread, max(a) / max(min(a), 1e-12), max(b) / max(min(b), 1e-12))
         if cand_s[rows] < _MARGIN * inc_s[rows]:
             won.append(rows)
@@ -277,9 +285,16 @@ def alternated_wins(candidate: Callable[[np.ndarray], Any],
 
 def _measure(chain: Chain, layers_path: Callable[[np.ndarray], Any]) -> dict[str, Any]:
     """Per probe size: seconds per call of the chain and of the layers' path, the median of
-    5 alternated rounds; the chain serves the sizes it won (by 3 %), a Reach."""
+    5 alternated rounds; the chain serves the sizes it won (by 3 %), a Reach.
+
+    The chain is timed serial, and at the sizes its threaded form serves, scaled by the
+    threaded-to-serial ratio measured for them (choose_split). Timed directly, the threaded
+    chain would pay for the layers' path's GEMMs just before it: OpenBLAS's threads spin for
+    ~0.1 s after a call, and a Numba launch meanwhile waits for a CPU (ms per call). Serving
+    calls in a row, as measured here for each side, it does not."""
     won, chain_s, layers_s, spread = alternated_wins(
-        chain, layers_path, PROBE_ROWS, chain.sizes[0], chain.dtype, rounds=5)
+        lambda x: chain._compute(x, False), layers_path, PROBE_ROWS, chain.sizes[0],
+        chain.dtype, rounds=5, scale=chain.split_ratio)
     from .measured import gap
 
     return {"served": Reach.of_probes(won, PROBE_ROWS).to_json(), "chain_s": chain_s,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +34,9 @@ QUESTION = "small_batch_split"
 #: core's bandwidth reads every layer in a few microseconds, less than waking the threads
 MIN_BYTES = 1 << 20
 _ENV = "MLPX_SMALL_BATCH_SPLIT"
-_METHOD = 6  # how the choice is measured, or the kernels it times: a new one measures again
+#: the longest the split chain is run before its measurement, to outlast OpenBLAS's spin
+SETTLE_S = 0.3
+_METHOD = 7  # how the choice is measured, or the kernels it times: a new one measures again
 _busy = threading.Lock()
 _local = threading.local()
 _state = {"forked": False}
@@ -102,12 +105,32 @@ def _measure(serial: Callable[[np.ndarray], Any], split: Callable[[np.ndarray], 
     from .small_batch import Reach, alternated_wins
 
     probes = [r for r in probe_rows if r <= max_rows]
+    _settle(serial, split, width, dtype)
     won, split_s, serial_s, spread = alternated_wins(split, serial, probes, width, dtype,
                                                      rounds=7)
     from .measured import gap
 
     return {"served": Reach.of_probes(won, probes).to_json(), "serial_s": serial_s,
             "split_s": split_s, "spread": round(spread, 2), "gap": gap(split_s, serial_s)}
+
+
+def _settle(serial: Callable[[np.ndarray], Any], split: Callable[[np.ndarray], Any],
+            width: int, dtype: np.dtype, most: float = SETTLE_S) -> None:
+    """Run the split chain on one row until three calls in a row take at most twice the
+    serial chain's time, for at most `most` seconds. A first prediction often follows
+    GEMMs (the layers' path on a larger batch), and for ~0.1 s after one OpenBLAS's threads
+    spin waiting for the next (its THREAD_TIMEOUT): each launch of Numba's threads then
+    waits ms for a CPU, and the first probe sizes would time that wait, not the chain."""
+    x = np.zeros((1, width), dtype)
+    serial(x)
+    t0 = time.perf_counter()
+    serial(x)
+    limit = 2 * (time.perf_counter() - t0)
+    quick, start = 0, time.perf_counter()
+    while quick < 3 and time.perf_counter() - start < most:
+        t0 = time.perf_counter()
+        split(x)
+        quick = quick + 1 if time.perf_counter() - t0 <= limit else 0
 
 
 def env_rows() -> int | None:
@@ -118,19 +141,19 @@ def env_rows() -> int | None:
 
 def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
                   split: Callable[[np.ndarray], Any], probe_rows: tuple[int, ...],
-                  up_to: int) -> tuple[Any, dict[int, float]]:
+                  up_to: int) -> tuple[Any, dict[int, float], dict[int, float]]:
     """The batch sizes, up to `up_to` rows, the split chain serves for `chain` on this
-    machine (a small_batch.Reach, empty for none), and the serial chain's measured seconds
-    per call by probe size ({} where not measured): every size up to MLPX_SMALL_BATCH_SPLIT,
-    else measured on first use and cached (mlpx.backends.measured)."""
+    machine (a small_batch.Reach, empty for none), and the serial and split chains'
+    measured seconds per call by probe size ({} where not measured): every size up to
+    MLPX_SMALL_BATCH_SPLIT, else measured on first use and cached (mlpx.backends.measured)."""
     from .small_batch import Reach
 
     forced = env_rows()
     if forced is not None:
-        return Reach.up_to(forced), {}
+        return Reach.up_to(forced), {}, {}
     n_parts = parts()
     if up_to < 1 or not worth_measuring(chain.sizes, chain.dtype.itemsize, n_parts):
-        return Reach(), {}
+        return Reach(), {}, {}
     import numba
 
     from . import measured
@@ -145,23 +168,33 @@ def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
         entry = measured.store(QUESTION, key, _measure(
             serial, split, chain.sizes[0], chain.dtype, up_to, probe_rows))
         reach = Reach.from_json(entry["served"]) or Reach()
-    serial_s = entry.get("serial_s")
-    serial_s = {int(k): float(v) for k, v in serial_s.items()} \
-        if isinstance(serial_s, dict) else {}  # JSON keys are strings
-    return reach, serial_s
+    return reach, _seconds(entry.get("serial_s")), _seconds(entry.get("split_s"))
+
+
+def _seconds(by_rows: Any) -> dict[int, float]:
+    """Seconds per probe size as stored (JSON keys are strings), {} for anything else."""
+    try:
+        return {int(k): float(v) for k, v in by_rows.items()}
+    except (AttributeError, TypeError, ValueError):
+        return {}
 
 
 class Guard:
     """Gives up the split chain for this process when it runs far slower than the serial
     chain was measured (other work took the CPUs its threads need since: each launch then
-    waits on a descheduled thread): STRIKES calls in a row over SLOWER x the serial time."""
+    waits on a descheduled thread): every call over SLOWER x the serial time for at least
+    STRIKES calls and SUSTAINED seconds. Not sooner: for ~0.1 s after a GEMM, OpenBLAS's
+    threads spin waiting for the next one (its THREAD_TIMEOUT, 2^28 cycles), and a launch
+    meanwhile waits ms for a CPU; a few rows served right after a large batch would
+    otherwise give the threaded chain up for good."""
 
-    SLOWER, STRIKES = 2.0, 3
+    SLOWER, STRIKES, SUSTAINED = 2.0, 3, 0.5
 
     def __init__(self, serial_s: dict[int, float]) -> None:
         self._limit = {rows: self.SLOWER * s for rows, s in serial_s.items()}
         self._sizes = sorted(self._limit)
         self._strikes = 0
+        self._since: float | None = None  # when the first slow call in a row started
 
     def limit(self, rows: int) -> float | None:
         """The slowest acceptable split call on `rows` rows (None: not guarded)."""
@@ -170,11 +203,15 @@ class Guard:
                 return self._limit[size]
         return None
 
-    def keep(self, rows: int, seconds: float) -> bool:
-        """Record one split call; False once the split chain should be given up."""
+    def keep(self, rows: int, seconds: float, now: float | None = None) -> bool:
+        """Record one split call that took `seconds` and ended at `now` (time.perf_counter's
+        clock); False once the split chain should be given up."""
         limit = self.limit(rows)
         if limit is None or seconds <= limit:
-            self._strikes = 0
+            self._strikes, self._since = 0, None
             return True
+        now = time.perf_counter() if now is None else now
+        if self._since is None:
+            self._since = now - seconds
         self._strikes += 1  # a benign race between threads: a strike more or less
-        return self._strikes < self.STRIKES
+        return self._strikes < self.STRIKES or now - self._since < self.SUSTAINED
