@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -388,3 +389,21 @@ def test_mlpx_info_lists_the_sizes_each_model_is_served_at(monkeypatch):
     assert "784-512-10: 2-64" in line and "9-3" not in line  # an older method's entry: none
     monkeypatch.setenv("MLPX_SMALL_BATCH", "16")
     assert "up to 16 rows (MLPX_SMALL_BATCH)" in cpu_choices._small_batch_line()
+
+
+def test_slow_calls_are_timed_in_fewer_rounds(monkeypatch):
+    calls = {"candidate": 0, "incumbent": 0}
+
+    def way(name, seconds):
+        def call(x):
+            calls[name] += 1
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+        return call
+
+    monkeypatch.setattr(small_batch, "SLOW_CALL_S", 1e-3)
+    small_batch.alternated_wins(way("candidate", 2e-3), way("incumbent", 2e-3), (1,), 4,
+                                np.float32, rounds=7)
+    # warm-up 1 + 3 rounds x (1 untimed + 3 timed); the incumbent 3 more to size the calls
+    assert calls == {"candidate": 13, "incumbent": 16}
