@@ -40,6 +40,13 @@ def _optim_kernels() -> Any:
     return numba_optim
 
 
+@functools.cache  # the import machinery once, not on every op
+def _norm_kernels() -> Any:
+    from . import numba_norm
+
+    return numba_norm
+
+
 @functools.cache
 def _library_gemm(path: str) -> Any:
     """The `gemm(a, b, out, trans_a, trans_b) -> bool` of a GEMM path (None: NumPy's)."""
@@ -369,6 +376,20 @@ class CPUBackend(Backend):
         return self._elementwise_loss(_loss_kernels().l1, y, t, grad, super().l1)
 
     # optimisers ---------------------------------------------------------------------------
+    # Normalisation: one pass of the reference's float64 expression (numba_norm.py), the
+    # same bits without its temporaries
+    def batchnorm_inference(self, x, gamma, beta, mean, var, eps, out, xhat):
+        if x.ndim != 2 or not _contig(x, gamma, beta, mean, var, out, xhat):
+            return super().batchnorm_inference(x, gamma, beta, mean, var, eps, out, xhat)
+        _norm_kernels().batchnorm_inference(x, gamma, beta, mean, var, float(eps), out, xhat)
+        return out
+
+    def layernorm_forward(self, x, gamma, beta, eps, out, xhat, rstd):
+        if x.ndim != 2 or not _contig(x, gamma, beta, out, xhat, rstd):
+            return super().layernorm_forward(x, gamma, beta, eps, out, xhat, rstd)
+        _norm_kernels().layernorm_forward(x, gamma, beta, float(eps), out, xhat, rstd)
+        return out
+
     def sgd_update(self, param, grad, lr):
         if not _contig(param, grad):
             return super().sgd_update(param, grad, lr)
