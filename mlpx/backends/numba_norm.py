@@ -19,7 +19,7 @@ import numpy as np
 
 from . import numba_common, proba_kernels
 from .numba_common import jit, stamp_with_callees
-from .proba_kernels import pairwise_sum
+from .proba_kernels import pairwise_sum_with
 
 
 @jit
@@ -43,14 +43,16 @@ def layernorm_forward(x, gamma, beta, eps, out, xhat, rstd):
     n, k = x.shape
     dev = np.empty(k, np.float64)
     sq = np.empty(k, np.float64)
+    stack = np.empty((3, 128), np.int64)  # the pairwise sums' work arrays, once per call
+    vals = np.empty(128, np.float64)
     for i in range(n):
         for j in range(k):
             dev[j] = np.float64(x[i, j])
-        mu = pairwise_sum(dev, k) / k
+        mu = pairwise_sum_with(dev, k, stack, vals) / k
         for j in range(k):
             dev[j] = dev[j] - mu
             sq[j] = dev[j] * dev[j]
-        r = 1.0 / math.sqrt(pairwise_sum(sq, k) / k + eps)
+        r = 1.0 / math.sqrt(pairwise_sum_with(sq, k, stack, vals) / k + eps)
         for j in range(k):
             xh = dev[j] * r
             xhat[i, j] = xh

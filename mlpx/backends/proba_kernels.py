@@ -58,23 +58,29 @@ def pairwise_sum(a, n):
     functions reliably)."""
     if n <= _BLOCK:
         return _block_sum(a, 0, n)
-    los = np.empty(128, np.int64)
-    lens = np.empty(128, np.int64)
-    split = np.zeros(128, np.bool_)
-    vals = np.empty(128, np.float64)
-    los[0], lens[0], top, nv = 0, n, 1, 0
+    return pairwise_sum_with(a, n, np.empty((3, 128), np.int64), np.empty(128, np.float64))
+
+
+@jit
+def pairwise_sum_with(a, n, stack, vals):
+    """pairwise_sum with its work arrays given (stack (3, 128) int64, vals (128,) float64):
+    a caller summing many rows allocates them once."""
+    if n <= _BLOCK:
+        return _block_sum(a, 0, n)
+    los, lens, split = stack[0], stack[1], stack[2]
+    los[0], lens[0], split[0], top, nv = 0, n, 0, 1, 0
     while top:
         t = top - 1
         if lens[t] <= _BLOCK:  # a leaf
             vals[nv] = _block_sum(a, los[t], lens[t])
             nv += 1
             top -= 1
-        elif not split[t]:  # push the right half, then the left (taken first)
-            split[t] = True
+        elif split[t] == 0:  # push the right half, then the left (taken first)
+            split[t] = 1
             half = lens[t] // 2
             half -= half % 8
-            los[top], lens[top], split[top] = los[t] + half, lens[t] - half, False
-            los[top + 1], lens[top + 1], split[top + 1] = los[t], half, False
+            los[top], lens[top], split[top] = los[t] + half, lens[t] - half, 0
+            los[top + 1], lens[top + 1], split[top + 1] = los[t], half, 0
             top += 2
         else:  # both halves summed: left + right, as NumPy adds them
             vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
