@@ -42,9 +42,9 @@ def _optim_kernels() -> Any:
 
 @functools.cache  # the import machinery once, not on every op
 def _norm_kernels() -> Any:
-    from . import numba_norm
+    from . import norm_kernels
 
-    return numba_norm
+    return norm_kernels
 
 
 @functools.cache
@@ -376,7 +376,7 @@ class CPUBackend(Backend):
         return self._elementwise_loss(_loss_kernels().l1, y, t, grad, super().l1)
 
     # optimisers ---------------------------------------------------------------------------
-    # Normalisation: one pass of the reference's float64 expression (numba_norm.py), the
+    # Normalisation: one pass of the reference's float64 expression (norm_kernels.py), the
     # same bits without its temporaries
     def batchnorm_inference(self, x, gamma, beta, mean, var, eps, out, xhat):
         if x.ndim != 2 or not _contig(x, gamma, beta, mean, var, out, xhat):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlpx
-from mlpx.backends import numba_norm
+from mlpx.backends import norm_kernels
 
 CPU = mlpx.get_backend("cpu")
 REF = mlpx.get_backend("reference")
@@ -68,8 +68,8 @@ def test_non_finite_values_propagate_as_in_the_reference(rng):
 def test_cpu_backend_dispatches_to_the_kernel_and_falls_back_for_views(op, monkeypatch,
                                                                        rng):
     calls = []
-    fn = getattr(numba_norm, op)
-    monkeypatch.setattr(numba_norm, op, lambda *a: (calls.append(op), fn(*a))[1])
+    fn = getattr(norm_kernels, op)
+    monkeypatch.setattr(norm_kernels, op, lambda *a: (calls.append(op), fn(*a))[1])
     x, gamma, beta = _args(rng, 6, 10, np.float32)
     stats = (np.zeros(10, np.float32), np.ones(10, np.float32))
     for arr in (x, x[:, ::2].copy(order="F")[:, :5]):  # C-contiguous; then a view

@@ -8,7 +8,9 @@ divided by the count. So the results are the reference's bits. On a few rows the
 expression's temporaries and calls cost far more than the arithmetic (a LayerNorm of one
 512-wide row: 64 µs); here it is one pass.
 
-Importing this module imports Numba; the cpu backend does so on first use only.
+CPU only: the CUDA backend runs the reference's expressions through CuPy (fused there by its
+elementwise and reduction kernels). Importing this module imports Numba; the cpu backend does
+so on first use only.
 """
 
 from __future__ import annotations
