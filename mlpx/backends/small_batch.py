@@ -97,7 +97,10 @@ class Reach:
         return [list(span) for span in self.spans]
 
     def __contains__(self, rows: int) -> bool:
-        return any(lo <= rows <= hi for lo, hi in self.spans)
+        for lo, hi in self.spans:  # a loop, not any(generator): asked on every prediction
+            if lo <= rows <= hi:
+                return True
+        return False
 
     def __bool__(self) -> bool:
         return bool(self.spans)
