@@ -7,7 +7,8 @@
     python benchmarks/predict_latency.py --sizes 20,64,64,3 --activation tanh --extra layernorm
     python benchmarks/predict_latency.py --sizes 64,32,1 --method predict,sklearn
 
-`--activation` sets the hidden layers' activation (relu, tanh, sigmoid, gelu), `--extra` puts
+`--activation` sets the hidden layers' activation (relu, tanh, sigmoid, gelu, prelu: one
+learned slope per unit, PyTorch's `PReLU(num_parameters=units)`), `--extra` puts
 a Dropout, BatchNorm or LayerNorm layer (inference mode) after each hidden Dense layer. A model
 with one output is a regression: `sklearn` then times `MLPRegressor.predict` (the estimators
 take no extra layers).
@@ -87,12 +88,12 @@ def _torch_fn(method: str, sizes: list[int], x, activation: str, extra: str):
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid,
-           "gelu": torch.nn.GELU}[activation]
+           "gelu": torch.nn.GELU, "prelu": torch.nn.PReLU}[activation]
     layers: list = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(torch.nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(act())
+            layers.append(act(b, 0.25) if activation == "prelu" else act())
             if extra != "none":
                 layers.append({"dropout": lambda b=b: torch.nn.Dropout(0.1),
                                "batchnorm": torch.nn.BatchNorm1d,
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default="1", help="batch sizes, comma-separated")
     p.add_argument("--method", default="predict",
                    help="predict, predict_proba, sklearn (its predict_proba); comma-separated")
-    p.add_argument("--activation", default="relu", choices=("relu", "tanh", "sigmoid", "gelu"),
+    p.add_argument("--activation", default="relu",
+                   choices=("relu", "tanh", "sigmoid", "gelu", "prelu"),
                    help="the hidden layers' activation")
     p.add_argument("--extra", default="none", choices=_EXTRAS,
                    help="a layer after each hidden Dense layer (not for sklearn)")

@@ -13,7 +13,7 @@ import pytest
 
 import mlpx
 from mlpx.backends import small_batch, small_batch_kernels
-from mlpx.layers import BatchNorm, Dense, Dropout, PReLU
+from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm, PReLU, Residual
 
 
 @pytest.fixture(autouse=True)
@@ -150,10 +150,8 @@ def test_non_finite_rows_get_the_general_error():
 
 
 @pytest.mark.parametrize("layers", [
-    [Dense(8, activation="prelu"), Dense(2)],
-    [Dense(8), BatchNorm(), Dense(2)],
-    [Dense(8), PReLU(), Dense(2)],
     [Dense(8, activation="relu"), Dense(2, activation="softmax")],
+    [Dense(6, activation="relu"), Residual([Dense(6, activation="relu")]), Dense(2)],
 ])
 def test_other_models_take_the_layers_path(layers):
     model = mlpx.Sequential(layers, input_dim=6, seed=0)
@@ -407,3 +405,109 @@ def test_slow_calls_are_timed_in_fewer_rounds(monkeypatch):
                                 np.float32, rounds=7)
     # warm-up 1 + 3 rounds x (1 untimed + 3 timed); the incumbent 3 more to size the calls
     assert calls == {"candidate": 13, "incumbent": 16}
+
+
+def _with_statistics(model, seed=3):
+    """`model` with BatchNorm running statistics and norm/PReLU parameters away from their
+    initial values (the identity at init would hide a wrong formula)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm):
+            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
+            layer.running_var[...] = rng.uniform(0.3, 3.0, layer.running_var.shape)
+        for p in layer.parameters():
+            if p.name in ("gamma", "beta", "slopes"):
+                p.data[...] = rng.uniform(-1.5, 1.5, p.data.shape)
+    return model
+
+
+_OP_MODELS = {
+    "batchnorm": lambda: [Dense(40, activation="relu"), BatchNorm(), Dense(5)],
+    "layernorm": lambda: [Dense(40, activation="tanh"), LayerNorm(), Dropout(0.2), Dense(5)],
+    "prelu-dense": lambda: [Dense(40, activation="prelu"), Dense(30, activation="prelu",
+                                                                 use_bias=False), Dense(5)],
+    "prelu-layer": lambda: [Dense(40), BatchNorm(), PReLU(), Dense(5)],
+    "on-the-input": lambda: [BatchNorm(), LayerNorm(), Dense(40, activation="relu"), Dense(5)],
+    "everywhere": lambda: [BatchNorm(), Dense(600, activation="relu"), LayerNorm(),
+                           Dense(30, activation="prelu"), BatchNorm(), PReLU(), Dense(5),
+                           LayerNorm()],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(_OP_MODELS))
+def test_norm_and_prelu_layers_run_inside_the_chain(name, dtype):
+    """BatchNorm, LayerNorm and PReLU (layer or activation) run between the chain's Dense
+    layers: the layers' path's outputs within the GEMM tolerance."""
+    model = _with_statistics(mlpx.Sequential(_OP_MODELS[name](), input_dim=300,
+                                             dtype=np.dtype(dtype).name, seed=0))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for rows in (1, 3, 16, 64):
+        x = _x(rows, 300, dtype, seed=rows)
+        got = model.predict(x)
+        assert model._small_batch[1] is not None and got.dtype == dtype
+        np.testing.assert_allclose(got, _layers_path(model, x), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_chains_ops_are_the_layers_own_bits(dtype):
+    """Each op in the chain computes what its layer's `infer` computes from the same input,
+    to the bit: the chain equals Dense-only chains with the layers' own ops between them."""
+    layers = [BatchNorm(), Dense(37, activation="relu"), LayerNorm(), Dense(23, activation="prelu"),
+              BatchNorm(), PReLU(), Dense(4)]
+    model = _with_statistics(mlpx.Sequential(layers, input_dim=513,
+                                             dtype=np.dtype(dtype).name, seed=0))
+    x = _x(5, 513, dtype)
+    got = model.predict(x)
+    assert model._small_batch[1] is not None
+    want = x
+    for layer in model.layers:
+        if isinstance(layer, Dense):  # the Dense chain of that layer alone
+            one = mlpx.Sequential([Dense(layer.units, use_bias=layer.b is not None,
+                                         activation="identity" if layer.slopes is not None
+                                         else layer.activation)],
+                                  input_dim=want.shape[1], dtype=np.dtype(dtype).name)
+            one.layers[0].W.data[...] = layer.W.data
+            if layer.b is not None:
+                one.layers[0].b.data[...] = layer.b.data
+            want = one.predict(np.ascontiguousarray(want))
+            assert one._small_batch[1] is not None
+            if layer.slopes is not None:
+                want = model.ops.to_numpy(layer.ops.bias_act(
+                    want, None, layer.activation, out=np.empty_like(want),
+                    slopes=layer.slopes.data))
+        else:
+            want = layer.infer(want)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_swapped_norm_statistics_and_parameters_are_used_at_once():
+    model = mlpx.Sequential([Dense(8, activation="relu"), BatchNorm(), LayerNorm(), PReLU(),
+                             Dense(2)], input_dim=6, seed=0)
+    x = _x(2, 6)
+    before = model.predict(x)
+    _with_statistics(model, seed=9)
+    bn = model.layers[1]
+    bn.running_var = bn.running_var * 4  # a new array, as a checkpoint's buffers
+    after = model.predict(x)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, _layers_path(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_norm_array_of_another_dtype_takes_the_layers_path():
+    """A running statistic of another dtype (assigned by hand) cannot enter the compiled
+    chain: the layers' path serves, correctly."""
+    model = _with_statistics(mlpx.Sequential([Dense(8, activation="relu"), BatchNorm(),
+                                              Dense(2)], input_dim=6, seed=0))
+    bn = model.layers[1]
+    bn.running_mean = bn.running_mean.astype(np.float64)
+    x = _x(3, 6)
+    np.testing.assert_array_equal(model.predict(x), _layers_path(model, x))
+
+
+def test_the_cutoff_is_measured_apart_for_a_chain_with_ops():
+    plain = small_batch.chain_of(mlpx.MLP([6, 8, 2], seed=0))
+    normed = small_batch.chain_of(mlpx.Sequential([Dense(8), LayerNorm(), Dense(2)],
+                                                  input_dim=6, seed=0))
+    assert plain.label == "sizes 6-8-2"
+    assert normed.label == "sizes 6-8-2 ops 1:LayerNorm"

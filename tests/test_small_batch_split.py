@@ -13,7 +13,7 @@ import pytest
 import mlpx
 from mlpx.backends import small_batch, small_batch_kernels, small_batch_split
 from mlpx.backends import small_batch_split_kernels as split_kernels
-from mlpx.layers import Dense, Dropout
+from mlpx.layers import BatchNorm, Dense, Dropout, LayerNorm, PReLU
 
 
 @pytest.fixture(autouse=True)
@@ -70,11 +70,33 @@ def test_any_thread_count_gives_the_serial_chains_bits(dtype, threads):
         ws, bs, serial, sums = _chain_args(chain, rows)
         _, _, split, sums2 = _chain_args(chain, rows)
         assert small_batch_kernels.dense_chain(x, ws, bs, chain.has_bias, chain.codes,
-                                               chain.alphas, serial, sums)
+                                               chain.alphas, serial, sums, None)
         assert split_kernels.dense_chain_split(x, ws, bs, chain.has_bias, chain.codes,
-                                               chain.alphas, split, sums2)
+                                               chain.alphas, split, sums2, None)
         for a, b in zip(serial, split, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_ops_between_layers_give_the_serial_chains_bits(threads):
+    """BatchNorm, LayerNorm and PReLU between (and before) the threaded chain's layers run
+    in the calling thread: the serial chain's bits."""
+    import numba
+
+    model = mlpx.Sequential([LayerNorm(), Dense(1100, activation="prelu"), BatchNorm(),
+                             Dropout(0.1), Dense(29, activation="relu"), PReLU(), Dense(5)],
+                            input_dim=IN, seed=0)
+    rng = np.random.default_rng(4)
+    for layer in model.layers:
+        for p in layer.parameters():
+            if p.name in ("gamma", "beta", "slopes"):
+                p.data[...] = rng.uniform(-1.5, 1.5, p.data.shape)
+    chain = small_batch.chain_of(model)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    for rows in (1, 4, 17):
+        x = _x(rows, IN, seed=rows)
+        serial = chain._compute(x, False).copy()
+        np.testing.assert_array_equal(chain._compute(x, True), serial)
 
 
 def test_block_sums_are_added_in_block_order():
@@ -94,7 +116,7 @@ def test_block_sums_are_added_in_block_order():
     want = np.tanh(z.astype(np.float64)).astype(np.float32)
     ws, bs, outs, sums = _chain_args(chain, 3)
     assert split_kernels.dense_chain_split(x, ws, bs, chain.has_bias, chain.codes,
-                                           chain.alphas, outs, sums)
+                                           chain.alphas, outs, sums, None)
     np.testing.assert_array_equal(outs[0], want)
 
 
@@ -104,7 +126,7 @@ def test_non_finite_rows_are_refused_as_by_the_serial_chain():
     x[2, 7] = np.inf
     ws, bs, outs, sums = _chain_args(chain, 3)
     assert not split_kernels.dense_chain_split(x, ws, bs, chain.has_bias, chain.codes,
-                                               chain.alphas, outs, sums)
+                                               chain.alphas, outs, sums, None)
 
 
 def test_forced_split_serves_predict_with_the_same_bits(monkeypatch):
@@ -131,7 +153,7 @@ def test_a_busy_split_chain_sends_other_threads_to_the_serial_one(monkeypatch):
     x = _x(2, IN)
     want = model.predict(x)
     with small_batch_split._busy:  # as if another thread were inside the split chain
-        assert small_batch_split.run(x, (), (), (), (), (), (), (), 2) is None
+        assert small_batch_split.run(x, (), (), (), (), (), (), (), (), 2) is None
         np.testing.assert_array_equal(model.predict(x), want)
 
 
@@ -294,7 +316,7 @@ def test_a_forked_child_runs_the_serial_chain(monkeypatch):
     want = model.predict(x)
     monkeypatch.setitem(small_batch_split._state, "forked", False)
     small_batch_split._forked()  # what the fork hook does in the child
-    assert small_batch_split.run(x, (), (), (), (), (), (), (), 2) is None
+    assert small_batch_split.run(x, (), (), (), (), (), (), (), (), 2) is None
     np.testing.assert_array_equal(model.predict(x), want)
 
 

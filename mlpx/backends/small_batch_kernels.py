@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import numba_activations, numba_common, scan_kernels
-from .numba_activations import act_scalar
+from . import norm_kernels, numba_activations, numba_common, proba_kernels, scan_kernels
+from .norm_kernels import batchnorm_inference, layernorm_forward
+from .numba_activations import act_scalar, prelu_forward
 from .numba_common import jit, stamp_with_callees
 from .scan_kernels import flat_all_finite
 
@@ -136,20 +137,61 @@ def dense_rows(x, w, b, has_bias, code, alpha, out, sums):
     finish(sums, n_blocks, b, has_bias, code, alpha, out)
 
 
+#: the ops a chain applies in place to a Dense layer's output (or to a copy of the input),
+#: each the layer's own kernel with its bits: BatchNorm (inference), LayerNorm, PReLU
+OP_BATCHNORM, OP_LAYERNORM, OP_PRELU = 1, 2, 3
+
+
 @jit
-def dense_chain(x, ws, bs, has_bias, codes, alphas, outs, sums):
+def apply_ops(y, first, last, ops):
+    """Ops first..last-1 of `ops` (dense_chain) on y in place: kinds[q] with its arrays
+    p0[q]..p3[q] (gamma, beta, running mean, running variance; PReLU's slopes as p0) and
+    eps[q]. The kernels are the cpu backend's own, called with its argument types (so
+    compiled once for both): their xhat is y itself (each value is written as xhat, then as
+    the output), their rstd a scratch row."""
+    _, kinds, p0, p1, p2, p3, eps, _, rstd = ops
+    for q in range(first, last):
+        kind = kinds[q]
+        if kind == OP_BATCHNORM:
+            batchnorm_inference(y, p0[q], p1[q], p2[q], p3[q], eps[q], y, y)
+        elif kind == OP_LAYERNORM:
+            layernorm_forward(y, p0[q], p1[q], eps[q], y, y, rstd)
+        elif kind == OP_PRELU:
+            prelu_forward(y, p0[q], y)
+
+
+@jit
+def dense_chain(x, ws, bs, has_bias, codes, alphas, outs, sums, ops):
     """Every layer of the chain; outs[i] receives layer i's output (the last: the result),
-    sums[i] its block sums (dense_rows). Returns False (nothing trustworthy written) when x
-    holds NaN or infinity."""
+    sums[i] its block sums (dense_rows). `ops` is None for Dense layers alone (compiled
+    without the ops), else (starts, kinds, p0, p1, p2, p3, eps, xin, rstd), the ops between
+    the layers (apply_ops): those in starts[0]..starts[1]-1 on a copy of x in xin, those in
+    starts[i+1]..starts[i+2]-1 on outs[i]. Returns False (nothing trustworthy written) when
+    x holds NaN or infinity."""
     if not all_finite(x):
         return False
-    # the first layer apart: x (perhaps read-only) and the buffers are different types
-    dense_rows(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
+    if ops is None:
+        # the first layer apart: x (perhaps read-only) and the buffers are different types
+        dense_rows(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
+        for i in range(1, len(ws)):
+            dense_rows(outs[i - 1], ws[i], bs[i], has_bias[i], codes[i], alphas[i], outs[i],
+                       sums[i])
+        return True
+    starts, xin = ops[0], ops[7]
+    if starts[1] > starts[0]:
+        xin[:, :] = x
+        apply_ops(xin, starts[0], starts[1], ops)
+        dense_rows(xin, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
+    else:
+        dense_rows(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
+    apply_ops(outs[0], starts[1], starts[2], ops)
     for i in range(1, len(ws)):
         dense_rows(outs[i - 1], ws[i], bs[i], has_bias[i], codes[i], alphas[i], outs[i],
                    sums[i])
+        apply_ops(outs[i], starts[i + 1], starts[i + 2], ops)
     return True
 
 
-stamp_with_callees((all_finite, blocks, block_bounds, block_sum, finish, dense_rows, dense_chain),
-                   (numba_activations, numba_common, scan_kernels))
+stamp_with_callees((all_finite, blocks, block_bounds, block_sum, finish, dense_rows, apply_ops,
+                    dense_chain),
+                   (norm_kernels, numba_activations, numba_common, proba_kernels, scan_kernels))

@@ -70,7 +70,7 @@ def parts() -> int:
 
 
 def run(x: np.ndarray, ws: tuple, bs: tuple, has_bias: tuple, codes: tuple, alphas: tuple,
-        outs: tuple, sums: tuple, n_parts: int) -> bool | None:
+        outs: tuple, sums: tuple, ops: tuple, n_parts: int) -> bool | None:
     """The split chain's dense_chain, or None where another thread is running it (or in a
     forked child)."""
     if _state["forked"] or not _busy.acquire(blocking=False):
@@ -83,7 +83,7 @@ def run(x: np.ndarray, ws: tuple, bs: tuple, has_bias: tuple, codes: tuple, alph
             numba.set_num_threads(n_parts)
             _local.threads = n_parts
         return bool(_kernels().dense_chain_split(x, ws, bs, has_bias, codes, alphas, outs,
-                                                 sums))
+                                                 sums, ops))
     finally:
         _busy.release()
 
@@ -161,7 +161,7 @@ def measured_rows(chain: Any, serial: Callable[[np.ndarray], Any],
     key = measured.machine_key(f"numpy {np.__version__}", f"numba {numba.__version__}",
                                f"{chain.dtype.name}", f"method {_METHOD}",
                                f"up to {up_to} rows",
-                               "sizes " + "-".join(map(str, chain.sizes)))
+                               chain.label)
     entry = measured.lookup(QUESTION, key)
     reach = None if entry is None else Reach.from_json(entry.get("served"))
     if reach is None:

@@ -13,9 +13,24 @@ from __future__ import annotations
 import numba as nb
 
 from .._numba_cache import configure_cache
-from . import numba_activations, numba_common, scan_kernels, small_batch_kernels
+from . import (
+    norm_kernels,
+    numba_activations,
+    numba_common,
+    proba_kernels,
+    scan_kernels,
+    small_batch_kernels,
+)
 from .numba_common import stamp_with_callees
-from .small_batch_kernels import all_finite, block_bounds, block_sum, blocks, dense_rows, finish
+from .small_batch_kernels import (
+    all_finite,
+    apply_ops,
+    block_bounds,
+    block_sum,
+    blocks,
+    dense_rows,
+    finish,
+)
 
 configure_cache()
 
@@ -43,16 +58,32 @@ def _layer(x, w, b, has_bias, code, alpha, out, sums):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def dense_chain_split(x, ws, bs, has_bias, codes, alphas, outs, sums):
-    """dense_chain with each wide layer's block sums shared between Numba's threads; False
-    (nothing trustworthy written) when x holds NaN or infinity."""
+def dense_chain_split(x, ws, bs, has_bias, codes, alphas, outs, sums, ops):
+    """dense_chain with each wide layer's block sums shared between Numba's threads (the
+    ops between layers in the calling thread); False (nothing trustworthy written) when x
+    holds NaN or infinity."""
     if not all_finite(x):
         return False
-    _layer(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
+    if ops is None:
+        _layer(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
+        for i in range(1, len(ws)):
+            _layer(outs[i - 1], ws[i], bs[i], has_bias[i], codes[i], alphas[i], outs[i],
+                   sums[i])
+        return True
+    starts, xin = ops[0], ops[7]
+    if starts[1] > starts[0]:
+        xin[:, :] = x
+        apply_ops(xin, starts[0], starts[1], ops)
+        _layer(xin, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
+    else:
+        _layer(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
+    apply_ops(outs[0], starts[1], starts[2], ops)
     for i in range(1, len(ws)):
         _layer(outs[i - 1], ws[i], bs[i], has_bias[i], codes[i], alphas[i], outs[i], sums[i])
+        apply_ops(outs[i], starts[i + 1], starts[i + 2], ops)
     return True
 
 
 stamp_with_callees((_block_sums, _layer, dense_chain_split),
-                   (small_batch_kernels, numba_activations, numba_common, scan_kernels))
+                   (small_batch_kernels, norm_kernels, numba_activations, numba_common,
+                    proba_kernels, scan_kernels))
