@@ -93,16 +93,55 @@ def test_same_bits_on_each_gemm_route(monkeypatch, calls, path, one_thread):
     assert got.tobytes() == want.tobytes()
 
 
+def _norm_model(layers, dtype):
+    from mlpx.layers import BatchNorm
+
+    model = mlpx.Sequential(layers, input_dim=30, dtype=dtype, seed=1)
+    rng = np.random.default_rng(5)
+    for layer in model.layers:  # away from the initial identity, which would hide a formula
+        if isinstance(layer, BatchNorm):
+            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
+            layer.running_var[...] = rng.uniform(0.3, 3.0, layer.running_var.shape)
+        for p in layer.parameters():
+            if p.name in ("gamma", "beta", "slopes"):
+                p.data[...] = rng.uniform(-1.5, 1.5, p.data.shape)
+    return model
+
+
+_NORM_MODELS = {
+    "batchnorm": lambda L: [L.Dense(40, activation="relu"), L.BatchNorm(), L.Dense(5)],
+    "layernorm": lambda L: [L.Dense(40, activation="tanh"), L.LayerNorm(), L.Dropout(0.3),
+                            L.Dense(5)],
+    "prelu": lambda L: [L.Dense(40, activation="prelu"), L.Dense(24), L.PReLU(), L.Dense(5)],
+    "on-the-input-and-top": lambda L: [L.BatchNorm(), L.LayerNorm(), L.Dense(40), L.BatchNorm(),
+                                       L.PReLU(), L.Dense(5), L.LayerNorm()],
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(_NORM_MODELS))
+def test_norm_and_prelu_layers_same_bits_as_the_layers(calls, dtype, name):
+    """BatchNorm, LayerNorm and PReLU run inside the compiled pass, with the layers' bits."""
+    model = _norm_model(_NORM_MODELS[name](mlpx.layers), dtype)
+    for n in (2, 5, 64):
+        X = _rows(n, 30, np.dtype(dtype), seed=n)
+        got = model.predict(X)
+        assert got.tobytes() == model.infer(X).tobytes()
+    assert calls["n"] == 3
+
+
 def test_not_taken_where_it_does_not_apply(monkeypatch, calls):
     X = _rows(8, 12)
     one_row = _model([12, 16, 3])
     one_row.predict(X[:1])  # one row: np.matmul runs a GEMV, not the GEMM called here
-    with_dropout = mlpx.Sequential([mlpx.layers.Dense(16, activation="relu"),
-                                    mlpx.layers.Dropout(0.5), mlpx.layers.Dense(3)],
-                                   input_dim=12, seed=0)
-    with_dropout.build(12)
-    assert compiled_forward.plan(with_dropout) is None
-    with_dropout.predict(X)
+    no_bias = mlpx.Sequential([mlpx.layers.Dense(16, activation="relu", use_bias=False),
+                               mlpx.layers.Dense(3)], input_dim=12, seed=0)
+    residual = mlpx.Sequential([mlpx.layers.Dense(16, activation="relu"),
+                                mlpx.layers.Residual([mlpx.layers.Dense(16)]),
+                                mlpx.layers.Dense(3)], input_dim=12, seed=0)
+    for model in (no_bias, residual):
+        assert compiled_forward.plan(model) is None
+        model.predict(X)
     assert calls["n"] == 0
     monkeypatch.setenv("MLPX_COMPILED_STEP", "0")
     assert compiled_forward.plan(_model([12, 16, 3])) is None

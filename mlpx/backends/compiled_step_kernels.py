@@ -33,6 +33,7 @@ from . import numba_activations as act
 from . import numba_losses as losses
 from . import numba_optim as optim
 from .numba_common import jit, stamp_with_callees
+from .small_batch_kernels import apply_ops
 
 #: names the GEMM functions are bound to (add_symbol) for the compiled code
 NUMPY_SGEMM, NUMPY_DGEMM, DNNL_SGEMM = "mlpx_step_sgemm", "mlpx_step_dgemm", "mlpx_step_dnnl"
@@ -188,6 +189,37 @@ def _forward(x, ws, bs, zs, ys, pads, codes, alphas, in_place, routes):
 
 
 @jit
+def _forward_layer(layer, src, ws, bs, zs, ys, pads, codes, alphas, in_place, routes):
+    """Layer `layer` of _forward on the rows `src`."""
+    w = ws[layer]
+    k, n = w.shape
+    _gemm(routes[layer, 0], routes[layer, THREADS], False, False, src.shape[0], n, k, src, k,
+          w, n, zs[layer], pads[layer])
+    _forward_act(zs[layer], ys[layer], bs[layer], codes[layer], alphas[layer], in_place[layer])
+
+
+@jit
+def _forward_ops(x, ws, bs, zs, ys, pads, codes, alphas, in_place, routes, ops):
+    """_forward with the BatchNorm, LayerNorm and PReLU ops between the layers, in place
+    (small_batch_kernels.apply_ops; `ops` as dense_chain takes it): those on the input on its
+    copy in ops[7], those after layer i on ys[i]. Inference only."""
+    starts, xin = ops[0], ops[7]
+    # the first layer apart: x (perhaps read-only) and the copy are different types
+    if starts[1] > starts[0]:
+        xin[:, :] = x
+        apply_ops(xin, starts[0], starts[1], ops)
+        _forward_layer(0, xin, ws, bs, zs, ys, pads, codes, alphas, in_place, routes)
+    else:
+        _forward_layer(0, x, ws, bs, zs, ys, pads, codes, alphas, in_place, routes)
+    apply_ops(ys[0], starts[1], starts[2], ops)
+    for layer in range(1, len(ws)):
+        _forward_layer(layer, ys[layer - 1], ws, bs, zs, ys, pads, codes, alphas, in_place,
+                       routes)
+        apply_ops(ys[layer], starts[layer + 1], starts[layer + 2], ops)
+    return ys[len(ws) - 1]
+
+
+@jit
 def _backward_update(x, ws, bs, wgrads, bgrads, zs, ys, deltas, dxs, pads, codes, alphas,
                      routes, gbuf, opt_kind, w_s1, w_s2, b_s1, b_s2, lr, h1, h2, h3, flag, wd,
                      step):
@@ -287,5 +319,13 @@ def _callee_modules() -> tuple:
     return (act, losses, optim, numba_common)
 
 
+def _ops_callee_modules() -> tuple:
+    from . import inference_ops, norm_kernels, proba_kernels, scan_kernels, small_batch_kernels
+
+    return (*_callee_modules(), small_batch_kernels, inference_ops, norm_kernels,
+            proba_kernels, scan_kernels)
+
+
 stamp_with_callees((_gemm, _library_gemm, _forward_act, _sum_rows, _update, _forward,
-                    _backward_update, *STEPS.values()), _callee_modules())
+                    _forward_layer, _backward_update, *STEPS.values()), _callee_modules())
+stamp_with_callees((_forward_ops,), _ops_callee_modules())

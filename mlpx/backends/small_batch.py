@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import activations as A
-
 #: the batch sizes the cut-off is measured at (the chain's reach never exceeds the largest)
 PROBE_ROWS = (1, 2, 4, 8, 16, 32, 64)
 QUESTION = "small_batch_inference"
@@ -132,30 +130,22 @@ def all_finite(x: np.ndarray) -> bool:
 
 class Chain:
     """The Dense layers of a model run as one compiled call (see the module), with the
-    BatchNorm, LayerNorm and PReLU ops between them (`ops`: per position, the layers whose
-    op runs on the input, then on each Dense layer's output, in order)."""
+    BatchNorm, LayerNorm and PReLU ops between them (mlpx.backends.inference_ops)."""
 
     def __init__(self, dense_layers: list[Any], dtype: np.dtype,
                  ops: list[list[Any]] | None = None):
+        from .inference_ops import InferenceOps, activation_code
+
         self.layers = dense_layers
         self.dtype = np.dtype(dtype)
         self.sizes = [int(dense_layers[0].W.data.shape[0])] + [int(d.units) for d in
                                                                 dense_layers]
-        # a PReLU Dense layer: the bias alone here, its slopes as an op after it
-        self.codes = tuple(A.ACT_IDENTITY if _is_prelu(d) else int(A.scalar_kernel(d.activation))
-                           for d in dense_layers)
+        self.codes = tuple(activation_code(d) for d in dense_layers)
         self.alphas = tuple(float(getattr(d.activation, "alpha", 0.0) or 0.0)
                             for d in dense_layers)
         self.has_bias = tuple(d.b is not None for d in dense_layers)
         self._no_bias = tuple(np.zeros(n, self.dtype) for n in self.sizes[1:])
-        ops = ops if ops is not None else [[] for _ in range(len(dense_layers) + 1)]
-        self._ops = [layer for position in ops for layer in position]
-        self._kinds = np.array([_op_kind(layer) for layer in self._ops], np.int64)
-        self._starts = np.cumsum([0] + [len(p) for p in ops]).astype(np.int64)
-        self._dummy = np.zeros(1, self.dtype)
-        #: what the ops are, for the measured choices' keys ("" for a chain of Dense layers)
-        self.ops_label = " ".join(
-            f"{i}:{type(layer).__name__}" for i, position in enumerate(ops) for layer in position)
+        self.ops = InferenceOps(ops or [[] for _ in range(len(dense_layers) + 1)], self.dtype)
         self._local = threading.local()
         self.reach = Reach()  # the batch sizes the chain serves (`configure`)
         self.split_reach = Reach()  # those the threaded chain serves (`choose_split`)
@@ -169,32 +159,7 @@ class Chain:
     def label(self) -> str:
         """The layer sizes and ops, as the measured choices' keys name them."""
         sizes = "sizes " + "-".join(map(str, self.sizes))
-        return f"{sizes} ops {self.ops_label}" if self.ops_label else sizes
-
-    def _op_arrays(self) -> tuple | None:
-        """The ops' arrays and eps as the kernels take them (p0..p3, eps), read per call
-        (set_weights and a checkpoint's buffers may swap them), or None where one is not a
-        C-contiguous array of the chain's dtype (the layers' path then serves)."""
-        dummy, dt = self._dummy, self.dtype
-        p0, p1, p2, p3, eps = [], [], [], [], []
-        for layer in self._ops:
-            kind = type(layer).__name__
-            if kind == "BatchNorm":
-                arrays = (layer.gamma.data, layer.beta.data, layer.running_mean,
-                          layer.running_var)
-            elif kind == "LayerNorm":
-                arrays = (layer.gamma.data, layer.beta.data, dummy, dummy)
-            else:  # PReLU, or a Dense layer's PReLU activation
-                arrays = (layer.slopes.data, dummy, dummy, dummy)
-            for a in arrays:
-                if type(a) is not np.ndarray or a.dtype != dt or not a.flags.c_contiguous:
-                    return None
-            p0.append(arrays[0])
-            p1.append(arrays[1])
-            p2.append(arrays[2])
-            p3.append(arrays[3])
-            eps.append(float(getattr(layer, "eps", 0.0)))
-        return tuple(p0), tuple(p1), tuple(p2), tuple(p3), tuple(eps)
+        return f"{sizes} ops {self.ops.label}" if self.ops else sizes
 
     def _outputs(self, rows: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...],
                                             np.ndarray]:
@@ -213,8 +178,8 @@ class Chain:
                          for p, n in zip(self._blocks, self.sizes[1:], strict=True))
             outs = [np.empty((rows, n), self.dtype) for n in self.sizes[1:-1]]
             # the ops' scratch: the input's copy (for ops on it), LayerNorm's rstd row
-            scratch = (np.empty((rows, self.sizes[0]) if self._starts[1] else (1, 1), self.dtype),
-                       np.empty(rows, np.float64))
+            scratch = (np.empty((rows, self.sizes[0]) if self.ops.on_input else (1, 1),
+                                self.dtype), np.empty(rows, np.float64))
             hidden = cache[rows] = (outs, sums, scratch)
         outs, sums, scratch = hidden
         return (*outs, np.empty((rows, self.sizes[-1]), self.dtype)), sums, scratch
@@ -233,11 +198,10 @@ class Chain:
                     for d, z in zip(layers, self._no_bias, strict=True)])
         outs, sums, scratch = self._outputs(x.shape[0])
         ops = None  # Dense layers alone: the kernels compiled without the ops
-        if self._ops:
-            arrays = self._op_arrays()
-            if arrays is None:
+        if self.ops:
+            ops = self.ops.pack(*scratch)
+            if ops is None:
                 return None
-            ops = (self._starts, self._kinds, *arrays, *scratch)
         ok = None
         if split:
             t0 = time.perf_counter()
@@ -264,50 +228,24 @@ class Chain:
         self._guard = sp.Guard(serial_s) if serial_s else None
 
 
-def _is_prelu(layer: Any) -> bool:
-    """Whether a Dense layer's activation is PReLU with its slopes (bias_act's PReLU path)."""
-    return layer.slopes is not None and A.kernel_code(layer.activation) == A.ACT_PRELU
-
-
-def _op_kind(layer: Any) -> int:
-    k, name = _kernels(), type(layer).__name__
-    return {"BatchNorm": k.OP_BATCHNORM, "LayerNorm": k.OP_LAYERNORM}.get(name, k.OP_PRELU)
-
-
 def chain_of(model: Any) -> Chain | None:
     """A Chain for `model` (built, cpu backend, float32/float64) when it is Dense layers with
     built-in elementwise or PReLU activations, with Dropout (the identity at inference),
     BatchNorm, LayerNorm and PReLU layers anywhere (their ops run between the Dense
-    layers'); else None."""
-    from ..layers.dense import Dense
-    from ..layers.dropout import Dropout
-    from ..layers.norm import BatchNorm, LayerNorm
-    from ..layers.prelu import PReLU
+    layers'; mlpx.backends.inference_ops); else None."""
     from .cpu import CPUBackend
+    from .inference_ops import split_model
 
     if not isinstance(model.ops, CPUBackend) or np.dtype(model.dtype) not in (
             np.dtype(np.float32), np.dtype(np.float64)):
         return None
-    dense: list[Any] = []
-    ops: list[list[Any]] = [[]]  # on the input, then after each Dense layer
-    for layer in model.layers:
-        kind = type(layer)
-        if kind is Dropout:
-            continue
-        if kind in (BatchNorm, LayerNorm, PReLU):
-            ops[-1].append(layer)
-            continue
-        if kind is not Dense:
-            return None
-        prelu = _is_prelu(layer)
-        if (layer.slopes is not None and not prelu) or (
-                not prelu and A.scalar_kernel(layer.activation) is None):
-            return None
+    split = split_model(model)
+    if split is None or not split[0]:
+        return None
+    for layer in split[0]:
         if layer.W.data.dtype != model.dtype or not layer.W.data.flags.c_contiguous:
             return None
-        dense.append(layer)
-        ops.append([layer] if prelu else [])
-    return Chain(dense, model.dtype, ops) if dense else None
+    return Chain(split[0], model.dtype, split[1])
 
 
 # ------------------------------------------------------------------------ the cut-off

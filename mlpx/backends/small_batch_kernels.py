@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import norm_kernels, numba_activations, numba_common, proba_kernels, scan_kernels
+from . import (
+    inference_ops,
+    norm_kernels,
+    numba_activations,
+    numba_common,
+    proba_kernels,
+    scan_kernels,
+)
 from .norm_kernels import batchnorm_inference, layernorm_forward
 from .numba_activations import act_scalar, prelu_forward
 from .numba_common import jit, stamp_with_callees
@@ -137,9 +144,10 @@ def dense_rows(x, w, b, has_bias, code, alpha, out, sums):
     finish(sums, n_blocks, b, has_bias, code, alpha, out)
 
 
-#: the ops a chain applies in place to a Dense layer's output (or to a copy of the input),
-#: each the layer's own kernel with its bits: BatchNorm (inference), LayerNorm, PReLU
-OP_BATCHNORM, OP_LAYERNORM, OP_PRELU = 1, 2, 3
+#: the ops applied in place to a Dense layer's output (or to a copy of the input), each the
+#: layer's own kernel with its bits (mlpx.backends.inference_ops)
+OP_BATCHNORM, OP_LAYERNORM, OP_PRELU = inference_ops.OP_BATCHNORM, inference_ops.OP_LAYERNORM, \
+    inference_ops.OP_PRELU
 
 
 @jit

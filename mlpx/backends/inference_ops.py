@@ -1,0 +1,112 @@
+"""The ops the compiled inference paths run between a model's Dense layers: BatchNorm (with
+its running statistics), LayerNorm and PReLU (a layer, or a Dense layer's activation), each
+as its layer's own kernel, in place (mlpx.backends.small_batch_kernels.apply_ops). The few-row
+chain (mlpx.backends.small_batch) and the compiled forward pass
+(mlpx.backends.compiled_forward) take a model as its Dense layers and these ops, so models with
+normalisation or PReLU layers get them too, not one GEMM call and Python op per layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import activations as A
+
+#: the op kinds, as small_batch_kernels.apply_ops reads them
+OP_BATCHNORM, OP_LAYERNORM, OP_PRELU = 1, 2, 3
+
+
+def is_prelu(layer: Any) -> bool:
+    """Whether a Dense layer's activation is PReLU with its slopes (bias_act's PReLU path)."""
+    return layer.slopes is not None and A.kernel_code(layer.activation) == A.ACT_PRELU
+
+
+class InferenceOps:
+    """The ops at each position of a model: `positions[0]` run on the input, `positions[i+1]`
+    on Dense layer i's output, in order."""
+
+    def __init__(self, positions: list[list[Any]], dtype: Any) -> None:
+        self.layers = [layer for position in positions for layer in position]
+        self.dtype = np.dtype(dtype)
+        self.kinds = np.array([_kind(layer) for layer in self.layers], np.int64)
+        self.starts = np.cumsum([0] + [len(p) for p in positions]).astype(np.int64)
+        self.on_input = bool(positions[0])
+        self._dummy = np.zeros(1, self.dtype)
+        #: what the ops are, for the measured choices' keys ("" for Dense layers alone)
+        self.label = " ".join(f"{i}:{_name(layer)}" for i, position in enumerate(positions)
+                              for layer in position)
+
+    def __bool__(self) -> bool:
+        return bool(self.layers)
+
+    def pack(self, xin: np.ndarray, rstd: np.ndarray) -> tuple | None:
+        """The kernels' `ops` argument, (starts, kinds, p0, p1, p2, p3, eps, xin, rstd), with
+        the layers' arrays read now (set_weights and a checkpoint's buffers may swap them),
+        or None where one is not a C-contiguous NumPy array of the model's dtype (the
+        layers' own path then serves). `xin` receives the input's copy for ops on it, `rstd`
+        is LayerNorm's scratch row."""
+        dummy, dt = self._dummy, self.dtype
+        p0, p1, p2, p3, eps = [], [], [], [], []
+        for layer, kind in zip(self.layers, self.kinds, strict=True):
+            if kind == OP_BATCHNORM:
+                arrays = (layer.gamma.data, layer.beta.data, layer.running_mean,
+                          layer.running_var)
+            elif kind == OP_LAYERNORM:
+                arrays = (layer.gamma.data, layer.beta.data, dummy, dummy)
+            else:
+                arrays = (layer.slopes.data, dummy, dummy, dummy)
+            for a in arrays:
+                if type(a) is not np.ndarray or a.dtype != dt or not a.flags.c_contiguous:
+                    return None
+            p0.append(arrays[0])
+            p1.append(arrays[1])
+            p2.append(arrays[2])
+            p3.append(arrays[3])
+            eps.append(float(getattr(layer, "eps", 0.0)))
+        return (self.starts, self.kinds, tuple(p0), tuple(p1), tuple(p2), tuple(p3),
+                tuple(eps), xin, rstd)
+
+
+def _kind(layer: Any) -> int:
+    return {"BatchNorm": OP_BATCHNORM, "LayerNorm": OP_LAYERNORM}.get(type(layer).__name__,
+                                                                       OP_PRELU)
+
+
+def _name(layer: Any) -> str:
+    return "PReLU" if type(layer).__name__ == "Dense" else type(layer).__name__
+
+
+def split_model(model: Any) -> tuple[list[Any], list[list[Any]]] | None:
+    """A model's Dense layers (each with a built-in elementwise or PReLU activation) and the
+    ops at each position (see InferenceOps; Dropout, the identity at inference, is left
+    out), or None where a layer is anything else."""
+    from ..layers.dense import Dense
+    from ..layers.dropout import Dropout
+    from ..layers.norm import BatchNorm, LayerNorm
+    from ..layers.prelu import PReLU
+
+    dense: list[Any] = []
+    positions: list[list[Any]] = [[]]
+    for layer in model.layers:
+        kind = type(layer)
+        if kind is Dropout:
+            continue
+        if kind in (BatchNorm, LayerNorm, PReLU):
+            positions[-1].append(layer)
+            continue
+        if kind is not Dense:
+            return None
+        prelu = is_prelu(layer)
+        if not prelu and (layer.slopes is not None or A.scalar_kernel(layer.activation) is None):
+            return None
+        dense.append(layer)
+        positions.append([layer] if prelu else [])
+    return dense, positions
+
+
+def activation_code(layer: Any) -> int:
+    """The kernels' activation code of a Dense layer from split_model: identity for PReLU
+    (its bias alone; the slopes are an op after it)."""
+    return A.ACT_IDENTITY if is_prelu(layer) else int(A.scalar_kernel(layer.activation))
