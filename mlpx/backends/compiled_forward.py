@@ -76,7 +76,7 @@ class CompiledForward:
 
     def _buffers(self, m: int) -> tuple[tuple, tuple, tuple]:
         """This thread's z and y arrays for m rows (the last layer's are new: the result),
-        and the ops' scratch (the input's copy, LayerNorm's rstd row)."""
+        and the ops' work arrays (InferenceOps.buffers)."""
         cache = getattr(self._local, "buffers", None)
         if cache is None:
             cache = self._local.buffers = {}
@@ -88,8 +88,8 @@ class CompiledForward:
                 z = np.empty((m, layer.W.data.shape[1]), self._dtype)
                 zs.append(z)
                 ys.append(z if self._in_place[i] else np.empty_like(z))
-            scratch = (np.empty((m, layers[0].W.data.shape[0]) if self._ops.on_input
-                                else (1, 1), self._dtype), np.empty(m, np.float64))
+            scratch = self._ops.buffers(m, [layers[0].W.data.shape[0]]
+                                        + [d.W.data.shape[1] for d in layers])
             hidden = cache[m] = (zs, ys, scratch)
         z = np.empty((m, layers[-1].W.data.shape[1]), self._dtype)
         y = z if self._in_place[-1] else np.empty_like(z)

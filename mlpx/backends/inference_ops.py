@@ -33,6 +33,7 @@ class InferenceOps:
         self.kinds = np.array([_kind(layer) for layer in self.layers], np.int64)
         self.starts = np.cumsum([0] + [len(p) for p in positions]).astype(np.int64)
         self.on_input = bool(positions[0])
+        self._busy = [i for i, position in enumerate(positions) if position]
         self._dummy = np.zeros(1, self.dtype)
         #: what the ops are, for the measured choices' keys ("" for Dense layers alone)
         self.label = " ".join(f"{i}:{_name(layer)}" for i, position in enumerate(positions)
@@ -41,12 +42,19 @@ class InferenceOps:
     def __bool__(self) -> bool:
         return bool(self.layers)
 
-    def pack(self, xin: np.ndarray, rstd: np.ndarray) -> tuple | None:
-        """The kernels' `ops` argument, (starts, kinds, p0, p1, p2, p3, eps, xin, rstd), with
-        the layers' arrays read now (set_weights and a checkpoint's buffers may swap them),
-        or None where one is not a C-contiguous NumPy array of the model's dtype (the
-        layers' own path then serves). `xin` receives the input's copy for ops on it, `rstd`
-        is LayerNorm's scratch row."""
+    def buffers(self, rows: int, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Work arrays for `rows` rows of a model of layer widths `sizes` (input first): the
+        input's copy for ops on it (a stand-in where there are none), and the scratch the
+        ops write in turn with their input (flat: rows x the widest width with ops)."""
+        xin = np.empty((rows, sizes[0]) if self.on_input else (1, 1), self.dtype)
+        widest = max((sizes[i] for i in self._busy), default=1)
+        return xin, np.empty(rows * widest, self.dtype)
+
+    def pack(self, xin: np.ndarray, scratch: np.ndarray) -> tuple | None:
+        """The kernels' `ops` argument, (starts, kinds, p0, p1, p2, p3, eps, xin, scratch),
+        with the layers' arrays read now (set_weights and a checkpoint's buffers may swap
+        them), or None where one is not a C-contiguous NumPy array of the model's dtype (the
+        layers' own path then serves); `xin` and `scratch` from `buffers`."""
         dummy, dt = self._dummy, self.dtype
         p0, p1, p2, p3, eps = [], [], [], [], []
         for layer, kind in zip(self.layers, self.kinds, strict=True):
@@ -66,7 +74,7 @@ class InferenceOps:
             p3.append(arrays[3])
             eps.append(float(getattr(layer, "eps", 0.0)))
         return (self.starts, self.kinds, tuple(p0), tuple(p1), tuple(p2), tuple(p3),
-                tuple(eps), xin, rstd)
+                tuple(eps), xin, scratch)
 
 
 def _kind(layer: Any) -> int:

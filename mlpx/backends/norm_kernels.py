@@ -26,7 +26,8 @@ from .proba_kernels import pairwise_sum_with
 
 @jit
 def batchnorm_inference(x, gamma, beta, mean, var, eps, out, xhat):
-    """xhat = (x - mean) / sqrt(var + eps); out = gamma xhat + beta (xhat unrounded)."""
+    """xhat = (x - mean) / sqrt(var + eps); out = gamma xhat + beta (xhat unrounded). `xhat`
+    may be None (inference alone: compiled without its stores)."""
     n, d = x.shape
     scale = np.empty(d, np.float64)
     for j in range(d):
@@ -34,14 +35,16 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps, out, xhat):
     for i in range(n):
         for j in range(d):
             xh = (np.float64(x[i, j]) - np.float64(mean[j])) / scale[j]
-            xhat[i, j] = xh
+            if xhat is not None:
+                xhat[i, j] = xh
             out[i, j] = np.float64(gamma[j]) * xh + np.float64(beta[j])
 
 
 @jit
 def layernorm_forward(x, gamma, beta, eps, out, xhat, rstd):
     """Per row: d = x - mean(x); r = 1 / sqrt(mean(d d) + eps); xhat = d r;
-    out = gamma xhat + beta (xhat unrounded); rstd = r."""
+    out = gamma xhat + beta (xhat unrounded); rstd = r. `xhat` and `rstd` may be None
+    (inference alone)."""
     n, k = x.shape
     dev = np.empty(k, np.float64)
     sq = np.empty(k, np.float64)
@@ -57,9 +60,11 @@ def layernorm_forward(x, gamma, beta, eps, out, xhat, rstd):
         r = 1.0 / math.sqrt(pairwise_sum_with(sq, k, stack, vals) / k + eps)
         for j in range(k):
             xh = dev[j] * r
-            xhat[i, j] = xh
+            if xhat is not None:
+                xhat[i, j] = xh
             out[i, j] = np.float64(gamma[j]) * xh + np.float64(beta[j])
-        rstd[i] = r
+        if rstd is not None:
+            rstd[i] = r
 
 
 stamp_with_callees((batchnorm_inference, layernorm_forward), (proba_kernels, numba_common))

@@ -162,11 +162,10 @@ class Chain:
         return f"{sizes} ops {self.ops.label}" if self.ops else sizes
 
     def _outputs(self, rows: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...],
-                                            np.ndarray]:
+                                            tuple[np.ndarray, np.ndarray]]:
         """This thread's buffers for `rows` rows: the layers' outputs, the last one a new
         array (the result), their block sums (a stand-in for a layer of one block), and the
-        ops' scratch (the input's copy for ops on it, a stand-in where there are none;
-        LayerNorm's rstd)."""
+        ops' work arrays (InferenceOps.buffers)."""
         cache = getattr(self._local, "buffers", None)
         if cache is None:
             cache = self._local.buffers = {}
@@ -177,9 +176,7 @@ class Chain:
             sums = tuple(np.empty((p, rows, n) if p > 1 else (1, 1, 1), self.dtype)
                          for p, n in zip(self._blocks, self.sizes[1:], strict=True))
             outs = [np.empty((rows, n), self.dtype) for n in self.sizes[1:-1]]
-            # the ops' scratch: the input's copy (for ops on it), LayerNorm's rstd row
-            scratch = (np.empty((rows, self.sizes[0]) if self.ops.on_input else (1, 1),
-                                self.dtype), np.empty(rows, np.float64))
+            scratch = self.ops.buffers(rows, self.sizes)
             hidden = cache[rows] = (outs, sums, scratch)
         outs, sums, scratch = hidden
         return (*outs, np.empty((rows, self.sizes[-1]), self.dtype)), sums, scratch
