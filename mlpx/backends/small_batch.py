@@ -1,8 +1,9 @@
 """Small-batch inference on the cpu backend: `predict` on one row, or a handful, with as
 little work per call as the product itself needs.
 
-A model that is a chain of Dense layers (built-in elementwise activations, with or without
-bias) and Dropout layers (the identity at inference) gets a `Chain`: its layers' weights as
+A model that is a chain of Dense layers (built-in elementwise or PReLU activations, with or
+without bias), with Dropout (the identity at inference), BatchNorm, LayerNorm and PReLU layers
+anywhere (mlpx.backends.inference_ops) gets a `Chain`: its layers' weights as
 one compiled call (mlpx.backends.small_batch_kernels: matrix-vector style products with the bias
 and activation fused, in the calling thread), with per-thread output buffers, so a call
 validates and allocates only what one row needs. It serves the batch sizes at which it was
