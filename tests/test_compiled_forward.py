@@ -139,7 +139,9 @@ def test_not_taken_where_it_does_not_apply(monkeypatch, calls):
     residual = mlpx.Sequential([mlpx.layers.Dense(16, activation="relu"),
                                 mlpx.layers.Residual([mlpx.layers.Dense(16)]),
                                 mlpx.layers.Dense(3)], input_dim=12, seed=0)
-    for model in (no_bias, residual):
+    softmax = mlpx.Sequential([mlpx.layers.Dense(16, activation="relu"),
+                               mlpx.layers.Dense(3, activation="softmax")], input_dim=12, seed=0)
+    for model in (no_bias, residual, softmax):
         assert compiled_forward.plan(model) is None
         model.predict(X)
     assert calls["n"] == 0

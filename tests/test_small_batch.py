@@ -150,7 +150,7 @@ def test_non_finite_rows_get_the_general_error():
 
 
 @pytest.mark.parametrize("layers", [
-    [Dense(8, activation="relu"), Dense(2, activation="softmax")],
+    [Dense(8, activation="relu"), Dense(2, activation="log_softmax")],
     [Dense(6, activation="relu"), Residual([Dense(6, activation="relu")]), Dense(2)],
 ])
 def test_other_models_take_the_layers_path(layers):
@@ -428,6 +428,9 @@ _OP_MODELS = {
                                                                  use_bias=False), Dense(5)],
     "prelu-layer": lambda: [Dense(40), BatchNorm(), PReLU(), Dense(5)],
     "on-the-input": lambda: [BatchNorm(), LayerNorm(), Dense(40, activation="relu"), Dense(5)],
+    "softmax": lambda: [Dense(40, activation="relu"), Dense(5, activation="softmax")],
+    "softmax-then-norm": lambda: [Dense(40, activation="softmax", use_bias=False), LayerNorm(),
+                                  Dense(5, activation="softmax")],
     "everywhere": lambda: [BatchNorm(), Dense(600, activation="relu"), LayerNorm(),
                            Dense(30, activation="prelu"), BatchNorm(), PReLU(), Dense(5),
                            LayerNorm()],
@@ -511,3 +514,18 @@ def test_the_cutoff_is_measured_apart_for_a_chain_with_ops():
                                                   input_dim=6, seed=0))
     assert plain.label == "sizes 6-8-2"
     assert normed.label == "sizes 6-8-2 ops 1:LayerNorm"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_softmax_the_chain_cannot_compute_goes_to_the_layers_path(dtype):
+    """Logits that overflow to infinity: the chain's softmax refuses them (nothing
+    trustworthy written) and the layers' path computes what it always did."""
+    model = mlpx.Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")],
+                            input_dim=6, dtype=np.dtype(dtype).name, seed=0)
+    model.layers[1].W.data[...] = np.finfo(dtype).max
+    x = np.abs(_x(2, 6, dtype)) + 1
+    with np.errstate(all="ignore"):  # the layers' path overflows, as it always did
+        got = model.predict(x)
+        want = _layers_path(model, x)
+    assert model._small_batch[1] is not None and not np.isfinite(got).all()
+    np.testing.assert_array_equal(got, want)

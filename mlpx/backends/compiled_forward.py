@@ -119,10 +119,11 @@ class CompiledForward:
 def plan(model: Any) -> CompiledForward | None:
     """The compiled inference of `model`, or None where it does not cover it: the cpu backend
     in float32/float64; Dense layers, each with a bias and a built-in elementwise or PReLU
-    activation, at least 2 wide (np.matmul runs GEMV, not GEMM, for a width of 1); Dropout,
-    BatchNorm, LayerNorm and PReLU layers anywhere (mlpx.backends.inference_ops)."""
+    activation (not softmax), at least 2 wide (np.matmul runs GEMV, not GEMM, for a width
+    of 1); Dropout, BatchNorm, LayerNorm and PReLU layers anywhere
+    (mlpx.backends.inference_ops)."""
     from .cpu import CPUBackend
-    from .inference_ops import split_model
+    from .inference_ops import is_softmax, split_model
 
     if not compiled_step.enabled() or type(model.ops) is not CPUBackend:
         return None
@@ -131,6 +132,8 @@ def plan(model: Any) -> CompiledForward | None:
     split = split_model(model)
     if split is None or not split[0] or model.ops.blas not in ("onednn", "numpy"):
         return None
+    if any(is_softmax(layer) for layer in split[0]):
+        return None  # softmax_rows may differ from the layers' NumPy softmax by an ulp
     for layer in split[0]:
         if layer.b is None or min(layer.W.data.shape) < 2:
             return None

@@ -202,7 +202,8 @@ def _forward_layer(layer, src, ws, bs, zs, ys, pads, codes, alphas, in_place, ro
 def _forward_ops(x, ws, bs, zs, ys, pads, codes, alphas, in_place, routes, ops):
     """_forward with the BatchNorm, LayerNorm and PReLU ops between the layers, in place
     (small_batch_kernels.apply_ops; `ops` as dense_chain takes it): those on the input on its
-    copy in ops[7], those after layer i on ys[i]. Inference only."""
+    copy in ops[7], those after layer i on ys[i]. Inference only; never a softmax op (its
+    kernel is not the layers' bits: compiled_forward.plan), so apply_ops cannot fail."""
     starts, xin = ops[0], ops[7]
     # the first layer apart: x (perhaps read-only) and the copy are different types
     if starts[1] > starts[0]:

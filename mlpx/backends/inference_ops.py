@@ -1,6 +1,8 @@
 """The ops the compiled inference paths run between a model's Dense layers: BatchNorm (with
 its running statistics), LayerNorm and PReLU (a layer, or a Dense layer's activation), each
-as its layer's own kernel, in place (mlpx.backends.small_batch_kernels.apply_ops). The few-row
+as its layer's own kernel (mlpx.backends.small_batch_kernels.apply_ops), and a Dense layer's
+softmax (the few-row chain only: mlpx.backends.proba_kernels.softmax_rows, NumPy's formula,
+within one unit in the last place of it where NumPy's exp is not the C library's). The few-row
 chain (mlpx.backends.small_batch) and the compiled forward pass
 (mlpx.backends.compiled_forward) take a model as its Dense layers and these ops, so models with
 normalisation or PReLU layers get them too, not one GEMM call and Python op per layer.
@@ -15,12 +17,17 @@ import numpy as np
 from .. import activations as A
 
 #: the op kinds, as small_batch_kernels.apply_ops reads them
-OP_BATCHNORM, OP_LAYERNORM, OP_PRELU = 1, 2, 3
+OP_BATCHNORM, OP_LAYERNORM, OP_PRELU, OP_SOFTMAX = 1, 2, 3, 4
 
 
 def is_prelu(layer: Any) -> bool:
     """Whether a Dense layer's activation is PReLU with its slopes (bias_act's PReLU path)."""
     return layer.slopes is not None and A.kernel_code(layer.activation) == A.ACT_PRELU
+
+
+def is_softmax(layer: Any) -> bool:
+    """Whether a Dense layer's activation is the built-in softmax."""
+    return A.kernel_code(layer.activation) == A.ACT_SOFTMAX
 
 
 class InferenceOps:
@@ -33,6 +40,7 @@ class InferenceOps:
         self.kinds = np.array([_kind(layer) for layer in self.layers], np.int64)
         self.starts = np.cumsum([0] + [len(p) for p in positions]).astype(np.int64)
         self.on_input = bool(positions[0])
+        self.has_softmax = bool((self.kinds == OP_SOFTMAX).any())
         self._busy = [i for i, position in enumerate(positions) if position]
         self._dummy = np.zeros(1, self.dtype)
         #: what the ops are, for the measured choices' keys ("" for Dense layers alone)
@@ -63,6 +71,8 @@ class InferenceOps:
                           layer.running_var)
             elif kind == OP_LAYERNORM:
                 arrays = (layer.gamma.data, layer.beta.data, dummy, dummy)
+            elif kind == OP_SOFTMAX:
+                arrays = (dummy, dummy, dummy, dummy)
             else:
                 arrays = (layer.slopes.data, dummy, dummy, dummy)
             for a in arrays:
@@ -78,18 +88,22 @@ class InferenceOps:
 
 
 def _kind(layer: Any) -> int:
-    return {"BatchNorm": OP_BATCHNORM, "LayerNorm": OP_LAYERNORM}.get(type(layer).__name__,
-                                                                       OP_PRELU)
+    name = type(layer).__name__
+    if name == "Dense":
+        return OP_PRELU if is_prelu(layer) else OP_SOFTMAX
+    return {"BatchNorm": OP_BATCHNORM, "LayerNorm": OP_LAYERNORM}.get(name, OP_PRELU)
 
 
 def _name(layer: Any) -> str:
-    return "PReLU" if type(layer).__name__ == "Dense" else type(layer).__name__
+    if type(layer).__name__ == "Dense":
+        return "PReLU" if is_prelu(layer) else "Softmax"
+    return type(layer).__name__
 
 
 def split_model(model: Any) -> tuple[list[Any], list[list[Any]]] | None:
-    """A model's Dense layers (each with a built-in elementwise or PReLU activation) and the
-    ops at each position (see InferenceOps; Dropout, the identity at inference, is left
-    out), or None where a layer is anything else."""
+    """A model's Dense layers (each with a built-in elementwise, PReLU or softmax activation)
+    and the ops at each position (see InferenceOps; Dropout, the identity at inference, is
+    left out), or None where a layer is anything else."""
     from ..layers.dense import Dense
     from ..layers.dropout import Dropout
     from ..layers.norm import BatchNorm, LayerNorm
@@ -106,15 +120,17 @@ def split_model(model: Any) -> tuple[list[Any], list[list[Any]]] | None:
             continue
         if kind is not Dense:
             return None
-        prelu = is_prelu(layer)
-        if not prelu and (layer.slopes is not None or A.scalar_kernel(layer.activation) is None):
+        as_op = is_prelu(layer) or is_softmax(layer)
+        if not as_op and (layer.slopes is not None or A.scalar_kernel(layer.activation) is None):
             return None
         dense.append(layer)
-        positions.append([layer] if prelu else [])
+        positions.append([layer] if as_op else [])
     return dense, positions
 
 
 def activation_code(layer: Any) -> int:
     """The kernels' activation code of a Dense layer from split_model: identity for PReLU
-    (its bias alone; the slopes are an op after it)."""
-    return A.ACT_IDENTITY if is_prelu(layer) else int(A.scalar_kernel(layer.activation))
+    and softmax (its bias alone; the activation is an op after it)."""
+    if is_prelu(layer) or is_softmax(layer):
+        return A.ACT_IDENTITY
+    return int(A.scalar_kernel(layer.activation))

@@ -32,6 +32,7 @@ from . import (
 from .norm_kernels import batchnorm_inference, layernorm_forward
 from .numba_activations import act_scalar, prelu_forward
 from .numba_common import jit, stamp_with_callees
+from .proba_kernels import softmax_rows
 from .scan_kernels import flat_all_finite
 
 
@@ -146,8 +147,9 @@ def dense_rows(x, w, b, has_bias, code, alpha, out, sums):
 
 #: the ops applied in place to a Dense layer's output (or to a copy of the input), each the
 #: layer's own kernel with its bits (mlpx.backends.inference_ops)
-OP_BATCHNORM, OP_LAYERNORM, OP_PRELU = inference_ops.OP_BATCHNORM, inference_ops.OP_LAYERNORM, \
-    inference_ops.OP_PRELU
+OP_BATCHNORM, OP_LAYERNORM, OP_PRELU, OP_SOFTMAX = (
+    inference_ops.OP_BATCHNORM, inference_ops.OP_LAYERNORM, inference_ops.OP_PRELU,
+    inference_ops.OP_SOFTMAX)
 
 
 @jit
@@ -157,7 +159,10 @@ def apply_ops(y, first, last, ops):
     reads one array and writes another (y, then the scratch ops[8], in turn; y holds the
     result at the end): called with its output aliasing its input, a kernel's loop fails
     LLVM's overlap check and runs scalar (a PReLU of 64 x 512 right after a GEMM took 170 us
-    instead of 10). Inference alone: no xhat or rstd is stored."""
+    instead of 10). Inference alone: no xhat or rstd is stored. Returns False, with y
+    unspecified, where a softmax met NaN or infinity (the layers' path then computes)."""
+    if first == last:
+        return True
     _, kinds, p0, p1, p2, p3, eps, _, scratch = ops
     rows, n = y.shape
     tmp = scratch[: rows * n].reshape((rows, n))
@@ -168,11 +173,15 @@ def apply_ops(y, first, last, ops):
             batchnorm_inference(src, p0[q], p1[q], p2[q], p3[q], eps[q], dst, None)
         elif kind == OP_LAYERNORM:
             layernorm_forward(src, p0[q], p1[q], eps[q], dst, None, None)
+        elif kind == OP_SOFTMAX:
+            if not softmax_rows(src, dst):
+                return False
         else:
             prelu_forward(src, p0[q], dst)
         src, dst = dst, src
     if (last - first) % 2 == 1:
         y[:, :] = tmp
+    return True
 
 
 @jit
@@ -182,7 +191,8 @@ def dense_chain(x, ws, bs, has_bias, codes, alphas, outs, sums, ops):
     without the ops), else (starts, kinds, p0, p1, p2, p3, eps, xin, scratch), the ops
     between the layers (apply_ops; mlpx.backends.inference_ops): those in
     starts[0]..starts[1]-1 on a copy of x in xin, those in starts[i+1]..starts[i+2]-1 on
-    outs[i]. Returns False (nothing trustworthy written) when x holds NaN or infinity."""
+    outs[i]. Returns False (nothing trustworthy written) when x holds NaN or infinity, or
+    where a softmax op met them (apply_ops)."""
     if not all_finite(x):
         return False
     if ops is None:
@@ -195,15 +205,18 @@ def dense_chain(x, ws, bs, has_bias, codes, alphas, outs, sums, ops):
     starts, xin = ops[0], ops[7]
     if starts[1] > starts[0]:
         xin[:, :] = x
-        apply_ops(xin, starts[0], starts[1], ops)
+        if not apply_ops(xin, starts[0], starts[1], ops):
+            return False
         dense_rows(xin, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
     else:
         dense_rows(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
-    apply_ops(outs[0], starts[1], starts[2], ops)
+    if not apply_ops(outs[0], starts[1], starts[2], ops):
+        return False
     for i in range(1, len(ws)):
         dense_rows(outs[i - 1], ws[i], bs[i], has_bias[i], codes[i], alphas[i], outs[i],
                    sums[i])
-        apply_ops(outs[i], starts[i + 1], starts[i + 2], ops)
+        if not apply_ops(outs[i], starts[i + 1], starts[i + 2], ops):
+            return False
     return True
 
 

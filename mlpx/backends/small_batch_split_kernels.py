@@ -73,14 +73,17 @@ def dense_chain_split(x, ws, bs, has_bias, codes, alphas, outs, sums, ops):
     starts, xin = ops[0], ops[7]
     if starts[1] > starts[0]:
         xin[:, :] = x
-        apply_ops(xin, starts[0], starts[1], ops)
+        if not apply_ops(xin, starts[0], starts[1], ops):
+            return False
         _layer(xin, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
     else:
         _layer(x, ws[0], bs[0], has_bias[0], codes[0], alphas[0], outs[0], sums[0])
-    apply_ops(outs[0], starts[1], starts[2], ops)
+    if not apply_ops(outs[0], starts[1], starts[2], ops):
+        return False
     for i in range(1, len(ws)):
         _layer(outs[i - 1], ws[i], bs[i], has_bias[i], codes[i], alphas[i], outs[i], sums[i])
-        apply_ops(outs[i], starts[i + 1], starts[i + 2], ops)
+        if not apply_ops(outs[i], starts[i + 1], starts[i + 2], ops):
+            return False
     return True
 
 
