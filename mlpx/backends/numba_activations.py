@@ -22,7 +22,9 @@ import math
 import numpy as np
 
 from .. import activations
-from .numba_common import jit, jit_inline, sigmoid
+from . import numba_common, vector_math_kernels
+from .numba_common import jit, jit_inline, sigmoid, stamp_with_callees
+from .vector_math_kernels import sigmoid_row, tanh_row
 
 ACT_IDENTITY = activations.Identity.code
 ACT_STEP = activations.Step.code
@@ -110,6 +112,21 @@ def _dact_simple(code, g, v, y, alpha):
     return g * (1.0 - y * y)
 
 
+@jit_inline
+def _vectorised(code, out):
+    """Whether f is computed by the vectorised rows of vector_math_kernels: tanh and sigmoid
+    written to float32 (see there; 5x faster than a C library call per value)."""
+    return (code == ACT_TANH or code == ACT_SIGMOID) and out.itemsize == 4
+
+
+@jit_inline
+def _vector_row(code, xs, out_row, work):
+    if code == ACT_TANH:
+        tanh_row(xs, out_row, work)
+    else:
+        sigmoid_row(xs, out_row, work)
+
+
 @jit
 def bias_relu(z, b, out):
     """z += b; out = max(z, 0). The hot path of ReLU networks, kept branch-free.
@@ -145,6 +162,14 @@ def bias_act(z, b, code, alpha, out):
                 z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
                 out[i, j] = z[i, j]
         return
+    if _vectorised(code, out):
+        xs, work = np.empty(m), np.empty((4, m))
+        for i in range(n):
+            for j in range(m):
+                z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
+                xs[j] = z[i, j]
+            _vector_row(code, xs, out[i], work)
+        return
     if code == ACT_LEAKY_RELU:
         for i in range(n):
             for j in range(m):
@@ -169,6 +194,13 @@ def act_forward(z, code, alpha, out):
             for j in range(m):
                 v = np.float64(z[i, j])
                 out[i, j] = v if v > 0.0 else alpha * v
+        return
+    if _vectorised(code, out):
+        xs, work = np.empty(m), np.empty((4, m))
+        for i in range(n):
+            for j in range(m):
+                xs[j] = z[i, j]
+            _vector_row(code, xs, out[i], work)
         return
     for i in range(n):
         for j in range(m):
@@ -285,6 +317,14 @@ def bias_act_(z, b, code, alpha):
                 v = np.float64(z[i, j])
                 z[i, j] = v if v > 0.0 else alpha * v
         return
+    if _vectorised(code, z):
+        xs, work = np.empty(m), np.empty((4, m))
+        for i in range(n):
+            for j in range(m):
+                z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
+                xs[j] = z[i, j]
+            _vector_row(code, xs, z[i], work)
+        return
     for i in range(n):
         for j in range(m):
             z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
@@ -311,6 +351,13 @@ def act_forward_(z, code, alpha):
             for j in range(m):
                 v = np.float64(z[i, j])
                 z[i, j] = v if v > 0.0 else alpha * v
+        return
+    if _vectorised(code, z):
+        xs, work = np.empty(m), np.empty((4, m))
+        for i in range(n):
+            for j in range(m):
+                xs[j] = z[i, j]
+            _vector_row(code, xs, z[i], work)
         return
     for i in range(n):
         for j in range(m):
@@ -406,3 +453,7 @@ def act_backward_bias_(dy, z, y, code, alpha, bgrad):
             dy[i, j] = dact_scalar(code, np.float64(dy[i, j]), np.float64(z[i, j]),
                                    np.float64(y[i, j]), alpha)
             bgrad[j] = bgrad[j] + dy[i, j]
+
+
+stamp_with_callees((bias_act, bias_act_, act_forward, act_forward_),
+                   (numba_common, vector_math_kernels))
