@@ -40,7 +40,6 @@ class InferenceOps:
         self.kinds = np.array([_kind(layer) for layer in self.layers], np.int64)
         self.starts = np.cumsum([0] + [len(p) for p in positions]).astype(np.int64)
         self.on_input = bool(positions[0])
-        self.has_softmax = bool((self.kinds == OP_SOFTMAX).any())
         self._busy = [i for i, position in enumerate(positions) if position]
         self._dummy = np.zeros(1, self.dtype)
         #: what the ops are, for the measured choices' keys ("" for Dense layers alone)
