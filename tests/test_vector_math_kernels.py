@@ -1,4 +1,4 @@
-"""The vectorised tanh and sigmoid rows of float32 activations (mlpx.backends.
+"""The vectorised tanh, sigmoid, ELU and SiLU rows of float32 activations (mlpx.backends.
 vector_math_kernels): rounded to float32, the C library's results, special values included."""
 
 from __future__ import annotations
@@ -31,15 +31,33 @@ def _c_sigmoid(x):
     return np.array(out)
 
 
-@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+def _c_elu(x, alpha=0.7):
+    """The reference's formula (np.minimum: +0.0 for -0.0) with the C library's expm1."""
+    return np.array([v if v > 0 else alpha * math.expm1(float(np.minimum(v, 0.0))) for v in x])
+
+
+def _c_silu(x):
+    return x * _c_sigmoid(x)
+
+
+ROWS = {
+    "tanh": (vm.tanh_row, _c_tanh),
+    "sigmoid": (vm.sigmoid_row, _c_sigmoid),
+    "elu": (lambda x, out, work: vm.elu_row(x, 0.7, out, work), _c_elu),
+    "silu": (vm.silu_row, _c_silu),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROWS))
 @pytest.mark.parametrize("scale", [1e-6, 0.01, 0.3, 1.0, 4.0, 30.0, 200.0])
 def test_float32_results_are_the_c_librarys(name, scale):
     x = np.random.default_rng(int(scale * 1000) + len(name)).standard_normal(20000) * scale
-    x = np.concatenate([x, SPECIAL])
-    row, reference = {"tanh": (vm.tanh_row, _c_tanh), "sigmoid": (vm.sigmoid_row, _c_sigmoid)}[name]
+    x = np.concatenate([x, SPECIAL, [-1000.0, -120.0, -109.0]])
+    row, reference = ROWS[name]
     out = np.empty(x.shape[0], np.float32)
-    row(x, out, np.empty((4, x.shape[0])))
-    want = reference(x).astype(np.float32)
+    row(x, out, np.empty((5, x.shape[0])))
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = reference(x).astype(np.float32)
     same = (out == want) & (np.signbit(out) == np.signbit(want))
     assert np.all(same | (np.isnan(out) & np.isnan(want))), x[~same][:5]
 

@@ -24,7 +24,7 @@ import numpy as np
 from .. import activations
 from . import numba_common, vector_math_kernels
 from .numba_common import jit, jit_inline, sigmoid, stamp_with_callees
-from .vector_math_kernels import sigmoid_row, tanh_row
+from .vector_math_kernels import elu_row, sigmoid_row, silu_row, tanh_row
 
 ACT_IDENTITY = activations.Identity.code
 ACT_STEP = activations.Step.code
@@ -114,17 +114,23 @@ def _dact_simple(code, g, v, y, alpha):
 
 @jit_inline
 def _vectorised(code, out):
-    """Whether f is computed by the vectorised rows of vector_math_kernels: tanh and sigmoid
-    written to float32 (see there; 5x faster than a C library call per value)."""
-    return (code == ACT_TANH or code == ACT_SIGMOID) and out.itemsize == 4
+    """Whether f is computed by the vectorised rows of vector_math_kernels: tanh, sigmoid,
+    ELU and SiLU written to float32 (see there; 4-5x faster than a C library call per
+    value)."""
+    return (code == ACT_TANH or code == ACT_SIGMOID or code == ACT_ELU
+            or code == ACT_SILU) and out.itemsize == 4
 
 
 @jit_inline
-def _vector_row(code, xs, out_row, work):
+def _vector_row(code, alpha, xs, out_row, work):
     if code == ACT_TANH:
         tanh_row(xs, out_row, work)
-    else:
+    elif code == ACT_SIGMOID:
         sigmoid_row(xs, out_row, work)
+    elif code == ACT_ELU:
+        elu_row(xs, alpha, out_row, work)
+    else:
+        silu_row(xs, out_row, work)
 
 
 @jit
@@ -163,12 +169,12 @@ def bias_act(z, b, code, alpha, out):
                 out[i, j] = z[i, j]
         return
     if _vectorised(code, out):
-        xs, work = np.empty(m), np.empty((4, m))
+        xs, work = np.empty(m), np.empty((5, m))
         for i in range(n):
             for j in range(m):
                 z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
                 xs[j] = z[i, j]
-            _vector_row(code, xs, out[i], work)
+            _vector_row(code, alpha, xs, out[i], work)
         return
     if code == ACT_LEAKY_RELU:
         for i in range(n):
@@ -196,11 +202,11 @@ def act_forward(z, code, alpha, out):
                 out[i, j] = v if v > 0.0 else alpha * v
         return
     if _vectorised(code, out):
-        xs, work = np.empty(m), np.empty((4, m))
+        xs, work = np.empty(m), np.empty((5, m))
         for i in range(n):
             for j in range(m):
                 xs[j] = z[i, j]
-            _vector_row(code, xs, out[i], work)
+            _vector_row(code, alpha, xs, out[i], work)
         return
     for i in range(n):
         for j in range(m):
@@ -318,12 +324,12 @@ def bias_act_(z, b, code, alpha):
                 z[i, j] = v if v > 0.0 else alpha * v
         return
     if _vectorised(code, z):
-        xs, work = np.empty(m), np.empty((4, m))
+        xs, work = np.empty(m), np.empty((5, m))
         for i in range(n):
             for j in range(m):
                 z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
                 xs[j] = z[i, j]
-            _vector_row(code, xs, z[i], work)
+            _vector_row(code, alpha, xs, z[i], work)
         return
     for i in range(n):
         for j in range(m):
@@ -353,11 +359,11 @@ def act_forward_(z, code, alpha):
                 z[i, j] = v if v > 0.0 else alpha * v
         return
     if _vectorised(code, z):
-        xs, work = np.empty(m), np.empty((4, m))
+        xs, work = np.empty(m), np.empty((5, m))
         for i in range(n):
             for j in range(m):
                 xs[j] = z[i, j]
-            _vector_row(code, xs, z[i], work)
+            _vector_row(code, alpha, xs, z[i], work)
         return
     for i in range(n):
         for j in range(m):
