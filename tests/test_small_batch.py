@@ -529,3 +529,23 @@ def test_a_softmax_the_chain_cannot_compute_goes_to_the_layers_path(dtype):
         want = _layers_path(model, x)
     assert model._small_batch[1] is not None and not np.isfinite(got).all()
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu",
+                                 "silu", "softplus", "identity"])
+def test_the_chains_activation_is_the_cpu_backends_bit_for_bit(act, dtype):
+    """The chain's activation of a layer's pre-activation is the cpu backend's kernel's
+    (vectorised rows for float32 tanh, sigmoid, ELU and SiLU; one value at a time else)."""
+    model = mlpx.Sequential([Dense(700, activation=act)], input_dim=33,
+                            dtype=np.dtype(dtype).name, seed=2)
+    linear = mlpx.Sequential([Dense(700, activation="identity")], input_dim=33,
+                             dtype=np.dtype(dtype).name, seed=2)
+    linear.set_weights(model.get_weights())
+    x = _x(3, 33, dtype) * 3
+    z = linear.predict(x)
+    want = np.empty_like(z)
+    model.ops.bias_act(z, None, model.layers[0].activation, out=want)
+    got = model.predict(x)
+    assert model._small_batch[1] is not None and linear._small_batch[1] is not None
+    np.testing.assert_array_equal(got, want)

@@ -113,7 +113,7 @@ def _dact_simple(code, g, v, y, alpha):
 
 
 @jit_inline
-def _vectorised(code, out):
+def vectorised(code, out):
     """Whether f is computed by the vectorised rows of vector_math_kernels: tanh, sigmoid,
     ELU and SiLU written to float32 (see there; 4-5x faster than a C library call per
     value)."""
@@ -122,7 +122,7 @@ def _vectorised(code, out):
 
 
 @jit_inline
-def _vector_row(code, alpha, xs, out_row, work):
+def vector_row(code, alpha, xs, out_row, work):
     if code == ACT_TANH:
         tanh_row(xs, out_row, work)
     elif code == ACT_SIGMOID:
@@ -168,13 +168,13 @@ def bias_act(z, b, code, alpha, out):
                 z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
                 out[i, j] = z[i, j]
         return
-    if _vectorised(code, out):
+    if vectorised(code, out):
         xs, work = np.empty(m), np.empty((5, m))
         for i in range(n):
             for j in range(m):
                 z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
                 xs[j] = z[i, j]
-            _vector_row(code, alpha, xs, out[i], work)
+            vector_row(code, alpha, xs, out[i], work)
         return
     if code == ACT_LEAKY_RELU:
         for i in range(n):
@@ -201,12 +201,12 @@ def act_forward(z, code, alpha, out):
                 v = np.float64(z[i, j])
                 out[i, j] = v if v > 0.0 else alpha * v
         return
-    if _vectorised(code, out):
+    if vectorised(code, out):
         xs, work = np.empty(m), np.empty((5, m))
         for i in range(n):
             for j in range(m):
                 xs[j] = z[i, j]
-            _vector_row(code, alpha, xs, out[i], work)
+            vector_row(code, alpha, xs, out[i], work)
         return
     for i in range(n):
         for j in range(m):
@@ -323,13 +323,13 @@ def bias_act_(z, b, code, alpha):
                 v = np.float64(z[i, j])
                 z[i, j] = v if v > 0.0 else alpha * v
         return
-    if _vectorised(code, z):
+    if vectorised(code, z):
         xs, work = np.empty(m), np.empty((5, m))
         for i in range(n):
             for j in range(m):
                 z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
                 xs[j] = z[i, j]
-            _vector_row(code, alpha, xs, z[i], work)
+            vector_row(code, alpha, xs, z[i], work)
         return
     for i in range(n):
         for j in range(m):
@@ -358,12 +358,12 @@ def act_forward_(z, code, alpha):
                 v = np.float64(z[i, j])
                 z[i, j] = v if v > 0.0 else alpha * v
         return
-    if _vectorised(code, z):
+    if vectorised(code, z):
         xs, work = np.empty(m), np.empty((5, m))
         for i in range(n):
             for j in range(m):
                 xs[j] = z[i, j]
-            _vector_row(code, alpha, xs, z[i], work)
+            vector_row(code, alpha, xs, z[i], work)
         return
     for i in range(n):
         for j in range(m):
