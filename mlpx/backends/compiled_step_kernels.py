@@ -315,9 +315,9 @@ STEPS = {"softmax_xent": step_softmax_xent, "mse": step_mse, "bce_logits": step_
 
 
 def _callee_modules() -> tuple:
-    from . import numba_common
+    from . import numba_common, vector_math_kernels
 
-    return (act, losses, optim, numba_common)
+    return (act, losses, optim, numba_common, vector_math_kernels)
 
 
 def _ops_callee_modules() -> tuple:
