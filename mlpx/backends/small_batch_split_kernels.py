@@ -20,6 +20,7 @@ from . import (
     proba_kernels,
     scan_kernels,
     small_batch_kernels,
+    vector_math_kernels,
 )
 from .numba_common import stamp_with_callees
 from .small_batch_kernels import (
@@ -89,4 +90,4 @@ def dense_chain_split(x, ws, bs, has_bias, codes, alphas, outs, sums, ops):
 
 stamp_with_callees((_block_sums, _layer, dense_chain_split),
                    (small_batch_kernels, norm_kernels, numba_activations, numba_common,
-                    proba_kernels, scan_kernels))
+                    proba_kernels, scan_kernels, vector_math_kernels))
