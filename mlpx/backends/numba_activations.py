@@ -133,6 +133,21 @@ def vector_row(code, alpha, xs, out_row, work):
         silu_row(xs, out_row, work)
 
 
+@jit_inline
+def vector_rows(z, b, has_bias, code, alpha, out):
+    """out = f(z), with z += b first where has_bias (b unused else), row by row through
+    vector_row: each row is gathered into a float64 buffer first, so out may be z (the
+    in-place kernels) without the aliasing that stops vectorisation."""
+    n, m = z.shape
+    xs, work = np.empty(m), np.empty((5, m))
+    for i in range(n):
+        for j in range(m):
+            if has_bias:
+                z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
+            xs[j] = z[i, j]
+        vector_row(code, alpha, xs, out[i], work)
+
+
 @jit
 def bias_relu(z, b, out):
     """z += b; out = max(z, 0). The hot path of ReLU networks, kept branch-free.
@@ -169,12 +184,7 @@ def bias_act(z, b, code, alpha, out):
                 out[i, j] = z[i, j]
         return
     if vectorised(code, out):
-        xs, work = np.empty(m), np.empty((5, m))
-        for i in range(n):
-            for j in range(m):
-                z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
-                xs[j] = z[i, j]
-            vector_row(code, alpha, xs, out[i], work)
+        vector_rows(z, b, True, code, alpha, out)
         return
     if code == ACT_LEAKY_RELU:
         for i in range(n):
@@ -202,11 +212,7 @@ def act_forward(z, code, alpha, out):
                 out[i, j] = v if v > 0.0 else alpha * v
         return
     if vectorised(code, out):
-        xs, work = np.empty(m), np.empty((5, m))
-        for i in range(n):
-            for j in range(m):
-                xs[j] = z[i, j]
-            vector_row(code, alpha, xs, out[i], work)
+        vector_rows(z, z[0], False, code, alpha, out)
         return
     for i in range(n):
         for j in range(m):
@@ -324,12 +330,7 @@ def bias_act_(z, b, code, alpha):
                 z[i, j] = v if v > 0.0 else alpha * v
         return
     if vectorised(code, z):
-        xs, work = np.empty(m), np.empty((5, m))
-        for i in range(n):
-            for j in range(m):
-                z[i, j] = np.float64(z[i, j]) + np.float64(b[j])
-                xs[j] = z[i, j]
-            vector_row(code, alpha, xs, z[i], work)
+        vector_rows(z, b, True, code, alpha, z)
         return
     for i in range(n):
         for j in range(m):
@@ -359,11 +360,7 @@ def act_forward_(z, code, alpha):
                 z[i, j] = v if v > 0.0 else alpha * v
         return
     if vectorised(code, z):
-        xs, work = np.empty(m), np.empty((5, m))
-        for i in range(n):
-            for j in range(m):
-                xs[j] = z[i, j]
-            vector_row(code, alpha, xs, z[i], work)
+        vector_rows(z, z[0], False, code, alpha, z)
         return
     for i in range(n):
         for j in range(m):
