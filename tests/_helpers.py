@@ -91,3 +91,19 @@ def threads_back(path: str, before: tuple[int | None, int]) -> tuple[int | None,
 
     threads = mlpx.get_num_threads()
     return (threads, before[1]) if path == "numpy" else (before[0], threads)
+
+
+def with_statistics(model, seed: int = 3):
+    """`model` with BatchNorm running statistics and norm/PReLU parameters (gamma, beta,
+    slopes) away from their initial values, which would hide a wrong formula."""
+    from mlpx.layers import BatchNorm
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm):
+            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
+            layer.running_var[...] = rng.uniform(0.3, 3.0, layer.running_var.shape)
+        for p in layer.parameters():
+            if p.name in ("gamma", "beta", "slopes"):
+                p.data[...] = rng.uniform(-1.5, 1.5, p.data.shape)
+    return model

@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from _helpers import library_threads, threads_back
+from _helpers import library_threads, threads_back, with_statistics
 
 import mlpx
 from mlpx.backends import compiled_forward, compiled_step
@@ -94,18 +94,7 @@ def test_same_bits_on_each_gemm_route(monkeypatch, calls, path, one_thread):
 
 
 def _norm_model(layers, dtype):
-    from mlpx.layers import BatchNorm
-
-    model = mlpx.Sequential(layers, input_dim=30, dtype=dtype, seed=1)
-    rng = np.random.default_rng(5)
-    for layer in model.layers:  # away from the initial identity, which would hide a formula
-        if isinstance(layer, BatchNorm):
-            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
-            layer.running_var[...] = rng.uniform(0.3, 3.0, layer.running_var.shape)
-        for p in layer.parameters():
-            if p.name in ("gamma", "beta", "slopes"):
-                p.data[...] = rng.uniform(-1.5, 1.5, p.data.shape)
-    return model
+    return with_statistics(mlpx.Sequential(layers, input_dim=30, dtype=dtype, seed=1), seed=5)
 
 
 _NORM_MODELS = {

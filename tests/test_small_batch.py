@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from _helpers import with_statistics
 
 import mlpx
 from mlpx.backends import small_batch, small_batch_kernels
@@ -407,20 +408,6 @@ def test_slow_calls_are_timed_in_fewer_rounds(monkeypatch):
     assert calls == {"candidate": 13, "incumbent": 16}
 
 
-def _with_statistics(model, seed=3):
-    """`model` with BatchNorm running statistics and norm/PReLU parameters away from their
-    initial values (the identity at init would hide a wrong formula)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, BatchNorm):
-            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
-            layer.running_var[...] = rng.uniform(0.3, 3.0, layer.running_var.shape)
-        for p in layer.parameters():
-            if p.name in ("gamma", "beta", "slopes"):
-                p.data[...] = rng.uniform(-1.5, 1.5, p.data.shape)
-    return model
-
-
 _OP_MODELS = {
     "batchnorm": lambda: [Dense(40, activation="relu"), BatchNorm(), Dense(5)],
     "layernorm": lambda: [Dense(40, activation="tanh"), LayerNorm(), Dropout(0.2), Dense(5)],
@@ -447,7 +434,7 @@ _OP_CASES = [(name, np.float32) for name in sorted(_OP_MODELS)] + [
 def test_norm_and_prelu_layers_run_inside_the_chain(name, dtype):
     """BatchNorm, LayerNorm and PReLU (layer or activation) run between the chain's Dense
     layers: the layers' path's outputs within the GEMM tolerance."""
-    model = _with_statistics(mlpx.Sequential(_OP_MODELS[name](), input_dim=300,
+    model = with_statistics(mlpx.Sequential(_OP_MODELS[name](), input_dim=300,
                                              dtype=np.dtype(dtype).name, seed=0))
     tol = 1e-5 if dtype == np.float32 else 1e-12
     for rows in (1, 3, 16, 64):
@@ -463,7 +450,7 @@ def test_the_chains_ops_are_the_layers_own_bits(dtype):
     to the bit: the chain equals Dense-only chains with the layers' own ops between them."""
     layers = [BatchNorm(), Dense(37, activation="relu"), LayerNorm(), Dense(23, activation="prelu"),
               BatchNorm(), PReLU(), Dense(4)]
-    model = _with_statistics(mlpx.Sequential(layers, input_dim=513,
+    model = with_statistics(mlpx.Sequential(layers, input_dim=513,
                                              dtype=np.dtype(dtype).name, seed=0))
     x = _x(5, 513, dtype)
     got = model.predict(x)
@@ -494,7 +481,7 @@ def test_swapped_norm_statistics_and_parameters_are_used_at_once():
                              Dense(2)], input_dim=6, seed=0)
     x = _x(2, 6)
     before = model.predict(x)
-    _with_statistics(model, seed=9)
+    with_statistics(model, seed=9)
     bn = model.layers[1]
     bn.running_var = bn.running_var * 4  # a new array, as a checkpoint's buffers
     after = model.predict(x)
@@ -505,7 +492,7 @@ def test_swapped_norm_statistics_and_parameters_are_used_at_once():
 def test_a_norm_array_of_another_dtype_takes_the_layers_path():
     """A running statistic of another dtype (assigned by hand) cannot enter the compiled
     chain: the layers' path serves, correctly."""
-    model = _with_statistics(mlpx.Sequential([Dense(8, activation="relu"), BatchNorm(),
+    model = with_statistics(mlpx.Sequential([Dense(8, activation="relu"), BatchNorm(),
                                               Dense(2)], input_dim=6, seed=0))
     bn = model.layers[1]
     bn.running_mean = bn.running_mean.astype(np.float64)

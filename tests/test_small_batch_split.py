@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from _helpers import with_statistics
 
 import mlpx
 from mlpx.backends import small_batch, small_batch_kernels, small_batch_split
@@ -86,12 +87,7 @@ def test_the_ops_between_layers_give_the_serial_chains_bits(threads):
     model = mlpx.Sequential([LayerNorm(), Dense(1100, activation="prelu"), BatchNorm(),
                              Dropout(0.1), Dense(29, activation="relu"), PReLU(), Dense(5)],
                             input_dim=IN, seed=0)
-    rng = np.random.default_rng(4)
-    for layer in model.layers:
-        for p in layer.parameters():
-            if p.name in ("gamma", "beta", "slopes"):
-                p.data[...] = rng.uniform(-1.5, 1.5, p.data.shape)
-    chain = small_batch.chain_of(model)
+    chain = small_batch.chain_of(with_statistics(model, seed=4))
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     for rows in (1, 4, 17):
         x = _x(rows, IN, seed=rows)
