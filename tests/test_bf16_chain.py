@@ -70,6 +70,31 @@ def test_backward_kernel_sums_the_unrounded_delta_and_leaves_it_rounded(kernels)
     np.testing.assert_array_equal(dy, round_to_bfloat16(want))
 
 
+@pytest.mark.parametrize("name", ["relu", None])
+def test_relu_and_identity_loops_keep_the_generic_formulas_bits(kernels, name):
+    """ReLU and the identity run loops of their own: the same bits as f(float32(z + b))
+    rounded, NaN, infinities, signed zeros, subnormals and ties included."""
+    act = mlpx.activations.get(name)
+    z = _special_values()[:4102].reshape(-1, 4)
+    b = np.array([0.0, -0.0, 1.5, -np.inf], np.float32)
+    with np.errstate(all="ignore"):
+        v = (z + b).astype(np.float32)
+        want_y = np.where(v > 0, v, np.float32(0)) if name == "relu" else v
+    bits = np.empty(z.shape, np.uint16)
+    kernels.bias_act_bits(z, b, act.code, 0.0, bits)
+    np.testing.assert_array_equal(bits, to_bfloat16_bits(want_y))
+    # backward: rows of 6 (NumPy sums that few in order, as the kernel does)
+    y = from_bfloat16_bits(bits).reshape(z.shape)[:6]
+    dy = z[6:12][:, ::-1].copy()
+    want = np.where(y > 0, dy, np.float32(0)) if name == "relu" else dy.copy()
+    bgrad = np.empty(4, np.float32)
+    got = dy.copy()
+    kernels.sign_backward_bits_(got, bits[:6].copy(), act.code, 0.0, bgrad, True)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(bgrad, want.sum(axis=0, dtype=np.float32))
+    np.testing.assert_array_equal(got.view(np.uint32), round_to_bfloat16(want).view(np.uint32))
+
+
 def _grid():
     """float32 pre-activations over the range that matters, and special values."""
     rng = np.random.default_rng(3)

@@ -50,7 +50,8 @@ def test_without_bfloat16_instructions_auto_emulates(fresh_choice):
 
 def test_an_unknown_choice_is_a_clear_error(fresh_choice):
     fresh_choice.setenv("MLPX_BF16_GEMM", "amx")
-    with pytest.raises(ValueError, match="MLPX_BF16_GEMM must be one of auto, emulated, mkl"):
+    with pytest.raises(ValueError,
+                       match="MLPX_BF16_GEMM must be one of auto, emulated, onednn, mkl"):
         _bf16_gemm.choice()
 
 
@@ -87,3 +88,112 @@ def test_cpu_and_reference_share_the_contract():
     assert abs(l_cpu - l_ref) < 1e-6
     for a, b in zip(g_ref, g_cpu, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------- routes measured per shape class
+@pytest.fixture
+def measured_routes(tmp_path, monkeypatch):
+    """The per-shape routes among one fake library and the emulated route, with a fresh
+    cache: `library_gemm` computes the contract's product with NumPy, `delay` seconds slower
+    per call than the emulated route (set it in the test)."""
+    import time
+
+    from mlpx.backends import measured
+    from mlpx.backends.bfloat16 import from_bfloat16_bits
+
+    monkeypatch.setenv("MLPX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("MLPX_GEMM_MEASURE", raising=False)
+    monkeypatch.setattr(measured, "busy", lambda: False)
+    monkeypatch.setitem(_bf16_gemm._state, "choice", "measured")
+    monkeypatch.setitem(_bf16_gemm._state, "libraries", ["onednn"])
+    calls, delay = [], {"s": 0.0}
+
+    def fake_library(library, a16, b16, out, trans_a=False, trans_b=False):
+        calls.append(library)
+        time.sleep(delay["s"])
+        a = from_bfloat16_bits(a16).reshape(a16.shape)
+        b = from_bfloat16_bits(b16).reshape(b16.shape)
+        np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        return True
+
+    monkeypatch.setattr(_bf16_gemm, "library_gemm", fake_library)
+    _bf16_gemm.forget()
+    yield calls, delay, tmp_path
+    _bf16_gemm.forget()
+
+
+def _f32_gemm(a, b, out, trans_a, trans_b):
+    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+
+def test_the_slower_route_loses_and_the_answer_is_cached(measured_routes):
+    import json
+
+    calls, delay, cache = measured_routes
+    delay["s"] = 0.002  # the library: 2 ms a call more than the float32 GEMM
+    assert _bf16_gemm.route(64, 48, 40, False, False, _f32_gemm) == "emulated"
+    entries = json.loads((cache / f"{_bf16_gemm.QUESTION}.json").read_text())
+    (entry,) = entries.values()
+    assert entry["route"] == "emulated" and entry["shape"] == [64, 48, 40]
+    assert set(entry["median_ms"]) == {"emulated", "onednn"}
+    assert "nn 2^16" in next(iter(_bf16_gemm.chosen()))
+    _bf16_gemm.forget()  # a new process: read back, not timed again
+    timed = len(calls)
+    assert _bf16_gemm.route(60, 48, 40, False, False, _f32_gemm) == "emulated"  # same class
+    assert len(calls) == timed
+
+
+def test_a_faster_library_wins_its_class_and_computes_the_product(measured_routes):
+    calls, delay, _ = measured_routes
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((40, 64)).astype(np.float32)  # trans_a: op(a) is 64 x 40
+    b = rng.standard_normal((40, 48)).astype(np.float32)
+
+    def slow_f32(*args):
+        import time
+
+        time.sleep(0.002)
+        _f32_gemm(*args)
+
+    assert _bf16_gemm.route(64, 48, 40, True, False, slow_f32) == "onednn"
+    out = np.full((64, 48), np.nan, np.float32)
+    assert _bf16_gemm.gemm(a, b, out, True, False, slow_f32)  # the library ran it
+    from mlpx.backends.bfloat16 import round_to_bfloat16
+
+    want = round_to_bfloat16(a).T.astype(np.float64) @ round_to_bfloat16(b)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_unmeasured_narrow_products_take_the_emulated_route(measured_routes, monkeypatch):
+    calls, _, _ = measured_routes
+    monkeypatch.setenv("MLPX_GEMM_MEASURE", "0")
+    assert _bf16_gemm.route(1024, 10, 1024, False, False, _f32_gemm) == "emulated"
+    assert _bf16_gemm.route(1024, 1024, 784, False, False, _f32_gemm) == "onednn"
+    assert calls == []  # nothing timed
+    assert "MLPX_GEMM_MEASURE=0" in _bf16_gemm.describe()
+
+
+def test_a_forced_library_runs_every_shape(fresh_choice):
+    if not _bf16_gemm.agrees_with_contract("onednn"):
+        pytest.skip("oneDNN's bfloat16 GEMM does not run on this CPU (it needs AVX-512)")
+    fresh_choice.setenv("MLPX_BF16_GEMM", "onednn")
+    assert _bf16_gemm.choice() == "onednn"
+    assert _bf16_gemm.route(1, 10, 3, False, False, _f32_gemm) == "onednn"
+    assert _bf16_gemm.describe().startswith("native: oneDNN")
+
+
+def test_operand_bits_match_the_contract_in_any_layout():
+    from mlpx.backends.bfloat16 import to_bfloat16_bits
+    from mlpx.backends.numba_bfloat16 import to_bits_into
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 53)).astype(np.float32)
+    x.flat[:8] = [np.nan, -np.nan, np.inf, -np.inf, 3.4e38, -0.0, 1 + 2**-8, 1 + 3 * 2**-8]
+    x.flat[8] = np.float32(1e-45)  # subnormal
+    for view in (x, x.T, x[::2, 3:]):
+        got = _bf16_gemm.bits_of(view, "a")
+        assert got.dtype == np.uint16 and got.shape == view.shape
+        np.testing.assert_array_equal(got, to_bfloat16_bits(view))
+        out = np.empty(view.shape, np.uint16)
+        to_bits_into(view, out)
+        np.testing.assert_array_equal(out, to_bfloat16_bits(view))

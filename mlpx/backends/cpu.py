@@ -191,7 +191,7 @@ class CPUBackend(Backend):
         # a bfloat16 GEMM library where the processor has the instructions, else emulated
         from . import _bf16_gemm
 
-        if _bf16_gemm.gemm(a, b, out, trans_a, trans_b):
+        if _bf16_gemm.gemm(a, b, out, trans_a, trans_b, self.matmul):
             return out
         if a.ndim != 2 or b.ndim != 2 or a.dtype != np.float32 or b.dtype != np.float32:
             return super().matmul_bf16(a, b, out, trans_a, trans_b)

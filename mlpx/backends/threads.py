@@ -134,9 +134,10 @@ def apply(force: bool = False, start_numba: bool = False) -> int:
             pass
         else:
             threadpool_limits(n)  # OpenBLAS, MKL, libgomp/libiomp: whatever is loaded
-        routes = sys.modules.get("mlpx.backends.gemm_routes")
-        if routes is not None and n != _applied:
-            routes.forget()  # measured per thread count
+        for name in ("mlpx.backends.gemm_routes", "mlpx.backends._bf16_gemm"):
+            routes = sys.modules.get(name)
+            if routes is not None and n != _applied:
+                routes.forget()  # measured per thread count
         mkl = sys.modules.get("mlpx.backends._mkl")
         if mkl is not None and mkl._state.get("lib") is not None:
             mkl.set_num_threads(n)  # global, for every thread (threadpoolctl's is per thread)

@@ -288,18 +288,22 @@ def _bf16_product(ops: Any) -> Any:
     from mlpx.backends import _bf16_gemm
     from mlpx.backends.bfloat16 import round_to_bfloat16, to_bfloat16_bits
 
-    library, converted = _bf16_gemm.choice(), {}
+    converted: dict[tuple[int, bool], Any] = {}
 
-    def operand(x: Any) -> Any:
-        if id(x) not in converted:
-            converted[id(x)] = (x, to_bfloat16_bits(x) if library != "emulated"
-                                else round_to_bfloat16(x))
-        return converted[id(x)][1]
+    def operand(x: Any, bits: bool) -> Any:
+        if (id(x), bits) not in converted:
+            converted[id(x), bits] = (x, to_bfloat16_bits(x) if bits else round_to_bfloat16(x))
+        return converted[id(x), bits][1]
 
     def matmul(a: Any, b: Any, out: Any, trans_a: bool = False, trans_b: bool = False) -> Any:
+        m, n = out.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        library = _bf16_gemm.route(m, n, k, trans_a, trans_b, unwrap(ops).matmul)
         if library == "emulated":  # the float32 GEMM on bfloat16 values
-            return unwrap(ops).matmul(operand(a), operand(b), out, trans_a, trans_b)
-        if _bf16_gemm.library_gemm(library, operand(a), operand(b), out, trans_a, trans_b):
+            return unwrap(ops).matmul(operand(a, False), operand(b, False), out, trans_a,
+                                      trans_b)
+        if _bf16_gemm.library_gemm(library, operand(a, True), operand(b, True), out, trans_a,
+                                   trans_b):
             return out
         return ops.matmul(a, b, out, trans_a, trans_b)  # the library refused: the policy's
 

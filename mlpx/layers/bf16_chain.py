@@ -78,6 +78,8 @@ def _as_float32_operand(a: Any, kind: str, scratch: Any | None) -> Any:
     """`a` as the float32 values of its bfloat16 rounding, in `scratch` where a copy is due."""
     if kind == "rounded":
         return a
+    if kind == "operand":
+        return a.rounded(scratch)
     if scratch is None:
         from ..backends.bfloat16 import round_to_bfloat16
 
@@ -86,35 +88,85 @@ def _as_float32_operand(a: Any, kind: str, scratch: Any | None) -> Any:
     return scratch
 
 
+class Operand:
+    """A product operand of one step in the forms the routes read, each made once, when a
+    route first asks for it: bfloat16 bits (a library's operand) and float32 values holding
+    bfloat16 ones (the emulated route's). A step reads the weights in up to two products and
+    delta in two: converting each once halves the passes over them."""
+
+    __slots__ = ("values", "is_rounded", "_store", "_slot", "_bits", "_rounded")
+    ndim = 2
+
+    def __init__(self, store: Any, slot: str, values: Any, is_rounded: bool) -> None:
+        self.values, self.is_rounded = values, is_rounded
+        self._store, self._slot = store, slot  # store(slot, shape, dtype): a kept array
+        self._bits: Any = None
+        self._rounded: Any = values if is_rounded else None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape
+
+    def bits(self) -> Any:
+        if self._bits is None:
+            out = self._store(self._slot + " bits", self.values.shape, np.uint16)
+            _kernels().to_bits_into(self.values, out)
+            self._bits = out
+        return self._bits
+
+    def rounded(self, scratch: Any | None = None) -> Any:
+        """The float32 operand; into `scratch` (not kept: the caller reuses it) when given
+        and not made yet, else into an array of the store's."""
+        if self._rounded is not None:
+            return self._rounded
+        if scratch is not None:
+            _kernels().round_into(self.values, scratch)
+            return scratch
+        out = self._store(self._slot + " rounded", self.values.shape, np.float32)
+        _kernels().round_into(self.values, out)
+        self._rounded = out
+        return out
+
+
 def _expanded(bits: Any) -> Any:
     from ..backends.bfloat16 import from_bfloat16_bits
 
     return from_bfloat16_bits(bits).reshape(bits.shape)
 
 
-def _as_bits_operand(a: Any, kind: str) -> Any:
-    from ..backends.bfloat16 import to_bfloat16_bits
+def _as_bits_operand(a: Any, kind: str, slot: str) -> Any:
+    if kind == "bits":
+        return a
+    if kind == "operand":
+        return a.bits()
+    from ..backends._bf16_gemm import bits_of
 
-    return a if kind == "bits" else to_bfloat16_bits(a)
+    return bits_of(a, slot)
 
 
 def product(ops: Any, a: Any, a_kind: str, b: Any, b_kind: str, out: Any,
             trans_a: bool = False, trans_b: bool = False, scratch: Any | None = None) -> Any:
-    """out = op(a) @ op(b) by the policy's contract (mlpx.backends.bfloat16).
+    """out = op(a) @ op(b) by the policy's contract (mlpx.backends.bfloat16), on the route
+    measured for its shape (a bfloat16 GEMM library, or the float32 GEMM on rounded
+    operands: mlpx.backends._bf16_gemm).
 
-    Each operand is "bits" (uint16 bfloat16), "rounded" (float32 holding bfloat16 values) or
-    "float32" (to round); `scratch`, a float32 array of a's shape, receives a's float32
-    operand where the emulated product needs one (else a temporary is made)."""
+    Each operand is "bits" (uint16 bfloat16), "rounded" (float32 holding bfloat16 values),
+    "float32" (to round) or "operand" (an Operand: its forms made once per step);
+    `scratch`, a float32 array of a's shape, receives a's float32 operand where the emulated
+    product needs one (else a temporary is made)."""
     from ..backends import _bf16_gemm
 
-    library = _bf16_gemm.choice()
+    backend = unwrap(ops)
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    library = _bf16_gemm.route(m, n, k, trans_a, trans_b, backend.matmul)
     if library != "emulated" and _bf16_gemm.library_gemm(
-            library, _as_bits_operand(a, a_kind), _as_bits_operand(b, b_kind), out, trans_a,
-            trans_b):
+            library, _as_bits_operand(a, a_kind, "a"), _as_bits_operand(b, b_kind, "b"), out,
+            trans_a, trans_b):
         return out
     ra = _as_float32_operand(a, a_kind, scratch)
     rb = _as_float32_operand(b, b_kind, None)
-    return unwrap(ops).matmul(ra, rb, out, trans_a, trans_b)
+    return backend.matmul(ra, rb, out, trans_a, trans_b)
 
 
 class BF16Chain:
@@ -127,7 +179,8 @@ class BF16Chain:
         self._work_key: tuple = (None, 0)
         self._bits: dict[int, Any] = {}  # each hidden layer's y, as bfloat16 bits
         self._zbits: dict[int, Any] = {}  # its z too, where the derivative reads z
-        self._weights: dict[int, Any] = {}  # each layer's W rounded to bfloat16 (float32)
+        self._weights: dict[int, Operand] = {}  # each layer's W, for the step's products
+        self._kept: dict[str, Any] = {}  # the Operands' arrays, by slot (flat, grown only)
         self._inputs: list[tuple[Any, str]] = []
 
     def _work_arrays(self, ops: Any, rows: int, layers: list[Dense]) -> list[Any]:
@@ -146,14 +199,19 @@ class BF16Chain:
             flat = store[i] = unwrap(ops).empty((rows * units,), np.uint16)
         return self._view(flat, rows, units)
 
-    def _rounded_weights(self, ops: Any, i: int, layer: Dense) -> Any:
-        """Layer i's weights rounded once per forward pass, for its products of the step."""
-        W = layer.W.data
-        rounded = self._weights.get(i)
-        if rounded is None or rounded.shape != W.shape:
-            rounded = self._weights[i] = unwrap(ops).empty(W.shape, np.float32)
-        _kernels().round_into(W, rounded)
-        return rounded
+    def _keep(self, slot: str, shape: tuple[int, int], dtype: Any) -> Any:
+        """The chain's array for `slot` (an Operand's bits or rounded values), reused from
+        step to step."""
+        flat = self._kept.get(slot)
+        size = shape[0] * shape[1]
+        if flat is None or flat.dtype != dtype or flat.size < size:
+            flat = self._kept[slot] = np.empty(size, dtype)
+        return self._view(flat, *shape)
+
+    def _weight_operand(self, i: int, layer: Dense) -> Operand:
+        """Layer i's weights as this step's operand (rounded or converted on first use)."""
+        operand = self._weights[i] = Operand(self._keep, f"W{i}", layer.W.data, False)
+        return operand
 
     @staticmethod
     def _view(flat: Any, rows: int, cols: int) -> Any:
@@ -163,7 +221,8 @@ class BF16Chain:
         """The stack's float32 output for batch `x`; hidden outputs are kept as bits."""
         rows = x.shape[0]
         operand, product_out = self._work_arrays(ops, rows, layers)
-        kind, last = "float32", len(layers) - 1
+        # the input's bits are made once, for the first product and its weight gradient's
+        x, kind, last = Operand(self._keep, "x", x, False), "operand", len(layers) - 1
         self._inputs = []
         for i, layer in enumerate(layers):
             self._inputs.append((x, kind))
@@ -172,14 +231,14 @@ class BF16Chain:
             if i == last:  # float32 output, as Dense keeps it: the loss reads it
                 z = layer._buffer("z", (rows, layer.units))
                 y = z if act.derivative_from_output else layer._buffer("y", z.shape)
-                product(ops, x, kind, self._rounded_weights(ops, i, layer), "rounded", z,
+                product(ops, x, kind, self._weight_operand(i, layer), "operand", z,
                         scratch=scratch)
                 if b is not None or not activations.is_identity(act):
                     ops.bias_act(z, b, act, out=y)
                 layer._x, layer._z, layer._y = None, z, y
                 return y
             z = self._view(product_out, rows, layer.units)
-            product(ops, x, kind, self._rounded_weights(ops, i, layer), "rounded", z,
+            product(ops, x, kind, self._weight_operand(i, layer), "operand", z,
                     scratch=scratch)
             bits = self._bits_array(ops, i, rows, layer.units)
             code, alpha = activations.scalar_kernel(act), float(act.alpha or 0.0)
@@ -223,16 +282,17 @@ class BF16Chain:
                     _kernels().act_backward_bits_(dy, z_bits, y_bits, code, alpha, bgrad,
                                                   has_bias)
                 delta = dy  # rounded in place: all the two products read
+            delta = Operand(self._keep, "delta", delta, True)
             # the work array dy is not in: first the operand x, then the input gradient
             other = work[1] if dy_work is work[0] else work[0]
             x, kind = self._inputs[i]
-            product(ops, x, kind, delta, "rounded", layer.W.grad, trans_a=True,
+            product(ops, x, kind, delta, "operand", layer.W.grad, trans_a=True,
                     scratch=self._view(other, rows, layer.input_dim))
             if i == 0:
                 return
             dx = self._view(other, rows, layer.input_dim)
             # the weights the forward pass multiplied, rounded then
-            product(ops, delta, "rounded", self._weights[i], "rounded", dx, trans_b=True)
+            product(ops, delta, "operand", self._weights[i], "operand", dx, trans_b=True)
             dy, dy_work = dx, other
 
     @staticmethod
