@@ -189,10 +189,17 @@ def test_training_matches_the_float32_saving_path_bit_for_bit(case, monkeypatch)
         np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
-def test_native_library_path_matches_too(monkeypatch):
-    if not _bf16_gemm.agrees_with_contract("mkl"):
-        pytest.skip("MKL's cblas_gemm_bf16bf16f32 is not available here (the mkl extra)")
-    monkeypatch.setitem(_bf16_gemm._state, "choice", "mkl")
+@pytest.mark.parametrize("library", ["mkl", "onednn", "rows"])
+def test_native_library_path_matches_too(monkeypatch, library, request):
+    request.addfinalizer(_bf16_gemm.forget)  # no route of this test's outlives it
+    if library != "rows" and not _bf16_gemm.agrees_with_contract(library):
+        pytest.skip(f"{library}'s bfloat16 GEMM is not installed or does not run here")
+    monkeypatch.setitem(_bf16_gemm._state, "choice", library)
+    if library == "rows":  # every product of up to ROWS_MAX rows, the others emulated
+        monkeypatch.setitem(_bf16_gemm._state, "choice", "measured")
+        monkeypatch.setenv("MLPX_GEMM_MEASURE", "0")
+        monkeypatch.setattr(_bf16_gemm, "ROWS_MAX", 32)
+        _bf16_gemm.forget()
     chained = _train(True, monkeypatch)
     plain = _train(False, monkeypatch)
     for a, b in zip(chained.get_weights(), plain.get_weights(), strict=True):

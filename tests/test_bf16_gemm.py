@@ -13,8 +13,12 @@ from mlpx.backends import _bf16_gemm, _mkl, _onednn
 def fresh_choice(monkeypatch):
     """Forget the cached choice before and after a test that changes MLPX_BF16_GEMM."""
     monkeypatch.delitem(_bf16_gemm._state, "choice", raising=False)
+    monkeypatch.delitem(_bf16_gemm._state, "libraries", raising=False)
+    _bf16_gemm.forget()
     yield monkeypatch
     _bf16_gemm._state.pop("choice", None)
+    _bf16_gemm._state.pop("libraries", None)
+    _bf16_gemm.forget()
 
 
 def _library_present(library):
@@ -43,7 +47,10 @@ def test_a_library_that_runs_computes_the_contract(library):
 def test_without_bfloat16_instructions_auto_emulates(fresh_choice):
     fresh_choice.setattr(_bf16_gemm, "cpu_bf16_flags", lambda: [])
     fresh_choice.delenv("MLPX_BF16_GEMM", raising=False)
-    assert _bf16_gemm.choice() == "emulated"
+    assert _bf16_gemm.libraries() == []  # no library is timed: they would emulate too
+    fresh_choice.setenv("MLPX_GEMM_MEASURE", "0")
+    assert _bf16_gemm.route(256, 1024, 784, False, False, _f32_gemm) == "emulated"
+    assert _bf16_gemm.route(1, 1024, 784, False, False, _f32_gemm) == "rows"
     text = _bf16_gemm.describe()
     assert text.startswith("emulated") and "avx512_bf16" in text and "slower" in text
 

@@ -19,7 +19,9 @@ MLPX_BF16_GEMM picks the path: "auto" (default: measured per shape class among t
 that agree with the contract here, checked once, and the emulated route), "mkl", "onednn"
 (that library for every product, wherever it runs) or "emulated". MLPX_GEMM_MEASURE=0 takes
 the default routes without measuring: the first agreeing library (oneDNN first), the emulated
-route for narrow products (a dimension of 32 or less).
+route for narrow products (a dimension of 32 or less), and the "rows" route for products of
+up to ROWS_MAX rows (mlpx.backends.bf16_rows_kernels: both operands rounded as they are read,
+which spares a few-row forward pass a rounded copy of each weight matrix; on any CPU).
 """
 
 from __future__ import annotations
@@ -126,18 +128,17 @@ def agrees_with_contract(library: str, seed: int = 0) -> bool:
 
 
 def choice() -> str:
-    """The bfloat16 GEMM policy here: "emulated" (every product), "mkl" or "onednn" (that
-    library for every product: MLPX_BF16_GEMM asked for it), or "measured" (per shape class
-    among `libraries()` and the emulated route; see the module notes)."""
+    """The bfloat16 GEMM policy here: "emulated" (every product: MLPX_BF16_GEMM=emulated),
+    "mkl" or "onednn" (that library for every product: MLPX_BF16_GEMM asked for it), or
+    "measured" (per shape class among `libraries()`, the emulated route and, for a few rows,
+    the "rows" route; see the module notes)."""
     if "choice" in _state:
         return _state["choice"]
     asked = os.environ.get("MLPX_BF16_GEMM", "auto").strip().lower() or "auto"
     if asked not in CHOICES:
         raise ValueError(f"MLPX_BF16_GEMM must be one of {', '.join(CHOICES)}, got {asked!r}")
-    if asked == "emulated" or (asked == "auto" and not cpu_bf16_flags()):
-        picked = "emulated"
-    elif asked == "auto":
-        picked = "measured" if libraries() else "emulated"
+    if asked in ("emulated", "auto"):
+        picked = "measured" if asked == "auto" else "emulated"
     else:
         picked = asked if agrees_with_contract(asked) else "emulated"
     _state["choice"] = picked
@@ -145,10 +146,21 @@ def choice() -> str:
 
 
 def libraries() -> list[str]:
-    """The bfloat16 GEMM libraries that compute the contract here, in LIBRARIES' order."""
+    """The bfloat16 GEMM libraries the measured routes choose among: those that compute the
+    contract here, in LIBRARIES' order; none without bfloat16 instructions (the libraries
+    then emulate them, no faster than the emulated route)."""
     if "libraries" not in _state:
-        _state["libraries"] = [lib for lib in LIBRARIES if agrees_with_contract(lib)]
+        _state["libraries"] = ([lib for lib in LIBRARIES if agrees_with_contract(lib)]
+                               if cpu_bf16_flags() else [])
     return _state["libraries"]
+
+
+#: the most rows the "rows" route serves (mlpx.backends.bf16_rows_kernels)
+ROWS_MAX = 16
+
+
+def _rows_route(m: int, trans_a: bool, trans_b: bool) -> bool:
+    return m <= ROWS_MAX and not trans_a and not trans_b
 
 
 # ------------------------------------------------------------ the measured route of a shape
@@ -164,9 +176,12 @@ def _routes_key() -> str:
     return measured.machine_key("bf16", *[v for v in versions if v])
 
 
-def default_route(m: int, n: int, k: int) -> str:
-    """The route taken without measuring: the first agreeing library, but the emulated one
-    for a narrow product (a dimension of 32 or less: the libraries' packing outweighs it)."""
+def default_route(m: int, n: int, k: int, trans_a: bool = False, trans_b: bool = False) -> str:
+    """The route taken without measuring: "rows" for a few rows, else the first agreeing
+    library, but the emulated one for a narrow product (a dimension of 32 or less: the
+    libraries' packing outweighs it)."""
+    if _rows_route(m, trans_a, trans_b):
+        return "rows"
     libs = libraries()
     return "emulated" if not libs or min(m, n, k) <= 32 else libs[0]
 
@@ -196,15 +211,17 @@ def _measured_route(m: int, n: int, k: int, trans_a: bool, trans_b: bool,
     from . import gemm_routes
 
     cls = gemm_routes.shape_class(m, n, k, trans_a, trans_b, False)
-    default = default_route(m, n, k)
+    default = default_route(m, n, k, trans_a, trans_b)
     if m * n * k == 0:
-        return default
+        return "emulated"
     if not gemm_routes.measuring_enabled():
         _chosen[cls] = (default, "default: MLPX_GEMM_MEASURE=0")
         return default
-    key = f"{_routes_key()} | {cls}"
+    others = ["emulated", *libraries()] + (["rows"] if _rows_route(m, trans_a, trans_b) else [])
+    candidates = [default] + [r for r in others if r != default]
+    # the routes timed are part of the key: one added later is measured, not overlooked
+    key = f"{_routes_key()} | {cls} | among {'/'.join(sorted(candidates))}, converted"
     entry = measured.lookup(QUESTION, key)
-    candidates = [default] + [r for r in ("emulated", *libraries()) if r != default]
     if entry is not None and entry.get("route") in candidates:
         _chosen[cls] = (entry["route"], f"measured {entry.get('measured', 'earlier')}")
         return entry["route"]
@@ -223,30 +240,43 @@ def _measured_route(m: int, n: int, k: int, trans_a: bool, trans_b: bool,
 
 def _timer(m: int, n: int, k: int, trans_a: bool, trans_b: bool,
            float32_gemm: Callable[..., Any]) -> Callable[..., float]:
-    """A `time_call` for gemm_routes.choose: each route on fresh operands of these shapes,
-    in the form it reads (bits for a library, rounded float32 for the emulated route)."""
+    """A `time_call` for gemm_routes.choose: each route on fresh float32 operands of these
+    shapes, their conversion included (bits for a library, rounded copies for the emulated
+    route; "rows" rounds as it reads): what a product from float32 operands costs, as
+    `gemm` runs it. (A training step converts its weights and delta once for two products:
+    for the shapes where that matters the product outweighs the conversion.)"""
     import time
 
-    from .bfloat16 import round_to_bfloat16, to_bfloat16_bits
+    from .bf16_rows_kernels import product as rows_product
+    from .numba_bfloat16 import round_into, to_bits_into
 
     rng = np.random.default_rng(0)
 
     def filled(shape: tuple[int, int]) -> np.ndarray:
         x = aligned_empty(shape, np.float32)
-        x[...] = round_to_bfloat16(rng.standard_normal(shape, dtype=np.float32))
+        x[...] = rng.standard_normal(shape, dtype=np.float32)
         return x
 
     a = filled((k, m) if trans_a else (m, k))
     b = filled((n, k) if trans_b else (k, n))
-    a16, b16 = to_bfloat16_bits(a), to_bfloat16_bits(b)
+    a16, b16 = np.empty(a.shape, np.uint16), np.empty(b.shape, np.uint16)
+    ra, rb = np.empty_like(a), np.empty_like(b)
     out = aligned_empty((m, n), np.float32)
 
     def time_call(r: Any, repeats: int) -> float:
         t0 = time.perf_counter()
         for _ in range(repeats):
-            if r.path == "emulated" or not library_gemm(r.path, a16, b16, out, trans_a,
-                                                          trans_b):
-                float32_gemm(a, b, out, trans_a, trans_b)
+            if r.path == "rows":
+                rows_product(a, b, out)
+                continue
+            if r.path != "emulated":
+                to_bits_into(a, a16)
+                to_bits_into(b, b16)
+                if library_gemm(r.path, a16, b16, out, trans_a, trans_b):
+                    continue
+            round_into(a, ra)
+            round_into(b, rb)
+            float32_gemm(ra, rb, out, trans_a, trans_b)
         return time.perf_counter() - t0
 
     return time_call
@@ -268,17 +298,18 @@ def describe() -> str:
     """One line for `mlpx info` / `mlpx bench`: native or emulated bfloat16, and why."""
     flags = cpu_bf16_flags()
     path = choice()
-    if path == "emulated":
-        why = ("no avx512_bf16/amx_bf16 on this CPU" if not flags
-               else "MLPX_BF16_GEMM=emulated" if os.environ.get("MLPX_BF16_GEMM", "").strip()
-               .lower() == "emulated" else "no bfloat16 GEMM library agreed with the contract")
-        return f"emulated ({why}): float32 GEMMs on rounded operands, slower than float32"
-    how = ", ".join(flags) if flags else "no bfloat16 instructions: emulated by the library"
+    taken = chosen()
+    routes = ("; routes: " + ", ".join(f"{c} {r}" for c, r in taken.items())) if taken else ""
+    if path == "emulated" or not libraries():
+        why = ("MLPX_BF16_GEMM=emulated" if path == "emulated"
+               else "no avx512_bf16/amx_bf16 on this CPU" if not flags
+               else "no bfloat16 GEMM library agreed with the contract")
+        return (f"emulated ({why}): float32 GEMMs on rounded operands, slower than float32"
+                + routes)
+    how = ", ".join(flags)
     if path != "measured":
         return f"native: {_FUNCTIONS[path]} ({how})"
     names = " or ".join(_FUNCTIONS[lib] for lib in libraries())
-    taken = chosen()
-    routes = ("; routes: " + ", ".join(f"{c} {r}" for c, r in taken.items())) if taken else ""
     return (f"native: {names}, or float32 GEMMs on rounded operands, measured per shape "
             f"class ({how}){routes}")
 
@@ -313,13 +344,20 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
          trans_b: bool = False, float32_gemm: Callable[..., Any] | None = None) -> bool:
     """The cpu backend's mixed product through the library its shape's route names; False
     on the emulated route (the caller rounds the operands and runs its float32 GEMM)."""
-    if choice() == "emulated" or a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
+    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
         return False
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     library = route(m, n, k, trans_a, trans_b, float32_gemm or _numpy_gemm)
     if library == "emulated":
         return False
+    if library == "rows":
+        if a.dtype != np.float32 or b.dtype != np.float32 or not out.flags.c_contiguous:
+            return False
+        from .bf16_rows_kernels import product
+
+        product(a, b, out)
+        return True
     return library_gemm(library, bits_of(a, "a"), bits_of(b, "b"), out, trans_a, trans_b)
 
 

@@ -48,6 +48,29 @@ def _bits_f32(typingctx, u):
     return sig, codegen
 
 
+@intrinsic
+def rounded(typingctx, x):
+    """float32 `x` rounded to bfloat16, as a float32 (low 16 bits zero): the contract's
+    formula (to_bf16) in 32-bit integer lanes. Numba widens uint32 arithmetic to 64 bits,
+    which halves the lanes of a vectorised loop; this stays in i32."""
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+
+        def c(v: int) -> ir.Constant:
+            return ir.Constant(i32, v)
+
+        u = builder.bitcast(args[0], i32)
+        lsb = builder.and_(builder.lshr(u, c(16)), c(1))
+        near = builder.and_(builder.add(builder.add(u, c(0x7FFF)), lsb), c(0xFFFF0000))
+        nan = builder.icmp_unsigned(">", builder.and_(u, c(0x7FFFFFFF)), c(0x7F800000))
+        quiet = builder.and_(builder.or_(u, c(0x00400000)), c(0xFFFF0000))
+        return builder.bitcast(builder.select(nan, quiet, near), ir.FloatType())
+
+    return sig, codegen
+
+
 @jit
 def to_bf16(v):
     """float32 `v` rounded to bfloat16, as its uint16 bits (the contract's formula)."""
@@ -194,7 +217,7 @@ def round_into(x, out):
     n, m = x.shape
     for i in range(n):
         for j in range(m):
-            out[i, j] = from_bf16(to_bf16(x[i, j]))
+            out[i, j] = rounded(x[i, j])
 
 
 # ----------------------------------------------------- twin of kernels/bfloat16.cu

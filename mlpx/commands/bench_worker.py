@@ -299,6 +299,11 @@ def _bf16_product(ops: Any) -> Any:
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
         library = _bf16_gemm.route(m, n, k, trans_a, trans_b, unwrap(ops).matmul)
+        if library == "rows":  # a few rows: rounded as they are read
+            from mlpx.backends.bf16_rows_kernels import product
+
+            product(a, b, out)
+            return out
         if library == "emulated":  # the float32 GEMM on bfloat16 values
             return unwrap(ops).matmul(operand(a, False), operand(b, False), out, trans_a,
                                       trans_b)

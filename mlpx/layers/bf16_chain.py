@@ -160,6 +160,13 @@ def product(ops: Any, a: Any, a_kind: str, b: Any, b_kind: str, out: Any,
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     library = _bf16_gemm.route(m, n, k, trans_a, trans_b, backend.matmul)
+    if library == "rows":  # a few rows: both rounded as they are read (float32 values)
+        from ..backends.bf16_rows_kernels import product as rows_product
+
+        rows_product(_as_float32_operand(a, a_kind, scratch),
+                     b.values if b_kind == "operand" else _as_float32_operand(b, b_kind, None),
+                     out)
+        return out
     if library != "emulated" and _bf16_gemm.library_gemm(
             library, _as_bits_operand(a, a_kind, "a"), _as_bits_operand(b, b_kind, "b"), out,
             trans_a, trans_b):
