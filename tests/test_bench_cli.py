@@ -82,7 +82,7 @@ def test_bench_quick_end_to_end(tmp_path):
     # recorded and shown in the table, not merely the backend's default library
     libraries = {label.split()[0] for label in row["gemm_routes"].values()}
     assert row["blas"] == "+".join(sorted(libraries))
-    assert libraries <= set(CPUBackend()._gemm_libraries)
+    assert libraries <= set(CPUBackend().gemm_libraries)
     assert doc["flags"]["mlpx_blas"] == row["blas"] and "blas" in proc.stdout
     assert doc["command"].startswith("mlpx bench --quick")
     st = doc["startup"]["cpu"]

@@ -111,7 +111,9 @@ def test_resume_under_the_mixed_policy_continues_the_run(tmp_path):
 
 
 class _BlowUpAfter(mlpx.callbacks.Callback):
-    """Sets a diverging learning rate at the end of epoch `epoch` (0-based)."""
+    """Sets a diverging learning rate at the end of epoch `epoch` (0-based): 1e38, so that the
+    next step overflows whichever summation order each product's route takes (with 1e30 a run
+    could stay finite: dead ReLUs and bias-only logits of about 1e30)."""
 
     def __init__(self, epoch):
         super().__init__()
@@ -119,7 +121,7 @@ class _BlowUpAfter(mlpx.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.epoch:
-            self.model.optimizer_.lr = 1e30
+            self.model.optimizer_.lr = 1e38
 
 
 def _deep(seed=3):

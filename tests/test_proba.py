@@ -32,10 +32,12 @@ def _numpy_softmax64(z):
 
 
 def _same(got, want):
-    """Equal bits, or (where NumPy's exp is not the C library's) one unit in the last place."""
+    """Equal bits, or (where NumPy's exp is not the C library's) a few units in the last
+    place: with AVX-512, NumPy's float64 exp is its own vectorised one, which can differ from
+    the C library's by one unit; normalising the row (a sum, a division) can double that."""
     assert got.dtype == want.dtype and got.shape == want.shape
     if not np.array_equal(got, want):
-        np.testing.assert_array_max_ulp(got, want, maxulp=1)
+        np.testing.assert_array_max_ulp(got, want, maxulp=3)
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 136, 257, 1000, 4099])
