@@ -124,6 +124,8 @@ def measured_routes(tmp_path, monkeypatch):
         return True
 
     monkeypatch.setattr(_bf16_gemm, "library_gemm", fake_library)
+    # the emulated route on the float32 GEMM each test passes (not the library's own)
+    monkeypatch.setattr(_bf16_gemm, "emulated_gemm", lambda fallback: fallback)
     _bf16_gemm.forget()
     yield calls, delay, tmp_path
     _bf16_gemm.forget()
@@ -204,3 +206,35 @@ def test_operand_bits_match_the_contract_in_any_layout():
         out = np.empty(view.shape, np.uint16)
         to_bits_into(view, out)
         np.testing.assert_array_equal(out, to_bfloat16_bits(view))
+
+
+@pytest.mark.parametrize("blas,want", [("auto", ["onednn"]), ("mkl", ["mkl"]),
+                                       ("numpy", ["onednn"])])
+def test_one_library_per_process_the_float32_pools(fresh_choice, blas, want):
+    """MKL's idle threads spin on the cores oneDNN's need (and the reverse): the routes
+    choose between one library, the float32 GEMMs' own where it agrees, and the emulated
+    route."""
+    fresh_choice.setattr(_bf16_gemm, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    fresh_choice.setattr(_bf16_gemm, "agrees_with_contract", lambda lib: True)
+    fresh_choice.setenv("MLPX_BLAS", blas)
+    assert _bf16_gemm.libraries() == want
+    _bf16_gemm._state.pop("libraries")
+    fresh_choice.setattr(_bf16_gemm, "agrees_with_contract", lambda lib: lib == "mkl")
+    assert _bf16_gemm.libraries() == ["mkl"]  # the other, where only it agrees
+
+
+def test_the_emulated_route_runs_on_the_librarys_threads(fresh_choice):
+    """Where a library takes part, the emulated products run on its float32 GEMM (another
+    library's idle threads would spin on the cores its next product needs); elsewhere on
+    the backend's own."""
+    from mlpx.backends import gemm_routes
+
+    fresh_choice.setitem(_bf16_gemm._state, "libraries", ["onednn"])
+    fresh_choice.setitem(_bf16_gemm._state, "choice", "measured")
+    assert _bf16_gemm.emulated_gemm(_f32_gemm) is gemm_routes.runner(
+        gemm_routes.Route("onednn"))
+    fresh_choice.setitem(_bf16_gemm._state, "libraries", [])
+    assert _bf16_gemm.emulated_gemm(_f32_gemm) is _f32_gemm
+    fresh_choice.setitem(_bf16_gemm._state, "libraries", ["onednn"])
+    fresh_choice.setitem(_bf16_gemm._state, "choice", "emulated")
+    assert _bf16_gemm.emulated_gemm(_f32_gemm) is _f32_gemm

@@ -13,15 +13,17 @@ the float32 GEMMs' routes (mlpx.backends.gemm_routes), and cached per processor,
 and library versions. Nothing is assumed of a vendor: on a 2-core AMD EPYC with avx512_bf16
 oneDNN ran the 784-1024-1024-10 model's products at 390-440 GFLOP/s against MKL's 130-180 and
 the float32 GEMM's 195, while both libraries took 3.8 ms for the 1024 x 1024 x 10 product the
-float32 GEMM runs in 0.26 ms; another processor ranks them otherwise.
+float32 GEMM runs in 0.26 ms; another processor ranks them otherwise. One library takes part
+per process (`libraries`: two OpenMP runtimes' idle threads starve each other).
 
-MLPX_BF16_GEMM picks the path: "auto" (default: measured per shape class among the libraries
-that agree with the contract here, checked once, and the emulated route), "mkl", "onednn"
-(that library for every product, wherever it runs) or "emulated". MLPX_GEMM_MEASURE=0 takes
-the default routes without measuring: the first agreeing library (oneDNN first), the emulated
-route for narrow products (a dimension of 32 or less), and the "rows" route for products of
-up to ROWS_MAX rows (mlpx.backends.bf16_rows_kernels: both operands rounded as they are read,
-which spares a few-row forward pass a rounded copy of each weight matrix; on any CPU).
+MLPX_BF16_GEMM picks the path: "auto" (default: measured per shape class between the library
+that shares the float32 GEMMs' threads, if it agrees with the contract here, checked once,
+and the emulated route), "mkl", "onednn" (that library for every product, wherever it runs)
+or "emulated". MLPX_GEMM_MEASURE=0 takes the default routes without measuring: the library,
+the emulated route for narrow products (a dimension of 32 or less), and the "rows" route for
+products of up to ROWS_MAX rows (mlpx.backends.bf16_rows_kernels: both operands rounded as
+they are read, which spares a few-row forward pass a rounded copy of each weight matrix; on
+any CPU).
 """
 
 from __future__ import annotations
@@ -146,13 +148,34 @@ def choice() -> str:
 
 
 def libraries() -> list[str]:
-    """The bfloat16 GEMM libraries the measured routes choose among: those that compute the
-    contract here, in LIBRARIES' order; none without bfloat16 instructions (the libraries
-    then emulate them, no faster than the emulated route)."""
+    """The bfloat16 GEMM library the measured routes choose beside the emulated one: one per
+    process, that of the float32 GEMMs' thread pool where it computes the contract here (MKL
+    under MLPX_BLAS=mkl, else oneDNN), else the other. Two OpenMP runtimes in one process
+    starve each other: after each MKL call its idle threads spin for 200 ms on the cores
+    oneDNN's need (a 4.5 ms oneDNN product then took 24 ms). None without bfloat16
+    instructions: the libraries then emulate them, no faster than the emulated route."""
     if "libraries" not in _state:
-        _state["libraries"] = ([lib for lib in LIBRARIES if agrees_with_contract(lib)]
-                               if cpu_bf16_flags() else [])
+        picked: list[str] = []
+        if cpu_bf16_flags():
+            blas = os.environ.get("MLPX_BLAS", "auto").strip().lower()
+            order = ("mkl", "onednn") if blas == "mkl" else ("onednn", "mkl")
+            picked = next(([lib] for lib in order if agrees_with_contract(lib)), [])
+        _state["libraries"] = picked
     return _state["libraries"]
+
+
+def emulated_gemm(fallback: Callable[..., Any]) -> Callable[..., Any]:
+    """The float32 GEMM of the emulated route: the bfloat16 library's own, on its threads,
+    where one takes part (a product on another library's threads, e.g. OpenBLAS's when the
+    float32 routes chose it, left their idle threads spinning on the cores the library's
+    next product needed: oneDNN's 1024 x 1024 x 1024 took 24-26 ms instead of 5); else
+    `fallback`, the backend's float32 GEMM."""
+    libs = libraries()
+    if not libs or choice() != "measured":
+        return fallback
+    from .gemm_routes import Route, runner
+
+    return runner(Route(libs[0]))
 
 
 #: the most rows the "rows" route serves (mlpx.backends.bf16_rows_kernels)
@@ -202,7 +225,8 @@ def route(m: int, n: int, k: int, trans_a: bool, trans_b: bool,
     with _lock:  # one thread measures a class; the others wait for its answer
         found = _routes.get(key)
         if found is None:
-            found = _routes[key] = _measured_route(m, n, k, trans_a, trans_b, float32_gemm)
+            found = _routes[key] = _measured_route(m, n, k, trans_a, trans_b,
+                                                   emulated_gemm(float32_gemm))
     return found
 
 

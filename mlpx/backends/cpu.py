@@ -202,7 +202,8 @@ class CPUBackend(Backend):
         ra, rb = _bf16_scratch("a", a.shape), _bf16_scratch("b", b.shape)
         round_into(a, ra)
         round_into(b, rb)
-        return self.matmul(ra, rb, out, trans_a, trans_b)
+        _bf16_gemm.emulated_gemm(self.matmul)(ra, rb, out, trans_a, trans_b)
+        return out
 
     def rounded_bf16(self, x):
         """A new float32 array of `x` rounded to bfloat16 (the contract's bits), by one

@@ -305,8 +305,9 @@ def _bf16_product(ops: Any) -> Any:
             product(a, b, out)
             return out
         if library == "emulated":  # the float32 GEMM on bfloat16 values
-            return unwrap(ops).matmul(operand(a, False), operand(b, False), out, trans_a,
-                                      trans_b)
+            _bf16_gemm.emulated_gemm(unwrap(ops).matmul)(operand(a, False), operand(b, False),
+                                                         out, trans_a, trans_b)
+            return out
         if _bf16_gemm.library_gemm(library, operand(a, True), operand(b, True), out, trans_a,
                                    trans_b):
             return out

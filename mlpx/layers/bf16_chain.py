@@ -173,7 +173,8 @@ def product(ops: Any, a: Any, a_kind: str, b: Any, b_kind: str, out: Any,
         return out
     ra = _as_float32_operand(a, a_kind, scratch)
     rb = _as_float32_operand(b, b_kind, None)
-    return backend.matmul(ra, rb, out, trans_a, trans_b)
+    _bf16_gemm.emulated_gemm(backend.matmul)(ra, rb, out, trans_a, trans_b)
+    return out
 
 
 class BF16Chain:
