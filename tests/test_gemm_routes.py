@@ -95,9 +95,24 @@ def test_the_pool_library_is_chosen_on_the_geometric_mean_of_step_ratios():
         return lambda lib, step: times[lib][step]
 
     ratios = gemm_routes.pool_ratios(("onednn", "numpy"), time_pass(
-        {"onednn": [1.0] * steps, "numpy": [0.8] + [1.0] * (steps - 1)}))
+        {"onednn": [1.0] * steps, "numpy": [0.8] + [1.0] * (steps - 1)}), settle=0)
     assert ratios["onednn"] == [1.0] * steps
     assert ratios["numpy"] == pytest.approx([0.8] + [1.0] * (steps - 1))
+
+
+def test_each_librarys_timed_passes_wait_for_the_others_threads_to_settle(monkeypatch):
+    """Another library's idle threads spin a while after its GEMMs: the passes of one
+    library are timed only after a pause, never right after the other's."""
+    events = []
+    monkeypatch.setattr(gemm_routes.time, "sleep", lambda s: events.append(("sleep", s)))
+    gemm_routes.pool_ratios(("onednn", "numpy"),
+                            lambda lib, step: events.append(lib) or 1.0, rounds=3)
+    warm = 2 * len(gemm_routes._POOL_STEPS)
+    timed = events[warm:]
+    for i, event in enumerate(timed[1:], 1):
+        if isinstance(event, str) and isinstance(timed[i - 1], str):
+            assert event == timed[i - 1]  # a change of library comes after a pause
+    assert timed.count(("sleep", gemm_routes._SETTLE_S)) == 6
 
 
 def test_shape_classes():

@@ -407,17 +407,27 @@ def pool_library(libraries: tuple[str, ...]) -> str:
     return pool
 
 
+#: seconds to wait, after one library's multi-threaded GEMMs, before timing another's: the
+#: first's idle threads spin a while before they sleep, on the cores the second needs (on a
+#: 2-core Zen 4 EPYC OpenBLAS's made oneDNN's passes look 30 % slower, and the pool went to
+#: OpenBLAS, whose GEMMs alone ran 5-10 % slower there)
+_SETTLE_S = 0.2
+
+
 def pool_ratios(libraries: Sequence[str], time_pass: Callable[[str, int], float],
-                rounds: int = _ROUNDS) -> dict[str, list[float]]:
+                rounds: int = _ROUNDS, settle: float = _SETTLE_S) -> dict[str, list[float]]:
     """Per library, its median time over the default's (libraries[0]) for each step of
     _POOL_STEPS; `time_pass(library, step)` times one pass over that step's GEMMs. Rounds
-    alternate the order; each library is warmed up first."""
+    alternate the order; each library is warmed up first, and timed `settle` seconds after
+    the other's last pass."""
     for lib in libraries:
         for step in range(len(_POOL_STEPS)):
             time_pass(lib, step)
     samples = {(lib, step): [] for lib in libraries for step in range(len(_POOL_STEPS))}
     for i in range(rounds):
         for lib in (libraries if i % 2 == 0 else libraries[::-1]):
+            if len(libraries) > 1 and settle > 0:
+                time.sleep(settle)
             for step in range(len(_POOL_STEPS)):
                 samples[lib, step].append(time_pass(lib, step))
     med = {k: statistics.median(v) for k, v in samples.items()}
