@@ -88,3 +88,22 @@ def test_the_check_command_takes_the_policy(capsys):
     assert code == 0, out
     assert "cpu mixed_bfloat16 vs reference mixed_bfloat16: ok" in out
     assert "pytorch autocast mixed_bfloat16" in out and "C16*K*eps16" in out
+
+
+def test_backends_under_the_policy_get_the_rerounding_allowance():
+    """Each layer's output is rounded to bfloat16 again as the next product's operand: two
+    GEMM libraries' float32 results straddling a rounding boundary differ there by a bfloat16
+    unit. The cpu backend's library against the reference's NumPy products, on a model wide
+    enough for that to happen, meets the float32 tolerance times C_MIX * depth."""
+    from mlpx.commands.comparison import EPS32
+    from mlpx.commands.precision_check import C_MIX
+
+    report = run_check([256, 512, 512, 10], 128, "relu", dtypes=["mixed_bfloat16"],
+                       backends=["cpu", "reference"], torch=False)
+    (comp,) = [c for c in report.comparisons if c.label == "cpu"]
+    assert report.ok, report.failures()
+    tol = {d.name: d.tol for d in comp.diffs}
+    k_grad = 512
+    assert tol["L0 output"] == pytest.approx(C_MIX * 1 * 256 * EPS32)
+    assert tol["L2 output"] == pytest.approx(C_MIX * 3 * 512 * EPS32)
+    assert tol["L0 W grad"] == pytest.approx(C_MIX * 6 * k_grad * EPS32)

@@ -4,9 +4,9 @@ mixed_bfloat16`).
 The reference is mlpx's reference backend under the policy (mlpx.backends.bfloat16's
 contract: operands rounded to bfloat16, float32 accumulation, the rest float32), fed the same
 float32 weights and batch. Every backend under the policy must match it to the float32
-tolerance of mlpx.check (one contract); PyTorch under `torch.autocast("cpu",
-dtype=torch.bfloat16)`, which also rounds each product's output and computes activations in
-bfloat16, must match it to the bfloat16 tolerance
+tolerance of mlpx.check times C_MIX * depth (one contract; below); PyTorch under
+`torch.autocast("cpu", dtype=torch.bfloat16)`, which also rounds each product's output and
+computes activations in bfloat16, must match it to the bfloat16 tolerance
 
     max|x - ref| / max|ref| <= C16 * depth * eps16,  eps16 = 2**-8 (bfloat16's unit roundoff)
 
@@ -19,6 +19,14 @@ Two exceptions, both ill-conditioned rather than inexact:
   its own value, which can cancel to ~0 (nll on raw outputs);
 - l1's gradient is sign(y - t)/n: wherever PyTorch's bfloat16-rounded output crosses its
   target the gradient entry flips, so its gradients get C16_L1 = 16.
+
+Backends under the policy meet the float32 tolerance times C_MIX * depth (C_MIX = 8): each
+layer's output is rounded to bfloat16 again as the next product's operand, so where two
+valid float32 results (two summation orders: oneDNN's against NumPy's) straddle a bfloat16
+rounding boundary the operands differ by a bfloat16 unit, and that difference carries on.
+Observed with oneDNN's GEMMs against the reference's, over five model shapes (48 to 2048
+wide, 2-4 layers), two seeds, ReLU and tanh: at most 0.44 of the bound; a product left in
+float32 or a wrong formula is still far outside it (tests/test_precision_check.py).
 
 The float64 reference is no target here: rounding the operands moves values across ReLU's
 kink, which changes the first layer's weight gradient by about 7 eps16 on the default model,
@@ -35,6 +43,7 @@ import numpy as np
 MIXED = "mixed_bfloat16"
 C16 = 4.0
 C16_L1 = 16.0
+C_MIX = 8.0
 EPS16 = 2.0**-8
 
 
@@ -92,6 +101,18 @@ def compare_mixed(label: str, got: Any, ref: Any, names: list[str], loss_spec: A
     return comp
 
 
+def _rerounding_allowance(comp: Any, layers: int) -> None:
+    """Scale each float32 tolerance of a backend's comparison under the policy by C_MIX times
+    the products its tensor depends on (see the module notes): i + 1 for layer i's output,
+    `layers` for the loss, twice that for the gradients."""
+    for d in comp.diffs:
+        if d.name.endswith(" output"):
+            depth = int(d.name[1:].split()[0]) + 1
+        else:
+            depth = layers if d.name == "loss" else 2 * layers
+        d.tol *= C_MIX * depth
+
+
 def _with_tol(d: Any, depth: int) -> Any:
     d.k, d.tol = depth, tolerance(depth)
     return d
@@ -120,6 +141,7 @@ def check_mixed(backends: Sequence[str], sizes: Sequence[int], activation: Any, 
                 got = run_mlpx(label, MIXED, layers, sizes[0], w, x, y, loss)
                 comp = compare(label, "float32", got, ref, fan_ins, k_grad, names)
                 comp.dtype = MIXED
+                _rerounding_allowance(comp, len(ref[0]))
                 comparisons.append(comp)
         except Exception as e:  # a backend that crashes is a failed check, not a crash
             comparisons.append(Comparison(label, MIXED, error=f"{type(e).__name__}: {e}"))
