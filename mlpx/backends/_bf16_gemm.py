@@ -37,7 +37,14 @@ from typing import Any
 import numpy as np
 
 from . import _mkl, _onednn, measured
-from .gemm_plumbing import ROW_MAJOR, TRANS, aligned_empty, blas_operand, gemm_dims
+from .gemm_plumbing import (
+    ROW_MAJOR,
+    TRANS,
+    aligned_empty,
+    blas_operand,
+    gemm_dims,
+    thread_scratch,
+)
 
 LIBRARIES = ("onednn", "mkl")  # the default route: the first that agrees with the contract
 CHOICES = ("auto", "emulated", *LIBRARIES)
@@ -341,15 +348,6 @@ def describe() -> str:
 _scratch = threading.local()
 
 
-def _bits_scratch(slot: str, shape: tuple[int, ...]) -> np.ndarray:
-    """This thread's uint16 array of `shape` for an operand's bits (kept for the next call)."""
-    held = getattr(_scratch, slot, None)
-    if held is None or held.size < int(np.prod(shape)):
-        held = aligned_empty(int(np.prod(shape)), np.uint16)
-        setattr(_scratch, slot, held)
-    return held[: int(np.prod(shape))].reshape(shape)
-
-
 def bits_of(x: np.ndarray, slot: str) -> np.ndarray:
     """`x` (float32) rounded to bfloat16 bits by one compiled pass, into this thread's
     `slot` array (valid until the next call with that slot)."""
@@ -359,7 +357,7 @@ def bits_of(x: np.ndarray, slot: str) -> np.ndarray:
         return to_bfloat16_bits(x)
     from .numba_bfloat16 import to_bits_into
 
-    out = _bits_scratch(slot, x.shape)
+    out = thread_scratch(_scratch, slot, x.shape, np.uint16)
     to_bits_into(x, out)
     return out
 

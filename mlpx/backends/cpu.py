@@ -15,7 +15,7 @@ import numpy as np
 from .. import activations
 from . import threads
 from .base import Array, Backend
-from .gemm_plumbing import aligned_empty
+from .gemm_plumbing import aligned_empty, thread_scratch
 from .gemm_routes import gemm_for
 
 
@@ -66,11 +66,7 @@ _bf16_local = threading.local()
 
 def _bf16_scratch(slot: str, shape: tuple[int, ...]) -> Array:
     """This thread's float32 array of `shape` for a rounded operand (kept for the next call)."""
-    held = getattr(_bf16_local, slot, None)
-    if held is None or held.shape != shape:
-        held = aligned_empty(shape, np.float32)
-        setattr(_bf16_local, slot, held)
-    return held
+    return thread_scratch(_bf16_local, slot, shape, np.float32)
 
 
 def _contig(*arrays: Array) -> bool:

@@ -27,6 +27,18 @@ ALIGNMENT = 64
 _ALIGN_MIN_BYTES = 4096
 
 
+def thread_scratch(local: Any, slot: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """The calling thread's aligned work array of `shape` in `local` (a threading.local)
+    under `slot`: one flat array per slot, grown when a larger shape asks, kept for the next
+    call (a view of its first elements otherwise)."""
+    size = math.prod(shape)
+    held = getattr(local, slot, None)
+    if held is None or held.dtype != dtype or held.size < size:
+        held = aligned_empty(size, dtype)
+        setattr(local, slot, held)
+    return held[:size].reshape(shape)
+
+
 def aligned_empty(shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on an ALIGNMENT-byte boundary.
 
