@@ -285,33 +285,24 @@ def _bf16_product(ops: Any) -> Any:
 
     if getattr(ops, "compute_dtype", None) != "bfloat16" or unwrap(ops).name != "cpu":
         return None
-    from mlpx.backends import _bf16_gemm
-    from mlpx.backends.bfloat16 import round_to_bfloat16, to_bfloat16_bits
+    import numpy as np
 
-    converted: dict[tuple[int, bool], Any] = {}
+    from mlpx.layers.bf16_chain import Operand, product
 
-    def operand(x: Any, bits: bool) -> Any:
-        if (id(x), bits) not in converted:
-            converted[id(x), bits] = (x, to_bfloat16_bits(x) if bits else round_to_bfloat16(x))
-        return converted[id(x), bits][1]
+    def keep(slot: str, shape: tuple[int, int], dtype: Any) -> Any:
+        return np.empty(shape, dtype)
+
+    operands: dict[int, Any] = {}  # each array's Operand: its bits or rounded copy made once
+
+    def operand(x: Any) -> Any:
+        if id(x) not in operands:
+            operands[id(x)] = (x, Operand(keep, "", x, False))
+        return operands[id(x)][1]
 
     def matmul(a: Any, b: Any, out: Any, trans_a: bool = False, trans_b: bool = False) -> Any:
-        m, n = out.shape
-        k = a.shape[0] if trans_a else a.shape[1]
-        library = _bf16_gemm.route(m, n, k, trans_a, trans_b, unwrap(ops).matmul)
-        if library == "rows":  # a few rows: rounded as they are read
-            from mlpx.backends.bf16_rows_kernels import product
-
-            product(a, b, out)
-            return out
-        if library == "emulated":  # the float32 GEMM on bfloat16 values
-            _bf16_gemm.emulated_gemm(unwrap(ops).matmul)(operand(a, False), operand(b, False),
-                                                         out, trans_a, trans_b)
-            return out
-        if _bf16_gemm.library_gemm(library, operand(a, True), operand(b, True), out, trans_a,
-                                   trans_b):
-            return out
-        return ops.matmul(a, b, out, trans_a, trans_b)  # the library refused: the policy's
+        # the training step's product, on the route measured for the shape
+        return product(ops, operand(a), "operand", operand(b), "operand", out, trans_a,
+                       trans_b)
 
     return matmul
 
