@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import numba_bfloat16, numba_common
+from . import numba_bfloat16, numba_common, small_batch_kernels
 from .numba_bfloat16 import rounded
 from .numba_common import jit, stamp_with_callees
+from .small_batch_kernels import add_products
 
 
 @jit
 def rows_product(x, w, out, xr, wr):
     """out = bf16(x) @ bf16(w) for x (m, k) and w (k, n), both any strides; xr (m, k) and
-    wr (4, n) float32 work arrays (the rounded rows). Four weight rows at a time, as
-    small_batch_kernels.block_sum: each output value is loaded and stored once per four
-    products, still added one product at a time."""
+    wr (4, n) float32 work arrays (the rounded rows). Four weight rows are rounded at a time
+    and added as small_batch_kernels.block_sum adds them (add_products): each output value
+    is loaded and stored once per four products, still added one product at a time."""
     m, k = x.shape
     n = w.shape[1]
     for r in range(m):
@@ -39,30 +40,11 @@ def rows_product(x, w, out, xr, wr):
         for q in range(step):
             for j in range(n):
                 wr[q, j] = rounded(w[i + q, j])
-        if step == 4:
-            w0, w1, w2, w3 = wr[0], wr[1], wr[2], wr[3]
-            for r in range(m):
-                x0, x1, x2, x3 = xr[r, i], xr[r, i + 1], xr[r, i + 2], xr[r, i + 3]
-                o = out[r]
-                for j in range(n):
-                    t = o[j]
-                    t += x0 * w0[j]
-                    t += x1 * w1[j]
-                    t += x2 * w2[j]
-                    t += x3 * w3[j]
-                    o[j] = t
-        else:
-            for q in range(step):
-                wq = wr[q]
-                for r in range(m):
-                    xq = xr[r, i + q]
-                    o = out[r]
-                    for j in range(n):
-                        o[j] += xq * wq[j]
+        add_products(xr, i, wr, 0, step, out)
         i += step
 
 
-stamp_with_callees((rows_product,), (numba_bfloat16, numba_common))
+stamp_with_callees((rows_product,), (numba_bfloat16, numba_common, small_batch_kernels))
 
 
 def product(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
